@@ -1,0 +1,450 @@
+//! The hub: the application's handle to publish and subscribe.
+
+use crate::{
+    engine::{Engine, EngineError},
+    memory_engine::HistoryPolicyFn,
+    payload::validate_event,
+    ChannelName, Cursor, HistoryPolicy, InvalidChannelName, MemoryEngine, Payload, Since,
+    Subscription,
+};
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+/// How long an unused, empty channel keeps its epoch (see [`HubBuilder::idle_ttl`]).
+pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(60);
+/// Default limit of channels in one subscription.
+pub const DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION: usize = 32;
+/// Default limit of a payload's size in bytes.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// Publishes to and subscribes from named channels.
+///
+/// Cheap to clone (an `Arc`); clones share every channel. Put one in your
+/// application's state and hand clones to the comet routes.
+///
+/// ```
+/// # tokio_test_block_on(async {
+/// use comet_core::{Hub, Item, Payload, Start};
+/// use tokio_stream::StreamExt;
+///
+/// let hub = Hub::new();
+/// let mut sub = hub.subscribe(["chat"], Start::head()).unwrap();
+/// hub.publish("chat", Payload::text("hello").event("said")).await.unwrap();
+///
+/// let Some(Item::Message { message, cursor }) = sub.next().await else { unreachable!() };
+/// assert_eq!((message.text(), message.event()), ("hello", Some("said")));
+///
+/// // A client that comes back with `cursor` gets exactly what it missed.
+/// hub.publish("chat", "again").await.unwrap();
+/// let mut resumed = hub.subscribe(["chat"], cursor).unwrap();
+/// assert_eq!(resumed.next().await.unwrap().message().unwrap().text(), "again");
+/// # });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<HubShared>,
+}
+
+pub(crate) struct HubShared {
+    engine: Arc<dyn Engine>,
+    max_channels: usize,
+    max_payload: usize,
+    pub(crate) subscribers: AtomicUsize,
+}
+
+/// Where a new subscription starts.
+///
+/// A cursor positions every channel it names; channels it does not name start
+/// by the [`Since`] policy (the head, unless told otherwise).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Start {
+    cursor: Option<Cursor>,
+    since: Since,
+}
+
+impl Start {
+    /// Only messages published from now on.
+    pub fn head() -> Self {
+        Self::default()
+    }
+
+    /// Every message still in history.
+    pub fn oldest() -> Self {
+        Since::Oldest.into()
+    }
+
+    /// The last `n` messages of each channel, then new ones.
+    pub fn last(n: u64) -> Self {
+        Since::Last(n).into()
+    }
+
+    /// Right after `cursor`.
+    pub fn cursor(cursor: Cursor) -> Self {
+        cursor.into()
+    }
+
+    /// Resume from `cursor` for the channels it names (none if `None`).
+    pub fn with_cursor(mut self, cursor: Option<Cursor>) -> Self {
+        self.cursor = cursor;
+        self
+    }
+
+    /// Sets where channels that the cursor does not name start.
+    pub fn since(mut self, since: Since) -> Self {
+        self.since = since;
+        self
+    }
+}
+
+impl From<Since> for Start {
+    fn from(since: Since) -> Self {
+        Self {
+            cursor: None,
+            since,
+        }
+    }
+}
+
+impl From<Cursor> for Start {
+    fn from(cursor: Cursor) -> Self {
+        Self {
+            cursor: Some(cursor),
+            since: Since::Head,
+        }
+    }
+}
+
+impl Hub {
+    /// A hub with the in-memory engine and default limits.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// Configures a hub.
+    pub fn builder() -> HubBuilder {
+        HubBuilder::default()
+    }
+
+    /// Publishes `payload` to `channel`; resolves to a cursor just after the
+    /// new message (a one-channel cursor: subscribing with it delivers what
+    /// comes next).
+    pub async fn publish(
+        &self,
+        channel: &str,
+        payload: impl Into<Payload>,
+    ) -> Result<Cursor, PublishError> {
+        let channel = ChannelName::new(channel).map_err(PublishError::InvalidChannel)?;
+        let payload = payload.into();
+        if payload.data.len() > self.shared.max_payload {
+            return Err(PublishError::PayloadTooLarge {
+                size: payload.data.len(),
+                max: self.shared.max_payload,
+            });
+        }
+        if let Some(event) = &payload.event {
+            validate_event(event).map_err(PublishError::InvalidEvent)?;
+        }
+        let message = self
+            .shared
+            .engine
+            .publish(&channel, payload)
+            .await
+            .map_err(PublishError::Engine)?;
+        Ok(Cursor::from_positions(vec![crate::Position::new(
+            &channel,
+            message.epoch(),
+            message.offset(),
+        )]))
+    }
+
+    /// Subscribes to `channels` (duplicates are ignored) from `start`.
+    ///
+    /// Positions are fixed when this returns: a message published after it is
+    /// delivered even if the stream is first polled later.
+    pub fn subscribe<I>(
+        &self,
+        channels: I,
+        start: impl Into<Start>,
+    ) -> Result<Subscription, SubscribeError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let start = start.into();
+        let names = self.channel_names(channels)?;
+        let attached = names
+            .iter()
+            .map(|name| {
+                let log = self.shared.engine.attach(name);
+                let from = start.cursor.as_ref().and_then(|c| c.position(name));
+                let position = log.start(from, start.since);
+                (log, position)
+            })
+            .collect();
+        Ok(Subscription::new(self.shared.clone(), attached))
+    }
+
+    /// A cursor at the newest message of each channel.
+    ///
+    /// Render a page with the state as of now, embed this cursor, and let the
+    /// page subscribe with it: nothing published in between is lost.
+    pub fn head<I>(&self, channels: I) -> Result<Cursor, SubscribeError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let names = self.channel_names(channels)?;
+        Ok(Cursor::from_positions(
+            names
+                .iter()
+                .map(|name| self.shared.engine.log(name).head())
+                .collect(),
+        ))
+    }
+
+    /// Live subscriptions on this hub.
+    pub fn subscriber_count(&self) -> usize {
+        self.shared.subscribers.load(Ordering::Relaxed)
+    }
+
+    /// Live subscriptions including `channel`.
+    pub fn channel_subscriber_count(&self, channel: &str) -> usize {
+        ChannelName::new(channel)
+            .ok()
+            .and_then(|name| self.shared.engine.existing(&name))
+            .map_or(0, |log| log.subscriber_count())
+    }
+
+    /// Channels currently held (with history, subscribers or recent use).
+    pub fn channel_count(&self) -> usize {
+        self.shared.engine.channel_count()
+    }
+
+    /// The most channels one subscription may name.
+    pub fn max_channels_per_subscription(&self) -> usize {
+        self.shared.max_channels
+    }
+
+    fn channel_names<I>(&self, channels: I) -> Result<Vec<ChannelName>, SubscribeError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let mut names: Vec<ChannelName> = Vec::new();
+        for channel in channels {
+            let name =
+                ChannelName::new(channel.as_ref()).map_err(SubscribeError::InvalidChannel)?;
+            if names.iter().any(|n| n.key() == name.key()) {
+                continue;
+            }
+            if names.len() == self.shared.max_channels {
+                return Err(SubscribeError::TooManyChannels {
+                    max: self.shared.max_channels,
+                });
+            }
+            names.push(name);
+        }
+        if names.is_empty() {
+            return Err(SubscribeError::NoChannels);
+        }
+        Ok(names)
+    }
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("channels", &self.channel_count())
+            .field("subscribers", &self.subscriber_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`Hub`].
+#[must_use]
+pub struct HubBuilder {
+    history: HistoryPolicy,
+    history_fn: Option<HistoryPolicyFn>,
+    idle_ttl: Duration,
+    max_channels: usize,
+    max_payload: usize,
+    engine: Option<Arc<dyn Engine>>,
+}
+
+impl Default for HubBuilder {
+    fn default() -> Self {
+        Self {
+            history: HistoryPolicy::default(),
+            history_fn: None,
+            idle_ttl: DEFAULT_IDLE_TTL,
+            max_channels: DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION,
+            max_payload: DEFAULT_MAX_PAYLOAD_BYTES,
+            engine: None,
+        }
+    }
+}
+
+impl HubBuilder {
+    /// The history every channel keeps (default: 1,000 messages, 15 minutes).
+    pub fn history(mut self, policy: HistoryPolicy) -> Self {
+        self.history = policy;
+        self
+    }
+
+    /// Chooses a channel's history by its name, overriding [`history`](Self::history).
+    ///
+    /// ```
+    /// use comet_core::{Hub, HistoryPolicy};
+    /// let hub = Hub::builder()
+    ///     .history_for(|name| match name.as_str().starts_with("ticker/") {
+    ///         true => HistoryPolicy { max_messages: 10, max_age: None },
+    ///         false => HistoryPolicy::default(),
+    ///     })
+    ///     .build();
+    /// ```
+    pub fn history_for<F>(mut self, policy: F) -> Self
+    where
+        F: Fn(&ChannelName) -> HistoryPolicy + Send + Sync + 'static,
+    {
+        self.history_fn = Some(Arc::new(policy));
+        self
+    }
+
+    /// How long a channel with no subscribers and no history is kept (and so
+    /// keeps its epoch) before it is dropped. Default: 60 s.
+    pub fn idle_ttl(mut self, ttl: Duration) -> Self {
+        self.idle_ttl = ttl;
+        self
+    }
+
+    /// The most channels one subscription may name (default 32).
+    pub fn max_channels_per_subscription(mut self, max: usize) -> Self {
+        self.max_channels = max.max(1);
+        self
+    }
+
+    /// The largest payload accepted, in bytes (default 64 KiB).
+    pub fn max_payload_bytes(mut self, max: usize) -> Self {
+        self.max_payload = max;
+        self
+    }
+
+    /// Uses `engine` instead of the in-memory one (history settings then
+    /// belong to that engine).
+    pub fn engine(mut self, engine: impl Engine) -> Self {
+        self.engine = Some(Arc::new(engine));
+        self
+    }
+
+    /// Builds the hub.
+    pub fn build(self) -> Hub {
+        let engine = self.engine.unwrap_or_else(|| {
+            let history = self.history;
+            let policy = self
+                .history_fn
+                .unwrap_or_else(|| Arc::new(move |_| history));
+            Arc::new(MemoryEngine::with_policy_fn(policy, self.idle_ttl))
+        });
+        Hub {
+            shared: Arc::new(HubShared {
+                engine,
+                max_channels: self.max_channels,
+                max_payload: self.max_payload,
+                subscribers: AtomicUsize::new(0),
+            }),
+        }
+    }
+}
+
+/// Why a publish failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The channel name breaks the protocol's rules.
+    InvalidChannel(InvalidChannelName),
+    /// The event name is unusable; the text says why.
+    InvalidEvent(String),
+    /// The payload is larger than the hub allows.
+    PayloadTooLarge {
+        /// Its size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// The engine could not store it.
+    Engine(EngineError),
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidChannel(e) => e.fmt(f),
+            Self::InvalidEvent(reason) => f.write_str(reason),
+            Self::PayloadTooLarge { size, max } => {
+                write!(f, "payload is {size} bytes, the limit is {max}")
+            }
+            Self::Engine(e) => write!(f, "engine failed to publish: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PublishError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::InvalidChannel(e) => Some(e),
+            Self::Engine(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// A channel name breaks the protocol's rules.
+    InvalidChannel(InvalidChannelName),
+    /// No channel was named.
+    NoChannels,
+    /// More distinct channels than the hub allows in one subscription.
+    TooManyChannels {
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl fmt::Display for SubscribeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidChannel(e) => e.fmt(f),
+            Self::NoChannels => f.write_str("no channel named"),
+            Self::TooManyChannels { max } => {
+                write!(f, "too many channels: at most {max} per subscription")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SubscribeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::InvalidChannel(e) => Some(e),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Transport-agnostic channels, bounded history and cursors for Comet push.
+//!
+//! A [`Hub`] holds named channels. Each keeps a bounded history of
+//! [`Message`]s numbered 1, 2, 3, ... within a random *epoch*. A [`Cursor`]
+//! names a position in every channel of a subscription, so a client that
+//! reconnects with the last cursor it saw gets exactly what it missed, or an
+//! explicit [`Item::Gap`] when history no longer holds it. Nothing here knows
+//! about a web framework; the HTTP protocol is built on top of it.
+//!
+//! # Why it is built this way
+//!
+//! - **One copy per message.** A message is stored once (`Arc<Message>`, body
+//!   in `Bytes`) and each wire format encodes it once ([`Message::encoded`]);
+//!   every subscriber shares both.
+//! - **No queue per subscriber.** A [`Subscription`] is a position in each
+//!   channel plus a waiter. Publishing appends to the channel's history and
+//!   wakes waiters; each subscriber reads the shared history at its own pace.
+//!   A subscriber that falls behind the history bound gets a gap, never
+//!   unbounded buffering.
+//! - **No lost wake-ups, cancel-safe.** A subscription arms its waiter before
+//!   it reads the history, and moves its position only when it hands out an
+//!   item, so dropping a pending `next()` loses nothing.
+//! - **Pluggable engine.** Where history lives and how publishes fan out is an
+//!   [`Engine`]; the [`MemoryEngine`] is the default, and an engine shared by
+//!   several nodes can replace it without touching any transport.
+//!
+//! See the wire protocol (`PROTOCOL.md`) for how cursors and gaps look to clients.
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod channel_log;
+mod channel_name;
+mod cursor;
+mod engine;
+mod epoch;
+mod hub;
+mod memory_engine;
+mod message;
+mod payload;
+mod subscription;
+
+pub use channel_log::{ChannelLog, HistoryPolicy, Read, Since};
+pub use channel_name::{ChannelName, InvalidChannelName, MAX_CHANNEL_NAME_LEN};
+pub use cursor::{Cursor, CursorError, Position, MAX_CURSOR_LEN};
+pub use engine::{Engine, EngineError, PublishFuture};
+pub use hub::{
+    Hub, HubBuilder, PublishError, Start, SubscribeError, DEFAULT_IDLE_TTL,
+    DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION, DEFAULT_MAX_PAYLOAD_BYTES,
+};
+pub use memory_engine::{HistoryPolicyFn, MemoryEngine};
+pub use message::{Encoding, Message};
+pub use payload::{Payload, PayloadKind, MAX_EVENT_NAME_LEN};
+pub use subscription::{Item, Subscription};

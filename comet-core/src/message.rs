@@ -1,0 +1,124 @@
+//! A published message: stored once, shared by every subscriber through `Arc`.
+
+use crate::{ChannelName, PayloadKind};
+use bytes::Bytes;
+use std::{fmt, sync::OnceLock};
+use tokio::time::Instant;
+
+/// One message in one channel's history.
+///
+/// Subscribers receive `Arc<Message>`: the payload is never copied per
+/// subscriber. Each wire format's encoding of the message is computed the first
+/// time any subscriber needs it and then shared (see [`Message::encoded`]).
+pub struct Message {
+    pub(crate) channel: ChannelName,
+    pub(crate) epoch: u64,
+    pub(crate) offset: u64,
+    pub(crate) kind: PayloadKind,
+    pub(crate) event: Option<Box<str>>,
+    pub(crate) data: Bytes,
+    pub(crate) published_at: Instant,
+    encodings: [OnceLock<Bytes>; Encoding::COUNT],
+}
+
+/// The per-message encodings a wire format may cache.
+///
+/// Every subscriber of a message shares one encoding per format; only the
+/// cursor, which depends on the subscription, is written per subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Encoding {
+    /// The SSE `event:` and `data:` lines of the message.
+    SseBody,
+    /// The JSON envelope of the message, up to its `cursor` value.
+    EnvelopeHead,
+}
+
+impl Encoding {
+    const COUNT: usize = 2;
+}
+
+impl Message {
+    /// Builds a message. Engines call this; applications publish through the
+    /// [`Hub`](crate::Hub).
+    pub fn new(
+        channel: ChannelName,
+        epoch: u64,
+        offset: u64,
+        kind: PayloadKind,
+        event: Option<Box<str>>,
+        data: Bytes,
+    ) -> Self {
+        Self {
+            channel,
+            epoch,
+            offset,
+            kind,
+            event,
+            data,
+            published_at: Instant::now(),
+            encodings: Default::default(),
+        }
+    }
+
+    /// The channel it was published to.
+    pub fn channel(&self) -> &ChannelName {
+        &self.channel
+    }
+
+    /// Its offset in the channel: 1, 2, 3, ...
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The epoch of the channel history it belongs to.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// JSON or text.
+    pub fn kind(&self) -> PayloadKind {
+        self.kind
+    }
+
+    /// The event name its publisher gave, if any.
+    pub fn event(&self) -> Option<&str> {
+        self.event.as_deref()
+    }
+
+    /// The payload bytes: UTF-8 text, or compact JSON.
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    /// The payload as text (it is always valid UTF-8).
+    pub fn text(&self) -> &str {
+        // Payloads are built from `String`s or validated JSON, both UTF-8.
+        std::str::from_utf8(&self.data).unwrap_or_default()
+    }
+
+    /// When it was published (for the history's maximum age).
+    pub fn published_at(&self) -> Instant {
+        self.published_at
+    }
+
+    /// The message's encoding for one wire format, computed by `encode` the
+    /// first time it is asked for and shared by every later caller.
+    pub fn encoded(&self, encoding: Encoding, encode: impl FnOnce(&Message) -> Bytes) -> Bytes {
+        self.encodings[encoding as usize]
+            .get_or_init(|| encode(self))
+            .clone()
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("channel", &self.channel)
+            .field("offset", &self.offset)
+            .field("kind", &self.kind)
+            .field("event", &self.event)
+            .field("data", &String::from_utf8_lossy(&self.data))
+            .finish()
+    }
+}

@@ -1,0 +1,188 @@
+//! What a publisher hands the hub: UTF-8 text or JSON, with an optional event name.
+
+use bytes::Bytes;
+use serde::Serialize;
+use std::fmt;
+
+/// Whether a payload's bytes are JSON (sent as a JSON value) or plain text
+/// (sent as a JSON string in envelopes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PayloadKind {
+    /// A JSON document, kept compact (no raw CR or LF) so that it can be
+    /// embedded in one line of any wire format.
+    Json,
+    /// UTF-8 text.
+    Text,
+}
+
+/// A message body before it is published.
+///
+/// Build one with [`Payload::text`], [`Payload::json`] or
+/// [`Payload::json_bytes`]; `From` covers `String`, `&str` and
+/// `serde_json::Value`. The event name is checked when the payload is
+/// published, so the builder stays infallible.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Payload {
+    pub(crate) kind: PayloadKind,
+    pub(crate) data: Bytes,
+    pub(crate) event: Option<String>,
+}
+
+impl Payload {
+    /// A plain-text payload.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            kind: PayloadKind::Text,
+            data: Bytes::from(text.into()),
+            event: None,
+        }
+    }
+
+    /// A JSON payload serialized from any `Serialize` value.
+    pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            kind: PayloadKind::Json,
+            data: Bytes::from(serde_json::to_vec(value)?),
+            event: None,
+        })
+    }
+
+    /// A JSON payload from bytes that claim to be JSON (an HTTP body, say).
+    ///
+    /// The bytes are validated; a document that spans several lines is
+    /// re-serialized compactly, so no wire format has to re-encode it later.
+    pub fn json_bytes(bytes: impl Into<Bytes>) -> Result<Self, serde_json::Error> {
+        let bytes = bytes.into();
+        let data = if bytes.iter().any(|b| matches!(b, b'\r' | b'\n')) {
+            let value: serde_json::Value = serde_json::from_slice(&bytes)?;
+            Bytes::from(serde_json::to_vec(&value)?)
+        } else {
+            serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)?;
+            bytes
+        };
+        Ok(Self {
+            kind: PayloadKind::Json,
+            data,
+            event: None,
+        })
+    }
+
+    /// Names the event this message is (SSE `event:`; envelope `"event"`).
+    pub fn event(mut self, event: impl Into<String>) -> Self {
+        self.event = Some(event.into());
+        self
+    }
+
+    /// JSON or text.
+    pub fn kind(&self) -> PayloadKind {
+        self.kind
+    }
+
+    /// The encoded body.
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    /// The event name, if one was set.
+    pub fn event_name(&self) -> Option<&str> {
+        self.event.as_deref()
+    }
+}
+
+impl From<String> for Payload {
+    fn from(text: String) -> Self {
+        Payload::text(text)
+    }
+}
+
+impl From<&str> for Payload {
+    fn from(text: &str) -> Self {
+        Payload::text(text)
+    }
+}
+
+impl From<serde_json::Value> for Payload {
+    fn from(value: serde_json::Value) -> Self {
+        Payload {
+            kind: PayloadKind::Json,
+            // Serializing a `Value` to a Vec cannot fail.
+            data: Bytes::from(value.to_string()),
+            event: None,
+        }
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Payload")
+            .field("kind", &self.kind)
+            .field("data", &String::from_utf8_lossy(&self.data))
+            .field("event", &self.event)
+            .finish()
+    }
+}
+
+/// The longest event name accepted.
+pub const MAX_EVENT_NAME_LEN: usize = 128;
+
+/// Checks an event name: non-empty, at most 128 bytes, no CR/LF/NUL (they would
+/// break SSE framing) and not in the reserved `comet-` namespace (a publisher
+/// must not be able to forge a `comet-gap`).
+pub(crate) fn validate_event(event: &str) -> Result<(), String> {
+    if event.is_empty() {
+        return Err("event name is empty".into());
+    }
+    if event.len() > MAX_EVENT_NAME_LEN {
+        return Err(format!(
+            "event name is {} bytes long, the limit is {MAX_EVENT_NAME_LEN}",
+            event.len()
+        ));
+    }
+    if event.chars().any(|c| c.is_control()) {
+        return Err("event name contains a control character".into());
+    }
+    if event.starts_with(crate::channel_name::RESERVED_PREFIX) {
+        return Err("event names starting with \"comet-\" are reserved".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_bytes_are_validated_and_compacted() {
+        assert!(Payload::json_bytes(&b"{nope"[..]).is_err());
+        assert!(Payload::json_bytes(&b""[..]).is_err());
+        let p = Payload::json_bytes(&b"{\n  \"a\": [1,\r\n 2]\n}"[..]).unwrap();
+        assert_eq!(&p.data[..], br#"{"a":[1,2]}"#);
+        // Already single-line JSON is kept byte for byte (no re-encode).
+        let p = Payload::json_bytes(&b"{ \"a\" : 1 }"[..]).unwrap();
+        assert_eq!(&p.data[..], b"{ \"a\" : 1 }");
+        assert_eq!(p.kind(), PayloadKind::Json);
+    }
+
+    #[test]
+    fn constructors() {
+        let p = Payload::json(&serde_json::json!({"x": "a\nb"})).unwrap();
+        assert_eq!(&p.data[..], br#"{"x":"a\nb"}"#);
+        let p = Payload::from("hi").event("joined");
+        assert_eq!(
+            (p.kind(), p.event_name()),
+            (PayloadKind::Text, Some("joined"))
+        );
+        let p = Payload::from(serde_json::json!([1]));
+        assert_eq!((p.kind(), &p.data[..]), (PayloadKind::Json, &b"[1]"[..]));
+    }
+
+    #[test]
+    fn event_names() {
+        assert!(validate_event("joined").is_ok());
+        assert!(validate_event("").is_err());
+        assert!(validate_event("a\nb").is_err());
+        assert!(validate_event("a\rb").is_err());
+        assert!(validate_event("comet-gap").is_err());
+        assert!(validate_event(&"e".repeat(129)).is_err());
+    }
+}

@@ -1,0 +1,197 @@
+//! A subscription: a `Stream` of items across one or more channels.
+//!
+//! It holds, per channel, a position and one armed waiter — no queue. Each
+//! poll reads the shared history after its positions; when nothing is there it
+//! waits on waiters that were armed *before* that read, so a publish landing
+//! between the read and the wait still wakes it. Positions move only when an
+//! item is returned, so dropping a pending `next()` loses nothing.
+
+use crate::{
+    channel_log::Read, hub::HubShared, ChannelLog, ChannelName, Cursor, Message, Position,
+};
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+use tokio::sync::futures::OwnedNotified;
+use tokio_stream::Stream;
+
+/// One thing a subscription delivers.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// A message, in its channel's order.
+    Message {
+        /// The message, shared with every other subscriber.
+        message: Arc<Message>,
+        /// The subscription's position after this message.
+        cursor: Cursor,
+    },
+    /// Messages of `channel` that history no longer holds. The next items of
+    /// that channel continue from the oldest retained message.
+    Gap {
+        /// The channel with the gap.
+        channel: ChannelName,
+        /// How many messages were missed; `None` when unknown (the channel's
+        /// history began anew: another epoch).
+        missed: Option<u64>,
+        /// The subscription's position after this gap.
+        cursor: Cursor,
+    },
+}
+
+impl Item {
+    /// The subscription's position after this item: resuming from it loses
+    /// nothing and repeats nothing.
+    pub fn cursor(&self) -> &Cursor {
+        match self {
+            Item::Message { cursor, .. } | Item::Gap { cursor, .. } => cursor,
+        }
+    }
+
+    /// The channel this item belongs to.
+    pub fn channel(&self) -> &ChannelName {
+        match self {
+            Item::Message { message, .. } => message.channel(),
+            Item::Gap { channel, .. } => channel,
+        }
+    }
+
+    /// The message, if this is one.
+    pub fn message(&self) -> Option<&Arc<Message>> {
+        match self {
+            Item::Message { message, .. } => Some(message),
+            Item::Gap { .. } => None,
+        }
+    }
+}
+
+/// A live subscription to one or more channels; see [`Hub::subscribe`](crate::Hub::subscribe).
+///
+/// The stream does not end on its own. Dropping it unsubscribes.
+pub struct Subscription {
+    channels: Box<[Subscribed]>,
+    /// Round-robin start, so a busy channel cannot starve the others.
+    next: usize,
+    hub: Arc<HubShared>,
+}
+
+struct Subscribed {
+    log: Arc<ChannelLog>,
+    position: Position,
+    waiter: Pin<Box<OwnedNotified>>,
+}
+
+impl Subscription {
+    pub(crate) fn new(hub: Arc<HubShared>, channels: Vec<(Arc<ChannelLog>, Position)>) -> Self {
+        hub.subscribers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let channels = channels
+            .into_iter()
+            .map(|(log, position)| Subscribed {
+                // Armed now, before the first read.
+                waiter: Box::pin(log.waiter()),
+                log,
+                position,
+            })
+            .collect();
+        Self {
+            channels,
+            next: 0,
+            hub,
+        }
+    }
+
+    /// The position after everything delivered so far, in every channel.
+    pub fn cursor(&self) -> Cursor {
+        Cursor::from_positions(self.channels.iter().map(|c| c.position).collect())
+    }
+
+    /// The channels subscribed to, in request order.
+    pub fn channels(&self) -> impl ExactSizeIterator<Item = &ChannelName> {
+        self.channels.iter().map(|c| c.log.name())
+    }
+
+    /// Returns the next item if one is ready, without waiting.
+    pub fn try_next(&mut self) -> Option<Item> {
+        let n = self.channels.len();
+        for i in 0..n {
+            let index = (self.next + i) % n;
+            let subscribed = &mut self.channels[index];
+            let item = match subscribed.log.read_after(subscribed.position) {
+                Read::Nothing => continue,
+                Read::Message(message) => {
+                    subscribed.position.offset = message.offset();
+                    ItemKind::Message(message)
+                }
+                Read::Gap { missed, resume } => {
+                    subscribed.position = resume;
+                    ItemKind::Gap(missed)
+                }
+            };
+            self.next = (index + 1) % n;
+            let cursor = self.cursor();
+            return Some(match item {
+                ItemKind::Message(message) => Item::Message { message, cursor },
+                ItemKind::Gap(missed) => Item::Gap {
+                    channel: self.channels[index].log.name().clone(),
+                    missed,
+                    cursor,
+                },
+            });
+        }
+        None
+    }
+}
+
+enum ItemKind {
+    Message(Arc<Message>),
+    Gap(Option<u64>),
+}
+
+impl Stream for Subscription {
+    type Item = Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        let this = self.get_mut();
+        loop {
+            // Every waiter was armed before this read.
+            if let Some(item) = this.try_next() {
+                return Poll::Ready(Some(item));
+            }
+            let mut woken = false;
+            for subscribed in this.channels.iter_mut() {
+                if subscribed.waiter.as_mut().poll(cx).is_ready() {
+                    // Re-arm before the next read.
+                    subscribed.waiter.set(subscribed.log.waiter());
+                    woken = true;
+                }
+            }
+            if !woken {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        for subscribed in self.channels.iter() {
+            subscribed.log.detach();
+        }
+        self.hub
+            .subscribers
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("channels", &self.channels().collect::<Vec<_>>())
+            .field("cursor", &self.cursor())
+            .finish()
+    }
+}

@@ -1,0 +1,12 @@
+//! Real-time server push over plain HTTP (Comet) for existing Rust web apps.
+//!
+//! This facade re-exports [`comet_core`] (hub, channels, cursors) at its root
+//! and each adapter behind a feature: `tower` (axum and other tower servers).
+
+#![forbid(unsafe_code)]
+
+pub use comet_core::*;
+
+/// The Tower layer (feature `tower`).
+#[cfg(feature = "tower")]
+pub use comet_tower as tower;
