@@ -46,12 +46,40 @@ impl Position {
 /// resume exactly where it points.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Cursor {
-    positions: Vec<Position>,
+    positions: Positions,
+}
+
+/// One position inline (the common one-channel subscription, built per
+/// delivered item without allocating), several on the heap.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+enum Positions {
+    #[default]
+    None,
+    One(Position),
+    Many(Box<[Position]>),
 }
 
 impl Cursor {
     pub(crate) fn from_positions(positions: Vec<Position>) -> Self {
+        Self::from_iter(positions.into_iter())
+    }
+
+    pub(crate) fn from_iter(positions: impl ExactSizeIterator<Item = Position>) -> Self {
+        let mut positions = positions;
+        let positions = match positions.len() {
+            0 => Positions::None,
+            1 => Positions::One(positions.next().expect("one position")),
+            _ => Positions::Many(positions.collect()),
+        };
         Self { positions }
+    }
+
+    fn positions(&self) -> &[Position] {
+        match &self.positions {
+            Positions::None => &[],
+            Positions::One(p) => std::slice::from_ref(p),
+            Positions::Many(ps) => ps,
+        }
     }
 
     /// The position this cursor holds for `channel`, if it names it.
@@ -60,24 +88,24 @@ impl Cursor {
     }
 
     pub(crate) fn position_by_key(&self, key: u64) -> Option<Position> {
-        self.positions.iter().copied().find(|p| p.key == key)
+        self.positions().iter().copied().find(|p| p.key == key)
     }
 
     /// How many channels it names.
     pub fn len(&self) -> usize {
-        self.positions.len()
+        self.positions().len()
     }
 
     /// True when it names no channel.
     pub fn is_empty(&self) -> bool {
-        self.positions.is_empty()
+        self.positions().is_empty()
     }
 
     /// The token: base64url, no padding, `[A-Za-z0-9_-]` only.
     pub fn encode(&self) -> String {
-        let mut raw = Vec::with_capacity(1 + ENTRY_LEN * self.positions.len());
+        let mut raw = Vec::with_capacity(1 + ENTRY_LEN * self.len());
         raw.push(VERSION);
-        for p in &self.positions {
+        for p in self.positions() {
             raw.extend_from_slice(&p.key.to_be_bytes());
             raw.extend_from_slice(&p.epoch.to_be_bytes());
             raw.extend_from_slice(&p.offset.to_be_bytes());
@@ -120,7 +148,7 @@ impl Cursor {
             }
             positions.push(position);
         }
-        Ok(Self { positions })
+        Ok(Self::from_positions(positions))
     }
 }
 

@@ -106,7 +106,7 @@ impl Subscription {
 
     /// The position after everything delivered so far, in every channel.
     pub fn cursor(&self) -> Cursor {
-        Cursor::from_positions(self.channels.iter().map(|c| c.position).collect())
+        Cursor::from_iter(self.channels.iter().map(|c| c.position))
     }
 
     /// The channels subscribed to, in request order.
