@@ -5,7 +5,8 @@
 //! names a position in every channel of a subscription, so a client that
 //! reconnects with the last cursor it saw gets exactly what it missed, or an
 //! explicit [`Item::Gap`] when history no longer holds it. Nothing here knows
-//! about a web framework; the HTTP protocol is built on top of it.
+//! about a web framework; the HTTP wire protocol on top, written once on the
+//! `http` crate's types for every adapter, is in [`protocol`].
 //!
 //! # Why it is built this way
 //!
@@ -38,6 +39,7 @@ mod hub;
 mod memory_engine;
 mod message;
 mod payload;
+pub mod protocol;
 mod subscription;
 
 pub use channel_log::{ChannelLog, HistoryPolicy, Read, Since};

@@ -1,0 +1,139 @@
+//! A comet route's configuration: its transports and their options, and the
+//! application's policies.
+
+use super::{AllowAll, Authorize, QueryChannels, ResolveChannels, Transport};
+use crate::Since;
+use std::{fmt, sync::Arc, time::Duration};
+
+/// Default interval of SSE heartbeats on an idle stream.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+/// Default longest hold of a long poll.
+pub const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(30);
+/// Default most items in one long-poll answer.
+pub const DEFAULT_MAX_BATCH: usize = 100;
+
+/// How one comet route serves subscribers. Cheap to clone.
+///
+/// ```
+/// use comet_core::{protocol::{Route, Transport}, Since};
+/// use std::time::Duration;
+///
+/// let events = Route::sse().heartbeat(Duration::from_secs(20));
+/// let poll = Route::long_poll().max_hold(Duration::from_secs(25));
+/// let either = Route::new([Transport::Sse, Transport::Poll]).since(Since::Last(10));
+/// ```
+#[derive(Clone)]
+pub struct Route {
+    pub(crate) transports: Arc<[Transport]>,
+    pub(crate) heartbeat: Duration,
+    pub(crate) max_hold: Duration,
+    pub(crate) max_batch: usize,
+    pub(crate) since: Since,
+    pub(crate) retry: Duration,
+    pub(crate) channels: Arc<dyn ResolveChannels>,
+    pub(crate) authorize: Arc<dyn Authorize>,
+}
+
+impl Route {
+    /// A route offering `transports`; the first is the default when a request
+    /// neither names one nor asks for one by `Accept`.
+    ///
+    /// # Panics
+    ///
+    /// If `transports` is empty: a route must offer something.
+    pub fn new(transports: impl IntoIterator<Item = Transport>) -> Self {
+        let mut offered: Vec<Transport> = Vec::new();
+        for t in transports {
+            if !offered.contains(&t) {
+                offered.push(t);
+            }
+        }
+        assert!(
+            !offered.is_empty(),
+            "a comet route must offer at least one transport"
+        );
+        Self {
+            transports: offered.into(),
+            heartbeat: DEFAULT_HEARTBEAT,
+            max_hold: DEFAULT_MAX_HOLD,
+            max_batch: DEFAULT_MAX_BATCH,
+            since: Since::Head,
+            retry: Duration::from_secs(2),
+            channels: Arc::new(QueryChannels),
+            authorize: Arc::new(AllowAll),
+        }
+    }
+
+    /// A Server-Sent Events route.
+    pub fn sse() -> Self {
+        Self::new([Transport::Sse])
+    }
+
+    /// A long-poll (JSON) route.
+    pub fn long_poll() -> Self {
+        Self::new([Transport::Poll])
+    }
+
+    /// The transports offered, the default first.
+    pub fn transports(&self) -> &[Transport] {
+        &self.transports
+    }
+
+    /// Interval of heartbeats on an idle stream (default 15 s), so proxies
+    /// keep it open and dead clients are found.
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.heartbeat = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The longest a long poll is held (default 30 s); a request's `timeout`
+    /// is clamped to it, and a request without one is held this long.
+    pub fn max_hold(mut self, max: Duration) -> Self {
+        self.max_hold = max;
+        self
+    }
+
+    /// The most items one long-poll answer carries (default 100); the rest
+    /// come with the next poll.
+    pub fn max_batch(mut self, max: usize) -> Self {
+        self.max_batch = max.max(1);
+        self
+    }
+
+    /// Where subscriptions start when the request has no cursor position for
+    /// a channel and no `since` (default: the head).
+    pub fn since(mut self, since: Since) -> Self {
+        self.since = since;
+        self
+    }
+
+    /// The reconnection delay SSE clients are told (`retry:`; default 2 s).
+    pub fn retry(mut self, delay: Duration) -> Self {
+        self.retry = delay;
+        self
+    }
+
+    /// Resolves a request's channels (default: its `channel` parameters).
+    pub fn channels(mut self, resolver: impl ResolveChannels) -> Self {
+        self.channels = Arc::new(resolver);
+        self
+    }
+
+    /// Decides who may subscribe to what (default: everyone, everything).
+    pub fn authorize(mut self, authorizer: impl Authorize) -> Self {
+        self.authorize = Arc::new(authorizer);
+        self
+    }
+}
+
+impl fmt::Debug for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Route")
+            .field("transports", &self.transports)
+            .field("heartbeat", &self.heartbeat)
+            .field("max_hold", &self.max_hold)
+            .field("max_batch", &self.max_batch)
+            .field("since", &self.since)
+            .finish_non_exhaustive()
+    }
+}
