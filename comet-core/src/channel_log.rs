@@ -210,6 +210,12 @@ impl ChannelLog {
         Read::Message(state.messages[index].clone())
     }
 
+    /// Wakes every waiter without appending (they re-check and find nothing
+    /// new unless something else changed, such as a shutdown).
+    pub fn wake(&self) {
+        self.notify.notify_waiters();
+    }
+
     /// A waiter that completes on the next append after this call, even if it
     /// is first polled later: create it *before* reading to lose no wake-up.
     pub fn waiter(&self) -> OwnedNotified {

@@ -38,4 +38,8 @@ pub trait Engine: Send + Sync + 'static {
 
     /// How many channels exist.
     fn channel_count(&self) -> usize;
+
+    /// Wakes every waiter of every channel (used by shutdown, so that
+    /// subscriptions notice it without holding a waiter of their own for it).
+    fn wake_all(&self);
 }

@@ -10,7 +10,7 @@ use crate::{
 use std::{
     fmt,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -59,6 +59,7 @@ pub(crate) struct HubShared {
     max_channels: usize,
     max_payload: usize,
     pub(crate) subscribers: AtomicUsize,
+    pub(crate) shutting_down: AtomicBool,
 }
 
 /// Where a new subscription starts.
@@ -179,6 +180,9 @@ impl Hub {
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
+        if self.is_shutting_down() {
+            return Err(SubscribeError::ShuttingDown);
+        }
         let start = start.into();
         let names = self.channel_names(channels)?;
         let attached = names
@@ -209,6 +213,21 @@ impl Hub {
                 .map(|name| self.shared.engine.log(name).head())
                 .collect(),
         ))
+    }
+
+    /// Begins shutdown: every subscription's stream ends (after the item it
+    /// may be handing out), held long polls answer at once with their cursor,
+    /// and new subscriptions are refused. History stays readable, so a client
+    /// that resumes elsewhere with its cursor loses nothing retained there.
+    /// Publishing still works, for the last messages of a draining server.
+    pub fn shutdown(&self) {
+        self.shared.shutting_down.store(true, Ordering::SeqCst);
+        self.shared.engine.wake_all();
+    }
+
+    /// True once [`shutdown`](Self::shutdown) was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutting_down.load(Ordering::SeqCst)
     }
 
     /// Live subscriptions on this hub.
@@ -366,6 +385,7 @@ impl HubBuilder {
                 max_channels: self.max_channels,
                 max_payload: self.max_payload,
                 subscribers: AtomicUsize::new(0),
+                shutting_down: AtomicBool::new(false),
             }),
         }
     }
@@ -426,6 +446,8 @@ pub enum SubscribeError {
         /// The limit.
         max: usize,
     },
+    /// The hub is shutting down.
+    ShuttingDown,
 }
 
 impl fmt::Display for SubscribeError {
@@ -435,6 +457,9 @@ impl fmt::Display for SubscribeError {
             Self::NoChannels => f.write_str("no channel named"),
             Self::TooManyChannels { max } => {
                 write!(f, "too many channels: at most {max} per subscription")
+            }
+            Self::ShuttingDown => {
+                f.write_str("the server is shutting down; reconnect with your cursor")
             }
         }
     }

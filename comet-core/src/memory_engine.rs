@@ -138,6 +138,13 @@ impl Engine for MemoryEngine {
             .unwrap_or_else(|e| e.into_inner())
             .len()
     }
+
+    fn wake_all(&self) {
+        let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        for log in channels.values() {
+            log.wake();
+        }
+    }
 }
 
 impl fmt::Debug for MemoryEngine {

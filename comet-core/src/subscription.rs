@@ -70,7 +70,7 @@ impl Item {
 
 /// A live subscription to one or more channels; see [`Hub::subscribe`](crate::Hub::subscribe).
 ///
-/// The stream does not end on its own. Dropping it unsubscribes.
+/// The stream ends only when the hub shuts down. Dropping it unsubscribes.
 pub struct Subscription {
     channels: Box<[Subscribed]>,
     /// Round-robin start, so a busy channel cannot starve the others.
@@ -157,7 +157,14 @@ impl Stream for Subscription {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
         let this = self.get_mut();
         loop {
-            // Every waiter was armed before this read.
+            // Every waiter was armed before these checks; shutdown wakes them all.
+            if this
+                .hub
+                .shutting_down
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return Poll::Ready(None);
+            }
             if let Some(item) = this.try_next() {
                 return Poll::Ready(Some(item));
             }

@@ -373,3 +373,33 @@ async fn messages_are_shared_not_copied() {
     assert!(std::sync::Arc::ptr_eq(&ma, &mb));
     assert_eq!(ma.data().as_ptr(), mb.data().as_ptr());
 }
+
+#[tokio::test]
+async fn shutdown_ends_streams_and_refuses_new_subscriptions() {
+    let hub = Hub::new();
+    let mut idle = hub.subscribe(["a"], Start::head()).unwrap();
+    let mut other = hub.subscribe(["b"], Start::head()).unwrap();
+    let waiting = tokio::spawn(async move { idle.next().await.is_none() });
+    // Let the waiter register, then shut down: it must wake and end.
+    tokio::task::yield_now().await;
+    hub.shutdown();
+    assert!(bounded(waiting).await.unwrap(), "a waiting stream ends");
+    assert!(
+        bounded(other.next()).await.is_none(),
+        "a stream polled after shutdown ends"
+    );
+    assert_eq!(
+        hub.subscribe(["a"], Start::head()).unwrap_err(),
+        SubscribeError::ShuttingDown
+    );
+    // History stays: a draining server can still publish, and it is retained.
+    hub.publish("a", "last words").await.unwrap();
+    assert_eq!(
+        hub.head(["a"])
+            .unwrap()
+            .position(&"a".parse().unwrap())
+            .unwrap()
+            .offset,
+        1
+    );
+}

@@ -103,6 +103,7 @@ impl From<crate::SubscribeError> for ProtocolError {
             InvalidChannel(_) => (StatusCode::BAD_REQUEST, "bad_channel"),
             NoChannels => (StatusCode::BAD_REQUEST, "no_channels"),
             TooManyChannels { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_channels"),
+            ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
         };
         Self::new(status, code, error.to_string())
     }
