@@ -1,8 +1,9 @@
 //! A comet route's configuration: its transports and their options, and the
 //! application's policies.
 
-use super::{AllowAll, Authorize, QueryChannels, ResolveChannels, Transport};
-use crate::Since;
+use super::{AllowAll, Authorize, ProtocolError, QueryChannels, ResolveChannels, Transport};
+use crate::{ChannelName, Since};
+use http::request::Parts;
 use std::{fmt, sync::Arc, time::Duration};
 
 /// Default interval of SSE heartbeats on an idle stream.
@@ -113,14 +114,53 @@ impl Route {
         self
     }
 
-    /// Resolves a request's channels (default: its `channel` parameters).
-    pub fn channels(mut self, resolver: impl ResolveChannels) -> Self {
+    /// Resolves a request's channels with a closure given the request's head
+    /// and its `channel` parameters (the default keeps the parameters).
+    ///
+    /// ```
+    /// use comet_core::protocol::{ProtocolError, Route};
+    /// // GET /user-events: the user's own channel, from a header set by an
+    /// // earlier authentication middleware.
+    /// let route = Route::sse().channels(|request, _requested| {
+    ///     let user = request.headers.get("x-user").and_then(|v| v.to_str().ok());
+    ///     let user = user.ok_or_else(|| ProtocolError::forbidden("sign in first"))?;
+    ///     Ok(vec![format!("user/{user}")])
+    /// });
+    /// ```
+    pub fn channels<F>(self, resolve: F) -> Self
+    where
+        F: Fn(&Parts, Vec<String>) -> Result<Vec<String>, ProtocolError> + Send + Sync + 'static,
+    {
+        self.channel_resolver(resolve)
+    }
+
+    /// Resolves a request's channels with any [`ResolveChannels`].
+    pub fn channel_resolver(mut self, resolver: impl ResolveChannels) -> Self {
         self.channels = Arc::new(resolver);
         self
     }
 
-    /// Decides who may subscribe to what (default: everyone, everything).
-    pub fn authorize(mut self, authorizer: impl Authorize) -> Self {
+    /// Allows a subscription when the closure returns true for the request's
+    /// head and its (validated) channels; refuses it with a 403 otherwise.
+    /// Checked on every request, long polls included. Default: allow all.
+    ///
+    /// ```
+    /// use comet_core::protocol::Route;
+    /// let route = Route::sse().authorize(|request, channels| {
+    ///     let signed_in = request.headers.contains_key("authorization");
+    ///     channels.iter().all(|c| c.as_str().starts_with("public/") || signed_in)
+    /// });
+    /// ```
+    pub fn authorize<F>(self, allow: F) -> Self
+    where
+        F: Fn(&Parts, &[ChannelName]) -> bool + Send + Sync + 'static,
+    {
+        self.authorizer(allow)
+    }
+
+    /// Decides who may subscribe to what with any [`Authorize`] (which can
+    /// give its own error, such as a 401 with a reason).
+    pub fn authorizer(mut self, authorizer: impl Authorize) -> Self {
         self.authorize = Arc::new(authorizer);
         self
     }

@@ -1,0 +1,60 @@
+//! [`Comet`]: the service [`CometLayer`](crate::CometLayer) wraps around the app.
+
+use crate::{layer::CometLayer, ResponseBody, ResponseFuture};
+use comet_core::protocol;
+use http::{Request, Response};
+use std::task::{Context, Poll};
+use tower_service::Service;
+
+/// Answers requests to comet routes; forwards the rest to `S`.
+#[derive(Clone, Debug)]
+pub struct Comet<S> {
+    inner: S,
+    layer: CometLayer,
+}
+
+impl<S> Comet<S> {
+    /// Wraps `inner` with the routes of `layer`.
+    pub fn new(inner: S, layer: CometLayer) -> Self {
+        Self { inner, layer }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Comet<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        match self.layer.routes.find(request.uri().path()) {
+            Some(route) => {
+                // A subscribe request's body is never read.
+                let (parts, _body) = request.into_parts();
+                ResponseFuture::comet(protocol::serve(&self.layer.hub, route, &parts))
+            }
+            None => ResponseFuture::inner(self.inner.call(request)),
+        }
+    }
+}

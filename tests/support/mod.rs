@@ -1,0 +1,239 @@
+//! Test support: a real server on an ephemeral loopback port, and small
+//! clients that read what a browser would.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::{future::Future, net::SocketAddr, pin::Pin, time::Duration};
+use tokio::time::timeout;
+
+/// Every wait in the tests is bounded by this.
+pub const BOUND: Duration = Duration::from_secs(10);
+
+pub async fn bounded<F: Future>(what: &str, f: F) -> F::Output {
+    timeout(BOUND, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// Waits until `condition` holds, checking every few milliseconds (for
+/// counters, which offer nothing to await), for at most [`BOUND`].
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    bounded(what, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
+/// A server running `app` on 127.0.0.1, stopped when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    pub async fn axum(app: axum::Router) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { addr, task }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.addr, path_and_query)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(BOUND)
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+/// One SSE event as a browser's EventSource parses it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// Reads an SSE response: raw bytes for framing checks, events for the rest.
+pub struct SseReader {
+    stream: Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    buf: Vec<u8>,
+    /// Every byte received so far.
+    pub raw: Vec<u8>,
+    /// Comment lines seen (heartbeats and the preamble).
+    pub comments: usize,
+    pub retry: Option<u64>,
+}
+
+impl SseReader {
+    pub fn new(response: reqwest::Response) -> Self {
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Self {
+            stream: Box::pin(response.bytes_stream()),
+            buf: Vec::new(),
+            raw: Vec::new(),
+            comments: 0,
+            retry: None,
+        }
+    }
+
+    async fn line(&mut self) -> String {
+        loop {
+            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                return String::from_utf8(line[..line.len() - 1].to_vec()).unwrap();
+            }
+            let chunk = bounded("sse bytes", self.stream.next())
+                .await
+                .expect("stream ended")
+                .unwrap();
+            self.raw.extend_from_slice(&chunk);
+            self.buf.extend_from_slice(&chunk);
+        }
+    }
+
+    /// Waits for the preamble (comment and retry), proving the subscription exists.
+    pub async fn opened(&mut self) {
+        while self.retry.is_none() {
+            self.next_line_block().await;
+        }
+    }
+
+    /// Reads one blank-line-terminated block; returns the event if it was one.
+    async fn next_line_block(&mut self) -> Option<SseEvent> {
+        let mut event = SseEvent::default();
+        let mut has_data = false;
+        loop {
+            let line = self.line().await;
+            if line.is_empty() {
+                return has_data.then_some(event);
+            }
+            if line.starts_with(':') {
+                self.comments += 1;
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((&line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "id" => event.id = Some(value.to_owned()),
+                "event" => event.event = Some(value.to_owned()),
+                "retry" => self.retry = Some(value.parse().unwrap()),
+                "data" => {
+                    if has_data {
+                        event.data.push('\n');
+                    }
+                    event.data.push_str(value);
+                    has_data = true;
+                }
+                other => panic!("unexpected SSE field {other:?}"),
+            }
+        }
+    }
+
+    pub async fn next_event(&mut self) -> SseEvent {
+        loop {
+            if let Some(event) = self.next_line_block().await {
+                return event;
+            }
+        }
+    }
+
+    /// Reads until the server ends the body; fails on a transport error.
+    pub async fn until_end(&mut self) {
+        bounded("sse end", async {
+            while let Some(chunk) = self.stream.next().await {
+                self.raw
+                    .extend_from_slice(&chunk.expect("stream ended with an error"));
+            }
+        })
+        .await
+    }
+
+    /// Waits for `n` more comment lines (heartbeats).
+    pub async fn comments_after(&mut self, n: usize) {
+        let target = self.comments + n;
+        while self.comments < target {
+            assert!(
+                self.next_line_block().await.is_none(),
+                "expected only heartbeats"
+            );
+        }
+    }
+}
+
+/// A long-poll answer.
+#[derive(Debug)]
+pub struct Poll {
+    pub status: u16,
+    pub etag: Option<String>,
+    pub body: serde_json::Value,
+}
+
+impl Poll {
+    pub fn cursor(&self) -> &str {
+        self.body["cursor"].as_str().unwrap()
+    }
+    /// "channel:data" or "channel:gap:N" per envelope.
+    pub fn items(&self) -> Vec<String> {
+        self.body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| match m["type"].as_str().unwrap() {
+                "message" => format!(
+                    "{}:{}",
+                    m["channel"].as_str().unwrap(),
+                    m["data"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| m["data"].to_string())
+                ),
+                "gap" => format!("{}:gap:{}", m["channel"].as_str().unwrap(), m["missed"]),
+                other => panic!("unexpected envelope {other}"),
+            })
+            .collect()
+    }
+}
+
+pub async fn poll(request: reqwest::RequestBuilder) -> Poll {
+    let response = bounded("long poll", request.send()).await.unwrap();
+    let status = response.status().as_u16();
+    let etag = response
+        .headers()
+        .get("etag")
+        .map(|v| v.to_str().unwrap().to_owned());
+    if status == 200 {
+        assert_eq!(response.headers()["content-type"], "application/json");
+        assert_eq!(response.headers()["cache-control"], "no-store");
+    }
+    let body = response.json().await.unwrap();
+    Poll { status, etag, body }
+}
+
+/// Asserts a PROTOCOL.md error answer and returns its message.
+pub async fn expect_error(response: reqwest::Response, status: u16, code: &str) -> String {
+    assert_eq!(response.status().as_u16(), status, "status");
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], code, "{body}");
+    let message = body["message"].as_str().unwrap().to_owned();
+    assert!(!message.is_empty());
+    message
+}
