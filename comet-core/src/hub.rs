@@ -4,13 +4,13 @@ use crate::{
     engine::{Engine, EngineError},
     memory_engine::HistoryPolicyFn,
     payload::validate_event,
-    ChannelName, Cursor, HistoryPolicy, InvalidChannelName, MemoryEngine, Payload, Since,
-    Subscription,
+    ChannelLog, ChannelName, Cursor, HistoryPolicy, InvalidChannelName, MemoryEngine, Payload,
+    Since, Subscription,
 };
 use std::{
     fmt,
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -58,8 +58,28 @@ pub(crate) struct HubShared {
     engine: Arc<dyn Engine>,
     max_channels: usize,
     max_payload: usize,
+    max_subscribers: usize,
+    max_channel_subscribers: usize,
     pub(crate) subscribers: AtomicUsize,
     pub(crate) shutting_down: AtomicBool,
+    published: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+}
+
+/// Counters for metrics; see [`Hub::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct HubStats {
+    /// Live subscriptions.
+    pub subscribers: usize,
+    /// Channels held.
+    pub channels: usize,
+    /// Messages published through this hub since it started.
+    pub published: u64,
+    /// Items (messages and gaps) handed to subscribers since it started.
+    /// Each subscription adds its count when it has caught up or ends, so this
+    /// is exact whenever subscribers are idle and may lag while they are busy.
+    pub delivered: u64,
 }
 
 /// Where a new subscription starts.
@@ -160,6 +180,7 @@ impl Hub {
             .publish(&channel, payload)
             .await
             .map_err(PublishError::Engine)?;
+        self.shared.published.fetch_add(1, Ordering::Relaxed);
         Ok(Cursor::from_positions(vec![crate::Position::new(
             &channel,
             message.epoch(),
@@ -185,15 +206,33 @@ impl Hub {
         }
         let start = start.into();
         let names = self.channel_names(channels)?;
-        let attached = names
-            .iter()
-            .map(|name| {
-                let log = self.shared.engine.attach(name);
-                let from = start.cursor.as_ref().and_then(|c| c.position(name));
-                let position = log.start(from, start.since);
-                (log, position)
-            })
-            .collect();
+        // Counted first, then checked, so racing subscribes cannot overshoot.
+        let total = self.shared.subscribers.fetch_add(1, Ordering::Relaxed) + 1;
+        if total > self.shared.max_subscribers {
+            self.shared.subscribers.fetch_sub(1, Ordering::Relaxed);
+            return Err(SubscribeError::TooManySubscribers {
+                channel: None,
+                max: self.shared.max_subscribers,
+            });
+        }
+        let mut attached: Vec<(Arc<ChannelLog>, crate::Position)> = Vec::with_capacity(names.len());
+        for name in &names {
+            let log = self.shared.engine.attach(name);
+            if log.subscriber_count() > self.shared.max_channel_subscribers {
+                log.detach();
+                for (log, _) in &attached {
+                    log.detach();
+                }
+                self.shared.subscribers.fetch_sub(1, Ordering::Relaxed);
+                return Err(SubscribeError::TooManySubscribers {
+                    channel: Some(name.clone()),
+                    max: self.shared.max_channel_subscribers,
+                });
+            }
+            let from = start.cursor.as_ref().and_then(|c| c.position(name));
+            let position = log.start(from, start.since);
+            attached.push((log, position));
+        }
         Ok(Subscription::new(self.shared.clone(), attached))
     }
 
@@ -230,6 +269,17 @@ impl Hub {
         self.shared.shutting_down.load(Ordering::SeqCst)
     }
 
+    /// Counters for metrics: subscribers, channels, messages published and
+    /// items delivered.
+    pub fn stats(&self) -> HubStats {
+        HubStats {
+            subscribers: self.subscriber_count(),
+            channels: self.channel_count(),
+            published: self.shared.published.load(Ordering::Relaxed),
+            delivered: self.shared.delivered.load(Ordering::Relaxed),
+        }
+    }
+
     /// Live subscriptions on this hub.
     pub fn subscriber_count(&self) -> usize {
         self.shared.subscribers.load(Ordering::Relaxed)
@@ -251,6 +301,11 @@ impl Hub {
     /// The most channels one subscription may name.
     pub fn max_channels_per_subscription(&self) -> usize {
         self.shared.max_channels
+    }
+
+    /// The largest payload accepted, in bytes.
+    pub fn max_payload_bytes(&self) -> usize {
+        self.shared.max_payload
     }
 
     fn channel_names<I>(&self, channels: I) -> Result<Vec<ChannelName>, SubscribeError>
@@ -302,6 +357,8 @@ pub struct HubBuilder {
     idle_ttl: Duration,
     max_channels: usize,
     max_payload: usize,
+    max_subscribers: usize,
+    max_channel_subscribers: usize,
     engine: Option<Arc<dyn Engine>>,
 }
 
@@ -313,6 +370,8 @@ impl Default for HubBuilder {
             idle_ttl: DEFAULT_IDLE_TTL,
             max_channels: DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION,
             max_payload: DEFAULT_MAX_PAYLOAD_BYTES,
+            max_subscribers: usize::MAX,
+            max_channel_subscribers: usize::MAX,
             engine: None,
         }
     }
@@ -363,10 +422,24 @@ impl HubBuilder {
         self
     }
 
+    /// The most live subscriptions on the hub (default: no limit). Past it,
+    /// subscribing fails with [`SubscribeError::TooManySubscribers`] (a 429).
+    pub fn max_subscribers(mut self, max: usize) -> Self {
+        self.max_subscribers = max;
+        self
+    }
+
+    /// The most live subscriptions to any one channel (default: no limit).
+    pub fn max_subscribers_per_channel(mut self, max: usize) -> Self {
+        self.max_channel_subscribers = max;
+        self
+    }
+
     /// Uses `engine` instead of the in-memory one (history settings then
-    /// belong to that engine).
-    pub fn engine(mut self, engine: impl Engine) -> Self {
-        self.engine = Some(Arc::new(engine));
+    /// belong to that engine). Several hubs may share one engine: they see the
+    /// same channels, and each shuts down on its own.
+    pub fn engine(mut self, engine: Arc<dyn Engine>) -> Self {
+        self.engine = Some(engine);
         self
     }
 
@@ -384,8 +457,12 @@ impl HubBuilder {
                 engine,
                 max_channels: self.max_channels,
                 max_payload: self.max_payload,
+                max_subscribers: self.max_subscribers,
+                max_channel_subscribers: self.max_channel_subscribers,
                 subscribers: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
+                published: AtomicU64::new(0),
+                delivered: AtomicU64::new(0),
             }),
         }
     }
@@ -446,6 +523,13 @@ pub enum SubscribeError {
         /// The limit.
         max: usize,
     },
+    /// A subscriber limit was reached.
+    TooManySubscribers {
+        /// The channel whose limit was reached, or `None` for the hub's.
+        channel: Option<ChannelName>,
+        /// The limit.
+        max: usize,
+    },
     /// The hub is shutting down.
     ShuttingDown,
 }
@@ -458,6 +542,19 @@ impl fmt::Display for SubscribeError {
             Self::TooManyChannels { max } => {
                 write!(f, "too many channels: at most {max} per subscription")
             }
+            Self::TooManySubscribers { channel: None, max } => {
+                write!(
+                    f,
+                    "the server holds its maximum of {max} subscribers; retry later"
+                )
+            }
+            Self::TooManySubscribers {
+                channel: Some(channel),
+                max,
+            } => write!(
+                f,
+                "channel {channel} has its maximum of {max} subscribers; retry later"
+            ),
             Self::ShuttingDown => {
                 f.write_str("the server is shutting down; reconnect with your cursor")
             }

@@ -32,10 +32,12 @@ pub enum Encoding {
     SseBody,
     /// The JSON envelope of the message, up to its `cursor` value.
     EnvelopeHead,
+    /// The same, escaped to be embedded in a `<script>` (forever frame, JSONP).
+    ScriptEnvelopeHead,
 }
 
 impl Encoding {
-    const COUNT: usize = 2;
+    const COUNT: usize = 3;
 }
 
 impl Message {

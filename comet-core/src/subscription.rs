@@ -13,7 +13,7 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{atomic::Ordering, Arc},
     task::{Context, Poll},
 };
 use tokio::sync::futures::OwnedNotified;
@@ -75,6 +75,9 @@ pub struct Subscription {
     channels: Box<[Subscribed]>,
     /// Round-robin start, so a busy channel cannot starve the others.
     next: usize,
+    /// Items handed out but not yet added to the hub's counter (added in
+    /// batches, so fan-out does not contend on one shared counter).
+    delivered: u64,
     hub: Arc<HubShared>,
 }
 
@@ -85,9 +88,8 @@ struct Subscribed {
 }
 
 impl Subscription {
+    /// `hub.subscribers` already counts this subscription, and each log its channel.
     pub(crate) fn new(hub: Arc<HubShared>, channels: Vec<(Arc<ChannelLog>, Position)>) -> Self {
-        hub.subscribers
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let channels = channels
             .into_iter()
             .map(|(log, position)| Subscribed {
@@ -100,6 +102,7 @@ impl Subscription {
         Self {
             channels,
             next: 0,
+            delivered: 0,
             hub,
         }
     }
@@ -132,6 +135,7 @@ impl Subscription {
                 }
             };
             self.next = (index + 1) % n;
+            self.delivered += 1;
             let cursor = self.cursor();
             return Some(match item {
                 ItemKind::Message(message) => Item::Message { message, cursor },
@@ -142,7 +146,16 @@ impl Subscription {
                 },
             });
         }
+        self.flush_delivered();
         None
+    }
+
+    fn flush_delivered(&mut self) {
+        if self.delivered > 0 {
+            self.hub
+                .delivered
+                .fetch_add(std::mem::take(&mut self.delivered), Ordering::Relaxed);
+        }
     }
 }
 
@@ -185,12 +198,11 @@ impl Stream for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self.flush_delivered();
         for subscribed in self.channels.iter() {
             subscribed.log.detach();
         }
-        self.hub
-            .subscribers
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.hub.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -1,7 +1,10 @@
 //! [`CometLayer`]: the app's comet routes, mounted in front of its own.
 
 use crate::Comet;
-use comet_core::{protocol::Route, Hub};
+use comet_core::{
+    protocol::{PublishRoute, Route},
+    Hub,
+};
 use std::{fmt, sync::Arc};
 use tower_layer::Layer;
 
@@ -30,15 +33,44 @@ pub struct CometLayer {
     pub(crate) routes: Arc<Routes>,
 }
 
-/// Paths and their routes, matched exactly.
+/// Paths and their routes.
 #[derive(Clone, Default)]
 pub(crate) struct Routes {
-    routes: Vec<(String, Route)>,
+    routes: Vec<(String, Endpoint)>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Endpoint {
+    Subscribe(Route),
+    Publish(PublishRoute),
 }
 
 impl Routes {
-    pub(crate) fn find(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|(p, _)| p == path).map(|(_, r)| r)
+    /// The route for `path` and its mount path: subscribe routes match
+    /// exactly; publish routes also match any path below theirs (the rest
+    /// names the channel).
+    pub(crate) fn find(&self, path: &str) -> Option<(&str, &Endpoint)> {
+        self.routes
+            .iter()
+            .find(|(mount, endpoint)| {
+                path == mount
+                    || matches!(endpoint, Endpoint::Publish(_))
+                        && path
+                            .strip_prefix(mount.as_str())
+                            .is_some_and(|rest| rest.starts_with('/'))
+            })
+            .map(|(mount, endpoint)| (mount.as_str(), endpoint))
+    }
+
+    fn insert(&mut self, path: &str, endpoint: Endpoint) {
+        assert!(
+            path.starts_with('/'),
+            "comet route paths start with '/': {path:?}"
+        );
+        let path = path.trim_end_matches('/');
+        let path = if path.is_empty() { "/" } else { path };
+        self.routes.retain(|(p, _)| p != path);
+        self.routes.push((path.to_owned(), endpoint));
     }
 }
 
@@ -58,13 +90,18 @@ impl CometLayer {
     ///
     /// If `path` does not start with `/`.
     pub fn route(mut self, path: &str, route: Route) -> Self {
-        assert!(
-            path.starts_with('/'),
-            "comet route paths start with '/': {path:?}"
-        );
-        let routes = Arc::make_mut(&mut self.routes);
-        routes.routes.retain(|(p, _)| p != path);
-        routes.routes.push((path.to_owned(), route));
+        Arc::make_mut(&mut self.routes).insert(path, Endpoint::Subscribe(route));
+        self
+    }
+
+    /// Accepts publishing at `path` and below it: `POST path/room/lobby`
+    /// publishes to `room/lobby` (or `POST path?channel=...`).
+    ///
+    /// # Panics
+    ///
+    /// If `path` does not start with `/`.
+    pub fn publish(mut self, path: &str, route: PublishRoute) -> Self {
+        Arc::make_mut(&mut self.routes).insert(path, Endpoint::Publish(route));
         self
     }
 

@@ -75,5 +75,5 @@ pub use route_service::{CometService, ServeFuture};
 pub use service::Comet;
 
 /// The protocol types a route is configured with, re-exported for convenience.
-pub use comet_core::protocol::{ProtocolError, Route, Transport};
+pub use comet_core::protocol::{Cors, ProtocolError, PublishRoute, Route, Transport};
 pub use comet_core::Hub;

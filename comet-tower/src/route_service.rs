@@ -1,7 +1,7 @@
 //! [`CometService`]: one comet route as a plain service, for `route_service`.
 
 use comet_core::{
-    protocol::{self, CometBody, Route},
+    protocol::{self, CometBody, PublishRoute, Route},
     Hub,
 };
 use http::{Request, Response};
@@ -17,27 +17,55 @@ use tower_service::Service;
 ///
 /// ```
 /// use axum::Router;
-/// use comet_core::{protocol::Route, Hub};
+/// use comet_core::{protocol::{PublishRoute, Route}, Hub};
 /// use comet_tower::CometService;
 ///
 /// let hub = Hub::new();
+/// let publish = PublishRoute::new().authorize(|request, _| request.headers.contains_key("x-admin"));
 /// let app: Router = Router::new()
-///     .route_service("/events", CometService::new(hub.clone(), Route::sse()));
+///     .route_service("/events", CometService::new(hub.clone(), Route::sse()))
+///     .route_service("/publish/{*channel}", CometService::publish(hub.clone(), "/publish", publish));
 /// ```
 #[derive(Clone, Debug)]
 pub struct CometService {
     hub: Hub,
-    route: Route,
+    endpoint: Endpoint,
+}
+
+#[derive(Clone, Debug)]
+enum Endpoint {
+    Subscribe(Route),
+    Publish { mount: String, route: PublishRoute },
 }
 
 impl CometService {
-    /// Serves `route` from `hub`.
+    /// Serves the subscribe route `route` from `hub`.
     pub fn new(hub: Hub, route: Route) -> Self {
-        Self { hub, route }
+        Self {
+            hub,
+            endpoint: Endpoint::Subscribe(route),
+        }
+    }
+
+    /// Serves publishing to `hub`, mounted at `mount`: the rest of a
+    /// request's path after `mount` names the channel.
+    pub fn publish(hub: Hub, mount: &str, route: PublishRoute) -> Self {
+        Self {
+            hub,
+            endpoint: Endpoint::Publish {
+                mount: mount.to_owned(),
+                route,
+            },
+        }
     }
 }
 
-impl<B> Service<Request<B>> for CometService {
+impl<B> Service<Request<B>> for CometService
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     type Response = Response<CometBody>;
     type Error = Infallible;
     type Future = ServeFuture;
@@ -47,10 +75,12 @@ impl<B> Service<Request<B>> for CometService {
     }
 
     fn call(&mut self, request: Request<B>) -> ServeFuture {
-        let (parts, _body) = request.into_parts();
-        ServeFuture {
-            future: protocol::serve(&self.hub, &self.route, &parts),
-        }
+        let (parts, body) = request.into_parts();
+        let future = match &self.endpoint {
+            Endpoint::Subscribe(route) => protocol::serve(&self.hub, route, &parts),
+            Endpoint::Publish { mount, route } => route.serve(&self.hub, mount, &parts, body),
+        };
+        ServeFuture { future }
     }
 }
 

@@ -1,6 +1,9 @@
 //! [`Comet`]: the service [`CometLayer`](crate::CometLayer) wraps around the app.
 
-use crate::{layer::CometLayer, ResponseBody, ResponseFuture};
+use crate::{
+    layer::{CometLayer, Endpoint},
+    ResponseBody, ResponseFuture,
+};
 use comet_core::protocol;
 use http::{Request, Response};
 use std::task::{Context, Poll};
@@ -38,6 +41,10 @@ impl<S> Comet<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Comet<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    // Publishing reads the body.
+    ReqBody: http_body::Body + Send + 'static,
+    ReqBody::Data: Send,
+    ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
@@ -48,11 +55,16 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let hub = &self.layer.hub;
         match self.layer.routes.find(request.uri().path()) {
-            Some(route) => {
+            Some((_, Endpoint::Subscribe(route))) => {
                 // A subscribe request's body is never read.
                 let (parts, _body) = request.into_parts();
-                ResponseFuture::comet(protocol::serve(&self.layer.hub, route, &parts))
+                ResponseFuture::comet(protocol::serve(hub, route, &parts))
+            }
+            Some((mount, Endpoint::Publish(route))) => {
+                let (parts, body) = request.into_parts();
+                ResponseFuture::comet(route.serve(hub, mount, &parts, body))
             }
             None => ResponseFuture::inner(self.inner.call(request)),
         }

@@ -1,10 +1,11 @@
 //! The response body of every comet answer, as an `http_body::Body`.
 
-use super::encode;
+use super::encode::Framing;
 use crate::Subscription;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::{
+    collections::VecDeque,
     convert::Infallible,
     fmt,
     future::Future,
@@ -15,33 +16,41 @@ use std::{
 use tokio::time::{sleep, Instant, Sleep};
 use tokio_stream::Stream;
 
-/// A comet response body: a complete one (long poll, errors) or a live stream
-/// (SSE) that ends only when the client goes away.
+/// A comet response body: a complete one (long polls, errors) or a live
+/// stream (SSE, ndjson, forever frame).
 ///
-/// Dropping it (the server does when the client disconnects) drops the
-/// subscription at once.
+/// A stream ends when the hub shuts down or, for transports a browser buffers
+/// whole, after the route's byte budget; the client then resumes with its
+/// last cursor. Dropping the body (the server does when the client
+/// disconnects) drops the subscription at once.
 pub struct CometBody {
     kind: Kind,
 }
 
 enum Kind {
     Full(Option<Bytes>),
-    Sse(Box<SseStream>),
+    Stream(Box<StreamState>),
 }
 
-struct SseStream {
+struct StreamState {
     subscription: Subscription,
+    framing: Box<dyn Framing>,
     heartbeat: Duration,
     idle: Pin<Box<Sleep>>,
-    /// The second half of a frame whose first half was just sent.
-    queued: Option<Bytes>,
+    /// Chunks of frames already encoded, not yet handed to the server.
+    queued: VecDeque<Bytes>,
+    /// Bytes after which the stream ends (at a frame boundary).
+    budget: Option<usize>,
+    sent: usize,
+    span: tracing::Span,
 }
 
 impl CometBody {
     /// A complete body.
     pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes: Bytes = bytes.into();
         Self {
-            kind: Kind::Full(Some(bytes.into())).nonempty(),
+            kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
         }
     }
 
@@ -52,24 +61,29 @@ impl CometBody {
         }
     }
 
-    /// An SSE stream of `subscription`, opening with `preamble`.
-    pub(crate) fn sse(subscription: Subscription, preamble: Bytes, heartbeat: Duration) -> Self {
+    pub(crate) fn stream(
+        subscription: Subscription,
+        framing: Box<dyn Framing>,
+        heartbeat: Duration,
+        budget: Option<usize>,
+        span: tracing::Span,
+    ) -> Self {
+        let mut queued = VecDeque::with_capacity(4);
+        let preamble = framing.preamble();
+        if !preamble.is_empty() {
+            queued.push_back(preamble);
+        }
         Self {
-            kind: Kind::Sse(Box::new(SseStream {
+            kind: Kind::Stream(Box::new(StreamState {
                 subscription,
+                framing,
                 heartbeat,
                 idle: Box::pin(sleep(heartbeat)),
-                queued: Some(preamble),
+                queued,
+                budget,
+                sent: 0,
+                span,
             })),
-        }
-    }
-}
-
-impl Kind {
-    fn nonempty(self) -> Self {
-        match self {
-            Kind::Full(Some(b)) if b.is_empty() => Kind::Full(None),
-            other => other,
         }
     }
 }
@@ -84,7 +98,7 @@ impl Body for CometBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match &mut self.get_mut().kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Sse(stream) => stream.poll_frame(cx),
+            Kind::Stream(stream) => stream.poll_frame(cx).map(|b| b.map(|b| Ok(Frame::data(b)))),
         }
     }
 
@@ -95,35 +109,42 @@ impl Body for CometBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Sse(_) => SizeHint::default(),
+            Kind::Stream(_) => SizeHint::default(),
         }
     }
 }
 
-impl SseStream {
-    fn poll_frame(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if let Some(bytes) = self.queued.take() {
-            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+impl StreamState {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let _entered = self.span.enter();
+        if let Some(bytes) = self.queued.pop_front() {
+            self.sent += bytes.len();
+            return Poll::Ready(Some(bytes));
+        }
+        if self.budget.is_some_and(|budget| self.sent >= budget) {
+            tracing::debug!(sent = self.sent, "byte budget reached; ending the stream");
+            return Poll::Ready(None);
         }
         match Pin::new(&mut self.subscription).poll_next(cx) {
             Poll::Ready(Some(item)) => {
-                let (id, body) = encode::sse_frame(&item);
-                self.queued = Some(body);
+                self.framing.item(&item, &mut self.queued);
                 self.idle.as_mut().reset(Instant::now() + self.heartbeat);
-                return Poll::Ready(Some(Ok(Frame::data(id))));
+                let bytes = self.queued.pop_front().unwrap_or_default();
+                self.sent += bytes.len();
+                return Poll::Ready(Some(bytes));
             }
-            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(None) => {
+                tracing::debug!("hub shutting down; ending the stream");
+                return Poll::Ready(None);
+            }
             Poll::Pending => {}
         }
         match self.idle.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 self.idle.as_mut().reset(Instant::now() + self.heartbeat);
-                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
-                    encode::SSE_HEARTBEAT,
-                )))))
+                let heartbeat = self.framing.heartbeat();
+                self.sent += heartbeat.len();
+                Poll::Ready(Some(heartbeat))
             }
             Poll::Pending => Poll::Pending,
         }
@@ -134,8 +155,8 @@ impl fmt::Debug for CometBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Full(bytes) => f.debug_tuple("CometBody::Full").field(bytes).finish(),
-            Kind::Sse(stream) => f
-                .debug_tuple("CometBody::Sse")
+            Kind::Stream(stream) => f
+                .debug_tuple("CometBody::Stream")
                 .field(&stream.subscription)
                 .finish(),
         }

@@ -1,11 +1,23 @@
-//! Wire encodings of items: the JSON envelope and SSE frames.
+//! Wire encodings of items: JSON envelopes, and the framing of each streaming
+//! transport.
 //!
 //! The part of an encoding that depends only on the message is built once per
-//! message ([`Message::encoded`]) and shared as `Bytes`; only the cursor, which
-//! depends on the subscription, is written per subscriber.
+//! message and wire format ([`Message::encoded`]) and shared as `Bytes` by
+//! every subscriber; only the cursor, which depends on the subscription, is
+//! written per subscriber. A frame is therefore a few chunks: shared bytes and
+//! a short per-subscriber tail.
 
+use super::ProtocolError;
 use crate::{Cursor, Encoding, Item, Message, PayloadKind};
 use bytes::{BufMut, Bytes, BytesMut};
+use std::collections::VecDeque;
+
+/// Whether JSON must be safe to embed in a `<script>` (forever frame, JSONP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Json {
+    Plain,
+    ScriptSafe,
+}
 
 /// `{"type":"message","channel":..,"data":..,"event":..,"cursor":"` — the
 /// envelope up to its cursor value.
@@ -31,10 +43,54 @@ fn push_json_string(out: &mut BytesMut, text: &str) {
     let _ = serde_json::to_writer(out.writer(), text);
 }
 
-/// The envelope of a gap.
-fn gap_envelope(out: &mut BytesMut, channel: &str, missed: Option<u64>, cursor: &Cursor) {
+/// Rewrites JSON so that it can sit inside a `<script>` element or be
+/// evaluated as JavaScript: `<`, `>`, `&`, U+2028 and U+2029 become `\uXXXX`
+/// escapes, so no `</script>`, `<!--` or line terminator appears raw. JSON
+/// has these characters only inside strings, where the escapes mean the same.
+fn script_safe(json: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(json.len() + 16);
+    let mut rest = json;
+    while let Some(i) = rest
+        .iter()
+        .position(|b| matches!(b, b'<' | b'>' | b'&' | 0xE2))
+    {
+        out.put_slice(&rest[..i]);
+        match rest[i] {
+            b'<' => out.put_slice(b"\\u003c"),
+            b'>' => out.put_slice(b"\\u003e"),
+            b'&' => out.put_slice(b"\\u0026"),
+            _ if rest[i..].starts_with("\u{2028}".as_bytes()) => {
+                out.put_slice(b"\\u2028");
+                rest = &rest[i + 3..];
+                continue;
+            }
+            _ if rest[i..].starts_with("\u{2029}".as_bytes()) => {
+                out.put_slice(b"\\u2029");
+                rest = &rest[i + 3..];
+                continue;
+            }
+            other => out.put_u8(other),
+        }
+        rest = &rest[i + 1..];
+    }
+    out.put_slice(rest);
+    out.freeze()
+}
+
+fn head(message: &Message, json: Json) -> Bytes {
+    match json {
+        Json::Plain => message.encoded(Encoding::EnvelopeHead, envelope_head),
+        Json::ScriptSafe => message.encoded(Encoding::ScriptEnvelopeHead, |m| {
+            script_safe(&m.encoded(Encoding::EnvelopeHead, envelope_head))
+        }),
+    }
+}
+
+/// The envelope of a gap (rare: encoded per subscriber).
+fn gap_envelope(channel: &str, missed: Option<u64>, cursor: &Cursor) -> Bytes {
+    let mut out = BytesMut::with_capacity(96);
     out.put_slice(b"{\"type\":\"gap\",\"channel\":");
-    push_json_string(out, channel);
+    push_json_string(&mut out, channel);
     out.put_slice(b",\"missed\":");
     match missed {
         Some(n) => out.put_slice(n.to_string().as_bytes()),
@@ -43,50 +99,82 @@ fn gap_envelope(out: &mut BytesMut, channel: &str, missed: Option<u64>, cursor: 
     out.put_slice(b",\"cursor\":\"");
     out.put_slice(cursor.encode().as_bytes());
     out.put_slice(b"\"}");
+    out.freeze()
 }
 
-/// Appends the complete JSON envelope of `item` to `out`.
-pub(crate) fn envelope(out: &mut BytesMut, item: &Item) {
+/// The envelope of `item` as (shared part, per-subscriber tail). Channel names
+/// and cursors hold only script-safe characters, so a gap needs no escaping.
+fn envelope_parts(item: &Item, json: Json) -> (Bytes, Bytes) {
     match item {
         Item::Message { message, cursor } => {
-            out.put_slice(&message.encoded(Encoding::EnvelopeHead, envelope_head));
-            out.put_slice(cursor.encode().as_bytes());
-            out.put_slice(b"\"}");
+            let mut tail = BytesMut::with_capacity(48);
+            tail.put_slice(cursor.encode().as_bytes());
+            tail.put_slice(b"\"}");
+            (head(message, json), tail.freeze())
         }
         Item::Gap {
             channel,
             missed,
             cursor,
-        } => gap_envelope(out, channel.as_str(), *missed, cursor),
+        } => (
+            gap_envelope(channel.as_str(), *missed, cursor),
+            Bytes::new(),
+        ),
     }
 }
 
-/// The SSE preamble: a comment line (which also flushes proxies that wait for
-/// a first byte) and the client's reconnection delay.
-pub(crate) fn sse_preamble(retry_ms: u128) -> Bytes {
-    Bytes::from(format!(": comet\nretry: {retry_ms}\n\n"))
+/// Appends the complete JSON envelope of `item` to `out`.
+pub(crate) fn envelope(out: &mut BytesMut, item: &Item, json: Json) {
+    let (shared, tail) = envelope_parts(item, json);
+    out.put_slice(&shared);
+    out.put_slice(&tail);
 }
 
-/// An SSE heartbeat: a comment line.
-pub(crate) const SSE_HEARTBEAT: &[u8] = b": \n\n";
+/// The heartbeat envelope.
+const HEARTBEAT_ENVELOPE: &str = "{\"type\":\"heartbeat\"}";
 
-/// The SSE frame of `item` as two chunks: the subscriber's `id:` line, and the
-/// event and data lines (shared by every subscriber for a message).
-pub(crate) fn sse_frame(item: &Item) -> (Bytes, Bytes) {
-    let id = Bytes::from(format!("id: {}\n", item.cursor()));
-    let body = match item {
-        Item::Message { message, .. } => message.encoded(Encoding::SseBody, sse_message_body),
-        Item::Gap { .. } => {
-            let mut data = BytesMut::new();
-            envelope(&mut data, item);
-            let mut out = BytesMut::with_capacity(data.len() + 32);
-            out.put_slice(b"event: comet-gap\ndata: ");
-            out.put_slice(&data);
-            out.put_slice(b"\n\n");
-            out.freeze()
-        }
-    };
-    (id, body)
+/// How a streaming transport frames what it sends.
+pub(crate) trait Framing: Send + Sync + 'static {
+    /// The first bytes of the response.
+    fn preamble(&self) -> Bytes;
+    /// Pushes the chunks of one item.
+    fn item(&self, item: &Item, out: &mut VecDeque<Bytes>);
+    /// What an idle stream sends to stay open.
+    fn heartbeat(&self) -> Bytes;
+}
+
+/// Server-Sent Events.
+pub(crate) struct Sse {
+    pub(crate) retry_ms: u128,
+}
+
+impl Framing for Sse {
+    /// A comment line (which also flushes proxies waiting for a first byte)
+    /// and the client's reconnection delay.
+    fn preamble(&self) -> Bytes {
+        Bytes::from(format!(": comet\nretry: {}\n\n", self.retry_ms))
+    }
+
+    /// The subscriber's `id:` line, then the event and data lines (shared by
+    /// every subscriber for a message).
+    fn item(&self, item: &Item, out: &mut VecDeque<Bytes>) {
+        out.push_back(Bytes::from(format!("id: {}\n", item.cursor())));
+        out.push_back(match item {
+            Item::Message { message, .. } => message.encoded(Encoding::SseBody, sse_message_body),
+            Item::Gap { .. } => {
+                let (data, _) = envelope_parts(item, Json::Plain);
+                let mut frame = BytesMut::with_capacity(data.len() + 32);
+                frame.put_slice(b"event: comet-gap\ndata: ");
+                frame.put_slice(&data);
+                frame.put_slice(b"\n\n");
+                frame.freeze()
+            }
+        });
+    }
+
+    fn heartbeat(&self) -> Bytes {
+        Bytes::from_static(b": \n\n")
+    }
 }
 
 /// `event:` (the message's event, else its channel) and one `data:` line per
@@ -134,6 +222,115 @@ fn sse_lines(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// Newline-delimited JSON envelopes.
+pub(crate) struct Ndjson;
+
+impl Framing for Ndjson {
+    fn preamble(&self) -> Bytes {
+        Bytes::new()
+    }
+
+    fn item(&self, item: &Item, out: &mut VecDeque<Bytes>) {
+        let (shared, tail) = envelope_parts(item, Json::Plain);
+        out.push_back(shared);
+        let mut end = BytesMut::with_capacity(tail.len() + 1);
+        end.put_slice(&tail);
+        end.put_u8(b'\n');
+        out.push_back(end.freeze());
+    }
+
+    fn heartbeat(&self) -> Bytes {
+        Bytes::from_static(b"{\"type\":\"heartbeat\"}\n")
+    }
+}
+
+/// The forever frame: an HTML page that calls `parent.<callback>(envelope)`
+/// once per item.
+pub(crate) struct Iframe {
+    /// `<script>parent.<callback>(`
+    call: Bytes,
+}
+
+/// Browsers render a streamed page only after its first kilobyte or so.
+const IFRAME_PADDING: usize = 1024;
+
+impl Iframe {
+    /// `callback` must have passed [`validate_callback`].
+    pub(crate) fn new(callback: &str) -> Self {
+        Self {
+            call: Bytes::from(format!("<script>parent.{callback}(")),
+        }
+    }
+}
+
+impl Framing for Iframe {
+    fn preamble(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(IFRAME_PADDING + 128);
+        out.put_slice(b"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>comet</title></head><body>\n<!--");
+        out.put_bytes(b' ', IFRAME_PADDING);
+        out.put_slice(b"-->\n");
+        out.freeze()
+    }
+
+    fn item(&self, item: &Item, out: &mut VecDeque<Bytes>) {
+        let (shared, tail) = envelope_parts(item, Json::ScriptSafe);
+        out.push_back(self.call.clone());
+        out.push_back(shared);
+        let mut end = BytesMut::with_capacity(tail.len() + 16);
+        end.put_slice(&tail);
+        end.put_slice(b");</script>\n");
+        out.push_back(end.freeze());
+    }
+
+    fn heartbeat(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.call.len() + 48);
+        out.put_slice(&self.call);
+        out.put_slice(HEARTBEAT_ENVELOPE.as_bytes());
+        out.put_slice(b");</script>\n");
+        out.freeze()
+    }
+}
+
+/// The longest callback name accepted.
+pub const MAX_CALLBACK_LEN: usize = 64;
+
+/// PROTOCOL.md: a callback is a dotted JavaScript identifier of at most 64
+/// characters (`cb`, `comet.receive`, `$jsonp_1`).
+pub(crate) fn validate_callback(callback: &str) -> Result<(), ProtocolError> {
+    let valid = !callback.is_empty()
+        && callback.len() <= MAX_CALLBACK_LEN
+        && callback.split('.').all(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '$')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(ProtocolError::new(
+            http::StatusCode::BAD_REQUEST,
+            "bad_callback",
+            format!(
+                "callback must be a dotted JavaScript identifier of at most {MAX_CALLBACK_LEN} characters"
+            ),
+        ))
+    }
+}
+
+/// `/**/<callback>(<json>);` — the comment guards against content sniffing
+/// of the response's first bytes.
+pub(crate) fn jsonp(callback: &str, json: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(json.len() + callback.len() + 8);
+    out.put_slice(b"/**/");
+    out.put_slice(callback.as_bytes());
+    out.put_u8(b'(');
+    out.put_slice(json);
+    out.put_slice(b");");
+    out.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,9 +344,14 @@ mod tests {
         sub.next().await.unwrap()
     }
 
+    fn frame(framing: &dyn Framing, item: &Item) -> String {
+        let mut out = VecDeque::new();
+        framing.item(item, &mut out);
+        String::from_utf8(out.into_iter().flat_map(|b| b.to_vec()).collect()).unwrap()
+    }
+
     fn sse(item: &Item) -> String {
-        let (id, body) = sse_frame(item);
-        String::from_utf8([id, body].concat()).unwrap()
+        frame(&Sse { retry_ms: 0 }, item)
     }
 
     #[test]
@@ -190,7 +392,7 @@ mod tests {
     async fn envelopes() {
         let it = item(Payload::text("hi \"there\"").event("said")).await;
         let mut out = BytesMut::new();
-        envelope(&mut out, &it);
+        envelope(&mut out, &it, Json::Plain);
         let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             value,
@@ -199,21 +401,72 @@ mod tests {
         );
         let it = item(Payload::json(&serde_json::json!([1, {"b": null}])).unwrap()).await;
         let mut out = BytesMut::new();
-        envelope(&mut out, &it);
+        envelope(&mut out, &it, Json::Plain);
         let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(value["data"], serde_json::json!([1, {"b": null}]));
         assert!(value.get("event").is_none());
+        assert_eq!(
+            frame(&Ndjson, &it),
+            format!("{}\n", String::from_utf8(out.to_vec()).unwrap())
+        );
     }
 
     #[test]
     fn gap_envelope_shapes() {
-        let cursor = Cursor::default();
-        let mut out = BytesMut::new();
-        gap_envelope(&mut out, "c", None, &cursor);
+        let out = gap_envelope("c", None, &Cursor::default());
         let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             value,
             serde_json::json!({"type":"gap","channel":"c","missed":null,"cursor":"AQ"})
         );
+    }
+
+    #[tokio::test]
+    async fn script_safe_json_is_inert_and_means_the_same() {
+        let hostile = "</script><script>alert(1)</script><!-- & \u{2028}\u{2029} é";
+        let it = item(Payload::json(&serde_json::json!({ "x": hostile })).unwrap()).await;
+        let html = frame(&Iframe::new("cb"), &it);
+        let inner = html
+            .strip_prefix("<script>parent.cb(")
+            .and_then(|s| s.strip_suffix(");</script>\n"))
+            .unwrap();
+        for raw in ["<", ">", "&", "\u{2028}", "\u{2029}"] {
+            assert!(!inner.contains(raw), "{raw:?} raw in {inner}");
+        }
+        let value: serde_json::Value = serde_json::from_str(inner).unwrap();
+        assert_eq!(value["data"]["x"], hostile);
+        assert!(inner.contains('é'), "other text stays as it is");
+    }
+
+    #[test]
+    fn iframe_preamble_is_over_a_kilobyte() {
+        assert!(Iframe::new("cb").preamble().len() > 1024);
+    }
+
+    #[test]
+    fn callbacks() {
+        for ok in ["cb", "a.b.c", "$", "_x1", "jQuery123_456", &"a".repeat(64)] {
+            assert!(validate_callback(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "1a",
+            "a..b",
+            "a.",
+            ".a",
+            "a-b",
+            "alert(1)",
+            "a;b",
+            "a b",
+            "<x>",
+            "é",
+            &"a".repeat(65),
+        ] {
+            assert_eq!(
+                validate_callback(bad).unwrap_err().code(),
+                "bad_callback",
+                "{bad}"
+            );
+        }
     }
 }

@@ -14,6 +14,8 @@ pub struct ProtocolError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// The `Allow` header of a 405.
+    allow: Option<&'static str>,
 }
 
 impl ProtocolError {
@@ -23,6 +25,7 @@ impl ProtocolError {
             status,
             code,
             message: message.into(),
+            allow: None,
         }
     }
 
@@ -36,13 +39,16 @@ impl ProtocolError {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
-    /// 405 `method_not_allowed`.
-    pub(crate) fn method_not_allowed(method: &http::Method) -> Self {
-        Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("method {method} is not allowed here; use GET"),
-        )
+    /// 405 `method_not_allowed`, naming the one method the route takes.
+    pub(crate) fn method_not_allowed(method: &http::Method, allow: &'static str) -> Self {
+        Self {
+            allow: Some(allow),
+            ..Self::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("method {method} is not allowed here; use {allow}"),
+            )
+        }
     }
 
     /// The HTTP status.
@@ -75,8 +81,8 @@ impl ProtocolError {
             HeaderValue::from_static("application/json"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if self.status == StatusCode::METHOD_NOT_ALLOWED {
-            headers.insert(header::ALLOW, HeaderValue::from_static("GET"));
+        if let Some(allow) = self.allow {
+            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         response
     }
@@ -103,6 +109,7 @@ impl From<crate::SubscribeError> for ProtocolError {
             InvalidChannel(_) => (StatusCode::BAD_REQUEST, "bad_channel"),
             NoChannels => (StatusCode::BAD_REQUEST, "no_channels"),
             TooManyChannels { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_channels"),
+            TooManySubscribers { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_subscribers"),
             ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
         };
         Self::new(status, code, error.to_string())

@@ -1,7 +1,7 @@
 //! A comet route's configuration: its transports and their options, and the
 //! application's policies.
 
-use super::{AllowAll, Authorize, ProtocolError, QueryChannels, ResolveChannels, Transport};
+use super::{AllowAll, Authorize, Cors, ProtocolError, QueryChannels, ResolveChannels, Transport};
 use crate::{ChannelName, Since};
 use http::request::Parts;
 use std::{fmt, sync::Arc, time::Duration};
@@ -12,6 +12,9 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 pub const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(30);
 /// Default most items in one long-poll answer.
 pub const DEFAULT_MAX_BATCH: usize = 100;
+/// Default bytes after which a stream a browser buffers whole (ndjson,
+/// forever frame) ends, for the client to resume with its cursor.
+pub const DEFAULT_BYTE_BUDGET: usize = 256 * 1024;
 
 /// How one comet route serves subscribers. Cheap to clone.
 ///
@@ -31,6 +34,8 @@ pub struct Route {
     pub(crate) max_batch: usize,
     pub(crate) since: Since,
     pub(crate) retry: Duration,
+    pub(crate) byte_budget: usize,
+    pub(crate) cors: Option<Cors>,
     pub(crate) channels: Arc<dyn ResolveChannels>,
     pub(crate) authorize: Arc<dyn Authorize>,
 }
@@ -60,6 +65,8 @@ impl Route {
             max_batch: DEFAULT_MAX_BATCH,
             since: Since::Head,
             retry: Duration::from_secs(2),
+            byte_budget: DEFAULT_BYTE_BUDGET,
+            cors: None,
             channels: Arc::new(QueryChannels),
             authorize: Arc::new(AllowAll),
         }
@@ -73,6 +80,26 @@ impl Route {
     /// A long-poll (JSON) route.
     pub fn long_poll() -> Self {
         Self::new([Transport::Poll])
+    }
+
+    /// A newline-delimited JSON streaming route.
+    pub fn stream() -> Self {
+        Self::new([Transport::Stream])
+    }
+
+    /// A forever-frame (hidden iframe) route.
+    pub fn iframe() -> Self {
+        Self::new([Transport::Iframe])
+    }
+
+    /// A JSONP long-poll route.
+    pub fn jsonp() -> Self {
+        Self::new([Transport::Jsonp])
+    }
+
+    /// A route offering every transport, SSE by default.
+    pub fn all() -> Self {
+        Self::new(Transport::ALL)
     }
 
     /// The transports offered, the default first.
@@ -105,6 +132,20 @@ impl Route {
     /// a channel and no `since` (default: the head).
     pub fn since(mut self, since: Since) -> Self {
         self.since = since;
+        self
+    }
+
+    /// Bytes after which an ndjson or forever-frame stream ends (default 256
+    /// KiB): browsers keep those responses whole in memory, so they must be
+    /// renewed; the client resumes with its last cursor and loses nothing.
+    pub fn byte_budget(mut self, bytes: usize) -> Self {
+        self.byte_budget = bytes;
+        self
+    }
+
+    /// Serves cross-origin requests as `cors` allows (default: none).
+    pub fn cors(mut self, cors: Cors) -> Self {
+        self.cors = Some(cors);
         self
     }
 
@@ -174,6 +215,8 @@ impl fmt::Debug for Route {
             .field("max_hold", &self.max_hold)
             .field("max_batch", &self.max_batch)
             .field("since", &self.since)
+            .field("byte_budget", &self.byte_budget)
+            .field("cors", &self.cors)
             .finish_non_exhaustive()
     }
 }

@@ -1,14 +1,21 @@
 //! Answering a subscribe request: the whole protocol, on `http` types.
 
-use super::{encode, CometBody, ProtocolError, Route, SubscribeParams, Transport};
+use super::{
+    encode::{self, Framing, Json},
+    CometBody, ProtocolError, Route, SubscribeParams, Transport,
+};
 use crate::{ChannelName, Hub, Start, Subscription};
-use bytes::{BufMut, BytesMut};
-use http::{header, request::Parts, HeaderValue, Method, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
 use std::{future::Future, pin::Pin, time::Duration};
 use tokio_stream::StreamExt;
+use tracing::Instrument;
 
 /// The future of a comet answer.
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<CometBody>> + Send + 'static>>;
+
+/// The most header bytes a subscribe request may carry (more is a 431).
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// Answers a request to a comet route, whatever the server stack.
 ///
@@ -17,27 +24,83 @@ pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<CometBody>> + Sen
 /// body to their server. The work that needs the request's head happens before
 /// this returns; the future only holds (long polls).
 pub fn serve(hub: &Hub, route: &Route, request: &Parts) -> ResponseFuture {
-    match subscribe(hub, route, request) {
-        Err(error) => Box::pin(std::future::ready(error.into_response())),
-        Ok((transport, subscription, params)) => match transport {
-            Transport::Sse => Box::pin(std::future::ready(sse(route, subscription))),
-            Transport::Poll => {
-                let hold = params.timeout.unwrap_or(route.max_hold).min(route.max_hold);
-                Box::pin(long_poll(subscription, hold, route.max_batch))
-            }
-        },
+    if request.method == Method::OPTIONS {
+        if let Some(cors) = &route.cors {
+            return Box::pin(std::future::ready(cors.preflight(request, Method::GET)));
+        }
     }
+    let origin = request.headers.get(header::ORIGIN).cloned();
+    let cors = route.cors.clone();
+    let decorate = move |mut response: Response<CometBody>| {
+        if let Some(cors) = &cors {
+            cors.decorate(origin.as_ref(), response.headers_mut());
+        }
+        response
+    };
+    let (transport, subscription, params) = match subscribe(hub, route, request) {
+        Ok(subscribed) => subscribed,
+        Err(error) => {
+            tracing::debug!(%error, "refused a subscribe request");
+            return Box::pin(std::future::ready(decorate(error.into_response())));
+        }
+    };
+    let span = tracing::debug_span!(
+        "comet.subscription",
+        transport = transport.name(),
+        channels = ?subscription.channels().map(ChannelName::as_str).collect::<Vec<_>>(),
+    );
+    span.in_scope(|| tracing::debug!("subscribed"));
+    let callback = params.callback.unwrap_or_default();
+    let (framing, content_type): (Box<dyn Framing>, &'static str) = match transport {
+        Transport::Sse => (
+            Box::new(encode::Sse {
+                retry_ms: route.retry.as_millis(),
+            }),
+            "text/event-stream",
+        ),
+        Transport::Stream => (Box::new(encode::Ndjson), "application/x-ndjson"),
+        Transport::Iframe => (
+            Box::new(encode::Iframe::new(&callback)),
+            "text/html; charset=utf-8",
+        ),
+        Transport::Poll | Transport::Jsonp => {
+            let hold = params.timeout.unwrap_or(route.max_hold).min(route.max_hold);
+            let jsonp = (transport == Transport::Jsonp).then_some(callback);
+            let poll = long_poll(subscription, hold, route.max_batch, jsonp);
+            return Box::pin(async move { decorate(poll.await) }.instrument(span));
+        }
+    };
+    let budget = transport.has_byte_budget().then_some(route.byte_budget);
+    let body = CometBody::stream(subscription, framing, route.heartbeat, budget, span);
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Box::pin(std::future::ready(decorate(response)))
 }
 
-/// Checks a request and subscribes it: method, parameters, transport, cursor,
-/// channels, limits, authorization.
+/// Checks a request and subscribes it: method, sizes, parameters, transport,
+/// cursor, callback, channels, limits, authorization.
 fn subscribe(
     hub: &Hub,
     route: &Route,
     request: &Parts,
 ) -> Result<(Transport, Subscription, SubscribeParams), ProtocolError> {
     if request.method != Method::GET {
-        return Err(ProtocolError::method_not_allowed(&request.method));
+        return Err(ProtocolError::method_not_allowed(&request.method, "GET"));
+    }
+    let header_bytes: usize = request
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err(ProtocolError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("request headers are {header_bytes} bytes, the limit is {MAX_HEADER_BYTES}"),
+        ));
     }
     let query = SubscribeParams::from_query(request.uri.query())?;
     let transport = Transport::negotiate(
@@ -46,6 +109,9 @@ fn subscribe(
         &request.headers,
     )?;
     let mut params = SubscribeParams::from_request(request, Some(transport))?;
+    if transport.needs_callback() {
+        encode::validate_callback(params.callback.as_deref().unwrap_or(""))?;
+    }
     let requested = std::mem::take(&mut params.channels);
     let channels = route.channels.resolve(request, requested)?;
     let names = channel_names(hub, channels)?;
@@ -62,7 +128,7 @@ fn channel_names(hub: &Hub, channels: Vec<String>) -> Result<Vec<ChannelName>, P
     for channel in channels {
         let name = ChannelName::new(&channel).map_err(|e| {
             ProtocolError::new(
-                http::StatusCode::BAD_REQUEST,
+                StatusCode::BAD_REQUEST,
                 "bad_channel",
                 format!("{e}: {channel:?}"),
             )
@@ -81,26 +147,15 @@ fn channel_names(hub: &Hub, channels: Vec<String>) -> Result<Vec<ChannelName>, P
     Ok(names)
 }
 
-fn sse(route: &Route, subscription: Subscription) -> Response<CometBody> {
-    let preamble = encode::sse_preamble(route.retry.as_millis());
-    let mut response = Response::new(CometBody::sse(subscription, preamble, route.heartbeat));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
-}
-
 /// Answers at once when anything is after the cursor, else holds until
-/// something is or `hold` passes. Dropping the future (the client left)
-/// drops the subscription at once.
+/// something is or `hold` passes (or the hub shuts down). Dropping the future
+/// (the client left) drops the subscription at once. With a callback, answers
+/// as JSONP.
 async fn long_poll(
     mut subscription: Subscription,
     hold: Duration,
     max_batch: usize,
+    jsonp: Option<String>,
 ) -> Response<CometBody> {
     let mut items = Vec::new();
     if let Some(item) = subscription.try_next() {
@@ -121,7 +176,13 @@ async fn long_poll(
         .map_or_else(|| subscription.cursor(), |item| item.cursor().clone())
         .encode();
     drop(subscription);
+    tracing::debug!(items = items.len(), "answered a long poll");
 
+    let json = if jsonp.is_some() {
+        Json::ScriptSafe
+    } else {
+        Json::Plain
+    };
     let mut body = BytesMut::with_capacity(64 + items.len() * 128);
     body.put_slice(b"{\"cursor\":\"");
     body.put_slice(cursor.as_bytes());
@@ -130,17 +191,27 @@ async fn long_poll(
         if i > 0 {
             body.put_u8(b',');
         }
-        encode::envelope(&mut body, item);
+        encode::envelope(&mut body, item, json);
     }
     body.put_slice(b"]}");
 
-    let mut response = Response::new(CometBody::full(body.freeze()));
+    let (body, content_type): (Bytes, _) = match &jsonp {
+        Some(callback) => (
+            encode::jsonp(callback, &body),
+            "application/javascript; charset=utf-8",
+        ),
+        None => (body.freeze(), "application/json"),
+    };
+    let mut response = Response::new(CometBody::full(body));
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if jsonp.is_some() {
+        headers.insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
+    }
     // A cursor is URL-safe ASCII, always a valid header value.
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{cursor}\"")) {
         headers.insert(header::ETAG, etag);

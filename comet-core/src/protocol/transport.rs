@@ -10,9 +10,17 @@ use std::fmt;
 pub enum Transport {
     /// Server-Sent Events (`text/event-stream`): one response, many events.
     Sse,
+    /// Newline-delimited JSON envelopes (`application/x-ndjson`), for
+    /// `fetch` streaming.
+    Stream,
+    /// The hidden-iframe "forever frame" (`text/html`): one `<script>` call
+    /// per item, for browsers with nothing better.
+    Iframe,
     /// Long polling (`application/json`): held until something arrives or
     /// the timeout passes, then re-issued with the cursor.
     Poll,
+    /// Long polling through a `<script>` tag (`application/javascript`).
+    Jsonp,
 }
 
 impl Transport {
@@ -20,21 +28,36 @@ impl Transport {
     pub fn name(self) -> &'static str {
         match self {
             Transport::Sse => "sse",
+            Transport::Stream => "stream",
+            Transport::Iframe => "iframe",
             Transport::Poll => "poll",
+            Transport::Jsonp => "jsonp",
         }
+    }
+
+    /// True for transports that call a JavaScript function (`callback=`).
+    pub fn needs_callback(self) -> bool {
+        matches!(self, Transport::Iframe | Transport::Jsonp)
+    }
+
+    /// True for streaming transports a browser may buffer whole, which
+    /// therefore end after the route's byte budget.
+    pub fn has_byte_budget(self) -> bool {
+        matches!(self, Transport::Stream | Transport::Iframe)
     }
 
     /// True for transports that hold one request per batch (they read
     /// `If-None-Match` as a cursor).
     pub fn is_long_poll(self) -> bool {
-        matches!(self, Transport::Poll)
+        matches!(self, Transport::Poll | Transport::Jsonp)
     }
 
     /// The Accept media type that selects this transport, if any.
     fn media_type(self) -> Option<&'static str> {
         match self {
             Transport::Sse => Some("text/event-stream"),
-            Transport::Poll => None,
+            Transport::Stream => Some("application/x-ndjson"),
+            Transport::Iframe | Transport::Poll | Transport::Jsonp => None,
         }
     }
 
@@ -46,9 +69,9 @@ impl Transport {
         headers: &HeaderMap,
     ) -> Result<Transport, ProtocolError> {
         if let Some(name) = requested {
-            let transport = KNOWN
-                .iter()
-                .find(|(known, _)| *known == name)
+            let transport = Transport::ALL
+                .into_iter()
+                .find(|t| t.name() == name)
                 .ok_or_else(|| {
                     ProtocolError::new(
                         http::StatusCode::BAD_REQUEST,
@@ -57,10 +80,9 @@ impl Transport {
                             "unknown transport {name:?}; known are sse, stream, iframe, poll, jsonp"
                         ),
                     )
-                })?
-                .1;
+                })?;
             return match transport {
-                Some(t) if offered.contains(&t) => Ok(t),
+                t if offered.contains(&t) => Ok(t),
                 _ => Err(ProtocolError::new(
                     http::StatusCode::BAD_REQUEST,
                     "bad_transport",
@@ -94,14 +116,16 @@ impl Transport {
     }
 }
 
-/// Every transport name PROTOCOL.md defines, and the ones implemented.
-const KNOWN: [(&str, Option<Transport>); 5] = [
-    ("sse", Some(Transport::Sse)),
-    ("stream", None),
-    ("iframe", None),
-    ("poll", Some(Transport::Poll)),
-    ("jsonp", None),
-];
+impl Transport {
+    /// Every transport PROTOCOL.md defines.
+    pub const ALL: [Transport; 5] = [
+        Transport::Sse,
+        Transport::Stream,
+        Transport::Iframe,
+        Transport::Poll,
+        Transport::Jsonp,
+    ];
+}
 
 impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,0 +1,303 @@
+//! Publishing over HTTP: `POST` a payload to a channel, get its cursor.
+
+use super::{CometBody, Cors, ProtocolError, ResponseFuture};
+use crate::{ChannelName, Hub, Payload, PublishError};
+use bytes::Bytes;
+use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use std::{fmt, sync::Arc};
+
+/// Decides whether a request may publish to a channel.
+pub trait AuthorizePublish: Send + Sync + 'static {
+    /// `Ok` to allow; an error (usually [`ProtocolError::forbidden`]) to refuse.
+    fn authorize(&self, request: &Parts, channel: &ChannelName) -> Result<(), ProtocolError>;
+}
+
+impl<F> AuthorizePublish for F
+where
+    F: Fn(&Parts, &ChannelName) -> bool + Send + Sync + 'static,
+{
+    fn authorize(&self, request: &Parts, channel: &ChannelName) -> Result<(), ProtocolError> {
+        if self(request, channel) {
+            Ok(())
+        } else {
+            Err(ProtocolError::forbidden(
+                "not authorized to publish to this channel",
+            ))
+        }
+    }
+}
+
+/// A route that accepts `POST` with the payload as body.
+///
+/// The channel is the rest of the path after the route's own path
+/// (`/comet/publish/room/lobby` publishes to `room/lobby`), or the `channel`
+/// parameter. `Content-Type: application/json` (or any `+json` type) marks
+/// JSON, anything else text; a `Comet-Event` header names the event. The
+/// answer is `201 {"cursor":"..."}`.
+///
+/// Publishing is refused (403) until an authorizer is set: an open publish
+/// endpoint would let anyone write to every channel.
+///
+/// ```
+/// use comet_core::protocol::PublishRoute;
+/// let route = PublishRoute::new().authorize(|request, _channel| {
+///     request.headers.get("authorization").is_some_and(|v| v == "Bearer secret")
+/// });
+/// ```
+#[derive(Clone, Default)]
+pub struct PublishRoute {
+    authorize: Option<Arc<dyn AuthorizePublish>>,
+    cors: Option<Cors>,
+}
+
+const COMET_EVENT: &str = "comet-event";
+
+impl PublishRoute {
+    /// A publish route that refuses everyone until [`authorize`](Self::authorize) is set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Allows a publish when the closure returns true for the request's head
+    /// and the channel; refuses it with a 403 otherwise.
+    pub fn authorize<F>(self, allow: F) -> Self
+    where
+        F: Fn(&Parts, &ChannelName) -> bool + Send + Sync + 'static,
+    {
+        self.authorizer(allow)
+    }
+
+    /// Decides who may publish with any [`AuthorizePublish`].
+    pub fn authorizer(mut self, authorizer: impl AuthorizePublish) -> Self {
+        self.authorize = Some(Arc::new(authorizer));
+        self
+    }
+
+    /// Serves cross-origin requests for these origins.
+    pub fn cors(mut self, cors: Cors) -> Self {
+        self.cors = Some(cors);
+        self
+    }
+
+    /// Answers a publish request. `mount` is the route's own path: the rest of
+    /// the request's path names the channel. The body is read only after the
+    /// request is authorized, and never past the hub's payload limit.
+    pub fn serve<B>(&self, hub: &Hub, mount: &str, request: &Parts, body: B) -> ResponseFuture
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let origin = request.headers.get(header::ORIGIN).cloned();
+        if request.method == Method::OPTIONS {
+            if let Some(cors) = &self.cors {
+                return ready(cors.preflight(request, Method::POST));
+            }
+        }
+        let checked = self.check(hub, mount, request);
+        let cors = self.cors.clone();
+        let hub = hub.clone();
+        Box::pin(async move {
+            let mut response = match checked {
+                Err(error) => error.into_response(),
+                Ok(publish) => match publish.run(&hub, body).await {
+                    Ok(response) => response,
+                    Err(error) => error.into_response(),
+                },
+            };
+            if let Some(cors) = cors {
+                cors.decorate(origin.as_ref(), response.headers_mut());
+            }
+            response
+        })
+    }
+
+    fn check(&self, hub: &Hub, mount: &str, request: &Parts) -> Result<Checked, ProtocolError> {
+        if request.method != Method::POST {
+            return Err(ProtocolError::method_not_allowed(&request.method, "POST"));
+        }
+        let channel = channel(mount, request)?;
+        let authorize = self
+            .authorize
+            .as_ref()
+            .ok_or_else(|| ProtocolError::forbidden("publishing is not enabled on this route"))?;
+        authorize.authorize(request, &channel)?;
+
+        let max = hub.max_payload_bytes();
+        let declared = request
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > max as u64) {
+            return Err(too_large(max));
+        }
+        let json = request
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|media| {
+                let media = media.trim().to_ascii_lowercase();
+                media == "application/json" || media.ends_with("+json")
+            })
+            .unwrap_or(false);
+        let event = request
+            .headers
+            .get(COMET_EVENT)
+            .map(|v| {
+                v.to_str()
+                    .map(str::to_owned)
+                    .map_err(|_| ProtocolError::bad_request("Comet-Event must be visible ASCII"))
+            })
+            .transpose()?;
+        Ok(Checked {
+            channel,
+            json,
+            event,
+            max,
+        })
+    }
+}
+
+/// A publish request that passed every check but reading its body.
+struct Checked {
+    channel: ChannelName,
+    json: bool,
+    event: Option<String>,
+    max: usize,
+}
+
+impl Checked {
+    async fn run<B>(self, hub: &Hub, body: B) -> Result<Response<CometBody>, ProtocolError>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let bytes: Bytes = match Limited::new(body, self.max).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) if error.is::<LengthLimitError>() => return Err(too_large(self.max)),
+            Err(error) => {
+                return Err(ProtocolError::bad_request(format!(
+                    "could not read the body: {error}"
+                )))
+            }
+        };
+        let mut payload = if self.json {
+            Payload::json_bytes(bytes).map_err(|e| {
+                ProtocolError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_payload",
+                    format!("body is not JSON: {e}"),
+                )
+            })?
+        } else {
+            let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+                ProtocolError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_payload",
+                    "a text body must be UTF-8",
+                )
+            })?;
+            Payload::text(text)
+        };
+        if let Some(event) = self.event {
+            payload = payload.event(event);
+        }
+        let cursor = hub
+            .publish(self.channel.as_str(), payload)
+            .await
+            .map_err(|e| match e {
+                PublishError::PayloadTooLarge { max, .. } => too_large(max),
+                PublishError::Engine(e) => ProtocolError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!("could not publish: {e}"),
+                ),
+                other => ProtocolError::bad_request(other.to_string()),
+            })?;
+        let mut response = Response::new(CometBody::full(
+            serde_json::json!({ "cursor": cursor }).to_string(),
+        ));
+        *response.status_mut() = StatusCode::CREATED;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(response)
+    }
+}
+
+/// The channel: the path after `mount`, else the `channel` parameter.
+fn channel(mount: &str, request: &Parts) -> Result<ChannelName, ProtocolError> {
+    let rest = request
+        .uri
+        .path()
+        .strip_prefix(mount.trim_end_matches('/'))
+        .map(|rest| rest.trim_start_matches('/'))
+        .filter(|rest| !rest.is_empty());
+    let name = match rest {
+        Some(rest) => percent_encoding::percent_decode_str(rest)
+            .decode_utf8()
+            .map_err(|_| {
+                ProtocolError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_channel",
+                    "channel is not UTF-8",
+                )
+            })?
+            .into_owned(),
+        None => {
+            let mut channels = form_urlencoded::parse(request.uri.query().unwrap_or("").as_bytes())
+                .filter(|(k, _)| k == "channel")
+                .map(|(_, v)| v.into_owned());
+            match (channels.next(), channels.next()) {
+                (Some(channel), None) => channel,
+                (None, _) => {
+                    return Err(ProtocolError::new(
+                        StatusCode::BAD_REQUEST,
+                        "no_channels",
+                        "name the channel in the path or with channel=",
+                    ))
+                }
+                (Some(_), Some(_)) => {
+                    return Err(ProtocolError::bad_request(
+                        "publish to one channel at a time",
+                    ))
+                }
+            }
+        }
+    };
+    ChannelName::new(&name).map_err(|e| {
+        ProtocolError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_channel",
+            format!("{e}: {name:?}"),
+        )
+    })
+}
+
+fn too_large(max: usize) -> ProtocolError {
+    ProtocolError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the body is larger than {max} bytes"),
+    )
+}
+
+fn ready(response: Response<CometBody>) -> ResponseFuture {
+    Box::pin(std::future::ready(response))
+}
+
+impl fmt::Debug for PublishRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublishRoute")
+            .field("enabled", &self.authorize.is_some())
+            .field("cors", &self.cors)
+            .finish()
+    }
+}
