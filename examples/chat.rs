@@ -5,8 +5,11 @@
 //! to an ordinary axum handler that calls `hub.publish`.
 //!
 //! The app also mounts the project's reference comet routes at fixed paths,
-//! so clients and benchmarks can be pointed at it:
-//! `/comet/sse` and `/comet/poll`.
+//! so clients and benchmarks can be pointed at it: `/comet/sse`,
+//! `/comet/poll`, `/comet/stream`, `/comet/iframe`, `/comet/jsonp`, and
+//! `POST /comet/publish/{channel}`. Publishing is allowed from loopback
+//! clients, and from anyone presenting `Authorization: Bearer <token>` when
+//! `COMET_PUBLISH_TOKEN=<token>` is set.
 //!
 //! ```sh
 //! cargo run --example chat                    # http://127.0.0.1:3000
@@ -15,13 +18,17 @@
 //! ```
 
 use axum::{
-    extract::{Path, State},
+    extract::{ConnectInfo, Path, State},
     http::StatusCode,
     response::{Html, IntoResponse},
     routing::{get, post},
     Json, Router,
 };
-use comet::{tower::CometLayer, Hub, Payload, PublishError};
+use comet::{
+    protocol::{PublishRoute, Route},
+    tower::CometLayer,
+    Hub, Payload, PublishError,
+};
 use serde::Deserialize;
 use std::{net::SocketAddr, time::SystemTime};
 use tracing_subscriber::EnvFilter;
@@ -38,37 +45,78 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let addr = listen_addr()?;
     let hub = Hub::new();
-    let app = app(hub.clone());
+    let token = std::env::var("COMET_PUBLISH_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let app = app(hub.clone(), token);
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     // Tests and scripts read this line for the port (`--addr 127.0.0.1:0`).
     println!("chat listening on http://{}", listener.local_addr()?);
     tracing::info!(addr = %listener.local_addr()?, "chat listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: ending streams and held polls");
-            // Ends every SSE stream and answers every held poll with its
-            // cursor, so the server stops promptly and clients resume later.
-            hub.shutdown();
-        })
-        .await?;
+    // Connection info lets the publish route tell loopback clients apart.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: ending streams and held polls");
+        // Ends every SSE stream and answers every held poll with its
+        // cursor, so the server stops promptly and clients resume later.
+        hub.shutdown();
+    })
+    .await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// The whole app: the page, the chat API, and the comet routes.
-fn app(hub: Hub) -> Router {
+/// The whole app: the page, the chat API, and the reference comet routes.
+fn app(hub: Hub, publish_token: Option<String>) -> Router {
+    let comet = CometLayer::new(hub.clone())
+        .sse("/comet/sse")
+        .long_poll("/comet/poll")
+        .route("/comet/stream", Route::stream())
+        .route("/comet/iframe", Route::iframe())
+        .route("/comet/jsonp", Route::jsonp())
+        .publish(
+            "/comet/publish",
+            PublishRoute::new().authorize(move |request, _channel| {
+                let loopback = request
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
+                loopback
+                    || publish_token
+                        .as_deref()
+                        .is_some_and(|token| bearer_is(request, token))
+            }),
+        );
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/rooms/{room}/messages", post(say))
         .route("/rooms/{room}/join", post(join))
-        .with_state(hub.clone())
-        .layer(
-            CometLayer::new(hub)
-                .sse("/comet/sse")
-                .long_poll("/comet/poll"),
-        )
+        .with_state(hub)
+        .layer(comet)
+}
+
+/// True when the request carries `Authorization: Bearer <token>`; compared in
+/// constant time so the token cannot be guessed byte by byte.
+fn bearer_is(request: &axum::http::request::Parts, token: &str) -> bool {
+    let Some(given) = request
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 #[derive(Deserialize)]

@@ -11,22 +11,44 @@ use std::{
 };
 use support::*;
 
-/// `cargo test` builds the examples next to the test binaries.
+/// `cargo test --workspace` builds the examples next to the test binaries;
+/// `cargo test --test chat_example` alone does not, so a missing or stale
+/// binary is an error rather than a test of old code.
 fn example_binary(name: &str) -> PathBuf {
     let deps = std::env::current_exe().unwrap();
-    let path = deps
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo test --workspace`, which builds the examples",
-        path.display()
-    );
+    let target = deps.parent().unwrap().parent().unwrap();
+    let path = target.join("examples").join(name);
+    let rebuild = "run `cargo test --workspace` (or `cargo build --example chat`) first";
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} is missing: {rebuild}", path.display()));
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for dir in ["examples", "src", "comet-core/src", "comet-tower/src"] {
+        if let Some((_, newer)) = newest_file(&root.join(dir)).filter(|(t, _)| *t > built) {
+            panic!(
+                "{} is older than {}: {rebuild}",
+                path.display(),
+                newer.display()
+            );
+        }
+    }
     path
+}
+
+/// The most recently modified file below `dir`.
+fn newest_file(dir: &std::path::Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                newest_file(&path)
+            } else {
+                Some((entry.metadata().ok()?.modified().ok()?, path))
+            }
+        })
+        .max()
 }
 
 struct Running {
@@ -110,6 +132,32 @@ async fn the_chat_demo_serves_its_page_relays_messages_and_stops_cleanly() {
     // The long-poll fallback sees the same room.
     let answer = poll(client().get(chat.url("/comet/poll?channel=room/lobby&since=oldest"))).await;
     assert_eq!(answer.body["messages"].as_array().unwrap().len(), 2);
+
+    // Every reference route is mounted: publish over HTTP from loopback,
+    // read it back through the stream, forever-frame and JSONP routes.
+    let published = client()
+        .post(chat.url("/comet/publish/room/lobby"))
+        .header("content-type", "application/json")
+        .body(r#"{"name":"bot","text":"via http"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), 201);
+    let event = events.next_event().await;
+    assert!(event.data.contains("via http"), "{event:?}");
+    for path in [
+        "/comet/stream?channel=room/lobby&since=1",
+        "/comet/iframe?channel=room/lobby&since=1&callback=cb",
+    ] {
+        let mut body = LineReader::new(client().get(chat.url(path)).send().await.unwrap());
+        while !body.line().await.unwrap().contains("via http") {}
+    }
+    let jsonp = client()
+        .get(chat.url("/comet/jsonp?channel=room/lobby&since=1&callback=cb"))
+        .send()
+        .await
+        .unwrap();
+    assert!(jsonp.text().await.unwrap().contains("via http"));
 
     // Bad input is refused with a reason.
     let empty = post(

@@ -190,26 +190,36 @@ impl Poll {
     pub fn cursor(&self) -> &str {
         self.body["cursor"].as_str().unwrap()
     }
-    /// "channel:data" or "channel:gap:N" per envelope.
+    /// [`describe`] of each envelope.
     pub fn items(&self) -> Vec<String> {
         self.body["messages"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|m| match m["type"].as_str().unwrap() {
-                "message" => format!(
-                    "{}:{}",
-                    m["channel"].as_str().unwrap(),
-                    m["data"]
-                        .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| m["data"].to_string())
-                ),
-                "gap" => format!("{}:gap:{}", m["channel"].as_str().unwrap(), m["missed"]),
-                other => panic!("unexpected envelope {other}"),
-            })
+            .map(describe)
             .collect()
     }
+}
+
+/// An envelope as "channel:data", "channel:gap:N" or "heartbeat" (data as
+/// its text when a string, else as JSON).
+pub fn describe(envelope: &serde_json::Value) -> String {
+    let channel = || envelope["channel"].as_str().unwrap();
+    match envelope["type"].as_str().unwrap() {
+        "message" => match envelope["data"].as_str() {
+            Some(text) => format!("{}:{text}", channel()),
+            None => format!("{}:{}", channel(), envelope["data"]),
+        },
+        "gap" => format!("{}:gap:{}", channel(), envelope["missed"]),
+        "heartbeat" => "heartbeat".into(),
+        other => panic!("unexpected envelope {other}"),
+    }
+}
+
+/// GETs `url` and returns the body as text.
+pub async fn get_text(url: String) -> String {
+    let response = bounded("get", client().get(url).send()).await.unwrap();
+    response.text().await.unwrap()
 }
 
 pub async fn poll(request: reqwest::RequestBuilder) -> Poll {
@@ -236,4 +246,74 @@ pub async fn expect_error(response: reqwest::Response, status: u16, code: &str) 
     let message = body["message"].as_str().unwrap().to_owned();
     assert!(!message.is_empty());
     message
+}
+
+/// Reads a streaming body line by line (ndjson, forever frame).
+pub struct LineReader {
+    stream: Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    buf: Vec<u8>,
+    /// Every byte received so far.
+    pub raw: Vec<u8>,
+}
+
+impl LineReader {
+    pub fn new(response: reqwest::Response) -> Self {
+        assert_eq!(response.status(), 200, "stream status");
+        Self {
+            stream: Box::pin(response.bytes_stream()),
+            buf: Vec::new(),
+            raw: Vec::new(),
+        }
+    }
+
+    /// Reads more bytes; false at the end of the body.
+    async fn fill(&mut self) -> bool {
+        match bounded("stream bytes", self.stream.next()).await {
+            Some(chunk) => {
+                let chunk = chunk.expect("stream failed");
+                self.raw.extend_from_slice(&chunk);
+                self.buf.extend_from_slice(&chunk);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The next line without its LF, or `None` when the body ends.
+    pub async fn line(&mut self) -> Option<String> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                return Some(String::from_utf8(line[..line.len() - 1].to_vec()).unwrap());
+            }
+            if !self.fill().await {
+                assert!(
+                    self.buf.is_empty(),
+                    "body ended mid-line: {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                );
+                return None;
+            }
+        }
+    }
+
+    /// Waits until at least `n` bytes have arrived.
+    pub async fn at_least(&mut self, n: usize) {
+        while self.raw.len() < n {
+            assert!(
+                self.fill().await,
+                "body ended after {} bytes",
+                self.raw.len()
+            );
+        }
+    }
+
+    /// Reads to the end of the body.
+    pub async fn until_end(&mut self) -> Vec<String> {
+        let mut lines = vec![];
+        while let Some(line) = self.line().await {
+            lines.push(line);
+        }
+        lines
+    }
 }
