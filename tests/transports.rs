@@ -699,7 +699,7 @@ async fn the_total_subscriber_limit_answers_429() {
     let (hub, server) = start().await;
     let mut held = vec![];
     for i in 0..20 {
-        let mut reader = open_sse(&server, &format!("/sse?channel=t{i}")).await;
+        let reader = open_sse(&server, &format!("/sse?channel=t{i}")).await;
         held.push(reader);
     }
     assert_eq!(hub.subscriber_count(), 20);
