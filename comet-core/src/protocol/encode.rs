@@ -438,6 +438,45 @@ mod tests {
         assert!(inner.contains('é'), "other text stays as it is");
     }
 
+    #[tokio::test]
+    async fn each_wire_format_encodes_a_message_once_for_every_subscriber() {
+        let hub = Hub::new();
+        // Different channel sets, so different cursors: only the tails differ.
+        let mut a = hub.subscribe(["x"], Start::head()).unwrap();
+        let mut b = hub.subscribe(["x", "y"], Start::head()).unwrap();
+        hub.publish("x", "shared").await.unwrap();
+        let (a, b) = (a.next().await.unwrap(), b.next().await.unwrap());
+        assert_ne!(a.cursor(), b.cursor());
+        let framings: [(&dyn Framing, usize); 3] = [
+            (&Sse { retry_ms: 0 }, 1),
+            (&Ndjson, 0),
+            (&Iframe::new("cb"), 1),
+        ];
+        for (framing, shared_chunk) in framings {
+            let chunks = |item: &Item| {
+                let mut out = VecDeque::new();
+                framing.item(item, &mut out);
+                out
+            };
+            let (ca, cb) = (chunks(&a), chunks(&b));
+            assert_eq!(
+                ca[shared_chunk].as_ptr(),
+                cb[shared_chunk].as_ptr(),
+                "one encoding, shared"
+            );
+            assert_ne!(ca, cb, "each with its own cursor");
+        }
+        // The poll body copies the same cached head.
+        let (mut pa, mut pb) = (BytesMut::new(), BytesMut::new());
+        envelope(&mut pa, &a, Json::Plain);
+        envelope(&mut pb, &b, Json::Plain);
+        let head = a
+            .message()
+            .unwrap()
+            .encoded(Encoding::EnvelopeHead, |_| unreachable!("cached"));
+        assert!(pa.starts_with(&head) && pb.starts_with(&head));
+    }
+
     #[test]
     fn iframe_preamble_is_over_a_kilobyte() {
         assert!(Iframe::new("cb").preamble().len() > 1024);
