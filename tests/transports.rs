@@ -225,6 +225,17 @@ async fn iframe_pads_its_first_chunk_and_calls_the_callback_per_item() {
         !preamble.contains("<script"),
         "nothing but padding before the first item"
     );
+    // Idle: heartbeat calls keep the page alive.
+    let heartbeat = loop {
+        let line = page.line().await.unwrap();
+        if line.starts_with("<script>") {
+            break line;
+        }
+    };
+    assert_eq!(
+        heartbeat,
+        "<script>parent.parent_cb.receive({\"type\":\"heartbeat\"});</script>"
+    );
 
     hub.publish("f", "hello").await.unwrap();
     let call = loop {
