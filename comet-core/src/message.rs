@@ -2,7 +2,10 @@
 
 use crate::{ChannelName, PayloadKind};
 use bytes::Bytes;
-use std::{fmt, sync::OnceLock};
+use std::{
+    fmt,
+    sync::{Mutex, OnceLock},
+};
 use tokio::time::Instant;
 
 /// One message in one channel's history.
@@ -19,6 +22,8 @@ pub struct Message {
     pub(crate) data: Bytes,
     pub(crate) published_at: Instant,
     encodings: [OnceLock<Bytes>; Encoding::COUNT],
+    /// Encodings of formats outside the crate, by key; allocated on first use.
+    custom: OnceLock<Mutex<Vec<(&'static str, Bytes)>>>,
 }
 
 /// The per-message encodings a wire format may cache.
@@ -60,6 +65,7 @@ impl Message {
             data,
             published_at: Instant::now(),
             encodings: Default::default(),
+            custom: OnceLock::new(),
         }
     }
 
@@ -110,6 +116,32 @@ impl Message {
         self.encodings[encoding as usize]
             .get_or_init(|| encode(self))
             .clone()
+    }
+
+    /// Like [`encoded`](Self::encoded), for wire formats of your own: the
+    /// encoding under `key` is computed once and shared by every subscriber.
+    /// Use one key per format (its name, say).
+    pub fn encoded_with(&self, key: &'static str, encode: impl FnOnce(&Message) -> Bytes) -> Bytes {
+        let cache = self.custom.get_or_init(Mutex::default);
+        let find = |cache: &Vec<(&'static str, Bytes)>| {
+            cache
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, b)| b.clone())
+        };
+        if let Some(bytes) = find(&cache.lock().unwrap_or_else(|e| e.into_inner())) {
+            return bytes;
+        }
+        // Encoded outside the lock; if another subscriber raced us, keep theirs.
+        let bytes = encode(self);
+        let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        match find(&cache) {
+            Some(existing) => existing,
+            None => {
+                cache.push((key, bytes.clone()));
+                bytes
+            }
+        }
     }
 }
 

@@ -1,11 +1,10 @@
 //! The response body of every comet answer, as an `http_body::Body`.
 
-use super::encode::Framing;
+use super::{Frames, StreamFormat};
 use crate::Subscription;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::{
-    collections::VecDeque,
     convert::Infallible,
     fmt,
     future::Future,
@@ -34,14 +33,16 @@ enum Kind {
 
 struct StreamState {
     subscription: Subscription,
-    framing: Box<dyn Framing>,
+    format: Box<dyn StreamFormat>,
     heartbeat: Duration,
     idle: Pin<Box<Sleep>>,
     /// Chunks of frames already encoded, not yet handed to the server.
-    queued: VecDeque<Bytes>,
+    queued: Frames,
     /// Bytes after which the stream ends (at a frame boundary).
     budget: Option<usize>,
     sent: usize,
+    /// Set once the stream is ending: only `queued` (the close frame) is left.
+    ending: bool,
     span: tracing::Span,
 }
 
@@ -63,25 +64,25 @@ impl CometBody {
 
     pub(crate) fn stream(
         subscription: Subscription,
-        framing: Box<dyn Framing>,
+        format: Box<dyn StreamFormat>,
         heartbeat: Duration,
         budget: Option<usize>,
         span: tracing::Span,
     ) -> Self {
-        let mut queued = VecDeque::with_capacity(4);
-        let preamble = framing.preamble();
-        if !preamble.is_empty() {
-            queued.push_back(preamble);
+        let mut queued = Frames::default();
+        if let Some(preamble) = format.preamble() {
+            queued.push(preamble);
         }
         Self {
             kind: Kind::Stream(Box::new(StreamState {
                 subscription,
-                framing,
+                format,
                 heartbeat,
                 idle: Box::pin(sleep(heartbeat)),
                 queued,
                 budget,
                 sent: 0,
+                ending: false,
                 span,
             })),
         }
@@ -116,40 +117,65 @@ impl Body for CometBody {
 
 impl StreamState {
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        let _entered = self.span.enter();
-        if let Some(bytes) = self.queued.pop_front() {
-            self.sent += bytes.len();
-            return Poll::Ready(Some(bytes));
-        }
-        if self.budget.is_some_and(|budget| self.sent >= budget) {
-            tracing::debug!(sent = self.sent, "byte budget reached; ending the stream");
-            return Poll::Ready(None);
-        }
-        match Pin::new(&mut self.subscription).poll_next(cx) {
-            Poll::Ready(Some(item)) => {
-                self.framing.item(&item, &mut self.queued);
-                self.idle.as_mut().reset(Instant::now() + self.heartbeat);
-                let bytes = self.queued.pop_front().unwrap_or_default();
+        let span = self.span.clone();
+        let _entered = span.enter();
+        loop {
+            if let Some(bytes) = self.queued.pop() {
                 self.sent += bytes.len();
                 return Poll::Ready(Some(bytes));
             }
-            Poll::Ready(None) => {
-                tracing::debug!("hub shutting down; ending the stream");
+            if self.ending {
                 return Poll::Ready(None);
             }
-            Poll::Pending => {}
-        }
-        match self.idle.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                self.idle.as_mut().reset(Instant::now() + self.heartbeat);
-                let heartbeat = self.framing.heartbeat();
-                self.sent += heartbeat.len();
-                Poll::Ready(Some(heartbeat))
+            if self.budget.is_some_and(|budget| self.sent >= budget) {
+                tracing::debug!(sent = self.sent, "byte budget reached; ending the stream");
+                self.end();
+                continue;
             }
-            Poll::Pending => Poll::Pending,
+            match Pin::new(&mut self.subscription).poll_next(cx) {
+                Poll::Ready(Some(item)) => {
+                    self.format.item(&item, &mut self.queued);
+                    self.idle.as_mut().reset(Instant::now() + self.heartbeat);
+                    continue;
+                }
+                Poll::Ready(None) => {
+                    tracing::debug!("hub shutting down; ending the stream");
+                    self.end();
+                    continue;
+                }
+                Poll::Pending => {}
+            }
+            return match self.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    self.idle.as_mut().reset(Instant::now() + self.heartbeat);
+                    match self.format.heartbeat() {
+                        Some(heartbeat) => {
+                            self.sent += heartbeat.len();
+                            Poll::Ready(Some(heartbeat))
+                        }
+                        // No heartbeat: loop to poll the reset timer, which
+                        // registers this task for its next deadline.
+                        None => continue,
+                    }
+                }
+                Poll::Pending => Poll::Pending,
+            };
+        }
+    }
+
+    fn end(&mut self) {
+        self.ending = true;
+        if let Some(close) = self.format.close() {
+            self.queued.push(close);
         }
     }
 }
+
+// warp's reply bodies must be `Sync`; keep `CometBody` so.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<CometBody>();
+};
 
 impl fmt::Debug for CometBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -7,10 +7,10 @@
 //! written per subscriber. A frame is therefore a few chunks: shared bytes and
 //! a short per-subscriber tail.
 
-use super::ProtocolError;
-use crate::{Cursor, Encoding, Item, Message, PayloadKind};
+use super::{Frames, ProtocolError, StreamFormat};
+use crate::{ChannelName, Cursor, Encoding, Item, Message, PayloadKind};
 use bytes::{BufMut, Bytes, BytesMut};
-use std::collections::VecDeque;
+use http::HeaderValue;
 
 /// Whether JSON must be safe to embed in a `<script>` (forever frame, JSONP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +87,7 @@ fn head(message: &Message, json: Json) -> Bytes {
 }
 
 /// The envelope of a gap (rare: encoded per subscriber).
-fn gap_envelope(channel: &str, missed: Option<u64>, cursor: &Cursor) -> Bytes {
+pub(crate) fn gap_envelope(channel: &str, missed: Option<u64>, cursor: &Cursor) -> Bytes {
     let mut out = BytesMut::with_capacity(96);
     out.put_slice(b"{\"type\":\"gap\",\"channel\":");
     push_json_string(&mut out, channel);
@@ -102,78 +102,74 @@ fn gap_envelope(channel: &str, missed: Option<u64>, cursor: &Cursor) -> Bytes {
     out.freeze()
 }
 
-/// The envelope of `item` as (shared part, per-subscriber tail). Channel names
-/// and cursors hold only script-safe characters, so a gap needs no escaping.
-fn envelope_parts(item: &Item, json: Json) -> (Bytes, Bytes) {
+/// The end of a message envelope after its shared head: the cursor, the
+/// closing `"}`, then `suffix`.
+fn cursor_tail(cursor: &Cursor, suffix: &[u8]) -> Bytes {
+    let mut tail = BytesMut::with_capacity(48 + suffix.len());
+    tail.put_slice(cursor.encode().as_bytes());
+    tail.put_slice(b"\"}");
+    tail.put_slice(suffix);
+    tail.freeze()
+}
+
+/// Appends the complete JSON envelope of `item` to `out`. Channel names and
+/// cursors hold only script-safe characters, so a gap needs no escaping.
+pub(crate) fn envelope(out: &mut BytesMut, item: &Item, json: Json) {
     match item {
         Item::Message { message, cursor } => {
-            let mut tail = BytesMut::with_capacity(48);
-            tail.put_slice(cursor.encode().as_bytes());
-            tail.put_slice(b"\"}");
-            (head(message, json), tail.freeze())
+            out.put_slice(&head(message, json));
+            out.put_slice(&cursor_tail(cursor, b""));
         }
         Item::Gap {
             channel,
             missed,
             cursor,
-        } => (
-            gap_envelope(channel.as_str(), *missed, cursor),
-            Bytes::new(),
-        ),
+        } => out.put_slice(&gap_envelope(channel.as_str(), *missed, cursor)),
     }
-}
-
-/// Appends the complete JSON envelope of `item` to `out`.
-pub(crate) fn envelope(out: &mut BytesMut, item: &Item, json: Json) {
-    let (shared, tail) = envelope_parts(item, json);
-    out.put_slice(&shared);
-    out.put_slice(&tail);
 }
 
 /// The heartbeat envelope.
 const HEARTBEAT_ENVELOPE: &str = "{\"type\":\"heartbeat\"}";
-
-/// How a streaming transport frames what it sends.
-pub(crate) trait Framing: Send + Sync + 'static {
-    /// The first bytes of the response.
-    fn preamble(&self) -> Bytes;
-    /// Pushes the chunks of one item.
-    fn item(&self, item: &Item, out: &mut VecDeque<Bytes>);
-    /// What an idle stream sends to stay open.
-    fn heartbeat(&self) -> Bytes;
-}
 
 /// Server-Sent Events.
 pub(crate) struct Sse {
     pub(crate) retry_ms: u128,
 }
 
-impl Framing for Sse {
-    /// A comment line (which also flushes proxies waiting for a first byte)
-    /// and the client's reconnection delay.
-    fn preamble(&self) -> Bytes {
-        Bytes::from(format!(": comet\nretry: {}\n\n", self.retry_ms))
-    }
-
+impl StreamFormat for Sse {
     /// The subscriber's `id:` line, then the event and data lines (shared by
-    /// every subscriber for a message).
-    fn item(&self, item: &Item, out: &mut VecDeque<Bytes>) {
-        out.push_back(Bytes::from(format!("id: {}\n", item.cursor())));
-        out.push_back(match item {
-            Item::Message { message, .. } => message.encoded(Encoding::SseBody, sse_message_body),
-            Item::Gap { .. } => {
-                let (data, _) = envelope_parts(item, Json::Plain);
-                let mut frame = BytesMut::with_capacity(data.len() + 32);
-                frame.put_slice(b"event: comet-gap\ndata: ");
-                frame.put_slice(&data);
-                frame.put_slice(b"\n\n");
-                frame.freeze()
-            }
-        });
+    /// every subscriber of the message).
+    fn message(&self, message: &Message, cursor: &Cursor, out: &mut Frames) {
+        out.push(format!("id: {cursor}\n"));
+        out.push(message.encoded(Encoding::SseBody, sse_message_body));
     }
 
-    fn heartbeat(&self) -> Bytes {
-        Bytes::from_static(b": \n\n")
+    /// A `comet-gap` event carrying the gap envelope.
+    fn gap(&self, channel: &ChannelName, missed: Option<u64>, cursor: &Cursor, out: &mut Frames) {
+        out.push(format!("id: {cursor}\n"));
+        let data = gap_envelope(channel.as_str(), missed, cursor);
+        let mut frame = BytesMut::with_capacity(data.len() + 32);
+        frame.put_slice(b"event: comet-gap\ndata: ");
+        frame.put_slice(&data);
+        frame.put_slice(b"\n\n");
+        out.push(frame.freeze());
+    }
+
+    /// A comment line (which also flushes proxies that wait for a first byte)
+    /// and the client's reconnection delay.
+    fn preamble(&self) -> Option<Bytes> {
+        Some(Bytes::from(format!(
+            ": comet\nretry: {}\n\n",
+            self.retry_ms
+        )))
+    }
+
+    fn heartbeat(&self) -> Option<Bytes> {
+        Some(Bytes::from_static(b": \n\n"))
+    }
+
+    fn content_type(&self) -> HeaderValue {
+        HeaderValue::from_static("text/event-stream")
     }
 }
 
@@ -225,22 +221,18 @@ fn sse_lines(text: &str) -> impl Iterator<Item = &str> {
 /// Newline-delimited JSON envelopes.
 pub(crate) struct Ndjson;
 
-impl Framing for Ndjson {
-    fn preamble(&self) -> Bytes {
-        Bytes::new()
+impl StreamFormat for Ndjson {
+    fn message(&self, message: &Message, cursor: &Cursor, out: &mut Frames) {
+        out.push(head(message, Json::Plain));
+        out.push(cursor_tail(cursor, b"\n"));
     }
 
-    fn item(&self, item: &Item, out: &mut VecDeque<Bytes>) {
-        let (shared, tail) = envelope_parts(item, Json::Plain);
-        out.push_back(shared);
-        let mut end = BytesMut::with_capacity(tail.len() + 1);
-        end.put_slice(&tail);
-        end.put_u8(b'\n');
-        out.push_back(end.freeze());
+    fn heartbeat(&self) -> Option<Bytes> {
+        Some(Bytes::from_static(b"{\"type\":\"heartbeat\"}\n"))
     }
 
-    fn heartbeat(&self) -> Bytes {
-        Bytes::from_static(b"{\"type\":\"heartbeat\"}\n")
+    fn content_type(&self) -> HeaderValue {
+        HeaderValue::from_static("application/x-ndjson")
     }
 }
 
@@ -263,31 +255,38 @@ impl Iframe {
     }
 }
 
-impl Framing for Iframe {
-    fn preamble(&self) -> Bytes {
+impl StreamFormat for Iframe {
+    fn message(&self, message: &Message, cursor: &Cursor, out: &mut Frames) {
+        out.push(self.call.clone());
+        out.push(head(message, Json::ScriptSafe));
+        out.push(cursor_tail(cursor, b");</script>\n"));
+    }
+
+    fn gap(&self, channel: &ChannelName, missed: Option<u64>, cursor: &Cursor, out: &mut Frames) {
+        // Channel names and cursors hold only script-safe characters.
+        out.push(self.call.clone());
+        out.push(gap_envelope(channel.as_str(), missed, cursor));
+        out.push(Bytes::from_static(b");</script>\n"));
+    }
+
+    fn preamble(&self) -> Option<Bytes> {
         let mut out = BytesMut::with_capacity(IFRAME_PADDING + 128);
         out.put_slice(b"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>comet</title></head><body>\n<!--");
         out.put_bytes(b' ', IFRAME_PADDING);
         out.put_slice(b"-->\n");
-        out.freeze()
+        Some(out.freeze())
     }
 
-    fn item(&self, item: &Item, out: &mut VecDeque<Bytes>) {
-        let (shared, tail) = envelope_parts(item, Json::ScriptSafe);
-        out.push_back(self.call.clone());
-        out.push_back(shared);
-        let mut end = BytesMut::with_capacity(tail.len() + 16);
-        end.put_slice(&tail);
-        end.put_slice(b");</script>\n");
-        out.push_back(end.freeze());
-    }
-
-    fn heartbeat(&self) -> Bytes {
+    fn heartbeat(&self) -> Option<Bytes> {
         let mut out = BytesMut::with_capacity(self.call.len() + 48);
         out.put_slice(&self.call);
         out.put_slice(HEARTBEAT_ENVELOPE.as_bytes());
         out.put_slice(b");</script>\n");
-        out.freeze()
+        Some(out.freeze())
+    }
+
+    fn content_type(&self) -> HeaderValue {
+        HeaderValue::from_static("text/html; charset=utf-8")
     }
 }
 
@@ -344,10 +343,10 @@ mod tests {
         sub.next().await.unwrap()
     }
 
-    fn frame(framing: &dyn Framing, item: &Item) -> String {
-        let mut out = VecDeque::new();
-        framing.item(item, &mut out);
-        String::from_utf8(out.into_iter().flat_map(|b| b.to_vec()).collect()).unwrap()
+    fn frame(format: &dyn StreamFormat, item: &Item) -> String {
+        let mut out = Frames::default();
+        format.item(item, &mut out);
+        String::from_utf8(out.iter().flat_map(|b| b.to_vec()).collect()).unwrap()
     }
 
     fn sse(item: &Item) -> String {
@@ -447,16 +446,16 @@ mod tests {
         hub.publish("x", "shared").await.unwrap();
         let (a, b) = (a.next().await.unwrap(), b.next().await.unwrap());
         assert_ne!(a.cursor(), b.cursor());
-        let framings: [(&dyn Framing, usize); 3] = [
+        let formats: [(&dyn StreamFormat, usize); 3] = [
             (&Sse { retry_ms: 0 }, 1),
             (&Ndjson, 0),
             (&Iframe::new("cb"), 1),
         ];
-        for (framing, shared_chunk) in framings {
+        for (format, shared_chunk) in formats {
             let chunks = |item: &Item| {
-                let mut out = VecDeque::new();
-                framing.item(item, &mut out);
-                out
+                let mut out = Frames::default();
+                format.item(item, &mut out);
+                out.iter().cloned().collect::<Vec<_>>()
             };
             let (ca, cb) = (chunks(&a), chunks(&b));
             assert_eq!(
@@ -479,7 +478,7 @@ mod tests {
 
     #[test]
     fn iframe_preamble_is_over_a_kilobyte() {
-        assert!(Iframe::new("cb").preamble().len() > 1024);
+        assert!(Iframe::new("cb").preamble().unwrap().len() > 1024);
     }
 
     #[test]

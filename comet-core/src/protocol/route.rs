@@ -1,7 +1,10 @@
 //! A comet route's configuration: its transports and their options, and the
 //! application's policies.
 
-use super::{AllowAll, Authorize, Cors, ProtocolError, QueryChannels, ResolveChannels, Transport};
+use super::{
+    AllowAll, Authorize, Cors, ProtocolError, QueryChannels, ResolveChannels, StreamFormat,
+    SubscribeParams, Transport,
+};
 use crate::{ChannelName, Since};
 use http::request::Parts;
 use std::{fmt, sync::Arc, time::Duration};
@@ -29,6 +32,7 @@ pub const DEFAULT_BYTE_BUDGET: usize = 256 * 1024;
 #[derive(Clone)]
 pub struct Route {
     pub(crate) transports: Arc<[Transport]>,
+    pub(crate) formats: Arc<[CustomFormat]>,
     pub(crate) heartbeat: Duration,
     pub(crate) max_hold: Duration,
     pub(crate) max_batch: usize,
@@ -58,8 +62,13 @@ impl Route {
             !offered.is_empty(),
             "a comet route must offer at least one transport"
         );
+        Self::offering(offered)
+    }
+
+    fn offering(transports: Vec<Transport>) -> Self {
         Self {
-            transports: offered.into(),
+            transports: transports.into(),
+            formats: Arc::from([]),
             heartbeat: DEFAULT_HEARTBEAT,
             max_hold: DEFAULT_MAX_HOLD,
             max_batch: DEFAULT_MAX_BATCH,
@@ -102,7 +111,63 @@ impl Route {
         Self::new(Transport::ALL)
     }
 
-    /// The transports offered, the default first.
+    /// A route serving only a wire format of your own; see [`format`](Self::format).
+    pub fn custom<F, S>(name: &str, make: F) -> Self
+    where
+        F: Fn(&Parts, &SubscribeParams) -> Result<S, ProtocolError> + Send + Sync + 'static,
+        S: StreamFormat,
+    {
+        Self::offering(Vec::new()).format(name, make)
+    }
+
+    /// Also offers a streaming wire format of your own, chosen by
+    /// `transport=<name>` (or by default on a route offering nothing else).
+    /// `make` builds the format for each request, so it can read the
+    /// request's parameters (a callback name, say) or refuse it.
+    ///
+    /// ```
+    /// use comet_core::{protocol::{Frames, Route, StreamFormat}, Cursor, Message};
+    ///
+    /// struct Csv;
+    /// impl StreamFormat for Csv {
+    ///     fn message(&self, m: &Message, _: &Cursor, out: &mut Frames) {
+    ///         out.push(format!("{},{},{:?}\n", m.channel(), m.offset(), m.text()));
+    ///     }
+    /// }
+    ///
+    /// let route = Route::sse().format("csv", |_request, _params| Ok(Csv));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `name` is a built-in transport's name.
+    pub fn format<F, S>(mut self, name: &str, make: F) -> Self
+    where
+        F: Fn(&Parts, &SubscribeParams) -> Result<S, ProtocolError> + Send + Sync + 'static,
+        S: StreamFormat,
+    {
+        assert!(
+            Transport::ALL.iter().all(|t| t.name() != name),
+            "{name:?} is a built-in transport"
+        );
+        let make: FormatFactory = Arc::new(move |request: &Parts, params: &SubscribeParams| {
+            make(request, params).map(|format| Box::new(format) as Box<dyn StreamFormat>)
+        });
+        let mut formats: Vec<CustomFormat> = self
+            .formats
+            .iter()
+            .filter(|f| &*f.name != name)
+            .cloned()
+            .collect();
+        formats.push(CustomFormat {
+            name: name.into(),
+            make,
+        });
+        self.formats = formats.into();
+        self
+    }
+
+    /// The built-in transports offered, the default first.
     pub fn transports(&self) -> &[Transport] {
         &self.transports
     }
@@ -207,10 +272,26 @@ impl Route {
     }
 }
 
+/// Builds a custom format's encoder for one request.
+pub(crate) type FormatFactory = Arc<
+    dyn Fn(&Parts, &SubscribeParams) -> Result<Box<dyn StreamFormat>, ProtocolError> + Send + Sync,
+>;
+
+/// A wire format of the application's own, offered under `name`.
+#[derive(Clone)]
+pub(crate) struct CustomFormat {
+    pub(crate) name: Arc<str>,
+    pub(crate) make: FormatFactory,
+}
+
 impl fmt::Debug for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Route")
             .field("transports", &self.transports)
+            .field(
+                "formats",
+                &self.formats.iter().map(|f| &*f.name).collect::<Vec<_>>(),
+            )
             .field("heartbeat", &self.heartbeat)
             .field("max_hold", &self.max_hold)
             .field("max_batch", &self.max_batch)

@@ -1,8 +1,8 @@
 //! Answering a subscribe request: the whole protocol, on `http` types.
 
 use super::{
-    encode::{self, Framing, Json},
-    CometBody, ProtocolError, Route, SubscribeParams, Transport,
+    encode::{self, Json},
+    CometBody, ProtocolError, Route, StreamFormat, SubscribeParams, Transport,
 };
 use crate::{ChannelName, Hub, Start, Subscription};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -46,38 +46,85 @@ pub fn serve(hub: &Hub, route: &Route, request: &Parts) -> ResponseFuture {
     };
     let span = tracing::debug_span!(
         "comet.subscription",
-        transport = transport.name(),
+                transport = match &transport {
+            Chosen::Builtin(t) => t.name(),
+            Chosen::Custom(_) => params.transport.as_deref().unwrap_or("custom"),
+        },
         channels = ?subscription.channels().map(ChannelName::as_str).collect::<Vec<_>>(),
     );
     span.in_scope(|| tracing::debug!("subscribed"));
-    let callback = params.callback.unwrap_or_default();
-    let (framing, content_type): (Box<dyn Framing>, &'static str) = match transport {
-        Transport::Sse => (
-            Box::new(encode::Sse {
-                retry_ms: route.retry.as_millis(),
-            }),
-            "text/event-stream",
-        ),
-        Transport::Stream => (Box::new(encode::Ndjson), "application/x-ndjson"),
-        Transport::Iframe => (
-            Box::new(encode::Iframe::new(&callback)),
-            "text/html; charset=utf-8",
-        ),
-        Transport::Poll | Transport::Jsonp => {
-            let hold = params.timeout.unwrap_or(route.max_hold).min(route.max_hold);
-            let jsonp = (transport == Transport::Jsonp).then_some(callback);
-            let poll = long_poll(subscription, hold, route.max_batch, jsonp);
-            return Box::pin(async move { decorate(poll.await) }.instrument(span));
+    let (format, budget): (Box<dyn StreamFormat>, _) = match transport {
+        Chosen::Custom(format) => (format, None),
+        Chosen::Builtin(transport) => {
+            let callback = params.callback.unwrap_or_default();
+            let budget = transport.has_byte_budget().then_some(route.byte_budget);
+            match transport {
+                Transport::Sse => (
+                    Box::new(encode::Sse {
+                        retry_ms: route.retry.as_millis(),
+                    }),
+                    budget,
+                ),
+                Transport::Stream => (Box::new(encode::Ndjson), budget),
+                Transport::Iframe => (Box::new(encode::Iframe::new(&callback)), budget),
+                Transport::Poll | Transport::Jsonp => {
+                    let hold = params.timeout.unwrap_or(route.max_hold).min(route.max_hold);
+                    let jsonp = (transport == Transport::Jsonp).then_some(callback);
+                    let poll = long_poll(subscription, hold, route.max_batch, jsonp);
+                    return Box::pin(async move { decorate(poll.await) }.instrument(span));
+                }
+            }
         }
     };
-    let budget = transport.has_byte_budget().then_some(route.byte_budget);
-    let body = CometBody::stream(subscription, framing, route.heartbeat, budget, span);
+    let content_type = format.content_type();
+    let body = CometBody::stream(subscription, format, route.heartbeat, budget, span);
     let mut response = Response::new(body);
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Box::pin(std::future::ready(decorate(response)))
+}
+
+/// The transport a request gets.
+enum Chosen {
+    Builtin(Transport),
+    /// A custom format, already built for this request.
+    Custom(Box<dyn StreamFormat>),
+}
+
+/// `transport=` naming a custom format picks it; otherwise the built-in
+/// negotiation, or the first custom format on a route with no built-in.
+fn choose(
+    route: &Route,
+    request: &Parts,
+    params: &SubscribeParams,
+) -> Result<Chosen, ProtocolError> {
+    let requested = params.transport.as_deref();
+    let custom = match requested {
+        Some(name) => route.formats.iter().find(|f| &*f.name == name),
+        None if route.transports.is_empty() => route.formats.first(),
+        None => None,
+    };
+    match custom {
+        Some(format) => Ok(Chosen::Custom((format.make)(request, params)?)),
+        None if route.transports.is_empty() => Err(ProtocolError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_transport",
+            format!(
+                "transport {:?} is not offered here; this route offers {}",
+                requested.unwrap_or(""),
+                route
+                    .formats
+                    .iter()
+                    .map(|f| &*f.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+        None => Transport::negotiate(&route.transports, requested, &request.headers)
+            .map(Chosen::Builtin),
+    }
 }
 
 /// Checks a request and subscribes it: method, sizes, parameters, transport,
@@ -86,7 +133,7 @@ fn subscribe(
     hub: &Hub,
     route: &Route,
     request: &Parts,
-) -> Result<(Transport, Subscription, SubscribeParams), ProtocolError> {
+) -> Result<(Chosen, Subscription, SubscribeParams), ProtocolError> {
     if request.method != Method::GET {
         return Err(ProtocolError::method_not_allowed(&request.method, "GET"));
     }
@@ -103,13 +150,13 @@ fn subscribe(
         ));
     }
     let query = SubscribeParams::from_query(request.uri.query())?;
-    let transport = Transport::negotiate(
-        &route.transports,
-        query.transport.as_deref(),
-        &request.headers,
-    )?;
-    let mut params = SubscribeParams::from_request(request, Some(transport))?;
-    if transport.needs_callback() {
+    let transport = choose(route, request, &query)?;
+    let builtin = match &transport {
+        Chosen::Builtin(t) => Some(*t),
+        Chosen::Custom(_) => None,
+    };
+    let mut params = SubscribeParams::from_request(request, builtin)?;
+    if builtin.is_some_and(Transport::needs_callback) {
         encode::validate_callback(params.callback.as_deref().unwrap_or(""))?;
     }
     let requested = std::mem::take(&mut params.channels);
