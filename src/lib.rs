@@ -1,7 +1,8 @@
 //! Real-time server push over plain HTTP (Comet) for existing Rust web apps.
 //!
 //! This facade re-exports [`comet_core`] (hub, channels, cursors) at its root
-//! and each adapter behind a feature: `tower` (axum and other tower servers).
+//! and each adapter behind a feature: `tower` (axum and other tower servers)
+//! and `warp`.
 
 #![forbid(unsafe_code)]
 
@@ -10,3 +11,7 @@ pub use comet_core::*;
 /// The Tower layer (feature `tower`).
 #[cfg(feature = "tower")]
 pub use comet_tower as tower;
+
+/// warp filters (feature `warp`).
+#[cfg(feature = "warp")]
+pub use comet_warp as warp;

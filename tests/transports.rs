@@ -3,10 +3,8 @@
 
 mod support;
 
-use axum::Router;
 use comet::{
     protocol::{Cors, PublishRoute, Route},
-    tower::CometLayer,
     Engine, HistoryPolicy, Hub, MemoryEngine, Payload,
 };
 use serde_json::{json, Value};
@@ -38,41 +36,40 @@ fn engine() -> Arc<dyn Engine> {
     ))
 }
 
-fn app(hub: &Hub) -> Router {
+fn mounts() -> Vec<Mount> {
     let fast = Duration::from_millis(50);
-    Router::new().layer(
-        CometLayer::new(hub.clone())
-            .route("/stream", Route::stream().heartbeat(fast))
-            .route("/stream-small", Route::stream().byte_budget(600))
-            .route("/iframe", Route::iframe().heartbeat(fast))
-            .route("/iframe-small", Route::iframe().byte_budget(1500))
-            .route("/jsonp", Route::jsonp().max_hold(Duration::from_secs(5)))
-            .route("/sse", Route::sse())
-            .route("/poll", Route::long_poll())
-            .route(
-                "/cors",
-                Route::all().cors(Cors::allow_origins([ORIGIN]).allow_credentials(true)),
-            )
-            .route("/cors-any", Route::long_poll().cors(Cors::any_origin()))
-            .publish(
-                "/publish",
-                PublishRoute::new()
-                    .authorize(|request, channel| {
-                        request
-                            .headers
-                            .get("authorization")
-                            .is_some_and(|v| v == "Bearer ok")
-                            && !channel.as_str().starts_with("readonly/")
-                    })
-                    .cors(Cors::allow_origins([ORIGIN])),
-            )
-            .publish("/closed", PublishRoute::new()),
-    )
+    vec![
+        Mount::Subscribe("/stream", Route::stream().heartbeat(fast)),
+        Mount::Subscribe("/stream-small", Route::stream().byte_budget(600)),
+        Mount::Subscribe("/iframe", Route::iframe().heartbeat(fast)),
+        Mount::Subscribe("/iframe-small", Route::iframe().byte_budget(1500)),
+        Mount::Subscribe("/jsonp", Route::jsonp().max_hold(Duration::from_secs(5))),
+        Mount::Subscribe("/sse", Route::sse()),
+        Mount::Subscribe("/poll", Route::long_poll()),
+        Mount::Subscribe(
+            "/cors",
+            Route::all().cors(Cors::allow_origins([ORIGIN]).allow_credentials(true)),
+        ),
+        Mount::Subscribe("/cors-any", Route::long_poll().cors(Cors::any_origin())),
+        Mount::Publish(
+            "/publish",
+            PublishRoute::new()
+                .authorize(|request, channel| {
+                    request
+                        .headers
+                        .get("authorization")
+                        .is_some_and(|v| v == "Bearer ok")
+                        && !channel.as_str().starts_with("readonly/")
+                })
+                .cors(Cors::allow_origins([ORIGIN])),
+        ),
+        Mount::Publish("/closed", PublishRoute::new()),
+    ]
 }
 
-async fn start() -> (Hub, TestServer) {
+async fn start(adapter: Adapter) -> (Hub, TestServer) {
     let hub = hub_on(engine());
-    let server = TestServer::axum(app(&hub)).await;
+    let server = TestServer::start(adapter, &hub, mounts()).await;
     (hub, server)
 }
 
@@ -95,9 +92,8 @@ fn parse(line: &str) -> Value {
 
 // ---- ndjson stream ----------------------------------------------------------
 
-#[tokio::test]
-async fn stream_sends_one_envelope_per_line_and_resumes_by_cursor() {
-    let (hub, server) = start().await;
+async fn stream_sends_one_envelope_per_line_and_resumes_by_cursor(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let cursor = hub.head(["s"]).unwrap();
     let response = get(&server, &format!("/stream?channel=s&cursor={cursor}")).await;
     assert_eq!(response.headers()["content-type"], "application/x-ndjson");
@@ -139,9 +135,8 @@ async fn stream_sends_one_envelope_per_line_and_resumes_by_cursor() {
     assert_eq!(describe(&envelope), "s:three");
 }
 
-#[tokio::test]
-async fn stream_reports_gaps_and_sends_heartbeat_envelopes_when_idle() {
-    let (hub, server) = start().await;
+async fn stream_reports_gaps_and_sends_heartbeat_envelopes_when_idle(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let cursor = hub.head(["small/s"]).unwrap();
     for i in 1..=5 {
         hub.publish("small/s", i.to_string()).await.unwrap();
@@ -165,9 +160,8 @@ async fn stream_reports_gaps_and_sends_heartbeat_envelopes_when_idle() {
     );
 }
 
-#[tokio::test]
-async fn stream_ends_after_its_byte_budget_and_resuming_loses_nothing() {
-    let (hub, server) = start().await;
+async fn stream_ends_after_its_byte_budget_and_resuming_loses_nothing(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let cursor = hub.head(["b"]).unwrap();
     let sent: Vec<String> = (0..12)
         .map(|i| format!("{i:03}-{}", "x".repeat(100)))
@@ -208,9 +202,8 @@ async fn stream_ends_after_its_byte_budget_and_resuming_loses_nothing() {
 
 // ---- forever frame ----------------------------------------------------------
 
-#[tokio::test]
-async fn iframe_pads_its_first_chunk_and_calls_the_callback_per_item() {
-    let (hub, server) = start().await;
+async fn iframe_pads_its_first_chunk_and_calls_the_callback_per_item(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let response = get(&server, "/iframe?channel=f&callback=parent_cb.receive").await;
     assert_eq!(
         response.headers()["content-type"],
@@ -251,9 +244,8 @@ async fn iframe_pads_its_first_chunk_and_calls_the_callback_per_item() {
     assert_eq!(describe(&parse(json)), "f:hello");
 }
 
-#[tokio::test]
-async fn iframe_and_jsonp_keep_hostile_payloads_inert() {
-    let (hub, server) = start().await;
+async fn iframe_and_jsonp_keep_hostile_payloads_inert(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let hostile = [
         "</script><script>alert(1)</script>",
         "<!-- <script>",
@@ -338,9 +330,8 @@ async fn iframe_and_jsonp_keep_hostile_payloads_inert() {
     assert_eq!(data[0], hostile[0]);
 }
 
-#[tokio::test]
-async fn hostile_callbacks_are_refused() {
-    let (_hub, server) = start().await;
+async fn hostile_callbacks_are_refused(adapter: Adapter) {
+    let (_hub, server) = start(adapter).await;
     for path in ["/jsonp", "/iframe"] {
         for callback in [
             "alert(1)",
@@ -360,9 +351,8 @@ async fn hostile_callbacks_are_refused() {
     }
 }
 
-#[tokio::test]
-async fn iframe_ends_after_its_byte_budget_and_resuming_loses_nothing() {
-    let (hub, server) = start().await;
+async fn iframe_ends_after_its_byte_budget_and_resuming_loses_nothing(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let mut cursor = hub.head(["ib"]).unwrap().encode();
     for i in 0..10 {
         hub.publish("ib", format!("{i}-{}", "y".repeat(100)))
@@ -406,9 +396,8 @@ async fn iframe_ends_after_its_byte_budget_and_resuming_loses_nothing() {
 
 // ---- JSONP long poll ----------------------------------------------------------
 
-#[tokio::test]
-async fn jsonp_holds_batches_and_resumes_by_cursor() {
-    let (hub, server) = start().await;
+async fn jsonp_holds_batches_and_resumes_by_cursor(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let cursor = hub.head(["j"]).unwrap();
     let url = server.url(&format!("/jsonp?channel=j&callback=my.cb&cursor={cursor}"));
     let held = tokio::spawn(get_text(url));
@@ -452,9 +441,8 @@ fn publish(server: &TestServer, path: &str) -> reqwest::RequestBuilder {
         .header("authorization", "Bearer ok")
 }
 
-#[tokio::test]
-async fn publish_answers_201_with_a_cursor_and_marks_json_and_text() {
-    let (hub, server) = start().await;
+async fn publish_answers_201_with_a_cursor_and_marks_json_and_text(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let mut sub = hub.subscribe(["room/p"], comet::Start::head()).unwrap();
     let text = bounded(
         "publish",
@@ -502,9 +490,8 @@ async fn publish_answers_201_with_a_cursor_and_marks_json_and_text() {
     assert_eq!(messages[1]["data"], json!({"a": [1, 2]}));
 }
 
-#[tokio::test]
-async fn publishing_is_refused_unless_authorized() {
-    let (hub, server) = start().await;
+async fn publishing_is_refused_unless_authorized(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let closed = client()
         .post(server.url("/closed/x"))
         .body("x")
@@ -531,9 +518,8 @@ async fn publishing_is_refused_unless_authorized() {
     assert_eq!(hub.stats().published, 0);
 }
 
-#[tokio::test]
-async fn publish_rejects_bad_requests_with_reasons() {
-    let (hub, server) = start().await;
+async fn publish_rejects_bad_requests_with_reasons(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     // Declared too large: refused before the body is read.
     let big = publish(&server, "/publish/x")
         .body("z".repeat(2000))
@@ -587,9 +573,8 @@ async fn publish_rejects_bad_requests_with_reasons() {
 
 // ---- CORS -------------------------------------------------------------------
 
-#[tokio::test]
-async fn cors_allows_listed_origins_with_credentials_and_never_a_star() {
-    let (hub, server) = start().await;
+async fn cors_allows_listed_origins_with_credentials_and_never_a_star(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     hub.publish("c", "x").await.unwrap();
     let allowed = client()
         .get(server.url("/cors?channel=c&since=oldest&transport=poll"))
@@ -644,9 +629,8 @@ async fn cors_allows_listed_origins_with_credentials_and_never_a_star() {
     );
 }
 
-#[tokio::test]
-async fn cors_answers_preflights() {
-    let (_hub, server) = start().await;
+async fn cors_answers_preflights(adapter: Adapter) {
+    let (_hub, server) = start(adapter).await;
     let preflight = |path: &str, origin: &str, method: &str| {
         client()
             .request(reqwest::Method::OPTIONS, server.url(path))
@@ -687,9 +671,8 @@ async fn cors_answers_preflights() {
 
 // ---- limits -----------------------------------------------------------------
 
-#[tokio::test]
-async fn subscriber_limits_answer_429_and_disturb_no_one() {
-    let (hub, server) = start().await;
+async fn subscriber_limits_answer_429_and_disturb_no_one(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let mut first = open_sse(&server, "/sse?channel=full").await;
     let mut second = open_sse(&server, "/sse?channel=full").await;
     let third = get(&server, "/sse?channel=full").await;
@@ -705,9 +688,8 @@ async fn subscriber_limits_answer_429_and_disturb_no_one() {
     let _again = open_sse(&server, "/sse?channel=full").await;
 }
 
-#[tokio::test]
-async fn the_total_subscriber_limit_answers_429() {
-    let (hub, server) = start().await;
+async fn the_total_subscriber_limit_answers_429(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let mut held = vec![];
     for i in 0..20 {
         let reader = open_sse(&server, &format!("/sse?channel=t{i}")).await;
@@ -718,9 +700,8 @@ async fn the_total_subscriber_limit_answers_429() {
     expect_error(over, 429, "too_many_subscribers").await;
 }
 
-#[tokio::test]
-async fn oversize_headers_answer_431() {
-    let (_hub, server) = start().await;
+async fn oversize_headers_answer_431(adapter: Adapter) {
+    let (_hub, server) = start(adapter).await;
     let response = client()
         .get(server.url("/poll?channel=c&timeout=0"))
         .header("x-big", "b".repeat(17 * 1024))
@@ -732,9 +713,8 @@ async fn oversize_headers_answer_431() {
 
 // ---- stats and shutdown -------------------------------------------------------
 
-#[tokio::test]
-async fn stats_count_publishes_and_deliveries() {
-    let (hub, server) = start().await;
+async fn stats_count_publishes_and_deliveries(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let mut a = open_sse(&server, "/sse?channel=st").await;
     let mut b = LineReader::new(get(&server, "/stream?channel=st").await);
     for i in 0..3 {
@@ -754,13 +734,12 @@ async fn stats_count_publishes_and_deliveries() {
     eventually("deliveries counted", || hub.stats().delivered == 6).await;
 }
 
-#[tokio::test]
-async fn shutdown_answers_every_held_client_and_resuming_elsewhere_loses_nothing() {
+async fn shutdown_answers_every_held_client_and_resuming_elsewhere_loses_nothing(adapter: Adapter) {
     // Two servers on one engine: the second plays the restarted node.
     let engine = engine();
     let unlimited = |engine| Hub::builder().engine(engine).build();
     let old = unlimited(engine.clone());
-    let old_server = TestServer::axum(app(&old)).await;
+    let old_server = TestServer::start(adapter, &old, mounts()).await;
 
     let cursor = old.head(["d"]).unwrap().encode();
     let mut sse =
@@ -813,7 +792,7 @@ async fn shutdown_answers_every_held_client_and_resuming_elsewhere_loses_nothing
     .await;
 
     let new = unlimited(engine);
-    let new_server = TestServer::axum(app(&new)).await;
+    let new_server = TestServer::start(adapter, &new, mounts()).await;
     let response = client()
         .get(new_server.url("/sse?channel=d"))
         .header("last-event-id", seen.id.unwrap())
@@ -831,3 +810,24 @@ async fn shutdown_answers_every_held_client_and_resuming_elsewhere_loses_nothing
             .await;
     assert_eq!(answer.items(), ["d:during shutdown"]);
 }
+
+each_adapter!(
+    stream_sends_one_envelope_per_line_and_resumes_by_cursor,
+    stream_reports_gaps_and_sends_heartbeat_envelopes_when_idle,
+    stream_ends_after_its_byte_budget_and_resuming_loses_nothing,
+    iframe_pads_its_first_chunk_and_calls_the_callback_per_item,
+    iframe_and_jsonp_keep_hostile_payloads_inert,
+    hostile_callbacks_are_refused,
+    iframe_ends_after_its_byte_budget_and_resuming_loses_nothing,
+    jsonp_holds_batches_and_resumes_by_cursor,
+    publish_answers_201_with_a_cursor_and_marks_json_and_text,
+    publishing_is_refused_unless_authorized,
+    publish_rejects_bad_requests_with_reasons,
+    cors_allows_listed_origins_with_credentials_and_never_a_star,
+    cors_answers_preflights,
+    subscriber_limits_answer_429_and_disturb_no_one,
+    the_total_subscriber_limit_answers_429,
+    oversize_headers_answer_431,
+    stats_count_publishes_and_deliveries,
+    shutdown_answers_every_held_client_and_resuming_elsewhere_loses_nothing,
+);

@@ -3,9 +3,14 @@
 #![allow(dead_code)]
 
 use bytes::Bytes;
+use comet::{
+    protocol::{PublishRoute, Route},
+    Hub,
+};
 use futures_util::StreamExt;
 use std::{future::Future, net::SocketAddr, pin::Pin, time::Duration};
 use tokio::time::timeout;
+use warp::{Filter, Reply};
 
 /// Every wait in the tests is bounded by this.
 pub const BOUND: Duration = Duration::from_secs(10);
@@ -27,19 +32,61 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     .await
 }
 
-/// A server running `app` on 127.0.0.1, stopped when dropped.
+/// A server running on 127.0.0.1, stopped when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The server stacks the end-to-end suite runs against: every test of the
+/// suite runs once per adapter (see `each_adapter!`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adapter {
+    Axum,
+    Warp,
+}
+
+/// A comet route at a path, in adapter-neutral terms.
+pub enum Mount {
+    Subscribe(&'static str, Route),
+    Publish(&'static str, PublishRoute),
+}
+
+/// Runs `$name(Adapter::Axum)` and `$name(Adapter::Warp)` as separate tests.
+#[macro_export]
+macro_rules! each_adapter {
+    ($($name:ident),* $(,)?) => {
+        mod on_axum {
+            $( #[tokio::test] async fn $name() { super::$name(super::Adapter::Axum).await } )*
+        }
+        mod on_warp {
+            $( #[tokio::test] async fn $name() { super::$name(super::Adapter::Warp).await } )*
+        }
+    };
+}
+
 impl TestServer {
+    /// The app under test on `adapter`: `GET /hello` of its own, plus `mounts`.
+    pub async fn start(adapter: Adapter, hub: &Hub, mounts: Vec<Mount>) -> Self {
+        match adapter {
+            Adapter::Axum => Self::axum(axum_app(hub, mounts)).await,
+            Adapter::Warp => Self::warp(warp_app(hub, mounts)).await,
+        }
+    }
+
     pub async fn axum(app: axum::Router) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
+        Self { addr, task }
+    }
+
+    pub async fn warp(filter: warp::filters::BoxedFilter<(warp::reply::Response,)>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(warp::serve(filter).incoming(listener).run());
         Self { addr, task }
     }
 
@@ -52,6 +99,48 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+fn axum_app(hub: &Hub, mounts: Vec<Mount>) -> axum::Router {
+    let layer = mounts.into_iter().fold(
+        comet::tower::CometLayer::new(hub.clone()),
+        |layer, mount| match mount {
+            Mount::Subscribe(path, route) => layer.route(path, route),
+            Mount::Publish(path, route) => layer.publish(path, route),
+        },
+    );
+    axum::Router::new()
+        .route(
+            "/hello",
+            axum::routing::get(|| async { "hello from the app" }),
+        )
+        .layer(layer)
+}
+
+fn warp_app(hub: &Hub, mounts: Vec<Mount>) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
+    // `/a/b` as warp path segments.
+    let at = |path: &'static str| {
+        path.split('/')
+            .filter(|s| !s.is_empty())
+            .fold(warp::any().boxed(), |filter, segment| {
+                filter.and(warp::path(segment)).boxed()
+            })
+    };
+    let hello = warp::path!("hello")
+        .map(|| "hello from the app".into_response())
+        .boxed();
+    mounts.into_iter().fold(hello, |routes, mount| {
+        let route = match mount {
+            Mount::Subscribe(path, route) => at(path)
+                .and(warp::path::end())
+                .and(comet::warp::route(hub.clone(), route))
+                .boxed(),
+            Mount::Publish(path, route) => at(path)
+                .and(comet::warp::publish(hub.clone(), route))
+                .boxed(),
+        };
+        routes.or(route).unify().boxed()
+    })
 }
 
 pub fn client() -> reqwest::Client {

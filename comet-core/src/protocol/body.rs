@@ -62,6 +62,15 @@ impl CometBody {
         }
     }
 
+    /// The whole body, if it is a complete one (not a stream), so adapters
+    /// can send it with a length.
+    pub fn try_into_bytes(self) -> Result<Bytes, Self> {
+        match self.kind {
+            Kind::Full(bytes) => Ok(bytes.unwrap_or_default()),
+            kind => Err(Self { kind }),
+        }
+    }
+
     pub(crate) fn stream(
         subscription: Subscription,
         format: Box<dyn StreamFormat>,

@@ -1,12 +1,11 @@
-//! End-to-end: the Tower layer in an axum app, over real sockets, against
-//! PROTOCOL.md's SSE and long-poll rules.
+//! End-to-end, over real sockets, on every adapter: PROTOCOL.md's SSE and
+//! long-poll rules, errors, authorization, and the app's own routes.
 
 mod support;
 
-use axum::{routing::get, Router};
 use comet::{
     protocol::{ProtocolError, Route, Transport},
-    tower::{CometLayer, CometService},
+    tower::CometService,
     HistoryPolicy, Hub, Payload,
 };
 use std::time::Duration;
@@ -26,50 +25,46 @@ fn hub() -> Hub {
         .build()
 }
 
-/// The app under test: ordinary routes plus comet routes of every kind.
-fn app(hub: &Hub) -> Router {
-    Router::new()
-        .route("/hello", get(|| async { "hello from the app" }))
-        .route_service("/svc/sse", CometService::new(hub.clone(), Route::sse()))
-        .layer(
-            CometLayer::new(hub.clone())
-                .sse("/comet/sse")
-                .route(
-                    "/comet/sse-fast",
-                    Route::sse().heartbeat(Duration::from_millis(50)),
-                )
-                .route(
-                    "/comet/poll",
-                    Route::long_poll().max_hold(Duration::from_secs(5)),
-                )
-                .route(
-                    "/comet/either",
-                    Route::new([Transport::Poll, Transport::Sse]),
-                )
-                .route(
-                    "/private",
-                    Route::long_poll().authorize(|request, channels| {
-                        request
-                            .headers
-                            .get("authorization")
-                            .is_some_and(|v| v == "Bearer ok")
-                            && channels.iter().all(|c| c.as_str().starts_with("team/"))
-                    }),
-                )
-                .route(
-                    "/me",
-                    Route::long_poll().channels(|request, _| {
-                        let user = request.headers.get("x-user").and_then(|v| v.to_str().ok());
-                        let user = user.ok_or_else(|| ProtocolError::forbidden("who are you?"))?;
-                        Ok(vec![format!("user/{user}")])
-                    }),
-                ),
-        )
+/// The comet routes under test, mounted the same way on every adapter.
+fn mounts() -> Vec<Mount> {
+    vec![
+        Mount::Subscribe("/comet/sse", Route::sse()),
+        Mount::Subscribe(
+            "/comet/sse-fast",
+            Route::sse().heartbeat(Duration::from_millis(50)),
+        ),
+        Mount::Subscribe(
+            "/comet/poll",
+            Route::long_poll().max_hold(Duration::from_secs(5)),
+        ),
+        Mount::Subscribe(
+            "/comet/either",
+            Route::new([Transport::Poll, Transport::Sse]),
+        ),
+        Mount::Subscribe(
+            "/private",
+            Route::long_poll().authorize(|request, channels| {
+                request
+                    .headers
+                    .get("authorization")
+                    .is_some_and(|v| v == "Bearer ok")
+                    && channels.iter().all(|c| c.as_str().starts_with("team/"))
+            }),
+        ),
+        Mount::Subscribe(
+            "/me",
+            Route::long_poll().channels(|request, _| {
+                let user = request.headers.get("x-user").and_then(|v| v.to_str().ok());
+                let user = user.ok_or_else(|| ProtocolError::forbidden("who are you?"))?;
+                Ok(vec![format!("user/{user}")])
+            }),
+        ),
+    ]
 }
 
-async fn start() -> (Hub, TestServer) {
+async fn start(adapter: Adapter) -> (Hub, TestServer) {
     let hub = hub();
-    let server = TestServer::axum(app(&hub)).await;
+    let server = TestServer::start(adapter, &hub, mounts()).await;
     (hub, server)
 }
 
@@ -89,9 +84,8 @@ async fn sse(server: &TestServer, query: &str) -> SseReader {
     reader
 }
 
-#[tokio::test]
-async fn sse_receives_published_messages_in_order() {
-    let (hub, server) = start().await;
+async fn sse_receives_published_messages_in_order(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let mut events = sse(&server, "channel=chat").await;
     assert_eq!(events.retry, Some(2000));
     for i in 0..20 {
@@ -115,9 +109,8 @@ async fn sse_receives_published_messages_in_order() {
     );
 }
 
-#[tokio::test]
-async fn sse_reconnect_with_last_event_id_gets_exactly_what_it_missed() {
-    let (hub, server) = start().await;
+async fn sse_reconnect_with_last_event_id_gets_exactly_what_it_missed(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let mut events = sse(&server, "channel=chat").await;
     hub.publish("chat", "1").await.unwrap();
     hub.publish("chat", "2").await.unwrap();
@@ -142,9 +135,8 @@ async fn sse_reconnect_with_last_event_id_gets_exactly_what_it_missed() {
     );
 }
 
-#[tokio::test]
-async fn sse_eviction_shows_a_comet_gap_event() {
-    let (hub, server) = start().await;
+async fn sse_eviction_shows_a_comet_gap_event(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let cursor = hub.head(["small/c"]).unwrap();
     for i in 1..=5 {
         hub.publish("small/c", i.to_string()).await.unwrap();
@@ -164,9 +156,8 @@ async fn sse_eviction_shows_a_comet_gap_event() {
     assert_eq!(got, ["3", "4", "5"]);
 }
 
-#[tokio::test]
-async fn sse_bytes_follow_the_framing_rules() {
-    let (hub, server) = start().await;
+async fn sse_bytes_follow_the_framing_rules(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let mut events = sse(&server, "channel=f").await;
     let preamble = events.raw.clone();
     assert_eq!(preamble, b": comet\nretry: 2000\n\n");
@@ -224,9 +215,8 @@ async fn sse_bytes_follow_the_framing_rules() {
     }
 }
 
-#[tokio::test]
-async fn sse_heartbeats_on_idle() {
-    let (_hub, server) = start().await;
+async fn sse_heartbeats_on_idle(adapter: Adapter) {
+    let (_hub, server) = start(adapter).await;
     let response = client()
         .get(server.url("/comet/sse-fast?channel=quiet"))
         .send()
@@ -238,9 +228,8 @@ async fn sse_heartbeats_on_idle() {
     assert!(String::from_utf8_lossy(&events.raw).ends_with(": \n\n: \n\n"));
 }
 
-#[tokio::test]
-async fn one_connection_carries_many_channels() {
-    let (hub, server) = start().await;
+async fn one_connection_carries_many_channels(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let mut events = sse(&server, "channel=a&channel=b&channel=c").await;
     hub.publish("b", "to b").await.unwrap();
     hub.publish("c", "to c").await.unwrap();
@@ -267,9 +256,8 @@ async fn one_connection_carries_many_channels() {
     assert_eq!(events.next_event().await.data, "later");
 }
 
-#[tokio::test]
-async fn long_poll_answers_at_once_when_messages_wait() {
-    let (hub, server) = start().await;
+async fn long_poll_answers_at_once_when_messages_wait(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let cursor = hub.head(["chat"]).unwrap();
     hub.publish("chat", "1").await.unwrap();
     hub.publish("chat", Payload::json(&serde_json::json!({"n": 2})).unwrap())
@@ -292,9 +280,8 @@ async fn long_poll_answers_at_once_when_messages_wait() {
     );
 }
 
-#[tokio::test]
-async fn long_poll_holds_until_a_message_arrives() {
-    let (hub, server) = start().await;
+async fn long_poll_holds_until_a_message_arrives(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let cursor = hub.head(["chat"]).unwrap();
     let url = server.url(&format!("/comet/poll?channel=chat&cursor={cursor}"));
     let held = tokio::spawn(poll(client().get(url)));
@@ -308,9 +295,8 @@ async fn long_poll_holds_until_a_message_arrives() {
     assert_eq!(answer.items(), ["chat:wake"]);
 }
 
-#[tokio::test]
-async fn long_poll_times_out_with_an_empty_batch_and_the_same_cursor() {
-    let (hub, server) = start().await;
+async fn long_poll_times_out_with_an_empty_batch_and_the_same_cursor(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let cursor = hub.head(["chat"]).unwrap().encode();
     let started = std::time::Instant::now();
     let answer = poll(client().get(server.url(&format!(
@@ -330,9 +316,8 @@ async fn long_poll_times_out_with_an_empty_batch_and_the_same_cursor() {
     assert_eq!(answer.items(), Vec::<String>::new());
 }
 
-#[tokio::test]
-async fn long_poll_resumes_by_cursor_and_by_if_none_match() {
-    let (hub, server) = start().await;
+async fn long_poll_resumes_by_cursor_and_by_if_none_match(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let start_cursor = hub.head(["chat"]).unwrap();
     for i in 1..=3 {
         hub.publish("chat", i.to_string()).await.unwrap();
@@ -363,9 +348,8 @@ async fn long_poll_resumes_by_cursor_and_by_if_none_match() {
     assert_eq!(by_etag.items(), ["chat:5"]);
 }
 
-#[tokio::test]
-async fn long_poll_reports_gaps() {
-    let (hub, server) = start().await;
+async fn long_poll_reports_gaps(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let cursor = hub.head(["small/p"]).unwrap();
     for i in 1..=5 {
         hub.publish("small/p", i.to_string()).await.unwrap();
@@ -379,9 +363,8 @@ async fn long_poll_reports_gaps() {
     );
 }
 
-#[tokio::test]
-async fn a_route_offering_several_transports_negotiates() {
-    let (hub, server) = start().await;
+async fn a_route_offering_several_transports_negotiates(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     hub.publish("n", "x").await.unwrap();
     // Default: the first offered (poll).
     let answer = poll(client().get(server.url("/comet/either?channel=n&since=oldest"))).await;
@@ -403,9 +386,8 @@ async fn a_route_offering_several_transports_negotiates() {
     assert_eq!(SseReader::new(response).next_event().await.data, "x");
 }
 
-#[tokio::test]
-async fn authorization_is_checked_on_every_request() {
-    let (hub, server) = start().await;
+async fn authorization_is_checked_on_every_request(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let denied = client()
         .get(server.url("/private?channel=team/a&timeout=0"))
         .send()
@@ -435,9 +417,8 @@ async fn authorization_is_checked_on_every_request() {
     );
 }
 
-#[tokio::test]
-async fn channels_can_come_from_the_request_instead_of_the_query() {
-    let (hub, server) = start().await;
+async fn channels_can_come_from_the_request_instead_of_the_query(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     hub.publish("user/ann", "for ann").await.unwrap();
     hub.publish("user/bob", "for bob").await.unwrap();
     let ann = poll(
@@ -455,9 +436,8 @@ async fn channels_can_come_from_the_request_instead_of_the_query() {
     assert_eq!(expect_error(nobody, 403, "forbidden").await, "who are you?");
 }
 
-#[tokio::test]
-async fn bad_requests_get_clear_json_errors() {
-    let (hub, server) = start().await;
+async fn bad_requests_get_clear_json_errors(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let mut bystander = sse(&server, "channel=bystander").await;
     let get = |q: &str| client().get(server.url(&format!("/comet/poll?{q}"))).send();
     let cases = [
@@ -503,9 +483,8 @@ async fn bad_requests_get_clear_json_errors() {
     assert_eq!(bystander.next_event().await.data, "still here");
 }
 
-#[tokio::test]
-async fn the_apps_own_routes_still_work() {
-    let (_hub, server) = start().await;
+async fn the_apps_own_routes_still_work(adapter: Adapter) {
+    let (_hub, server) = start(adapter).await;
     let response = client().get(server.url("/hello")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "hello from the app");
@@ -515,7 +494,11 @@ async fn the_apps_own_routes_still_work() {
 
 #[tokio::test]
 async fn a_route_can_be_mounted_as_a_plain_service() {
-    let (hub, server) = start().await;
+    // Tower only: `CometService` with axum's `route_service`.
+    let hub = hub();
+    let app =
+        axum::Router::new().route_service("/svc/sse", CometService::new(hub.clone(), Route::sse()));
+    let server = TestServer::axum(app).await;
     let response = client()
         .get(server.url("/svc/sse?channel=svc"))
         .send()
@@ -527,9 +510,8 @@ async fn a_route_can_be_mounted_as_a_plain_service() {
     assert_eq!(events.next_event().await.data, "via route_service");
 }
 
-#[tokio::test]
-async fn a_disconnected_sse_client_frees_its_subscription() {
-    let (hub, server) = start().await;
+async fn a_disconnected_sse_client_frees_its_subscription(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let response = client()
         .get(server.url("/comet/sse-fast?channel=gone"))
         .send()
@@ -542,9 +524,8 @@ async fn a_disconnected_sse_client_frees_its_subscription() {
     eventually("SSE subscription freed", || hub.subscriber_count() == 0).await;
 }
 
-#[tokio::test]
-async fn a_disconnected_long_poll_frees_its_subscription() {
-    let (hub, server) = start().await;
+async fn a_disconnected_long_poll_frees_its_subscription(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let url = server.url("/comet/poll?channel=gone&timeout=5");
     let held = tokio::spawn(async move { client().get(url).send().await });
     eventually("poll subscribed", || {
@@ -555,9 +536,8 @@ async fn a_disconnected_long_poll_frees_its_subscription() {
     eventually("poll subscription freed", || hub.subscriber_count() == 0).await;
 }
 
-#[tokio::test]
-async fn shutdown_ends_streams_and_answers_held_polls_with_their_cursor() {
-    let (hub, server) = start().await;
+async fn shutdown_ends_streams_and_answers_held_polls_with_their_cursor(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
     let mut events = sse(&server, "channel=s").await;
     let cursor = hub.head(["s"]).unwrap().encode();
     let url = server.url(&format!("/comet/poll?channel=s&cursor={cursor}"));
@@ -575,3 +555,25 @@ async fn shutdown_ends_streams_and_answers_held_polls_with_their_cursor() {
         .unwrap();
     expect_error(refused, 503, "shutting_down").await;
 }
+
+each_adapter!(
+    sse_receives_published_messages_in_order,
+    sse_reconnect_with_last_event_id_gets_exactly_what_it_missed,
+    sse_eviction_shows_a_comet_gap_event,
+    sse_bytes_follow_the_framing_rules,
+    sse_heartbeats_on_idle,
+    one_connection_carries_many_channels,
+    long_poll_answers_at_once_when_messages_wait,
+    long_poll_holds_until_a_message_arrives,
+    long_poll_times_out_with_an_empty_batch_and_the_same_cursor,
+    long_poll_resumes_by_cursor_and_by_if_none_match,
+    long_poll_reports_gaps,
+    a_route_offering_several_transports_negotiates,
+    authorization_is_checked_on_every_request,
+    channels_can_come_from_the_request_instead_of_the_query,
+    bad_requests_get_clear_json_errors,
+    the_apps_own_routes_still_work,
+    a_disconnected_sse_client_frees_its_subscription,
+    a_disconnected_long_poll_frees_its_subscription,
+    shutdown_ends_streams_and_answers_held_polls_with_their_cursor,
+);

@@ -1,0 +1,180 @@
+//! comet routes as [warp](https://docs.rs/warp) filters.
+//!
+//! Each filter answers a request the way PROTOCOL.md says, errors included,
+//! using the protocol implementation shared with every adapter
+//! ([`comet_core::protocol`]); this crate only turns a warp request into an
+//! `http::request::Parts` and the answer into a warp reply. Compose them
+//! after the path filters you choose:
+//!
+//! ```
+//! use comet_core::{protocol::{PublishRoute, Route}, Hub};
+//! use warp::Filter;
+//!
+//! let hub = Hub::new();
+//! let events = warp::path!("events").and(comet_warp::sse(hub.clone()));
+//! let poll = warp::path!("poll").and(comet_warp::long_poll(hub.clone()));
+//! let push = warp::path!("push").and(comet_warp::route(hub.clone(), Route::all()));
+//! // POST /publish/room/lobby publishes to `room/lobby`.
+//! let publish = warp::path("publish").and(comet_warp::publish(
+//!     hub.clone(),
+//!     PublishRoute::new().authorize(|request, _| request.headers.contains_key("x-admin")),
+//! ));
+//! let routes = events.or(poll).or(push).or(publish);
+//! // warp::serve(routes).run(([127, 0, 0, 1], 3000)).await;
+//! ```
+//!
+//! Because a comet filter answers every request it sees (a wrong method gets
+//! the protocol's 405, not a warp rejection), put it after any filter of your
+//! own that shares its path. On warp the client's address is in the request
+//! extensions as [`RemoteAddr`], for policies that need it.
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+use bytes::{Buf, Bytes};
+use comet_core::{
+    protocol::{self, CometBody, PublishRoute, Route},
+    Hub,
+};
+use futures_util::{Stream, StreamExt};
+use http::request::Parts;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use std::{convert::Infallible, net::SocketAddr};
+use warp::{filters::path::FullPath, reply::Reply, Filter};
+
+/// The address of the client, in the extensions of the request head that
+/// policies see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteAddr(pub SocketAddr);
+
+/// Serves `route`: a subscribe route with any transports and options.
+pub fn route(
+    hub: Hub,
+    route: Route,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    request_head().then(move |head: Parts| {
+        let answer = protocol::serve(&hub, &route, &head);
+        async move { into_reply(answer.await) }
+    })
+}
+
+/// Serves Server-Sent Events with default options.
+pub fn sse(
+    hub: Hub,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    route(hub, Route::sse())
+}
+
+/// Serves long polling (JSON) with default options.
+pub fn long_poll(
+    hub: Hub,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    route(hub, Route::long_poll())
+}
+
+/// Serves the ndjson stream with default options.
+pub fn stream(
+    hub: Hub,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    route(hub, Route::stream())
+}
+
+/// Serves the forever frame with default options.
+pub fn iframe(
+    hub: Hub,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    route(hub, Route::iframe())
+}
+
+/// Serves JSONP long polling with default options.
+pub fn jsonp(
+    hub: Hub,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    route(hub, Route::jsonp())
+}
+
+/// Accepts publishing: the path left unmatched by the filters before this one
+/// names the channel (or the `channel` parameter does).
+pub fn publish(
+    hub: Hub,
+    route: PublishRoute,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    request_head().and(warp::path::tail()).and(body()).then(
+        move |head: Parts, tail: warp::path::Tail, body: RequestBody| {
+            // The mount is the part of the path matched before this filter.
+            let path = head.uri.path();
+            let mount = path.strip_suffix(tail.as_str()).unwrap_or(path).to_owned();
+            let answer = route.serve(&hub, &mount, &head, body);
+            async move { into_reply(answer.await) }
+        },
+    )
+}
+
+/// The request's head as `http` types: method, URI, headers, and the
+/// client's address as [`RemoteAddr`].
+fn request_head() -> impl Filter<Extract = (Parts,), Error = Infallible> + Clone {
+    let query = warp::query::raw()
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify();
+    warp::method()
+        .and(warp::path::full())
+        .and(query)
+        .and(warp::header::headers_cloned())
+        .and(warp::addr::remote())
+        .map(
+            |method, path: FullPath, query: Option<String>, headers, remote: Option<SocketAddr>| {
+                let uri = match query {
+                    Some(query) => format!("{}?{query}", path.as_str()),
+                    None => path.as_str().to_owned(),
+                };
+                let mut request = http::Request::new(());
+                *request.method_mut() = method;
+                // warp parsed this path and query from a valid URI already.
+                *request.uri_mut() = uri.parse().unwrap_or_default();
+                *request.headers_mut() = headers;
+                if let Some(addr) = remote {
+                    request.extensions_mut().insert(RemoteAddr(addr));
+                }
+                request.into_parts().0
+            },
+        )
+}
+
+/// The request body as an `http_body::Body`, read only if the publish route
+/// accepts the request.
+type RequestBody =
+    StreamBody<std::pin::Pin<Box<dyn Stream<Item = Result<Frame<Bytes>, warp::Error>> + Send>>>;
+
+fn body() -> impl Filter<Extract = (RequestBody,), Error = Infallible> + Clone {
+    warp::body::stream()
+        .map(|stream| {
+            let frames = StreamExt::map(stream, to_frame);
+            StreamBody::new(Box::pin(frames) as std::pin::Pin<Box<dyn Stream<Item = _> + Send>>)
+        })
+        // The body can be taken once; a request without one publishes nothing.
+        .or(warp::any().map(|| {
+            StreamBody::new(Box::pin(futures_util::stream::empty())
+                as std::pin::Pin<Box<dyn Stream<Item = _> + Send>>)
+        }))
+        .unify()
+}
+
+fn to_frame<B: Buf>(chunk: Result<B, warp::Error>) -> Result<Frame<Bytes>, warp::Error> {
+    chunk.map(|mut buf| Frame::data(buf.copy_to_bytes(buf.remaining())))
+}
+
+/// Turns a comet answer into a warp reply. Complete bodies are sent as they
+/// are (with a length); streams go through `warp::reply::stream`, which needs
+/// a `Send + Sync` stream — `CometBody` is both, so no wrapper is needed.
+fn into_reply(response: http::Response<CometBody>) -> warp::reply::Response {
+    let (parts, body) = response.into_parts();
+    let mut reply = match body.try_into_bytes() {
+        Ok(bytes) => warp::reply::Response::new(bytes.into()),
+        Err(stream) => warp::reply::stream(stream.into_data_stream()).into_response(),
+    };
+    *reply.status_mut() = parts.status;
+    *reply.headers_mut() = parts.headers;
+    reply
+}
