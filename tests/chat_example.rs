@@ -1,5 +1,6 @@
-//! The README's first command: the chat example, run as the real binary on an
-//! ephemeral port, used the way its page uses it, then stopped with Ctrl-C.
+//! The README's first command: the chat example (and its warp twin), run as
+//! the real binary on an ephemeral port, used the way its page uses it, then
+//! stopped with Ctrl-C.
 #![cfg(unix)]
 
 mod support;
@@ -23,7 +24,13 @@ fn example_binary(name: &str) -> PathBuf {
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| panic!("{} is missing: {rebuild}", path.display()));
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for dir in ["examples", "src", "comet-core/src", "comet-tower/src"] {
+    for dir in [
+        "examples",
+        "src",
+        "comet-core/src",
+        "comet-tower/src",
+        "comet-warp/src",
+    ] {
         if let Some((_, newer)) = newest_file(&root.join(dir)).filter(|(t, _)| *t > built) {
             panic!(
                 "{} is older than {}: {rebuild}",
@@ -57,8 +64,8 @@ struct Running {
 }
 
 impl Running {
-    fn start() -> Self {
-        let mut child = Command::new(example_binary("chat"))
+    fn start(example: &str) -> Self {
+        let mut child = Command::new(example_binary(example))
             .args(["--addr", "127.0.0.1:0"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -90,8 +97,18 @@ impl Drop for Running {
 }
 
 #[tokio::test]
-async fn the_chat_demo_serves_its_page_relays_messages_and_stops_cleanly() {
-    let mut chat = Running::start();
+async fn the_axum_chat_demo_serves_its_page_relays_messages_and_stops_cleanly() {
+    chat_demo("chat").await;
+}
+
+#[tokio::test]
+async fn the_warp_chat_demo_serves_its_page_relays_messages_and_stops_cleanly() {
+    chat_demo("warp_chat").await;
+}
+
+/// One scenario for both demos: they serve the same page and routes.
+async fn chat_demo(example: &str) {
+    let mut chat = Running::start(example);
     let page = client().get(chat.url("/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();

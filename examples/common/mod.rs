@@ -1,0 +1,142 @@
+//! What the chat demos share, whatever their web framework: the page, the
+//! chat's message rules, the listen address and the shutdown signal.
+
+use comet::{Hub, Payload, PublishError};
+use std::{net::SocketAddr, time::SystemTime};
+
+/// The chat page (no build step); it speaks to any of the demos.
+pub const PAGE: &str = include_str!("../assets/chat.html");
+
+const MAX_NAME: usize = 32;
+const MAX_TEXT: usize = 2000;
+
+/// Why a chat request was refused: a status code and a reason.
+pub type Refusal = (u16, String);
+
+/// Publishes "`name` said `text`" to the room; the answer is the cursor's JSON.
+pub async fn say(hub: &Hub, room: &str, name: &str, text: &str) -> Result<String, Refusal> {
+    let name = check("name", name, MAX_NAME)?;
+    let text = check("text", text, MAX_TEXT)?;
+    let payload = serde_json::json!({ "name": name, "text": text, "at": now_ms() });
+    publish(hub, room, Payload::from(payload).event("said")).await
+}
+
+/// Publishes "`name` joined" to the room.
+pub async fn join(hub: &Hub, room: &str, name: &str) -> Result<String, Refusal> {
+    let name = check("name", name, MAX_NAME)?;
+    let payload = serde_json::json!({ "name": name, "at": now_ms() });
+    publish(hub, room, Payload::from(payload).event("joined")).await
+}
+
+async fn publish(hub: &Hub, room: &str, payload: Payload) -> Result<String, Refusal> {
+    match hub.publish(&format!("room/{room}"), payload).await {
+        Ok(cursor) => Ok(serde_json::json!({ "cursor": cursor }).to_string()),
+        Err(PublishError::Engine(error)) => Err((503, error.to_string())),
+        Err(error) => Err((400, error.to_string())),
+    }
+}
+
+fn check<'a>(what: &str, value: &'a str, max: usize) -> Result<&'a str, Refusal> {
+    let value = value.trim();
+    if value.is_empty() || value.chars().count() > max {
+        return Err((400, format!("{what} must be 1 to {max} characters")));
+    }
+    Ok(value)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Publishing over HTTP is allowed from loopback clients, and from anyone
+/// presenting `Authorization: Bearer <COMET_PUBLISH_TOKEN>` when it is set.
+pub fn may_publish(
+    peer: Option<SocketAddr>,
+    headers: &http::HeaderMap,
+    token: Option<&str>,
+) -> bool {
+    let loopback = peer.is_some_and(|peer| peer.ip().is_loopback());
+    loopback || token.is_some_and(|token| bearer_is(headers, token))
+}
+
+/// `COMET_PUBLISH_TOKEN`, if set and not empty.
+pub fn publish_token() -> Option<String> {
+    std::env::var("COMET_PUBLISH_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
+/// True when the request carries `Authorization: Bearer <token>`; compared in
+/// constant time so the token cannot be guessed byte by byte.
+fn bearer_is(headers: &http::HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// `--addr HOST:PORT`, else `COMET_ADDR`, else 127.0.0.1:3000.
+pub fn listen_addr() -> Result<SocketAddr, String> {
+    let mut args = std::env::args().skip(1);
+    let mut addr = std::env::var("COMET_ADDR").ok();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--addr" => addr = Some(args.next().ok_or("--addr needs HOST:PORT")?),
+            other => match other.strip_prefix("--addr=") {
+                Some(value) => addr = Some(value.to_owned()),
+                None => {
+                    return Err(format!(
+                        "unknown argument {other:?}; usage: [--addr HOST:PORT]"
+                    ))
+                }
+            },
+        }
+    }
+    let addr = addr.unwrap_or_else(|| "127.0.0.1:3000".to_owned());
+    addr.parse()
+        .map_err(|e| format!("bad address {addr:?}: {e}"))
+}
+
+/// Logs to stderr (`RUST_LOG`, default info): stdout carries only the
+/// "listening on" line that scripts and tests read.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

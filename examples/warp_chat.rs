@@ -1,0 +1,125 @@
+//! The chat demo on warp: the same page, the same chat API, and the same
+//! reference comet routes at the same paths as `examples/chat.rs`, so any
+//! client or benchmark pointed at one works on the other.
+//!
+//! ```sh
+//! cargo run --example warp_chat               # http://127.0.0.1:3000
+//! cargo run --example warp_chat -- --addr 127.0.0.1:4000
+//! ```
+
+mod common;
+
+use comet::{
+    protocol::{PublishRoute, Route},
+    warp::RemoteAddr,
+    Hub,
+};
+use serde::Deserialize;
+use warp::{http::StatusCode, reply::Response, Filter, Reply};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    common::init_logging();
+    let addr = common::listen_addr()?;
+    let hub = Hub::new();
+    let routes = routes(hub.clone(), common::publish_token());
+
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    // Tests and scripts read this line for the port (`--addr 127.0.0.1:0`).
+    println!("chat listening on http://{}", listener.local_addr()?);
+    tracing::info!(addr = %listener.local_addr()?, "warp chat listening");
+    warp::serve(routes)
+        .incoming(listener)
+        .graceful(async move {
+            common::shutdown_signal().await;
+            tracing::info!("shutting down: ending streams and held polls");
+            hub.shutdown();
+        })
+        .run()
+        .await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct Said {
+    name: String,
+    text: String,
+}
+
+#[derive(Deserialize)]
+struct Joined {
+    name: String,
+}
+
+/// The whole app: the page, the chat API, and the reference comet routes.
+fn routes(
+    hub: Hub,
+    publish_token: Option<String>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let page = warp::path::end()
+        .and(warp::get())
+        .map(|| warp::reply::html(common::PAGE).into_response());
+    let with_hub = {
+        let hub = hub.clone();
+        warp::any().map(move || hub.clone())
+    };
+    let say = warp::path!("rooms" / String / "messages")
+        .and(warp::post())
+        .and(with_hub.clone())
+        .and(warp::body::json())
+        .then(|room: String, hub: Hub, said: Said| async move {
+            answer(common::say(&hub, &room, &said.name, &said.text).await)
+        });
+    let join = warp::path!("rooms" / String / "join")
+        .and(warp::post())
+        .and(with_hub)
+        .and(warp::body::json())
+        .then(|room: String, hub: Hub, joined: Joined| async move {
+            answer(common::join(&hub, &room, &joined.name).await)
+        });
+
+    let comet = |path: &'static str, route: Route| {
+        warp::path("comet")
+            .and(warp::path(path))
+            .and(warp::path::end())
+            .and(comet::warp::route(hub.clone(), route))
+    };
+    let publish = warp::path!("comet" / "publish" / ..).and(comet::warp::publish(
+        hub.clone(),
+        PublishRoute::new().authorize(move |request, _channel| {
+            let peer = request.extensions.get::<RemoteAddr>().map(|a| a.0);
+            common::may_publish(peer, &request.headers, publish_token.as_deref())
+        }),
+    ));
+    page.or(say)
+        .unify()
+        .or(join)
+        .unify()
+        .or(comet("sse", Route::sse()))
+        .unify()
+        .or(comet("poll", Route::long_poll()))
+        .unify()
+        .or(comet("stream", Route::stream()))
+        .unify()
+        .or(comet("iframe", Route::iframe()))
+        .unify()
+        .or(comet("jsonp", Route::jsonp()))
+        .unify()
+        .or(publish)
+        .unify()
+}
+
+fn answer(result: Result<String, common::Refusal>) -> Response {
+    match result {
+        Ok(json) => {
+            let reply = warp::reply::with_header(json, "content-type", "application/json");
+            warp::reply::with_status(reply, StatusCode::CREATED).into_response()
+        }
+        Err((status, reason)) => warp::reply::with_status(
+            reason,
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        )
+        .into_response(),
+    }
+}
