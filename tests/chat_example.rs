@@ -5,96 +5,8 @@
 
 mod support;
 
-use std::{
-    io::{BufRead, BufReader},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-};
+use std::process::Command;
 use support::*;
-
-/// `cargo test --workspace` builds the examples next to the test binaries;
-/// `cargo test --test chat_example` alone does not, so a missing or stale
-/// binary is an error rather than a test of old code.
-fn example_binary(name: &str) -> PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let target = deps.parent().unwrap().parent().unwrap();
-    let path = target.join("examples").join(name);
-    let rebuild = "run `cargo test --workspace` (or `cargo build --example chat`) first";
-    let built = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| panic!("{} is missing: {rebuild}", path.display()));
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for dir in [
-        "examples",
-        "src",
-        "comet-core/src",
-        "comet-tower/src",
-        "comet-warp/src",
-    ] {
-        if let Some((_, newer)) = newest_file(&root.join(dir)).filter(|(t, _)| *t > built) {
-            panic!(
-                "{} is older than {}: {rebuild}",
-                path.display(),
-                newer.display()
-            );
-        }
-    }
-    path
-}
-
-/// The most recently modified file below `dir`.
-fn newest_file(dir: &std::path::Path) -> Option<(std::time::SystemTime, PathBuf)> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let path = entry.path();
-            if path.is_dir() {
-                newest_file(&path)
-            } else {
-                Some((entry.metadata().ok()?.modified().ok()?, path))
-            }
-        })
-        .max()
-}
-
-struct Running {
-    child: Child,
-    base: String,
-}
-
-impl Running {
-    fn start(example: &str) -> Self {
-        let mut child = Command::new(example_binary(example))
-            .args(["--addr", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("chat listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Self { child, base }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test]
 async fn the_axum_chat_demo_serves_its_page_relays_messages_and_stops_cleanly() {
@@ -108,7 +20,11 @@ async fn the_warp_chat_demo_serves_its_page_relays_messages_and_stops_cleanly() 
 
 /// One scenario for both demos: they serve the same page and routes.
 async fn chat_demo(example: &str) {
-    let mut chat = Running::start(example);
+    let (mut chat, lines) = Running::start(example, &["--addr", "127.0.0.1:0"], 1);
+    chat.base = lines[0]
+        .strip_prefix("chat listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {:?}", lines[0]))
+        .to_owned();
     let page = client().get(chat.url("/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();

@@ -406,3 +406,97 @@ impl LineReader {
         lines
     }
 }
+
+/// `cargo test --workspace` builds the examples next to the test binaries;
+/// `cargo test --test chat_example` alone does not, so a missing or stale
+/// binary is an error rather than a test of old code.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let deps = std::env::current_exe().unwrap();
+    let target = deps.parent().unwrap().parent().unwrap();
+    let path = target.join("examples").join(name);
+    let rebuild = "run `cargo test --workspace` (or `cargo build --example chat`) first";
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} is missing: {rebuild}", path.display()));
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for dir in [
+        "examples",
+        "src",
+        "comet-core/src",
+        "comet-tower/src",
+        "comet-warp/src",
+    ] {
+        if let Some((_, newer)) = newest_file(&root.join(dir)).filter(|(t, _)| *t > built) {
+            panic!(
+                "{} is older than {}: {rebuild}",
+                path.display(),
+                newer.display()
+            );
+        }
+    }
+    path
+}
+
+/// The most recently modified file below `dir`.
+fn newest_file(dir: &std::path::Path) -> Option<(std::time::SystemTime, std::path::PathBuf)> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                newest_file(&path)
+            } else {
+                Some((entry.metadata().ok()?.modified().ok()?, path))
+            }
+        })
+        .max()
+}
+
+/// An example binary running in the background, killed when dropped.
+pub struct Running {
+    pub child: std::process::Child,
+    /// The base URL that `url` prefixes.
+    pub base: String,
+}
+
+impl Running {
+    /// Starts `example` with `args` and returns it with the first `lines`
+    /// lines of its standard output (where the examples say where they listen).
+    pub fn start(example: &str, args: &[&str], lines: usize) -> (Self, Vec<String>) {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(example_binary(example))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let read: Vec<String> = (0..lines)
+            .map(|_| {
+                let mut line = String::new();
+                stdout.read_line(&mut line).unwrap();
+                line.trim().to_owned()
+            })
+            .collect();
+        (
+            Self {
+                child,
+                base: String::new(),
+            },
+            read,
+        )
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
