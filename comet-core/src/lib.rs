@@ -25,7 +25,32 @@
 //!   [`Engine`]; the [`MemoryEngine`] is the default, and an engine shared by
 //!   several nodes can replace it without touching any transport.
 //!
-//! See the wire protocol (`PROTOCOL.md`) for how cursors and gaps look to clients.
+//! ```
+//! use comet_core::{Hub, HistoryPolicy, Item, Start};
+//! use tokio_stream::StreamExt;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let hub = Hub::builder()
+//!     .history(HistoryPolicy { max_messages: 2, max_age: None })
+//!     .build();
+//! let page_cursor = hub.head(["news"]).unwrap(); // rendered into a page
+//! for text in ["a", "b", "c"] {
+//!     hub.publish("news", text).await.unwrap();
+//! }
+//! // The page subscribes with its cursor: "a" fell out of history, so it is
+//! // told exactly how much it missed before it gets the rest.
+//! let mut sub = hub.subscribe(["news"], page_cursor).unwrap();
+//! assert!(matches!(sub.next().await, Some(Item::Gap { missed: Some(1), .. })));
+//! assert_eq!(sub.next().await.unwrap().message().unwrap().text(), "b");
+//! assert_eq!(sub.next().await.unwrap().message().unwrap().text(), "c");
+//! # });
+//! ```
+//!
+//! Any server stack can serve subscriptions: [`protocol::serve`] answers an
+//! `http::request::Parts` with an `http::Response<CometBody>` that hyper sends
+//! as is, and a [`Subscription`] can be driven by hand for transports that
+//! are not HTTP at all. See the wire protocol (`PROTOCOL.md`) for how cursors
+//! and gaps look to clients.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
