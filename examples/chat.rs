@@ -38,14 +38,9 @@ use std::net::SocketAddr;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_logging();
-    let addr = common::listen_addr()?;
+    let listener = common::listen().await?;
     let hub = Hub::new();
     let app = app(hub.clone(), common::publish_token());
-
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    // Tests and scripts read this line for the port (`--addr 127.0.0.1:0`).
-    println!("chat listening on http://{}", listener.local_addr()?);
-    tracing::info!(addr = %listener.local_addr()?, "chat listening");
     // Connection info lets the publish route tell loopback clients apart.
     axum::serve(
         listener,

@@ -20,14 +20,9 @@ use warp::{http::StatusCode, reply::Response, Filter, Reply};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_logging();
-    let addr = common::listen_addr()?;
+    let listener = common::listen().await?;
     let hub = Hub::new();
     let routes = routes(hub.clone(), common::publish_token());
-
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    // Tests and scripts read this line for the port (`--addr 127.0.0.1:0`).
-    println!("chat listening on http://{}", listener.local_addr()?);
-    tracing::info!(addr = %listener.local_addr()?, "warp chat listening");
     warp::serve(routes)
         .incoming(listener)
         .graceful(async move {

@@ -86,8 +86,19 @@ fn bearer_is(headers: &http::HeaderMap, token: &str) -> bool {
             == 0
 }
 
+/// Binds the address from `--addr HOST:PORT`, `COMET_ADDR` or 127.0.0.1:3000,
+/// and says where it listens: stdout gets `chat listening on http://...`
+/// (scripts and tests read it, for `--addr 127.0.0.1:0`), the log too.
+pub async fn listen() -> Result<tokio::net::TcpListener, Box<dyn std::error::Error>> {
+    let listener = tokio::net::TcpListener::bind(listen_addr()?).await?;
+    let addr = listener.local_addr()?;
+    println!("chat listening on http://{addr}");
+    tracing::info!(%addr, "chat listening");
+    Ok(listener)
+}
+
 /// `--addr HOST:PORT`, else `COMET_ADDR`, else 127.0.0.1:3000.
-pub fn listen_addr() -> Result<SocketAddr, String> {
+fn listen_addr() -> Result<SocketAddr, String> {
     let mut args = std::env::args().skip(1);
     let mut addr = std::env::var("COMET_ADDR").ok();
     while let Some(arg) = args.next() {
