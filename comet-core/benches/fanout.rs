@@ -129,5 +129,47 @@ fn fanout(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, publish, fanout);
+/// The publisher's own cost (time until `publish` returns) with many
+/// subscribers *waiting*: it must not grow with them.
+fn publish_to_waiting(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("publish_to_waiting");
+    group.sample_size(30);
+    for n in [0usize, 10_000] {
+        let hub = Hub::new();
+        let round = Round::new();
+        for _ in 0..n {
+            let mut sub = hub.subscribe(["bench"], Start::head()).unwrap();
+            let round = round.clone();
+            rt.spawn(async move {
+                while sub.next().await.is_some() {
+                    round.delivered();
+                }
+            });
+        }
+        group.bench_function(BenchmarkId::new("subscribers", n), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let (hub, round) = (hub.clone(), round.clone());
+                async move {
+                    let mut publishing = Duration::ZERO;
+                    for _ in 0..iters {
+                        round.remaining.store(n, Ordering::Release);
+                        let done = round.done.notified();
+                        let start = Instant::now();
+                        hub.publish("bench", Payload::text("hello")).await.unwrap();
+                        publishing += start.elapsed();
+                        // Let every subscriber catch up (and wait again) before the next.
+                        if n > 0 {
+                            done.await;
+                        }
+                    }
+                    publishing
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, publish, publish_to_waiting, fanout);
 criterion_main!(benches);

@@ -83,6 +83,25 @@ pub struct ChannelLog {
     /// A copy of `LogState::last_offset`, stored (under the write lock) before
     /// waiters are woken: readers that are caught up learn so without locking.
     published: AtomicU64,
+    /// When the channel last had a publish, a subscriber leave, or a look
+    /// (nanoseconds after `clock_base()`); atomic so that leaving takes no lock.
+    last_active: AtomicU64,
+}
+
+/// Channels with more subscribers than this are woken from a spawned task,
+/// so a publish costs the same whatever the fan-out (PROTOCOL: publish cost
+/// stays flat); smaller ones are woken inline, one task hop sooner.
+const INLINE_WAKE_LIMIT: usize = 32;
+
+/// The instant `last_active` counts from (tokio's clock, so paused-time tests
+/// see it advance).
+fn clock_base() -> Instant {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    Instant::from_std(*BASE.get_or_init(std::time::Instant::now))
+}
+
+fn stamp(at: Instant) -> u64 {
+    at.saturating_duration_since(clock_base()).as_nanos() as u64
 }
 
 #[derive(Debug)]
@@ -90,8 +109,6 @@ struct LogState {
     messages: VecDeque<Arc<Message>>,
     /// The offset of the last message ever published in this epoch.
     last_offset: u64,
-    /// When the channel last had a publish, a subscriber leave, or a look.
-    last_active: Instant,
 }
 
 impl ChannelLog {
@@ -107,11 +124,11 @@ impl ChannelLog {
             state: RwLock::new(LogState {
                 messages: VecDeque::new(),
                 last_offset: 0,
-                last_active: Instant::now(),
             }),
             notify: Arc::new(Notify::new()),
             subscribers: AtomicUsize::new(0),
             published: AtomicU64::new(0),
+            last_active: AtomicU64::new(stamp(Instant::now())),
         }
     }
 
@@ -146,7 +163,8 @@ impl ChannelLog {
             ));
             state.last_offset = offset;
             self.published.store(offset, Ordering::Release);
-            state.last_active = message.published_at;
+            self.last_active
+                .store(stamp(message.published_at), Ordering::Relaxed);
             state.messages.push_back(message.clone());
             while state.messages.len() > self.policy.max_messages {
                 state.messages.pop_front();
@@ -154,8 +172,21 @@ impl ChannelLog {
             self.trim_expired(&mut state, message.published_at);
             message
         };
-        self.notify.notify_waiters();
+        self.wake_waiters();
         message
+    }
+
+    fn wake_waiters(&self) {
+        if self.subscriber_count() > INLINE_WAKE_LIMIT {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                // Waiters armed before the append are woken all the same,
+                // just by another task.
+                let notify = self.notify.clone();
+                runtime.spawn(async move { notify.notify_waiters() });
+                return;
+            }
+        }
+        self.notify.notify_waiters();
     }
 
     /// The position of the newest message (offset 0 before the first).
@@ -233,7 +264,8 @@ impl ChannelLog {
 
     /// Marks the channel as recently used, postponing its removal when idle.
     pub fn touch(&self) {
-        self.write().last_active = Instant::now();
+        self.last_active
+            .store(stamp(Instant::now()), Ordering::Relaxed);
     }
 
     /// True when nothing refers to it: no subscribers, no history, and no
@@ -245,7 +277,9 @@ impl ChannelLog {
         }
         let mut state = self.write();
         self.trim_expired(&mut state, now);
-        state.messages.is_empty() && now.saturating_duration_since(state.last_active) >= idle_ttl
+        let last_active = self.last_active.load(Ordering::Relaxed);
+        state.messages.is_empty()
+            && Duration::from_nanos(stamp(now).saturating_sub(last_active)) >= idle_ttl
     }
 
     /// A read guard over a history with no expired message at its front.

@@ -103,14 +103,51 @@ impl Cursor {
 
     /// The token: base64url, no padding, `[A-Za-z0-9_-]` only.
     pub fn encode(&self) -> String {
-        let mut raw = Vec::with_capacity(1 + ENTRY_LEN * self.len());
-        raw.push(VERSION);
-        for p in self.positions() {
-            raw.extend_from_slice(&p.key.to_be_bytes());
-            raw.extend_from_slice(&p.epoch.to_be_bytes());
-            raw.extend_from_slice(&p.offset.to_be_bytes());
+        let mut token = String::with_capacity(self.encoded_len());
+        self.with_raw(|raw| URL_SAFE_NO_PAD.encode_string(raw, &mut token));
+        token
+    }
+
+    /// Appends the token to `out` (one allocation fewer than [`encode`](Self::encode)
+    /// on hot paths that build a frame around it).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + self.encoded_len(), 0);
+        // The buffer was sized for exactly this output.
+        let written = self.with_raw(|raw| {
+            URL_SAFE_NO_PAD
+                .encode_slice(raw, &mut out[start..])
+                .unwrap_or(0)
+        });
+        out.truncate(start + written);
+    }
+
+    fn encoded_len(&self) -> usize {
+        (1 + ENTRY_LEN * self.len()).div_ceil(3) * 4
+    }
+
+    /// Calls `f` with the unencoded token: on the stack for one channel (the
+    /// common case, per delivered item), on the heap for more.
+    fn with_raw<T>(&self, f: impl FnOnce(&[u8]) -> T) -> T {
+        fn fill(raw: &mut [u8], positions: &[Position]) {
+            raw[0] = VERSION;
+            for (p, entry) in positions.iter().zip(raw[1..].chunks_exact_mut(ENTRY_LEN)) {
+                entry[..8].copy_from_slice(&p.key.to_be_bytes());
+                entry[8..16].copy_from_slice(&p.epoch.to_be_bytes());
+                entry[16..].copy_from_slice(&p.offset.to_be_bytes());
+            }
         }
-        URL_SAFE_NO_PAD.encode(raw)
+        let positions = self.positions();
+        let len = 1 + ENTRY_LEN * positions.len();
+        if positions.len() <= 1 {
+            let mut raw = [0u8; 1 + ENTRY_LEN];
+            fill(&mut raw, positions);
+            f(&raw[..len])
+        } else {
+            let mut raw = vec![0u8; len];
+            fill(&mut raw, positions);
+            f(&raw)
+        }
     }
 
     /// Reads a token. Total: any string gives a cursor or a typed error.

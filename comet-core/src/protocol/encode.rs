@@ -105,11 +105,11 @@ pub(crate) fn gap_envelope(channel: &str, missed: Option<u64>, cursor: &Cursor) 
 /// The end of a message envelope after its shared head: the cursor, the
 /// closing `"}`, then `suffix`.
 fn cursor_tail(cursor: &Cursor, suffix: &[u8]) -> Bytes {
-    let mut tail = BytesMut::with_capacity(48 + suffix.len());
-    tail.put_slice(cursor.encode().as_bytes());
-    tail.put_slice(b"\"}");
-    tail.put_slice(suffix);
-    tail.freeze()
+    let mut tail = Vec::with_capacity(48 + suffix.len());
+    cursor.encode_into(&mut tail);
+    tail.extend_from_slice(b"\"}");
+    tail.extend_from_slice(suffix);
+    tail.into()
 }
 
 /// Appends the complete JSON envelope of `item` to `out`. Channel names and
@@ -140,13 +140,13 @@ impl StreamFormat for Sse {
     /// The subscriber's `id:` line, then the event and data lines (shared by
     /// every subscriber of the message).
     fn message(&self, message: &Message, cursor: &Cursor, out: &mut Frames) {
-        out.push(format!("id: {cursor}\n"));
+        out.push(id_line(cursor));
         out.push(message.encoded(Encoding::SseBody, sse_message_body));
     }
 
     /// A `comet-gap` event carrying the gap envelope.
     fn gap(&self, channel: &ChannelName, missed: Option<u64>, cursor: &Cursor, out: &mut Frames) {
-        out.push(format!("id: {cursor}\n"));
+        out.push(id_line(cursor));
         let data = gap_envelope(channel.as_str(), missed, cursor);
         let mut frame = BytesMut::with_capacity(data.len() + 32);
         frame.put_slice(b"event: comet-gap\ndata: ");
@@ -171,6 +171,16 @@ impl StreamFormat for Sse {
     fn content_type(&self) -> HeaderValue {
         HeaderValue::from_static("text/event-stream")
     }
+}
+
+/// `id: <cursor>` and a line feed, in one allocation (once per subscriber
+/// per message: the SSE hot path).
+fn id_line(cursor: &Cursor) -> Vec<u8> {
+    let mut line = Vec::with_capacity(48);
+    line.extend_from_slice(b"id: ");
+    cursor.encode_into(&mut line);
+    line.push(b'\n');
+    line
 }
 
 /// `event:` (the message's event, else its channel) and one `data:` line per

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Runs each load scenario against comet (the chat example's reference routes),
+# the hand-written axum + broadcast recipe, and nginx + nchan when installed
+# (apt-get install nginx libnginx-mod-nchan), all on loopback, in one run, and
+# prints one table. Usage: bench/compare.sh [--quick]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUICK=${1:-}
+BIG=10000; [ "$QUICK" = "--quick" ] && BIG=2000
+RUN=$RANDOM
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
+
+cargo build -q --release --example chat --example broadcast_recipe
+cargo build -q --release -p comet-loadgen
+LOADGEN=target/release/comet-loadgen
+
+# (Re)starts every server, so each memory measurement starts from a fresh
+# process: one that held and freed connections before would reuse that memory.
+COMET_PID=""; RECIPE_PID=""; NCHAN_PID=""; NGINX_MASTER=""
+restart() {
+    for pid in $COMET_PID $RECIPE_PID $NGINX_MASTER; do kill "$pid" 2>/dev/null || true; done
+    for pid in $COMET_PID $RECIPE_PID $NGINX_MASTER; do wait "$pid" 2>/dev/null || true; done
+    RUST_LOG=warn COMET_ADDR=127.0.0.1:3100 target/release/examples/chat >/dev/null 2>&1 &
+    COMET_PID=$!
+    COMET_ADDR=127.0.0.1:3200 target/release/examples/broadcast_recipe >/dev/null 2>&1 &
+    RECIPE_PID=$!
+    if [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] && command -v nginx >/dev/null; then
+        nginx -p "$WORK/" -c "$PWD/bench/nchan.conf" >/dev/null 2>&1 &
+        NGINX_MASTER=$!
+    fi
+    for url in http://127.0.0.1:3100/ http://127.0.0.1:3200/hold ${NGINX_MASTER:+http://127.0.0.1:8090/}; do
+        for _ in $(seq 100); do curl -s -m 0.2 -o /dev/null "$url" && break; sleep 0.1; done
+    done
+    # nchan's memory is its worker's: the one process that holds the connections.
+    [ -n "$NGINX_MASTER" ] && NCHAN_PID=$(pgrep -P "$NGINX_MASTER" | head -1)
+    PIDS[comet]=$COMET_PID; PIDS[recipe]=$RECIPE_PID; PIDS[hold]=$RECIPE_PID; PIDS[nchan]=$NCHAN_PID
+}
+declare -A PIDS
+restart
+[ -z "$NCHAN_PID" ] && echo "nginx + nchan not installed: its column stays empty" >&2
+
+# url templates per server: sub (SSE/stream), poll, pub; {c} is the channel.
+declare -A SUB POLL PUB DIALECT
+SUB[comet]="http://127.0.0.1:3100/comet/sse?channel={c}";   POLL[comet]="http://127.0.0.1:3100/comet/poll?channel={c}"
+PUB[comet]="http://127.0.0.1:3100/comet/publish/{c}";       DIALECT[comet]=comet
+SUB[recipe]="http://127.0.0.1:3200/sse?channel={c}";        POLL[recipe]=""
+PUB[recipe]="http://127.0.0.1:3200/publish/{c}";            DIALECT[recipe]=raw
+SUB[hold]="http://127.0.0.1:3200/hold"
+SUB[nchan]="http://127.0.0.1:8090/sub/{c}";                 POLL[nchan]="http://127.0.0.1:8090/sub/{c}"
+PUB[nchan]="http://127.0.0.1:8090/pub/{c}";                 DIALECT[nchan]=raw
+
+field() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p"; }
+
+# run SERVER SCENARIO ARGS... -> prints the JSON report line (or nothing)
+run() {
+    local server=$1 scenario=$2; shift 2
+    local channel="b${RUN}${server}${scenario}$RANDOM"
+    local sub=${SUB[$server]//\{c\}/$channel} pub=${PUB[$server]:-} poll=${POLL[$server]:-}
+    pub=${pub//\{c\}/$channel}; poll=${poll//\{c\}/$channel}
+    case $scenario in
+        idle*) "$LOADGEN" idle --sub-url "$sub" --pid "${PIDS[$server]}" --json "$@" ;;
+        follow) [ -n "$poll" ] && "$LOADGEN" follow --sub-url "$poll" --pub-url "$pub" --dialect "${DIALECT[$server]}" --json "$@" ;;
+        *) "$LOADGEN" "${scenario%%-*}" --sub-url "$sub" --pub-url "$pub" --json "$@" ;;
+    esac 2>/dev/null || true
+}
+
+SERVERS="comet recipe"; [ -n "$NCHAN_PID" ] && SERVERS="comet recipe nchan"
+declare -A RESULT
+# measure KEY SCENARIO ARGS...: runs the scenario once on every server.
+measure() {
+    local key=$1; shift
+    for server in $SERVERS; do
+        echo "... $key on $server" >&2
+        RESULT[$key,$server]=$(run "$server" "$@")
+    done
+}
+# show LABEL KEY METRIC: one table row, with comet/nchan.
+show() {
+    local label=$1 key=$2 metric=$3 values=()
+    for server in comet recipe nchan; do
+        values+=("$(echo "${RESULT[$key,$server]:-}" | field "$metric")")
+    done
+    local ratio=""
+    if [[ "${values[0]}" =~ ^[0-9.]+$ && "${values[2]}" =~ ^[0-9.]+$ ]]; then
+        ratio=$(awk -v a="${values[0]}" -v b="${values[2]}" 'BEGIN { if (b > 0) printf "%.2f", a / b }')
+    fi
+    printf '%-36s %12s %12s %12s %11s\n' "$label" "${values[0]:--}" "${values[1]:--}" "${values[2]:--}" "$ratio"
+}
+
+restart; measure idle1k   idle --subscribers 1000
+restart; measure idlebig  idle --subscribers "$BIG"
+restart; HOLD=$(run hold idle --subscribers "$BIG" | field rss_per_conn)
+restart
+measure fan1k    fanout --subscribers 1000 --messages 3 --rate 2
+measure fanbig   fanout --subscribers "$BIG" --messages 3 --rate 1
+measure through  throughput --subscribers 100 --duration 5 --publishers 8
+measure follow   follow --subscribers 1000 --messages 50 --rate 20
+
+printf '\n%-36s %12s %12s %12s %11s\n' "scenario" "comet" "recipe" "nchan" "comet/nchan"
+show "idle SSE 1000: bytes/conn"          idle1k  rss_per_conn
+show "idle SSE $BIG: bytes/conn"          idlebig rss_per_conn
+echo "  (a bare held axum SSE connection, $BIG: ${HOLD:-?} bytes/conn)"
+show "fanout 1000 SSE: last ms"           fan1k   last_ms
+show "fanout $BIG SSE: last ms"           fanbig  last_ms
+show "fanout $BIG SSE: lost"              fanbig  lost
+show "100 SSE, 5 s: deliveries/s"         through deliveries_per_s
+show "100 SSE, 5 s: lost"                 through lost
+show "100 SSE, 5 s: duplicated"           through duplicated
+show "1000 long-poll x 50: last ms"       follow  last_ms
+show "1000 long-poll x 50: lost"          follow  lost
+show "1000 long-poll x 50: duplicated"    follow  duplicated

@@ -1,0 +1,267 @@
+//! Raw HTTP/1.1 over tokio (hyper's connection-level client): one connection
+//! per subscriber, a few keep-alive connections for publishing.
+
+use crate::{
+    args::{Dialect, Transport},
+    stats::Received,
+    Clock,
+};
+use bytes::Bytes;
+use http::{header, Request, Uri};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use std::{net::SocketAddr, sync::Arc};
+use tokio::net::TcpStream;
+
+/// Where a URL points, checked against the loopback-only default.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub uri: Uri,
+    host: String,
+}
+
+impl Target {
+    pub fn parse(url: &str, allow_remote: bool) -> Result<Self, String> {
+        let uri: Uri = url.parse().map_err(|e| format!("bad URL {url:?}: {e}"))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(format!("only http:// URLs are supported: {url}"));
+        }
+        let authority = uri.authority().ok_or("URL has no host")?.clone();
+        let port = authority.port_u16().unwrap_or(80);
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(authority.host(), port))
+            .map_err(|e| format!("cannot resolve {authority}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("cannot resolve {authority}"))?;
+        if !addr.ip().is_loopback() && !allow_remote {
+            return Err(format!(
+                "{addr} is not a loopback address; pass --allow-remote to load it"
+            ));
+        }
+        Ok(Self {
+            addr,
+            host: authority.to_string(),
+            uri,
+        })
+    }
+
+    fn path(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |p| p.as_str())
+    }
+}
+
+async fn connect<B>(target: &Target) -> Result<SendRequest<B>, String>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(target.addr)
+        .await
+        .map_err(|e| format!("connect {}: {e}", target.addr))?;
+    stream.set_nodelay(true).ok();
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// Calls `found(seq, t)` for every `{"seq":N,"t":T}` stamp in `text`.
+pub fn stamps(text: &[u8], mut found: impl FnMut(u64, u64)) {
+    const SEQ: &[u8] = b"\"seq\":";
+    const T: &[u8] = b",\"t\":";
+    let number = |bytes: &[u8]| -> (u64, usize) {
+        let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+        let value = bytes[..digits]
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        (value, digits)
+    };
+    let mut rest = text;
+    while let Some(i) = rest.windows(SEQ.len()).position(|w| w == SEQ) {
+        rest = &rest[i + SEQ.len()..];
+        let (seq, len) = number(rest);
+        rest = &rest[len..];
+        if len > 0 && rest.starts_with(T) {
+            let (t, len) = number(&rest[T.len()..]);
+            if len > 0 {
+                found(seq, t);
+            }
+        }
+    }
+}
+
+/// One subscriber: connects, tells `connected`, then records every stamp it
+/// receives until `stop` is set or the server ends the response.
+pub async fn subscribe(
+    target: Arc<Target>,
+    transport: Transport,
+    dialect: Dialect,
+    clock: Clock,
+    connected: Arc<tokio::sync::Semaphore>,
+    received: &mut Received,
+) -> Result<(), String> {
+    let mut sender = connect::<Empty<Bytes>>(&target).await?;
+    match transport {
+        Transport::Sse | Transport::Stream => {
+            let accept = if transport == Transport::Sse {
+                "text/event-stream"
+            } else {
+                "application/x-ndjson"
+            };
+            let request = Request::get(target.path())
+                .header(header::HOST, &target.host)
+                .header(header::ACCEPT, accept)
+                .body(Empty::new())
+                .map_err(|e| e.to_string())?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| format!("request: {e}"))?;
+            if !response.status().is_success() {
+                return Err(format!("subscribe answered {}", response.status()));
+            }
+            connected.add_permits(1);
+            let mut body = response.into_body();
+            // Stamps sit inside lines; keep a partial line for the next chunk.
+            let mut carry: Vec<u8> = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| format!("body: {e}"))?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                let now = clock.now_ns();
+                carry.extend_from_slice(&data);
+                if let Some(end) = carry.iter().rposition(|b| *b == b'\n') {
+                    stamps(&carry[..end], |seq, t| received.record(seq, t, now));
+                    carry.drain(..=end);
+                }
+            }
+            Ok(())
+        }
+        Transport::Poll => {
+            let mut etag: Option<http::HeaderValue> = None;
+            let mut modified: Option<http::HeaderValue> = None;
+            let mut first = true;
+            loop {
+                let mut path = target.path().to_owned();
+                if first && dialect == Dialect::Comet {
+                    // Ask for the head cursor at once: from then on nothing is missed.
+                    path.push_str(if path.contains('?') {
+                        "&timeout=0"
+                    } else {
+                        "?timeout=0"
+                    });
+                }
+                let mut request = Request::get(path).header(header::HOST, &target.host);
+                if let Some(tag) = &etag {
+                    request = request.header(header::IF_NONE_MATCH, tag);
+                }
+                if let Some(at) = &modified {
+                    request = request.header(header::IF_MODIFIED_SINCE, at);
+                }
+                let request = request.body(Empty::new()).map_err(|e| e.to_string())?;
+                if first && dialect == Dialect::Raw {
+                    // A raw server holds the first poll: count it as connected once sent.
+                    connected.add_permits(1);
+                }
+                let response = match sender.send_request(request).await {
+                    Ok(response) => response,
+                    // The server closed a kept-alive connection: reconnect.
+                    Err(_) => {
+                        sender = connect(&target).await?;
+                        continue;
+                    }
+                };
+                let status = response.status();
+                etag = response.headers().get(header::ETAG).cloned().or(etag);
+                modified = response
+                    .headers()
+                    .get(header::LAST_MODIFIED)
+                    .cloned()
+                    .or(modified);
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| format!("body: {e}"))?
+                    .to_bytes();
+                let now = clock.now_ns();
+                if first && dialect == Dialect::Comet {
+                    connected.add_permits(1);
+                }
+                first = false;
+                if status.is_success() {
+                    stamps(&body, |seq, t| received.record(seq, t, now));
+                } else if status != http::StatusCode::NOT_MODIFIED
+                    && status != http::StatusCode::REQUEST_TIMEOUT
+                {
+                    return Err(format!("poll answered {status}"));
+                }
+                if received.done() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// A publishing connection: POSTs stamped messages, reconnecting if the
+/// server closes the connection.
+pub struct Publisher {
+    target: Arc<Target>,
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl Publisher {
+    pub async fn connect(target: Arc<Target>) -> Result<Self, String> {
+        let sender = connect(&target).await?;
+        Ok(Self { target, sender })
+    }
+
+    /// Publishes message `seq` stamped with the current time.
+    pub async fn publish(&mut self, seq: u64, clock: &Clock) -> Result<(), String> {
+        for attempt in 0..2 {
+            let body = format!("{{\"seq\":{seq},\"t\":{}}}", clock.now_ns());
+            let request = Request::post(self.target.path())
+                .header(header::HOST, &self.target.host)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|e| e.to_string())?;
+            if self.sender.ready().await.is_err() && attempt == 0 {
+                self.sender = connect(&self.target).await?;
+                continue;
+            }
+            match self.sender.send_request(request).await {
+                Ok(response) => {
+                    let status = response.status();
+                    let _ = response.into_body().collect().await;
+                    return if status.is_success() {
+                        Ok(())
+                    } else {
+                        Err(format!("publish answered {status}"))
+                    };
+                }
+                Err(_) if attempt == 0 => self.sender = connect(&self.target).await?,
+                Err(e) => return Err(format!("publish: {e}")),
+            }
+        }
+        Err("publish failed twice".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_stamps_in_any_framing() {
+        let mut found = vec![];
+        let text = br#"data: {"seq":1,"t":20}
+{"type":"message","channel":"b","data":{"seq":2,"t":30},"cursor":"x"}
+{"cursor":"c","messages":[{"data":{"seq":3,"t":40}},{"data":{"seq":4,"t":5}}]}
+"seq":9 "seq":x,"t":1 {"seq":7,"t":"#;
+        super::stamps(text, |s, t| found.push((s, t)));
+        assert_eq!(found, [(1, 20), (2, 30), (3, 40), (4, 5)]);
+    }
+}

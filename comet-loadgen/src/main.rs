@@ -1,0 +1,279 @@
+//! A load generator for comet deployments and other push servers.
+//!
+//! Opens N subscribers (SSE, ndjson stream or long poll) with a raw HTTP/1.1
+//! client, publishes stamped messages (`{"seq":N,"t":NANOS}`) through an HTTP
+//! publish URL, and reports deliveries, loss, duplicates, latency from publish
+//! to receipt, deliveries per second, the time until the last subscriber has
+//! the last message, and for idle runs the server's memory per connection.
+//! Targets are loopback only unless `--allow-remote`; every phase is bounded.
+//!
+//! ```sh
+//! cargo run --release -p comet-loadgen -- fanout \
+//!     --sub-url 'http://127.0.0.1:3000/comet/sse?channel=bench' \
+//!     --pub-url 'http://127.0.0.1:3000/comet/publish/bench' --subscribers 10000
+//! ```
+
+mod args;
+mod client;
+mod stats;
+
+use args::{Dialect, Options, Scenario, Transport};
+use client::{Publisher, Target};
+use stats::{Received, Report};
+use std::{
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+use tokio::sync::{watch, Semaphore};
+
+/// Nanoseconds since the run began, shared by publishers and subscribers (one
+/// process, so one clock).
+#[derive(Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    pub fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+}
+
+/// The most subscribers connecting at once (keeps the server's accept queue short).
+const CONNECTING_AT_ONCE: usize = 512;
+const CONNECT_BOUND: Duration = Duration::from_secs(120);
+
+fn main() {
+    let options = match Options::parse(std::env::args().skip(1)) {
+        Ok(options) => options,
+        Err(error) => {
+            eprintln!("{error}\n\n{}", args::USAGE);
+            std::process::exit(2);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match runtime.block_on(run(&options)) {
+        Ok(report) if options.json => println!("{}", report.json()),
+        Ok(report) => print!("{}", report.human()),
+        Err(error) => {
+            eprintln!("comet-loadgen: {error}");
+            std::process::exit(1);
+        }
+    }
+    // Subscriber connections may still be closing; do not wait for them.
+    runtime.shutdown_background();
+}
+
+async fn run(options: &Options) -> Result<Report, String> {
+    let sub_target = Arc::new(Target::parse(&options.sub_url, options.allow_remote)?);
+    let pub_target = match &options.pub_url {
+        Some(url) => Some(Arc::new(Target::parse(url, options.allow_remote)?)),
+        None => None,
+    };
+    let clock = Clock {
+        start: Instant::now(),
+    };
+    let mut report = Report {
+        scenario: format!("{:?}", options.scenario).to_lowercase(),
+        transport: format!("{:?}", options.transport).to_lowercase(),
+        subscribers: options.subscribers,
+        ..Report::default()
+    };
+    let rss_before = options.pid.map(rss_bytes).transpose()?;
+
+    // Subscribe.
+    let expected_each = match options.scenario {
+        Scenario::Fanout | Scenario::Follow => options.messages,
+        Scenario::Idle | Scenario::Throughput => 0,
+    };
+    let progress = Arc::new(AtomicU64::new(0));
+    let connected = Arc::new(Semaphore::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let (stop, stopped) = watch::channel(false);
+    let started = Instant::now();
+    let mut subscribers = Vec::with_capacity(options.subscribers);
+    for i in 0..options.subscribers {
+        while i - connected.available_permits().min(i) - failed.load(Ordering::Relaxed).min(i)
+            >= CONNECTING_AT_ONCE
+        {
+            if started.elapsed() > CONNECT_BOUND {
+                return Err("subscribers did not connect in time".into());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let (target, connected, failed, progress) = (
+            sub_target.clone(),
+            connected.clone(),
+            failed.clone(),
+            progress.clone(),
+        );
+        let mut stopped = stopped.clone();
+        let (transport, dialect) = (options.transport, options.dialect);
+        subscribers.push(tokio::spawn(async move {
+            let mut received = Received::new(expected_each, progress);
+            let outcome = tokio::select! {
+                outcome = client::subscribe(target, transport, dialect, clock, connected, &mut received) => outcome,
+                _ = stopped.wait_for(|stop| *stop) => Ok(()),
+            };
+            if let Err(error) = &outcome {
+                if failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                    eprintln!("subscriber failed: {error}");
+                }
+            }
+            received
+        }));
+    }
+    let all_connected = async {
+        while connected.available_permits() + failed.load(Ordering::Relaxed) < options.subscribers {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let progress_printer = spawn_progress(options.subscribers, connected.clone(), progress.clone());
+    tokio::time::timeout(CONNECT_BOUND, all_connected)
+        .await
+        .map_err(|_| {
+            format!(
+                "only {} of {} subscribers connected in time",
+                connected.available_permits(),
+                options.subscribers
+            )
+        })?;
+    report.connect_secs = started.elapsed().as_secs_f64();
+    report.connected = connected.available_permits();
+    report.failed = failed.load(Ordering::Relaxed);
+    if options.transport == Transport::Poll && options.dialect == Dialect::Raw {
+        // A raw long poll is held only once the server has read it.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    if options.scenario == Scenario::Idle {
+        if let (Some(pid), Some(before)) = (options.pid, rss_before) {
+            tokio::time::sleep(Duration::from_secs(1)).await; // let the server settle
+            let after = rss_bytes(pid)?;
+            report.rss_per_connection =
+                Some(after.saturating_sub(before) as f64 / report.connected.max(1) as f64);
+        }
+    } else {
+        let target = pub_target.ok_or("--pub-url is required")?;
+        let (first, last, published) = publish(options, target, clock).await?;
+        report.published = published;
+        report.expected = published * report.connected as u64;
+        // Drain: wait for every delivery, bounded.
+        let deadline = Instant::now() + options.drain;
+        while progress.load(Ordering::Relaxed) < report.expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let _ = stop.send(true);
+        let mut latency: Option<hdrhistogram::Histogram<u64>> = None;
+        let mut last_delivery = 0;
+        for subscriber in subscribers {
+            let received = subscriber.await.map_err(|e| e.to_string())?;
+            report.delivered += received.unique;
+            report.duplicated += received.duplicates;
+            last_delivery = last_delivery.max(received.last_at);
+            match &mut latency {
+                Some(total) => total.add(&received.latency).map_err(|e| e.to_string())?,
+                None => latency = Some(received.latency),
+            }
+        }
+        report.latency = latency;
+        report.delivery_span = last_delivery.saturating_sub(first) as f64 / 1e9;
+        if report.lost() == 0 && report.delivered > 0 {
+            report.last_ms = Some(last_delivery.saturating_sub(last) as f64 / 1e6);
+        }
+    }
+    progress_printer.abort();
+    Ok(report)
+}
+
+/// Publishes as the scenario says; returns (first publish ns, last publish ns, count).
+async fn publish(
+    options: &Options,
+    target: Arc<Target>,
+    clock: Clock,
+) -> Result<(u64, u64, u64), String> {
+    let next = Arc::new(AtomicU64::new(0));
+    let first = clock.now_ns();
+    let last = Arc::new(AtomicU64::new(first));
+    let until = match options.scenario {
+        Scenario::Throughput => Some(Instant::now() + options.duration),
+        _ => None,
+    };
+    let limit = if until.is_some() {
+        u64::MAX
+    } else {
+        options.messages
+    };
+    let publishers = if options.rate > 0 {
+        1
+    } else {
+        options.publishers
+    };
+    let interval = (options.rate > 0).then(|| Duration::from_secs_f64(1.0 / options.rate as f64));
+    let mut tasks = Vec::new();
+    for _ in 0..publishers {
+        let (target, next, last) = (target.clone(), next.clone(), last.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut publisher = Publisher::connect(target).await?;
+            let mut ticks = interval.map(tokio::time::interval);
+            loop {
+                if until.is_some_and(|until| Instant::now() >= until) {
+                    return Ok::<_, String>(());
+                }
+                if let Some(ticks) = &mut ticks {
+                    ticks.tick().await;
+                }
+                let seq = next.fetch_add(1, Ordering::Relaxed);
+                if seq >= limit {
+                    return Ok(());
+                }
+                // The publish time is when the message is stamped and sent,
+                // not when the server answers (some answer after delivering).
+                last.fetch_max(clock.now_ns(), Ordering::Relaxed);
+                publisher.publish(seq, &clock).await?;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())??;
+    }
+    // With a message limit, each publisher took one number past the end;
+    // with a deadline, none did.
+    let published = next.load(Ordering::Relaxed).min(limit);
+    Ok((first, last.load(Ordering::Relaxed), published))
+}
+
+/// Prints progress to stderr every two seconds on long runs.
+fn spawn_progress(
+    total: usize,
+    connected: Arc<Semaphore>,
+    progress: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(2));
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            eprintln!(
+                "... {}/{total} subscribers connected, {} deliveries",
+                connected.available_permits(),
+                progress.load(Ordering::Relaxed)
+            );
+        }
+    })
+}
+
+/// The resident memory of a process, from /proc.
+fn rss_bytes(pid: u32) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("process {pid}: {e}"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| format!("no VmRSS for process {pid}"))
+}

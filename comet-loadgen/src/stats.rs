@@ -1,0 +1,164 @@
+//! What each subscriber received, and the report over all of them.
+
+use hdrhistogram::Histogram;
+
+/// One subscriber's deliveries.
+pub struct Received {
+    /// Messages expected (0: unknown until publishing ends).
+    expected: u64,
+    seen: Vec<u64>,
+    pub unique: u64,
+    pub duplicates: u64,
+    /// Publish-to-receipt latency, microseconds.
+    pub latency: Histogram<u64>,
+    /// When the last new message arrived (ns since the run began).
+    pub last_at: u64,
+    progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Received {
+    pub fn new(expected: u64, progress: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+        Self {
+            expected,
+            seen: Vec::new(),
+            unique: 0,
+            duplicates: 0,
+            latency: Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"),
+            last_at: 0,
+            progress,
+        }
+    }
+
+    pub fn record(&mut self, seq: u64, published_ns: u64, now_ns: u64) {
+        let (word, bit) = ((seq / 64) as usize, seq % 64);
+        if self.seen.len() <= word {
+            self.seen.resize(word + 1, 0);
+        }
+        if self.seen[word] & (1 << bit) != 0 {
+            self.duplicates += 1;
+            return;
+        }
+        self.seen[word] |= 1 << bit;
+        self.unique += 1;
+        self.last_at = now_ns;
+        let micros = now_ns.saturating_sub(published_ns) / 1000;
+        self.latency.saturating_record(micros.max(1));
+        self.progress
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// True once every expected message arrived.
+    pub fn done(&self) -> bool {
+        self.expected > 0 && self.unique >= self.expected
+    }
+}
+
+/// The whole run.
+#[derive(Default)]
+pub struct Report {
+    pub scenario: String,
+    pub transport: String,
+    pub subscribers: usize,
+    pub connected: usize,
+    pub failed: usize,
+    pub published: u64,
+    pub expected: u64,
+    pub delivered: u64,
+    pub duplicated: u64,
+    pub latency: Option<Histogram<u64>>,
+    /// Seconds from the first publish to the last delivery.
+    pub delivery_span: f64,
+    /// Milliseconds from the last publish to the moment every subscriber had everything.
+    pub last_ms: Option<f64>,
+    pub rss_per_connection: Option<f64>,
+    pub connect_secs: f64,
+}
+
+impl Report {
+    pub fn lost(&self) -> u64 {
+        self.expected.saturating_sub(self.delivered)
+    }
+
+    pub fn deliveries_per_second(&self) -> f64 {
+        if self.delivery_span > 0.0 {
+            self.delivered as f64 / self.delivery_span
+        } else {
+            0.0
+        }
+    }
+
+    fn ms(&self, quantile: f64) -> f64 {
+        self.latency
+            .as_ref()
+            .filter(|h| !h.is_empty())
+            .map_or(0.0, |h| h.value_at_quantile(quantile) as f64 / 1000.0)
+    }
+
+    pub fn human(&self) -> String {
+        let mut out = format!(
+            "scenario {} over {}: {} subscribers ({} connected, {} failed) in {:.2} s\n",
+            self.scenario,
+            self.transport,
+            self.subscribers,
+            self.connected,
+            self.failed,
+            self.connect_secs
+        );
+        if let Some(rss) = self.rss_per_connection {
+            out += &format!("server memory per connection: {rss:.0} bytes\n");
+        }
+        if self.published > 0 {
+            out += &format!(
+                "published {}; delivered {}/{}; lost {}; duplicated {}\n\
+                 latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}\n\
+                 deliveries per second: {:.0}\n",
+                self.published,
+                self.delivered,
+                self.expected,
+                self.lost(),
+                self.duplicated,
+                self.ms(0.5),
+                self.ms(0.9),
+                self.ms(0.99),
+                self.ms(1.0),
+                self.deliveries_per_second(),
+            );
+            match self.last_ms {
+                Some(ms) => {
+                    out += &format!(
+                        "every subscriber had the last message {ms:.1} ms after it was published\n"
+                    )
+                }
+                None => out += "not every subscriber had every message before the drain ended\n",
+            }
+        }
+        out
+    }
+
+    pub fn json(&self) -> String {
+        let opt = |v: Option<f64>| v.map_or("null".to_owned(), |v| format!("{v:.3}"));
+        format!(
+            "{{\"scenario\":\"{}\",\"transport\":\"{}\",\"subscribers\":{},\"connected\":{},\"failed\":{},\
+             \"published\":{},\"expected\":{},\"delivered\":{},\"lost\":{},\"duplicated\":{},\
+             \"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\
+             \"deliveries_per_s\":{:.1},\"last_ms\":{},\"rss_per_conn\":{}}}",
+            self.scenario,
+            self.transport,
+            self.subscribers,
+            self.connected,
+            self.failed,
+            self.published,
+            self.expected,
+            self.delivered,
+            self.lost(),
+            self.duplicated,
+            self.ms(0.5),
+            self.ms(0.9),
+            self.ms(0.99),
+            self.ms(1.0),
+            self.deliveries_per_second(),
+            opt(self.last_ms),
+            opt(self.rss_per_connection),
+        )
+    }
+}
