@@ -97,11 +97,20 @@ impl SubscribeParams {
         parts: &Parts,
         transport: Option<Transport>,
     ) -> Result<Self, ProtocolError> {
-        let mut params = Self::from_query(parts.uri.query())?;
-        if let Some(cursor) = header_cursor(&parts.headers, transport)? {
-            params.cursor = Some(cursor);
+        Self::from_query(parts.uri.query())?.with_header_cursor(&parts.headers, transport)
+    }
+
+    /// Applies the cursor headers to parameters already read from the query
+    /// (for callers that needed the query first, to pick the transport).
+    pub fn with_header_cursor(
+        mut self,
+        headers: &HeaderMap,
+        transport: Option<Transport>,
+    ) -> Result<Self, ProtocolError> {
+        if let Some(cursor) = header_cursor(headers, transport)? {
+            self.cursor = Some(cursor);
         }
-        Ok(params)
+        Ok(self)
     }
 }
 

@@ -155,7 +155,7 @@ fn subscribe(
         Chosen::Builtin(t) => Some(*t),
         Chosen::Custom(_) => None,
     };
-    let mut params = SubscribeParams::from_request(request, builtin)?;
+    let mut params = query.with_header_cursor(&request.headers, builtin)?;
     if builtin.is_some_and(Transport::needs_callback) {
         encode::validate_callback(params.callback.as_deref().unwrap_or(""))?;
     }
