@@ -39,10 +39,15 @@ pub enum Encoding {
     EnvelopeHead,
     /// The same, escaped to be embedded in a `<script>` (forever frame, JSONP).
     ScriptEnvelopeHead,
+    /// The whole SSE frame for one-channel subscriptions, whose cursor after
+    /// a message is the same for every subscriber.
+    SseFrameOneChannel,
+    /// The whole ndjson line for one-channel subscriptions.
+    NdjsonLineOneChannel,
 }
 
 impl Encoding {
-    const COUNT: usize = 3;
+    const COUNT: usize = 5;
 }
 
 impl Message {

@@ -140,8 +140,19 @@ impl StreamFormat for Sse {
     /// The subscriber's `id:` line, then the event and data lines (shared by
     /// every subscriber of the message).
     fn message(&self, message: &Message, cursor: &Cursor, out: &mut Frames) {
-        out.push(id_line(cursor));
-        out.push(message.encoded(Encoding::SseBody, sse_message_body));
+        let body = message.encoded(Encoding::SseBody, sse_message_body);
+        if cursor.len() == 1 {
+            // Every one-channel subscriber has this very cursor after this
+            // message: the whole frame is shared, nothing is per subscriber.
+            out.push(message.encoded(Encoding::SseFrameOneChannel, |_| {
+                let mut frame = id_line(cursor);
+                frame.extend_from_slice(&body);
+                frame.into()
+            }));
+        } else {
+            out.push(id_line(cursor));
+            out.push(body);
+        }
     }
 
     /// A `comet-gap` event carrying the gap envelope.
@@ -233,8 +244,16 @@ pub(crate) struct Ndjson;
 
 impl StreamFormat for Ndjson {
     fn message(&self, message: &Message, cursor: &Cursor, out: &mut Frames) {
-        out.push(head(message, Json::Plain));
-        out.push(cursor_tail(cursor, b"\n"));
+        let head = head(message, Json::Plain);
+        if cursor.len() == 1 {
+            // Shared by every one-channel subscriber, as for SSE.
+            out.push(message.encoded(Encoding::NdjsonLineOneChannel, |_| {
+                [head.as_ref(), &cursor_tail(cursor, b"\n")].concat().into()
+            }));
+        } else {
+            out.push(head);
+            out.push(cursor_tail(cursor, b"\n"));
+        }
     }
 
     fn heartbeat(&self) -> Option<Bytes> {
@@ -447,43 +466,67 @@ mod tests {
         assert!(inner.contains('é'), "other text stays as it is");
     }
 
+    fn chunks(format: &dyn StreamFormat, item: &Item) -> Vec<Bytes> {
+        let mut out = Frames::default();
+        format.item(item, &mut out);
+        out.iter().cloned().collect()
+    }
+
     #[tokio::test]
     async fn each_wire_format_encodes_a_message_once_for_every_subscriber() {
         let hub = Hub::new();
-        // Different channel sets, so different cursors: only the tails differ.
-        let mut a = hub.subscribe(["x"], Start::head()).unwrap();
-        let mut b = hub.subscribe(["x", "y"], Start::head()).unwrap();
+        // One-channel subscribers (same cursor after a message) and
+        // several-channel ones (each with its own cursor).
+        let mut one = [
+            hub.subscribe(["x"], Start::head()).unwrap(),
+            hub.subscribe(["x"], Start::head()).unwrap(),
+        ];
+        let mut many = [
+            hub.subscribe(["x", "y"], Start::head()).unwrap(),
+            hub.subscribe(["x", "z"], Start::head()).unwrap(),
+        ];
         hub.publish("x", "shared").await.unwrap();
-        let (a, b) = (a.next().await.unwrap(), b.next().await.unwrap());
-        assert_ne!(a.cursor(), b.cursor());
+        let (a, b) = (one[0].next().await.unwrap(), one[1].next().await.unwrap());
+        let (c, d) = (many[0].next().await.unwrap(), many[1].next().await.unwrap());
+        assert_eq!(a.cursor(), b.cursor());
+        assert_ne!(c.cursor(), d.cursor());
+
+        for format in [&Sse { retry_ms: 0 } as &dyn StreamFormat, &Ndjson] {
+            // One channel: the whole frame, cursor included, is the same bytes.
+            let (fa, fb) = (chunks(format, &a), chunks(format, &b));
+            assert_eq!(fa.len(), 1);
+            assert_eq!(fa[0].as_ptr(), fb[0].as_ptr(), "one frame for all");
+        }
+        // Several channels: the message's part is shared, the cursor is not.
         let formats: [(&dyn StreamFormat, usize); 3] = [
             (&Sse { retry_ms: 0 }, 1),
             (&Ndjson, 0),
             (&Iframe::new("cb"), 1),
         ];
-        for (format, shared_chunk) in formats {
-            let chunks = |item: &Item| {
-                let mut out = Frames::default();
-                format.item(item, &mut out);
-                out.iter().cloned().collect::<Vec<_>>()
-            };
-            let (ca, cb) = (chunks(&a), chunks(&b));
+        for (format, shared) in formats {
+            let (fc, fd) = (chunks(format, &c), chunks(format, &d));
             assert_eq!(
-                ca[shared_chunk].as_ptr(),
-                cb[shared_chunk].as_ptr(),
+                fc[shared].as_ptr(),
+                fd[shared].as_ptr(),
                 "one encoding, shared"
             );
-            assert_ne!(ca, cb, "each with its own cursor");
+            assert_ne!(fc, fd, "each with its own cursor");
         }
+        // The forever frame (a callback per request) shares its envelope head too.
+        let (fa, fc) = (
+            chunks(&Iframe::new("cb"), &a),
+            chunks(&Iframe::new("other"), &c),
+        );
+        assert_eq!(fa[1].as_ptr(), fc[1].as_ptr());
         // The poll body copies the same cached head.
-        let (mut pa, mut pb) = (BytesMut::new(), BytesMut::new());
+        let (mut pa, mut pc) = (BytesMut::new(), BytesMut::new());
         envelope(&mut pa, &a, Json::Plain);
-        envelope(&mut pb, &b, Json::Plain);
+        envelope(&mut pc, &c, Json::Plain);
         let head = a
             .message()
             .unwrap()
             .encoded(Encoding::EnvelopeHead, |_| unreachable!("cached"));
-        assert!(pa.starts_with(&head) && pb.starts_with(&head));
+        assert!(pa.starts_with(&head) && pc.starts_with(&head));
     }
 
     #[test]
