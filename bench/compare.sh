@@ -2,12 +2,21 @@
 # Runs each load scenario against comet (the chat example's reference routes),
 # the hand-written axum + broadcast recipe, and nginx + nchan when installed
 # (apt-get install nginx libnginx-mod-nchan), all on loopback, in one run, and
-# prints one table. Usage: bench/compare.sh [--quick]
+# prints one table of medians over interleaved rounds (figures on a shared
+# 2-core machine vary by tens of percent from run to run).
+# Usage: bench/compare.sh [--quick] [--rounds N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-QUICK=${1:-}
-BIG=10000; [ "$QUICK" = "--quick" ] && BIG=2000
+BIG=10000; ROUNDS=3
+while [ $# -gt 0 ]; do
+    case $1 in
+        --quick) BIG=2000; ROUNDS=1 ;;
+        --rounds) ROUNDS=$2; shift ;;
+        *) echo "usage: $0 [--quick] [--rounds N]" >&2; exit 2 ;;
+    esac
+    shift
+done
 RUN=$RANDOM
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
@@ -68,19 +77,29 @@ run() {
 
 SERVERS="comet recipe"; [ -n "$NCHAN_PID" ] && SERVERS="comet recipe nchan"
 declare -A RESULT
-# measure KEY SCENARIO ARGS...: runs the scenario once on every server.
+# measure KEY SCENARIO ARGS...: runs the scenario on every server, ROUNDS
+# times, the servers taking turns so that drift hits them alike.
 measure() {
     local key=$1; shift
-    for server in $SERVERS; do
-        echo "... $key on $server" >&2
-        RESULT[$key,$server]=$(run "$server" "$@")
+    for round in $(seq "$ROUNDS"); do
+        for server in $SERVERS; do
+            echo "... $key on $server (round $round)" >&2
+            RESULT[$key,$server,$round]=$(run "$server" "$@")
+        done
     done
+}
+# median KEY SERVER METRIC: the median over rounds ("" when absent).
+median() {
+    local key=$1 server=$2 metric=$3
+    for round in $(seq "$ROUNDS"); do
+        echo "${RESULT[$key,$server,$round]:-}" | field "$metric"
+    done | { grep -E '^[0-9.]+$' || true; } | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
 }
 # show LABEL KEY METRIC: one table row, with comet/nchan.
 show() {
     local label=$1 key=$2 metric=$3 values=()
-    for server in comet recipe nchan; do
-        values+=("$(echo "${RESULT[$key,$server]:-}" | field "$metric")")
+        for server in comet recipe nchan; do
+        values+=("$(median "$key" "$server" "$metric")")
     done
     local ratio=""
     if [[ "${values[0]}" =~ ^[0-9.]+$ && "${values[2]}" =~ ^[0-9.]+$ ]]; then
@@ -89,18 +108,24 @@ show() {
     printf '%-36s %12s %12s %12s %11s\n' "$label" "${values[0]:--}" "${values[1]:--}" "${values[2]:--}" "$ratio"
 }
 
+# Memory: one run each, every one on fresh processes.
+MEMORY_ROUNDS=$ROUNDS; ROUNDS=1
 restart; measure idle1k   idle --subscribers 1000
 restart; measure idlebig  idle --subscribers "$BIG"
 restart; HOLD=$(run hold idle --subscribers "$BIG" | field rss_per_conn)
 restart
+ROUNDS=$MEMORY_ROUNDS
 measure fan1k    fanout --subscribers 1000 --messages 3 --rate 2
 measure fanbig   fanout --subscribers "$BIG" --messages 3 --rate 1
 measure through  throughput --subscribers 100 --duration 5 --publishers 8
 measure follow   follow --subscribers 1000 --messages 50 --rate 20
 
-printf '\n%-36s %12s %12s %12s %11s\n' "scenario" "comet" "recipe" "nchan" "comet/nchan"
+printf '\nmedians of %s rounds (memory: one run on fresh processes)\n' "$ROUNDS"
+printf '%-36s %12s %12s %12s %11s\n' "scenario" "comet" "recipe" "nchan" "comet/nchan"
+ROUNDS=1
 show "idle SSE 1000: bytes/conn"          idle1k  rss_per_conn
 show "idle SSE $BIG: bytes/conn"          idlebig rss_per_conn
+ROUNDS=$MEMORY_ROUNDS
 echo "  (a bare held axum SSE connection, $BIG: ${HOLD:-?} bytes/conn)"
 show "fanout 1000 SSE: last ms"           fan1k   last_ms
 show "fanout $BIG SSE: last ms"           fanbig  last_ms
