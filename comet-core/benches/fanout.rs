@@ -43,6 +43,23 @@ impl Round {
     }
 }
 
+/// A hub with `n` subscriptions to "bench", each a task awaiting its next
+/// item and counting it in the returned round.
+fn waiting_subscribers(rt: &Runtime, n: usize) -> (Hub, Arc<Round>) {
+    let hub = Hub::new();
+    let round = Round::new();
+    for _ in 0..n {
+        let mut sub = hub.subscribe(["bench"], Start::head()).unwrap();
+        let round = round.clone();
+        rt.spawn(async move {
+            while sub.next().await.is_some() {
+                round.delivered();
+            }
+        });
+    }
+    (hub, round)
+}
+
 fn publish(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("publish");
@@ -71,17 +88,7 @@ fn fanout(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(8));
     for n in [1_000usize, 10_000] {
         // comet: n subscriptions, each a task awaiting the next item.
-        let hub = Hub::new();
-        let round = Round::new();
-        for _ in 0..n {
-            let mut sub = hub.subscribe(["bench"], Start::head()).unwrap();
-            let round = round.clone();
-            rt.spawn(async move {
-                while sub.next().await.is_some() {
-                    round.delivered();
-                }
-            });
-        }
+        let (hub, round) = waiting_subscribers(&rt, n);
         group.bench_function(BenchmarkId::new("comet_hub", n), |b| {
             b.to_async(&rt).iter_custom(|iters| {
                 let (hub, round) = (hub.clone(), round.clone());
@@ -136,17 +143,7 @@ fn publish_to_waiting(c: &mut Criterion) {
     let mut group = c.benchmark_group("publish_to_waiting");
     group.sample_size(30);
     for n in [0usize, 10_000] {
-        let hub = Hub::new();
-        let round = Round::new();
-        for _ in 0..n {
-            let mut sub = hub.subscribe(["bench"], Start::head()).unwrap();
-            let round = round.clone();
-            rt.spawn(async move {
-                while sub.next().await.is_some() {
-                    round.delivered();
-                }
-            });
-        }
+        let (hub, round) = waiting_subscribers(&rt, n);
         group.bench_function(BenchmarkId::new("subscribers", n), |b| {
             b.to_async(&rt).iter_custom(|iters| {
                 let (hub, round) = (hub.clone(), round.clone());
