@@ -83,8 +83,12 @@ pub struct ChannelLog {
     /// A copy of `LogState::last_offset`, stored (under the write lock) before
     /// waiters are woken: readers that are caught up learn so without locking.
     published: AtomicU64,
+    /// When the log was created: `last_active` counts from here, on the same
+    /// clock as every later instant of this log (tokio's, so paused-time tests
+    /// see it advance).
+    created: Instant,
     /// When the channel last had a publish, a subscriber leave, or a look
-    /// (nanoseconds after `clock_base()`); atomic so that leaving takes no lock.
+    /// (nanoseconds after `created`); atomic so that leaving takes no lock.
     last_active: AtomicU64,
 }
 
@@ -92,17 +96,6 @@ pub struct ChannelLog {
 /// so a publish costs the same whatever the fan-out (PROTOCOL: publish cost
 /// stays flat); smaller ones are woken inline, one task hop sooner.
 const INLINE_WAKE_LIMIT: usize = 32;
-
-/// The instant `last_active` counts from (tokio's clock, so paused-time tests
-/// see it advance).
-fn clock_base() -> Instant {
-    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    Instant::from_std(*BASE.get_or_init(std::time::Instant::now))
-}
-
-fn stamp(at: Instant) -> u64 {
-    at.saturating_duration_since(clock_base()).as_nanos() as u64
-}
 
 #[derive(Debug)]
 struct LogState {
@@ -128,7 +121,8 @@ impl ChannelLog {
             notify: Arc::new(Notify::new()),
             subscribers: AtomicUsize::new(0),
             published: AtomicU64::new(0),
-            last_active: AtomicU64::new(stamp(Instant::now())),
+            created: Instant::now(),
+            last_active: AtomicU64::new(0),
         }
     }
 
@@ -164,7 +158,7 @@ impl ChannelLog {
             state.last_offset = offset;
             self.published.store(offset, Ordering::Release);
             self.last_active
-                .store(stamp(message.published_at), Ordering::Relaxed);
+                .store(self.stamp(message.published_at), Ordering::Relaxed);
             state.messages.push_back(message.clone());
             while state.messages.len() > self.policy.max_messages {
                 state.messages.pop_front();
@@ -262,10 +256,15 @@ impl ChannelLog {
         self.touch();
     }
 
+    /// Nanoseconds from the log's creation to `at`.
+    fn stamp(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.created).as_nanos() as u64
+    }
+
     /// Marks the channel as recently used, postponing its removal when idle.
     pub fn touch(&self) {
         self.last_active
-            .store(stamp(Instant::now()), Ordering::Relaxed);
+            .store(self.stamp(Instant::now()), Ordering::Relaxed);
     }
 
     /// True when nothing refers to it: no subscribers, no history, and no
@@ -279,7 +278,7 @@ impl ChannelLog {
         self.trim_expired(&mut state, now);
         let last_active = self.last_active.load(Ordering::Relaxed);
         state.messages.is_empty()
-            && Duration::from_nanos(stamp(now).saturating_sub(last_active)) >= idle_ttl
+            && Duration::from_nanos(self.stamp(now).saturating_sub(last_active)) >= idle_ttl
     }
 
     /// A read guard over a history with no expired message at its front.
