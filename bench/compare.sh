@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs each load scenario against comet (the chat example's reference routes),
-# the hand-written axum + broadcast recipe, and nginx + nchan when installed
+# Runs each load scenario against comet (the chat example's reference routes on
+# axum, and the same routes on hyper alone: examples/hyper_reference.rs), the
+# hand-written axum + broadcast recipe, and nginx + nchan when installed
 # (apt-get install nginx libnginx-mod-nchan), all on loopback, in one run, and
 # prints one table of medians over interleaved rounds (figures on a shared
 # 2-core machine vary by tens of percent from run to run).
@@ -21,30 +22,32 @@ RUN=$RANDOM
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
 
-cargo build -q --release --example chat --example broadcast_recipe
+cargo build -q --release --example chat --example broadcast_recipe --example hyper_reference
 cargo build -q --release -p comet-loadgen
 LOADGEN=target/release/comet-loadgen
 
 # (Re)starts every server, so each memory measurement starts from a fresh
 # process: one that held and freed connections before would reuse that memory.
-COMET_PID=""; RECIPE_PID=""; NCHAN_PID=""; NGINX_MASTER=""
+COMET_PID=""; HYPER_PID=""; RECIPE_PID=""; NCHAN_PID=""; NGINX_MASTER=""
 restart() {
-    for pid in $COMET_PID $RECIPE_PID $NGINX_MASTER; do kill "$pid" 2>/dev/null || true; done
-    for pid in $COMET_PID $RECIPE_PID $NGINX_MASTER; do wait "$pid" 2>/dev/null || true; done
+    for pid in $COMET_PID $HYPER_PID $RECIPE_PID $NGINX_MASTER; do kill "$pid" 2>/dev/null || true; done
+    for pid in $COMET_PID $HYPER_PID $RECIPE_PID $NGINX_MASTER; do wait "$pid" 2>/dev/null || true; done
     RUST_LOG=warn COMET_ADDR=127.0.0.1:3100 target/release/examples/chat >/dev/null 2>&1 &
     COMET_PID=$!
+    COMET_ADDR=127.0.0.1:3300 target/release/examples/hyper_reference >/dev/null 2>&1 &
+    HYPER_PID=$!
     COMET_ADDR=127.0.0.1:3200 target/release/examples/broadcast_recipe >/dev/null 2>&1 &
     RECIPE_PID=$!
     if [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] && command -v nginx >/dev/null; then
         nginx -p "$WORK/" -c "$PWD/bench/nchan.conf" >/dev/null 2>&1 &
         NGINX_MASTER=$!
     fi
-    for url in http://127.0.0.1:3100/ http://127.0.0.1:3200/hold ${NGINX_MASTER:+http://127.0.0.1:8090/}; do
+    for url in http://127.0.0.1:3100/ http://127.0.0.1:3300/ http://127.0.0.1:3200/hold ${NGINX_MASTER:+http://127.0.0.1:8090/}; do
         for _ in $(seq 100); do curl -s -m 0.2 -o /dev/null "$url" && break; sleep 0.1; done
     done
     # nchan's memory is its worker's: the one process that holds the connections.
     [ -n "$NGINX_MASTER" ] && NCHAN_PID=$(pgrep -P "$NGINX_MASTER" | head -1)
-    PIDS[comet]=$COMET_PID; PIDS[recipe]=$RECIPE_PID; PIDS[hold]=$RECIPE_PID; PIDS[nchan]=$NCHAN_PID
+    PIDS[comet]=$COMET_PID; PIDS[hyper]=$HYPER_PID; PIDS[recipe]=$RECIPE_PID; PIDS[hold]=$RECIPE_PID; PIDS[nchan]=$NCHAN_PID
 }
 declare -A PIDS
 restart
@@ -54,6 +57,8 @@ restart
 declare -A SUB POLL PUB DIALECT
 SUB[comet]="http://127.0.0.1:3100/comet/sse?channel={c}";   POLL[comet]="http://127.0.0.1:3100/comet/poll?channel={c}"
 PUB[comet]="http://127.0.0.1:3100/comet/publish/{c}";       DIALECT[comet]=comet
+SUB[hyper]="http://127.0.0.1:3300/comet/sse?channel={c}";   POLL[hyper]="http://127.0.0.1:3300/comet/poll?channel={c}"
+PUB[hyper]="http://127.0.0.1:3300/comet/publish/{c}";       DIALECT[hyper]=comet
 SUB[recipe]="http://127.0.0.1:3200/sse?channel={c}";        POLL[recipe]=""
 PUB[recipe]="http://127.0.0.1:3200/publish/{c}";            DIALECT[recipe]=raw
 SUB[hold]="http://127.0.0.1:3200/hold"
@@ -75,7 +80,7 @@ run() {
     esac 2>/dev/null || true
 }
 
-SERVERS="comet recipe"; [ -n "$NCHAN_PID" ] && SERVERS="comet recipe nchan"
+SERVERS="comet hyper recipe"; [ -n "$NCHAN_PID" ] && SERVERS="comet hyper recipe nchan"
 declare -A RESULT
 # measure KEY SCENARIO ARGS...: runs the scenario on every server, ROUNDS
 # times, the servers taking turns so that drift hits them alike.
@@ -95,17 +100,19 @@ median() {
         echo "${RESULT[$key,$server,$round]:-}" | field "$metric"
     done | { grep -E '^[0-9.]+$' || true; } | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
 }
-# show LABEL KEY METRIC: one table row, with comet/nchan.
+# show LABEL KEY METRIC: one table row, with each comet column over nchan.
 show() {
     local label=$1 key=$2 metric=$3 values=()
-        for server in comet recipe nchan; do
+    for server in comet hyper recipe nchan; do
         values+=("$(median "$key" "$server" "$metric")")
     done
-    local ratio=""
-    if [[ "${values[0]}" =~ ^[0-9.]+$ && "${values[2]}" =~ ^[0-9.]+$ ]]; then
-        ratio=$(awk -v a="${values[0]}" -v b="${values[2]}" 'BEGIN { if (b > 0) printf "%.2f", a / b }')
-    fi
-    printf '%-36s %12s %12s %12s %11s\n' "$label" "${values[0]:--}" "${values[1]:--}" "${values[2]:--}" "$ratio"
+    ratio() {
+        [[ "$1" =~ ^[0-9.]+$ && "$2" =~ ^[0-9.]+$ ]] &&
+            awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b }'
+    }
+    printf '%-36s %12s %12s %12s %12s %8s %8s\n' "$label" "${values[0]:--}" "${values[1]:--}" \
+        "${values[2]:--}" "${values[3]:--}" "$(ratio "${values[0]}" "${values[3]}" || true)" \
+        "$(ratio "${values[1]}" "${values[3]}" || true)"
 }
 
 # Memory: one run each, every one on fresh processes.
@@ -121,7 +128,7 @@ measure through  throughput --subscribers 100 --duration 5 --publishers 8
 measure follow   follow --subscribers 1000 --messages 50 --rate 20
 
 printf '\nmedians of %s rounds (memory: one run on fresh processes)\n' "$ROUNDS"
-printf '%-36s %12s %12s %12s %11s\n' "scenario" "comet" "recipe" "nchan" "comet/nchan"
+printf '%-36s %12s %12s %12s %12s %8s %8s\n' "scenario" "comet-axum" "comet-hyper" "recipe" "nchan" "axum/n" "hyper/n"
 ROUNDS=1
 show "idle SSE 1000: bytes/conn"          idle1k  rss_per_conn
 show "idle SSE $BIG: bytes/conn"          idlebig rss_per_conn

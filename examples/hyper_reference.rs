@@ -1,0 +1,48 @@
+//! Bench only: the chat demo's reference comet routes served by hyper alone,
+//! no web framework, so `bench/compare.sh` can tell comet's own cost from the
+//! cost of the router in front of it. `/comet/{sse,poll,stream,iframe,jsonp}`
+//! and `POST /comet/publish/{channel}` (loopback only) on `COMET_ADDR`
+//! (default 127.0.0.1:3300).
+
+use comet::{
+    protocol::{self, PublishRoute, Route},
+    Hub,
+};
+use hyper_util::rt::TokioIo;
+use std::{collections::HashMap, sync::Arc};
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let addr = std::env::var("COMET_ADDR").unwrap_or_else(|_| "127.0.0.1:3300".into());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!(
+        "hyper reference listening on http://{}",
+        listener.local_addr()?
+    );
+    let hub = Hub::new();
+    let routes: Arc<HashMap<&str, Route>> = Arc::new(HashMap::from([
+        ("/comet/sse", Route::sse()),
+        ("/comet/poll", Route::long_poll()),
+        ("/comet/stream", Route::stream()),
+        ("/comet/iframe", Route::iframe()),
+        ("/comet/jsonp", Route::jsonp()),
+    ]));
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let (hub, routes) = (hub.clone(), routes.clone());
+        let publish = PublishRoute::new().authorize(move |_, _| peer.ip().is_loopback());
+        let service =
+            hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let (head, body) = request.into_parts();
+                let answer = match routes.get(head.uri.path()) {
+                    Some(route) => protocol::serve(&hub, route, &head),
+                    None => publish.serve(&hub, "/comet/publish", &head, body),
+                };
+                async move { Ok::<_, std::convert::Infallible>(answer.await) }
+            });
+        tokio::spawn(
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service),
+        );
+    }
+}
