@@ -418,39 +418,23 @@ pub fn example_binary(name: &str) -> std::path::PathBuf {
     let built = std::fs::metadata(&path)
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| panic!("{} is missing: {rebuild}", path.display()));
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for dir in [
-        "examples",
-        "src",
-        "comet-core/src",
-        "comet-tower/src",
-        "comet-warp/src",
-    ] {
-        if let Some((_, newer)) = newest_file(&root.join(dir)).filter(|(t, _)| *t > built) {
-            panic!(
-                "{} is older than {}: {rebuild}",
-                path.display(),
-                newer.display()
-            );
+    // cargo's dep-info file lists exactly the sources the binary was built
+    // from; any of this repository's that changed since means a stale binary.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dep_info = std::fs::read_to_string(path.with_extension("d"))
+        .unwrap_or_else(|_| panic!("{} has no dep-info file: {rebuild}", path.display()));
+    let sources = dep_info
+        .lines()
+        .next()
+        .and_then(|line| line.split_once(": "))
+        .map_or("", |(_, deps)| deps);
+    for source in sources.split_whitespace().filter(|s| s.starts_with(root)) {
+        let modified = std::fs::metadata(source).and_then(|m| m.modified());
+        if modified.map_or(true, |modified| modified > built) {
+            panic!("{} is older than {source}: {rebuild}", path.display());
         }
     }
     path
-}
-
-/// The most recently modified file below `dir`.
-fn newest_file(dir: &std::path::Path) -> Option<(std::time::SystemTime, std::path::PathBuf)> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let path = entry.path();
-            if path.is_dir() {
-                newest_file(&path)
-            } else {
-                Some((entry.metadata().ok()?.modified().ok()?, path))
-            }
-        })
-        .max()
 }
 
 /// An example binary running in the background, killed when dropped.
