@@ -201,11 +201,19 @@ impl Hub {
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
+        let names = self.channel_names(channels)?;
+        self.subscribe_names(&names, start.into())
+    }
+
+    /// Subscribes to names [`channel_names`](Self::channel_names) already checked.
+    pub(crate) fn subscribe_names(
+        &self,
+        names: &[ChannelName],
+        start: Start,
+    ) -> Result<Subscription, SubscribeError> {
         if self.is_shutting_down() {
             return Err(SubscribeError::ShuttingDown);
         }
-        let start = start.into();
-        let names = self.channel_names(channels)?;
         // Counted first, then checked, so racing subscribes cannot overshoot.
         let total = self.shared.subscribers.fetch_add(1, Ordering::Relaxed) + 1;
         if total > self.shared.max_subscribers {
@@ -216,7 +224,7 @@ impl Hub {
             });
         }
         let mut attached: Vec<(Arc<ChannelLog>, crate::Position)> = Vec::with_capacity(names.len());
-        for name in &names {
+        for name in names {
             let log = self.shared.engine.attach(name);
             if log.subscriber_count() > self.shared.max_channel_subscribers {
                 log.detach();
@@ -308,7 +316,9 @@ impl Hub {
         self.shared.max_payload
     }
 
-    fn channel_names<I>(&self, channels: I) -> Result<Vec<ChannelName>, SubscribeError>
+    /// Validates names, drops duplicates (by cursor key: two names a cursor
+    /// cannot tell apart are one channel) and applies the channel limit.
+    pub(crate) fn channel_names<I>(&self, channels: I) -> Result<Vec<ChannelName>, SubscribeError>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,

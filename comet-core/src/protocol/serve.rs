@@ -161,37 +161,22 @@ fn subscribe(
     }
     let requested = std::mem::take(&mut params.channels);
     let channels = route.channels.resolve(request, requested)?;
-    let names = channel_names(hub, channels)?;
-    route.authorize.authorize(request, &names)?;
-    let start = Start::from(params.since.unwrap_or(route.since)).with_cursor(params.cursor.clone());
-    let subscription = hub.subscribe(names.iter().map(ChannelName::as_str), start)?;
-    Ok((transport, subscription, params))
-}
-
-/// Validates names (400), de-duplicates, and applies the channel limit (429)
-/// before the app's authorizer sees them.
-fn channel_names(hub: &Hub, channels: Vec<String>) -> Result<Vec<ChannelName>, ProtocolError> {
-    let mut names: Vec<ChannelName> = Vec::with_capacity(channels.len());
-    for channel in channels {
-        let name = ChannelName::new(&channel).map_err(|e| {
+    let names = hub.channel_names(&channels).map_err(|error| match error {
+        // Quote the offending name: a request may carry many.
+        crate::SubscribeError::InvalidChannel(reason) => {
+            let name = channels.iter().find(|c| ChannelName::new(c).is_err());
             ProtocolError::new(
                 StatusCode::BAD_REQUEST,
                 "bad_channel",
-                format!("{e}: {channel:?}"),
+                format!("{reason}: {:?}", name.map_or("", String::as_str)),
             )
-        })?;
-        if !names.contains(&name) {
-            names.push(name);
         }
-    }
-    if names.is_empty() {
-        return Err(crate::SubscribeError::NoChannels.into());
-    }
-    let max = hub.max_channels_per_subscription();
-    if names.len() > max {
-        return Err(crate::SubscribeError::TooManyChannels { max }.into());
-    }
-    Ok(names)
+        other => other.into(),
+    })?;
+    route.authorize.authorize(request, &names)?;
+    let start = Start::from(params.since.unwrap_or(route.since)).with_cursor(params.cursor.clone());
+    let subscription = hub.subscribe_names(&names, start)?;
+    Ok((transport, subscription, params))
 }
 
 /// Answers at once when anything is after the cursor, else holds until
