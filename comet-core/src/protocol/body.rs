@@ -28,7 +28,14 @@ pub struct CometBody {
 
 enum Kind {
     Full(Option<Bytes>),
-    Stream(Box<StreamState>),
+    Stream(Box<Traced>),
+}
+
+/// A stream and its subscription's span, side by side so that the span can be
+/// entered on every poll while the state is borrowed mutably (no clone).
+struct Traced {
+    span: tracing::Span,
+    state: StreamState,
 }
 
 struct StreamState {
@@ -43,7 +50,6 @@ struct StreamState {
     sent: usize,
     /// Set once the stream is ending: only `queued` (the close frame) is left.
     ending: bool,
-    span: tracing::Span,
 }
 
 impl CometBody {
@@ -83,16 +89,18 @@ impl CometBody {
             queued.push(preamble);
         }
         Self {
-            kind: Kind::Stream(Box::new(StreamState {
-                subscription,
-                format,
-                heartbeat,
-                idle: Box::pin(sleep(heartbeat)),
-                queued,
-                budget,
-                sent: 0,
-                ending: false,
+            kind: Kind::Stream(Box::new(Traced {
                 span,
+                state: StreamState {
+                    subscription,
+                    format,
+                    heartbeat,
+                    idle: Box::pin(sleep(heartbeat)),
+                    queued,
+                    budget,
+                    sent: 0,
+                    ending: false,
+                },
             })),
         }
     }
@@ -108,7 +116,11 @@ impl Body for CometBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match &mut self.get_mut().kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Stream(stream) => stream.poll_frame(cx).map(|b| b.map(|b| Ok(Frame::data(b)))),
+            Kind::Stream(traced) => {
+                let Traced { span, state } = &mut **traced;
+                let _entered = span.enter();
+                state.poll_frame(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+            }
         }
     }
 
@@ -126,8 +138,6 @@ impl Body for CometBody {
 
 impl StreamState {
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        let span = self.span.clone();
-        let _entered = span.enter();
         loop {
             if let Some(bytes) = self.queued.pop() {
                 self.sent += bytes.len();
@@ -192,7 +202,7 @@ impl fmt::Debug for CometBody {
             Kind::Full(bytes) => f.debug_tuple("CometBody::Full").field(bytes).finish(),
             Kind::Stream(stream) => f
                 .debug_tuple("CometBody::Stream")
-                .field(&stream.subscription)
+                .field(&stream.state.subscription)
                 .finish(),
         }
     }
