@@ -2,7 +2,7 @@
 
 use crate::Comet;
 use comet_core::{
-    protocol::{PublishRoute, Route},
+    protocol::{self, PublishRoute, Route},
     Hub,
 };
 use std::{fmt, sync::Arc};
@@ -43,6 +43,28 @@ pub(crate) struct Routes {
 pub(crate) enum Endpoint {
     Subscribe(Route),
     Publish(PublishRoute),
+}
+
+impl Endpoint {
+    /// Answers `request` to this endpoint mounted at `mount` (for publishing,
+    /// the rest of the path names the channel; a subscribe body is never read).
+    pub(crate) fn serve<B>(
+        &self,
+        hub: &Hub,
+        mount: &str,
+        request: http::Request<B>,
+    ) -> protocol::ResponseFuture
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (head, body) = request.into_parts();
+        match self {
+            Endpoint::Subscribe(route) => protocol::serve(hub, route, &head),
+            Endpoint::Publish(route) => route.serve(hub, mount, &head, body),
+        }
+    }
 }
 
 impl Routes {

@@ -1,5 +1,6 @@
 //! [`CometService`]: one comet route as a plain service, for `route_service`.
 
+use crate::layer::Endpoint;
 use comet_core::{
     protocol::{self, CometBody, PublishRoute, Route},
     Hub,
@@ -29,13 +30,9 @@ use tower_service::Service;
 #[derive(Clone, Debug)]
 pub struct CometService {
     hub: Hub,
+    /// Where the service is mounted (publishing reads the channel below it).
+    mount: String,
     endpoint: Endpoint,
-}
-
-#[derive(Clone, Debug)]
-enum Endpoint {
-    Subscribe(Route),
-    Publish { mount: String, route: PublishRoute },
 }
 
 impl CometService {
@@ -43,6 +40,7 @@ impl CometService {
     pub fn new(hub: Hub, route: Route) -> Self {
         Self {
             hub,
+            mount: String::new(),
             endpoint: Endpoint::Subscribe(route),
         }
     }
@@ -52,10 +50,8 @@ impl CometService {
     pub fn publish(hub: Hub, mount: &str, route: PublishRoute) -> Self {
         Self {
             hub,
-            endpoint: Endpoint::Publish {
-                mount: mount.to_owned(),
-                route,
-            },
+            mount: mount.to_owned(),
+            endpoint: Endpoint::Publish(route),
         }
     }
 }
@@ -75,12 +71,9 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> ServeFuture {
-        let (parts, body) = request.into_parts();
-        let future = match &self.endpoint {
-            Endpoint::Subscribe(route) => protocol::serve(&self.hub, route, &parts),
-            Endpoint::Publish { mount, route } => route.serve(&self.hub, mount, &parts, body),
-        };
-        ServeFuture { future }
+        ServeFuture {
+            future: self.endpoint.serve(&self.hub, &self.mount, request),
+        }
     }
 }
 

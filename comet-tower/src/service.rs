@@ -1,10 +1,6 @@
 //! [`Comet`]: the service [`CometLayer`](crate::CometLayer) wraps around the app.
 
-use crate::{
-    layer::{CometLayer, Endpoint},
-    ResponseBody, ResponseFuture,
-};
-use comet_core::protocol;
+use crate::{layer::CometLayer, ResponseBody, ResponseFuture};
 use http::{Request, Response};
 use std::task::{Context, Poll};
 use tower_service::Service;
@@ -55,16 +51,9 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let hub = &self.layer.hub;
         match self.layer.routes.find(request.uri().path()) {
-            Some((_, Endpoint::Subscribe(route))) => {
-                // A subscribe request's body is never read.
-                let (parts, _body) = request.into_parts();
-                ResponseFuture::comet(protocol::serve(hub, route, &parts))
-            }
-            Some((mount, Endpoint::Publish(route))) => {
-                let (parts, body) = request.into_parts();
-                ResponseFuture::comet(route.serve(hub, mount, &parts, body))
+            Some((mount, endpoint)) => {
+                ResponseFuture::comet(endpoint.serve(&self.layer.hub, mount, request))
             }
             None => ResponseFuture::inner(self.inner.call(request)),
         }
