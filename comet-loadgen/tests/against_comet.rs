@@ -1,0 +1,134 @@
+//! The load generator, run as its real binary against comet on axum over
+//! loopback: what it reports must add up.
+
+use comet::{
+    protocol::{PublishRoute, Route},
+    tower::CometLayer,
+    Hub,
+};
+use std::time::Duration;
+
+async fn server() -> String {
+    let hub = Hub::new();
+    let app = axum::Router::new().layer(
+        CometLayer::new(hub)
+            .sse("/sse")
+            .route("/poll", Route::long_poll())
+            .publish("/publish", PublishRoute::new().authorize(|_, _| true)),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+/// Runs the load generator; returns (exit success, stdout, stderr).
+async fn loadgen(args: &[&str]) -> (bool, String, String) {
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_comet-loadgen"))
+            .args(args)
+            .output(),
+    )
+    .await
+    .expect("loadgen timed out")
+    .unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (
+        output.status.success(),
+        text(output.stdout),
+        text(output.stderr),
+    )
+}
+
+fn field(json: &str, name: &str) -> String {
+    let start = json
+        .find(&format!("\"{name}\":"))
+        .unwrap_or_else(|| panic!("no {name} in {json}"))
+        + name.len()
+        + 3;
+    json[start..].split([',', '}']).next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_and_follow_count_every_delivery() {
+    let base = server().await;
+    let (ok, out, err) = loadgen(&[
+        "fanout",
+        "--sub-url",
+        &format!("{base}/sse?channel=f"),
+        "--pub-url",
+        &format!("{base}/publish/f"),
+        "--subscribers",
+        "20",
+        "--messages",
+        "5",
+        "--rate",
+        "100",
+        "--json",
+    ])
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        (field(&out, "expected"), field(&out, "delivered")),
+        ("100".into(), "100".into()),
+        "{out}"
+    );
+    assert_eq!(
+        (field(&out, "lost"), field(&out, "duplicated")),
+        ("0".into(), "0".into())
+    );
+    assert_ne!(field(&out, "last_ms"), "null");
+
+    let (ok, out, err) = loadgen(&[
+        "follow",
+        "--sub-url",
+        &format!("{base}/poll?channel=p"),
+        "--pub-url",
+        &format!("{base}/publish/p"),
+        "--subscribers",
+        "20",
+        "--messages",
+        "10",
+        "--rate",
+        "100",
+        "--json",
+    ])
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(field(&out, "delivered"), "200", "{out}");
+    assert_eq!(
+        (field(&out, "lost"), field(&out, "duplicated")),
+        ("0".into(), "0".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_reports_memory_per_connection() {
+    let base = server().await;
+    let pid = std::process::id().to_string();
+    let (ok, out, err) = loadgen(&[
+        "idle",
+        "--sub-url",
+        &format!("{base}/sse?channel=i"),
+        "--subscribers",
+        "50",
+        "--pid",
+        &pid,
+        "--json",
+    ])
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(field(&out, "connected"), "50");
+    assert!(field(&out, "rss_per_conn").parse::<f64>().is_ok(), "{out}");
+}
+
+#[tokio::test]
+async fn refuses_non_loopback_targets_and_bad_options() {
+    let (ok, _, err) = loadgen(&["idle", "--sub-url", "http://192.0.2.1:80/sse"]).await;
+    assert!(!ok && err.contains("not a loopback address"), "{err}");
+    let (ok, _, err) = loadgen(&["fanout", "--sub-url", "http://127.0.0.1:1/x"]).await;
+    assert!(!ok && err.contains("--pub-url is required"), "{err}");
+    let (ok, _, err) = loadgen(&["sideways"]).await;
+    assert!(!ok && err.contains("unknown scenario"), "{err}");
+}
