@@ -303,6 +303,11 @@ impl StreamFormat for Iframe {
         out.put_slice(b"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>comet</title></head><body>\n<!--");
         out.put_bytes(b' ', IFRAME_PADDING);
         out.put_slice(b"-->\n");
+        // A heartbeat at once tells the parent page that the frame is live:
+        // an iframe gives no other sign until its document ends.
+        out.put_slice(&self.call);
+        out.put_slice(HEARTBEAT_ENVELOPE.as_bytes());
+        out.put_slice(b");</script>\n");
         Some(out.freeze())
     }
 
