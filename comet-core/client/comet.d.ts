@@ -1,0 +1,109 @@
+// Types for comet.js, the browser client for the comet wire protocol v1.
+
+/** A transport, best first: SSE, fetch streaming (ndjson), long polling,
+ * JSONP script tags, the forever frame (same origin only). */
+export type Transport = "sse" | "stream" | "poll" | "jsonp" | "iframe";
+
+/** The connection's life: `connecting` until first open, `open`,
+ * `reconnecting` after a drop, `closed` after `close()` or a fatal refusal. */
+export type State = "connecting" | "open" | "reconnecting" | "closed";
+
+export interface CometOptions {
+  /** Channels to receive (1 to 128 of `[A-Za-z0-9_.:@/-]`, not `comet-...`). */
+  channels?: string[];
+  /** Transports to try, in order of preference. Default: all, best first. */
+  transports?: Transport[];
+  /** Where channels without a cursor start: the head (default), `"oldest"`
+   * retained message, or the last N messages. */
+  since?: "head" | "oldest" | number;
+  /** A cursor to resume from (say, one rendered into the page). */
+  cursor?: string;
+  /** Send cookies to a push host on another origin (CORS with credentials). */
+  withCredentials?: boolean;
+  /** Share one connection between the tabs of this origin (default true;
+   * needs Web Locks and BroadcastChannel, else each tab connects). */
+  share?: boolean;
+  /** Long-poll hold in seconds (the server clamps it). Default 25. */
+  timeout?: number;
+  /** Reconnect backoff bounds in ms, with jitter. Defaults 500 and 15000. */
+  minDelay?: number;
+  maxDelay?: number;
+  /** After falling back, try the better transport again after this many ms
+   * (doubling while it still fails). Default 30000. */
+  upgradeAfter?: number;
+  /** A forever frame that gives no sign of life in this many ms failed. Default 10000. */
+  openTimeout?: number;
+  /** A stream or forever frame silent this long (no message, no heartbeat)
+   * is presumed dead and reconnected. Default 45000, three of the server's
+   * default 15 s heartbeats; keep it above the route's heartbeat. (SSE
+   * heartbeats are comments EventSource never shows, so SSE relies on the
+   * browser noticing the drop.) */
+  heartbeatTimeout?: number;
+}
+
+/** A message, the same whichever transport carried it. */
+export declare class CometMessage {
+  /** The channel; null only over SSE for a message with an event name on a
+   * subscription of several channels (SSE names the event type alone). */
+  readonly channel: string | null;
+  /** The publisher's event name, or null. */
+  readonly event: string | null;
+  /** The payload's text, like `MessageEvent.data`. A JSON payload may differ
+   * in whitespace between transports; `json()` is the same everywhere. */
+  readonly data: string;
+  /** The position right after this message. */
+  readonly cursor: string;
+  /** The payload parsed as JSON. */
+  json<T = unknown>(): T;
+}
+
+/** Messages were lost to this client: history no longer held them. */
+export interface Gap {
+  readonly channel: string;
+  /** How many, or null when unknown (the channel restarted: a new epoch). */
+  readonly missed: number | null;
+  readonly cursor: string;
+}
+
+export interface StateChange {
+  readonly state: State;
+  readonly transport: Transport | null;
+}
+
+/** A refusal from the server (the protocol's JSON error), or a fatal one. */
+export interface CometError {
+  readonly status?: number;
+  readonly code?: string;
+  readonly message?: string;
+  readonly fatal?: boolean;
+}
+
+export interface ClientEvents {
+  message: CometMessage;
+  gap: Gap;
+  error: CometError;
+  state: StateChange;
+  connecting: StateChange;
+  open: StateChange;
+  reconnecting: StateChange;
+  closed: StateChange;
+}
+
+export declare class Comet {
+  constructor(url: string | URL, options?: CometOptions);
+  readonly state: State;
+  readonly transport: Transport | null;
+  /** The last cursor seen; pass it as `cursor` to resume elsewhere. */
+  readonly cursor: string | null;
+  readonly channels: string[];
+  /** True when this tab holds the shared connection (or does not share). */
+  readonly leader: boolean;
+  /** A client event, or messages whose event name (else channel) is `name`.
+   * Returns a function that removes the listener. */
+  on<K extends keyof ClientEvents>(name: K, listener: (value: ClientEvents[K]) => void): () => void;
+  on(name: string, listener: (message: CometMessage) => void): () => void;
+  off(name: string, listener: (value: any) => void): void;
+  subscribe(...channels: (string | string[])[]): void;
+  unsubscribe(...channels: (string | string[])[]): void;
+  close(): void;
+}
