@@ -43,6 +43,8 @@ pub(crate) struct Routes {
 pub(crate) enum Endpoint {
     Subscribe(Route),
     Publish(PublishRoute),
+    /// The browser client alone, with this route's CORS.
+    Client(Route),
 }
 
 impl Endpoint {
@@ -61,6 +63,15 @@ impl Endpoint {
     {
         let (head, body) = request.into_parts();
         match self {
+            // `<route>/comet.js`: the browser client for this route.
+            Endpoint::Client(route) => {
+                Box::pin(std::future::ready(protocol::serve_client(route, &head)))
+            }
+            // The layer also matches `<mount>/comet.js` (see `Routes::find`);
+            // a `CometService` (no mount) serves its route at any path.
+            Endpoint::Subscribe(route) if !mount.is_empty() && head.uri.path() != mount => {
+                Box::pin(std::future::ready(protocol::serve_client(route, &head)))
+            }
             Endpoint::Subscribe(route) => protocol::serve(hub, route, &head),
             Endpoint::Publish(route) => route.serve(hub, mount, &head, body),
         }
@@ -69,17 +80,21 @@ impl Endpoint {
 
 impl Routes {
     /// The route for `path` and its mount path: subscribe routes match
-    /// exactly; publish routes also match any path below theirs (the rest
-    /// names the channel).
+    /// exactly, and serve the browser client at `<path>/comet.js`; publish
+    /// routes also match any path below theirs (the rest names the channel).
     pub(crate) fn find(&self, path: &str) -> Option<(&str, &Endpoint)> {
         self.routes
             .iter()
             .find(|(mount, endpoint)| {
+                let below = path
+                    .strip_prefix(mount.trim_end_matches('/'))
+                    .and_then(|rest| rest.strip_prefix('/'));
                 path == mount
-                    || matches!(endpoint, Endpoint::Publish(_))
-                        && path
-                            .strip_prefix(mount.as_str())
-                            .is_some_and(|rest| rest.starts_with('/'))
+                    || match endpoint {
+                        Endpoint::Publish(_) => below.is_some(),
+                        Endpoint::Subscribe(_) => below == Some(protocol::CLIENT_SCRIPT_NAME),
+                        Endpoint::Client(_) => false,
+                    }
             })
             .map(|(mount, endpoint)| (mount.as_str(), endpoint))
     }

@@ -45,6 +45,16 @@ impl CometService {
         }
     }
 
+    /// Serves the browser client, `comet.js`, with `route`'s CORS (the
+    /// layer serves it at `<route>/comet.js` by itself).
+    pub fn client(hub: Hub, route: Route) -> Self {
+        Self {
+            hub,
+            mount: String::new(),
+            endpoint: Endpoint::Client(route),
+        }
+    }
+
     /// Serves publishing to `hub`, mounted at `mount`: the rest of a
     /// request's path after `mount` names the channel.
     pub fn publish(hub: Hub, mount: &str, route: PublishRoute) -> Self {

@@ -19,7 +19,9 @@
 //!     hub.clone(),
 //!     PublishRoute::new().authorize(|request, _| request.headers.contains_key("x-admin")),
 //! ));
-//! let routes = events.or(poll).or(push).or(publish);
+//! // The browser client, for `import { Comet } from "/push/comet.js"`.
+//! let client = warp::path!("push" / "comet.js").and(comet_warp::client(Route::all()));
+//! let routes = events.or(poll).or(push).or(publish).or(client);
 //! // warp::serve(routes).run(([127, 0, 0, 1], 3000)).await;
 //! ```
 //!
@@ -92,6 +94,14 @@ pub fn jsonp(
     hub: Hub,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
     route(hub, Route::jsonp())
+}
+
+/// Serves the browser client, `comet.js`, with `route`'s CORS:
+/// `warp::path!("push" / "comet.js").and(comet_warp::client(Route::all()))`.
+pub fn client(
+    route: Route,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    request_head().map(move |head: Parts| into_reply(protocol::serve_client(&route, &head)))
 }
 
 /// Accepts publishing: the path left unmatched by the filters before this one

@@ -9,6 +9,7 @@
 //! framing, long-poll holding and batching, and publishing all live here.
 
 mod body;
+mod client;
 mod cors;
 mod encode;
 mod error;
@@ -21,6 +22,10 @@ mod serve;
 mod transport;
 
 pub use body::CometBody;
+pub use client::{
+    client_script_url, client_version, serve_client, CLIENT_SCRIPT, CLIENT_SCRIPT_NAME,
+    CLIENT_TYPES,
+};
 pub use cors::Cors;
 pub use encode::MAX_CALLBACK_LEN;
 pub use error::ProtocolError;
