@@ -1,11 +1,15 @@
 //! A small chat on axum with comet: pick a name and a room, and talk.
 //!
-//! The page receives over Server-Sent Events and falls back to long polling
-//! (add `?transport=poll` to the page's URL to force it). Messages are posted
-//! to an ordinary axum handler that calls `hub.publish`.
+//! The page receives through the comet browser client (`/comet/comet.js`),
+//! which picks the best transport that works and shares one connection
+//! between tabs (add `?transport=poll`, or sse, stream, jsonp, iframe, to
+//! the page's URL to force one). Messages are posted to an ordinary axum
+//! handler that calls `hub.publish`. `COMET_CORS_ORIGINS` (comma-separated)
+//! lets pages of other origins use `/comet`, with credentials.
 //!
 //! The app also mounts the project's reference comet routes at fixed paths,
-//! so clients and benchmarks can be pointed at it: `/comet/sse`,
+//! so clients and benchmarks can be pointed at it: `/comet` (every
+//! transport), `/comet/sse`,
 //! `/comet/poll`, `/comet/stream`, `/comet/iframe`, `/comet/jsonp`, and
 //! `POST /comet/publish/{channel}`. Publishing is allowed from loopback
 //! clients, and from anyone presenting `Authorization: Bearer <token>` when
@@ -66,6 +70,9 @@ fn app(hub: Hub, publish_token: Option<String>) -> Router {
         .route("/comet/stream", Route::stream())
         .route("/comet/iframe", Route::iframe())
         .route("/comet/jsonp", Route::jsonp())
+        // Every transport at one path, as the page's client uses it; the
+        // client itself is served at /comet/comet.js.
+        .route("/comet", common::client_route())
         .publish(
             "/comet/publish",
             PublishRoute::new().authorize(move |request, _channel| {

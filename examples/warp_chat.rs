@@ -101,6 +101,11 @@ fn routes(
         .unify()
         .or(comet("jsonp", Route::jsonp()))
         .unify()
+        // Every transport at one path, for the page's client, and the client.
+        .or(warp::path!("comet").and(comet::warp::route(hub.clone(), common::client_route())))
+        .unify()
+        .or(warp::path!("comet" / "comet.js").and(comet::warp::client(common::client_route())))
+        .unify()
         .or(publish)
         .unify()
 }

@@ -28,7 +28,16 @@ async fn chat_demo(example: &str) {
     let page = client().get(chat.url("/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
-    assert!(html.contains("EventSource") && html.contains("/comet/poll"));
+    // The page receives through the browser client, which the demo serves
+    // beside the route it uses (the browser tests drive it for real).
+    assert!(html.contains(r#"import { Comet } from "/comet/comet.js""#));
+    let script = client()
+        .get(chat.url("/comet/comet.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), 200);
+    assert_eq!(script.text().await.unwrap(), comet::protocol::CLIENT_SCRIPT);
 
     let response = client()
         .get(chat.url("/comet/sse?channel=room/lobby"))

@@ -1,7 +1,10 @@
 //! What the chat demos share, whatever their web framework: the page, the
 //! chat's message rules, the listen address and the shutdown signal.
 
-use comet::{Hub, Payload, PublishError};
+use comet::{
+    protocol::{Cors, Route},
+    Hub, Payload, PublishError,
+};
 use std::{net::SocketAddr, time::SystemTime};
 
 /// The chat page (no build step); it speaks to any of the demos.
@@ -48,6 +51,32 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `/comet`: every transport at one path, as the browser client uses it.
+/// Pages of the origins in `COMET_CORS_ORIGINS` (comma-separated) may use
+/// it too, with credentials; `COMET_HEARTBEAT_SECS` sets how often idle
+/// streams carry a heartbeat (15 by default).
+pub fn client_route() -> Route {
+    let heartbeat = std::env::var("COMET_HEARTBEAT_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .map_or(
+            comet::protocol::DEFAULT_HEARTBEAT,
+            std::time::Duration::from_secs,
+        );
+    let origins: Vec<String> = std::env::var("COMET_CORS_ORIGINS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|o| o.trim().to_owned())
+        .filter(|o| !o.is_empty())
+        .collect();
+    let route = Route::all().heartbeat(heartbeat);
+    if origins.is_empty() {
+        return route;
+    }
+    route.cors(Cors::allow_origins(origins).allow_credentials(true))
 }
 
 /// Publishing over HTTP is allowed from loopback clients, and from anyone
