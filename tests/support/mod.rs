@@ -2,6 +2,8 @@
 //! clients that read what a browser would.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use bytes::Bytes;
 use comet::{
     protocol::{PublishRoute, Route},
@@ -131,9 +133,14 @@ fn warp_app(hub: &Hub, mounts: Vec<Mount>) -> warp::filters::BoxedFilter<(warp::
         .boxed();
     mounts.into_iter().fold(hello, |routes, mount| {
         let route = match mount {
+            // As the tower layer does: the route, and its client script.
             Mount::Subscribe(path, route) => at(path)
                 .and(warp::path::end())
-                .and(comet::warp::route(hub.clone(), route))
+                .and(comet::warp::route(hub.clone(), route.clone()))
+                .or(at(path)
+                    .and(warp::path!("comet.js"))
+                    .and(comet::warp::client(route)))
+                .unify()
                 .boxed(),
             Mount::Publish(path, route) => at(path)
                 .and(comet::warp::publish(hub.clone(), route))
@@ -448,9 +455,20 @@ impl Running {
     /// Starts `example` with `args` and returns it with the first `lines`
     /// lines of its standard output (where the examples say where they listen).
     pub fn start(example: &str, args: &[&str], lines: usize) -> (Self, Vec<String>) {
+        Self::start_with_env(example, args, &[], lines)
+    }
+
+    /// [`start`](Self::start) with environment variables set.
+    pub fn start_with_env(
+        example: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        lines: usize,
+    ) -> (Self, Vec<String>) {
         use std::io::BufRead;
         let mut child = std::process::Command::new(example_binary(example))
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())

@@ -1,0 +1,368 @@
+//! The browser client, `comet.js`, in a real browser (headless Chromium over
+//! the DevTools protocol) against the chat example: every transport forced
+//! in turn, network drops, server restarts, gaps, fallback when transports
+//! are blocked, one connection shared by two tabs, and a push host on
+//! another origin.
+//!
+//! Chromium missing: these tests say "NOT RUN" and pass, unless
+//! `COMET_BROWSER_TESTS=1`, where a missing browser fails them (CI sets it).
+
+mod support;
+
+use serde_json::{json, Value};
+use std::{net::SocketAddr, time::Duration};
+use support::{
+    browser::{Browser, Proxy, Tab},
+    client, Running,
+};
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// Two cores: at most two browsers at a time keeps every bound honest.
+static BROWSERS: Semaphore = Semaphore::const_new(2);
+
+async fn browser_slot() -> SemaphorePermit<'static> {
+    BROWSERS.acquire().await.unwrap()
+}
+
+/// The chat example, listening on an ephemeral loopback port.
+struct Chat {
+    running: Running,
+    addr: SocketAddr,
+}
+
+impl Chat {
+    fn start(env: &[(&str, &str)]) -> Self {
+        let (mut running, lines) =
+            Running::start_with_env("chat", &["--addr", "127.0.0.1:0"], env, 1);
+        running.base = lines[0]
+            .strip_prefix("chat listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {:?}", lines[0]))
+            .to_owned();
+        let addr = running.base.trim_start_matches("http://").parse().unwrap();
+        Self { running, addr }
+    }
+
+    /// Publishes `{"n": n}` for each n, in order, straight to the server.
+    async fn publish(&self, channel: &str, numbers: impl IntoIterator<Item = u64>) {
+        let client = client();
+        let url = self.running.url(&format!("/comet/publish/{channel}"));
+        for n in numbers {
+            let response = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(json!({ "n": n }).to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201, "publishing {n}");
+        }
+    }
+}
+
+/// Test hooks in the page: `T.start(url, options)` makes a client that
+/// records what it receives; `T.until(fn)` resolves when `fn()` is truthy,
+/// checked whenever the client reports something (no polling).
+const HARNESS: &str = r#"(async (script) => {
+  const { Comet } = await import(script);
+  const T = window.T = { Comet, got: [], gaps: [], states: [], errors: [], checks: [], mark: 0 };
+  T.wake = () => { T.checks = T.checks.filter((check) => !check()); };
+  T.until = (what) => new Promise((resolve) => {
+    const check = () => { const v = what(); if (v) resolve(v); return Boolean(v); };
+    if (!check()) T.checks.push(check);
+  });
+  T.start = (url, options) => {
+    const c = T.c = new Comet(url, options);
+    c.on("message", (m) => { T.got.push(m.json().n); T.wake(); });
+    c.on("gap", (g) => { T.gaps.push(g); T.wake(); });
+    c.on("state", (s) => { T.states.push(`${s.state}:${s.transport}`); T.wake(); });
+    c.on("error", (e) => { T.errors.push(e); T.wake(); });
+    return true;
+  };
+  T.since = (state) => T.states.slice(T.mark).some((s) => s.startsWith(state));
+  return true;
+})"#;
+
+async fn harness(tab: &Tab<'_>, script: &str) {
+    let loaded = tab
+        .eval(&format!("{HARNESS}({})", Value::from(script)))
+        .await;
+    assert_eq!(loaded, true);
+    tab.diagnose_with(
+        "JSON.stringify({ state: T.c?.state, transport: T.c?.transport, got: T.got.length, \
+         last: T.got.slice(-3), gaps: T.gaps, states: T.states.slice(-12), errors: T.errors, \
+         frames: [...document.querySelectorAll('iframe')].map((f) => f.contentDocument?.readyState + ' ' + f.contentDocument?.URL) })",
+    );
+}
+
+async fn start(tab: &Tab<'_>, url: &str, options: Value) {
+    tab.eval(&format!("T.start({}, {options})", Value::from(url)))
+        .await;
+}
+
+async fn received(tab: &Tab<'_>) -> Vec<u64> {
+    serde_json::from_value(tab.eval("T.got").await).unwrap()
+}
+
+/// Waits until the client has `n` messages, then checks they are exactly
+/// `expected`: nothing lost, nothing twice, in order.
+async fn expect_messages(tab: &Tab<'_>, expected: impl IntoIterator<Item = u64>) {
+    let expected: Vec<u64> = expected.into_iter().collect();
+    tab.eval(&format!(
+        "T.until(() => T.got.length >= {})",
+        expected.len()
+    ))
+    .await;
+    assert_eq!(received(tab).await, expected);
+}
+
+/// One transport, forced: receives; survives a network drop and a server
+/// restart (a new process, so every channel has a new epoch) without loss
+/// or duplication; reports the restart and an overflowed history as gaps.
+async fn transport_survives(transport: &str) {
+    let _slot = browser_slot().await;
+    let Some(browser) = Browser::launch(transport).await else {
+        return;
+    };
+    // Heartbeats every second, so a dead forever frame is noticed in 3.
+    let env = [("COMET_HEARTBEAT_SECS", "1")];
+    let chat = Chat::start(&env);
+    let proxy = Proxy::start(chat.addr).await;
+    let tab = browser.tab(&proxy.url("/")).await;
+    harness(&tab, &proxy.url("/comet/comet.js")).await;
+    let channel = format!("test/{transport}");
+    start(
+        &tab,
+        &proxy.url("/comet"),
+        json!({ "channels": [channel], "transports": [transport], "share": false,
+                "minDelay": 50, "maxDelay": 500, "heartbeatTimeout": 3000 }),
+    )
+    .await;
+    tab.eval("T.until(() => T.c.state === 'open')").await;
+    assert_eq!(tab.eval("T.c.transport").await, transport);
+
+    chat.publish(&channel, 1..=3).await;
+    expect_messages(&tab, 1..=3).await;
+
+    // A network drop: every connection cut at once, then messages. (A held
+    // poll cut before its answer is retried by the browser by itself.)
+    tab.eval("T.mark = T.states.length").await;
+    proxy.cut_and_await_reconnect().await;
+    if ["sse", "stream", "iframe"].contains(&transport) {
+        tab.eval("T.until(() => T.since('reconnecting'))").await;
+    }
+    chat.publish(&channel, 4..=6).await;
+    expect_messages(&tab, 1..=6).await;
+    tab.eval("T.until(() => T.c.state === 'open')").await;
+
+    // A restart: the process dies, another takes its place; the old cursor
+    // names an epoch that is gone, so a gap (missed: unknown), then all
+    // that the new server has.
+    drop(chat);
+    let chat = Chat::start(&env);
+    proxy.retarget(chat.addr);
+    proxy.cut();
+    chat.publish(&channel, 7..=9).await;
+    expect_messages(&tab, 1..=9).await;
+    let gaps = tab.eval("T.gaps").await;
+    assert_eq!(gaps.as_array().unwrap().len(), 1, "{gaps}");
+    assert_eq!(gaps[0]["channel"], channel.as_str());
+    assert_eq!(gaps[0]["missed"], Value::Null);
+
+    // History holds 1,000: 1,010 published while the client cannot reach
+    // the server are a gap of exactly 10, then the 1,000 still held.
+    proxy.suspend();
+    chat.publish(&channel, 10..=1019).await;
+    proxy.resume();
+    tab.eval_within(
+        Duration::from_secs(30),
+        "T.until(() => T.gaps.length >= 2 && T.got.length >= 1009)",
+    )
+    .await;
+    let gaps = tab.eval("T.gaps").await;
+    assert_eq!(gaps[1]["missed"], 10, "{gaps}");
+    let got = received(&tab).await;
+    let expected: Vec<u64> = (1..=9).chain(20..=1019).collect();
+    assert_eq!(got.len(), expected.len(), "count");
+    assert!(got == expected, "lost or repeated messages after the gap");
+    assert_eq!(tab.eval("T.errors.length").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_survives_drops_restarts_and_reports_gaps() {
+    transport_survives("sse").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_survives_drops_restarts_and_reports_gaps() {
+    transport_survives("stream").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_survives_drops_restarts_and_reports_gaps() {
+    transport_survives("poll").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jsonp_survives_drops_restarts_and_reports_gaps() {
+    transport_survives("jsonp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iframe_survives_drops_restarts_and_reports_gaps() {
+    transport_survives("iframe").await;
+}
+
+/// Blocked transports are left for the next in order, by failures that
+/// happened; when the better one works again the client returns to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn falls_back_in_order_and_returns_to_the_better_transport() {
+    let _slot = browser_slot().await;
+    let Some(browser) = Browser::launch("fallback").await else {
+        return;
+    };
+    let chat = Chat::start(&[]);
+    let proxy = Proxy::start(chat.addr).await;
+    let tab = browser.tab(&proxy.url("/")).await;
+    harness(&tab, &proxy.url("/comet/comet.js")).await;
+    tab.block(&["*transport=sse*"]).await;
+    start(
+        &tab,
+        &proxy.url("/comet"),
+        json!({ "channels": ["fallback"], "share": false, "minDelay": 50, "maxDelay": 400,
+                "upgradeAfter": 300 }),
+    )
+    .await;
+    tab.eval("T.until(() => T.c.state === 'open')").await;
+    assert_eq!(tab.eval("T.c.transport").await, "stream");
+    assert!(
+        !tab.requests_to("transport=sse").is_empty(),
+        "SSE was never tried"
+    );
+    chat.publish("fallback", 1..=3).await;
+    expect_messages(&tab, 1..=3).await;
+
+    // Everything fetch can do is blocked too: script tags are what's left.
+    tab.block(&["*transport=sse*", "*transport=stream*", "*transport=poll*"])
+        .await;
+    proxy.cut();
+    tab.eval_within(
+        Duration::from_secs(30),
+        "T.until(() => T.c.state === 'open' && T.c.transport === 'jsonp')",
+    )
+    .await;
+    chat.publish("fallback", 4..=6).await;
+    expect_messages(&tab, 1..=6).await;
+
+    // Unblocked: the client tries the better transport again and stays.
+    tab.block(&[]).await;
+    tab.eval_within(
+        Duration::from_secs(30),
+        "T.until(() => T.c.state === 'open' && T.c.transport === 'sse')",
+    )
+    .await;
+    chat.publish("fallback", 7..=9).await;
+    expect_messages(&tab, 1..=9).await;
+    assert_eq!(tab.eval("T.gaps.length").await, 0);
+}
+
+/// Resolves when the chat page shows a line containing `text`.
+fn shows(text: &str) -> String {
+    format!(
+        r#"new Promise((resolve) => {{
+  const has = () => [...document.querySelectorAll('#log li')].filter((li) => li.textContent.includes({t})).length;
+  if (has()) return resolve(has());
+  chat.comet.on('message', () => {{ if (has()) resolve(has()); }});
+}})"#,
+        t = Value::from(text)
+    )
+}
+
+const OPEN: &str = "new Promise((resolve) => chat.comet.state === 'open' ? resolve(true) : chat.comet.on('open', () => resolve(true)))";
+
+/// The chat page in two tabs holds one comet connection; when the tab that
+/// holds it closes, the other takes over without losing a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_chat_tabs_share_one_connection() {
+    let _slot = browser_slot().await;
+    let Some(browser) = Browser::launch("two tabs").await else {
+        return;
+    };
+    let chat = Chat::start(&[]);
+    let first = browser
+        .tab(&chat.running.url("/?room=shared&name=ann"))
+        .await;
+    first.eval(OPEN).await;
+    first.eval(&shows("ann joined")).await;
+    let second = browser
+        .tab(&chat.running.url("/?room=shared&name=bob"))
+        .await;
+    second.eval(OPEN).await;
+    // The late tab gets the recent history from the tab that leads.
+    second.eval(&shows("ann joined")).await;
+    second.eval(&shows("bob joined")).await;
+    first.eval(&shows("bob joined")).await;
+    assert_eq!(first.eval("chat.comet.leader").await, true);
+    assert_eq!(second.eval("chat.comet.leader").await, false);
+
+    second
+        .eval("document.getElementById('text').value = 'hello from bob'; document.getElementById('say').requestSubmit(); true")
+        .await;
+    assert_eq!(first.eval(&shows("hello from bob")).await, 1);
+    assert_eq!(second.eval(&shows("hello from bob")).await, 1);
+    assert!(!first.requests_to("/comet?").is_empty());
+    assert_eq!(
+        second.requests_to("/comet?"),
+        Vec::<String>::new(),
+        "the second tab opened a comet connection of its own"
+    );
+
+    // The leading tab closes: the other opens the connection and resumes.
+    first.close().await;
+    second
+        .eval("new Promise((resolve) => chat.comet.leader && chat.comet.state === 'open' ? resolve(true) : chat.comet.on('open', () => chat.comet.leader && resolve(true)))")
+        .await;
+    let said = client()
+        .post(chat.running.url("/rooms/shared/messages"))
+        .json(&json!({ "name": "carl", "text": "still here?" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(said.status(), 201);
+    assert_eq!(second.eval(&shows("still here?")).await, 1);
+    assert!(!second.requests_to("/comet?").is_empty());
+    assert_eq!(second.eval(&shows("hello from bob")).await, 1, "repeated");
+}
+
+/// A page of one origin receives from a push host on another, with
+/// credentials, over SSE and over fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_host_on_another_origin_works_with_credentials() {
+    let _slot = browser_slot().await;
+    let Some(browser) = Browser::launch("cross-origin").await else {
+        return;
+    };
+    // The page is served as localhost:P, the push host is 127.0.0.1:P.
+    let proxy = Proxy::start("127.0.0.1:9".parse().unwrap()).await;
+    let page_origin = format!("http://localhost:{}", proxy.addr.port());
+    let chat = Chat::start(&[("COMET_CORS_ORIGINS", &page_origin)]);
+    proxy.retarget(chat.addr);
+    let tab = browser.tab(&format!("{page_origin}/")).await;
+    harness(&tab, &proxy.url("/comet/comet.js")).await;
+    for (n, transport) in ["sse", "stream", "poll"].into_iter().enumerate() {
+        let channel = format!("cross/{transport}");
+        start(
+            &tab,
+            &proxy.url("/comet"),
+            json!({ "channels": [channel], "transports": [transport], "share": false,
+                    "withCredentials": true }),
+        )
+        .await;
+        tab.eval("T.until(() => T.c.state === 'open')").await;
+        let n = n as u64 * 2;
+        chat.publish(&channel, [n + 1, n + 2]).await;
+        tab.eval(&format!("T.until(() => T.got.length >= {})", n + 2))
+            .await;
+        tab.eval("T.c.close(), true").await;
+    }
+    assert_eq!(received(&tab).await, (1..=6).collect::<Vec<_>>());
+}
