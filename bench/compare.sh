@@ -5,16 +5,20 @@
 # (apt-get install nginx libnginx-mod-nchan), all on loopback, in one run, and
 # prints one table of medians over interleaved rounds (figures on a shared
 # 2-core machine vary by tens of percent from run to run).
-# Usage: bench/compare.sh [--quick] [--rounds N]
+# --pin puts every server on CPU 0 and the load generator on CPU 1 (taskset),
+# so that the generator does not take the servers' core; each server then
+# runs on one core, as nchan's one worker does.
+# Usage: bench/compare.sh [--quick] [--rounds N] [--pin]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIG=10000; ROUNDS=3
+BIG=10000; ROUNDS=3; SERVER_CPU=(); CLIENT_CPU=()
 while [ $# -gt 0 ]; do
     case $1 in
         --quick) BIG=2000; ROUNDS=1 ;;
         --rounds) ROUNDS=$2; shift ;;
-        *) echo "usage: $0 [--quick] [--rounds N]" >&2; exit 2 ;;
+        --pin) SERVER_CPU=(taskset -c 0); CLIENT_CPU=(taskset -c 1) ;;
+        *) echo "usage: $0 [--quick] [--rounds N] [--pin]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -24,7 +28,7 @@ trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
 
 cargo build -q --release --example chat --example broadcast_recipe --example hyper_reference
 cargo build -q --release -p comet-loadgen
-LOADGEN=target/release/comet-loadgen
+LOADGEN=(${CLIENT_CPU[@]+"${CLIENT_CPU[@]}"} target/release/comet-loadgen)
 
 # (Re)starts every server, so each memory measurement starts from a fresh
 # process: one that held and freed connections before would reuse that memory.
@@ -32,14 +36,15 @@ COMET_PID=""; HYPER_PID=""; RECIPE_PID=""; NCHAN_PID=""; NGINX_MASTER=""
 restart() {
     for pid in $COMET_PID $HYPER_PID $RECIPE_PID $NGINX_MASTER; do kill "$pid" 2>/dev/null || true; done
     for pid in $COMET_PID $HYPER_PID $RECIPE_PID $NGINX_MASTER; do wait "$pid" 2>/dev/null || true; done
-    RUST_LOG=warn COMET_ADDR=127.0.0.1:3100 target/release/examples/chat >/dev/null 2>&1 &
+    local pin=(${SERVER_CPU[@]+"${SERVER_CPU[@]}"})
+    RUST_LOG=warn COMET_ADDR=127.0.0.1:3100 ${pin[@]+"${pin[@]}"} target/release/examples/chat >/dev/null 2>&1 &
     COMET_PID=$!
-    COMET_ADDR=127.0.0.1:3300 target/release/examples/hyper_reference >/dev/null 2>&1 &
+    COMET_ADDR=127.0.0.1:3300 ${pin[@]+"${pin[@]}"} target/release/examples/hyper_reference >/dev/null 2>&1 &
     HYPER_PID=$!
-    COMET_ADDR=127.0.0.1:3200 target/release/examples/broadcast_recipe >/dev/null 2>&1 &
+    COMET_ADDR=127.0.0.1:3200 ${pin[@]+"${pin[@]}"} target/release/examples/broadcast_recipe >/dev/null 2>&1 &
     RECIPE_PID=$!
     if [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] && command -v nginx >/dev/null; then
-        nginx -p "$WORK/" -c "$PWD/bench/nchan.conf" >/dev/null 2>&1 &
+        ${pin[@]+"${pin[@]}"} nginx -p "$WORK/" -c "$PWD/bench/nchan.conf" >/dev/null 2>&1 &
         NGINX_MASTER=$!
     fi
     for url in http://127.0.0.1:3100/ http://127.0.0.1:3300/ http://127.0.0.1:3200/hold ${NGINX_MASTER:+http://127.0.0.1:8090/}; do
@@ -74,9 +79,9 @@ run() {
     local sub=${SUB[$server]//\{c\}/$channel} pub=${PUB[$server]:-} poll=${POLL[$server]:-}
     pub=${pub//\{c\}/$channel}; poll=${poll//\{c\}/$channel}
     case $scenario in
-        idle*) "$LOADGEN" idle --sub-url "$sub" --pid "${PIDS[$server]}" --json "$@" ;;
-        follow) [ -n "$poll" ] && "$LOADGEN" follow --sub-url "$poll" --pub-url "$pub" --dialect "${DIALECT[$server]}" --json "$@" ;;
-        *) "$LOADGEN" "${scenario%%-*}" --sub-url "$sub" --pub-url "$pub" --json "$@" ;;
+        idle*) "${LOADGEN[@]}" idle --sub-url "$sub" --pid "${PIDS[$server]}" --json "$@" ;;
+        follow) [ -n "$poll" ] && "${LOADGEN[@]}" follow --sub-url "$poll" --pub-url "$pub" --dialect "${DIALECT[$server]}" --json "$@" ;;
+        *) "${LOADGEN[@]}" "${scenario%%-*}" --sub-url "$sub" --pub-url "$pub" --json "$@" ;;
     esac 2>/dev/null || true
 }
 
