@@ -135,30 +135,27 @@ impl Report {
         out
     }
 
+    /// The report as one JSON object (what `bench/compare.sh` reads).
     pub fn json(&self) -> String {
-        let opt = |v: Option<f64>| v.map_or("null".to_owned(), |v| format!("{v:.3}"));
-        format!(
-            "{{\"scenario\":\"{}\",\"transport\":\"{}\",\"subscribers\":{},\"connected\":{},\"failed\":{},\
-             \"published\":{},\"expected\":{},\"delivered\":{},\"lost\":{},\"duplicated\":{},\
-             \"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\
-             \"deliveries_per_s\":{:.1},\"last_ms\":{},\"rss_per_conn\":{}}}",
-            self.scenario,
-            self.transport,
-            self.subscribers,
-            self.connected,
-            self.failed,
-            self.published,
-            self.expected,
-            self.delivered,
-            self.lost(),
-            self.duplicated,
-            self.ms(0.5),
-            self.ms(0.9),
-            self.ms(0.99),
-            self.ms(1.0),
-            self.deliveries_per_second(),
-            opt(self.last_ms),
-            opt(self.rss_per_connection),
-        )
+        serde_json::json!({
+            "scenario": self.scenario,
+            "transport": self.transport,
+            "subscribers": self.subscribers,
+            "connected": self.connected,
+            "failed": self.failed,
+            "published": self.published,
+            "expected": self.expected,
+            "delivered": self.delivered,
+            "lost": self.lost(),
+            "duplicated": self.duplicated,
+            "p50_ms": self.ms(0.5),
+            "p90_ms": self.ms(0.9),
+            "p99_ms": self.ms(0.99),
+            "max_ms": self.ms(1.0),
+            "deliveries_per_s": self.deliveries_per_second(),
+            "last_ms": self.last_ms,
+            "rss_per_conn": self.rss_per_connection,
+        })
+        .to_string()
     }
 }
