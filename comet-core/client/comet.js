@@ -473,6 +473,11 @@ class Connection {
         this.cursor = cursor;
         this.#sink.cursor(cursor);
       },
+      /** A long-poll answer (fetch, JSONP or the bootstrap poll). */
+      answer: (body) => {
+        for (const envelope of body.messages) ctx.envelope(envelope);
+        ctx.cursor(body.cursor);
+      },
       ended: () => live() && this.#onEnded(),
       failed: (info) => live() && this.#onFailed(transport, info ?? {}),
     };
@@ -659,9 +664,7 @@ function bootstrap(ctx, then, noPoll) {
       noPoll();
       return then();
     }
-    const body = await response.json();
-    for (const envelope of body.messages) ctx.envelope(envelope);
-    ctx.cursor(body.cursor);
+    ctx.answer(await response.json());
     then();
   });
   return { close: () => abort.abort() };
@@ -748,8 +751,7 @@ const RUNNERS = {
           state.opened = true;
           ctx.opened();
         }
-        for (const envelope of body.messages) ctx.envelope(envelope);
-        ctx.cursor(body.cursor);
+        ctx.answer(body);
       }
     });
     return { close: () => abort.abort() };
@@ -775,8 +777,7 @@ const RUNNERS = {
           state.opened = true;
           ctx.opened();
         }
-        for (const envelope of body.messages) ctx.envelope(envelope);
-        ctx.cursor(body.cursor);
+        ctx.answer(body);
       };
       const script = document.createElement("script");
       script.async = true;
