@@ -23,6 +23,8 @@
 //! ```
 
 mod common;
+#[path = "common/http1.rs"]
+mod http1;
 
 use axum::{
     extract::{ConnectInfo, Path, State},
@@ -45,12 +47,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = common::listen().await?;
     let hub = Hub::new();
     let app = app(hub.clone(), common::publish_token());
-    // Connection info lets the publish route tell loopback clients apart.
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    // Like `axum::serve(listener, app.into_make_service_with_connect_info())`
+    // with graceful shutdown, but HTTP/1.1 only: a held connection then
+    // costs about 11 KB rather than 19 KB (see http1.rs).
+    http1::serve(listener, app, async move {
         common::shutdown_signal().await;
         tracing::info!("shutting down: ending streams and held polls");
         // Ends every stream and answers every held poll with its cursor,

@@ -29,6 +29,9 @@ async fn main() -> std::io::Result<()> {
     ]));
     loop {
         let (stream, peer) = listener.accept().await?;
+        // Served as the chat demo serves (examples/common/http1.rs), so the
+        // two differ only by the router.
+        stream.set_nodelay(true)?;
         let (hub, routes) = (hub.clone(), routes.clone());
         let publish = PublishRoute::new().authorize(move |_, _| peer.ip().is_loopback());
         let service =
@@ -42,6 +45,7 @@ async fn main() -> std::io::Result<()> {
             });
         tokio::spawn(
             hyper::server::conn::http1::Builder::new()
+                .writev(false)
                 .serve_connection(TokioIo::new(stream), service),
         );
     }

@@ -17,30 +17,41 @@ use std::collections::VecDeque;
 /// a per-subscriber buffer: the server writes chunks without copying.
 #[derive(Debug, Default)]
 pub struct Frames {
-    chunks: VecDeque<Bytes>,
+    /// The first chunk waiting, kept apart: most items are one shared chunk
+    /// (an SSE message on a one-channel stream), and every held stream owns
+    /// a `Frames`, so the usual case allocates nothing and idle streams
+    /// hold no queue.
+    first: Option<Bytes>,
+    /// Chunks after `first`, in order.
+    rest: VecDeque<Bytes>,
 }
 
 impl Frames {
     /// Appends a chunk (empty chunks are skipped).
     pub fn push(&mut self, chunk: impl Into<Bytes>) {
         let chunk = chunk.into();
-        if !chunk.is_empty() {
-            self.chunks.push_back(chunk);
+        if chunk.is_empty() {
+            return;
+        }
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(chunk);
+        } else {
+            self.rest.push_back(chunk);
         }
     }
 
     pub(crate) fn pop(&mut self) -> Option<Bytes> {
-        self.chunks.pop_front()
+        self.first.take().or_else(|| self.rest.pop_front())
     }
 
     /// True when no chunk is waiting.
     pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
+        self.first.is_none() && self.rest.is_empty()
     }
 
     /// The chunks, in order.
     pub fn iter(&self) -> impl Iterator<Item = &Bytes> {
-        self.chunks.iter()
+        self.first.iter().chain(self.rest.iter())
     }
 }
 
@@ -110,5 +121,36 @@ pub trait StreamFormat: Send + Sync + 'static {
                 cursor,
             } => self.gap(channel, *missed, cursor, out),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Frames;
+
+    fn drain(frames: &mut Frames) -> Vec<String> {
+        std::iter::from_fn(|| frames.pop())
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn chunks_come_out_in_the_order_pushed_however_pushes_and_pops_interleave() {
+        let mut frames = Frames::default();
+        assert!(frames.is_empty());
+        frames.push("a");
+        frames.push("");
+        frames.push("b");
+        frames.push("c");
+        let listed: Vec<_> = frames.iter().map(|b| b.to_vec()).collect();
+        assert_eq!(listed, [b"a", b"b", b"c"]);
+        assert_eq!(frames.pop().as_deref(), Some(&b"a"[..]));
+        // The first slot is free again, but "b" and "c" are still ahead.
+        frames.push("d");
+        assert_eq!(drain(&mut frames), ["b", "c", "d"]);
+        assert!(frames.is_empty());
+        frames.push("e");
+        assert!(!frames.is_empty());
+        assert_eq!(drain(&mut frames), ["e"]);
     }
 }
