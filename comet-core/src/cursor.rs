@@ -9,6 +9,7 @@
 
 use crate::ChannelName;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+use bytes::BufMut;
 use std::fmt;
 
 /// The longest cursor token accepted (PROTOCOL.md: at most 4 KiB).
@@ -108,22 +109,23 @@ impl Cursor {
         token
     }
 
-    /// Appends the token to `out` (one allocation fewer than [`encode`](Self::encode)
-    /// on hot paths that build a frame around it).
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.resize(start + self.encoded_len(), 0);
-        // The buffer was sized for exactly this output.
-        let written = self.with_raw(|raw| {
-            URL_SAFE_NO_PAD
-                .encode_slice(raw, &mut out[start..])
-                .unwrap_or(0)
+    /// Appends the token to `out` (a `Vec<u8>`, a `BytesMut`...) without
+    /// allocating, for hot paths that build a frame around it.
+    pub fn encode_into(&self, out: &mut impl BufMut) {
+        self.with_raw(|raw| {
+            // 48 bytes make 64 characters and no padding, so encoding block
+            // by block writes what encoding the whole would.
+            let mut block = [0u8; 64];
+            for chunk in raw.chunks(48) {
+                let written = URL_SAFE_NO_PAD.encode_slice(chunk, &mut block).unwrap_or(0);
+                out.put_slice(&block[..written]);
+            }
         });
-        out.truncate(start + written);
     }
 
-    fn encoded_len(&self) -> usize {
-        (1 + ENTRY_LEN * self.len()).div_ceil(3) * 4
+    /// The token's length in bytes, so frames around it can be sized exactly.
+    pub(crate) fn encoded_len(&self) -> usize {
+        (4 * (1 + ENTRY_LEN * self.len())).div_ceil(3)
     }
 
     /// Calls `f` with the unencoded token: on the stack for one channel (the
@@ -158,28 +160,39 @@ impl Cursor {
         if token.len() > MAX_CURSOR_LEN {
             return Err(CursorError::TooLong { len: token.len() });
         }
-        let raw = URL_SAFE_NO_PAD
-            .decode(token)
+        // On the stack: a cursor is decoded for every resumed request.
+        let mut buffer = [0u8; MAX_CURSOR_LEN / 4 * 3];
+        let len = URL_SAFE_NO_PAD
+            .decode_slice(token, &mut buffer)
             .map_err(|_| CursorError::Malformed)?;
-        let (&version, entries) = raw.split_first().ok_or(CursorError::Malformed)?;
+        let (&version, entries) = buffer[..len].split_first().ok_or(CursorError::Malformed)?;
         if version != VERSION {
             return Err(CursorError::UnknownVersion(version));
         }
         if entries.len() % ENTRY_LEN != 0 {
             return Err(CursorError::Malformed);
         }
-        let mut positions: Vec<Position> = Vec::with_capacity(entries.len() / ENTRY_LEN);
-        for entry in entries.chunks_exact(ENTRY_LEN) {
+        let position = |entry: &[u8]| {
             let word = |i: usize| {
                 let mut bytes = [0; 8];
                 bytes.copy_from_slice(&entry[i * 8..i * 8 + 8]);
                 u64::from_be_bytes(bytes)
             };
-            let position = Position {
+            Position {
                 key: word(0),
                 epoch: word(1),
                 offset: word(2),
-            };
+            }
+        };
+        if entries.len() == ENTRY_LEN {
+            // One channel, the common case: inline, no allocation.
+            return Ok(Self {
+                positions: Positions::One(position(entries)),
+            });
+        }
+        let mut positions: Vec<Position> = Vec::with_capacity(entries.len() / ENTRY_LEN);
+        for entry in entries.chunks_exact(ENTRY_LEN) {
+            let position = position(entry);
             if positions.iter().any(|p| p.key == position.key) {
                 return Err(CursorError::DuplicateChannel);
             }
@@ -283,7 +296,16 @@ mod tests {
             let token = cursor.encode();
             prop_assert!(token.len() <= MAX_CURSOR_LEN);
             prop_assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.~-".contains(&b)));
-            prop_assert_eq!(Cursor::decode(&token).unwrap(), cursor);
+            prop_assert_eq!(Cursor::decode(&token).unwrap(), cursor.clone());
+            // Appending writes the same token, of the announced length,
+            // whatever the buffer already holds.
+            let mut appended = b"head".to_vec();
+            cursor.encode_into(&mut appended);
+            prop_assert_eq!(&appended[4..], token.as_bytes());
+            prop_assert_eq!(token.len(), cursor.encoded_len());
+            let mut bytes = bytes::BytesMut::new();
+            cursor.encode_into(&mut bytes);
+            prop_assert_eq!(&bytes[..], token.as_bytes());
         }
 
         #[test]

@@ -97,15 +97,16 @@ pub(crate) fn gap_envelope(channel: &str, missed: Option<u64>, cursor: &Cursor) 
         None => out.put_slice(b"null"),
     }
     out.put_slice(b",\"cursor\":\"");
-    out.put_slice(cursor.encode().as_bytes());
+    cursor.encode_into(&mut out);
     out.put_slice(b"\"}");
     out.freeze()
 }
 
 /// The end of a message envelope after its shared head: the cursor, the
-/// closing `"}`, then `suffix`.
+/// closing `"}`, then `suffix`. Sized exactly: a `Vec` that is full becomes
+/// `Bytes` without a second allocation.
 fn cursor_tail(cursor: &Cursor, suffix: &[u8]) -> Bytes {
-    let mut tail = Vec::with_capacity(48 + suffix.len());
+    let mut tail = Vec::with_capacity(cursor.encoded_len() + 2 + suffix.len());
     cursor.encode_into(&mut tail);
     tail.extend_from_slice(b"\"}");
     tail.extend_from_slice(suffix);
@@ -116,9 +117,16 @@ fn cursor_tail(cursor: &Cursor, suffix: &[u8]) -> Bytes {
 /// cursors hold only script-safe characters, so a gap needs no escaping.
 pub(crate) fn envelope(out: &mut BytesMut, item: &Item, json: Json) {
     match item {
+        // Every one-channel subscriber has the same envelope after a
+        // message: it is the ndjson transport's shared line, less its "\n".
+        Item::Message { message, cursor } if json == Json::Plain && cursor.len() == 1 => {
+            let line = ndjson_line_one_channel(message, cursor);
+            out.put_slice(&line[..line.len() - 1]);
+        }
         Item::Message { message, cursor } => {
             out.put_slice(&head(message, json));
-            out.put_slice(&cursor_tail(cursor, b""));
+            cursor.encode_into(out);
+            out.put_slice(b"\"}");
         }
         Item::Gap {
             channel,
@@ -185,9 +193,9 @@ impl StreamFormat for Sse {
 }
 
 /// `id: <cursor>` and a line feed, in one allocation (once per subscriber
-/// per message: the SSE hot path).
+/// per message: the SSE hot path), sized exactly as in [`cursor_tail`].
 fn id_line(cursor: &Cursor) -> Vec<u8> {
-    let mut line = Vec::with_capacity(48);
+    let mut line = Vec::with_capacity(4 + cursor.encoded_len() + 1);
     line.extend_from_slice(b"id: ");
     cursor.encode_into(&mut line);
     line.push(b'\n');
@@ -242,16 +250,22 @@ fn sse_lines(text: &str) -> impl Iterator<Item = &str> {
 /// Newline-delimited JSON envelopes.
 pub(crate) struct Ndjson;
 
+/// The whole ndjson line of `message` for a one-channel subscription
+/// (`cursor` is its position after the message): the same for every such
+/// subscriber, so encoded once per message and shared, as for SSE.
+fn ndjson_line_one_channel(message: &Message, cursor: &Cursor) -> Bytes {
+    message.encoded(Encoding::NdjsonLineOneChannel, |message| {
+        let head = head(message, Json::Plain);
+        [head.as_ref(), &cursor_tail(cursor, b"\n")].concat().into()
+    })
+}
+
 impl StreamFormat for Ndjson {
     fn message(&self, message: &Message, cursor: &Cursor, out: &mut Frames) {
-        let head = head(message, Json::Plain);
         if cursor.len() == 1 {
-            // Shared by every one-channel subscriber, as for SSE.
-            out.push(message.encoded(Encoding::NdjsonLineOneChannel, |_| {
-                [head.as_ref(), &cursor_tail(cursor, b"\n")].concat().into()
-            }));
+            out.push(ndjson_line_one_channel(message, cursor));
         } else {
-            out.push(head);
+            out.push(head(message, Json::Plain));
             out.push(cursor_tail(cursor, b"\n"));
         }
     }

@@ -120,11 +120,11 @@ fn header_cursor(
     headers: &HeaderMap,
     transport: Option<Transport>,
 ) -> Result<Option<Cursor>, ProtocolError> {
-    let text = |name: &HeaderName| -> Result<Option<String>, ProtocolError> {
+    let text = |name: &HeaderName| -> Result<Option<&str>, ProtocolError> {
         headers
             .get(name)
             .map(|v| {
-                v.to_str().map(|s| s.trim().to_owned()).map_err(|_| {
+                v.to_str().map(str::trim).map_err(|_| {
                     ProtocolError::new(
                         http::StatusCode::BAD_REQUEST,
                         "bad_cursor",
@@ -135,7 +135,7 @@ fn header_cursor(
             .transpose()
     };
     if let Some(id) = text(&LAST_EVENT_ID)?.filter(|s| !s.is_empty()) {
-        return Ok(Some(Cursor::decode(&id)?));
+        return Ok(Some(Cursor::decode(id)?));
     }
     if transport.is_some_and(Transport::is_long_poll) {
         if let Some(tag) = text(&header::IF_NONE_MATCH)? {

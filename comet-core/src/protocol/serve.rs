@@ -70,7 +70,13 @@ pub fn serve(hub: &Hub, route: &Route, request: &Parts) -> ResponseFuture {
                 Transport::Poll | Transport::Jsonp => {
                     let hold = params.timeout.unwrap_or(route.max_hold).min(route.max_hold);
                     let jsonp = (transport == Transport::Jsonp).then_some(callback);
-                    let poll = long_poll(subscription, hold, route.max_batch, jsonp);
+                    let poll = long_poll(
+                        subscription,
+                        hold,
+                        route.max_batch,
+                        jsonp,
+                        cors_headers(route),
+                    );
                     return Box::pin(async move { decorate(poll.await) }.instrument(span));
                 }
             }
@@ -83,11 +89,20 @@ pub fn serve(hub: &Hub, route: &Route, request: &Parts) -> ResponseFuture {
     // hyper keeps a response's header map for the connection's next
     // request, so a held stream holds it for its whole life: sized to what
     // goes in (three headers, four more with CORS), not the default six.
-    *headers = HeaderMap::with_capacity(if route.cors.is_some() { 7 } else { 3 });
+    *headers = HeaderMap::with_capacity(3 + cors_headers(route));
     headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Box::pin(std::future::ready(decorate(response)))
+}
+
+/// How many headers the route's CORS adds to an answer, at most.
+fn cors_headers(route: &Route) -> usize {
+    if route.cors.is_some() {
+        4
+    } else {
+        0
+    }
 }
 
 /// The transport a request gets.
@@ -186,12 +201,13 @@ fn subscribe(
 /// Answers at once when anything is after the cursor, else holds until
 /// something is or `hold` passes (or the hub shuts down). Dropping the future
 /// (the client left) drops the subscription at once. With a callback, answers
-/// as JSONP.
+/// as JSONP. `more_headers` is how many headers the caller adds (CORS).
 async fn long_poll(
     mut subscription: Subscription,
     hold: Duration,
     max_batch: usize,
     jsonp: Option<String>,
+    more_headers: usize,
 ) -> Response<CometBody> {
     let mut items = Vec::new();
     if let Some(item) = subscription.try_next() {
@@ -209,8 +225,7 @@ async fn long_poll(
     }
     let cursor = items
         .last()
-        .map_or_else(|| subscription.cursor(), |item| item.cursor().clone())
-        .encode();
+        .map_or_else(|| subscription.cursor(), |item| item.cursor().clone());
     drop(subscription);
     tracing::debug!(items = items.len(), "answered a long poll");
 
@@ -221,7 +236,7 @@ async fn long_poll(
     };
     let mut body = BytesMut::with_capacity(64 + items.len() * 128);
     body.put_slice(b"{\"cursor\":\"");
-    body.put_slice(cursor.as_bytes());
+    cursor.encode_into(&mut body);
     body.put_slice(b"\",\"messages\":[");
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
@@ -240,6 +255,9 @@ async fn long_poll(
     };
     let mut response = Response::new(CometBody::full(body));
     let headers = response.headers_mut();
+    // Sized to what goes in, as for streams (hyper keeps the map for the
+    // connection's next request).
+    *headers = HeaderMap::with_capacity(3 + usize::from(jsonp.is_some()) + more_headers);
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if jsonp.is_some() {
@@ -248,8 +266,13 @@ async fn long_poll(
             HeaderValue::from_static("nosniff"),
         );
     }
-    // A cursor is URL-safe ASCII, always a valid header value.
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{cursor}\"")) {
+    // A cursor is URL-safe ASCII, always a valid header value. Built at its
+    // exact size, the `Vec` becomes the value's `Bytes` without a copy.
+    let mut etag = Vec::with_capacity(cursor.encoded_len() + 2);
+    etag.push(b'"');
+    cursor.encode_into(&mut etag);
+    etag.push(b'"');
+    if let Ok(etag) = HeaderValue::from_maybe_shared(Bytes::from(etag)) {
         headers.insert(header::ETAG, etag);
     }
     response
