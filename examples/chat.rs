@@ -50,14 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Like `axum::serve(listener, app.into_make_service_with_connect_info())`
     // with graceful shutdown, but HTTP/1.1 only: a held connection then
     // costs about 11 KB rather than 19 KB (see http1.rs).
-    http1::serve(listener, app, async move {
-        common::shutdown_signal().await;
-        tracing::info!("shutting down: ending streams and held polls");
-        // Ends every stream and answers every held poll with its cursor,
-        // so the server stops promptly and clients resume later.
-        hub.shutdown();
-    })
-    .await?;
+    http1::serve(listener, app, common::shut_down_on_signal(hub)).await?;
     tracing::info!("stopped");
     Ok(())
 }

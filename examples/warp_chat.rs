@@ -25,11 +25,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let routes = routes(hub.clone(), common::publish_token());
     warp::serve(routes)
         .incoming(listener)
-        .graceful(async move {
-            common::shutdown_signal().await;
-            tracing::info!("shutting down: ending streams and held polls");
-            hub.shutdown();
-        })
+        .graceful(common::shut_down_on_signal(hub))
         .run()
         .await;
     tracing::info!("stopped");

@@ -159,8 +159,17 @@ pub fn init_logging() {
         .init();
 }
 
+/// On Ctrl-C or SIGTERM, shuts the hub down and resolves: every stream ends
+/// and every held poll is answered with its cursor, so the server stops
+/// promptly and clients resume later (elsewhere, or after a restart).
+pub async fn shut_down_on_signal(hub: Hub) {
+    shutdown_signal().await;
+    tracing::info!("shutting down: ending streams and held polls");
+    hub.shutdown();
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
+async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
