@@ -38,8 +38,10 @@ use comet::{
     tower::CometLayer,
     Hub,
 };
+use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use std::net::SocketAddr;
+use tower::ServiceExt;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -50,7 +52,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Like `axum::serve(listener, app.into_make_service_with_connect_info())`
     // with graceful shutdown, but HTTP/1.1 only: a held connection then
     // costs about 11 KB rather than 19 KB (see http1.rs).
-    http1::serve(listener, app, common::shut_down_on_signal(hub)).await?;
+    let service_for = |peer: SocketAddr| {
+        TowerToHyperService::new(
+            app.clone()
+                .map_request(move |mut request: http::Request<_>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    request
+                }),
+        )
+    };
+    http1::serve(listener, service_for, common::shut_down_on_signal(hub)).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -8,8 +8,10 @@ use comet::{
     protocol::{self, PublishRoute, Route},
     Hub,
 };
-use hyper_util::rt::TokioIo;
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+#[path = "common/http1.rs"]
+mod http1;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
@@ -27,26 +29,19 @@ async fn main() -> std::io::Result<()> {
         ("/comet/iframe", Route::iframe()),
         ("/comet/jsonp", Route::jsonp()),
     ]));
-    loop {
-        let (stream, peer) = listener.accept().await?;
-        // Served as the chat demo serves (examples/common/http1.rs), so the
-        // two differ only by the router.
-        stream.set_nodelay(true)?;
+    // Served as the chat demo is (HTTP/1.1 only, the same connection
+    // settings), so the two differ only by the router.
+    let service_for = |peer: SocketAddr| {
         let (hub, routes) = (hub.clone(), routes.clone());
         let publish = PublishRoute::new().authorize(move |_, _| peer.ip().is_loopback());
-        let service =
-            hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                let (head, body) = request.into_parts();
-                let answer = match routes.get(head.uri.path()) {
-                    Some(route) => protocol::serve(&hub, route, &head),
-                    None => publish.serve(&hub, "/comet/publish", &head, body),
-                };
-                async move { Ok::<_, std::convert::Infallible>(answer.await) }
-            });
-        tokio::spawn(
-            hyper::server::conn::http1::Builder::new()
-                .writev(false)
-                .serve_connection(TokioIo::new(stream), service),
-        );
-    }
+        hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let (head, body) = request.into_parts();
+            let answer = match routes.get(head.uri.path()) {
+                Some(route) => protocol::serve(&hub, route, &head),
+                None => publish.serve(&hub, "/comet/publish", &head, body),
+            };
+            async move { Ok::<_, std::convert::Infallible>(answer.await) }
+        })
+    };
+    http1::serve(listener, service_for, std::future::pending()).await
 }

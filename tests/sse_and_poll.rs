@@ -280,6 +280,52 @@ async fn long_poll_answers_at_once_when_messages_wait(adapter: Adapter) {
     );
 }
 
+async fn long_poll_over_several_channels_gives_each_message_its_own_cursor(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
+    let cursor = hub.head(["a", "b"]).unwrap();
+    for (channel, text) in [("a", "1"), ("b", "2"), ("a", "3")] {
+        hub.publish(channel, text).await.unwrap();
+    }
+    let both = |cursor: &str| {
+        client().get(server.url(&format!(
+            "/comet/poll?channel=a&channel=b&cursor={cursor}&timeout=0"
+        )))
+    };
+    // A one-channel subscriber reads first, so that every shared encoding
+    // of these messages exists before the two-channel poll below.
+    let alone = poll(client().get(server.url(&format!(
+        "/comet/poll?channel=a&cursor={}&timeout=0",
+        cursor.encode()
+    ))))
+    .await;
+    assert_eq!(alone.items(), ["a:1", "a:3"]);
+    assert_eq!(
+        alone.body["messages"][1]["cursor"].as_str(),
+        Some(alone.cursor())
+    );
+    let answer = poll(both(&cursor.encode())).await;
+    let items = answer.items();
+    assert_eq!(items.len(), 3, "{items:?}");
+    let messages = answer.body["messages"].as_array().unwrap().clone();
+    // Resuming from any message's cursor gives exactly the messages after
+    // it, in both channels: the cursor is this subscription's, not the
+    // one a one-channel subscriber of that message gets. (Order across
+    // channels is the server's round robin, so compare as sets.)
+    let sorted = |mut items: Vec<String>| {
+        items.sort();
+        items
+    };
+    for (i, message) in messages.iter().enumerate() {
+        let resumed = poll(both(message["cursor"].as_str().unwrap())).await;
+        assert_eq!(
+            sorted(resumed.items()),
+            sorted(items[i + 1..].to_vec()),
+            "after message {i}"
+        );
+    }
+    assert_eq!(messages[2]["cursor"].as_str(), Some(answer.cursor()));
+}
+
 async fn long_poll_holds_until_a_message_arrives(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
     let cursor = hub.head(["chat"]).unwrap();
@@ -564,6 +610,7 @@ each_adapter!(
     sse_heartbeats_on_idle,
     one_connection_carries_many_channels,
     long_poll_answers_at_once_when_messages_wait,
+    long_poll_over_several_channels_gives_each_message_its_own_cursor,
     long_poll_holds_until_a_message_arrives,
     long_poll_times_out_with_an_empty_batch_and_the_same_cursor,
     long_poll_resumes_by_cursor_and_by_if_none_match,

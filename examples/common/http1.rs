@@ -1,4 +1,6 @@
-//! Serves an axum app over HTTP/1.1 only, as `axum::serve` would otherwise.
+//! Serves HTTP/1.1 only, with graceful shutdown: what the chat demo uses in
+//! place of `axum::serve`, and the hyper reference too, so that the two
+//! benchmark columns differ only by the router in front of comet.
 //!
 //! Why not `axum::serve`: it serves each connection with hyper-util's
 //! HTTP/1-or-HTTP/2 connection, whose task is sized for HTTP/2 whenever
@@ -9,23 +11,29 @@
 //! nothing by speaking HTTP/1.1 alone; behind a TLS proxy, the proxy speaks
 //! HTTP/2 to browsers and HTTP/1.1 to this.
 
-use axum::{extract::ConnectInfo, Router};
-use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown, service::TowerToHyperService};
-use std::{future::Future, time::Duration};
-use tower::ServiceExt;
+use bytes::Bytes;
+use hyper::{body::Incoming, service::Service};
+use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
+use std::{error::Error, future::Future, net::SocketAddr, time::Duration};
 
 /// How long connections get to finish once `shutdown` has resolved.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Accepts connections until `shutdown` resolves, then lets open ones finish
-/// (idle keep-alive connections close at once) for up to ten seconds.
-/// Handlers see the peer as `ConnectInfo<SocketAddr>`, as with
-/// `into_make_service_with_connect_info`.
-pub async fn serve(
+/// Accepts connections until `shutdown` resolves, serving each with the
+/// service `service_for(peer)` makes, then lets open ones finish (idle
+/// keep-alive connections close at once) for up to ten seconds.
+pub async fn serve<S, B>(
     listener: tokio::net::TcpListener,
-    app: Router,
+    mut service_for: impl FnMut(SocketAddr) -> S,
     shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: Service<http::Request<Incoming>, Response = http::Response<B>> + Send + 'static,
+    S::Error: Into<Box<dyn Error + Send + Sync>>,
+    S::Future: Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn Error + Send + Sync>>,
+{
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -47,12 +55,6 @@ pub async fn serve(
         // Linux, 200 ms on Windows). It costs throughput on loopback
         // benchmarks (about 20% fewer deliveries per second), not latency.
         let _ = stream.set_nodelay(true);
-        let service = app
-            .clone()
-            .map_request(move |mut request: http::Request<_>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            });
         let connection = hyper::server::conn::http1::Builder::new()
             // Frames are copied into the connection's write buffer, which
             // hyper allocates anyway, rather than queued beside it: a held
@@ -60,7 +62,7 @@ pub async fn serve(
             // and each frame goes out in one plain write (about 10% more
             // deliveries per second, 5% sooner to the last of 10,000).
             .writev(false)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            .serve_connection(TokioIo::new(stream), service_for(peer));
         // Spawned as it is: wrapping it in an `async` block to log its
         // error would double the task's size (the block keeps the future
         // both as a capture and as the value awaited), and every held

@@ -96,6 +96,10 @@ impl Cors {
         }
     }
 
+    /// The most headers [`decorate`](Self::decorate) adds, so answers can
+    /// size their header maps once.
+    pub(crate) const ANSWER_HEADERS: usize = 4;
+
     /// Adds the CORS headers to an answer for a request from `origin`
     /// (nothing for origins not allowed, so the browser withholds the answer).
     pub(crate) fn decorate(&self, origin: Option<&HeaderValue>, headers: &mut HeaderMap) {

@@ -2,7 +2,7 @@
 
 use super::{
     encode::{self, Json},
-    CometBody, ProtocolError, Route, StreamFormat, SubscribeParams, Transport,
+    CometBody, Cors, ProtocolError, Route, StreamFormat, SubscribeParams, Transport,
 };
 use crate::{ChannelName, Hub, Start, Subscription};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -98,11 +98,7 @@ pub fn serve(hub: &Hub, route: &Route, request: &Parts) -> ResponseFuture {
 
 /// How many headers the route's CORS adds to an answer, at most.
 fn cors_headers(route: &Route) -> usize {
-    if route.cors.is_some() {
-        4
-    } else {
-        0
-    }
+    route.cors.as_ref().map_or(0, |_| Cors::ANSWER_HEADERS)
 }
 
 /// The transport a request gets.
