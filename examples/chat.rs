@@ -25,6 +25,8 @@
 mod common;
 #[path = "common/http1.rs"]
 mod http1;
+#[path = "common/runtime.rs"]
+mod runtime;
 
 use axum::{
     extract::{ConnectInfo, Path, State},
@@ -43,8 +45,11 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use tower::ServiceExt;
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    runtime::runtime()?.block_on(run())
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     common::init_logging();
     let listener = common::listen().await?;
     let hub = Hub::new();

@@ -12,9 +12,14 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 #[path = "common/http1.rs"]
 mod http1;
+#[path = "common/runtime.rs"]
+mod runtime;
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
+fn main() -> std::io::Result<()> {
+    runtime::runtime()?.block_on(run())
+}
+
+async fn run() -> std::io::Result<()> {
     let addr = std::env::var("COMET_ADDR").unwrap_or_else(|_| "127.0.0.1:3300".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!(

@@ -8,6 +8,8 @@
 //! ```
 
 mod common;
+#[path = "common/runtime.rs"]
+mod runtime;
 
 use comet::{
     protocol::{PublishRoute, Route},
@@ -17,8 +19,11 @@ use comet::{
 use serde::Deserialize;
 use warp::{http::StatusCode, reply::Response, Filter, Reply};
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    runtime::runtime()?.block_on(run())
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     common::init_logging();
     let listener = common::listen().await?;
     let hub = Hub::new();
