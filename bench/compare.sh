@@ -92,10 +92,15 @@ declare -A RESULT
 measure() {
     local key=$1; shift
     for round in $(seq "$ROUNDS"); do
-        for server in $SERVERS; do
-            echo "... $key on $server (round $round)" >&2
-            RESULT[$key,$server,$round]=$(run "$server" "$@")
-        done
+        measure_round "$key" "$round" "$@"
+    done
+}
+# measure_round KEY ROUND SCENARIO ARGS...: one round on every server.
+measure_round() {
+    local key=$1 round=$2; shift 2
+    for server in $SERVERS; do
+        echo "... $key on $server (round $round)" >&2
+        RESULT[$key,$server,$round]=$(run "$server" "$@")
     done
 }
 # median KEY SERVER METRIC: the median over rounds ("" when absent).
@@ -120,24 +125,23 @@ show() {
         "$(ratio "${values[1]}" "${values[3]}" || true)"
 }
 
-# Memory: one run each, every one on fresh processes.
-MEMORY_ROUNDS=$ROUNDS; ROUNDS=1
-restart; measure idle1k   idle --subscribers 1000
-restart; measure idlebig  idle --subscribers "$BIG"
+# Memory: every round on fresh processes, as memory figures move by about
+# 10% from one process to the next.
+for round in $(seq "$ROUNDS"); do
+    restart; measure_round idle1k  "$round" idle --subscribers 1000
+    restart; measure_round idlebig "$round" idle --subscribers "$BIG"
+done
 restart; HOLD=$(run hold idle --subscribers "$BIG" | field rss_per_conn)
 restart
-ROUNDS=$MEMORY_ROUNDS
 measure fan1k    fanout --subscribers 1000 --messages 3 --rate 2
 measure fanbig   fanout --subscribers "$BIG" --messages 3 --rate 1
 measure through  throughput --subscribers 100 --duration 5 --publishers 8
 measure follow   follow --subscribers 1000 --messages 50 --rate 20
 
-printf '\nmedians of %s rounds (memory: one run on fresh processes)\n' "$ROUNDS"
+printf '\nmedians of %s rounds (memory: each round on fresh processes)\n' "$ROUNDS"
 printf '%-36s %12s %12s %12s %12s %8s %8s\n' "scenario" "comet-axum" "comet-hyper" "recipe" "nchan" "axum/n" "hyper/n"
-ROUNDS=1
 show "idle SSE 1000: bytes/conn"          idle1k  rss_per_conn
 show "idle SSE $BIG: bytes/conn"          idlebig rss_per_conn
-ROUNDS=$MEMORY_ROUNDS
 echo "  (a bare held axum SSE connection, $BIG: ${HOLD:-?} bytes/conn)"
 show "fanout 1000 SSE: last ms"           fan1k   last_ms
 show "fanout $BIG SSE: last ms"           fanbig  last_ms
