@@ -12,8 +12,8 @@
 //! the allocator for the next connection. jemalloc keeps 8 KiB blocks
 //! page-aligned in slabs of their own, so that unwritten buffer costs no
 //! memory; glibc's malloc puts other allocations on its pages. With 10,000
-//! idle SSE subscribers: 11.3 KB resident per connection with glibc, 8.7 to
-//! 9.8 KB with jemalloc.
+//! idle SSE subscribers: 11.3 KB resident per connection with glibc, 8.6 to
+//! 9.8 KB with jemalloc (one worker thread to two).
 //!
 //! **The event interval.** A publish makes every waiting subscriber's task
 //! ready at once. With tokio's default `event_interval` (61), a worker stops
