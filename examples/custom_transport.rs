@@ -127,7 +127,7 @@ async fn serve_lines(listener: TcpListener, hub: Hub) -> Result<(), Box<dyn std:
                     return;
                 }
             };
-            let mut subscription = match hub.subscribe([channel], start) {
+            let mut subscription = match hub.subscribe([channel], start).await {
                 Ok(subscription) => subscription,
                 Err(e) => {
                     let _ = write.write_all(format!("ERR {e}\n").as_bytes()).await;

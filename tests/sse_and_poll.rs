@@ -137,7 +137,7 @@ async fn sse_reconnect_with_last_event_id_gets_exactly_what_it_missed(adapter: A
 
 async fn sse_eviction_shows_a_comet_gap_event(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
-    let cursor = hub.head(["small/c"]).unwrap();
+    let cursor = hub.head(["small/c"]).await.unwrap();
     for i in 1..=5 {
         hub.publish("small/c", i.to_string()).await.unwrap();
     }
@@ -258,7 +258,7 @@ async fn one_connection_carries_many_channels(adapter: Adapter) {
 
 async fn long_poll_answers_at_once_when_messages_wait(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
-    let cursor = hub.head(["chat"]).unwrap();
+    let cursor = hub.head(["chat"]).await.unwrap();
     hub.publish("chat", "1").await.unwrap();
     hub.publish("chat", Payload::json(&serde_json::json!({"n": 2})).unwrap())
         .await
@@ -282,7 +282,7 @@ async fn long_poll_answers_at_once_when_messages_wait(adapter: Adapter) {
 
 async fn long_poll_over_several_channels_gives_each_message_its_own_cursor(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
-    let cursor = hub.head(["a", "b"]).unwrap();
+    let cursor = hub.head(["a", "b"]).await.unwrap();
     for (channel, text) in [("a", "1"), ("b", "2"), ("a", "3")] {
         hub.publish(channel, text).await.unwrap();
     }
@@ -328,7 +328,7 @@ async fn long_poll_over_several_channels_gives_each_message_its_own_cursor(adapt
 
 async fn long_poll_holds_until_a_message_arrives(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
-    let cursor = hub.head(["chat"]).unwrap();
+    let cursor = hub.head(["chat"]).await.unwrap();
     let url = server.url(&format!("/comet/poll?channel=chat&cursor={cursor}"));
     let held = tokio::spawn(poll(client().get(url)));
     eventually("poll subscribed", || {
@@ -343,7 +343,7 @@ async fn long_poll_holds_until_a_message_arrives(adapter: Adapter) {
 
 async fn long_poll_times_out_with_an_empty_batch_and_the_same_cursor(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
-    let cursor = hub.head(["chat"]).unwrap().encode();
+    let cursor = hub.head(["chat"]).await.unwrap().encode();
     let started = std::time::Instant::now();
     let answer = poll(client().get(server.url(&format!(
         "/comet/poll?channel=chat&cursor={cursor}&timeout=0.2"
@@ -364,7 +364,7 @@ async fn long_poll_times_out_with_an_empty_batch_and_the_same_cursor(adapter: Ad
 
 async fn long_poll_resumes_by_cursor_and_by_if_none_match(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
-    let start_cursor = hub.head(["chat"]).unwrap();
+    let start_cursor = hub.head(["chat"]).await.unwrap();
     for i in 1..=3 {
         hub.publish("chat", i.to_string()).await.unwrap();
     }
@@ -396,7 +396,7 @@ async fn long_poll_resumes_by_cursor_and_by_if_none_match(adapter: Adapter) {
 
 async fn long_poll_reports_gaps(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
-    let cursor = hub.head(["small/p"]).unwrap();
+    let cursor = hub.head(["small/p"]).await.unwrap();
     for i in 1..=5 {
         hub.publish("small/p", i.to_string()).await.unwrap();
     }
@@ -585,7 +585,7 @@ async fn a_disconnected_long_poll_frees_its_subscription(adapter: Adapter) {
 async fn shutdown_ends_streams_and_answers_held_polls_with_their_cursor(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
     let mut events = sse(&server, "channel=s").await;
-    let cursor = hub.head(["s"]).unwrap().encode();
+    let cursor = hub.head(["s"]).await.unwrap().encode();
     let url = server.url(&format!("/comet/poll?channel=s&cursor={cursor}"));
     let held = tokio::spawn(poll(client().get(url)));
     eventually("both subscribed", || hub.channel_subscriber_count("s") == 2).await;

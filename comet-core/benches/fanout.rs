@@ -49,7 +49,9 @@ fn waiting_subscribers(rt: &Runtime, n: usize) -> (Hub, Arc<Round>) {
     let hub = Hub::new();
     let round = Round::new();
     for _ in 0..n {
-        let mut sub = hub.subscribe(["bench"], Start::head()).unwrap();
+        let mut sub = rt
+            .block_on(hub.subscribe(["bench"], Start::head()))
+            .unwrap();
         let round = round.clone();
         rt.spawn(async move {
             while sub.next().await.is_some() {
@@ -66,7 +68,10 @@ fn publish(c: &mut Criterion) {
     for subscribers in [0usize, 1_000] {
         let hub = Hub::new();
         let subs: Vec<_> = (0..subscribers)
-            .map(|_| hub.subscribe(["bench"], Start::head()).unwrap())
+            .map(|_| {
+                rt.block_on(hub.subscribe(["bench"], Start::head()))
+                    .unwrap()
+            })
             .collect();
         group.bench_function(
             BenchmarkId::new("unpolled_subscriptions", subscribers),

@@ -71,11 +71,18 @@ pub enum Read {
 
 /// A channel's history, its epoch, its subscribers and its wake-up signal.
 ///
-/// Engines create and feed these; subscriptions read them.
+/// Engines create and feed these; subscriptions read them. An engine that
+/// numbers messages itself (the in-memory one) feeds a log with
+/// [`append`](Self::append); an engine that mirrors history kept elsewhere
+/// (a backplane shared by several nodes) feeds it with
+/// [`extend`](Self::extend) and starts it over with [`restart`](Self::restart)
+/// when that history began anew, which gives every reader one gap.
 #[derive(Debug)]
 pub struct ChannelLog {
     name: ChannelName,
-    epoch: u64,
+    /// A copy of `LogState::epoch`, stored (under the write lock) before
+    /// waiters are woken, for the lock-free fast path of caught-up readers.
+    epoch: AtomicU64,
     policy: HistoryPolicy,
     state: RwLock<LogState>,
     notify: Arc<Notify>,
@@ -99,22 +106,44 @@ const INLINE_WAKE_LIMIT: usize = 32;
 
 #[derive(Debug)]
 struct LogState {
+    epoch: u64,
     messages: VecDeque<Arc<Message>>,
     /// The offset of the last message ever published in this epoch.
     last_offset: u64,
 }
 
+/// What [`ChannelLog::extend`] did with a message numbered elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extend {
+    /// It was the next one: appended, and readers woken.
+    Appended,
+    /// The log already had it (same epoch, offset at or before the head).
+    Duplicate,
+    /// It does not follow the head (messages are missing before it, or it
+    /// belongs to another epoch): nothing changed; the engine must fetch
+    /// what is missing, or [`restart`](ChannelLog::restart) the log.
+    OutOfOrder,
+}
+
 impl ChannelLog {
     /// A fresh history with a new random epoch.
     pub fn new(name: ChannelName, policy: HistoryPolicy) -> Self {
+        Self::with_epoch(name, policy, crate::epoch::random_epoch())
+    }
+
+    /// An empty history in `epoch` (an engine that keeps epochs elsewhere
+    /// creates its logs so, then [`restart`](Self::restart)s them with what it
+    /// loaded).
+    pub fn with_epoch(name: ChannelName, policy: HistoryPolicy, epoch: u64) -> Self {
         Self {
             name,
-            epoch: crate::epoch::random_epoch(),
+            epoch: AtomicU64::new(epoch),
             policy: HistoryPolicy {
                 max_messages: policy.max_messages.max(1),
                 ..policy
             },
             state: RwLock::new(LogState {
+                epoch,
                 messages: VecDeque::new(),
                 last_offset: 0,
             }),
@@ -133,7 +162,12 @@ impl ChannelLog {
 
     /// The epoch of this history.
     pub fn epoch(&self) -> u64 {
-        self.epoch
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// The history policy it keeps.
+    pub fn policy(&self) -> HistoryPolicy {
+        self.policy
     }
 
     /// Subscriptions currently attached.
@@ -149,25 +183,102 @@ impl ChannelLog {
             let offset = state.last_offset + 1;
             let message = Arc::new(Message::new(
                 self.name.clone(),
-                self.epoch,
+                state.epoch,
                 offset,
                 payload.kind,
                 payload.event.map(String::into_boxed_str),
                 payload.data,
             ));
-            state.last_offset = offset;
-            self.published.store(offset, Ordering::Release);
-            self.last_active
-                .store(self.stamp(message.published_at), Ordering::Relaxed);
-            state.messages.push_back(message.clone());
-            while state.messages.len() > self.policy.max_messages {
-                state.messages.pop_front();
-            }
-            self.trim_expired(&mut state, message.published_at);
+            self.push(&mut state, message.clone());
             message
         };
         self.wake_waiters();
         message
+    }
+
+    /// Appends a message numbered elsewhere, if it is the next one: the
+    /// engine's backplane assigned its epoch and offset. Readers are woken
+    /// when it is appended.
+    pub fn extend(&self, message: Arc<Message>) -> Extend {
+        {
+            let mut state = self.write();
+            if message.epoch != state.epoch || message.offset > state.last_offset + 1 {
+                return Extend::OutOfOrder;
+            }
+            if message.offset <= state.last_offset {
+                return Extend::Duplicate;
+            }
+            self.push(&mut state, message);
+        }
+        self.wake_waiters();
+        Extend::Appended
+    }
+
+    /// Starts the history over as `epoch`, whose newest offset is
+    /// `last_offset`, holding `history` (the newest messages of that epoch, in
+    /// order, ending at `last_offset`; older or other-epoch ones are skipped).
+    ///
+    /// Readers positioned in another epoch get one gap of unknown size and
+    /// continue from the oldest message held, as after a restart. Calling it
+    /// with the epoch the log has and a later `last_offset` brings a mirror up
+    /// to date instead: readers get the new messages, or an exact gap for
+    /// those not in `history`. A `last_offset` behind the head in the same
+    /// epoch is refused (`false`): offsets must never be reused; the engine
+    /// has to move to a new epoch.
+    pub fn restart(
+        &self,
+        epoch: u64,
+        last_offset: u64,
+        history: impl IntoIterator<Item = Arc<Message>>,
+    ) -> bool {
+        {
+            let mut state = self.write();
+            if epoch == state.epoch && last_offset < state.last_offset {
+                return false;
+            }
+            if epoch != state.epoch {
+                state.messages.clear();
+                state.epoch = epoch;
+                state.last_offset = 0;
+            }
+            for message in history {
+                if message.epoch != epoch
+                    || message.offset > last_offset
+                    || message.offset <= state.last_offset
+                {
+                    continue;
+                }
+                if message.offset != state.last_offset + 1 {
+                    // A hole before it: what the log held no longer leads up
+                    // to it, so readers get an exact gap from here.
+                    state.messages.clear();
+                    state.last_offset = message.offset - 1;
+                }
+                self.push(&mut state, message);
+            }
+            if state.last_offset < last_offset {
+                state.messages.clear();
+                state.last_offset = last_offset;
+            }
+            self.epoch.store(epoch, Ordering::Release);
+            self.published.store(state.last_offset, Ordering::Release);
+        }
+        self.notify.notify_waiters();
+        true
+    }
+
+    /// Appends `message` (the next offset of the log's epoch) and trims.
+    fn push(&self, state: &mut LogState, message: Arc<Message>) {
+        state.last_offset = message.offset;
+        self.published.store(message.offset, Ordering::Release);
+        self.last_active
+            .store(self.stamp(message.published_at), Ordering::Relaxed);
+        let published_at = message.published_at;
+        state.messages.push_back(message);
+        while state.messages.len() > self.policy.max_messages {
+            state.messages.pop_front();
+        }
+        self.trim_expired(state, published_at);
     }
 
     fn wake_waiters(&self) {
@@ -185,50 +296,61 @@ impl ChannelLog {
 
     /// The position of the newest message (offset 0 before the first).
     pub fn head(&self) -> Position {
-        Position::new(&self.name, self.epoch, self.read().last_offset)
+        let state = self.read();
+        Position::new(&self.name, state.epoch, state.last_offset)
     }
 
-    /// Where a subscription starts: at `from` if given (clamped to the head,
-    /// so a forged cursor cannot skip messages still to come), else by `since`.
+    /// Where a subscription starts: at `from` if given, else by `since`.
+    ///
+    /// A position in another epoch, or ahead of the head (a forged cursor, or
+    /// one from a history that was rolled back), is kept as is: the first read
+    /// reports it as a gap of unknown size, never as a silent jump.
     pub fn start(&self, from: Option<Position>, since: Since) -> Position {
+        if let Some(position) = from {
+            return position;
+        }
         let state = self.live_state();
-        let offset = match from {
-            Some(p) if p.epoch == self.epoch => p.offset.min(state.last_offset),
-            // Another epoch: kept as is, so the first read reports the gap.
-            Some(p) => return p,
-            None => match since {
-                Since::Head => state.last_offset,
-                Since::Oldest => state.last_offset - state.messages.len() as u64,
-                Since::Last(n) => state.last_offset - (state.messages.len() as u64).min(n),
-            },
+        let offset = match since {
+            Since::Head => state.last_offset,
+            Since::Oldest => state.last_offset - state.messages.len() as u64,
+            Since::Last(n) => state.last_offset - (state.messages.len() as u64).min(n),
         };
-        Position::new(&self.name, self.epoch, offset)
+        Position::new(&self.name, state.epoch, offset)
     }
 
     /// The message after `position`, a gap, or nothing yet.
     pub fn read_after(&self, position: Position) -> Read {
-        // Fast path for a caught-up reader: no lock. A publish that this load
-        // misses comes after the reader's waiter was armed, so it wakes it.
-        if position.epoch == self.epoch && position.offset >= self.published.load(Ordering::Acquire)
+        // Fast path for a caught-up reader: no lock. A publish or restart that
+        // these loads miss comes after the reader's waiter was armed, so it
+        // wakes it.
+        if position.offset == self.published.load(Ordering::Acquire)
+            && position.epoch == self.epoch.load(Ordering::Acquire)
         {
             return Read::Nothing;
         }
         let state = self.live_state();
         let retained = state.messages.len() as u64;
         let oldest_before = state.last_offset - retained;
-        if position.epoch != self.epoch {
+        if position.epoch != state.epoch {
             return Read::Gap {
                 missed: None,
-                resume: Position::new(&self.name, self.epoch, oldest_before),
+                resume: Position::new(&self.name, state.epoch, oldest_before),
             };
         }
-        if position.offset >= state.last_offset {
+        if position.offset > state.last_offset {
+            // Ahead of the head: what the reader saw is not this history.
+            return Read::Gap {
+                missed: None,
+                resume: Position::new(&self.name, state.epoch, state.last_offset),
+            };
+        }
+        if position.offset == state.last_offset {
             return Read::Nothing;
         }
         if position.offset < oldest_before {
             return Read::Gap {
                 missed: Some(oldest_before - position.offset),
-                resume: Position::new(&self.name, self.epoch, oldest_before),
+                resume: Position::new(&self.name, state.epoch, oldest_before),
             };
         }
         let index = (position.offset - oldest_before) as usize;
@@ -247,11 +369,15 @@ impl ChannelLog {
         self.notify.clone().notified_owned()
     }
 
-    pub(crate) fn attach(&self) {
+    /// Counts one more subscriber. Engines call this from
+    /// [`Engine::attach`](crate::Engine::attach), under the same lock that
+    /// finds the log, so that no sweep drops a log being attached.
+    pub fn attach(&self) {
         self.subscribers.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn detach(&self) {
+    /// Counts one subscriber less (a subscription dropping does this).
+    pub fn detach(&self) {
         self.subscribers.fetch_sub(1, Ordering::Relaxed);
         self.touch();
     }
@@ -395,10 +521,73 @@ mod tests {
         assert_eq!(log.start(None, Since::Oldest).offset, 2);
         assert_eq!(log.start(None, Since::Last(1)).offset, 4);
         assert_eq!(log.start(None, Since::Last(99)).offset, 2);
+        // Ahead of the head (forged, or from a history rolled back): kept, so
+        // that the first read reports a gap rather than skipping in silence.
         let forged = Position::new(log.name(), log.epoch(), 1_000);
-        assert_eq!(log.start(Some(forged), Since::Head).offset, 5, "clamped");
+        assert_eq!(log.start(Some(forged), Since::Head), forged);
+        assert_eq!(offsets_after(&log, forged), ["gap:None"]);
+        log.append(Payload::text("x"));
+        let at = Position::new(log.name(), log.epoch(), 5);
+        assert_eq!(offsets_after(&log, at), ["6"], "resumes at the head");
         let other = Position::new(log.name(), 42, 3);
         assert_eq!(log.start(Some(other), Since::Head), other);
+    }
+
+    fn numbered(log: &ChannelLog, epoch: u64, offset: u64) -> Arc<Message> {
+        Arc::new(Message::new(
+            log.name().clone(),
+            epoch,
+            offset,
+            crate::PayloadKind::Text,
+            None,
+            bytes::Bytes::from(offset.to_string()),
+        ))
+    }
+
+    #[test]
+    fn extend_takes_only_the_next_message_of_its_epoch() {
+        let log =
+            ChannelLog::with_epoch(ChannelName::new("c").unwrap(), HistoryPolicy::default(), 7);
+        assert_eq!(log.extend(numbered(&log, 7, 1)), Extend::Appended);
+        assert_eq!(log.extend(numbered(&log, 7, 1)), Extend::Duplicate);
+        assert_eq!(log.extend(numbered(&log, 7, 3)), Extend::OutOfOrder);
+        assert_eq!(log.extend(numbered(&log, 8, 2)), Extend::OutOfOrder);
+        assert_eq!(log.extend(numbered(&log, 7, 2)), Extend::Appended);
+        let at = Position::new(log.name(), 7, 0);
+        assert_eq!(offsets_after(&log, at), ["1", "2"]);
+    }
+
+    #[test]
+    fn restart_in_a_new_epoch_is_one_unknown_gap_for_every_reader() {
+        let log =
+            ChannelLog::with_epoch(ChannelName::new("c").unwrap(), HistoryPolicy::default(), 7);
+        for offset in 1..=3 {
+            log.extend(numbered(&log, 7, offset));
+        }
+        let reader = Position::new(log.name(), 7, 3);
+        assert!(log.restart(9, 5, (4..=5).map(|o| numbered(&log, 9, o))));
+        assert_eq!(log.epoch(), 9);
+        assert_eq!(offsets_after(&log, reader), ["gap:None", "4", "5"]);
+        // The same epoch going back would reuse offsets: refused.
+        assert!(!log.restart(9, 2, []));
+        assert_eq!(log.head().offset, 5);
+    }
+
+    #[test]
+    fn restart_in_the_same_epoch_catches_up_with_an_exact_gap_for_a_hole() {
+        let log =
+            ChannelLog::with_epoch(ChannelName::new("c").unwrap(), HistoryPolicy::default(), 7);
+        log.extend(numbered(&log, 7, 1));
+        let reader = Position::new(log.name(), 7, 1);
+        // 2 and 3 follow on; 5 and 6 come after a hole (4 is gone).
+        assert!(log.restart(7, 3, (2..=3).map(|o| numbered(&log, 7, o))));
+        assert_eq!(offsets_after(&log, reader), ["2", "3"]);
+        assert!(log.restart(7, 6, (5..=6).map(|o| numbered(&log, 7, o))));
+        let at = Position::new(log.name(), 7, 3);
+        assert_eq!(offsets_after(&log, at), ["gap:Some(1)", "5", "6"]);
+        // Nothing retained up to the head: readers are told what they missed.
+        assert!(log.restart(7, 9, []));
+        assert_eq!(offsets_after(&log, at), ["gap:Some(6)"]);
     }
 
     #[tokio::test(start_paused = true)]

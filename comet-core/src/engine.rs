@@ -3,40 +3,58 @@
 //! Transports and subscriptions only ever see [`ChannelLog`]s, the local view
 //! of a channel. An engine decides how those logs are found and fed: the
 //! [`MemoryEngine`](crate::MemoryEngine) appends to them directly; an engine
-//! shared by several nodes would append through its backplane and feed each
-//! node's logs from it. Swapping engines touches no transport.
+//! shared by several nodes (the Redis engine of `comet-redis`) appends through
+//! its backplane and feeds each node's logs from it. Swapping engines touches
+//! no transport.
 
-use crate::{ChannelLog, ChannelName, Message, Payload};
+use crate::{ChannelLog, ChannelName, Message, Payload, Position};
 use std::{future::Future, pin::Pin, sync::Arc};
 
 /// The future an engine's publish returns.
-pub type PublishFuture =
-    Pin<Box<dyn Future<Output = Result<Arc<Message>, EngineError>> + Send + 'static>>;
+pub type PublishFuture = EngineFuture<Arc<Message>>;
 
-/// An engine failed to publish (a backplane was unreachable, say).
+/// The future of an engine operation that may need its backplane.
+pub type EngineFuture<T> = Pin<Box<dyn Future<Output = Result<T, EngineError>> + Send + 'static>>;
+
+/// An engine failed (a backplane was unreachable, say). The hub reports it
+/// as [`PublishError::Engine`](crate::PublishError::Engine) or
+/// [`SubscribeError::Unavailable`](crate::SubscribeError::Unavailable), and
+/// the protocol answers 503 `unavailable`.
 pub type EngineError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where history lives and how publishes reach subscribers.
 ///
 /// The [`Hub`](crate::Hub) validates names, payloads and limits before calling
-/// an engine, so engines see only well-formed input.
+/// an engine, so engines see only well-formed input. Implement it to keep
+/// history somewhere else; every transport and adapter works unchanged.
 pub trait Engine: Send + Sync + 'static {
     /// Appends `payload` to `channel` and wakes its subscribers; resolves to
     /// the stored message.
     fn publish(&self, channel: &ChannelName, payload: Payload) -> PublishFuture;
 
     /// The log of `channel`, created if needed, with one more subscriber
-    /// counted. Counting happens here, atomically with the lookup, so that the
-    /// engine never drops a log a subscription is about to hold.
-    fn attach(&self, channel: &ChannelName) -> Arc<ChannelLog>;
+    /// counted ([`ChannelLog::attach`]). Counting happens with the lookup, so
+    /// that the engine never drops a log a subscription is about to hold.
+    ///
+    /// `from` is where the subscriber resumes, if it has a cursor: an engine
+    /// whose logs mirror a shared history must bring the log up to date with
+    /// it first when it names another epoch or an offset ahead of the log (it
+    /// may come from another node that is further along).
+    fn attach(
+        &self,
+        channel: &ChannelName,
+        from: Option<Position>,
+    ) -> EngineFuture<Arc<ChannelLog>>;
 
-    /// The log of `channel`, created if needed, without subscribing.
-    fn log(&self, channel: &ChannelName) -> Arc<ChannelLog>;
+    /// The position of the newest message of `channel`, the same on every
+    /// node that shares the history (a channel never published to gets its
+    /// epoch here, so that the position stays valid).
+    fn head(&self, channel: &ChannelName) -> EngineFuture<Position>;
 
-    /// The log of `channel` if it exists.
+    /// The log of `channel` if this node holds it.
     fn existing(&self, channel: &ChannelName) -> Option<Arc<ChannelLog>>;
 
-    /// How many channels exist.
+    /// How many channels this node holds.
     fn channel_count(&self) -> usize;
 
     /// Wakes every waiter of every channel (used by shutdown, so that

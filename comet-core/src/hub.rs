@@ -34,7 +34,7 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 /// use tokio_stream::StreamExt;
 ///
 /// let hub = Hub::new();
-/// let mut sub = hub.subscribe(["chat"], Start::head()).unwrap();
+/// let mut sub = hub.subscribe(["chat"], Start::head()).await.unwrap();
 /// hub.publish("chat", Payload::text("hello").event("said")).await.unwrap();
 ///
 /// let Some(Item::Message { message, cursor }) = sub.next().await else { unreachable!() };
@@ -42,7 +42,7 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 ///
 /// // A client that comes back with `cursor` gets exactly what it missed.
 /// hub.publish("chat", "again").await.unwrap();
-/// let mut resumed = hub.subscribe(["chat"], cursor).unwrap();
+/// let mut resumed = hub.subscribe(["chat"], cursor).await.unwrap();
 /// assert_eq!(resumed.next().await.unwrap().message().unwrap().text(), "again");
 /// # });
 /// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -190,9 +190,12 @@ impl Hub {
 
     /// Subscribes to `channels` (duplicates are ignored) from `start`.
     ///
-    /// Positions are fixed when this returns: a message published after it is
-    /// delivered even if the stream is first polled later.
-    pub fn subscribe<I>(
+    /// Positions are fixed when this resolves: a message published after it
+    /// is delivered even if the stream is first polled later. With the
+    /// in-memory engine it resolves at once; an engine with a backplane may
+    /// first load the channels' state from it, and fails with
+    /// [`SubscribeError::Unavailable`] when it cannot.
+    pub async fn subscribe<I>(
         &self,
         channels: I,
         start: impl Into<Start>,
@@ -202,11 +205,11 @@ impl Hub {
         I::Item: AsRef<str>,
     {
         let names = self.channel_names(channels)?;
-        self.subscribe_names(&names, start.into())
+        self.subscribe_names(&names, start.into()).await
     }
 
     /// Subscribes to names [`channel_names`](Self::channel_names) already checked.
-    pub(crate) fn subscribe_names(
+    pub(crate) async fn subscribe_names(
         &self,
         names: &[ChannelName],
         start: Start,
@@ -223,43 +226,55 @@ impl Hub {
                 max: self.shared.max_subscribers,
             });
         }
-        let mut attached: Vec<(Arc<ChannelLog>, crate::Position)> = Vec::with_capacity(names.len());
+        // Undoes the counting if attaching fails or the future is dropped.
+        let mut attached = Attached {
+            hub: &self.shared,
+            logs: Vec::with_capacity(names.len()),
+            complete: false,
+        };
         for name in names {
-            let log = self.shared.engine.attach(name);
-            if log.subscriber_count() > self.shared.max_channel_subscribers {
-                log.detach();
-                for (log, _) in &attached {
-                    log.detach();
-                }
-                self.shared.subscribers.fetch_sub(1, Ordering::Relaxed);
+            let from = start.cursor.as_ref().and_then(|c| c.position(name));
+            let log = self
+                .shared
+                .engine
+                .attach(name, from)
+                .await
+                .map_err(|error| SubscribeError::Unavailable {
+                    reason: error.to_string(),
+                })?;
+            let full = log.subscriber_count() > self.shared.max_channel_subscribers;
+            let position = log.start(from, start.since);
+            attached.logs.push((log, position));
+            if full {
                 return Err(SubscribeError::TooManySubscribers {
                     channel: Some(name.clone()),
                     max: self.shared.max_channel_subscribers,
                 });
             }
-            let from = start.cursor.as_ref().and_then(|c| c.position(name));
-            let position = log.start(from, start.since);
-            attached.push((log, position));
         }
-        Ok(Subscription::new(self.shared.clone(), attached))
+        Ok(Subscription::new(self.shared.clone(), attached.complete()))
     }
 
     /// A cursor at the newest message of each channel.
     ///
     /// Render a page with the state as of now, embed this cursor, and let the
     /// page subscribe with it: nothing published in between is lost.
-    pub fn head<I>(&self, channels: I) -> Result<Cursor, SubscribeError>
+    pub async fn head<I>(&self, channels: I) -> Result<Cursor, SubscribeError>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
         let names = self.channel_names(channels)?;
-        Ok(Cursor::from_positions(
-            names
-                .iter()
-                .map(|name| self.shared.engine.log(name).head())
-                .collect(),
-        ))
+        let mut positions = Vec::with_capacity(names.len());
+        for name in &names {
+            let head = self.shared.engine.head(name).await.map_err(|error| {
+                SubscribeError::Unavailable {
+                    reason: error.to_string(),
+                }
+            })?;
+            positions.push(head);
+        }
+        Ok(Cursor::from_positions(positions))
     }
 
     /// Begins shutdown: every subscription's stream ends (after the item it
@@ -341,6 +356,34 @@ impl Hub {
             return Err(SubscribeError::NoChannels);
         }
         Ok(names)
+    }
+}
+
+/// Channels attached so far by a subscribe in progress: if it fails or is
+/// dropped before it completes, their counts and the hub's are given back.
+struct Attached<'a> {
+    hub: &'a HubShared,
+    logs: Vec<(Arc<ChannelLog>, crate::Position)>,
+    complete: bool,
+}
+
+impl Attached<'_> {
+    /// Every channel is attached: the subscription takes the counts over.
+    fn complete(mut self) -> Vec<(Arc<ChannelLog>, crate::Position)> {
+        self.complete = true;
+        std::mem::take(&mut self.logs)
+    }
+}
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        if self.complete {
+            return;
+        }
+        for (log, _) in &self.logs {
+            log.detach();
+        }
+        self.hub.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -542,6 +585,12 @@ pub enum SubscribeError {
     },
     /// The hub is shutting down.
     ShuttingDown,
+    /// The engine could not reach what it needs (its backplane is down, say);
+    /// retry later.
+    Unavailable {
+        /// What failed.
+        reason: String,
+    },
 }
 
 impl fmt::Display for SubscribeError {
@@ -567,6 +616,12 @@ impl fmt::Display for SubscribeError {
             ),
             Self::ShuttingDown => {
                 f.write_str("the server is shutting down; reconnect with your cursor")
+            }
+            Self::Unavailable { reason } => {
+                write!(
+                    f,
+                    "the channel engine is unavailable ({reason}); retry later"
+                )
             }
         }
     }

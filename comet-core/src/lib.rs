@@ -33,13 +33,13 @@
 //! let hub = Hub::builder()
 //!     .history(HistoryPolicy { max_messages: 2, max_age: None })
 //!     .build();
-//! let page_cursor = hub.head(["news"]).unwrap(); // rendered into a page
+//! let page_cursor = hub.head(["news"]).await.unwrap(); // rendered into a page
 //! for text in ["a", "b", "c"] {
 //!     hub.publish("news", text).await.unwrap();
 //! }
 //! // The page subscribes with its cursor: "a" fell out of history, so it is
 //! // told exactly how much it missed before it gets the rest.
-//! let mut sub = hub.subscribe(["news"], page_cursor).unwrap();
+//! let mut sub = hub.subscribe(["news"], page_cursor).await.unwrap();
 //! assert!(matches!(sub.next().await, Some(Item::Gap { missed: Some(1), .. })));
 //! assert_eq!(sub.next().await.unwrap().message().unwrap().text(), "b");
 //! assert_eq!(sub.next().await.unwrap().message().unwrap().text(), "c");
@@ -67,10 +67,10 @@ mod payload;
 pub mod protocol;
 mod subscription;
 
-pub use channel_log::{ChannelLog, HistoryPolicy, Read, Since};
+pub use channel_log::{ChannelLog, Extend, HistoryPolicy, Read, Since};
 pub use channel_name::{ChannelName, InvalidChannelName, MAX_CHANNEL_NAME_LEN};
 pub use cursor::{Cursor, CursorError, Position, MAX_CURSOR_LEN};
-pub use engine::{Engine, EngineError, PublishFuture};
+pub use engine::{Engine, EngineError, EngineFuture, PublishFuture};
 pub use hub::{
     Hub, HubBuilder, HubStats, PublishError, Start, SubscribeError, DEFAULT_IDLE_TTL,
     DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION, DEFAULT_MAX_PAYLOAD_BYTES,

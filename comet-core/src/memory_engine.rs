@@ -1,8 +1,8 @@
 //! The default engine: all history in this process's memory.
 
 use crate::{
-    engine::{Engine, PublishFuture},
-    ChannelLog, ChannelName, HistoryPolicy, Payload,
+    engine::{Engine, EngineFuture, PublishFuture},
+    ChannelLog, ChannelName, HistoryPolicy, Payload, Position,
 };
 use std::{
     collections::HashMap,
@@ -99,6 +99,14 @@ impl MemoryEngine {
             .or_insert_with(|| Arc::new(ChannelLog::new(channel.clone(), (self.policy)(channel))));
         f(log)
     }
+
+    /// The log of `channel`, created if needed, without subscribing.
+    pub fn log(&self, channel: &ChannelName) -> Arc<ChannelLog> {
+        self.with_log(channel, |log| {
+            log.touch();
+            log.clone()
+        })
+    }
 }
 
 impl Default for MemoryEngine {
@@ -113,18 +121,20 @@ impl Engine for MemoryEngine {
         Box::pin(std::future::ready(Ok(message)))
     }
 
-    fn attach(&self, channel: &ChannelName) -> Arc<ChannelLog> {
-        self.with_log(channel, |log| {
+    fn attach(
+        &self,
+        channel: &ChannelName,
+        _from: Option<Position>,
+    ) -> EngineFuture<Arc<ChannelLog>> {
+        let log = self.with_log(channel, |log| {
             log.attach();
             log.clone()
-        })
+        });
+        Box::pin(std::future::ready(Ok(log)))
     }
 
-    fn log(&self, channel: &ChannelName) -> Arc<ChannelLog> {
-        self.with_log(channel, |log| {
-            log.touch();
-            log.clone()
-        })
+    fn head(&self, channel: &ChannelName) -> EngineFuture<Position> {
+        Box::pin(std::future::ready(Ok(self.log(channel).head())))
     }
 
     fn existing(&self, channel: &ChannelName) -> Option<Arc<ChannelLog>> {
@@ -174,7 +184,7 @@ mod tests {
             engine.log(&ChannelName::new(&format!("tmp{i}")).unwrap());
         }
         let kept = ChannelName::new("kept").unwrap();
-        let log = engine.attach(&kept);
+        let log = engine.attach(&kept, None).await.unwrap();
         let with_history = ChannelName::new("history").unwrap();
         let epoch = engine.log(&with_history).epoch();
         engine

@@ -74,6 +74,14 @@ impl Message {
         }
     }
 
+    /// Sets when it was published, for a message that was published before
+    /// this process saw it (an engine loading history from its backplane), so
+    /// that the history's maximum age counts from the publish.
+    pub fn published_at_instant(mut self, at: Instant) -> Self {
+        self.published_at = at;
+        self
+    }
+
     /// The channel it was published to.
     pub fn channel(&self) -> &ChannelName {
         &self.channel

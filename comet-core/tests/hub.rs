@@ -56,7 +56,7 @@ fn assert_idle(sub: &mut Subscription) {
 async fn head_subscription_sees_only_new_messages_in_order() {
     let hub = Hub::new();
     hub.publish("chat", "before").await.unwrap();
-    let mut sub = hub.subscribe(["chat"], Start::head()).unwrap();
+    let mut sub = hub.subscribe(["chat"], Start::head()).await.unwrap();
     for i in 0..5 {
         hub.publish("chat", format!("m{i}")).await.unwrap();
     }
@@ -68,7 +68,7 @@ async fn head_subscription_sees_only_new_messages_in_order() {
 #[tokio::test]
 async fn resume_delivers_exactly_the_missed_messages() {
     let hub = Hub::new();
-    let mut sub = hub.subscribe(["chat"], Start::head()).unwrap();
+    let mut sub = hub.subscribe(["chat"], Start::head()).await.unwrap();
     hub.publish("chat", "1").await.unwrap();
     hub.publish("chat", "2").await.unwrap();
     let (_, cursor) = take(&mut sub, 1).await;
@@ -78,6 +78,7 @@ async fn resume_delivers_exactly_the_missed_messages() {
     let token = cursor.encode();
     let mut resumed = hub
         .subscribe(["chat"], Cursor::decode(&token).unwrap())
+        .await
         .unwrap();
     let (got, _) = take(&mut resumed, 2).await;
     assert_eq!(got, ["chat:2", "chat:3"]);
@@ -87,13 +88,13 @@ async fn resume_delivers_exactly_the_missed_messages() {
 #[tokio::test]
 async fn eviction_yields_a_gap_then_the_oldest_retained() {
     let hub = small_hub(3);
-    let mut sub = hub.subscribe(["chat"], Start::head()).unwrap();
+    let mut sub = hub.subscribe(["chat"], Start::head()).await.unwrap();
     hub.publish("chat", "1").await.unwrap();
     let (_, cursor) = take(&mut sub, 1).await;
     for i in 2..=7 {
         hub.publish("chat", i.to_string()).await.unwrap();
     }
-    let mut resumed = hub.subscribe(["chat"], cursor).unwrap();
+    let mut resumed = hub.subscribe(["chat"], cursor).await.unwrap();
     let (got, _) = take(&mut resumed, 4).await;
     assert_eq!(got, ["chat:gap:3", "chat:5", "chat:6", "chat:7"]);
     // The live subscriber that fell behind gets the same gap, not a queue.
@@ -105,11 +106,11 @@ async fn eviction_yields_a_gap_then_the_oldest_retained() {
 async fn a_restarted_hub_is_another_epoch_and_yields_an_unknown_gap() {
     let hub = Hub::new();
     hub.publish("chat", "old").await.unwrap();
-    let cursor = hub.head(["chat"]).unwrap();
+    let cursor = hub.head(["chat"]).await.unwrap();
     // A restart: same channel names, new history.
     let restarted = Hub::new();
     restarted.publish("chat", "new").await.unwrap();
-    let mut sub = restarted.subscribe(["chat"], cursor).unwrap();
+    let mut sub = restarted.subscribe(["chat"], cursor).await.unwrap();
     let (got, _) = take(&mut sub, 2).await;
     assert_eq!(got, ["chat:gap:?", "chat:new"]);
 }
@@ -118,9 +119,9 @@ async fn a_restarted_hub_is_another_epoch_and_yields_an_unknown_gap() {
 async fn head_cursor_loses_nothing_between_render_and_subscribe() {
     let hub = Hub::new();
     hub.publish("room", "rendered").await.unwrap();
-    let page_cursor = hub.head(["room"]).unwrap();
+    let page_cursor = hub.head(["room"]).await.unwrap();
     hub.publish("room", "after render").await.unwrap();
-    let mut sub = hub.subscribe(["room"], page_cursor).unwrap();
+    let mut sub = hub.subscribe(["room"], page_cursor).await.unwrap();
     let (got, _) = take(&mut sub, 1).await;
     assert_eq!(got, ["room:after render"]);
     assert_idle(&mut sub);
@@ -133,17 +134,17 @@ async fn since_policies_and_cursor_ignoring_other_channels() {
         hub.publish("a", format!("a{i}")).await.unwrap();
         hub.publish("b", format!("b{i}")).await.unwrap();
     }
-    let mut all = hub.subscribe(["a"], Start::oldest()).unwrap();
+    let mut all = hub.subscribe(["a"], Start::oldest()).await.unwrap();
     assert_eq!(take(&mut all, 3).await.0, ["a:a1", "a:a2", "a:a3"]);
-    let mut last = hub.subscribe(["a"], Start::last(1)).unwrap();
+    let mut last = hub.subscribe(["a"], Start::last(1)).await.unwrap();
     assert_eq!(take(&mut last, 1).await.0, ["a:a3"]);
     assert_idle(&mut last);
 
     // A cursor naming "b" and "x" (not asked for) is fine; "a" starts by `since`.
-    let cursor = hub.head(["b", "x"]).unwrap();
+    let cursor = hub.head(["b", "x"]).await.unwrap();
     hub.publish("b", "b4").await.unwrap();
     let start = Start::cursor(cursor).since(Since::Last(1));
-    let mut sub = hub.subscribe(["a", "b"], start).unwrap();
+    let mut sub = hub.subscribe(["a", "b"], start).await.unwrap();
     let (mut got, cursor) = take(&mut sub, 2).await;
     got.sort();
     assert_eq!(got, ["a:a3", "b:b4"]);
@@ -157,13 +158,13 @@ async fn since_policies_and_cursor_ignoring_other_channels() {
 #[tokio::test]
 async fn one_subscription_carries_many_channels_with_a_cursor_for_all() {
     let hub = Hub::new();
-    let mut sub = hub.subscribe(["a", "b", "c"], Start::head()).unwrap();
+    let mut sub = hub.subscribe(["a", "b", "c"], Start::head()).await.unwrap();
     for ch in ["a", "b", "c", "a"] {
         hub.publish(ch, ch).await.unwrap();
     }
     let (_, cursor) = take(&mut sub, 2).await;
     drop(sub);
-    let mut resumed = hub.subscribe(["a", "b", "c"], cursor).unwrap();
+    let mut resumed = hub.subscribe(["a", "b", "c"], cursor).await.unwrap();
     let (got, _) = take(&mut resumed, 2).await;
     let mut all = got.clone();
     all.sort();
@@ -174,7 +175,10 @@ async fn one_subscription_carries_many_channels_with_a_cursor_for_all() {
 #[tokio::test]
 async fn a_busy_channel_does_not_starve_others() {
     let hub = Hub::new();
-    let mut sub = hub.subscribe(["busy", "quiet"], Start::head()).unwrap();
+    let mut sub = hub
+        .subscribe(["busy", "quiet"], Start::head())
+        .await
+        .unwrap();
     for i in 0..100 {
         hub.publish("busy", i.to_string()).await.unwrap();
     }
@@ -186,7 +190,7 @@ async fn a_busy_channel_does_not_starve_others() {
 #[tokio::test]
 async fn a_cancelled_wait_loses_nothing() {
     let hub = Hub::new();
-    let mut sub = hub.subscribe(["chat"], Start::head()).unwrap();
+    let mut sub = hub.subscribe(["chat"], Start::head()).await.unwrap();
     for round in 0..50 {
         // Start waiting, then abandon the wait before anything arrives.
         assert!(timeout(Duration::from_millis(1), sub.next()).await.is_err());
@@ -199,7 +203,7 @@ async fn a_cancelled_wait_loses_nothing() {
 #[tokio::test]
 async fn a_publish_between_subscribe_and_first_poll_is_delivered() {
     let hub = Hub::new();
-    let mut sub = hub.subscribe(["chat"], Start::head()).unwrap();
+    let mut sub = hub.subscribe(["chat"], Start::head()).await.unwrap();
     hub.publish("chat", "early").await.unwrap();
     assert_eq!(take(&mut sub, 1).await.0, ["chat:early"]);
 }
@@ -217,7 +221,7 @@ async fn stress_every_subscriber_gets_every_message_in_order() {
     for s in 0..SUBSCRIBERS {
         // Each subscriber takes a different subset (1 to 4 channels).
         let mine: Vec<String> = channels.iter().take(1 + s % CHANNELS).cloned().collect();
-        let mut sub = hub.subscribe(&mine, Start::head()).unwrap();
+        let mut sub = hub.subscribe(&mine, Start::head()).await.unwrap();
         let expected = mine.len() * PUBLISHERS_PER_CHANNEL * PER_PUBLISHER;
         readers.push(tokio::spawn(async move {
             // Per channel, per publisher: the last sequence number seen.
@@ -273,8 +277,8 @@ async fn stress_every_subscriber_gets_every_message_in_order() {
 #[tokio::test]
 async fn subscriber_counts_follow_drops() {
     let hub = Hub::new();
-    let a = hub.subscribe(["x", "y"], Start::head()).unwrap();
-    let b = hub.subscribe(["x"], Start::head()).unwrap();
+    let a = hub.subscribe(["x", "y"], Start::head()).await.unwrap();
+    let b = hub.subscribe(["x"], Start::head()).await.unwrap();
     assert_eq!(hub.subscriber_count(), 2);
     assert_eq!(hub.channel_subscriber_count("x"), 2);
     assert_eq!(hub.channel_subscriber_count("y"), 1);
@@ -293,23 +297,30 @@ async fn limits_are_clear_errors() {
         .max_payload_bytes(8)
         .build();
     assert!(matches!(
-        hub.subscribe(["a", "b", "c"], Start::head()),
+        hub.subscribe(["a", "b", "c"], Start::head()).await,
         Err(SubscribeError::TooManyChannels { max: 2 })
     ));
     // Duplicates are one channel.
-    assert!(hub.subscribe(["a", "a", "b", "b"], Start::head()).is_ok());
+    assert!(hub
+        .subscribe(["a", "a", "b", "b"], Start::head())
+        .await
+        .is_ok());
     assert_eq!(
         hub.subscribe(Vec::<String>::new(), Start::head())
+            .await
             .unwrap_err(),
         SubscribeError::NoChannels
     );
-    let err = hub.subscribe(["bad name"], Start::head()).unwrap_err();
+    let err = hub
+        .subscribe(["bad name"], Start::head())
+        .await
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "channel name contains ' '; allowed are A-Z a-z 0-9 _ . : @ / -"
     );
     assert!(matches!(
-        hub.subscribe(["comet-x"], Start::head()),
+        hub.subscribe(["comet-x"], Start::head()).await,
         Err(SubscribeError::InvalidChannel(_))
     ));
 
@@ -354,17 +365,17 @@ async fn per_channel_history_policy() {
         hub.publish("tiny/x", i.to_string()).await.unwrap();
         hub.publish("big", i.to_string()).await.unwrap();
     }
-    let mut tiny = hub.subscribe(["tiny/x"], Start::oldest()).unwrap();
+    let mut tiny = hub.subscribe(["tiny/x"], Start::oldest()).await.unwrap();
     assert_eq!(take(&mut tiny, 1).await.0, ["tiny/x:2"]);
-    let mut big = hub.subscribe(["big"], Start::oldest()).unwrap();
+    let mut big = hub.subscribe(["big"], Start::oldest()).await.unwrap();
     assert_eq!(take(&mut big, 3).await.0, ["big:0", "big:1", "big:2"]);
 }
 
 #[tokio::test]
 async fn messages_are_shared_not_copied() {
     let hub = Hub::new();
-    let mut a = hub.subscribe(["c"], Start::head()).unwrap();
-    let mut b = hub.subscribe(["c"], Start::head()).unwrap();
+    let mut a = hub.subscribe(["c"], Start::head()).await.unwrap();
+    let mut b = hub.subscribe(["c"], Start::head()).await.unwrap();
     hub.publish("c", Payload::json(&serde_json::json!({"k": 1})).unwrap())
         .await
         .unwrap();
@@ -377,8 +388,8 @@ async fn messages_are_shared_not_copied() {
 #[tokio::test]
 async fn shutdown_ends_streams_and_refuses_new_subscriptions() {
     let hub = Hub::new();
-    let mut idle = hub.subscribe(["a"], Start::head()).unwrap();
-    let mut other = hub.subscribe(["b"], Start::head()).unwrap();
+    let mut idle = hub.subscribe(["a"], Start::head()).await.unwrap();
+    let mut other = hub.subscribe(["b"], Start::head()).await.unwrap();
     let waiting = tokio::spawn(async move { idle.next().await.is_none() });
     // Let the waiter register, then shut down: it must wake and end.
     tokio::task::yield_now().await;
@@ -389,13 +400,14 @@ async fn shutdown_ends_streams_and_refuses_new_subscriptions() {
         "a stream polled after shutdown ends"
     );
     assert_eq!(
-        hub.subscribe(["a"], Start::head()).unwrap_err(),
+        hub.subscribe(["a"], Start::head()).await.unwrap_err(),
         SubscribeError::ShuttingDown
     );
     // History stays: a draining server can still publish, and it is retained.
     hub.publish("a", "last words").await.unwrap();
     assert_eq!(
         hub.head(["a"])
+            .await
             .unwrap()
             .position(&"a".parse().unwrap())
             .unwrap()

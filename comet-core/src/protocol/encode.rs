@@ -386,7 +386,7 @@ mod tests {
 
     async fn item(payload: Payload) -> Item {
         let hub = Hub::new();
-        let mut sub = hub.subscribe(["chat"], Start::head()).unwrap();
+        let mut sub = hub.subscribe(["chat"], Start::head()).await.unwrap();
         hub.publish("chat", payload).await.unwrap();
         sub.next().await.unwrap()
     }
@@ -497,12 +497,12 @@ mod tests {
         // One-channel subscribers (same cursor after a message) and
         // several-channel ones (each with its own cursor).
         let mut one = [
-            hub.subscribe(["x"], Start::head()).unwrap(),
-            hub.subscribe(["x"], Start::head()).unwrap(),
+            hub.subscribe(["x"], Start::head()).await.unwrap(),
+            hub.subscribe(["x"], Start::head()).await.unwrap(),
         ];
         let mut many = [
-            hub.subscribe(["x", "y"], Start::head()).unwrap(),
-            hub.subscribe(["x", "z"], Start::head()).unwrap(),
+            hub.subscribe(["x", "y"], Start::head()).await.unwrap(),
+            hub.subscribe(["x", "z"], Start::head()).await.unwrap(),
         ];
         hub.publish("x", "shared").await.unwrap();
         let (a, b) = (one[0].next().await.unwrap(), one[1].next().await.unwrap());

@@ -16,6 +16,8 @@ pub struct ProtocolError {
     message: String,
     /// The `Allow` header of a 405.
     allow: Option<&'static str>,
+    /// The `Retry-After` header (seconds) of a 503 `unavailable`.
+    retry_after: Option<u32>,
 }
 
 impl ProtocolError {
@@ -26,6 +28,17 @@ impl ProtocolError {
             code,
             message: message.into(),
             allow: None,
+            retry_after: None,
+        }
+    }
+
+    /// 503 `unavailable`: something the server needs (the engine's backplane,
+    /// such as Redis) cannot be reached; the client should retry after
+    /// `retry_after_secs` (sent as `Retry-After`).
+    pub fn unavailable(message: impl Into<String>, retry_after_secs: u32) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
         }
     }
 
@@ -84,6 +97,9 @@ impl ProtocolError {
         if let Some(allow) = self.allow {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
@@ -102,6 +118,10 @@ impl fmt::Display for ProtocolError {
 
 impl std::error::Error for ProtocolError {}
 
+/// The `Retry-After` of a 503 `unavailable`: a backplane that went away is
+/// usually back (or failed over) within seconds.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u32 = 2;
+
 impl From<crate::SubscribeError> for ProtocolError {
     fn from(error: crate::SubscribeError) -> Self {
         use crate::SubscribeError::*;
@@ -111,6 +131,9 @@ impl From<crate::SubscribeError> for ProtocolError {
             TooManyChannels { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_channels"),
             TooManySubscribers { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_subscribers"),
             ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            Unavailable { .. } => {
+                return Self::unavailable(error.to_string(), UNAVAILABLE_RETRY_AFTER_SECS)
+            }
         };
         Self::new(status, code, error.to_string())
     }

@@ -229,11 +229,11 @@ mod tests {
         );
     }
 
-    #[test]
-    fn cursor_precedence() {
-        let a = crate::Hub::new().head(["a"]).unwrap();
-        let b = crate::Hub::new().head(["b"]).unwrap();
-        let c = crate::Hub::new().head(["c"]).unwrap();
+    #[tokio::test]
+    async fn cursor_precedence() {
+        let a = crate::Hub::new().head(["a"]).await.unwrap();
+        let b = crate::Hub::new().head(["b"]).await.unwrap();
+        let c = crate::Hub::new().head(["c"]).await.unwrap();
         let uri = format!("/?cursor={c}");
         let etag = format!("\"{b}\"");
         let all = parts(

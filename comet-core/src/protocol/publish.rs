@@ -211,10 +211,9 @@ impl Checked {
             .await
             .map_err(|e| match e {
                 PublishError::PayloadTooLarge { max, .. } => too_large(max),
-                PublishError::Engine(e) => ProtocolError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                PublishError::Engine(e) => ProtocolError::unavailable(
                     format!("could not publish: {e}"),
+                    super::error::UNAVAILABLE_RETRY_AFTER_SECS,
                 ),
                 other => ProtocolError::bad_request(other.to_string()),
             })?;

@@ -22,7 +22,8 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Everything a request can get wrong is answered here as PROTOCOL.md says
 /// (a JSON error with a 4xx); adapters only route requests to it and hand the
 /// body to their server. The work that needs the request's head happens before
-/// this returns; the future only holds (long polls).
+/// this returns; the future subscribes (which an engine with a backplane may
+/// have to wait for) and holds long polls.
 pub fn serve(hub: &Hub, route: &Route, request: &Parts) -> ResponseFuture {
     if request.method == Method::OPTIONS {
         if let Some(cors) = &route.cors {
@@ -37,8 +38,8 @@ pub fn serve(hub: &Hub, route: &Route, request: &Parts) -> ResponseFuture {
         }
         response
     };
-    let (transport, subscription, params) = match subscribe(hub, route, request) {
-        Ok(subscribed) => subscribed,
+    let (transport, names, start, params) = match check(hub, route, request) {
+        Ok(checked) => checked,
         Err(error) => {
             tracing::debug!(%error, "refused a subscribe request");
             return Box::pin(std::future::ready(decorate(error.into_response())));
@@ -46,13 +47,68 @@ pub fn serve(hub: &Hub, route: &Route, request: &Parts) -> ResponseFuture {
     };
     let span = tracing::debug_span!(
         "comet.subscription",
-                transport = match &transport {
+        transport = match &transport {
             Chosen::Builtin(t) => t.name(),
             Chosen::Custom(_) => params.transport.as_deref().unwrap_or("custom"),
         },
-        channels = ?subscription.channels().map(ChannelName::as_str).collect::<Vec<_>>(),
+        channels = ?names.iter().map(ChannelName::as_str).collect::<Vec<_>>(),
     );
-    span.in_scope(|| tracing::debug!("subscribed"));
+    let hub = hub.clone();
+    let holding = Holding::of(route);
+    let answer = async move {
+        match hub.subscribe_names(&names, start).await {
+            Ok(subscription) => {
+                tracing::debug!("subscribed");
+                answer(
+                    subscription,
+                    transport,
+                    params,
+                    holding,
+                    tracing::Span::current(),
+                )
+                .await
+            }
+            Err(error) => {
+                let error = ProtocolError::from(error);
+                tracing::debug!(%error, "refused a subscribe request");
+                error.into_response()
+            }
+        }
+    };
+    Box::pin(async move { decorate(answer.await) }.instrument(span))
+}
+
+/// What answering a subscribed request needs of its route.
+struct Holding {
+    heartbeat: Duration,
+    max_hold: Duration,
+    max_batch: usize,
+    retry: Duration,
+    byte_budget: usize,
+    cors_headers: usize,
+}
+
+impl Holding {
+    fn of(route: &Route) -> Self {
+        Self {
+            heartbeat: route.heartbeat,
+            max_hold: route.max_hold,
+            max_batch: route.max_batch,
+            retry: route.retry,
+            byte_budget: route.byte_budget,
+            cors_headers: cors_headers(route),
+        }
+    }
+}
+
+/// The answer to a subscribed request: a stream, or a held long poll.
+async fn answer(
+    subscription: Subscription,
+    transport: Chosen,
+    params: SubscribeParams,
+    route: Holding,
+    span: tracing::Span,
+) -> Response<CometBody> {
     let (format, budget): (Box<dyn StreamFormat>, _) = match transport {
         Chosen::Custom(format) => (format, None),
         Chosen::Builtin(transport) => {
@@ -70,14 +126,14 @@ pub fn serve(hub: &Hub, route: &Route, request: &Parts) -> ResponseFuture {
                 Transport::Poll | Transport::Jsonp => {
                     let hold = params.timeout.unwrap_or(route.max_hold).min(route.max_hold);
                     let jsonp = (transport == Transport::Jsonp).then_some(callback);
-                    let poll = long_poll(
+                    return long_poll(
                         subscription,
                         hold,
                         route.max_batch,
                         jsonp,
-                        cors_headers(route),
-                    );
-                    return Box::pin(async move { decorate(poll.await) }.instrument(span));
+                        route.cors_headers,
+                    )
+                    .await;
                 }
             }
         }
@@ -89,11 +145,11 @@ pub fn serve(hub: &Hub, route: &Route, request: &Parts) -> ResponseFuture {
     // hyper keeps a response's header map for the connection's next
     // request, so a held stream holds it for its whole life: sized to what
     // goes in (three headers, four more with CORS), not the default six.
-    *headers = HeaderMap::with_capacity(3 + cors_headers(route));
+    *headers = HeaderMap::with_capacity(3 + route.cors_headers);
     headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Box::pin(std::future::ready(decorate(response)))
+    response
 }
 
 /// How many headers the route's CORS adds to an answer, at most.
@@ -142,13 +198,13 @@ fn choose(
     }
 }
 
-/// Checks a request and subscribes it: method, sizes, parameters, transport,
-/// cursor, callback, channels, limits, authorization.
-fn subscribe(
+/// Checks a request before it subscribes: method, sizes, parameters,
+/// transport, cursor, callback, channels, limits, authorization.
+fn check(
     hub: &Hub,
     route: &Route,
     request: &Parts,
-) -> Result<(Chosen, Subscription, SubscribeParams), ProtocolError> {
+) -> Result<(Chosen, Vec<ChannelName>, Start, SubscribeParams), ProtocolError> {
     if request.method != Method::GET {
         return Err(ProtocolError::method_not_allowed(&request.method, "GET"));
     }
@@ -190,8 +246,7 @@ fn subscribe(
     })?;
     route.authorize.authorize(request, &names)?;
     let start = Start::from(params.since.unwrap_or(route.since)).with_cursor(params.cursor.clone());
-    let subscription = hub.subscribe_names(&names, start)?;
-    Ok((transport, subscription, params))
+    Ok((transport, names, start, params))
 }
 
 /// Answers at once when anything is after the cursor, else holds until
