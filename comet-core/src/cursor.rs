@@ -202,6 +202,15 @@ impl Cursor {
     }
 }
 
+/// A one-channel cursor at `position`.
+impl From<Position> for Cursor {
+    fn from(position: Position) -> Self {
+        Self {
+            positions: Positions::One(position),
+        }
+    }
+}
+
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.encode())

@@ -8,11 +8,12 @@ use std::{
 };
 
 /// A fresh epoch: unpredictable across restarts and distinct within a process.
+/// Engines that keep epochs elsewhere draw new ones here.
 ///
 /// `RandomState` is seeded from the OS's randomness once per process and varied
 /// per instance; mixing in the wall clock and a counter makes two channels (or
 /// two incarnations of one channel) never share an epoch in practice.
-pub(crate) fn random_epoch() -> u64 {
+pub fn random_epoch() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));

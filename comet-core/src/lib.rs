@@ -60,6 +60,7 @@ mod channel_name;
 mod cursor;
 mod engine;
 mod epoch;
+pub use epoch::random_epoch;
 mod hub;
 mod memory_engine;
 mod message;

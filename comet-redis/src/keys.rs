@@ -1,0 +1,58 @@
+//! Where a channel lives in Redis: two keys and a pub/sub channel, all
+//! hash-tagged with the channel's name so that they share one Cluster slot.
+//!
+//! - `<prefix>:{<name>}:meta`, a hash: `epoch` (decimal `u64`) and `last`
+//!   (the newest offset of that epoch);
+//! - `<prefix>:{<name>}:log`, a stream whose entry IDs are `<offset>-0`,
+//!   with fields `k` (kind: `j` JSON, `t` text), `e` (event, empty for
+//!   none), `d` (payload) and `t` (publish time, Unix milliseconds);
+//! - `<prefix>:{<name>}`, the pub/sub channel every publish announces on.
+//!
+//! Channel names cannot hold `{` or `}`, so the tag is always the name.
+
+use comet_core::ChannelName;
+
+/// The Redis names of one channel.
+#[derive(Debug, Clone)]
+pub(crate) struct ChannelKeys {
+    pub(crate) meta: String,
+    pub(crate) log: String,
+    pub(crate) pubsub: String,
+}
+
+impl ChannelKeys {
+    pub(crate) fn new(prefix: &str, channel: &ChannelName) -> Self {
+        let pubsub = format!("{prefix}:{{{}}}", channel.as_str());
+        Self {
+            meta: format!("{pubsub}:meta"),
+            log: format!("{pubsub}:log"),
+            pubsub,
+        }
+    }
+}
+
+/// The channel a pub/sub channel name belongs to, if it is one of ours.
+pub(crate) fn channel_of(prefix: &str, pubsub: &str) -> Option<ChannelName> {
+    let name = pubsub
+        .strip_prefix(prefix)?
+        .strip_prefix(":{")?
+        .strip_suffix('}')?;
+    ChannelName::new(name).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_channel_hash_tag_and_round_trip() {
+        let name = ChannelName::new("room/a:b").unwrap();
+        let keys = ChannelKeys::new("comet", &name);
+        assert_eq!(keys.meta, "comet:{room/a:b}:meta");
+        assert_eq!(keys.log, "comet:{room/a:b}:log");
+        assert_eq!(keys.pubsub, "comet:{room/a:b}");
+        assert_eq!(channel_of("comet", &keys.pubsub), Some(name));
+        assert_eq!(channel_of("comet", "other:{x}"), None);
+        assert_eq!(channel_of("comet", "comet:{bad name}"), None);
+    }
+}

@@ -1,0 +1,371 @@
+//! One node's view of the channels its subscribers use: a mirror (a
+//! [`ChannelLog`]) per channel, fed from Redis by one task.
+//!
+//! The task owns the node's one pub/sub connection: one `SUBSCRIBE` per
+//! mirrored channel, however many local subscribers it has. It alone writes
+//! to mirrors, in the order Redis announced the messages, so a mirror never
+//! needs a lock of its own beyond the log's:
+//!
+//! - an announcement that follows the mirror's head is appended; one it
+//!   already has is dropped; one after a hole, or of another epoch, makes the
+//!   task read the channel's state from Redis and bring the mirror up to date
+//!   (an exact gap, or one unknown gap for a new epoch);
+//! - a new mirror is subscribed first, then loaded, so nothing published in
+//!   between is missed (what both bring is deduplicated by offset);
+//! - when the pub/sub connection drops, the node stops vouching for its
+//!   mirrors (new subscribers get 503 until it is back), reconnects with
+//!   back-off, subscribes again and reloads every mirror: subscribers that
+//!   stayed connected get what was published meanwhile, or a gap;
+//! - a mirror whose offsets Redis no longer has (Redis went back in the same
+//!   epoch: a restored snapshot, a promoted replica that lagged) moves the
+//!   channel to a new epoch, so no offset is ever served for two messages;
+//! - mirrors nobody has used for a while are dropped and unsubscribed.
+
+use crate::{
+    keys::{self, ChannelKeys},
+    wire, Shared,
+};
+use comet_core::{ChannelLog, ChannelName, Extend};
+use futures_util::StreamExt;
+use redis::{aio::PubSubSink, Value};
+use std::{
+    collections::HashMap,
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
+
+/// A channel this node mirrors.
+pub(crate) struct Mirror {
+    pub(crate) log: Arc<ChannelLog>,
+    pub(crate) keys: ChannelKeys,
+    /// Loaded from Redis and kept current since (false until the first load,
+    /// and again while the pub/sub connection is down).
+    pub(crate) current: std::sync::atomic::AtomicBool,
+}
+
+/// What a subscriber asks of the task: bring `channel`'s mirror up to date
+/// (load it, or catch up with a cursor from further along).
+pub(crate) struct Refresh {
+    pub(crate) channel: ChannelName,
+    pub(crate) reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// An error of the backplane, as text for the 503 it becomes.
+type Failure = String;
+
+/// The task: runs until the engine is dropped.
+pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceiver<Refresh>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let connected =
+            tokio::time::timeout(shared.config.timeout, shared.client.get_async_pubsub()).await;
+        let pubsub = match connected {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(error)) => {
+                if !wait_out(&shared, &mut requests, backoff, &error.to_string()).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            Err(_) => {
+                if !wait_out(&shared, &mut requests, backoff, "connecting timed out").await {
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let (sink, stream) = pubsub.split();
+        let mut node = Node {
+            shared: shared.clone(),
+            sink,
+            unused: HashMap::new(),
+        };
+        match node.resubscribe_all().await {
+            Ok(()) => {
+                backoff = Duration::from_millis(50);
+                shared.connected.store(true, Ordering::SeqCst);
+                tracing::debug!("redis pub/sub connected; mirrors current");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "redis: resubscribing failed");
+                continue;
+            }
+        }
+        let stop = node.serve(stream, &mut requests).await;
+        shared.connected.store(false, Ordering::SeqCst);
+        for mirror in shared.mirrors().values() {
+            mirror.current.store(false, Ordering::SeqCst);
+        }
+        match stop {
+            Stop::EngineDropped => return,
+            Stop::Failed(error) => tracing::warn!(%error, "redis pub/sub lost; reconnecting"),
+        }
+    }
+}
+
+/// Waits `backoff` while disconnected, answering every request at once
+/// with the failure. False when the engine is gone.
+async fn wait_out(
+    shared: &Shared,
+    requests: &mut mpsc::UnboundedReceiver<Refresh>,
+    backoff: Duration,
+    failure: &str,
+) -> bool {
+    tracing::debug!(failure, "redis unreachable");
+    let deadline = tokio::time::sleep(backoff);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = &mut deadline => return !shared.dropped.load(Ordering::SeqCst),
+            request = requests.recv() => match request {
+                Some(request) => {
+                    let _ = request.reply.send(Err(format!("redis is unreachable: {failure}")));
+                }
+                None => return false,
+            },
+        }
+    }
+}
+
+enum Stop {
+    EngineDropped,
+    Failed(Failure),
+}
+
+struct Node {
+    shared: Arc<Shared>,
+    sink: PubSubSink,
+    /// Mirrors without subscribers, and since when.
+    unused: HashMap<ChannelName, Instant>,
+}
+
+impl Node {
+    async fn serve(
+        &mut self,
+        mut stream: redis::aio::PubSubStream,
+        requests: &mut mpsc::UnboundedReceiver<Refresh>,
+    ) -> Stop {
+        let mut sweep = tokio::time::interval(self.shared.config.sweep_every());
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let result = tokio::select! {
+                message = stream.next() => match message {
+                    Some(message) => self.announced(&message).await,
+                    None => Err("the pub/sub connection closed".to_owned()),
+                },
+                request = requests.recv() => match request {
+                    Some(first) => {
+                        let mut batch = vec![first];
+                        while let Ok(more) = requests.try_recv() {
+                            batch.push(more);
+                        }
+                        self.sync(batch).await
+                    }
+                    None => return Stop::EngineDropped,
+                },
+                _ = sweep.tick() => self.sweep().await,
+            };
+            if let Err(error) = result {
+                return Stop::Failed(error);
+            }
+        }
+    }
+
+    /// An announcement from Redis.
+    async fn announced(&mut self, message: &redis::Msg) -> Result<(), Failure> {
+        let prefix = &self.shared.config.prefix;
+        let Some(channel) = keys::channel_of(prefix, message.get_channel_name()) else {
+            return Ok(()); // not a channel of ours
+        };
+        let numbered = match wire::announcement(message.get_payload_bytes()) {
+            Ok(numbered) => numbered,
+            Err(reason) => {
+                self.shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%channel, reason, "ignored a message not in comet's format");
+                return Ok(());
+            }
+        };
+        let Some(mirror) = self.shared.mirrors().get(&channel).cloned() else {
+            return Ok(()); // unsubscribed meanwhile
+        };
+        if !mirror.current.load(Ordering::SeqCst) {
+            return Ok(()); // its load, still to come, covers it
+        }
+        match mirror.log.extend(numbered.into_message(channel)) {
+            Extend::Appended | Extend::Duplicate => Ok(()),
+            Extend::OutOfOrder => self.refresh(&mirror).await,
+        }
+    }
+
+    /// Brings the mirrors that subscribers asked for up to date: new ones are
+    /// subscribed (in one command) and loaded; the others are read again.
+    async fn sync(&mut self, batch: Vec<Refresh>) -> Result<(), Failure> {
+        let mut fresh = Vec::new();
+        let mut wanted: Vec<Arc<Mirror>> = Vec::new();
+        for request in &batch {
+            let mirror = self.shared.mirrors().get(&request.channel).cloned();
+            if let Some(mirror) = &mirror {
+                if !wanted.iter().any(|m| Arc::ptr_eq(m, mirror)) {
+                    if !mirror.current.load(Ordering::SeqCst) {
+                        fresh.push(mirror.keys.pubsub.clone());
+                    }
+                    wanted.push(mirror.clone());
+                }
+            }
+        }
+        let result = async {
+            if !fresh.is_empty() {
+                self.subscribe(fresh).await?;
+            }
+            self.refresh_all(&wanted).await
+        }
+        .await;
+        for request in batch {
+            let _ = request.reply.send(result.clone());
+        }
+        result
+    }
+
+    async fn subscribe(&mut self, channels: Vec<String>) -> Result<(), Failure> {
+        let timeout = self.shared.config.timeout;
+        match tokio::time::timeout(timeout, self.sink.subscribe(channels)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(format!("SUBSCRIBE failed: {error}")),
+            Err(_) => Err("SUBSCRIBE timed out".to_owned()),
+        }
+    }
+
+    /// After (re)connecting: subscribe to every mirrored channel, then load
+    /// every mirror.
+    async fn resubscribe_all(&mut self) -> Result<(), Failure> {
+        let mirrors: Vec<Arc<Mirror>> = self.shared.mirrors().values().cloned().collect();
+        for chunk in mirrors.chunks(1000) {
+            self.subscribe(chunk.iter().map(|m| m.keys.pubsub.clone()).collect())
+                .await?;
+        }
+        self.refresh_all(&mirrors).await
+    }
+
+    async fn refresh_all(&self, mirrors: &[Arc<Mirror>]) -> Result<(), Failure> {
+        // Concurrent on the multiplexed connection: pipelined on the wire.
+        for chunk in mirrors.chunks(256) {
+            let results =
+                futures_util::future::join_all(chunk.iter().map(|m| self.refresh(m))).await;
+            results.into_iter().collect::<Result<Vec<()>, _>>()?;
+        }
+        Ok(())
+    }
+
+    /// Reads `mirror`'s channel from Redis and brings the mirror up to date.
+    async fn refresh(&self, mirror: &Mirror) -> Result<(), Failure> {
+        let shared = &self.shared;
+        let head = mirror.log.head();
+        let known = mirror
+            .current
+            .load(Ordering::SeqCst)
+            .then_some(head)
+            // A mirror never loaded knows nothing yet, whatever it holds.
+            .or_else(|| (head.offset > 0).then_some(head));
+        let state = shared
+            .read(&mirror.keys, known, mirror.log.policy().max_messages)
+            .await?;
+        let channel = mirror.log.name().clone();
+        let messages = state
+            .entries
+            .into_iter()
+            .map(|n| n.into_message(channel.clone()));
+        if !mirror.log.restart(state.epoch, state.last, messages) {
+            // Redis is behind this mirror in the same epoch: it lost writes.
+            // Those offsets will be assigned again, so the channel must move
+            // to a new epoch, once, whichever node notices first.
+            shared.new_epoch(&mirror.keys, state.epoch).await?;
+            shared.stats.epochs_renewed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%channel, "redis went back in history: moved to a new epoch");
+            let known = None;
+            let state = shared
+                .read(&mirror.keys, known, mirror.log.policy().max_messages)
+                .await?;
+            let messages = state
+                .entries
+                .into_iter()
+                .map(|n| n.into_message(channel.clone()));
+            mirror.log.restart(state.epoch, state.last, messages);
+        }
+        mirror.current.store(true, Ordering::SeqCst);
+        shared.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Drops mirrors unused for the configured while, and keeps the keys of
+    /// the others from expiring.
+    async fn sweep(&mut self) -> Result<(), Failure> {
+        let now = Instant::now();
+        let keep = self.shared.config.mirror_idle;
+        let mut dropped = Vec::new();
+        {
+            let mut mirrors = self.shared.mirrors_mut();
+            mirrors.retain(|name, mirror| {
+                if mirror.log.subscriber_count() > 0 {
+                    self.unused.remove(name);
+                    return true;
+                }
+                let since = *self.unused.entry(name.clone()).or_insert(now);
+                if now.duration_since(since) < keep {
+                    return true;
+                }
+                self.unused.remove(name);
+                mirror.log.wake();
+                dropped.push(mirror.keys.pubsub.clone());
+                false
+            });
+        }
+        if !dropped.is_empty() {
+            tracing::debug!(count = dropped.len(), "dropped unused mirrors");
+            let timeout = self.shared.config.timeout;
+            match tokio::time::timeout(timeout, self.sink.unsubscribe(dropped)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(format!("UNSUBSCRIBE failed: {error}")),
+                Err(_) => return Err("UNSUBSCRIBE timed out".to_owned()),
+            }
+        }
+        let used: Vec<Arc<Mirror>> = self.shared.mirrors().values().cloned().collect();
+        self.shared.touch(&used).await;
+        Ok(())
+    }
+}
+
+/// A channel's state as Redis has it.
+pub(crate) struct State {
+    pub(crate) epoch: u64,
+    pub(crate) last: u64,
+    pub(crate) entries: Vec<wire::Numbered>,
+}
+
+impl State {
+    pub(crate) fn parse(value: Value) -> Result<Self, Failure> {
+        let Value::Array(parts) = value else {
+            return Err("unexpected reply to the read script".to_owned());
+        };
+        let [epoch, last, Value::Array(entries)] = parts.as_slice() else {
+            return Err("unexpected reply to the read script".to_owned());
+        };
+        let epoch = wire::integer(epoch).ok_or("channel epoch in Redis is not a number")?;
+        let last = wire::integer(last).ok_or("channel offset in Redis is not a number")?;
+        let entries = entries
+            .iter()
+            .map(|entry| wire::entry(epoch, entry))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|reason| format!("a history entry in Redis is unreadable: {reason}"))?;
+        Ok(Self {
+            epoch,
+            last,
+            entries,
+        })
+    }
+}

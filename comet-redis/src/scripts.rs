@@ -1,0 +1,130 @@
+//! The Lua scripts: each is one round trip and atomic, so offsets are
+//! assigned in one place and history, epoch and announcement never disagree.
+//! `redis::Script` sends them by SHA (`EVALSHA`) and loads them again when
+//! Redis answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`).
+
+use redis::Script;
+
+/// Publishes one message.
+///
+/// KEYS: meta, log. ARGV: a new epoch (used if the channel has none), kind,
+/// event, data, max messages, max age in ms (0: none), key TTL in ms (0:
+/// keep), pub/sub channel.
+///
+/// Assigns the next offset, appends it (the entry ID carries the offset),
+/// trims by count and age, refreshes the keys' TTL and announces the message
+/// on the channel's pub/sub channel. Returns `{epoch, offset, time_ms}`.
+const PUBLISH: &str = r#"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'last', 0)
+end
+local offset = redis.call('HINCRBY', KEYS[1], 'last', 1)
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local id = string.format('%d-0', offset)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], id,
+  'k', ARGV[2], 'e', ARGV[3], 'd', ARGV[4], 't', now)
+local max_age = tonumber(ARGV[6])
+if max_age > 0 then
+  local cutoff = now - max_age
+  for _ = 1, 1000 do
+    local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+    if not first or first[1] == id then break end
+    local t = 0
+    for i = 1, #first[2], 2 do
+      if first[2][i] == 't' then t = tonumber(first[2][i + 1]) end
+    end
+    if t > cutoff then break end
+    redis.call('XDEL', KEYS[2], first[1])
+  end
+end
+local ttl = tonumber(ARGV[7])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+else
+  redis.call('PERSIST', KEYS[1])
+end
+redis.call('PUBLISH', ARGV[8], 'c1\n' .. epoch .. '\n' .. string.format('%d', offset) ..
+  '\n' .. string.format('%d', now) .. '\n' .. ARGV[2] .. '\n' .. ARGV[3] .. '\n' .. ARGV[4])
+return {epoch, offset, now}
+"#;
+
+/// Reads a channel's state, giving it an epoch if it has none.
+///
+/// KEYS: meta, log. ARGV: a new epoch (used if the channel has none), the
+/// epoch the caller knows ('' for none), the offset it has, the most entries
+/// to return (0: none), the TTL in ms of a channel created here.
+///
+/// Returns `{epoch, last, entries}`: the entries after the caller's offset
+/// when it knows this epoch and is at most that many behind, else the newest
+/// ones (the caller gets a gap), oldest first, as `XRANGE` gives them.
+const READ: &str = r#"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'last', 0)
+  if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
+end
+local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
+local max = tonumber(ARGV[4])
+local after = tonumber(ARGV[3])
+local entries = {}
+if max > 0 and last > 0 then
+  if epoch == ARGV[2] and after >= last then
+    entries = {}
+  elseif epoch == ARGV[2] and last - after <= max then
+    entries = redis.call('XRANGE', KEYS[2], string.format('%d-0', after + 1), '+')
+  else
+    local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', max)
+    for i = #newest, 1, -1 do entries[#entries + 1] = newest[i] end
+  end
+end
+return {epoch, last, entries}
+"#;
+
+/// Moves a channel to a new epoch if it still has `ARGV[1]`: its offsets went
+/// back (a restored snapshot, a promoted replica), so the old ones must never
+/// be served again. KEYS: meta. ARGV: the old epoch, the new one. Returns the
+/// epoch the channel has now.
+const NEW_EPOCH: &str = r#"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if epoch == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
+  return ARGV[2]
+end
+return epoch
+"#;
+
+/// Extends the life of a channel's keys that expire, for channels that
+/// subscribers on this node still use. KEYS: meta, log. ARGV: TTL in ms.
+const TOUCH: &str = r#"
+for _, key in ipairs(KEYS) do
+  local ttl = redis.call('PTTL', key)
+  if ttl >= 0 and ttl < tonumber(ARGV[1]) then redis.call('PEXPIRE', key, ARGV[1]) end
+end
+return 0
+"#;
+
+/// The scripts, hashed once.
+pub(crate) struct Scripts {
+    pub(crate) publish: Script,
+    pub(crate) read: Script,
+    pub(crate) new_epoch: Script,
+    pub(crate) touch: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        Self {
+            publish: Script::new(PUBLISH),
+            read: Script::new(READ),
+            new_epoch: Script::new(NEW_EPOCH),
+            touch: Script::new(TOUCH),
+        }
+    }
+}

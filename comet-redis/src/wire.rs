@@ -1,0 +1,224 @@
+//! Turning what Redis sends back into messages: pub/sub announcements and
+//! stream entries. Anything else on comet's channels is refused with a
+//! reason, never a panic: other clients of the same Redis can publish there.
+//!
+//! An announcement is `c1\n<epoch>\n<offset>\n<time ms>\n<kind>\n<event>\n<data>`
+//! (the publish script writes it); the data, last, may hold any byte.
+
+use bytes::Bytes;
+use comet_core::{ChannelName, Message, PayloadKind};
+use redis::Value;
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+use tokio::time::Instant;
+
+/// What a message needs besides its channel, before it is shared.
+pub(crate) struct Numbered {
+    pub(crate) epoch: u64,
+    pub(crate) offset: u64,
+    pub(crate) time_ms: u64,
+    pub(crate) kind: PayloadKind,
+    pub(crate) event: Option<Box<str>>,
+    pub(crate) data: Bytes,
+}
+
+impl Numbered {
+    pub(crate) fn into_message(self, channel: ChannelName) -> Arc<Message> {
+        Arc::new(
+            Message::new(
+                channel,
+                self.epoch,
+                self.offset,
+                self.kind,
+                self.event,
+                self.data,
+            )
+            .published_at_instant(instant_of(self.time_ms)),
+        )
+    }
+}
+
+/// The local instant of a Unix time in milliseconds (Redis's clock), so that
+/// history ages count from the publish.
+fn instant_of(time_ms: u64) -> Instant {
+    let now = Instant::now();
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let age = wall.saturating_sub(Duration::from_millis(time_ms));
+    now.checked_sub(age).unwrap_or(now)
+}
+
+/// The kind field as the scripts store it.
+pub(crate) fn kind_code(kind: PayloadKind) -> &'static str {
+    match kind {
+        PayloadKind::Json => "j",
+        PayloadKind::Text => "t",
+    }
+}
+
+fn kind_of(code: &[u8]) -> Result<PayloadKind, &'static str> {
+    match code {
+        b"j" => Ok(PayloadKind::Json),
+        b"t" => Ok(PayloadKind::Text),
+        _ => Err("unknown kind"),
+    }
+}
+
+fn number(bytes: &[u8], what: &'static str) -> Result<u64, &'static str> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(what)
+}
+
+fn event_of(bytes: &[u8]) -> Result<Option<Box<str>>, &'static str> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let event = std::str::from_utf8(bytes).map_err(|_| "event is not UTF-8")?;
+    Ok(Some(event.into()))
+}
+
+fn data_of(kind: PayloadKind, bytes: &[u8]) -> Result<Bytes, &'static str> {
+    // The hub only accepts UTF-8; a foreign publisher might not.
+    std::str::from_utf8(bytes).map_err(|_| "data is not UTF-8")?;
+    if kind == PayloadKind::Json && bytes.iter().any(|b| matches!(b, b'\r' | b'\n')) {
+        return Err("JSON data spans lines");
+    }
+    Ok(Bytes::copy_from_slice(bytes))
+}
+
+/// Parses a pub/sub announcement.
+pub(crate) fn announcement(payload: &[u8]) -> Result<Numbered, &'static str> {
+    let mut parts = payload.splitn(7, |b| *b == b'\n');
+    let mut next = |what| parts.next().ok_or(what);
+    if next("empty")? != b"c1" {
+        return Err("not a comet announcement");
+    }
+    let epoch = number(next("no epoch")?, "bad epoch")?;
+    let offset = number(next("no offset")?, "bad offset")?;
+    let time_ms = number(next("no time")?, "bad time")?;
+    let kind = kind_of(next("no kind")?)?;
+    let event = event_of(next("no event")?)?;
+    let data = data_of(kind, next("no data")?)?;
+    if offset == 0 {
+        return Err("offset 0");
+    }
+    Ok(Numbered {
+        epoch,
+        offset,
+        time_ms,
+        kind,
+        event,
+        data,
+    })
+}
+
+/// Parses one stream entry (`[id, [field, value, ...]]`) of epoch `epoch`.
+pub(crate) fn entry(epoch: u64, value: &Value) -> Result<Numbered, &'static str> {
+    let Value::Array(parts) = value else {
+        return Err("entry is not an array");
+    };
+    let [id, Value::Array(fields)] = parts.as_slice() else {
+        return Err("entry is not [id, fields]");
+    };
+    let id = bulk(id).ok_or("entry ID is not a string")?;
+    let offset = id.strip_suffix(b"-0").ok_or("entry ID is not <offset>-0")?;
+    let offset = number(offset, "entry ID is not <offset>-0")?;
+    let (mut kind, mut event, mut data, mut time_ms) = (None, None, None, None);
+    for pair in fields.chunks(2) {
+        let [name, value] = pair else {
+            return Err("odd field list");
+        };
+        let value = bulk(value).ok_or("field is not a string")?;
+        match bulk(name).ok_or("field name is not a string")? {
+            b"k" => kind = Some(kind_of(value)?),
+            b"e" => event = Some(event_of(value)?),
+            b"d" => data = Some(value),
+            b"t" => time_ms = Some(number(value, "bad time")?),
+            _ => {}
+        }
+    }
+    let kind = kind.ok_or("no kind")?;
+    Ok(Numbered {
+        epoch,
+        offset,
+        time_ms: time_ms.ok_or("no time")?,
+        kind,
+        event: event.ok_or("no event")?,
+        data: data_of(kind, data.ok_or("no data")?)?,
+    })
+}
+
+/// The bytes of a string reply.
+pub(crate) fn bulk(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+/// An integer reply (Redis answers some integers as strings).
+pub(crate) fn integer(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        other => bulk(other).and_then(|b| number(b, "").ok()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_parse_and_anything_else_is_refused() {
+        let ok = announcement(b"c1\n42\n7\n1700000000000\nt\njoined\nhello\nworld").unwrap();
+        assert_eq!((ok.epoch, ok.offset, ok.kind), (42, 7, PayloadKind::Text));
+        assert_eq!(ok.event.as_deref(), Some("joined"));
+        assert_eq!(&ok.data[..], b"hello\nworld");
+        let none = announcement(b"c1\n42\n7\n1\nj\n\n{\"a\":1}").unwrap();
+        assert_eq!(none.event, None);
+        for bad in [
+            &b""[..],
+            b"hello",
+            b"c1\nx\n7\n1\nt\n\nd",
+            b"c1\n1\n-7\n1\nt\n\nd",
+            b"c1\n1\n0\n1\nt\n\nd",
+            b"c1\n1\n7\n1\nq\n\nd",
+            b"c1\n1\n7\n1\nt\n\n\xff",
+            b"c1\n1\n7\n1\nt\n\xff\nd",
+            b"c1\n1\n7\n1\nj\n\n{\n}",
+            b"c1\n1\n7\n1\nt\n",
+        ] {
+            assert!(announcement(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn entries_parse() {
+        let s = |v: &str| Value::BulkString(v.as_bytes().to_vec());
+        let value = Value::Array(vec![
+            s("12-0"),
+            Value::Array(vec![
+                s("k"),
+                s("j"),
+                s("e"),
+                s(""),
+                s("d"),
+                s("[1]"),
+                s("t"),
+                s("5"),
+            ]),
+        ]);
+        let entry = entry(3, &value).unwrap();
+        assert_eq!((entry.epoch, entry.offset, entry.time_ms), (3, 12, 5));
+        assert_eq!(&entry.data[..], b"[1]");
+        let bad = Value::Array(vec![s("12-1"), Value::Array(vec![])]);
+        assert!(super::entry(3, &bad).is_err());
+        assert!(super::entry(3, &s("x")).is_err());
+    }
+}

@@ -1,0 +1,635 @@
+//! The Redis engine against a real `redis-server` that each test starts on
+//! its own port and stops: the memory engine's guarantees across nodes, its
+//! scale properties, and every fault of the issue that asked for it.
+//! Nodes are hubs on engines of their own, as in separate processes.
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
+#[path = "support/tcp_proxy.rs"]
+mod tcp_proxy;
+
+use comet_core::{Cursor, HistoryPolicy, Hub, Item, Start, Subscription};
+use comet_redis::RedisEngine;
+use redis::AsyncCommands;
+use redis_server::RedisServer;
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use tcp_proxy::TcpProxy;
+use tokio::time::{timeout, Instant};
+use tokio_stream::StreamExt;
+
+const BOUND: Duration = Duration::from_secs(15);
+
+macro_rules! tests {
+    ($($name:ident),* $(,)?) => {
+        vec![$((stringify!($name), (|| Box::pin($name()) as Pin<Box<dyn Future<Output = ()> + Send>>) as redis_server::RedisTest)),*]
+    };
+}
+
+fn main() {
+    redis_server::run_redis_tests(tests![
+        a_publish_on_any_node_reaches_every_subscriber_on_every_node_in_order_once,
+        a_cursor_from_one_node_resumes_on_another_and_head_is_the_same_everywhere,
+        history_is_bounded_by_count_and_age_in_redis,
+        one_redis_subscription_per_channel_per_node_and_unused_mirrors_are_dropped,
+        a_flushed_script_cache_is_reloaded,
+        redis_down_at_publish_fails_within_the_timeout_and_the_route_answers_503,
+        subscribers_stay_connected_through_an_outage_and_get_what_was_published_meanwhile,
+        a_node_started_before_redis_answers_503_then_works_without_a_restart,
+        a_killed_pubsub_connection_resubscribes_and_loses_nothing,
+        redis_restarted_empty_is_one_gap_per_channel_then_new_messages,
+        client_pause_makes_publishes_wait_or_fail_and_loses_nothing,
+        foreign_messages_on_comet_channels_are_ignored_and_counted,
+        redis_going_back_in_history_moves_the_channel_to_a_new_epoch,
+        a_cursor_ahead_of_the_head_is_a_gap,
+    ]);
+}
+
+async fn bounded<F: Future>(what: &str, f: F) -> F::Output {
+    timeout(BOUND, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    bounded(what, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
+fn builder(url: &str) -> comet_redis::RedisEngineBuilder {
+    RedisEngine::builder(url)
+        .mirror_idle(Duration::from_millis(300))
+        .history(HistoryPolicy {
+            max_messages: 100,
+            max_age: None,
+        })
+}
+
+/// A node: a hub on an engine of its own.
+fn node(url: &str) -> (Hub, RedisEngine) {
+    node_with(builder(url))
+}
+
+fn node_with(builder: comet_redis::RedisEngineBuilder) -> (Hub, RedisEngine) {
+    let engine = builder.build().unwrap();
+    let hub = Hub::builder().engine(Arc::new(engine.clone())).build();
+    (hub, engine)
+}
+
+/// What a subscription delivers next: `"<offset>:<text>"` or `"gap:<missed>"`.
+async fn next(sub: &mut Subscription) -> String {
+    match bounded("next item", sub.next())
+        .await
+        .expect("stream ended")
+    {
+        Item::Message { message, .. } => format!("{}:{}", message.offset(), message.text()),
+        Item::Gap { missed, .. } => format!("gap:{missed:?}"),
+    }
+}
+
+async fn take(sub: &mut Subscription, n: usize) -> Vec<String> {
+    let mut items = Vec::with_capacity(n);
+    for _ in 0..n {
+        items.push(next(sub).await);
+    }
+    items
+}
+
+/// Nothing more arrives within a short while.
+async fn quiet(sub: &mut Subscription) {
+    if let Ok(item) = timeout(Duration::from_millis(300), sub.next()).await {
+        panic!("expected nothing more, got {item:?}");
+    }
+}
+
+async fn numsub(redis: &RedisServer, channel: &str) -> usize {
+    let mut connection = redis.connection().await;
+    let counts: Vec<(String, usize)> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(format!("comet:{{{channel}}}"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    counts[0].1
+}
+
+async fn a_publish_on_any_node_reaches_every_subscriber_on_every_node_in_order_once() {
+    let redis = RedisServer::start();
+    let (a, _) = node(&redis.url());
+    let (b, _) = node(&redis.url());
+    let mut subs = Vec::new();
+    for hub in [&a, &b, &a, &b] {
+        subs.push(hub.subscribe(["chat"], Start::head()).await.unwrap());
+    }
+    // Concurrent publishers on both nodes: one order, the same for everyone.
+    let mut publishers = Vec::new();
+    for (i, hub) in [a.clone(), b.clone()].into_iter().enumerate() {
+        publishers.push(tokio::spawn(async move {
+            for n in 0..50 {
+                hub.publish("chat", format!("{i}-{n}")).await.unwrap();
+            }
+        }));
+    }
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    let first = take(&mut subs[0], 100).await;
+    let offsets: Vec<u64> = first
+        .iter()
+        .map(|item| item.split(':').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(offsets, (1..=100).collect::<Vec<_>>());
+    for sub in &mut subs[1..] {
+        assert_eq!(take(sub, 100).await, first, "every node, the same order");
+        quiet(sub).await;
+    }
+    // Each publisher's own messages stay in its order.
+    for i in 0..2 {
+        let own: Vec<&String> = first
+            .iter()
+            .filter(|m| m.contains(&format!(":{i}-")))
+            .collect();
+        let expected: Vec<String> = (0..50).map(|n| format!("{i}-{n}")).collect();
+        let got: Vec<String> = own
+            .iter()
+            .map(|m| m.split(':').nth(1).unwrap().to_owned())
+            .collect();
+        assert_eq!(got, expected);
+    }
+}
+
+async fn a_cursor_from_one_node_resumes_on_another_and_head_is_the_same_everywhere() {
+    let redis = RedisServer::start();
+    let (a, _) = node(&redis.url());
+    let (b, _) = node(&redis.url());
+    let head_a = a.head(["news", "sport"]).await.unwrap();
+    let head_b = b.head(["news", "sport"]).await.unwrap();
+    assert_eq!(head_a, head_b, "head is the same on every node");
+    a.publish("news", "one").await.unwrap();
+    b.publish("sport", "two").await.unwrap();
+    // A page rendered on node a subscribes on node b with a's cursor.
+    let mut sub = b
+        .subscribe(["news", "sport"], head_a.clone())
+        .await
+        .unwrap();
+    let mut got = take(&mut sub, 2).await;
+    got.sort();
+    assert_eq!(got, ["1:one", "1:two"]);
+    let cursor = sub.cursor().encode();
+    a.publish("news", "three").await.unwrap();
+    // ... and its cursor resumes on node a: exactly what followed.
+    let mut resumed = a
+        .subscribe(["news", "sport"], Cursor::decode(&cursor).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(next(&mut resumed).await, "2:three");
+    quiet(&mut resumed).await;
+    // A cursor published on one node, read on a node that has not seen the
+    // message yet, still resumes after it (the node catches up first).
+    let (c, _) = node(&redis.url());
+    let mut warm = c.subscribe(["news"], Start::head()).await.unwrap();
+    let cursor = a.publish("news", "four").await.unwrap();
+    let mut after = c.subscribe(["news"], cursor).await.unwrap();
+    assert_eq!(next(&mut warm).await, "3:four");
+    a.publish("news", "five").await.unwrap();
+    assert_eq!(next(&mut after).await, "4:five");
+}
+
+async fn history_is_bounded_by_count_and_age_in_redis() {
+    let redis = RedisServer::start();
+    let (hub, _) = node_with(builder(&redis.url()).history(HistoryPolicy {
+        max_messages: 5,
+        max_age: None,
+    }));
+    for n in 1..=12 {
+        hub.publish("c", n.to_string()).await.unwrap();
+    }
+    let mut connection = redis.connection().await;
+    let len: usize = connection.xlen("comet:{c}:log").await.unwrap();
+    assert_eq!(len, 5, "the stream holds the bound");
+    let (other, _) = node(&redis.url());
+    let mut sub = other.subscribe(["c"], Start::oldest()).await.unwrap();
+    assert_eq!(
+        take(&mut sub, 5).await,
+        ["8:8", "9:9", "10:10", "11:11", "12:12"]
+    );
+    let mut from_start = other
+        .subscribe(["c"], hub.head(["c"]).await.unwrap())
+        .await
+        .unwrap();
+    quiet(&mut from_start).await;
+
+    // By age: the old one expires in Redis (at the next publish) and in
+    // every mirror (as it is read).
+    let (aged, _) = node_with(builder(&redis.url()).history(HistoryPolicy {
+        max_messages: 100,
+        max_age: Some(Duration::from_millis(400)),
+    }));
+    let start = aged.head(["a"]).await.unwrap();
+    aged.publish("a", "old").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    aged.publish("a", "new").await.unwrap();
+    let len: usize = connection.xlen("comet:{a}:log").await.unwrap();
+    assert_eq!(len, 1, "the expired entry is trimmed");
+    let mut sub = aged.subscribe(["a"], start).await.unwrap();
+    assert_eq!(take(&mut sub, 2).await, ["gap:Some(1)", "2:new"]);
+    let ttl: i64 = connection.pttl("comet:{a}:meta").await.unwrap();
+    assert!(ttl > 0, "keys of a channel with a maximum age expire");
+}
+
+async fn one_redis_subscription_per_channel_per_node_and_unused_mirrors_are_dropped() {
+    let redis = RedisServer::start();
+    let (a, engine_a) = node(&redis.url());
+    let (b, engine_b) = node(&redis.url());
+    let mut subs = Vec::new();
+    for i in 0..10_000 {
+        let hub = if i % 2 == 0 { &a } else { &b };
+        subs.push(hub.subscribe(["crowd"], Start::head()).await.unwrap());
+    }
+    assert_eq!(numsub(&redis, "crowd").await, 2, "one per node");
+    a.publish("crowd", "all").await.unwrap();
+    for sub in subs.iter_mut().step_by(997) {
+        assert_eq!(next(sub).await, "1:all");
+    }
+    assert_eq!(engine_a.stats().mirrors, 1);
+    drop(subs);
+    // Nobody uses the mirrors any more: both nodes drop them and unsubscribe.
+    eventually("mirrors dropped", || {
+        engine_a.stats().mirrors == 0 && engine_b.stats().mirrors == 0
+    })
+    .await;
+    let deadline = Instant::now() + BOUND;
+    while numsub(&redis, "crowd").await != 0 {
+        assert!(Instant::now() < deadline, "still subscribed in Redis");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And a mirror comes back, current, on the next subscribe.
+    let mut sub = b.subscribe(["crowd"], Start::oldest()).await.unwrap();
+    assert_eq!(next(&mut sub).await, "1:all");
+}
+
+async fn a_flushed_script_cache_is_reloaded() {
+    let redis = RedisServer::start();
+    let (hub, _) = node(&redis.url());
+    let mut sub = hub.subscribe(["s"], Start::head()).await.unwrap();
+    hub.publish("s", "before").await.unwrap();
+    let mut connection = redis.connection().await;
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    hub.publish("s", "after").await.unwrap();
+    assert_eq!(take(&mut sub, 2).await, ["1:before", "2:after"]);
+}
+
+async fn redis_down_at_publish_fails_within_the_timeout_and_the_route_answers_503() {
+    let mut redis = RedisServer::start();
+    let (hub, _) = node(&redis.url());
+    hub.publish("p", "up").await.unwrap();
+    let app = axum::Router::new().layer(
+        comet_tower::CometLayer::new(hub.clone())
+            .publish(
+                "/publish",
+                comet_core::protocol::PublishRoute::new().authorize(|_, _| true),
+            )
+            .long_poll("/poll"),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    redis.stop();
+
+    let started = Instant::now();
+    let error = bounded("publish fails", hub.publish("p", "down"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, comet_core::PublishError::Engine(_)),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let response = bounded(
+        "publish route answers",
+        client
+            .post(format!("http://{addr}/publish/p"))
+            .body("down")
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "2");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "unavailable", "{body}");
+    // A new subscriber is told the same, not held.
+    let response = bounded(
+        "subscribe answers",
+        client
+            .get(format!("http://{addr}/poll?channel=fresh"))
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 503);
+    server.abort();
+}
+
+async fn subscribers_stay_connected_through_an_outage_and_get_what_was_published_meanwhile() {
+    let redis = RedisServer::start();
+    // Node a reaches Redis through a link the test can cut.
+    let link = TcpProxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap()).await;
+    let (a, engine_a) = node(&link.url());
+    let (b, _) = node(&redis.url());
+    let mut sub = a.subscribe(["o"], Start::head()).await.unwrap();
+    b.publish("o", "1").await.unwrap();
+    assert_eq!(next(&mut sub).await, "1:1");
+    link.cut();
+    eventually("a notices", || !engine_a.stats().connected).await;
+    for n in 2..=4 {
+        b.publish("o", n.to_string()).await.unwrap();
+    }
+    // Node a cannot vouch for its mirror meanwhile: new subscribers wait out.
+    assert!(a.subscribe(["o"], Start::head()).await.is_err());
+    link.restore();
+    assert_eq!(take(&mut sub, 3).await, ["2:2", "3:3", "4:4"]);
+    b.publish("o", "5").await.unwrap();
+    assert_eq!(next(&mut sub).await, "5:5");
+    quiet(&mut sub).await;
+}
+
+async fn a_node_started_before_redis_answers_503_then_works_without_a_restart() {
+    let port = {
+        let probe = RedisServer::start();
+        probe.port
+    }; // a port known to be free now
+    let url = format!("redis://127.0.0.1:{port}");
+    let (hub, engine) = node(&url);
+    let started = Instant::now();
+    assert!(bounded("publish", hub.publish("early", "x")).await.is_err());
+    assert!(matches!(
+        bounded("subscribe", hub.subscribe(["early"], Start::head())).await,
+        Err(comet_core::SubscribeError::Unavailable { .. })
+    ));
+    assert!(bounded("head", hub.head(["early"])).await.is_err());
+    assert!(started.elapsed() < Duration::from_secs(7));
+    assert_eq!(
+        hub.subscriber_count(),
+        0,
+        "failed subscribes leave nothing counted"
+    );
+    let _redis = bounded("redis starts", async {
+        loop {
+            if let Some(redis) = RedisServer::start_on(port) {
+                return redis;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    eventually("connected", || engine.stats().connected).await;
+    let mut sub = bounded("subscribe", async {
+        loop {
+            match hub.subscribe(["early"], Start::head()).await {
+                Ok(sub) => return sub,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await;
+    hub.publish("early", "works").await.unwrap();
+    assert_eq!(next(&mut sub).await, "1:works");
+}
+
+async fn a_killed_pubsub_connection_resubscribes_and_loses_nothing() {
+    let redis = RedisServer::start();
+    // History holds all 200: the subscriber reads only once they are out.
+    let (a, engine_a) = node_with(builder(&redis.url()).history(HistoryPolicy::default()));
+    let (b, _) = node(&redis.url());
+    let mut sub = a.subscribe(["k"], Start::head()).await.unwrap();
+    let publisher = tokio::spawn({
+        let b = b.clone();
+        async move {
+            for n in 1..=200 {
+                b.publish("k", n.to_string()).await.unwrap();
+                if n % 20 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+    });
+    let mut connection = redis.connection().await;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+    }
+    publisher.await.unwrap();
+    let expected: Vec<String> = (1..=200).map(|n| format!("{n}:{n}")).collect();
+    let mut got = Vec::new();
+    while got.len() < 200 {
+        match timeout(BOUND, sub.next()).await {
+            Ok(Some(Item::Message { message, .. })) => {
+                got.push(format!("{}:{}", message.offset(), message.text()))
+            }
+            Ok(Some(Item::Gap { missed, .. })) => got.push(format!("gap:{missed:?}")),
+            _ => panic!("after {} items: {got:?}; {:?}", got.len(), engine_a.stats()),
+        }
+    }
+    assert_eq!(got, expected, "nothing lost, nothing twice");
+    quiet(&mut sub).await;
+    assert!(engine_a.stats().refreshes >= 2, "{:?}", engine_a.stats());
+}
+
+async fn redis_restarted_empty_is_one_gap_per_channel_then_new_messages() {
+    let mut redis = RedisServer::start();
+    let (a, engine_a) = node(&redis.url());
+    let (b, engine_b) = node(&redis.url());
+    let mut on_a = a.subscribe(["r1", "r2"], Start::head()).await.unwrap();
+    let mut on_b = b.subscribe(["r1"], Start::head()).await.unwrap();
+    a.publish("r1", "before").await.unwrap();
+    a.publish("r2", "before").await.unwrap();
+    let mut got = take(&mut on_a, 2).await;
+    got.sort();
+    assert_eq!(got, ["1:before", "1:before"]);
+    assert_eq!(next(&mut on_b).await, "1:before");
+    let cursor = on_b.cursor();
+
+    redis.restart();
+    eventually("both reconnected", || {
+        engine_a.stats().connected && engine_b.stats().connected
+    })
+    .await;
+    let mut gaps = take(&mut on_a, 2).await;
+    gaps.sort();
+    assert_eq!(gaps, ["gap:None", "gap:None"], "one gap per channel");
+    assert_eq!(next(&mut on_b).await, "gap:None");
+    b.publish("r1", "after").await.unwrap();
+    assert_eq!(next(&mut on_a).await, "1:after");
+    assert_eq!(next(&mut on_b).await, "1:after");
+    quiet(&mut on_a).await;
+    // A client resuming with a cursor from before gets one gap too.
+    let mut resumed = b.subscribe(["r1"], cursor).await.unwrap();
+    assert_eq!(take(&mut resumed, 2).await, ["gap:None", "1:after"]);
+}
+
+async fn client_pause_makes_publishes_wait_or_fail_and_loses_nothing() {
+    let redis = RedisServer::start();
+    let (a, _) = node(&redis.url());
+    let (b, _) = node(&redis.url());
+    let mut sub = a.subscribe(["w"], Start::head()).await.unwrap();
+    let mut connection = redis.connection().await;
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(3000)
+        .arg("ALL")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for n in 1..=5 {
+        match bounded("publish", b.publish("w", n.to_string())).await {
+            Ok(_) => accepted.push(n.to_string()),
+            Err(error) => {
+                assert!(matches!(error, comet_core::PublishError::Engine(_)));
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused >= 1, "a 3 s pause outlasts the 2 s timeout");
+    assert!(started.elapsed() < Duration::from_secs(12));
+    eventually("pause over", || started.elapsed() > Duration::from_secs(3)).await;
+    b.publish("w", "last").await.unwrap();
+    // Whatever was accepted is delivered, in order, with no gap and no
+    // repeat; a refused publish may still have landed (its outcome was
+    // unknown to the publisher), and then it is delivered like any other.
+    let mut texts = Vec::new();
+    loop {
+        let item = next(&mut sub).await;
+        assert!(!item.starts_with("gap"), "{item}");
+        let (offset, text) = item.split_once(':').unwrap();
+        assert_eq!(offset.parse::<usize>().unwrap(), texts.len() + 1);
+        texts.push(text.to_owned());
+        if text == "last" {
+            break;
+        }
+    }
+    for text in &accepted {
+        assert!(texts.contains(text), "{text} lost: {texts:?}");
+    }
+}
+
+async fn foreign_messages_on_comet_channels_are_ignored_and_counted() {
+    let redis = RedisServer::start();
+    let (hub, engine) = node(&redis.url());
+    let mut sub = hub.subscribe(["f"], Start::head()).await.unwrap();
+    let mut connection = redis.connection().await;
+    for junk in [
+        &b"hello"[..],
+        b"c1\n1\n1\n1\nt\n\n\xff\xfe",
+        b"c1\nnot-a-number\n1\n1\nt\n\nx",
+        b"",
+    ] {
+        let _: i64 = connection.publish("comet:{f}", junk).await.unwrap();
+    }
+    hub.publish("f", "real").await.unwrap();
+    assert_eq!(next(&mut sub).await, "1:real");
+    eventually("counted", || engine.stats().malformed == 4).await;
+    quiet(&mut sub).await;
+}
+
+async fn redis_going_back_in_history_moves_the_channel_to_a_new_epoch() {
+    let redis = RedisServer::start();
+    let (a, engine_a) = node(&redis.url());
+    let (b, _) = node(&redis.url());
+    let mut sub = a.subscribe(["g"], Start::head()).await.unwrap();
+    for n in 1..=5 {
+        b.publish("g", n.to_string()).await.unwrap();
+    }
+    assert_eq!(take(&mut sub, 5).await.len(), 5);
+    let old_cursor = sub.cursor();
+    // As a snapshot restored from before messages 4 and 5 would leave it:
+    // the same epoch, offsets back at 3.
+    let mut connection = redis.connection().await;
+    let kept: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("comet:{g}:log")
+        .arg("-")
+        .arg("3-0")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let _: i64 = connection.del("comet:{g}:log").await.unwrap();
+    for (id, fields) in kept {
+        let _: String = connection.xadd("comet:{g}:log", id, &fields).await.unwrap();
+    }
+    let _: () = connection.hset("comet:{g}:meta", "last", 3).await.unwrap();
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    // Node a notices on reconnecting: its subscribers get one unknown gap,
+    // then what the new epoch holds (as after any new epoch), then new ones.
+    assert_eq!(take(&mut sub, 4).await, ["gap:None", "1:1", "2:2", "3:3"]);
+    assert_eq!(engine_a.stats().epochs_renewed, 1);
+    b.publish("g", "new").await.unwrap();
+    assert_eq!(next(&mut sub).await, "4:new");
+    quiet(&mut sub).await;
+    // A client back with a cursor from before: one gap, never offset 4 twice.
+    let mut resumed = b.subscribe(["g"], old_cursor).await.unwrap();
+    let items = take(&mut resumed, 5).await;
+    assert_eq!(items[0], "gap:None");
+    assert_eq!(items[4], "4:new");
+    quiet(&mut resumed).await;
+
+    // FLUSHALL: the next publish starts a new epoch; subscribers get a gap.
+    let () = redis::cmd("FLUSHALL")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    b.publish("g", "fresh").await.unwrap();
+    assert_eq!(take(&mut sub, 2).await, ["gap:None", "1:fresh"]);
+}
+
+async fn a_cursor_ahead_of_the_head_is_a_gap() {
+    let redis = RedisServer::start();
+    let (hub, _) = node(&redis.url());
+    hub.publish("h", "1").await.unwrap();
+    let real = hub.head(["h"]).await.unwrap().encode();
+    // The same epoch, offset 1 -> 9 (a forged cursor, or a history rolled back).
+    let forged = {
+        let cursor = Cursor::decode(&real).unwrap();
+        let channel = comet_core::ChannelName::new("h").unwrap();
+        let position = cursor.position(&channel).unwrap();
+        comet_core::Position::new(&channel, position.epoch, 9)
+    };
+    let forged = Cursor::from(forged);
+    let mut sub = hub.subscribe(["h"], forged).await.unwrap();
+    assert_eq!(next(&mut sub).await, "gap:None");
+    hub.publish("h", "2").await.unwrap();
+    assert_eq!(next(&mut sub).await, "2:2");
+}

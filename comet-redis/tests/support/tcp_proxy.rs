@@ -1,0 +1,108 @@
+//! A TCP proxy on loopback that a test can cut (drop every connection and
+//! refuse new ones) and restore: a network partition between one node and
+//! Redis, or between clients and nodes.
+#![allow(dead_code)]
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
+
+/// Forwards every accepted connection to one of `targets`, in turn.
+pub struct TcpProxy {
+    pub addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    generation: watch::Sender<u64>,
+    /// Connections accepted so far.
+    pub accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// A proxy to one target.
+    pub async fn start(target: SocketAddr) -> Self {
+        Self::round_robin(vec![target]).await
+    }
+
+    /// A proxy sending each new connection to the next of `targets`: no
+    /// stickiness at all.
+    pub async fn round_robin(targets: Vec<SocketAddr>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let (generation, _) = watch::channel(0u64);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let task = {
+            let open = open.clone();
+            let generation = generation.clone();
+            let accepted = accepted.clone();
+            tokio::spawn(async move {
+                let mut next = 0usize;
+                loop {
+                    let Ok((inbound, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    if !open.load(Ordering::SeqCst) {
+                        drop(inbound);
+                        continue;
+                    }
+                    let target = targets[next % targets.len()];
+                    next += 1;
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    let mut cut = generation.subscribe();
+                    tokio::spawn(async move {
+                        let Ok(outbound) = TcpStream::connect(target).await else {
+                            return;
+                        };
+                        let (mut inbound, mut outbound) = (inbound, outbound);
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = cut.changed() => {}
+                        }
+                    });
+                }
+            })
+        };
+        Self {
+            addr,
+            open,
+            generation,
+            accepted,
+            task,
+        }
+    }
+
+    /// Drops every connection and refuses new ones until [`restore`](Self::restore).
+    pub fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Drops every connection; new ones are accepted.
+    pub fn reset(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
