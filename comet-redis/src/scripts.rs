@@ -5,6 +5,23 @@
 
 use redis::Script;
 
+/// The channel's epoch (KEYS[1] is its meta hash), or a new one from
+/// `ARGV[1]` for a channel without: its history (KEYS[2]) starts empty.
+macro_rules! epoch_or_new {
+    () => {
+        r#"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local created = false
+if not epoch then
+  epoch = ARGV[1]
+  created = true
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'last', 0)
+end
+"#
+    };
+}
+
 /// Publishes one message.
 ///
 /// KEYS: meta, log. ARGV: a new epoch (used if the channel has none), kind,
@@ -14,13 +31,9 @@ use redis::Script;
 /// Assigns the next offset, appends it (the entry ID carries the offset),
 /// trims by count and age, refreshes the keys' TTL and announces the message
 /// on the channel's pub/sub channel. Returns `{epoch, offset, time_ms}`.
-const PUBLISH: &str = r#"
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'last', 0)
-end
+const PUBLISH: &str = concat!(
+    epoch_or_new!(),
+    r#"
 local offset = redis.call('HINCRBY', KEYS[1], 'last', 1)
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -51,7 +64,8 @@ end
 redis.call('PUBLISH', ARGV[8], 'c1\n' .. epoch .. '\n' .. string.format('%d', offset) ..
   '\n' .. string.format('%d', now) .. '\n' .. ARGV[2] .. '\n' .. ARGV[3] .. '\n' .. ARGV[4])
 return {epoch, offset, now}
-"#;
+"#
+);
 
 /// Reads a channel's state, giving it an epoch if it has none.
 ///
@@ -62,14 +76,10 @@ return {epoch, offset, now}
 /// Returns `{epoch, last, entries}`: the entries after the caller's offset
 /// when it knows this epoch and is at most that many behind, else the newest
 /// ones (the caller gets a gap), oldest first, as `XRANGE` gives them.
-const READ: &str = r#"
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'last', 0)
-  if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
-end
+const READ: &str = concat!(
+    epoch_or_new!(),
+    r#"
+if created and tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
 local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
 local max = tonumber(ARGV[4])
 local after = tonumber(ARGV[3])
@@ -85,7 +95,8 @@ if max > 0 and last > 0 then
   end
 end
 return {epoch, last, entries}
-"#;
+"#
+);
 
 /// Moves a channel to a new epoch if it still has `ARGV[1]`: its offsets went
 /// back (a restored snapshot, a promoted replica), so the old ones must never

@@ -116,6 +116,17 @@ async fn numsub(redis: &RedisServer, channel: &str) -> usize {
     counts[0].1
 }
 
+/// `CLIENT KILL TYPE pubsub`: every node's pub/sub connection drops.
+async fn kill_pubsub_connections(connection: &mut redis::aio::MultiplexedConnection) {
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(connection)
+        .await
+        .unwrap();
+}
+
 async fn a_publish_on_any_node_reaches_every_subscriber_on_every_node_in_order_once() {
     let redis = RedisServer::start();
     let (a, _) = node(&redis.url());
@@ -436,13 +447,7 @@ async fn a_killed_pubsub_connection_resubscribes_and_loses_nothing() {
     let mut connection = redis.connection().await;
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(15)).await;
-        let _: i64 = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("pubsub")
-            .query_async(&mut connection)
-            .await
-            .unwrap();
+        kill_pubsub_connections(&mut connection).await;
     }
     publisher.await.unwrap();
     let expected: Vec<String> = (1..=200).map(|n| format!("{n}:{n}")).collect();
@@ -585,13 +590,7 @@ async fn redis_going_back_in_history_moves_the_channel_to_a_new_epoch() {
         let _: String = connection.xadd("comet:{g}:log", id, &fields).await.unwrap();
     }
     let _: () = connection.hset("comet:{g}:meta", "last", 3).await.unwrap();
-    let _: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    kill_pubsub_connections(&mut connection).await;
     // Node a notices on reconnecting: its subscribers get one unknown gap,
     // then what the new epoch holds (as after any new epoch), then new ones.
     assert_eq!(take(&mut sub, 4).await, ["gap:None", "1:1", "2:2", "3:3"]);
