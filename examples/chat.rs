@@ -16,10 +16,14 @@
 //! `COMET_PUBLISH_TOKEN=<token>` is set. `examples/warp_chat.rs` is the same
 //! app on warp.
 //!
+//! With `--redis URL` (or `COMET_REDIS_URL`) the rooms live in Redis, so
+//! several demo nodes behind any load balancer share them.
+//!
 //! ```sh
 //! cargo run --example chat                    # http://127.0.0.1:3000
 //! cargo run --example chat -- --addr 0.0.0.0:8080
 //! COMET_ADDR=127.0.0.1:4000 cargo run --example chat
+//! cargo run --example chat -- --addr 127.0.0.1:3001 --redis redis://127.0.0.1:6379
 //! ```
 
 mod common;
@@ -51,8 +55,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     common::init_logging();
-    let listener = common::listen().await?;
-    let hub = Hub::new();
+    let options = common::Options::from_args()?;
+    let listener = options.listen().await?;
+    let hub = options.hub()?;
     let app = app(hub.clone(), common::publish_token());
     // Like `axum::serve(listener, app.into_make_service_with_connect_info())`
     // with graceful shutdown, but HTTP/1.1 only: a held connection then

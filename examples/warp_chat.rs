@@ -25,8 +25,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     common::init_logging();
-    let listener = common::listen().await?;
-    let hub = Hub::new();
+    let options = common::Options::from_args()?;
+    let listener = options.listen().await?;
+    let hub = options.hub()?;
     let routes = routes(hub.clone(), common::publish_token());
     warp::serve(routes)
         .incoming(listener)

@@ -2,7 +2,8 @@
 //!
 //! This facade re-exports [`comet_core`] (hub, channels, cursors) at its root
 //! and each adapter behind a feature: `tower` (axum and other tower servers)
-//! and `warp`.
+//! and `warp`; and the Redis engine, for several nodes sharing one set of
+//! channels, behind `redis`.
 
 #![forbid(unsafe_code)]
 
@@ -15,3 +16,7 @@ pub use comet_tower as tower;
 /// warp filters (feature `warp`).
 #[cfg(feature = "warp")]
 pub use comet_warp as warp;
+
+/// The Redis engine (feature `redis`).
+#[cfg(feature = "redis")]
+pub use comet_redis as redis;

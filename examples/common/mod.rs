@@ -115,37 +115,67 @@ fn bearer_is(headers: &http::HeaderMap, token: &str) -> bool {
             == 0
 }
 
-/// Binds the address from `--addr HOST:PORT`, `COMET_ADDR` or 127.0.0.1:3000,
-/// and says where it listens: stdout gets `chat listening on http://...`
-/// (scripts and tests read it, for `--addr 127.0.0.1:0`), the log too.
-pub async fn listen() -> Result<tokio::net::TcpListener, Box<dyn std::error::Error>> {
-    let listener = tokio::net::TcpListener::bind(listen_addr()?).await?;
-    let addr = listener.local_addr()?;
-    println!("chat listening on http://{addr}");
-    tracing::info!(%addr, "chat listening");
-    Ok(listener)
+/// The demos' command line: `[--addr HOST:PORT] [--redis URL]`, with
+/// `COMET_ADDR` and `COMET_REDIS_URL` as defaults.
+pub struct Options {
+    /// Where to listen (default 127.0.0.1:3000).
+    pub addr: SocketAddr,
+    /// The Redis that several nodes share, if any (else the in-memory engine).
+    pub redis: Option<String>,
 }
 
-/// `--addr HOST:PORT`, else `COMET_ADDR`, else 127.0.0.1:3000.
-fn listen_addr() -> Result<SocketAddr, String> {
-    let mut args = std::env::args().skip(1);
-    let mut addr = std::env::var("COMET_ADDR").ok();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--addr" => addr = Some(args.next().ok_or("--addr needs HOST:PORT")?),
-            other => match other.strip_prefix("--addr=") {
-                Some(value) => addr = Some(value.to_owned()),
-                None => {
-                    return Err(format!(
-                        "unknown argument {other:?}; usage: [--addr HOST:PORT]"
-                    ))
-                }
-            },
+impl Options {
+    /// Reads the command line and the environment.
+    pub fn from_args() -> Result<Self, String> {
+        const USAGE: &str = "usage: [--addr HOST:PORT] [--redis redis://HOST:PORT]";
+        let mut args = std::env::args().skip(1);
+        let mut addr = std::env::var("COMET_ADDR").ok();
+        let mut redis = std::env::var("COMET_REDIS_URL").ok().filter(|u| !u.is_empty());
+        while let Some(arg) = args.next() {
+            let (name, inline) = match arg.split_once('=') {
+                Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+                None => (arg.clone(), None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| args.next())
+                    .ok_or(format!("{name} needs a value; {USAGE}"))
+            };
+            match name.as_str() {
+                "--addr" => addr = Some(value()?),
+                "--redis" => redis = Some(value()?),
+                other => return Err(format!("unknown argument {other:?}; {USAGE}")),
+            }
         }
+        let addr = addr.unwrap_or_else(|| "127.0.0.1:3000".to_owned());
+        let addr = addr
+            .parse()
+            .map_err(|e| format!("bad address {addr:?}: {e}"))?;
+        Ok(Self { addr, redis })
     }
-    let addr = addr.unwrap_or_else(|| "127.0.0.1:3000".to_owned());
-    addr.parse()
-        .map_err(|e| format!("bad address {addr:?}: {e}"))
+
+    /// The hub: on the Redis engine with `--redis` (several nodes then share
+    /// every room), else in memory.
+    pub fn hub(&self) -> Result<Hub, Box<dyn std::error::Error>> {
+        let Some(url) = &self.redis else {
+            return Ok(Hub::new());
+        };
+        let engine = comet_redis::RedisEngine::builder(url.as_str()).build()?;
+        tracing::info!(%url, "channels live in Redis, shared with every node on it");
+        Ok(Hub::builder().engine(std::sync::Arc::new(engine)).build())
+    }
+
+    /// Binds the address and says where it listens: stdout gets `chat
+    /// listening on http://...` (scripts and tests read it, for `--addr
+    /// 127.0.0.1:0`), the log too.
+    pub async fn listen(&self) -> Result<tokio::net::TcpListener, Box<dyn std::error::Error>> {
+        let listener = tokio::net::TcpListener::bind(self.addr).await?;
+        let addr = listener.local_addr()?;
+        println!("chat listening on http://{addr}");
+        tracing::info!(%addr, "chat listening");
+        Ok(listener)
+    }
 }
 
 /// Logs to stderr (`RUST_LOG`, default info): stdout carries only the
