@@ -6,8 +6,14 @@
 //!
 //! Chromium missing: these tests say "NOT RUN" and pass, unless
 //! `COMET_BROWSER_TESTS=1`, where a missing browser fails them (CI sets it).
+//! The same for `redis-server` and `COMET_REDIS_TESTS=1`, for the case of
+//! two nodes on Redis.
 
 mod support;
+#[path = "../comet-redis/tests/support/redis_server.rs"]
+mod redis_server;
+#[path = "../comet-redis/tests/support/tcp_proxy.rs"]
+mod tcp_proxy;
 
 use serde_json::{json, Value};
 use std::{net::SocketAddr, time::Duration};
@@ -365,4 +371,49 @@ async fn a_push_host_on_another_origin_works_with_credentials() {
         tab.eval("T.c.close(), true").await;
     }
     assert_eq!(received(&tab).await, (1..=6).collect::<Vec<_>>());
+}
+
+/// Two chat nodes on one Redis behind a round-robin proxy (no stickiness):
+/// the page, its script and every connection of `comet.js` go to either
+/// node, and a cut sends the client to the other one. It receives exactly
+/// what both nodes publish, in order, with no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn comet_js_across_two_redis_nodes_behind_a_round_robin_proxy() {
+    let _slot = browser_slot().await;
+    if !redis_server::redis_tests_enabled() {
+        return;
+    }
+    let Some(browser) = Browser::launch("redis nodes").await else {
+        return;
+    };
+    let redis = redis_server::RedisServer::start();
+    let env = [("COMET_REDIS_URL", redis.url()), ("COMET_HEARTBEAT_SECS", "1".into())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let nodes = [Chat::start(&env), Chat::start(&env)];
+    let proxy = tcp_proxy::TcpProxy::round_robin(nodes.iter().map(|n| n.addr).collect()).await;
+    let url = |path: &str| format!("http://{}{path}", proxy.addr);
+    let tab = browser.tab(&url("/")).await;
+    harness(&tab, &url("/comet/comet.js")).await;
+    let channel = "test/redis";
+    start(
+        &tab,
+        &url("/comet"),
+        json!({ "channels": [channel], "share": false,
+                "minDelay": 50, "maxDelay": 500, "heartbeatTimeout": 3000 }),
+    )
+    .await;
+    tab.eval("T.until(() => T.c.state === 'open')").await;
+    for n in 1..=4 {
+        nodes[n as usize % 2].publish(channel, [n]).await;
+    }
+    expect_messages(&tab, 1..=4).await;
+    tab.eval("T.mark = T.states.length").await;
+    proxy.reset();
+    tab.eval("T.until(() => T.since('reconnecting'))").await;
+    for n in 5..=8 {
+        nodes[n as usize % 2].publish(channel, [n]).await;
+    }
+    expect_messages(&tab, 1..=8).await;
+    assert_eq!(tab.eval("T.gaps.length").await, 0);
+    assert_eq!(tab.eval("T.errors.length").await, 0);
 }

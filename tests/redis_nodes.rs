@@ -1,0 +1,227 @@
+//! Two chat demo nodes on one `redis-server`, behind a round-robin TCP proxy
+//! (each new connection goes to the next node: no stickiness). SSE, ndjson
+//! and long-poll subscribers go through it while messages are published
+//! alternately on both nodes and every connection is cut several times:
+//! each subscriber must end with exactly 1..N, in order.
+//!
+//! Like every Redis test, these are reported as ignored where there is no
+//! `redis-server`, and fail with `COMET_REDIS_TESTS=1` (CI).
+#![cfg(unix)]
+
+#[allow(dead_code)]
+mod support;
+#[path = "../comet-redis/tests/support/redis_server.rs"]
+mod redis_server;
+#[path = "../comet-redis/tests/support/tcp_proxy.rs"]
+mod tcp_proxy;
+
+use futures_util::StreamExt;
+use redis_server::RedisServer;
+use serde_json::Value;
+use std::{future::Future, pin::Pin, time::Duration};
+use support::{client, Running};
+use tcp_proxy::TcpProxy;
+
+const CHANNEL: &str = "room/e2e";
+const MESSAGES: usize = 60;
+/// A whole scenario is bounded by this.
+const SCENARIO: Duration = Duration::from_secs(60);
+
+fn main() {
+    redis_server::run_redis_tests(vec![(
+        "every_subscriber_gets_exactly_1_to_n_through_a_round_robin_proxy_across_cuts",
+        (|| Box::pin(across_nodes()) as Pin<Box<dyn Future<Output = ()> + Send>>)
+            as redis_server::RedisTest,
+    )]);
+}
+
+/// A demo node on `redis`; its base URL.
+fn node(redis: &RedisServer) -> (Running, String) {
+    let (node, lines) = Running::start("chat", &["--addr", "127.0.0.1:0", "--redis", &redis.url()], 1);
+    let base = lines[0]
+        .strip_prefix("chat listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {:?}", lines[0]))
+        .to_owned();
+    (node, base)
+}
+
+async fn across_nodes() {
+    let redis = RedisServer::start();
+    let (_a, a) = node(&redis);
+    let (_b, b) = node(&redis);
+    let addr = |base: &str| base.strip_prefix("http://").unwrap().parse().unwrap();
+    let proxy = TcpProxy::round_robin(vec![addr(&a), addr(&b)]).await;
+    let front = format!("http://{}", proxy.addr);
+
+    // Every subscriber starts from the same cursor, taken on one node.
+    let start = client()
+        .get(format!("{a}/comet/poll?channel={CHANNEL}&timeout=0"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut subscribers = Vec::new();
+    for (i, kind) in ["sse", "stream", "poll", "sse", "stream", "poll"].iter().enumerate() {
+        let front = front.clone();
+        let start = start.clone();
+        let kind = *kind;
+        subscribers.push((
+            format!("{kind}#{i}"),
+            tokio::spawn(async move {
+                match kind {
+                    "sse" => sse(&front, start).await,
+                    "stream" => ndjson(&front, start).await,
+                    _ => long_poll(&front, start).await,
+                }
+            }),
+        ));
+    }
+    // Published alternately on both nodes, with every connection through
+    // the proxy cut four times along the way.
+    for n in 1..=MESSAGES {
+        let node = if n % 2 == 0 { &a } else { &b };
+        let response = client()
+            .post(format!("{node}/comet/publish/{CHANNEL}"))
+            .body(format!("m{n}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "publish {n}");
+        if n % (MESSAGES / 4) == 0 {
+            proxy.reset();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let expected: Vec<String> = (1..=MESSAGES).map(|n| format!("m{n}")).collect();
+    for (name, subscriber) in subscribers {
+        let got = tokio::time::timeout(SCENARIO, subscriber)
+            .await
+            .unwrap_or_else(|_| panic!("{name} did not finish"))
+            .unwrap();
+        assert_eq!(got, expected, "{name}");
+    }
+    assert!(proxy.accepted.load(std::sync::atomic::Ordering::SeqCst) > 6, "reconnected");
+}
+
+/// Records an envelope's message or gap; returns its cursor.
+fn record(envelope: &Value, got: &mut Vec<String>) -> Option<String> {
+    match envelope["type"].as_str() {
+        Some("message") => got.push(envelope["data"].as_str().unwrap().to_owned()),
+        Some("gap") => got.push(format!("gap {}", envelope["missed"])),
+        _ => return None,
+    }
+    envelope["cursor"].as_str().map(str::to_owned)
+}
+
+/// An EventSource's behaviour: reconnect with `Last-Event-ID` after any
+/// error or end, through the proxy (so to either node).
+async fn sse(front: &str, start: String) -> Vec<String> {
+    let mut got = Vec::new();
+    let mut last = start;
+    while got.len() < MESSAGES {
+        let response = client()
+            .get(format!("{front}/comet/sse?channel={CHANNEL}"))
+            .header("last-event-id", &last)
+            .send()
+            .await;
+        let Ok(response) = response.and_then(|r| r.error_for_status()) else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let mut bytes = response.bytes_stream();
+        let mut buf = Vec::new();
+        let (mut id, mut event, mut data) = (None, None, None::<String>);
+        while let Some(Ok(chunk)) = bytes.next().await {
+            buf.extend_from_slice(&chunk);
+            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                let line = String::from_utf8(line[..i].to_vec()).unwrap();
+                if line.is_empty() {
+                    if let Some(data) = data.take() {
+                        if event.as_deref() == Some("comet-gap") {
+                            got.push(format!("gap {data}"));
+                        } else {
+                            got.push(data);
+                        }
+                        if let Some(id) = id.take() {
+                            last = id;
+                        }
+                    }
+                    event = None;
+                } else if let Some(value) = line.strip_prefix("id: ") {
+                    id = Some(value.to_owned());
+                } else if let Some(value) = line.strip_prefix("event: ") {
+                    event = Some(value.to_owned());
+                } else if let Some(value) = line.strip_prefix("data: ") {
+                    data = Some(value.to_owned());
+                }
+            }
+            if got.len() >= MESSAGES {
+                break;
+            }
+        }
+    }
+    got
+}
+
+/// The ndjson stream, resumed by `cursor=` after any end.
+async fn ndjson(front: &str, start: String) -> Vec<String> {
+    let mut got = Vec::new();
+    let mut last = start;
+    while got.len() < MESSAGES {
+        let response = client()
+            .get(format!("{front}/comet/stream?channel={CHANNEL}&cursor={last}"))
+            .send()
+            .await;
+        let Ok(response) = response.and_then(|r| r.error_for_status()) else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let mut bytes = response.bytes_stream();
+        let mut buf = Vec::new();
+        while let Some(Ok(chunk)) = bytes.next().await {
+            buf.extend_from_slice(&chunk);
+            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                let envelope: Value = serde_json::from_slice(&line).unwrap();
+                if let Some(cursor) = record(&envelope, &mut got) {
+                    last = cursor;
+                }
+            }
+            if got.len() >= MESSAGES {
+                break;
+            }
+        }
+    }
+    got
+}
+
+/// Long polls, each re-issued with the answer's cursor, each through the
+/// proxy (so alternately to either node).
+async fn long_poll(front: &str, start: String) -> Vec<String> {
+    let mut got = Vec::new();
+    let mut last = start;
+    while got.len() < MESSAGES {
+        let answer = client()
+            .get(format!("{front}/comet/poll?channel={CHANNEL}&cursor={last}&timeout=5"))
+            .send()
+            .await;
+        let Ok(answer) = answer.and_then(|r| r.error_for_status()) else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(body) = answer.json::<Value>().await else {
+            continue; // cut mid-answer: ask again from the same cursor
+        };
+        for envelope in body["messages"].as_array().unwrap() {
+            record(envelope, &mut got);
+        }
+        last = body["cursor"].as_str().unwrap().to_owned();
+    }
+    got
+}
