@@ -46,7 +46,7 @@ use comet_core::{
     Position, PublishFuture,
 };
 use keys::ChannelKeys;
-use node::{Mirror, Refresh, State};
+use node::{Failure, Mirror, Refresh, State};
 use redis::aio::ConnectionManager;
 use std::{
     collections::HashMap,
@@ -119,8 +119,8 @@ pub struct RedisStats {
     pub connected: bool,
     /// Channels this node mirrors.
     pub mirrors: usize,
-    /// Messages on comet's pub/sub channels that were not in comet's format
-    /// (published by something else), ignored.
+    /// Messages on comet's pub/sub channels, and entries in its streams,
+    /// that were not in comet's format (written by something else), ignored.
     pub malformed: u64,
     /// Times a mirror was read again from Redis (loaded, caught up after a
     /// hole or a reconnect).
@@ -322,7 +322,7 @@ impl Shared {
     async fn invoke(
         &self,
         invocation: redis::ScriptInvocation<'_>,
-    ) -> Result<redis::Value, String> {
+    ) -> Result<redis::Value, Failure> {
         let mut connection = self.commands.clone();
         match tokio::time::timeout(
             self.config.timeout,
@@ -331,11 +331,16 @@ impl Shared {
         .await
         {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(format!("redis: {error}")),
-            Err(_) => Err(format!(
+            // Redis answered, with an error about this channel's keys (or a
+            // passing state such as LOADING): the connection is fine.
+            Ok(Err(error)) if error.code().is_some() => {
+                Err(Failure::Channel(format!("redis: {error}")))
+            }
+            Ok(Err(error)) => Err(Failure::Backplane(format!("redis: {error}"))),
+            Err(_) => Err(Failure::Backplane(format!(
                 "redis did not answer within {:?}",
                 self.config.timeout
-            )),
+            ))),
         }
     }
 
@@ -346,7 +351,7 @@ impl Shared {
         keys: &ChannelKeys,
         known: Option<Position>,
         max: usize,
-    ) -> Result<State, String> {
+    ) -> Result<State, Failure> {
         let mut invocation = self.scripts.read.key(&keys.meta);
         invocation
             .key(&keys.log)
@@ -355,11 +360,11 @@ impl Shared {
             .arg(known.map_or(0, |p| p.offset))
             .arg(max)
             .arg(self.config.idle_ttl.as_millis() as u64);
-        State::parse(self.invoke(invocation).await?)
+        State::parse(self.invoke(invocation).await?, &self.stats.malformed)
     }
 
     /// Moves a channel from `old` to a new epoch (if no node did already).
-    async fn new_epoch(&self, keys: &ChannelKeys, old: u64) -> Result<(), String> {
+    async fn new_epoch(&self, keys: &ChannelKeys, old: u64) -> Result<(), Failure> {
         let mut invocation = self.scripts.new_epoch.key(&keys.meta);
         invocation
             .arg(old.to_string())
@@ -403,6 +408,7 @@ impl Shared {
                 )),
                 keys: ChannelKeys::new(&self.config.prefix, channel),
                 current: AtomicBool::new(false),
+                subscribed: AtomicBool::new(false),
             })
         });
         mirror.log.attach();
@@ -468,7 +474,10 @@ impl Engine for RedisEngine {
                 )
                 .arg(shared.ttl_ms())
                 .arg(&keys.pubsub);
-            let reply = shared.invoke(invocation).await.map_err(unavailable)?;
+            let reply = shared
+                .invoke(invocation)
+                .await
+                .map_err(|failure| unavailable(failure.to_string()))?;
             let redis::Value::Array(parts) = &reply else {
                 return Err(unavailable("unexpected reply to the publish script"));
             };
@@ -519,7 +528,10 @@ impl Engine for RedisEngine {
         let channel = channel.clone();
         Box::pin(async move {
             let keys = ChannelKeys::new(&shared.config.prefix, &channel);
-            let state = shared.read(&keys, None, 0).await.map_err(unavailable)?;
+            let state = shared
+                .read(&keys, None, 0)
+                .await
+                .map_err(|failure| unavailable(failure.to_string()))?;
             Ok(Position::new(&channel, state.epoch, state.last))
         })
     }

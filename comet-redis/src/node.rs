@@ -30,7 +30,10 @@ use futures_util::StreamExt;
 use redis::{aio::PubSubSink, Value};
 use std::{
     collections::HashMap,
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 use tokio::{
@@ -43,8 +46,10 @@ pub(crate) struct Mirror {
     pub(crate) log: Arc<ChannelLog>,
     pub(crate) keys: ChannelKeys,
     /// Loaded from Redis and kept current since (false until the first load,
-    /// and again while the pub/sub connection is down).
+    /// again while the pub/sub connection is down, and after a failed read).
     pub(crate) current: std::sync::atomic::AtomicBool,
+    /// Its pub/sub channel is subscribed on the current connection.
+    pub(crate) subscribed: std::sync::atomic::AtomicBool,
 }
 
 /// What a subscriber asks of the task: bring `channel`'s mirror up to date
@@ -54,8 +59,25 @@ pub(crate) struct Refresh {
     pub(crate) reply: oneshot::Sender<Result<(), String>>,
 }
 
-/// An error of the backplane, as text for the 503 it becomes.
-type Failure = String;
+/// Why the task could not do something; either way it becomes a 503.
+#[derive(Debug, Clone)]
+pub(crate) enum Failure {
+    /// Redis did not answer (the connection is down, or timed out): the
+    /// task reconnects and reloads every mirror.
+    Backplane(String),
+    /// Redis answered, but not what one channel needs (its keys hold
+    /// something else, a script failed on them): that channel alone fails,
+    /// and is read again at its next use.
+    Channel(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Backplane(reason) | Self::Channel(reason) => f.write_str(reason),
+        }
+    }
+}
 
 /// The task: runs until the engine is dropped.
 pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceiver<Refresh>) {
@@ -94,6 +116,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceiv
             }
             Err(error) => {
                 tracing::warn!(%error, "redis: resubscribing failed");
+                if !wait_out(&shared, &mut requests, backoff, &error.to_string()).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         }
@@ -101,6 +127,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceiv
         shared.connected.store(false, Ordering::SeqCst);
         for mirror in shared.mirrors().values() {
             mirror.current.store(false, Ordering::SeqCst);
+            mirror.subscribed.store(false, Ordering::SeqCst);
         }
         match stop {
             Stop::EngineDropped => return,
@@ -157,7 +184,7 @@ impl Node {
             let result = tokio::select! {
                 message = stream.next() => match message {
                     Some(message) => self.announced(&message).await,
-                    None => Err("the pub/sub connection closed".to_owned()),
+                    None => Err(Failure::Backplane("the pub/sub connection closed".to_owned())),
                 },
                 request = requests.recv() => match request {
                     Some(first) => {
@@ -194,13 +221,16 @@ impl Node {
         let Some(mirror) = self.shared.mirrors().get(&channel).cloned() else {
             return Ok(()); // unsubscribed meanwhile
         };
-        if !mirror.current.load(Ordering::SeqCst) {
-            return Ok(()); // its load, still to come, covers it
-        }
-        match mirror.log.extend(numbered.into_message(channel)) {
-            Extend::Appended | Extend::Duplicate => Ok(()),
-            Extend::OutOfOrder => self.refresh(&mirror).await,
-        }
+        let result = if !mirror.current.load(Ordering::SeqCst) {
+            // Its last read failed: read it whole (this message included).
+            self.refresh(&mirror).await
+        } else {
+            match mirror.log.extend(numbered.into_message(channel)) {
+                Extend::Appended | Extend::Duplicate => Ok(()),
+                Extend::OutOfOrder => self.refresh(&mirror).await,
+            }
+        };
+        only_backplane(result)
     }
 
     /// Brings the mirrors that subscribers asked for up to date: new ones are
@@ -212,32 +242,46 @@ impl Node {
             let mirror = self.shared.mirrors().get(&request.channel).cloned();
             if let Some(mirror) = &mirror {
                 if !wanted.iter().any(|m| Arc::ptr_eq(m, mirror)) {
-                    if !mirror.current.load(Ordering::SeqCst) {
+                    if !mirror.subscribed.swap(true, Ordering::SeqCst) {
                         fresh.push(mirror.keys.pubsub.clone());
                     }
                     wanted.push(mirror.clone());
                 }
             }
         }
-        let result = async {
-            if !fresh.is_empty() {
-                self.subscribe(fresh).await?;
+        if !fresh.is_empty() {
+            if let Err(failure) = self.subscribe(fresh).await {
+                for request in batch {
+                    let _ = request.reply.send(Err(failure.to_string()));
+                }
+                return Err(failure);
             }
-            self.refresh_all(&wanted).await
         }
-        .await;
+        let results = self.refresh_all(&wanted).await;
+        let mut backplane = Ok(());
         for request in batch {
-            let _ = request.reply.send(result.clone());
+            let index = wanted.iter().position(|m| m.log.name() == &request.channel);
+            let result = match index.map(|i| &results[i]) {
+                Some(Err(failure)) => Err(failure.to_string()),
+                // Dropped meanwhile: the subscriber that asked has gone.
+                Some(Ok(())) | None => Ok(()),
+            };
+            let _ = request.reply.send(result);
         }
-        result
+        for result in results {
+            if let Err(Failure::Backplane(reason)) = result {
+                backplane = Err(Failure::Backplane(reason));
+            }
+        }
+        backplane
     }
 
     async fn subscribe(&mut self, channels: Vec<String>) -> Result<(), Failure> {
         let timeout = self.shared.config.timeout;
         match tokio::time::timeout(timeout, self.sink.subscribe(channels)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(format!("SUBSCRIBE failed: {error}")),
-            Err(_) => Err("SUBSCRIBE timed out".to_owned()),
+            Ok(Err(error)) => Err(Failure::Backplane(format!("SUBSCRIBE failed: {error}"))),
+            Err(_) => Err(Failure::Backplane("SUBSCRIBE timed out".to_owned())),
         }
     }
 
@@ -246,24 +290,42 @@ impl Node {
     async fn resubscribe_all(&mut self) -> Result<(), Failure> {
         let mirrors: Vec<Arc<Mirror>> = self.shared.mirrors().values().cloned().collect();
         for chunk in mirrors.chunks(1000) {
+            for mirror in chunk {
+                mirror.subscribed.store(true, Ordering::SeqCst);
+            }
             self.subscribe(chunk.iter().map(|m| m.keys.pubsub.clone()).collect())
                 .await?;
         }
-        self.refresh_all(&mirrors).await
+        self.refresh_all(&mirrors)
+            .await
+            .into_iter()
+            .try_for_each(only_backplane)
     }
 
-    async fn refresh_all(&self, mirrors: &[Arc<Mirror>]) -> Result<(), Failure> {
-        // Concurrent on the multiplexed connection: pipelined on the wire.
+    /// Refreshes `mirrors`, concurrently on the multiplexed connection (so
+    /// pipelined on the wire); one result each.
+    async fn refresh_all(&self, mirrors: &[Arc<Mirror>]) -> Vec<Result<(), Failure>> {
+        let mut results = Vec::with_capacity(mirrors.len());
         for chunk in mirrors.chunks(256) {
-            let results =
-                futures_util::future::join_all(chunk.iter().map(|m| self.refresh(m))).await;
-            results.into_iter().collect::<Result<Vec<()>, _>>()?;
+            results.extend(
+                futures_util::future::join_all(chunk.iter().map(|m| self.refresh(m))).await,
+            );
         }
-        Ok(())
+        results
     }
 
     /// Reads `mirror`'s channel from Redis and brings the mirror up to date.
     async fn refresh(&self, mirror: &Mirror) -> Result<(), Failure> {
+        let result = self.read_into(mirror).await;
+        if let Err(failure) = &result {
+            mirror.current.store(false, Ordering::SeqCst);
+            let channel = mirror.log.name();
+            tracing::warn!(%channel, %failure, "could not read a channel from redis");
+        }
+        result
+    }
+
+    async fn read_into(&self, mirror: &Mirror) -> Result<(), Failure> {
         let shared = &self.shared;
         let head = mirror.log.head();
         let known = mirror
@@ -330,8 +392,10 @@ impl Node {
             let timeout = self.shared.config.timeout;
             match tokio::time::timeout(timeout, self.sink.unsubscribe(dropped)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(error)) => return Err(format!("UNSUBSCRIBE failed: {error}")),
-                Err(_) => return Err("UNSUBSCRIBE timed out".to_owned()),
+                Ok(Err(error)) => {
+                    return Err(Failure::Backplane(format!("UNSUBSCRIBE failed: {error}")))
+                }
+                Err(_) => return Err(Failure::Backplane("UNSUBSCRIBE timed out".to_owned())),
             }
         }
         let used: Vec<Arc<Mirror>> = self.shared.mirrors().values().cloned().collect();
@@ -348,24 +412,42 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn parse(value: Value) -> Result<Self, Failure> {
+    /// Reads the read script's answer. An entry that is not comet's
+    /// (written by something else) is left out and counted in `unreadable`:
+    /// readers get an exact gap where it was.
+    pub(crate) fn parse(value: Value, unreadable: &AtomicU64) -> Result<Self, Failure> {
+        let bad = |reason: &str| Failure::Channel(format!("channel state in Redis: {reason}"));
         let Value::Array(parts) = value else {
-            return Err("unexpected reply to the read script".to_owned());
+            return Err(bad("unexpected reply to the read script"));
         };
         let [epoch, last, Value::Array(entries)] = parts.as_slice() else {
-            return Err("unexpected reply to the read script".to_owned());
+            return Err(bad("unexpected reply to the read script"));
         };
-        let epoch = wire::integer(epoch).ok_or("channel epoch in Redis is not a number")?;
-        let last = wire::integer(last).ok_or("channel offset in Redis is not a number")?;
+        let epoch = wire::integer(epoch).ok_or_else(|| bad("the epoch is not a number"))?;
+        let last = wire::integer(last).ok_or_else(|| bad("the offset is not a number"))?;
         let entries = entries
             .iter()
-            .map(|entry| wire::entry(epoch, entry))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|reason| format!("a history entry in Redis is unreadable: {reason}"))?;
+            .filter_map(|entry| match wire::entry(epoch, entry) {
+                Ok(entry) if entry.offset <= last => Some(entry),
+                Ok(_) | Err(_) => {
+                    unreadable.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            })
+            .collect();
         Ok(Self {
             epoch,
             last,
             entries,
         })
+    }
+}
+
+/// Passes on what needs a reconnect; a failure of one channel is logged
+/// (by `refresh`) and does not disturb the others.
+fn only_backplane(result: Result<(), Failure>) -> Result<(), Failure> {
+    match result {
+        Err(Failure::Backplane(reason)) => Err(Failure::Backplane(reason)),
+        Ok(()) | Err(Failure::Channel(_)) => Ok(()),
     }
 }

@@ -563,6 +563,26 @@ async fn foreign_messages_on_comet_channels_are_ignored_and_counted() {
     assert_eq!(next(&mut sub).await, "1:real");
     eventually("counted", || engine.stats().malformed == 4).await;
     quiet(&mut sub).await;
+
+    // Keys of comet's that hold something else break that channel alone.
+    let _: () = connection
+        .set("comet:{taken}:meta", "not a hash")
+        .await
+        .unwrap();
+    assert!(hub.subscribe(["taken"], Start::head()).await.is_err());
+    assert!(hub.publish("taken", "x").await.is_err());
+    assert!(engine.stats().connected, "the node stays connected");
+    hub.publish("f", "still").await.unwrap();
+    assert_eq!(next(&mut sub).await, "2:still");
+    // A foreign entry in a channel's stream is left out: an exact gap.
+    let _: String = connection
+        .xadd("comet:{f}:log", "3-0", &[("junk", "x")])
+        .await
+        .unwrap();
+    let _: () = connection.hset("comet:{f}:meta", "last", 3).await.unwrap();
+    hub.publish("f", "after").await.unwrap();
+    assert_eq!(take(&mut sub, 2).await, ["gap:Some(1)", "4:after"]);
+    assert_eq!(engine.stats().malformed, 5);
 }
 
 async fn redis_going_back_in_history_moves_the_channel_to_a_new_epoch() {
