@@ -266,6 +266,22 @@ async fn one_redis_subscription_per_channel_per_node_and_unused_mirrors_are_drop
         assert_eq!(next(sub).await, "1:all");
     }
     assert_eq!(engine_a.stats().mirrors, 1);
+    // Stored once per node: every local subscriber shares one message (and
+    // so its encodings).
+    b.publish("crowd", "shared").await.unwrap();
+    let mut shared = Vec::new();
+    for sub in subs.iter_mut().skip(2).step_by(2).take(3) {
+        loop {
+            let Some(Item::Message { message, .. }) = bounded("item", sub.next()).await else {
+                panic!("expected a message");
+            };
+            if message.offset() == 2 {
+                shared.push(message);
+                break;
+            }
+        }
+    }
+    assert!(Arc::ptr_eq(&shared[0], &shared[1]) && Arc::ptr_eq(&shared[1], &shared[2]));
     drop(subs);
     // Nobody uses the mirrors any more: both nodes drop them and unsubscribe.
     eventually("mirrors dropped", || {
