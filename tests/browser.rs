@@ -9,9 +9,9 @@
 //! The same for `redis-server` and `COMET_REDIS_TESTS=1`, for the case of
 //! two nodes on Redis.
 
-mod support;
 #[path = "../comet-redis/tests/support/redis_server.rs"]
 mod redis_server;
+mod support;
 #[path = "../comet-redis/tests/support/tcp_proxy.rs"]
 mod tcp_proxy;
 
@@ -387,7 +387,10 @@ async fn comet_js_across_two_redis_nodes_behind_a_round_robin_proxy() {
         return;
     };
     let redis = redis_server::RedisServer::start();
-    let env = [("COMET_REDIS_URL", redis.url()), ("COMET_HEARTBEAT_SECS", "1".into())];
+    let env = [
+        ("COMET_REDIS_URL", redis.url()),
+        ("COMET_HEARTBEAT_SECS", "1".into()),
+    ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let nodes = [Chat::start(&env), Chat::start(&env)];
     let proxy = tcp_proxy::TcpProxy::round_robin(nodes.iter().map(|n| n.addr).collect()).await;

@@ -8,10 +8,10 @@
 //! `redis-server`, and fail with `COMET_REDIS_TESTS=1` (CI).
 #![cfg(unix)]
 
-#[allow(dead_code)]
-mod support;
 #[path = "../comet-redis/tests/support/redis_server.rs"]
 mod redis_server;
+#[allow(dead_code)]
+mod support;
 #[path = "../comet-redis/tests/support/tcp_proxy.rs"]
 mod tcp_proxy;
 
@@ -37,7 +37,11 @@ fn main() {
 
 /// A demo node on `redis`; its base URL.
 fn node(redis: &RedisServer) -> (Running, String) {
-    let (node, lines) = Running::start("chat", &["--addr", "127.0.0.1:0", "--redis", &redis.url()], 1);
+    let (node, lines) = Running::start(
+        "chat",
+        &["--addr", "127.0.0.1:0", "--redis", &redis.url()],
+        1,
+    );
     let base = lines[0]
         .strip_prefix("chat listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {:?}", lines[0]))
@@ -66,7 +70,10 @@ async fn across_nodes() {
         .unwrap()
         .to_owned();
     let mut subscribers = Vec::new();
-    for (i, kind) in ["sse", "stream", "poll", "sse", "stream", "poll"].iter().enumerate() {
+    for (i, kind) in ["sse", "stream", "poll", "sse", "stream", "poll"]
+        .iter()
+        .enumerate()
+    {
         let front = front.clone();
         let start = start.clone();
         let kind = *kind;
@@ -105,7 +112,10 @@ async fn across_nodes() {
             .unwrap();
         assert_eq!(got, expected, "{name}");
     }
-    assert!(proxy.accepted.load(std::sync::atomic::Ordering::SeqCst) > 6, "reconnected");
+    assert!(
+        proxy.accepted.load(std::sync::atomic::Ordering::SeqCst) > 6,
+        "reconnected"
+    );
 }
 
 /// Records an envelope's message or gap; returns its cursor.
@@ -175,7 +185,9 @@ async fn ndjson(front: &str, start: String) -> Vec<String> {
     let mut last = start;
     while got.len() < MESSAGES {
         let response = client()
-            .get(format!("{front}/comet/stream?channel={CHANNEL}&cursor={last}"))
+            .get(format!(
+                "{front}/comet/stream?channel={CHANNEL}&cursor={last}"
+            ))
             .send()
             .await;
         let Ok(response) = response.and_then(|r| r.error_for_status()) else {
@@ -208,7 +220,9 @@ async fn long_poll(front: &str, start: String) -> Vec<String> {
     let mut last = start;
     while got.len() < MESSAGES {
         let answer = client()
-            .get(format!("{front}/comet/poll?channel={CHANNEL}&cursor={last}&timeout=5"))
+            .get(format!(
+                "{front}/comet/poll?channel={CHANNEL}&cursor={last}&timeout=5"
+            ))
             .send()
             .await;
         let Ok(answer) = answer.and_then(|r| r.error_for_status()) else {

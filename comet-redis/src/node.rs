@@ -107,6 +107,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceiv
             shared: shared.clone(),
             sink,
             unused: HashMap::new(),
+            touched: Instant::now(),
         };
         match node.resubscribe_all().await {
             Ok(()) => {
@@ -170,6 +171,8 @@ struct Node {
     sink: PubSubSink,
     /// Mirrors without subscribers, and since when.
     unused: HashMap<ChannelName, Instant>,
+    /// When the keys of mirrored channels were last kept from expiring.
+    touched: Instant,
 }
 
 impl Node {
@@ -398,8 +401,19 @@ impl Node {
                 Err(_) => return Err(Failure::Backplane("UNSUBSCRIBE timed out".to_owned())),
             }
         }
-        let used: Vec<Arc<Mirror>> = self.shared.mirrors().values().cloned().collect();
-        self.shared.touch(&used).await;
+        // Keys expire idle_ttl after their last use at the earliest: touching
+        // them every quarter of it is enough.
+        if now.duration_since(self.touched) >= self.shared.config.idle_ttl / 4 {
+            self.touched = now;
+            let used: Vec<Arc<Mirror>> = self
+                .shared
+                .mirrors()
+                .values()
+                .filter(|m| m.log.subscriber_count() > 0)
+                .cloned()
+                .collect();
+            self.shared.touch(&used).await;
+        }
         Ok(())
     }
 }

@@ -32,6 +32,7 @@ fn main() {
         history_is_bounded_by_count_and_age_in_redis,
         one_redis_subscription_per_channel_per_node_and_unused_mirrors_are_dropped,
         a_flushed_script_cache_is_reloaded,
+        keys_expire_when_unused_and_live_on_while_subscribed,
         redis_down_at_publish_fails_within_the_timeout_and_the_route_answers_503,
         subscribers_stay_connected_through_an_outage_and_get_what_was_published_meanwhile,
         a_node_started_before_redis_answers_503_then_works_without_a_restart,
@@ -296,6 +297,42 @@ async fn one_redis_subscription_per_channel_per_node_and_unused_mirrors_are_drop
     // And a mirror comes back, current, on the next subscribe.
     let mut sub = b.subscribe(["crowd"], Start::oldest()).await.unwrap();
     assert_eq!(next(&mut sub).await, "1:all");
+}
+
+async fn keys_expire_when_unused_and_live_on_while_subscribed() {
+    let redis = RedisServer::start();
+    let short = || {
+        builder(&redis.url())
+            .idle_ttl(Duration::from_millis(400))
+            .history(HistoryPolicy {
+                max_messages: 10,
+                max_age: Some(Duration::from_millis(100)),
+            })
+    };
+    let (hub, _) = node_with(short());
+    let mut sub = hub.subscribe(["kept"], Start::head()).await.unwrap();
+    hub.publish("kept", "1").await.unwrap();
+    hub.publish("gone", "1").await.unwrap();
+    assert_eq!(next(&mut sub).await, "1:1");
+    let mut connection = redis.connection().await;
+    let deadline = Instant::now() + BOUND;
+    while connection
+        .exists::<_, bool>("comet:{gone}:meta")
+        .await
+        .unwrap()
+    {
+        assert!(Instant::now() < deadline, "an unused channel's keys stay");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Well past the keys' own TTL, the subscribed channel keeps its epoch:
+    // the next message follows on, with no gap.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(connection
+        .exists::<_, bool>("comet:{kept}:meta")
+        .await
+        .unwrap());
+    hub.publish("kept", "2").await.unwrap();
+    assert_eq!(next(&mut sub).await, "2:2");
 }
 
 async fn a_flushed_script_cache_is_reloaded() {

@@ -130,7 +130,9 @@ impl Options {
         const USAGE: &str = "usage: [--addr HOST:PORT] [--redis redis://HOST:PORT]";
         let mut args = std::env::args().skip(1);
         let mut addr = std::env::var("COMET_ADDR").ok();
-        let mut redis = std::env::var("COMET_REDIS_URL").ok().filter(|u| !u.is_empty());
+        let mut redis = std::env::var("COMET_REDIS_URL")
+            .ok()
+            .filter(|u| !u.is_empty());
         while let Some(arg) = args.next() {
             let (name, inline) = match arg.split_once('=') {
                 Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
