@@ -81,49 +81,22 @@ impl std::fmt::Display for Failure {
 
 /// The task: runs until the engine is dropped.
 pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceiver<Refresh>) {
-    let mut backoff = Duration::from_millis(50);
+    const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+    let mut backoff = FIRST_BACKOFF;
     loop {
-        let connected =
-            tokio::time::timeout(shared.config.timeout, shared.client.get_async_pubsub()).await;
-        let pubsub = match connected {
-            Ok(Ok(pubsub)) => pubsub,
-            Ok(Err(error)) => {
-                if !wait_out(&shared, &mut requests, backoff, &error.to_string()).await {
-                    return;
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-            Err(_) => {
-                if !wait_out(&shared, &mut requests, backoff, "connecting timed out").await {
+        let (mut node, stream) = match connect(&shared).await {
+            Ok(connected) => connected,
+            Err(failure) => {
+                if !wait_out(&shared, &mut requests, backoff, &failure.to_string()).await {
                     return;
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
-        let (sink, stream) = pubsub.split();
-        let mut node = Node {
-            shared: shared.clone(),
-            sink,
-            unused: HashMap::new(),
-            touched: Instant::now(),
-        };
-        match node.resubscribe_all().await {
-            Ok(()) => {
-                backoff = Duration::from_millis(50);
-                shared.connected.store(true, Ordering::SeqCst);
-                tracing::debug!("redis pub/sub connected; mirrors current");
-            }
-            Err(error) => {
-                tracing::warn!(%error, "redis: resubscribing failed");
-                if !wait_out(&shared, &mut requests, backoff, &error.to_string()).await {
-                    return;
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        }
+        backoff = FIRST_BACKOFF;
+        shared.connected.store(true, Ordering::SeqCst);
+        tracing::debug!("redis pub/sub connected; mirrors current");
         let stop = node.serve(stream, &mut requests).await;
         shared.connected.store(false, Ordering::SeqCst);
         for mirror in shared.mirrors().values() {
@@ -135,6 +108,24 @@ pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceiv
             Stop::Failed(error) => tracing::warn!(%error, "redis pub/sub lost; reconnecting"),
         }
     }
+}
+
+/// Opens the pub/sub connection, subscribes to every mirrored channel and
+/// reloads every mirror.
+async fn connect(shared: &Arc<Shared>) -> Result<(Node, redis::aio::PubSubStream), Failure> {
+    let pubsub = tokio::time::timeout(shared.config.timeout, shared.client.get_async_pubsub())
+        .await
+        .map_err(|_| Failure::Backplane("connecting timed out".to_owned()))?
+        .map_err(|error| Failure::Backplane(error.to_string()))?;
+    let (sink, stream) = pubsub.split();
+    let mut node = Node {
+        shared: shared.clone(),
+        sink,
+        unused: HashMap::new(),
+        touched: Instant::now(),
+    };
+    node.resubscribe_all().await?;
+    Ok((node, stream))
 }
 
 /// Waits `backoff` while disconnected, answering every request at once
