@@ -232,16 +232,19 @@ impl Node {
     async fn sync(&mut self, batch: Vec<Refresh>) -> Result<(), Failure> {
         let mut fresh = Vec::new();
         let mut wanted: Vec<Arc<Mirror>> = Vec::new();
+        let mut index: HashMap<ChannelName, usize> = HashMap::new();
         for request in &batch {
-            let mirror = self.shared.mirrors().get(&request.channel).cloned();
-            if let Some(mirror) = &mirror {
-                if !wanted.iter().any(|m| Arc::ptr_eq(m, mirror)) {
-                    if !mirror.subscribed.swap(true, Ordering::SeqCst) {
-                        fresh.push(mirror.keys.pubsub.clone());
-                    }
-                    wanted.push(mirror.clone());
-                }
+            if index.contains_key(&request.channel) {
+                continue;
             }
+            let Some(mirror) = self.shared.mirrors().get(&request.channel).cloned() else {
+                continue; // dropped meanwhile: the subscriber that asked has gone
+            };
+            if !mirror.subscribed.swap(true, Ordering::SeqCst) {
+                fresh.push(mirror.keys.pubsub.clone());
+            }
+            index.insert(request.channel.clone(), wanted.len());
+            wanted.push(mirror);
         }
         if !fresh.is_empty() {
             if let Err(failure) = self.subscribe(fresh).await {
@@ -252,22 +255,14 @@ impl Node {
             }
         }
         let results = self.refresh_all(&wanted).await;
-        let mut backplane = Ok(());
         for request in batch {
-            let index = wanted.iter().position(|m| m.log.name() == &request.channel);
-            let result = match index.map(|i| &results[i]) {
+            let result = match index.get(&request.channel).map(|&i| &results[i]) {
                 Some(Err(failure)) => Err(failure.to_string()),
-                // Dropped meanwhile: the subscriber that asked has gone.
                 Some(Ok(())) | None => Ok(()),
             };
             let _ = request.reply.send(result);
         }
-        for result in results {
-            if let Err(Failure::Backplane(reason)) = result {
-                backplane = Err(Failure::Backplane(reason));
-            }
-        }
-        backplane
+        results.into_iter().try_for_each(only_backplane)
     }
 
     async fn subscribe(&mut self, channels: Vec<String>) -> Result<(), Failure> {
