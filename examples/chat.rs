@@ -17,18 +17,23 @@
 //! app on warp.
 //!
 //! With `--redis URL` (or `COMET_REDIS_URL`) the rooms live in Redis, so
-//! several demo nodes behind any load balancer share them.
+//! several demo nodes behind any load balancer share them. With
+//! `--tls-self-signed` (or `--tls-cert FILE --tls-key FILE`) it serves
+//! HTTPS, and browsers speak HTTP/2 to it.
 //!
 //! ```sh
 //! cargo run --example chat                    # http://127.0.0.1:3000
 //! cargo run --example chat -- --addr 0.0.0.0:8080
 //! COMET_ADDR=127.0.0.1:4000 cargo run --example chat
 //! cargo run --example chat -- --addr 127.0.0.1:3001 --redis redis://127.0.0.1:6379
+//! cargo run --example chat -- --tls-self-signed   # https://localhost:3000, HTTP/2
 //! ```
 
 mod common;
 #[path = "common/http1.rs"]
 mod http1;
+#[path = "common/http2.rs"]
+mod http2;
 #[path = "common/runtime.rs"]
 mod runtime;
 
@@ -71,7 +76,23 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 }),
         )
     };
-    http1::serve(listener, service_for, common::shut_down_on_signal(hub)).await?;
+    let shutdown = common::shut_down_on_signal(hub);
+    match &options.tls {
+        None => http1::serve(listener, service_for, shutdown).await?,
+        // Over TLS, browsers speak HTTP/2: every stream of a page on one
+        // connection (see http2.rs).
+        Some(tls) => {
+            let (certificates, key) = match tls {
+                common::Tls::SelfSigned => {
+                    let (cert, key) = http2::self_signed(&["localhost", "127.0.0.1"])?;
+                    (vec![cert], key)
+                }
+                common::Tls::Files { cert, key } => http2::load_pem(cert, key)?,
+            };
+            let acceptor = http2::tls_acceptor(certificates, key)?;
+            http2::serve(listener, Some(acceptor), service_for, shutdown).await?
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

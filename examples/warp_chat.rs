@@ -26,6 +26,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     common::init_logging();
     let options = common::Options::from_args()?;
+    if options.tls.is_some() {
+        return Err("the warp demo serves plain HTTP; `--example chat` serves TLS".into());
+    }
     let listener = options.listen().await?;
     let hub = options.hub()?;
     let routes = routes(hub.clone(), common::publish_token());

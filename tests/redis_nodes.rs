@@ -10,7 +10,6 @@
 
 #[path = "../comet-redis/tests/support/redis_server.rs"]
 mod redis_server;
-#[allow(dead_code)]
 mod support;
 #[path = "../comet-redis/tests/support/tcp_proxy.rs"]
 mod tcp_proxy;

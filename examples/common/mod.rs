@@ -115,21 +115,36 @@ fn bearer_is(headers: &http::HeaderMap, token: &str) -> bool {
             == 0
 }
 
-/// The demos' command line: `[--addr HOST:PORT] [--redis URL]`, with
-/// `COMET_ADDR` and `COMET_REDIS_URL` as defaults.
+/// The demos' command line: `[--addr HOST:PORT] [--redis URL]
+/// [--tls-self-signed | --tls-cert FILE --tls-key FILE]`, with `COMET_ADDR`
+/// and `COMET_REDIS_URL` as defaults.
 pub struct Options {
     /// Where to listen (default 127.0.0.1:3000).
     pub addr: SocketAddr,
     /// The Redis that several nodes share, if any (else the in-memory engine).
     pub redis: Option<String>,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN), and with what.
+    pub tls: Option<Tls>,
+}
+
+/// Where the demo's TLS certificate comes from.
+pub enum Tls {
+    /// Made at start for `localhost` and 127.0.0.1.
+    SelfSigned,
+    /// PEM files: the certificate chain and the private key.
+    // Read by the axum demo; the warp one refuses TLS.
+    #[allow(dead_code)]
+    Files { cert: String, key: String },
 }
 
 impl Options {
     /// Reads the command line and the environment.
     pub fn from_args() -> Result<Self, String> {
-        const USAGE: &str = "usage: [--addr HOST:PORT] [--redis redis://HOST:PORT]";
+        const USAGE: &str = "usage: [--addr HOST:PORT] [--redis redis://HOST:PORT] \
+                             [--tls-self-signed | --tls-cert FILE --tls-key FILE]";
         let mut args = std::env::args().skip(1);
         let mut addr = std::env::var("COMET_ADDR").ok();
+        let (mut self_signed, mut cert, mut key) = (false, None, None);
         let mut redis = std::env::var("COMET_REDIS_URL")
             .ok()
             .filter(|u| !u.is_empty());
@@ -147,14 +162,27 @@ impl Options {
             match name.as_str() {
                 "--addr" => addr = Some(value()?),
                 "--redis" => redis = Some(value()?),
+                "--tls-self-signed" if inline.is_none() => self_signed = true,
+                "--tls-cert" => cert = Some(value()?),
+                "--tls-key" => key = Some(value()?),
                 other => return Err(format!("unknown argument {other:?}; {USAGE}")),
             }
         }
+        let tls = match (self_signed, cert, key) {
+            (false, None, None) => None,
+            (true, None, None) => Some(Tls::SelfSigned),
+            (false, Some(cert), Some(key)) => Some(Tls::Files { cert, key }),
+            _ => {
+                return Err(format!(
+                    "--tls-self-signed, or both --tls-cert and --tls-key; {USAGE}"
+                ))
+            }
+        };
         let addr = addr.unwrap_or_else(|| "127.0.0.1:3000".to_owned());
         let addr = addr
             .parse()
             .map_err(|e| format!("bad address {addr:?}: {e}"))?;
-        Ok(Self { addr, redis })
+        Ok(Self { addr, redis, tls })
     }
 
     /// The hub: on the Redis engine with `--redis` (several nodes then share
@@ -169,12 +197,13 @@ impl Options {
     }
 
     /// Binds the address and says where it listens: stdout gets `chat
-    /// listening on http://...` (scripts and tests read it, for `--addr
-    /// 127.0.0.1:0`), the log too.
+    /// listening on http://...` (or https; scripts and tests read it, for
+    /// `--addr 127.0.0.1:0`), the log too.
     pub async fn listen(&self) -> Result<tokio::net::TcpListener, Box<dyn std::error::Error>> {
         let listener = tokio::net::TcpListener::bind(self.addr).await?;
         let addr = listener.local_addr()?;
-        println!("chat listening on http://{addr}");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        println!("chat listening on {scheme}://{addr}");
         tracing::info!(%addr, "chat listening");
         Ok(listener)
     }

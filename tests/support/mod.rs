@@ -103,7 +103,7 @@ impl Drop for TestServer {
     }
 }
 
-fn axum_app(hub: &Hub, mounts: Vec<Mount>) -> axum::Router {
+pub fn axum_app(hub: &Hub, mounts: Vec<Mount>) -> axum::Router {
     let layer = mounts.into_iter().fold(
         comet::tower::CometLayer::new(hub.clone()),
         |layer, mount| match mount {
@@ -119,7 +119,10 @@ fn axum_app(hub: &Hub, mounts: Vec<Mount>) -> axum::Router {
         .layer(layer)
 }
 
-fn warp_app(hub: &Hub, mounts: Vec<Mount>) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
+pub fn warp_app(
+    hub: &Hub,
+    mounts: Vec<Mount>,
+) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
     // `/a/b` as warp path segments.
     let at = |path: &'static str| {
         path.split('/')
