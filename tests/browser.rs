@@ -420,3 +420,69 @@ async fn comet_js_across_two_redis_nodes_behind_a_round_robin_proxy() {
     assert_eq!(tab.eval("T.gaps.length").await, 0);
     assert_eq!(tab.eval("T.errors.length").await, 0);
 }
+
+/// The problem comet works around, and HTTP/2's fix, side by side: a page
+/// opens ten EventSources (no tab sharing, no comet.js). Over HTTP/1.1 the
+/// browser keeps six connections per host, so the seventh waits until one
+/// closes; over HTTP/2 (the demo with `--tls-self-signed`) all ten share
+/// one connection and are live at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_event_sources_are_live_at_once_over_http2_and_six_over_http1() {
+    let _slot = browser_slot().await;
+    let Some(browser) = Browser::launch("http2").await else {
+        return;
+    };
+    const OPEN_TEN: &str = r#"(() => {
+      window.opened = 0;
+      window.sources = [];
+      for (let i = 0; i < 10; i++) {
+        const source = new EventSource(`/comet/sse?channel=h2/${i}`);
+        source.onopen = () => { window.opened++; };
+        window.sources.push(source);
+      }
+      return true;
+    })()"#;
+    for tls in [true, false] {
+        let args: &[&str] = if tls {
+            &["--addr", "127.0.0.1:0", "--tls-self-signed"]
+        } else {
+            &["--addr", "127.0.0.1:0"]
+        };
+        let (mut chat, lines) = Running::start("chat", args, 1);
+        chat.base = lines[0]
+            .strip_prefix("chat listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {:?}", lines[0]))
+            .to_owned();
+        let tab = browser.tab(&chat.url("/")).await;
+        let protocol = tab
+            .eval("performance.getEntriesByType('navigation')[0].nextHopProtocol")
+            .await;
+        assert_eq!(protocol, if tls { "h2" } else { "http/1.1" });
+        assert_eq!(tab.eval(OPEN_TEN).await, true);
+        if tls {
+            tab.eval("new Promise((r) => { const t = setInterval(() => { if (window.opened === 10) { clearInterval(t); r(true); } }, 20); })")
+                .await;
+            assert_eq!(
+                tab.eval("window.sources.filter((s) => s.readyState === 1).length")
+                    .await,
+                10
+            );
+        } else {
+            tab.eval("new Promise((r) => { const t = setInterval(() => { if (window.opened === 6) { clearInterval(t); r(true); } }, 20); })")
+                .await;
+            // A while later, still six: the others wait for a connection.
+            tab.eval("new Promise((r) => setTimeout(() => r(true), 1500))")
+                .await;
+            let states = tab.eval("window.sources.map((s) => s.readyState)").await;
+            let states: Vec<u64> = serde_json::from_value(states).unwrap();
+            assert_eq!(states.iter().filter(|s| **s == 1).count(), 6, "{states:?}");
+            assert_eq!(states.iter().filter(|s| **s == 0).count(), 4, "{states:?}");
+            // Closing one frees its connection: the seventh opens.
+            tab.eval("window.sources.find((s) => s.readyState === 1).close(); true")
+                .await;
+            tab.eval("new Promise((r) => { const t = setInterval(() => { if (window.opened === 7) { clearInterval(t); r(true); } }, 20); })")
+                .await;
+        }
+        tab.close().await;
+    }
+}

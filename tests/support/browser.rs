@@ -101,6 +101,8 @@ impl Browser {
                 "--disable-background-timer-throttling",
                 "--disable-renderer-backgrounding",
                 "--disable-backgrounding-occluded-windows",
+                // The HTTP/2 test serves a certificate made at test time.
+                "--ignore-certificate-errors",
                 "--remote-debugging-port=0",
                 "--remote-debugging-address=127.0.0.1",
             ])
