@@ -27,6 +27,7 @@
 //! COMET_ADDR=127.0.0.1:4000 cargo run --example chat
 //! cargo run --example chat -- --addr 127.0.0.1:3001 --redis redis://127.0.0.1:6379
 //! cargo run --example chat -- --tls-self-signed   # https://localhost:3000, HTTP/2
+//! cargo run --example chat -- --http2             # h2c beside HTTP/1.1, for load tools
 //! ```
 
 mod common;
@@ -78,6 +79,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     let shutdown = common::shut_down_on_signal(hub);
     match &options.tls {
+        None if options.h2c => http2::serve(listener, None, service_for, shutdown).await?,
         None => http1::serve(listener, service_for, shutdown).await?,
         // Over TLS, browsers speak HTTP/2: every stream of a page on one
         // connection (see http2.rs).

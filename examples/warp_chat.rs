@@ -26,8 +26,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     common::init_logging();
     let options = common::Options::from_args()?;
-    if options.tls.is_some() {
-        return Err("the warp demo serves plain HTTP; `--example chat` serves TLS".into());
+    if options.tls.is_some() || options.h2c {
+        return Err(
+            "the warp demo serves as warp::serve does; `--example chat` serves TLS and h2c".into(),
+        );
     }
     let listener = options.listen().await?;
     let hub = options.hub()?;

@@ -116,7 +116,7 @@ fn bearer_is(headers: &http::HeaderMap, token: &str) -> bool {
 }
 
 /// The demos' command line: `[--addr HOST:PORT] [--redis URL]
-/// [--tls-self-signed | --tls-cert FILE --tls-key FILE]`, with `COMET_ADDR`
+/// [--tls-self-signed | --tls-cert FILE --tls-key FILE] [--http2]`, with `COMET_ADDR`
 /// and `COMET_REDIS_URL` as defaults.
 pub struct Options {
     /// Where to listen (default 127.0.0.1:3000).
@@ -125,6 +125,10 @@ pub struct Options {
     pub redis: Option<String>,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN), and with what.
     pub tls: Option<Tls>,
+    /// In the clear, serve HTTP/2 with prior knowledge (h2c) beside
+    /// HTTP/1.1 (`--http2`; for load generators: browsers speak HTTP/2 only
+    /// over TLS).
+    pub h2c: bool,
 }
 
 /// Where the demo's TLS certificate comes from.
@@ -141,10 +145,10 @@ impl Options {
     /// Reads the command line and the environment.
     pub fn from_args() -> Result<Self, String> {
         const USAGE: &str = "usage: [--addr HOST:PORT] [--redis redis://HOST:PORT] \
-                             [--tls-self-signed | --tls-cert FILE --tls-key FILE]";
+                             [--tls-self-signed | --tls-cert FILE --tls-key FILE] [--http2]";
         let mut args = std::env::args().skip(1);
         let mut addr = std::env::var("COMET_ADDR").ok();
-        let (mut self_signed, mut cert, mut key) = (false, None, None);
+        let (mut self_signed, mut cert, mut key, mut h2c) = (false, None, None, false);
         let mut redis = std::env::var("COMET_REDIS_URL")
             .ok()
             .filter(|u| !u.is_empty());
@@ -163,6 +167,7 @@ impl Options {
                 "--addr" => addr = Some(value()?),
                 "--redis" => redis = Some(value()?),
                 "--tls-self-signed" if inline.is_none() => self_signed = true,
+                "--http2" if inline.is_none() => h2c = true,
                 "--tls-cert" => cert = Some(value()?),
                 "--tls-key" => key = Some(value()?),
                 other => return Err(format!("unknown argument {other:?}; {USAGE}")),
@@ -182,7 +187,12 @@ impl Options {
         let addr = addr
             .parse()
             .map_err(|e| format!("bad address {addr:?}: {e}"))?;
-        Ok(Self { addr, redis, tls })
+        Ok(Self {
+            addr,
+            redis,
+            tls,
+            h2c,
+        })
     }
 
     /// The hub: on the Redis engine with `--redis` (several nodes then share
