@@ -1,4 +1,4 @@
-// comet.js: the browser client for the comet wire protocol, version 1.
+// comet.js: the browser client for the comet wire protocol, version 1.1.
 //
 // A dependency-free ES module. One `Comet` receives many channels over one
 // connection, picks the best transport that actually works here (SSE, fetch
@@ -14,8 +14,9 @@ const CLIENT_EVENTS = new Set([
   "message", "gap", "state", "error", "connecting", "open", "reconnecting", "closed",
 ]);
 
-/** PROTOCOL.md: channel names. */
+/** PROTOCOL.md: channel names (`error` and `open` would be EventSource's own events). */
 const CHANNEL = /^[A-Za-z0-9_.:@/-]{1,128}$/;
+const REFUSED_CHANNELS = new Set(["error", "open"]);
 
 /** Refusals that no retry or other transport can mend. */
 const FATAL_STATUS = new Set([400, 404, 405, 414, 431]);
@@ -26,7 +27,10 @@ const RECENT_ITEMS = 256;
 /** Cursors remembered to drop an item delivered twice across a leader change. */
 const SEEN_CURSORS = 512;
 
-/** Where JSONP and forever-frame callbacks live: `__comet_cb.<name>`. */
+/**
+ * Where JSONP and forever-frame callbacks live: `__comet_cb.<name>`, the
+ * only dotted callback a route accepts (PROTOCOL.md, "Callbacks").
+ */
 const REGISTRY = "__comet_cb";
 let callbacks = 0;
 
@@ -36,7 +40,7 @@ function registry() {
 }
 
 function checkChannel(name) {
-  if (typeof name !== "string" || !CHANNEL.test(name) || name.startsWith("comet-")) {
+  if (typeof name !== "string" || !CHANNEL.test(name) || name.startsWith("comet-") || REFUSED_CHANNELS.has(name)) {
     throw new TypeError(`comet: bad channel name ${JSON.stringify(name)}`);
   }
   return name;
