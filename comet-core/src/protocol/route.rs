@@ -228,6 +228,9 @@ impl Route {
     /// The name of the global object whose functions JSONP and forever-frame
     /// callbacks may name (default `__comet_cb`, the one `comet.js` uses):
     /// `callback=` is one identifier, or `<registry>.<identifier>`.
+    /// `comet.js` registers its callbacks in `__comet_cb`, so a route with
+    /// another registry serves JSONP and forever frames to clients of your
+    /// own only (the client's other transports are unaffected).
     ///
     /// # Panics
     ///
