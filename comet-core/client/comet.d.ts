@@ -49,8 +49,11 @@ export declare class CometMessage {
   readonly channel: string | null;
   /** The publisher's event name, or null. */
   readonly event: string | null;
-  /** The payload's text, like `MessageEvent.data`. A JSON payload may differ
-   * in whitespace between transports; `json()` is the same everywhere. */
+  /** The payload's text, like `MessageEvent.data`: as published over SSE
+   * (line breaks as LF), fetch streaming (line breaks between JSON tokens as
+   * spaces) and polling. JSONP and the forever frame hand over a parsed
+   * value, so there a JSON payload is `JSON.stringify` of it; `json()` is
+   * the same everywhere. */
   readonly data: string;
   /** The position right after this message. */
   readonly cursor: string;
