@@ -313,6 +313,17 @@ mod tests {
             check(&[("referer", "https://app.example/chat")], None),
             Err("cross_site")
         );
+        // A policy that allows any origin lets every site in.
+        assert_eq!(
+            check(
+                &[
+                    ("sec-fetch-site", "cross-site"),
+                    ("origin", "https://any.example")
+                ],
+                Some(&Cors::any_origin())
+            ),
+            Ok(())
+        );
     }
 
     #[test]
