@@ -115,6 +115,9 @@ fn routes(
         .unify()
         .or(publish)
         .unify()
+        // Any other path under /comet: the protocol's JSON 404.
+        .or(warp::path("comet").and(comet::warp::not_found()))
+        .unify()
 }
 
 fn answer(result: Result<String, common::Refusal>) -> Response {

@@ -87,7 +87,8 @@ async fn sse(server: &TestServer, query: &str) -> SseReader {
 async fn sse_receives_published_messages_in_order(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
     let mut events = sse(&server, "channel=chat").await;
-    assert_eq!(events.retry, Some(2000));
+    // PROTOCOL.md, "Streaming transports": `retry:` opens the first event.
+    assert_eq!(events.retry, None);
     for i in 0..20 {
         hub.publish("chat", format!("m{i}")).await.unwrap();
     }
@@ -96,6 +97,7 @@ async fn sse_receives_published_messages_in_order(adapter: Adapter) {
         .unwrap();
     for i in 0..20 {
         let event = events.next_event().await;
+        assert_eq!(events.retry, Some(2000));
         assert_eq!(
             (event.event.as_deref(), event.data.as_str()),
             (Some("chat"), &*format!("m{i}"))
@@ -160,7 +162,7 @@ async fn sse_bytes_follow_the_framing_rules(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
     let mut events = sse(&server, "channel=f").await;
     let preamble = events.raw.clone();
-    assert_eq!(preamble, b": comet\nretry: 2000\n\n");
+    assert_eq!(preamble, b": comet\n");
     let payloads = [
         "a\nb",
         "c\rd",
@@ -194,8 +196,8 @@ async fn sse_bytes_follow_the_framing_rules(adapter: Adapter) {
     let json = events.next_event().await;
     ids.push(json.id.unwrap());
     let expected = format!(
-        ": comet\nretry: 2000\n\n\
-         id: {}\nevent: f\ndata: a\ndata: b\n\n\
+        ": comet\n\
+         retry: 2000\nid: {}\nevent: f\ndata: a\ndata: b\n\n\
          id: {}\nevent: f\ndata: c\ndata: d\n\n\
          id: {}\nevent: f\ndata: e\ndata: f\n\n\
          id: {}\nevent: f\ndata: \n\n\
@@ -225,7 +227,11 @@ async fn sse_heartbeats_on_idle(adapter: Adapter) {
     let mut events = SseReader::new(response);
     events.opened().await;
     events.comments_after(2).await;
-    assert!(String::from_utf8_lossy(&events.raw).ends_with(": \n\n: \n\n"));
+    assert!(String::from_utf8_lossy(&events.raw).ends_with(": \n: \n"));
+    assert_eq!(
+        events.empty_blocks, 0,
+        "no blank line a client could take for an event"
+    );
 }
 
 async fn one_connection_carries_many_channels(adapter: Adapter) {
@@ -521,7 +527,7 @@ async fn bad_requests_get_clear_json_errors(adapter: Adapter) {
         .send()
         .await
         .unwrap();
-    assert_eq!(post.headers()["allow"], "GET");
+    assert_eq!(post.headers()["allow"], "GET, HEAD");
     expect_error(post, 405, "method_not_allowed").await;
 
     // None of that disturbed a subscriber.

@@ -204,7 +204,7 @@ async fn stream_ends_after_its_byte_budget_and_resuming_loses_nothing(adapter: A
 
 async fn iframe_pads_its_first_chunk_and_calls_the_callback_per_item(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
-    let response = get(&server, "/iframe?channel=f&callback=parent_cb.receive").await;
+    let response = get(&server, "/iframe?channel=f&callback=__comet_cb.receive").await;
     assert_eq!(
         response.headers()["content-type"],
         "text/html; charset=utf-8"
@@ -220,7 +220,7 @@ async fn iframe_pads_its_first_chunk_and_calls_the_callback_per_item(adapter: Ad
     assert!(padding > 1024, "the padding comes first");
     assert_eq!(
         &preamble[padding..],
-        "<script>parent.parent_cb.receive({\"type\":\"heartbeat\"});</script>\n"
+        "<script>parent.__comet_cb.receive({\"type\":\"heartbeat\"});</script>\n"
     );
     // Idle: heartbeat calls keep the page alive.
     let heartbeat = loop {
@@ -231,7 +231,7 @@ async fn iframe_pads_its_first_chunk_and_calls_the_callback_per_item(adapter: Ad
     };
     assert_eq!(
         heartbeat,
-        "<script>parent.parent_cb.receive({\"type\":\"heartbeat\"});</script>"
+        "<script>parent.__comet_cb.receive({\"type\":\"heartbeat\"});</script>"
     );
 
     hub.publish("f", "hello").await.unwrap();
@@ -242,7 +242,7 @@ async fn iframe_pads_its_first_chunk_and_calls_the_callback_per_item(adapter: Ad
         }
     };
     let json = call
-        .strip_prefix("<script>parent.parent_cb.receive(")
+        .strip_prefix("<script>parent.__comet_cb.receive(")
         .and_then(|s| s.strip_suffix(");</script>"))
         .unwrap_or_else(|| panic!("unexpected call {call}"));
     assert_eq!(describe(&parse(json)), "f:hello");
@@ -409,14 +409,16 @@ async fn iframe_ends_after_its_byte_budget_and_resuming_loses_nothing(adapter: A
 async fn jsonp_holds_batches_and_resumes_by_cursor(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
     let cursor = hub.head(["j"]).await.unwrap();
-    let url = server.url(&format!("/jsonp?channel=j&callback=my.cb&cursor={cursor}"));
+    let url = server.url(&format!(
+        "/jsonp?channel=j&callback=__comet_cb.cb&cursor={cursor}"
+    ));
     let held = tokio::spawn(get_text(url));
     eventually("jsonp held", || hub.channel_subscriber_count("j") == 1).await;
     hub.publish("j", "first").await.unwrap();
     let script = bounded("jsonp answer", held).await.unwrap();
     let body = parse(
         script
-            .strip_prefix("/**/my.cb(")
+            .strip_prefix("/**/__comet_cb.cb(")
             .unwrap()
             .strip_suffix(");")
             .unwrap(),
@@ -426,7 +428,7 @@ async fn jsonp_holds_batches_and_resumes_by_cursor(adapter: Adapter) {
     let next = get(
         &server,
         &format!(
-            "/jsonp?channel=j&callback=my.cb&cursor={}",
+            "/jsonp?channel=j&callback=__comet_cb.cb&cursor={}",
             body["cursor"].as_str().unwrap()
         ),
     )
@@ -434,7 +436,7 @@ async fn jsonp_holds_batches_and_resumes_by_cursor(adapter: Adapter) {
     let script = next.text().await.unwrap();
     let body = parse(
         script
-            .strip_prefix("/**/my.cb(")
+            .strip_prefix("/**/__comet_cb.cb(")
             .unwrap()
             .strip_suffix(");")
             .unwrap(),
@@ -493,7 +495,8 @@ async fn publish_answers_201_with_a_cursor_and_marks_json_and_text(adapter: Adap
     let message = second.message().unwrap();
     assert_eq!(
         (message.kind(), message.text()),
-        (comet::PayloadKind::Json, "{\"a\":[1,2]}")
+        // PROTOCOL.md, "Payloads": the publisher's bytes, as they came.
+        (comet::PayloadKind::Json, "{\n  \"a\": [1, 2]\n}")
     );
 
     // Subscribers see JSON as JSON and text as a string.
@@ -577,7 +580,7 @@ async fn publish_rejects_bad_requests_with_reasons(adapter: Adapter) {
         .send()
         .await
         .unwrap();
-    expect_error(bad_event, 400, "bad_parameter").await;
+    expect_error(bad_event, 400, "bad_event").await;
     let wrong_method = client().get(server.url("/publish/x")).send().await.unwrap();
     assert_eq!(wrong_method.headers()["allow"], "POST");
     expect_error(wrong_method, 405, "method_not_allowed").await;

@@ -1,4 +1,4 @@
-// Types for comet.js, the browser client for the comet wire protocol v1.
+// Types for comet.js, the browser client for the comet wire protocol v1.1.
 
 /** A transport, best first: SSE, fetch streaming (ndjson), long polling,
  * JSONP script tags, the forever frame (same origin only). */
@@ -9,7 +9,8 @@ export type Transport = "sse" | "stream" | "poll" | "jsonp" | "iframe";
 export type State = "connecting" | "open" | "reconnecting" | "closed";
 
 export interface CometOptions {
-  /** Channels to receive (1 to 128 of `[A-Za-z0-9_.:@/-]`, not `comet-...`). */
+  /** Channels to receive (1 to 128 of `[A-Za-z0-9_.:@/-]`, not `comet-...`,
+   * `error` or `open`). */
   channels?: string[];
   /** Transports to try, in order of preference. Default: all, best first. */
   transports?: Transport[];
@@ -48,8 +49,11 @@ export declare class CometMessage {
   readonly channel: string | null;
   /** The publisher's event name, or null. */
   readonly event: string | null;
-  /** The payload's text, like `MessageEvent.data`. A JSON payload may differ
-   * in whitespace between transports; `json()` is the same everywhere. */
+  /** The payload's text, like `MessageEvent.data`: as published over SSE
+   * (line breaks as LF), fetch streaming (line breaks between JSON tokens as
+   * spaces) and polling. JSONP and the forever frame hand over a parsed
+   * value, so there a JSON payload is `JSON.stringify` of it; `json()` is
+   * the same everywhere. */
   readonly data: string;
   /** The position right after this message. */
   readonly cursor: string;

@@ -1,4 +1,4 @@
-// comet.js: the browser client for the comet wire protocol, version 1.
+// comet.js: the browser client for the comet wire protocol, version 1.1.
 //
 // A dependency-free ES module. One `Comet` receives many channels over one
 // connection, picks the best transport that actually works here (SSE, fetch
@@ -14,8 +14,9 @@ const CLIENT_EVENTS = new Set([
   "message", "gap", "state", "error", "connecting", "open", "reconnecting", "closed",
 ]);
 
-/** PROTOCOL.md: channel names. */
+/** PROTOCOL.md: channel names (`error` and `open` would be EventSource's own events). */
 const CHANNEL = /^[A-Za-z0-9_.:@/-]{1,128}$/;
+const REFUSED_CHANNELS = new Set(["error", "open"]);
 
 /** Refusals that no retry or other transport can mend. */
 const FATAL_STATUS = new Set([400, 404, 405, 414, 431]);
@@ -26,7 +27,10 @@ const RECENT_ITEMS = 256;
 /** Cursors remembered to drop an item delivered twice across a leader change. */
 const SEEN_CURSORS = 512;
 
-/** Where JSONP and forever-frame callbacks live: `__comet_cb.<name>`. */
+/**
+ * Where JSONP and forever-frame callbacks live: `__comet_cb.<name>`, the
+ * only dotted callback a route accepts (PROTOCOL.md, "Callbacks").
+ */
 const REGISTRY = "__comet_cb";
 let callbacks = 0;
 
@@ -36,7 +40,7 @@ function registry() {
 }
 
 function checkChannel(name) {
-  if (typeof name !== "string" || !CHANNEL.test(name) || name.startsWith("comet-")) {
+  if (typeof name !== "string" || !CHANNEL.test(name) || name.startsWith("comet-") || REFUSED_CHANNELS.has(name)) {
     throw new TypeError(`comet: bad channel name ${JSON.stringify(name)}`);
   }
   return name;
@@ -464,8 +468,9 @@ class Connection {
         this.cursor = item.cursor || this.cursor;
         this.#sink.item(item);
       },
-      envelope: (envelope) => {
-        const item = fromEnvelope(envelope); // null for a heartbeat
+      /** `raw`: the payload's JSON text as sent, when the transport has it. */
+      envelope: (envelope, raw) => {
+        const item = fromEnvelope(envelope, raw); // null for a heartbeat
         if (item) ctx.item(item);
       },
       cursor: (cursor) => {
@@ -473,9 +478,13 @@ class Connection {
         this.cursor = cursor;
         this.#sink.cursor(cursor);
       },
-      /** A long-poll answer (fetch, JSONP or the bootstrap poll). */
-      answer: (body) => {
-        for (const envelope of body.messages) ctx.envelope(envelope);
+      /** A long-poll answer (fetch, JSONP or the bootstrap poll), with its text when fetched. */
+      answer: (body, text) => {
+        const raws = text === undefined ? [] : rawPayloads(text, 3);
+        let next = 0;
+        for (const envelope of body.messages) {
+          ctx.envelope(envelope, envelope.type === "message" ? raws[next++] : undefined);
+        }
         ctx.cursor(body.cursor);
       },
       ended: () => live() && this.#onEnded(),
@@ -602,14 +611,85 @@ function supported(transport, crossOrigin) {
   }
 }
 
-/** A protocol envelope as the item every transport hands on. */
-function fromEnvelope(envelope) {
+/**
+ * A protocol envelope as the item every transport hands on. A JSON payload's
+ * text is `raw`, as the server sent it, where the transport has it (fetch
+ * streaming and polling); JSON.stringify of the parsed value would round
+ * big numbers and drop duplicate keys. JSONP and the forever frame hand over
+ * parsed values only.
+ */
+function fromEnvelope(envelope, raw) {
   if (envelope.type === "gap") {
     return { type: "gap", channel: envelope.channel, missed: envelope.missed ?? null, cursor: envelope.cursor, event: null, data: null };
   }
   if (envelope.type !== "message") return null;
-  const data = typeof envelope.data === "string" ? envelope.data : JSON.stringify(envelope.data);
+  const data = typeof envelope.data === "string" ? envelope.data : (raw ?? JSON.stringify(envelope.data));
   return { type: "message", channel: envelope.channel, event: envelope.event ?? null, data, cursor: envelope.cursor };
+}
+
+/**
+ * The JSON text of every `"data"` member at nesting `depth` of `text` (1:
+ * the members of an envelope; 3: those of the envelopes in a poll answer),
+ * in order. PROTOCOL.md, "Payloads": the server sends the publisher's bytes.
+ */
+function rawPayloads(text, depth) {
+  const found = [];
+  let level = 0;
+  for (let i = 0; i < text.length;) {
+    const c = text[i];
+    if (c === '"') {
+      const end = skipString(text, i);
+      const colon = skipSpace(text, end);
+      if (level === depth && text.slice(i, end) === '"data"' && text[colon] === ":") {
+        const start = skipSpace(text, colon + 1);
+        i = skipValue(text, start);
+        found.push(text.slice(start, i));
+      } else {
+        i = end;
+      }
+      continue;
+    }
+    if (c === "{" || c === "[") level++;
+    else if (c === "}" || c === "]") level--;
+    i++;
+  }
+  return found;
+}
+
+const JSON_SPACE = " \t\r\n";
+
+/** The index after the JSON string that starts at `i`. */
+function skipString(text, i) {
+  for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === "\\") i++;
+  return i + 1;
+}
+
+function skipSpace(text, i) {
+  while (i < text.length && JSON_SPACE.includes(text[i])) i++;
+  return i;
+}
+
+/** The index after the JSON value that starts at `i`. */
+function skipValue(text, i) {
+  let level = 0;
+  while (i < text.length) {
+    const c = text[i];
+    if (c === '"') {
+      i = skipString(text, i);
+      if (level === 0) return i;
+      continue;
+    }
+    if (c === "{" || c === "[") {
+      level++;
+    } else if (c === "}" || c === "]") {
+      if (level === 0) return i;
+      if (--level === 0) return i + 1;
+    } else if (level === 0 && (c === "," || JSON_SPACE.includes(c))) {
+      return i;
+    }
+    i++;
+  }
+  return i;
 }
 
 function fetchOptions(ctx, signal) {
@@ -664,7 +744,8 @@ function bootstrap(ctx, then, noPoll) {
       noPoll();
       return then();
     }
-    ctx.answer(await response.json());
+    const text = await response.text();
+    ctx.answer(JSON.parse(text), text);
     then();
   });
   return { close: () => abort.abort() };
@@ -722,7 +803,7 @@ const RUNNERS = {
         while ((end = buffer.indexOf("\n")) >= 0) {
           const line = buffer.slice(0, end);
           buffer = buffer.slice(end + 1);
-          if (line.trim()) ctx.envelope(JSON.parse(line));
+          if (line.trim()) ctx.envelope(JSON.parse(line), rawPayloads(line, 1)[0]);
         }
       }
       watch.stop();
@@ -746,12 +827,13 @@ const RUNNERS = {
         const timeout = state.opened ? ctx.timeout : 0;
         const response = await fetch(ctx.url("poll", { timeout }), fetchOptions(ctx, abort.signal));
         if (!response.ok) return ctx.failed({ ...(await refusal(response)), opened: state.opened });
-        const body = await response.json();
+        const text = await response.text();
+        const body = JSON.parse(text);
         if (!state.opened) {
           state.opened = true;
           ctx.opened();
         }
-        ctx.answer(body);
+        ctx.answer(body, text);
       }
     });
     return { close: () => abort.abort() };

@@ -8,8 +8,13 @@ pub const MAX_CHANNEL_NAME_LEN: usize = 128;
 /// Names with this prefix are reserved for the protocol itself (`comet-gap`, ...).
 pub const RESERVED_PREFIX: &str = "comet-";
 
+/// Names that an `EventSource` dispatches as its own events (`onerror`,
+/// `onopen`): refused as channel and event names, since SSE sends a message's
+/// event name, or its channel, as the event type.
+pub(crate) const EVENT_SOURCE_NAMES: [&str; 2] = ["error", "open"];
+
 /// A valid channel name: 1 to 128 characters from `[A-Za-z0-9_.:@/-]`, not
-/// starting with `comet-`.
+/// starting with `comet-`, and neither `error` nor `open`.
 ///
 /// It carries a stable 64-bit key (FNV-1a of the name) so a [`Cursor`](crate::Cursor)
 /// can name a channel in 8 bytes instead of repeating the name, which keeps a
@@ -53,6 +58,9 @@ fn validate(name: &str) -> Result<(), InvalidChannelName> {
     }
     if name.starts_with(RESERVED_PREFIX) {
         return Err(InvalidChannelName::Reserved);
+    }
+    if EVENT_SOURCE_NAMES.contains(&name) {
+        return Err(InvalidChannelName::EventSourceName);
     }
     Ok(())
 }
@@ -135,6 +143,9 @@ pub enum InvalidChannelName {
     BadCharacter(char),
     /// The name starts with the reserved prefix `comet-`.
     Reserved,
+    /// The name is `error` or `open`, which an `EventSource` would take for
+    /// its own events.
+    EventSourceName,
 }
 
 impl fmt::Display for InvalidChannelName {
@@ -152,6 +163,9 @@ impl fmt::Display for InvalidChannelName {
             Self::Reserved => write!(
                 f,
                 "channel names starting with {RESERVED_PREFIX:?} are reserved"
+            ),
+            Self::EventSourceName => f.write_str(
+                "channel names \"error\" and \"open\" are refused: EventSource clients would take them for their own events",
             ),
         }
     }
@@ -200,6 +214,13 @@ mod tests {
             ChannelName::new("comet-gap"),
             Err(InvalidChannelName::Reserved)
         );
+        for name in EVENT_SOURCE_NAMES {
+            assert_eq!(
+                ChannelName::new(name),
+                Err(InvalidChannelName::EventSourceName)
+            );
+        }
+        assert!(ChannelName::new("errors").is_ok() && ChannelName::new("Open").is_ok());
         // Only the exact prefix is reserved.
         assert!(ChannelName::new("comet").is_ok());
         assert!(ChannelName::new("xcomet-").is_ok());

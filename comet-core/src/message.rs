@@ -44,15 +44,24 @@ pub enum Encoding {
     SseFrameOneChannel,
     /// The whole ndjson line for one-channel subscriptions.
     NdjsonLineOneChannel,
+    /// The envelope head on one line (ndjson): the same bytes as
+    /// `EnvelopeHead` unless the JSON payload has line breaks between its
+    /// tokens, which are then written as spaces.
+    NdjsonEnvelopeHead,
 }
 
 impl Encoding {
-    const COUNT: usize = 5;
+    const COUNT: usize = 6;
 }
 
 impl Message {
-    /// Builds a message. Engines call this; applications publish through the
+    /// Builds a message. Engines call this, with the kind, event and data of
+    /// a [`Payload`](crate::Payload); applications publish through the
     /// [`Hub`](crate::Hub).
+    ///
+    /// `data` must be UTF-8, as every `Payload` is. Bytes that are not (an
+    /// engine's bug) are repaired with U+FFFD rather than kept, so that
+    /// [`text`](Self::text) is always the payload's text.
     pub fn new(
         channel: ChannelName,
         epoch: u64,
@@ -61,6 +70,13 @@ impl Message {
         event: Option<Box<str>>,
         data: Bytes,
     ) -> Self {
+        let data = match std::str::from_utf8(&data) {
+            Ok(_) => data,
+            Err(error) => {
+                tracing::warn!(%channel, offset, %error, "an engine stored a payload that is not UTF-8; repaired");
+                Bytes::from(String::from_utf8_lossy(&data).into_owned())
+            }
+        };
         Self {
             channel,
             epoch,
@@ -107,15 +123,15 @@ impl Message {
         self.event.as_deref()
     }
 
-    /// The payload bytes: UTF-8 text, or compact JSON.
+    /// The payload bytes, as published: UTF-8 text, or a JSON text.
     pub fn data(&self) -> &Bytes {
         &self.data
     }
 
-    /// The payload as text (it is always valid UTF-8).
+    /// The payload as text: the bytes as published, never replaced.
     pub fn text(&self) -> &str {
-        // Payloads are built from `String`s or validated JSON, both UTF-8.
-        std::str::from_utf8(&self.data).unwrap_or_default()
+        // `new` keeps only UTF-8 (every `Payload` is; anything else is repaired there).
+        std::str::from_utf8(&self.data).expect("Message::new keeps its data UTF-8")
     }
 
     /// When it was published (for the history's maximum age).
@@ -167,5 +183,31 @@ impl fmt::Debug for Message {
             .field("event", &self.event)
             .field("data", &String::from_utf8_lossy(&self.data))
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(data: &'static [u8]) -> Message {
+        let channel = ChannelName::new("c").unwrap();
+        Message::new(
+            channel,
+            1,
+            1,
+            PayloadKind::Text,
+            None,
+            Bytes::from_static(data),
+        )
+    }
+
+    #[test]
+    fn text_is_the_payload_and_never_empty_for_bytes_that_are_not_utf8() {
+        assert_eq!(message("héllo".as_bytes()).text(), "héllo");
+        assert_eq!(message(b"").text(), "");
+        let repaired = message(b"bad \xff byte");
+        assert_eq!(repaired.text(), "bad \u{FFFD} byte");
+        assert_eq!(repaired.data().as_ref(), "bad \u{FFFD} byte".as_bytes());
     }
 }

@@ -8,8 +8,7 @@ use std::fmt;
 /// (sent as a JSON string in envelopes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PayloadKind {
-    /// A JSON document, kept compact (no raw CR or LF) so that it can be
-    /// embedded in one line of any wire format.
+    /// A JSON text (RFC 8259), kept as its publisher wrote it.
     Json,
     /// UTF-8 text.
     Text,
@@ -47,22 +46,29 @@ impl Payload {
         })
     }
 
+    /// A plain-text payload from bytes that must be UTF-8 (an HTTP body,
+    /// say), kept without a copy.
+    pub fn text_bytes(bytes: impl Into<Bytes>) -> Result<Self, std::str::Utf8Error> {
+        let bytes = bytes.into();
+        std::str::from_utf8(&bytes)?;
+        Ok(Self {
+            kind: PayloadKind::Text,
+            data: bytes,
+            event: None,
+        })
+    }
+
     /// A JSON payload from bytes that claim to be JSON (an HTTP body, say).
     ///
-    /// The bytes are validated; a document that spans several lines is
-    /// re-serialized compactly, so no wire format has to re-encode it later.
+    /// The bytes must be UTF-8 and one valid JSON text (RFC 8259), else this
+    /// is an `Err`. They are kept byte for byte: every transport delivers
+    /// exactly what was published (PROTOCOL.md, "Payloads").
     pub fn json_bytes(bytes: impl Into<Bytes>) -> Result<Self, serde_json::Error> {
         let bytes = bytes.into();
-        let data = if bytes.iter().any(|b| matches!(b, b'\r' | b'\n')) {
-            let value: serde_json::Value = serde_json::from_slice(&bytes)?;
-            Bytes::from(serde_json::to_vec(&value)?)
-        } else {
-            serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)?;
-            bytes
-        };
+        validate_json(&bytes)?;
         Ok(Self {
             kind: PayloadKind::Json,
-            data,
+            data: bytes,
             event: None,
         })
     }
@@ -122,12 +128,21 @@ impl fmt::Debug for Payload {
     }
 }
 
+/// Checks that `bytes` are UTF-8 and one JSON text. serde_json alone does
+/// not check the UTF-8 of strings it skips, so that comes first.
+fn validate_json(bytes: &[u8]) -> Result<(), serde_json::Error> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| <serde_json::Error as serde::de::Error>::custom(format!("not UTF-8: {e}")))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map(drop)
+}
+
 /// The longest event name accepted.
 pub const MAX_EVENT_NAME_LEN: usize = 128;
 
 /// Checks an event name: non-empty, at most 128 bytes, no CR/LF/NUL (they would
-/// break SSE framing) and not in the reserved `comet-` namespace (a publisher
-/// must not be able to forge a `comet-gap`).
+/// break SSE framing), not in the reserved `comet-` namespace (a publisher
+/// must not be able to forge a `comet-gap`), and neither `error` nor `open`,
+/// which an `EventSource` would take for its own events.
 pub(crate) fn validate_event(event: &str) -> Result<(), String> {
     if event.is_empty() {
         return Err("event name is empty".into());
@@ -144,6 +159,11 @@ pub(crate) fn validate_event(event: &str) -> Result<(), String> {
     if event.starts_with(crate::channel_name::RESERVED_PREFIX) {
         return Err("event names starting with \"comet-\" are reserved".into());
     }
+    if crate::channel_name::EVENT_SOURCE_NAMES.contains(&event) {
+        return Err(format!(
+            "event name {event:?} is refused: EventSource clients would take it for their own {event:?} event"
+        ));
+    }
     Ok(())
 }
 
@@ -152,15 +172,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_bytes_are_validated_and_compacted() {
+    fn json_bytes_are_validated_and_kept_byte_for_byte() {
         assert!(Payload::json_bytes(&b"{nope"[..]).is_err());
         assert!(Payload::json_bytes(&b""[..]).is_err());
-        let p = Payload::json_bytes(&b"{\n  \"a\": [1,\r\n 2]\n}"[..]).unwrap();
-        assert_eq!(&p.data[..], br#"{"a":[1,2]}"#);
-        // Already single-line JSON is kept byte for byte (no re-encode).
-        let p = Payload::json_bytes(&b"{ \"a\" : 1 }"[..]).unwrap();
-        assert_eq!(&p.data[..], b"{ \"a\" : 1 }");
-        assert_eq!(p.kind(), PayloadKind::Json);
+        for kept in [
+            &b"{\n  \"a\": [1,\r\n 2]\n}"[..],
+            b"{ \"a\" : 1 }",
+            br#"{"z":1,"a":2,"z":3}"#,
+            b"12345678901234567890123",
+            br#"["\u00e9\n\"", "\ud83d\ude00", 1e400]"#,
+            b" true ",
+        ] {
+            let p = Payload::json_bytes(kept).unwrap();
+            assert_eq!(&p.data[..], kept);
+            assert_eq!(p.kind(), PayloadKind::Json);
+        }
+    }
+
+    #[test]
+    fn json_bytes_refuse_what_is_not_rfc_8259_json() {
+        for bad in [
+            &b"\"\xff\""[..],
+            b"{\"k\":\"\xc3\x28\"}",
+            b"[\"\xed\xa0\x80\"]",
+            b"\"tab\there\"",
+            b"\"line\nbreak\"",
+            b"{\"a\":1,}",
+            b"NaN",
+            b"[1] [2]",
+            b"'single'",
+            b"\"\\x41\"",
+        ] {
+            assert!(
+                Payload::json_bytes(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn text_bytes_must_be_utf8() {
+        assert!(Payload::text_bytes(&b"caf\xc3\xa9"[..]).is_ok());
+        assert!(Payload::text_bytes(&b"caf\xe9"[..]).is_err());
     }
 
     #[test]
@@ -183,6 +237,10 @@ mod tests {
         assert!(validate_event("a\nb").is_err());
         assert!(validate_event("a\rb").is_err());
         assert!(validate_event("comet-gap").is_err());
+        assert!(validate_event("error").is_err());
+        assert!(validate_event("open").is_err());
+        assert!(validate_event("message").is_ok());
+        assert!(validate_event("Error").is_ok());
         assert!(validate_event(&"e".repeat(129)).is_err());
     }
 }

@@ -45,7 +45,13 @@ pub(crate) enum Endpoint {
     Publish(PublishRoute),
     /// The browser client alone, with this route's CORS.
     Client(Route),
+    /// A path under a subscribe route's mount that no route serves: the
+    /// protocol's JSON 404.
+    NotFound,
 }
+
+/// What a path under a mount that serves nothing gets.
+static NOT_FOUND: Endpoint = Endpoint::NotFound;
 
 impl Endpoint {
     /// Answers `request` to this endpoint mounted at `mount` (for publishing,
@@ -74,29 +80,50 @@ impl Endpoint {
             }
             Endpoint::Subscribe(route) => protocol::serve(hub, route, &head),
             Endpoint::Publish(route) => route.serve(hub, mount, &head, body),
+            Endpoint::NotFound => Box::pin(std::future::ready(protocol::not_found(&head))),
         }
     }
 }
 
 impl Routes {
-    /// The route for `path` and its mount path: subscribe routes match
-    /// exactly, and serve the browser client at `<path>/comet.js`; publish
-    /// routes also match any path below theirs (the rest names the channel).
+    /// The route for `path` and its mount path, most specific first: a
+    /// route's own path; `<subscribe route>/comet.js` (the browser client);
+    /// any path below a publish route (the rest names the channel); then any
+    /// other path below a subscribe route, which the layer answers with the
+    /// protocol's JSON 404 (a route at `/` claims only `/` and `/comet.js`).
     pub(crate) fn find(&self, path: &str) -> Option<(&str, &Endpoint)> {
-        self.routes
-            .iter()
-            .find(|(mount, endpoint)| {
-                let below = path
-                    .strip_prefix(mount.trim_end_matches('/'))
-                    .and_then(|rest| rest.strip_prefix('/'));
-                path == mount
-                    || match endpoint {
-                        Endpoint::Publish(_) => below.is_some(),
-                        Endpoint::Subscribe(_) => below == Some(protocol::CLIENT_SCRIPT_NAME),
-                        Endpoint::Client(_) => false,
-                    }
+        let below = |mount: &str| {
+            path.strip_prefix(mount.trim_end_matches('/'))
+                .and_then(|rest| rest.strip_prefix('/'))
+        };
+        let found = |pick: &dyn Fn(&str, &Endpoint) -> bool| {
+            self.routes
+                .iter()
+                .filter(|(mount, endpoint)| pick(mount, endpoint))
+                // The longest mount is the most specific.
+                .max_by_key(|(mount, _)| mount.len())
+                .map(|(mount, endpoint)| (mount.as_str(), endpoint))
+        };
+        found(&|mount, _| path == mount)
+            .or_else(|| {
+                found(&|mount, endpoint| {
+                    matches!(endpoint, Endpoint::Subscribe(_))
+                        && below(mount) == Some(protocol::CLIENT_SCRIPT_NAME)
+                })
             })
-            .map(|(mount, endpoint)| (mount.as_str(), endpoint))
+            .or_else(|| {
+                found(&|mount, endpoint| {
+                    matches!(endpoint, Endpoint::Publish(_)) && below(mount).is_some()
+                })
+            })
+            .or_else(|| {
+                found(&|mount, endpoint| {
+                    matches!(endpoint, Endpoint::Subscribe(_))
+                        && mount != "/"
+                        && below(mount).is_some()
+                })
+                .map(|(mount, _)| (mount, &NOT_FOUND))
+            })
     }
 
     fn insert(&mut self, path: &str, endpoint: Endpoint) {
@@ -121,7 +148,10 @@ impl CometLayer {
     }
 
     /// Serves `route` at `path` (an exact path such as `/comet/sse`; a later
-    /// route for the same path replaces it).
+    /// route for the same path replaces it), and the browser client at
+    /// `path/comet.js`. Every other path below `path` that no comet route
+    /// serves is answered with the protocol's JSON 404, not passed to the
+    /// app (unless `path` is `/`).
     ///
     /// # Panics
     ///

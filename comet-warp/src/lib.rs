@@ -21,7 +21,9 @@
 //! ));
 //! // The browser client, for `import { Comet } from "/push/comet.js"`.
 //! let client = warp::path!("push" / "comet.js").and(comet_warp::client(Route::all()));
-//! let routes = events.or(poll).or(push).or(publish).or(client);
+//! // Any other path under /push: the protocol's JSON 404.
+//! let unknown = warp::path("push").and(comet_warp::not_found());
+//! let routes = events.or(poll).or(push).or(publish).or(client).or(unknown);
 //! // warp::serve(routes).run(([127, 0, 0, 1], 3000)).await;
 //! ```
 //!
@@ -102,6 +104,14 @@ pub fn client(
     route: Route,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
     request_head().map(move |head: Parts| into_reply(protocol::serve_client(&route, &head)))
+}
+
+/// Answers every request with the protocol's JSON 404 (`not_found`): put it
+/// last under a comet prefix, so that a path there that no comet filter
+/// serves gets the protocol's error rather than warp's empty rejection:
+/// `warp::path("comet").and(comet_warp::not_found())`.
+pub fn not_found() -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    request_head().map(|head: Parts| into_reply(protocol::not_found(&head)))
 }
 
 /// Accepts publishing: the path left unmatched by the filters before this one

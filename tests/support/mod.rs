@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod clients;
 
 use bytes::Bytes;
 use comet::{
@@ -134,7 +135,16 @@ pub fn warp_app(
     let hello = warp::path!("hello")
         .map(|| "hello from the app".into_response())
         .boxed();
-    mounts.into_iter().fold(hello, |routes, mount| {
+    // As the tower layer does: any other path under a subscribe route's
+    // mount gets the protocol's JSON 404, after every comet route.
+    let prefixes: Vec<&'static str> = mounts
+        .iter()
+        .filter_map(|mount| match mount {
+            Mount::Subscribe(path, _) if *path != "/" => Some(*path),
+            _ => None,
+        })
+        .collect();
+    let routes = mounts.into_iter().fold(hello, |routes, mount| {
         let route = match mount {
             // As the tower layer does: the route, and its client script.
             Mount::Subscribe(path, route) => at(path)
@@ -150,6 +160,12 @@ pub fn warp_app(
                 .boxed(),
         };
         routes.or(route).unify().boxed()
+    });
+    prefixes.into_iter().fold(routes, |routes, path| {
+        routes
+            .or(at(path).and(comet::warp::not_found()))
+            .unify()
+            .boxed()
     })
 }
 
@@ -169,7 +185,9 @@ pub struct SseEvent {
     pub data: String,
 }
 
-/// Reads an SSE response: raw bytes for framing checks, events for the rest.
+/// Reads an SSE response: raw bytes for framing checks, events for the
+/// rest, parsed line by line as the WHATWG spec says (a blank line ends an
+/// event; one with no data dispatches nothing).
 pub struct SseReader {
     stream: Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<Bytes>> + Send>>,
     buf: Vec<u8>,
@@ -177,7 +195,14 @@ pub struct SseReader {
     pub raw: Vec<u8>,
     /// Comment lines seen (heartbeats and the preamble).
     pub comments: usize,
+    /// The last `retry:` seen.
     pub retry: Option<u64>,
+    /// The event being read, and whether it has a data line yet.
+    pending: SseEvent,
+    has_data: bool,
+    /// Blank lines that ended no event (an empty block, which some clients
+    /// yield as an event anyway).
+    pub empty_blocks: usize,
 }
 
 impl SseReader {
@@ -190,6 +215,9 @@ impl SseReader {
             raw: Vec::new(),
             comments: 0,
             retry: None,
+            pending: SseEvent::default(),
+            has_data: false,
+            empty_blocks: 0,
         }
     }
 
@@ -208,47 +236,50 @@ impl SseReader {
         }
     }
 
-    /// Waits for the preamble (comment and retry), proving the subscription exists.
+    /// Waits for the preamble (a comment line), proving the subscription exists.
     pub async fn opened(&mut self) {
-        while self.retry.is_none() {
-            self.next_line_block().await;
+        while self.comments == 0 {
+            assert!(self.step().await.is_none(), "an event before the preamble");
         }
     }
 
-    /// Reads one blank-line-terminated block; returns the event if it was one.
-    async fn next_line_block(&mut self) -> Option<SseEvent> {
-        let mut event = SseEvent::default();
-        let mut has_data = false;
-        loop {
-            let line = self.line().await;
-            if line.is_empty() {
-                return has_data.then_some(event);
+    /// Reads one line; returns the event it completes, if any.
+    async fn step(&mut self) -> Option<SseEvent> {
+        let line = self.line().await;
+        if line.is_empty() {
+            if !self.has_data {
+                self.empty_blocks += 1;
+                self.pending = SseEvent::default();
+                return None;
             }
-            if line.starts_with(':') {
-                self.comments += 1;
-                continue;
-            }
-            let (field, value) = line.split_once(':').unwrap_or((&line, ""));
-            let value = value.strip_prefix(' ').unwrap_or(value);
-            match field {
-                "id" => event.id = Some(value.to_owned()),
-                "event" => event.event = Some(value.to_owned()),
-                "retry" => self.retry = Some(value.parse().unwrap()),
-                "data" => {
-                    if has_data {
-                        event.data.push('\n');
-                    }
-                    event.data.push_str(value);
-                    has_data = true;
-                }
-                other => panic!("unexpected SSE field {other:?}"),
-            }
+            self.has_data = false;
+            return Some(std::mem::take(&mut self.pending));
         }
+        if line.starts_with(':') {
+            self.comments += 1;
+            return None;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((&line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "id" => self.pending.id = Some(value.to_owned()),
+            "event" => self.pending.event = Some(value.to_owned()),
+            "retry" => self.retry = Some(value.parse().unwrap()),
+            "data" => {
+                if self.has_data {
+                    self.pending.data.push('\n');
+                }
+                self.pending.data.push_str(value);
+                self.has_data = true;
+            }
+            other => panic!("unexpected SSE field {other:?}"),
+        }
+        None
     }
 
     pub async fn next_event(&mut self) -> SseEvent {
         loop {
-            if let Some(event) = self.next_line_block().await {
+            if let Some(event) = self.step().await {
                 return event;
             }
         }
@@ -265,14 +296,11 @@ impl SseReader {
         .await
     }
 
-    /// Waits for `n` more comment lines (heartbeats).
+    /// Waits for `n` more comment lines (heartbeats), and nothing else.
     pub async fn comments_after(&mut self, n: usize) {
         let target = self.comments + n;
         while self.comments < target {
-            assert!(
-                self.next_line_block().await.is_none(),
-                "expected only heartbeats"
-            );
+            assert!(self.step().await.is_none(), "expected only heartbeats");
         }
     }
 }

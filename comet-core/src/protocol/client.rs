@@ -64,6 +64,9 @@ fn answer(request: &Parts) -> Response<CometBody> {
     if request.method != Method::GET && request.method != Method::HEAD {
         return ProtocolError::method_not_allowed(&request.method, "GET, HEAD").into_response();
     }
+    if let Err(error) = super::params::check_request_size(request) {
+        return error.into_response();
+    }
     let etag = format!("\"{}\"", client_version());
     let versioned = request
         .uri

@@ -2,7 +2,7 @@
 //! `push.example.com` (the classic way around the browser's per-host
 //! connection limit).
 
-use super::{CometBody, ProtocolError};
+use super::{CometBody, ErrorCode, ProtocolError};
 use http::{header, request::Parts, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -138,15 +138,9 @@ impl Cors {
             (None, _) | (_, None) => Some(ProtocolError::bad_request(
                 "OPTIONS here answers CORS preflights: send Origin and Access-Control-Request-Method",
             )),
-            (Some(origin), _) if !self.allows(origin) => Some(ProtocolError::new(
-                StatusCode::FORBIDDEN,
-                "cors_denied",
-                format!("origin {} may not use this route", String::from_utf8_lossy(origin.as_bytes())),
+            (Some(origin), _) if !self.allows(origin) => Some(ErrorCode::CorsDenied.error(format!("origin {} may not use this route", String::from_utf8_lossy(origin.as_bytes())),
             )),
-            (_, Some(m)) if m.as_bytes() != method.as_str().as_bytes() => Some(ProtocolError::new(
-                StatusCode::FORBIDDEN,
-                "cors_denied",
-                format!("this route accepts {method} only"),
+            (_, Some(m)) if m.as_bytes() != method.as_str().as_bytes() => Some(ErrorCode::CorsDenied.error(format!("this route accepts {method} only"),
             )),
             _ => None,
         };
@@ -184,6 +178,63 @@ impl Cors {
     }
 }
 
+/// PROTOCOL.md, "JSONP": a JSONP answer is a script that any page can
+/// include with the user's cookies (cross-site script inclusion), so a
+/// request from another site is refused: `Sec-Fetch-Site: cross-site`, or an
+/// `Origin` (else `Referer`) that is neither the request's own host nor in
+/// `cors`'s list. Requests that carry none of these (not from a browser
+/// page) pass.
+pub(crate) fn check_jsonp_site(request: &Parts, cors: Option<&Cors>) -> Result<(), ProtocolError> {
+    let headers = &request.headers;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri.authority().map(|a| a.as_str()));
+    let from = headers
+        .get(header::ORIGIN)
+        .map(|o| (o.clone(), "Origin"))
+        .or_else(|| {
+            let referer = headers.get(header::REFERER)?;
+            let origin =
+                referer_origin(referer).unwrap_or_else(|| HeaderValue::from_static("null"));
+            Some((origin, "Referer"))
+        });
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    let listed = |origin: &HeaderValue| cors.is_some_and(|c| c.allows(origin));
+    let own = |origin: &HeaderValue| {
+        let authority = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, authority)| authority);
+        authority.is_some_and(|a| host.is_some_and(|h| a.eq_ignore_ascii_case(h)))
+    };
+    let refused = match &from {
+        Some((origin, _)) if listed(origin) => false,
+        Some((origin, _)) => cross_site || !own(origin),
+        None => cross_site,
+    };
+    if !refused {
+        return Ok(());
+    }
+    let whence = match &from {
+        Some((origin, name)) => format!("{name} {}", String::from_utf8_lossy(origin.as_bytes())),
+        None => "Sec-Fetch-Site: cross-site".to_owned(),
+    };
+    Err(ErrorCode::CrossSite.error(format!(
+        "JSONP from another site ({whence}) is refused on this route; list the page's origin in the route's CORS"
+    )))
+}
+
+/// `scheme://authority` of a `Referer` URL.
+fn referer_origin(referer: &HeaderValue) -> Option<HeaderValue> {
+    let uri: http::Uri = referer.to_str().ok()?.parse().ok()?;
+    let origin = format!("{}://{}", uri.scheme_str()?, uri.authority()?.as_str());
+    HeaderValue::from_str(&origin).ok()
+}
+
 impl fmt::Debug for Cors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let origins: Vec<_> = match &self.origins {
@@ -209,6 +260,70 @@ mod tests {
     #[should_panic(expected = "credentials cannot be allowed for every origin")]
     fn star_with_credentials_is_a_configuration_error() {
         let _ = Cors::any_origin().allow_credentials(true);
+    }
+
+    fn jsonp_request(headers: &[(&str, &str)]) -> Parts {
+        let mut request =
+            http::Request::get("/comet?transport=jsonp").header("host", "push.example:80");
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn jsonp_from_another_site_is_refused_unless_listed() {
+        let cors = Cors::allow_origins(["https://app.example"]);
+        let check = |headers: &[(&str, &str)], cors: Option<&Cors>| {
+            check_jsonp_site(&jsonp_request(headers), cors).map_err(|e| e.code())
+        };
+        for passes in [
+            &[][..],
+            &[("sec-fetch-site", "same-origin")],
+            &[("referer", "http://push.example:80/page?x=1")],
+            &[("origin", "http://PUSH.example:80")],
+            &[
+                ("sec-fetch-site", "cross-site"),
+                ("referer", "https://app.example/chat"),
+            ],
+        ] {
+            assert_eq!(check(passes, Some(&cors)), Ok(()), "{passes:?}");
+        }
+        for refused in [
+            &[("sec-fetch-site", "cross-site")][..],
+            &[("referer", "https://evil.example/")],
+            &[("origin", "null")],
+            &[("referer", "not a url")],
+            &[
+                ("sec-fetch-site", "same-site"),
+                ("referer", "https://other.example/"),
+            ],
+            &[
+                ("sec-fetch-site", "cross-site"),
+                ("referer", "http://push.example:80/"),
+            ],
+        ] {
+            assert_eq!(
+                check(refused, Some(&cors)),
+                Err("cross_site"),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(
+            check(&[("referer", "https://app.example/chat")], None),
+            Err("cross_site")
+        );
+        // A policy that allows any origin lets every site in.
+        assert_eq!(
+            check(
+                &[
+                    ("sec-fetch-site", "cross-site"),
+                    ("origin", "https://any.example")
+                ],
+                Some(&Cors::any_origin())
+            ),
+            Ok(())
+        );
     }
 
     #[test]

@@ -7,10 +7,11 @@
 //! written per subscriber. A frame is therefore a few chunks: shared bytes and
 //! a short per-subscriber tail.
 
-use super::{Frames, ProtocolError, StreamFormat};
+use super::{ErrorCode, Frames, ProtocolError, StreamFormat};
 use crate::{ChannelName, Cursor, Encoding, Item, Message, PayloadKind};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::HeaderValue;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Whether JSON must be safe to embed in a `<script>` (forever frame, JSONP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +28,7 @@ fn envelope_head(message: &Message) -> Bytes {
     push_json_string(&mut out, message.channel().as_str());
     out.put_slice(b",\"data\":");
     match message.kind() {
+        // The publisher's bytes, validated when published, as they came.
         PayloadKind::Json => out.put_slice(message.data()),
         PayloadKind::Text => push_json_string(&mut out, message.text()),
     }
@@ -86,6 +88,29 @@ fn head(message: &Message, json: Json) -> Bytes {
     }
 }
 
+/// The envelope head on one line, for ndjson. A JSON payload may hold CR and
+/// LF only as whitespace between tokens (raw in a string they are invalid
+/// JSON), and the head's other parts are escaped JSON strings, so writing
+/// each as a space keeps every token byte for byte. Without line breaks (the
+/// usual case) this is the very `Bytes` of the plain head.
+fn line_head(message: &Message) -> Bytes {
+    message.encoded(Encoding::NdjsonEnvelopeHead, |m| {
+        let head = head(m, Json::Plain);
+        if m.kind() != PayloadKind::Json || !m.data().iter().any(|b| matches!(b, b'\r' | b'\n')) {
+            return head;
+        }
+        head.iter()
+            .map(|&b| if matches!(b, b'\r' | b'\n') { b' ' } else { b })
+            .collect::<Vec<u8>>()
+            .into()
+    })
+}
+
+/// True when the ndjson line of `message` holds its plain envelope as is.
+fn line_is_plain(message: &Message) -> bool {
+    line_head(message).as_ptr() == head(message, Json::Plain).as_ptr()
+}
+
 /// The envelope of a gap (rare: encoded per subscriber).
 pub(crate) fn gap_envelope(channel: &str, missed: Option<u64>, cursor: &Cursor) -> Bytes {
     let mut out = BytesMut::with_capacity(96);
@@ -118,8 +143,11 @@ fn cursor_tail(cursor: &Cursor, suffix: &[u8]) -> Bytes {
 pub(crate) fn envelope(out: &mut BytesMut, item: &Item, json: Json) {
     match item {
         // Every one-channel subscriber has the same envelope after a
-        // message: it is the ndjson transport's shared line, less its "\n".
-        Item::Message { message, cursor } if json == Json::Plain && cursor.len() == 1 => {
+        // message: it is the ndjson transport's shared line, less its "\n"
+        // (when that line is the plain envelope: no line breaks to respace).
+        Item::Message { message, cursor }
+            if json == Json::Plain && cursor.len() == 1 && line_is_plain(message) =>
+        {
             let line = ndjson_line_one_channel(message, cursor);
             out.put_slice(&line[..line.len() - 1]);
         }
@@ -141,13 +169,33 @@ const HEARTBEAT_ENVELOPE: &str = "{\"type\":\"heartbeat\"}";
 
 /// Server-Sent Events.
 pub(crate) struct Sse {
-    pub(crate) retry_ms: u128,
+    retry_ms: u128,
+    /// Set once `retry:` has gone out, with the first event.
+    retry_sent: AtomicBool,
+}
+
+impl Sse {
+    pub(crate) fn new(retry_ms: u128) -> Self {
+        Self {
+            retry_ms,
+            retry_sent: AtomicBool::new(false),
+        }
+    }
+
+    /// `retry:` opens the first event's block, never a block of its own:
+    /// some clients (httpx-sse) yield a block with no data as an event.
+    fn retry_once(&self, out: &mut Frames) {
+        if !self.retry_sent.swap(true, Ordering::Relaxed) {
+            out.push(format!("retry: {}\n", self.retry_ms));
+        }
+    }
 }
 
 impl StreamFormat for Sse {
     /// The subscriber's `id:` line, then the event and data lines (shared by
     /// every subscriber of the message).
     fn message(&self, message: &Message, cursor: &Cursor, out: &mut Frames) {
+        self.retry_once(out);
         let body = message.encoded(Encoding::SseBody, sse_message_body);
         if cursor.len() == 1 {
             // Every one-channel subscriber has this very cursor after this
@@ -165,6 +213,7 @@ impl StreamFormat for Sse {
 
     /// A `comet-gap` event carrying the gap envelope.
     fn gap(&self, channel: &ChannelName, missed: Option<u64>, cursor: &Cursor, out: &mut Frames) {
+        self.retry_once(out);
         out.push(id_line(cursor));
         let data = gap_envelope(channel.as_str(), missed, cursor);
         let mut frame = BytesMut::with_capacity(data.len() + 32);
@@ -174,17 +223,16 @@ impl StreamFormat for Sse {
         out.push(frame.freeze());
     }
 
-    /// A comment line (which also flushes proxies that wait for a first byte)
-    /// and the client's reconnection delay.
+    /// A comment line alone (it flushes proxies that wait for a first
+    /// byte): no blank line, so no client can take it for an empty event.
     fn preamble(&self) -> Option<Bytes> {
-        Some(Bytes::from(format!(
-            ": comet\nretry: {}\n\n",
-            self.retry_ms
-        )))
+        Some(Bytes::from_static(b": comet\n"))
     }
 
+    /// A comment line alone, for the same reason: a blank line after it
+    /// would be an empty event to clients that keep the last `id` (httpx-sse).
     fn heartbeat(&self) -> Option<Bytes> {
-        Some(Bytes::from_static(b": \n\n"))
+        Some(Bytes::from_static(b": \n"))
     }
 
     fn content_type(&self) -> HeaderValue {
@@ -255,7 +303,7 @@ pub(crate) struct Ndjson;
 /// subscriber, so encoded once per message and shared, as for SSE.
 fn ndjson_line_one_channel(message: &Message, cursor: &Cursor) -> Bytes {
     message.encoded(Encoding::NdjsonLineOneChannel, |message| {
-        let head = head(message, Json::Plain);
+        let head = line_head(message);
         [head.as_ref(), &cursor_tail(cursor, b"\n")].concat().into()
     })
 }
@@ -265,7 +313,7 @@ impl StreamFormat for Ndjson {
         if cursor.len() == 1 {
             out.push(ndjson_line_one_channel(message, cursor));
         } else {
-            out.push(head(message, Json::Plain));
+            out.push(line_head(message));
             out.push(cursor_tail(cursor, b"\n"));
         }
     }
@@ -290,6 +338,10 @@ pub(crate) struct Iframe {
 const IFRAME_PADDING: usize = 1024;
 
 impl Iframe {
+    /// The forever frame's content type.
+    pub(crate) const CONTENT_TYPE: HeaderValue =
+        HeaderValue::from_static("text/html; charset=utf-8");
+
     /// `callback` must have passed [`validate_callback`].
     pub(crate) fn new(callback: &str) -> Self {
         Self {
@@ -334,35 +386,64 @@ impl StreamFormat for Iframe {
     }
 
     fn content_type(&self) -> HeaderValue {
-        HeaderValue::from_static("text/html; charset=utf-8")
+        Self::CONTENT_TYPE
     }
 }
 
 /// The longest callback name accepted.
 pub const MAX_CALLBACK_LEN: usize = 64;
 
-/// PROTOCOL.md: a callback is a dotted JavaScript identifier of at most 64
-/// characters (`cb`, `comet.receive`, `$jsonp_1`).
-pub(crate) fn validate_callback(callback: &str) -> Result<(), ProtocolError> {
-    let valid = !callback.is_empty()
-        && callback.len() <= MAX_CALLBACK_LEN
-        && callback.split('.').all(|part| {
-            let mut chars = part.chars();
-            chars
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '$')
-                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
-        });
+/// The registry object `comet.js` keeps its callbacks in, and the default of
+/// [`Route::callback_registry`](super::Route::callback_registry).
+pub const DEFAULT_CALLBACK_REGISTRY: &str = "__comet_cb";
+
+/// Names that reach an object's prototype chain or its constructor (and so
+/// `Function`) rather than a function registered for comet.
+const PROTOTYPE_NAMES: [&str; 12] = [
+    "__proto__",
+    "constructor",
+    "prototype",
+    "__defineGetter__",
+    "__defineSetter__",
+    "__lookupGetter__",
+    "__lookupSetter__",
+    "hasOwnProperty",
+    "isPrototypeOf",
+    "propertyIsEnumerable",
+    "toString",
+    "valueOf",
+];
+
+/// An ASCII JavaScript identifier (`[A-Za-z_$][A-Za-z0-9_$]*`).
+pub(crate) fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '$')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+}
+
+/// An identifier that names no prototype machinery.
+pub(crate) fn is_function_name(name: &str) -> bool {
+    is_identifier(name) && !PROTOTYPE_NAMES.contains(&name)
+}
+
+/// PROTOCOL.md: a callback names a function registered for comet: one
+/// identifier (`cb`), or one identifier inside the route's registry object
+/// (`__comet_cb.p1`), at most 64 characters. Any other path (`document.write`,
+/// `victim.document.body.remove`) could call a method of the page.
+pub(crate) fn validate_callback(callback: &str, registry: &str) -> Result<(), ProtocolError> {
+    let valid = callback.len() <= MAX_CALLBACK_LEN
+        && match callback.split_once('.') {
+            None => is_function_name(callback),
+            Some((object, name)) => object == registry && is_function_name(name),
+        };
     if valid {
         Ok(())
     } else {
-        Err(ProtocolError::new(
-            http::StatusCode::BAD_REQUEST,
-            "bad_callback",
-            format!(
-                "callback must be a dotted JavaScript identifier of at most {MAX_CALLBACK_LEN} characters"
-            ),
-        ))
+        Err(ErrorCode::BadCallback.error(format!(
+            "callback must be one identifier or {registry}.<identifier>, at most {MAX_CALLBACK_LEN} characters, naming no prototype property"
+        )))
     }
 }
 
@@ -398,7 +479,7 @@ mod tests {
     }
 
     fn sse(item: &Item) -> String {
-        frame(&Sse { retry_ms: 0 }, item)
+        frame(&Sse::new(0), item)
     }
 
     #[test]
@@ -418,18 +499,24 @@ mod tests {
         let id = it.cursor().encode();
         assert_eq!(
             sse(&it),
-            format!("id: {id}\nevent: chat\ndata: one\ndata: two\ndata: three\ndata: four\n\n")
+            format!("retry: 0\nid: {id}\nevent: chat\ndata: one\ndata: two\ndata: three\ndata: four\n\n")
         );
+        // `retry:` rides on the first event only.
+        let format = Sse::new(1500);
+        assert!(frame(&format, &it).starts_with("retry: 1500\nid: "));
+        assert!(frame(&format, &it).starts_with("id: "));
+        assert_eq!(format.preamble().unwrap(), ": comet\n");
+        assert_eq!(format.heartbeat().unwrap(), ": \n");
         let it = item(Payload::text("").event("ping")).await;
         assert_eq!(
             sse(&it),
-            format!("id: {}\nevent: ping\ndata: \n\n", it.cursor())
+            format!("retry: 0\nid: {}\nevent: ping\ndata: \n\n", it.cursor())
         );
         let it = item(Payload::json(&serde_json::json!({"a": "x\ny"})).unwrap()).await;
         assert_eq!(
             sse(&it),
             format!(
-                "id: {}\nevent: chat\ndata: {{\"a\":\"x\\ny\"}}\n\n",
+                "retry: 0\nid: {}\nevent: chat\ndata: {{\"a\":\"x\\ny\"}}\n\n",
                 it.cursor()
             )
         );
@@ -510,18 +597,17 @@ mod tests {
         assert_eq!(a.cursor(), b.cursor());
         assert_ne!(c.cursor(), d.cursor());
 
-        for format in [&Sse { retry_ms: 0 } as &dyn StreamFormat, &Ndjson] {
+        let sse = Sse::new(0);
+        sse.retry_once(&mut Frames::default());
+        for format in [&sse as &dyn StreamFormat, &Ndjson] {
             // One channel: the whole frame, cursor included, is the same bytes.
             let (fa, fb) = (chunks(format, &a), chunks(format, &b));
             assert_eq!(fa.len(), 1);
             assert_eq!(fa[0].as_ptr(), fb[0].as_ptr(), "one frame for all");
         }
         // Several channels: the message's part is shared, the cursor is not.
-        let formats: [(&dyn StreamFormat, usize); 3] = [
-            (&Sse { retry_ms: 0 }, 1),
-            (&Ndjson, 0),
-            (&Iframe::new("cb"), 1),
-        ];
+        let formats: [(&dyn StreamFormat, usize); 3] =
+            [(&sse, 1), (&Ndjson, 0), (&Iframe::new("cb"), 1)];
         for (format, shared) in formats {
             let (fc, fd) = (chunks(format, &c), chunks(format, &d));
             assert_eq!(
@@ -554,9 +640,18 @@ mod tests {
     }
 
     #[test]
-    fn callbacks() {
-        for ok in ["cb", "a.b.c", "$", "_x1", "jQuery123_456", &"a".repeat(64)] {
-            assert!(validate_callback(ok).is_ok(), "{ok}");
+    fn callbacks_name_only_registered_functions() {
+        let registry = DEFAULT_CALLBACK_REGISTRY;
+        for ok in [
+            "cb",
+            "$",
+            "_x1",
+            "jQuery123_456",
+            "__comet_cb.p1",
+            "__comet_cb.f12",
+            &"a".repeat(64),
+        ] {
+            assert!(validate_callback(ok, registry).is_ok(), "{ok}");
         }
         for bad in [
             "",
@@ -570,13 +665,27 @@ mod tests {
             "a b",
             "<x>",
             "é",
+            "a.b.c",
+            "document.write",
+            "location.reload",
+            "victim.document.body.remove",
+            "constructor.constructor",
+            "__proto__",
+            "constructor",
+            "prototype",
+            "__comet_cb.__proto__",
+            "__comet_cb.constructor",
+            "__comet_cb.p1.x",
+            "other_cb.p1",
             &"a".repeat(65),
         ] {
             assert_eq!(
-                validate_callback(bad).unwrap_err().code(),
+                validate_callback(bad, registry).unwrap_err().code(),
                 "bad_callback",
                 "{bad}"
             );
         }
+        assert!(validate_callback("app_cb.x", "app_cb").is_ok());
+        assert!(validate_callback("__comet_cb.x", "app_cb").is_err());
     }
 }

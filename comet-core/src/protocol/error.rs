@@ -1,8 +1,97 @@
-//! Error answers: `{"error":"<code>","message":"<what was wrong>"}` with a 4xx/5xx.
+//! Error answers: `{"error":"<code>","message":"<what was wrong>"}` with a
+//! 4xx/5xx, every one of them listed once, in [`ErrorCode`] (PROTOCOL.md's
+//! error table is the same list).
 
 use super::CometBody;
 use http::{header, HeaderValue, Response, StatusCode};
 use std::fmt;
+
+/// Declares [`ErrorCode`] from one table: variant, status, code, meaning.
+macro_rules! error_codes {
+    ($($variant:ident = ($status:ident, $code:literal, $meaning:literal),)*) => {
+        /// Every error the protocol answers with: its HTTP status, its stable
+        /// code (the `error` member of the JSON body) and what it means. This
+        /// is PROTOCOL.md's error table; a test holds the two to the same list.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $(
+                #[doc = $meaning]
+                $variant,
+            )*
+        }
+
+        impl ErrorCode {
+            /// Every code, in the order of the spec's table.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),*];
+
+            /// The HTTP status it is answered with.
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(ErrorCode::$variant => StatusCode::$status,)*
+                }
+            }
+
+            /// The stable machine-readable code (`bad_cursor`, ...).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $code,)*
+                }
+            }
+
+            /// What it means, as the spec's table says it.
+            pub fn meaning(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $meaning,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    BadParameter = (BAD_REQUEST, "bad_parameter", "A query parameter or header is malformed, or given more than once."),
+    BadCursor = (BAD_REQUEST, "bad_cursor", "The cursor is not one a comet server wrote."),
+    BadChannel = (BAD_REQUEST, "bad_channel", "A channel name breaks the naming rules (characters, length, the reserved `comet-` prefix, or `error` and `open`)."),
+    NoChannels = (BAD_REQUEST, "no_channels", "The request names no channel."),
+    BadTransport = (BAD_REQUEST, "bad_transport", "The transport is unknown, or not offered by this route."),
+    BadCallback = (BAD_REQUEST, "bad_callback", "The callback names no function registered for comet (one identifier, or one inside the route's registry object)."),
+    BadEvent = (BAD_REQUEST, "bad_event", "An event name (`Comet-Event`) is empty, too long, holds a control character, or is reserved (`comet-*`, `error`, `open`)."),
+    BadPayload = (BAD_REQUEST, "bad_payload", "A published body is not UTF-8 text, or is marked JSON and is not valid JSON (RFC 8259)."),
+    Forbidden = (FORBIDDEN, "forbidden", "The application does not authorize this request."),
+    CorsDenied = (FORBIDDEN, "cors_denied", "A CORS preflight from an origin or for a method the route does not allow."),
+    CrossSite = (FORBIDDEN, "cross_site", "A JSONP request from another site (`Sec-Fetch-Site: cross-site`, or an `Origin` or `Referer` outside the route's CORS list) on a route that does not allow it."),
+    NotFound = (NOT_FOUND, "not_found", "No comet route at this path under a comet mount."),
+    MethodNotAllowed = (METHOD_NOT_ALLOWED, "method_not_allowed", "The route does not take this method; `Allow` lists those it takes."),
+    PayloadTooLarge = (PAYLOAD_TOO_LARGE, "payload_too_large", "A published body is larger than the hub's payload limit."),
+    UriTooLong = (URI_TOO_LONG, "uri_too_long", "The query string is longer than 8 KiB."),
+    TooManyChannels = (TOO_MANY_REQUESTS, "too_many_channels", "The request names more channels than one subscription may hold."),
+    TooManySubscribers = (TOO_MANY_REQUESTS, "too_many_subscribers", "The server or the channel has as many subscribers as it allows."),
+    HeadersTooLarge = (REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", "The request's headers are larger than 16 KiB."),
+    ShuttingDown = (SERVICE_UNAVAILABLE, "shutting_down", "The server is shutting down; resume from the last cursor on another or a restarted server."),
+    Unavailable = (SERVICE_UNAVAILABLE, "unavailable", "A backplane the server needs, such as Redis, is unreachable; retry after `Retry-After`."),
+}
+
+impl ErrorCode {
+    /// An error with this code and a reason for people.
+    pub fn error(self, message: impl Into<String>) -> ProtocolError {
+        ProtocolError::new(self.status(), self.as_str(), message)
+    }
+}
+
+/// The answer to a request for a path under a comet mount that no comet
+/// route serves: 404 `not_found`, JSON like every other error.
+pub fn not_found(request: &http::request::Parts) -> Response<CometBody> {
+    ErrorCode::NotFound
+        .error(format!("no comet route at {}", request.uri.path()))
+        .into_response()
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A request the protocol refuses, with its status, a stable code and a
 /// human-readable reason.
@@ -21,7 +110,9 @@ pub struct ProtocolError {
 }
 
 impl ProtocolError {
-    /// An error with any status and code.
+    /// An error with any status and code: for an application's own
+    /// refusals (a 401 with its reason, say). The protocol's own errors are
+    /// [`ErrorCode`]s ([`ErrorCode::error`]).
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
@@ -38,29 +129,26 @@ impl ProtocolError {
     pub fn unavailable(message: impl Into<String>, retry_after_secs: u32) -> Self {
         Self {
             retry_after: Some(retry_after_secs),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            ..ErrorCode::Unavailable.error(message)
         }
     }
 
     /// 400 `bad_parameter`.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_parameter", message)
+        ErrorCode::BadParameter.error(message)
     }
 
     /// 403 `forbidden`.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        ErrorCode::Forbidden.error(message)
     }
 
     /// 405 `method_not_allowed`, naming the one method the route takes.
     pub(crate) fn method_not_allowed(method: &http::Method, allow: &'static str) -> Self {
         Self {
             allow: Some(allow),
-            ..Self::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!("method {method} is not allowed here; use {allow}"),
-            )
+            ..ErrorCode::MethodNotAllowed
+                .error(format!("method {method} is not allowed here; use {allow}"))
         }
     }
 
@@ -72,6 +160,15 @@ impl ProtocolError {
     /// The stable machine-readable code (`bad_cursor`, `forbidden`, ...).
     pub fn code(&self) -> &'static str {
         self.code
+    }
+
+    /// The protocol's [`ErrorCode`] of this error, or `None` for an
+    /// application's own code.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        ErrorCode::ALL
+            .iter()
+            .copied()
+            .find(|c| c.as_str() == self.code && c.status() == self.status)
     }
 
     /// The reason, for people.
@@ -125,22 +222,49 @@ pub const UNAVAILABLE_RETRY_AFTER_SECS: u32 = 2;
 impl From<crate::SubscribeError> for ProtocolError {
     fn from(error: crate::SubscribeError) -> Self {
         use crate::SubscribeError::*;
-        let (status, code) = match &error {
-            InvalidChannel(_) => (StatusCode::BAD_REQUEST, "bad_channel"),
-            NoChannels => (StatusCode::BAD_REQUEST, "no_channels"),
-            TooManyChannels { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_channels"),
-            TooManySubscribers { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_subscribers"),
-            ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        let code = match &error {
+            InvalidChannel(_) => ErrorCode::BadChannel,
+            NoChannels => ErrorCode::NoChannels,
+            TooManyChannels { .. } => ErrorCode::TooManyChannels,
+            TooManySubscribers { .. } => ErrorCode::TooManySubscribers,
+            ShuttingDown => ErrorCode::ShuttingDown,
             Unavailable { .. } => {
                 return Self::unavailable(error.to_string(), UNAVAILABLE_RETRY_AFTER_SECS)
             }
         };
-        Self::new(status, code, error.to_string())
+        code.error(error.to_string())
     }
 }
 
 impl From<crate::CursorError> for ProtocolError {
     fn from(error: crate::CursorError) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_cursor", error.to_string())
+        ErrorCode::BadCursor.error(error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_errors_know_theirs() {
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert!(
+                ErrorCode::ALL[..i]
+                    .iter()
+                    .all(|c| c.as_str() != code.as_str()),
+                "{code} twice"
+            );
+            assert!(code.status().is_client_error() || code.status().is_server_error());
+            assert!(!code.meaning().is_empty());
+            let error = code.error("why");
+            assert_eq!(error.error_code(), Some(*code));
+            assert_eq!(
+                (error.status(), error.code()),
+                (code.status(), code.as_str())
+            );
+        }
+        let own = ProtocolError::new(StatusCode::UNAUTHORIZED, "sign_in", "sign in first");
+        assert_eq!(own.error_code(), None);
     }
 }

@@ -27,14 +27,14 @@ pub use client::{
     CLIENT_TYPES,
 };
 pub use cors::Cors;
-pub use encode::MAX_CALLBACK_LEN;
-pub use error::ProtocolError;
+pub use encode::{DEFAULT_CALLBACK_REGISTRY, MAX_CALLBACK_LEN};
+pub use error::{not_found, ErrorCode, ProtocolError};
 pub use format::{Frames, StreamFormat};
-pub use params::{SubscribeParams, MAX_QUERY_LEN};
+pub use params::{SubscribeParams, MAX_HEADER_BYTES, MAX_QUERY_LEN};
 pub use policy::{AllowAll, Authorize, QueryChannels, ResolveChannels};
 pub use publish::{AuthorizePublish, PublishRoute};
 pub use route::{
     Route, DEFAULT_BYTE_BUDGET, DEFAULT_HEARTBEAT, DEFAULT_MAX_BATCH, DEFAULT_MAX_HOLD,
 };
-pub use serve::{serve, ResponseFuture, MAX_HEADER_BYTES};
+pub use serve::{serve, ResponseFuture};
 pub use transport::Transport;

@@ -1,12 +1,41 @@
 //! A subscribe request's parameters, read from the query and headers.
 
-use super::{ProtocolError, Transport};
+use super::{ErrorCode, ProtocolError, Transport};
 use crate::{Cursor, Since};
 use http::{header, request::Parts, HeaderMap, HeaderName};
 use std::time::Duration;
 
 /// The longest query string read (longer is a 414).
 pub const MAX_QUERY_LEN: usize = 8 * 1024;
+
+/// The most header bytes a request to any comet route may carry (more is a 431).
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// The size limits every comet route applies before anything else (subscribe,
+/// publish and the client script alike): headers, then the query.
+pub(crate) fn check_request_size(request: &Parts) -> Result<(), ProtocolError> {
+    let header_bytes: usize = request
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err(ErrorCode::HeadersTooLarge.error(format!(
+            "request headers are {header_bytes} bytes, the limit is {MAX_HEADER_BYTES}"
+        )));
+    }
+    check_query_len(request.uri.query().unwrap_or(""))
+}
+
+fn check_query_len(query: &str) -> Result<(), ProtocolError> {
+    if query.len() > MAX_QUERY_LEN {
+        return Err(ErrorCode::UriTooLong.error(format!(
+            "query is {} bytes long, the limit is {MAX_QUERY_LEN}",
+            query.len()
+        )));
+    }
+    Ok(())
+}
 
 /// The parameters of PROTOCOL.md's "Requests" table, parsed and checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,16 +60,7 @@ impl SubscribeParams {
     /// Parses the query string of `parts`.
     pub fn from_query(query: Option<&str>) -> Result<Self, ProtocolError> {
         let query = query.unwrap_or("");
-        if query.len() > MAX_QUERY_LEN {
-            return Err(ProtocolError::new(
-                http::StatusCode::URI_TOO_LONG,
-                "uri_too_long",
-                format!(
-                    "query is {} bytes long, the limit is {MAX_QUERY_LEN}",
-                    query.len()
-                ),
-            ));
-        }
+        check_query_len(query)?;
         let mut params = Self::default();
         let mut cursor: Option<(String, String)> = None;
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
@@ -124,13 +144,9 @@ fn header_cursor(
         headers
             .get(name)
             .map(|v| {
-                v.to_str().map(str::trim).map_err(|_| {
-                    ProtocolError::new(
-                        http::StatusCode::BAD_REQUEST,
-                        "bad_cursor",
-                        format!("{name} is not ASCII"),
-                    )
-                })
+                v.to_str()
+                    .map(str::trim)
+                    .map_err(|_| ErrorCode::BadCursor.error(format!("{name} is not ASCII")))
             })
             .transpose()
     };

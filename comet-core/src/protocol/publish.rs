@@ -1,6 +1,8 @@
 //! Publishing over HTTP: `POST` a payload to a channel, get its cursor.
 
-use super::{CometBody, Cors, ProtocolError, ResponseFuture};
+use super::{
+    params::check_request_size, CometBody, Cors, ErrorCode, ProtocolError, ResponseFuture,
+};
 use crate::{ChannelName, Hub, Payload, PublishError};
 use bytes::Bytes;
 use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
@@ -117,6 +119,7 @@ impl PublishRoute {
         if request.method != Method::POST {
             return Err(ProtocolError::method_not_allowed(&request.method, "POST"));
         }
+        check_request_size(request)?;
         let channel = channel(mount, request)?;
         let authorize = self
             .authorize
@@ -149,7 +152,7 @@ impl PublishRoute {
             .map(|v| {
                 v.to_str()
                     .map(str::to_owned)
-                    .map_err(|_| ProtocolError::bad_request("Comet-Event must be visible ASCII"))
+                    .map_err(|_| ErrorCode::BadEvent.error("Comet-Event must be visible ASCII"))
             })
             .transpose()?;
         Ok(Checked {
@@ -187,21 +190,12 @@ impl Checked {
         };
         let mut payload = if self.json {
             Payload::json_bytes(bytes).map_err(|e| {
-                ProtocolError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_payload",
-                    format!("body is not JSON: {e}"),
-                )
+                ErrorCode::BadPayload.error(format!("body is not valid JSON (RFC 8259): {e}"))
             })?
         } else {
-            let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
-                ProtocolError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_payload",
-                    "a text body must be UTF-8",
-                )
-            })?;
-            Payload::text(text)
+            Payload::text_bytes(bytes).map_err(|e| {
+                ErrorCode::BadPayload.error(format!("a text body must be UTF-8: {e}"))
+            })?
         };
         if let Some(event) = self.event {
             payload = payload.event(event);
@@ -215,7 +209,8 @@ impl Checked {
                     format!("could not publish: {e}"),
                     super::error::UNAVAILABLE_RETRY_AFTER_SECS,
                 ),
-                other => ProtocolError::bad_request(other.to_string()),
+                PublishError::InvalidEvent(reason) => ErrorCode::BadEvent.error(reason),
+                PublishError::InvalidChannel(e) => ErrorCode::BadChannel.error(e.to_string()),
             })?;
         let mut response = Response::new(CometBody::full(
             serde_json::json!({ "cursor": cursor }).to_string(),
@@ -242,13 +237,7 @@ fn channel(mount: &str, request: &Parts) -> Result<ChannelName, ProtocolError> {
     let name = match rest {
         Some(rest) => percent_encoding::percent_decode_str(rest)
             .decode_utf8()
-            .map_err(|_| {
-                ProtocolError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_channel",
-                    "channel is not UTF-8",
-                )
-            })?
+            .map_err(|_| ErrorCode::BadChannel.error("channel is not UTF-8"))?
             .into_owned(),
         None => {
             let mut channels = form_urlencoded::parse(request.uri.query().unwrap_or("").as_bytes())
@@ -257,11 +246,8 @@ fn channel(mount: &str, request: &Parts) -> Result<ChannelName, ProtocolError> {
             match (channels.next(), channels.next()) {
                 (Some(channel), None) => channel,
                 (None, _) => {
-                    return Err(ProtocolError::new(
-                        StatusCode::BAD_REQUEST,
-                        "no_channels",
-                        "name the channel in the path or with channel=",
-                    ))
+                    return Err(ErrorCode::NoChannels
+                        .error("name the channel in the path or with channel="))
                 }
                 (Some(_), Some(_)) => {
                     return Err(ProtocolError::bad_request(
@@ -271,21 +257,11 @@ fn channel(mount: &str, request: &Parts) -> Result<ChannelName, ProtocolError> {
             }
         }
     };
-    ChannelName::new(&name).map_err(|e| {
-        ProtocolError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_channel",
-            format!("{e}: {name:?}"),
-        )
-    })
+    ChannelName::new(&name).map_err(|e| ErrorCode::BadChannel.error(format!("{e}: {name:?}")))
 }
 
 fn too_large(max: usize) -> ProtocolError {
-    ProtocolError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-        format!("the body is larger than {max} bytes"),
-    )
+    ErrorCode::PayloadTooLarge.error(format!("the body is larger than {max} bytes"))
 }
 
 fn ready(response: Response<CometBody>) -> ResponseFuture {

@@ -2,6 +2,7 @@
 //! application's policies.
 
 use super::{
+    encode::{is_function_name, DEFAULT_CALLBACK_REGISTRY},
     AllowAll, Authorize, Cors, ProtocolError, QueryChannels, ResolveChannels, StreamFormat,
     SubscribeParams, Transport,
 };
@@ -42,6 +43,8 @@ pub struct Route {
     pub(crate) cors: Option<Cors>,
     pub(crate) channels: Arc<dyn ResolveChannels>,
     pub(crate) authorize: Arc<dyn Authorize>,
+    pub(crate) callback_registry: Arc<str>,
+    pub(crate) cross_site_jsonp: bool,
 }
 
 impl Route {
@@ -78,6 +81,8 @@ impl Route {
             cors: None,
             channels: Arc::new(QueryChannels),
             authorize: Arc::new(AllowAll),
+            callback_registry: Arc::from(DEFAULT_CALLBACK_REGISTRY),
+            cross_site_jsonp: false,
         }
     }
 
@@ -220,6 +225,36 @@ impl Route {
         self
     }
 
+    /// The name of the global object whose functions JSONP and forever-frame
+    /// callbacks may name (default `__comet_cb`, the one `comet.js` uses):
+    /// `callback=` is one identifier, or `<registry>.<identifier>`.
+    /// `comet.js` registers its callbacks in `__comet_cb`, so a route with
+    /// another registry serves JSONP and forever frames to clients of your
+    /// own only (the client's other transports are unaffected).
+    ///
+    /// # Panics
+    ///
+    /// If `name` is not an ASCII JavaScript identifier, or names prototype
+    /// machinery (`__proto__`, `constructor`, ...).
+    pub fn callback_registry(mut self, name: &str) -> Self {
+        assert!(
+            is_function_name(name),
+            "a callback registry is an ASCII JavaScript identifier: {name:?}"
+        );
+        self.callback_registry = Arc::from(name);
+        self
+    }
+
+    /// Answers JSONP requests from other sites too (default: refused with
+    /// 403 `cross_site`). A JSONP answer is a script any page can include
+    /// with the user's cookies, so only opt in on a route whose channels
+    /// need no authorization; pages of origins in the route's [`Cors`] list
+    /// are never refused.
+    pub fn allow_cross_site_jsonp(mut self, allow: bool) -> Self {
+        self.cross_site_jsonp = allow;
+        self
+    }
+
     /// Resolves a request's channels with a closure given the request's head
     /// and its `channel` parameters (the default keeps the parameters).
     ///
@@ -298,6 +333,8 @@ impl fmt::Debug for Route {
             .field("since", &self.since)
             .field("byte_budget", &self.byte_budget)
             .field("cors", &self.cors)
+            .field("callback_registry", &self.callback_registry)
+            .field("cross_site_jsonp", &self.cross_site_jsonp)
             .finish_non_exhaustive()
     }
 }

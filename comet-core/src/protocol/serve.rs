@@ -1,12 +1,14 @@
 //! Answering a subscribe request: the whole protocol, on `http` types.
 
 use super::{
+    cors::check_jsonp_site,
     encode::{self, Json},
-    CometBody, Cors, ProtocolError, Route, StreamFormat, SubscribeParams, Transport,
+    params::check_request_size,
+    CometBody, Cors, ErrorCode, ProtocolError, Route, StreamFormat, SubscribeParams, Transport,
 };
 use crate::{ChannelName, Hub, Start, Subscription};
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{header, request::Parts, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http::{header, request::Parts, HeaderMap, HeaderValue, Method, Response};
 use std::{future::Future, pin::Pin, time::Duration};
 use tokio_stream::StreamExt;
 use tracing::Instrument;
@@ -14,16 +16,14 @@ use tracing::Instrument;
 /// The future of a comet answer.
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<CometBody>> + Send + 'static>>;
 
-/// The most header bytes a subscribe request may carry (more is a 431).
-pub const MAX_HEADER_BYTES: usize = 16 * 1024;
-
 /// Answers a request to a comet route, whatever the server stack.
 ///
 /// Everything a request can get wrong is answered here as PROTOCOL.md says
 /// (a JSON error with a 4xx); adapters only route requests to it and hand the
 /// body to their server. The work that needs the request's head happens before
 /// this returns; the future subscribes (which an engine with a backplane may
-/// have to wait for) and holds long polls.
+/// have to wait for) and holds long polls. `HEAD` is answered as `GET` would
+/// be, without a body and without subscribing.
 pub fn serve(hub: &Hub, route: &Route, request: &Parts) -> ResponseFuture {
     if request.method == Method::OPTIONS {
         if let Some(cors) = &route.cors {
@@ -38,13 +38,23 @@ pub fn serve(hub: &Hub, route: &Route, request: &Parts) -> ResponseFuture {
         }
         response
     };
-    let (transport, names, start, params) = match check(hub, route, request) {
-        Ok(checked) => checked,
-        Err(error) => {
-            tracing::debug!(%error, "refused a subscribe request");
-            return Box::pin(std::future::ready(decorate(error.into_response())));
-        }
+    let refuse = |error: ProtocolError| -> ResponseFuture {
+        tracing::debug!(%error, "refused a subscribe request");
+        Box::pin(std::future::ready(decorate(error.into_response())))
     };
+    let checked = match check(hub, route, request) {
+        Ok(checked) => checked,
+        Err(error) => return refuse(error),
+    };
+    if request.method == Method::HEAD {
+        return Box::pin(std::future::ready(decorate(checked.head(route))));
+    }
+    let Checked {
+        transport,
+        names,
+        start,
+        params,
+    } = checked;
     let span = tracing::debug_span!(
         "comet.subscription",
         transport = match &transport {
@@ -109,18 +119,14 @@ async fn answer(
     route: Holding,
     span: tracing::Span,
 ) -> Response<CometBody> {
+    let framed = matches!(transport, Chosen::Builtin(Transport::Iframe));
     let (format, budget): (Box<dyn StreamFormat>, _) = match transport {
         Chosen::Custom(format) => (format, None),
         Chosen::Builtin(transport) => {
             let callback = params.callback.unwrap_or_default();
             let budget = transport.has_byte_budget().then_some(route.byte_budget);
             match transport {
-                Transport::Sse => (
-                    Box::new(encode::Sse {
-                        retry_ms: route.retry.as_millis(),
-                    }),
-                    budget,
-                ),
+                Transport::Sse => (Box::new(encode::Sse::new(route.retry.as_millis())), budget),
                 Transport::Stream => (Box::new(encode::Ndjson), budget),
                 Transport::Iframe => (Box::new(encode::Iframe::new(&callback)), budget),
                 Transport::Poll | Transport::Jsonp => {
@@ -141,15 +147,51 @@ async fn answer(
     let content_type = format.content_type();
     let body = CometBody::stream(subscription, format, route.heartbeat, budget, span);
     let mut response = Response::new(body);
-    let headers = response.headers_mut();
-    // hyper keeps a response's header map for the connection's next
-    // request, so a held stream holds it for its whole life: sized to what
-    // goes in (three headers, four more with CORS), not the default six.
-    *headers = HeaderMap::with_capacity(3 + route.cors_headers);
+    *response.headers_mut() = stream_headers(content_type, framed, route.cors_headers);
+    response
+}
+
+/// The headers of a streaming answer. hyper keeps a response's header map
+/// for the connection's next request, so a held stream holds it for its whole
+/// life: sized to what goes in (three headers, two more for the forever
+/// frame, four more with CORS), not the default six.
+fn stream_headers(content_type: HeaderValue, framed: bool, more: usize) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(3 + 2 * usize::from(framed) + more);
     headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+    if framed {
+        // Only pages of the push host's own origin may frame it: a page of
+        // another could otherwise have it call into a page it frames too.
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("frame-ancestors 'self'"),
+        );
+        headers.insert(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("SAMEORIGIN"),
+        );
+    }
+    headers
+}
+
+/// The headers of a long-poll answer (the `ETag` is added with the body).
+fn poll_headers(jsonp: bool, more: usize) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(3 + usize::from(jsonp) + more);
+    let content_type = if jsonp {
+        "application/javascript; charset=utf-8"
+    } else {
+        "application/json"
+    };
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if jsonp {
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+    }
+    headers
 }
 
 /// How many headers the route's CORS adds to an answer, at most.
@@ -179,47 +221,62 @@ fn choose(
     };
     match custom {
         Some(format) => Ok(Chosen::Custom((format.make)(request, params)?)),
-        None if route.transports.is_empty() => Err(ProtocolError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_transport",
-            format!(
-                "transport {:?} is not offered here; this route offers {}",
-                requested.unwrap_or(""),
-                route
-                    .formats
-                    .iter()
-                    .map(|f| &*f.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )),
+        None if route.transports.is_empty() => Err(ErrorCode::BadTransport.error(format!(
+            "transport {:?} is not offered here; this route offers {}",
+            requested.unwrap_or(""),
+            route
+                .formats
+                .iter()
+                .map(|f| &*f.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
         None => Transport::negotiate(&route.transports, requested, &request.headers)
             .map(Chosen::Builtin),
     }
 }
 
-/// Checks a request before it subscribes: method, sizes, parameters,
-/// transport, cursor, callback, channels, limits, authorization.
-fn check(
-    hub: &Hub,
-    route: &Route,
-    request: &Parts,
-) -> Result<(Chosen, Vec<ChannelName>, Start, SubscribeParams), ProtocolError> {
-    if request.method != Method::GET {
-        return Err(ProtocolError::method_not_allowed(&request.method, "GET"));
+/// A request that passed every check; subscribing is what is left.
+struct Checked {
+    transport: Chosen,
+    names: Vec<ChannelName>,
+    start: Start,
+    params: SubscribeParams,
+}
+
+impl Checked {
+    /// The answer to `HEAD`: the headers `GET` would get, no body, no
+    /// subscription.
+    fn head(self, route: &Route) -> Response<CometBody> {
+        let more = cors_headers(route);
+        let headers = match &self.transport {
+            Chosen::Builtin(t) if t.is_long_poll() => poll_headers(*t == Transport::Jsonp, more),
+            Chosen::Builtin(Transport::Iframe) => {
+                stream_headers(encode::Iframe::CONTENT_TYPE, true, more)
+            }
+            Chosen::Builtin(Transport::Sse) => {
+                stream_headers(encode::Sse::new(0).content_type(), false, more)
+            }
+            Chosen::Builtin(_) => stream_headers(encode::Ndjson.content_type(), false, more),
+            Chosen::Custom(format) => stream_headers(format.content_type(), false, more),
+        };
+        let mut response = Response::new(CometBody::empty());
+        *response.headers_mut() = headers;
+        response
     }
-    let header_bytes: usize = request
-        .headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len())
-        .sum();
-    if header_bytes > MAX_HEADER_BYTES {
-        return Err(ProtocolError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
-            format!("request headers are {header_bytes} bytes, the limit is {MAX_HEADER_BYTES}"),
+}
+
+/// Checks a request: method, sizes, parameters, transport, cursor, callback,
+/// cross-site JSONP, channels, authorization. Subscribing (and its limits)
+/// comes after.
+fn check(hub: &Hub, route: &Route, request: &Parts) -> Result<Checked, ProtocolError> {
+    if request.method != Method::GET && request.method != Method::HEAD {
+        return Err(ProtocolError::method_not_allowed(
+            &request.method,
+            "GET, HEAD",
         ));
     }
+    check_request_size(request)?;
     let query = SubscribeParams::from_query(request.uri.query())?;
     let transport = choose(route, request, &query)?;
     let builtin = match &transport {
@@ -228,7 +285,13 @@ fn check(
     };
     let mut params = query.with_header_cursor(&request.headers, builtin)?;
     if builtin.is_some_and(Transport::needs_callback) {
-        encode::validate_callback(params.callback.as_deref().unwrap_or(""))?;
+        encode::validate_callback(
+            params.callback.as_deref().unwrap_or(""),
+            &route.callback_registry,
+        )?;
+    }
+    if builtin == Some(Transport::Jsonp) && !route.cross_site_jsonp {
+        check_jsonp_site(request, route.cors.as_ref())?;
     }
     let requested = std::mem::take(&mut params.channels);
     let channels = route.channels.resolve(request, requested)?;
@@ -236,17 +299,18 @@ fn check(
         // Quote the offending name: a request may carry many.
         crate::SubscribeError::InvalidChannel(reason) => {
             let name = channels.iter().find(|c| ChannelName::new(c).is_err());
-            ProtocolError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_channel",
-                format!("{reason}: {:?}", name.map_or("", String::as_str)),
-            )
+            ErrorCode::BadChannel.error(format!("{reason}: {:?}", name.map_or("", String::as_str)))
         }
         other => other.into(),
     })?;
     route.authorize.authorize(request, &names)?;
     let start = Start::from(params.since.unwrap_or(route.since)).with_cursor(params.cursor.clone());
-    Ok((transport, names, start, params))
+    Ok(Checked {
+        transport,
+        names,
+        start,
+        params,
+    })
 }
 
 /// Answers at once when anything is after the cursor, else holds until
@@ -297,26 +361,14 @@ async fn long_poll(
     }
     body.put_slice(b"]}");
 
-    let (body, content_type): (Bytes, _) = match &jsonp {
-        Some(callback) => (
-            encode::jsonp(callback, &body),
-            "application/javascript; charset=utf-8",
-        ),
-        None => (body.freeze(), "application/json"),
+    let body: Bytes = match &jsonp {
+        Some(callback) => encode::jsonp(callback, &body),
+        None => body.freeze(),
     };
     let mut response = Response::new(CometBody::full(body));
-    let headers = response.headers_mut();
     // Sized to what goes in, as for streams (hyper keeps the map for the
     // connection's next request).
-    *headers = HeaderMap::with_capacity(3 + usize::from(jsonp.is_some()) + more_headers);
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if jsonp.is_some() {
-        headers.insert(
-            "x-content-type-options",
-            HeaderValue::from_static("nosniff"),
-        );
-    }
+    *response.headers_mut() = poll_headers(jsonp.is_some(), more_headers);
     // A cursor is URL-safe ASCII, always a valid header value. Built at its
     // exact size, the `Vec` becomes the value's `Bytes` without a copy.
     let mut etag = Vec::with_capacity(cursor.encoded_len() + 2);
@@ -324,7 +376,7 @@ async fn long_poll(
     cursor.encode_into(&mut etag);
     etag.push(b'"');
     if let Ok(etag) = HeaderValue::from_maybe_shared(Bytes::from(etag)) {
-        headers.insert(header::ETAG, etag);
+        response.headers_mut().insert(header::ETAG, etag);
     }
     response
 }

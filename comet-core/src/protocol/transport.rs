@@ -1,6 +1,6 @@
 //! The wire formats a route can speak, and how a request picks one.
 
-use super::ProtocolError;
+use super::{ErrorCode, ProtocolError};
 use http::{header, HeaderMap};
 use std::fmt;
 
@@ -73,24 +73,16 @@ impl Transport {
                 .into_iter()
                 .find(|t| t.name() == name)
                 .ok_or_else(|| {
-                    ProtocolError::new(
-                        http::StatusCode::BAD_REQUEST,
-                        "bad_transport",
-                        format!(
-                            "unknown transport {name:?}; known are sse, stream, iframe, poll, jsonp"
-                        ),
-                    )
+                    ErrorCode::BadTransport.error(format!(
+                        "unknown transport {name:?}; known are sse, stream, iframe, poll, jsonp"
+                    ))
                 })?;
             return match transport {
                 t if offered.contains(&t) => Ok(t),
-                _ => Err(ProtocolError::new(
-                    http::StatusCode::BAD_REQUEST,
-                    "bad_transport",
-                    format!(
-                        "transport {name:?} is not offered here; this route offers {}",
-                        Names(offered)
-                    ),
-                )),
+                _ => Err(ErrorCode::BadTransport.error(format!(
+                    "transport {name:?} is not offered here; this route offers {}",
+                    Names(offered)
+                ))),
             };
         }
         let accept = headers

@@ -1,0 +1,131 @@
+//! Clients nobody here wrote, from `tests/clients/`: the npm `eventsource`
+//! package under Node and Python's httpx-sse. Each runs as a child process
+//! that prints what it receives as JSON lines.
+//!
+//! `.ci/run` installs them (`npm ci`, a Python venv). `COMET_CLIENT_TESTS=1`,
+//! which CI sets, makes a missing one a failure; without it a machine
+//! lacking one says NOT RUN and skips the test.
+
+use super::BOUND;
+use serde_json::Value;
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader, Lines},
+    process::{Child, ChildStdout, Command},
+};
+
+fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// `Some(tool)` when it is installed; else fails under `COMET_CLIENT_TESTS=1`
+/// or says NOT RUN.
+fn require(test: &str, tool: Option<PathBuf>, what: &str) -> Option<PathBuf> {
+    if tool.is_some() {
+        return tool;
+    }
+    let required = std::env::var("COMET_CLIENT_TESTS").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "COMET_CLIENT_TESTS=1 but {what} is not installed (run .ci/run, or see tests/clients/)"
+    );
+    eprintln!(
+        "independent-client test {test} NOT RUN: {what} is not installed \
+         (.ci/run installs it; COMET_CLIENT_TESTS=1 makes this a failure)"
+    );
+    None
+}
+
+/// A client process and its stdout, killed when dropped.
+pub struct ClientProcess {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl ClientProcess {
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cannot start the client");
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Self { child, lines }
+    }
+
+    /// The next line the client printed, parsed; fails at the end of its
+    /// output or after [`BOUND`].
+    pub async fn next(&mut self) -> Value {
+        let line = tokio::time::timeout(BOUND, self.lines.next_line())
+            .await
+            .expect("timed out waiting for the client")
+            .expect("reading the client's output")
+            .expect("the client exited");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    /// Every line up to and including the first for which `last` holds.
+    pub async fn until(&mut self, last: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut seen = Vec::new();
+        loop {
+            let line = self.next().await;
+            let done = last(&line);
+            seen.push(line);
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    /// Closes its stdin (the Node client stops) and waits for it to exit.
+    pub async fn finish(mut self) {
+        drop(self.child.stdin.take());
+        let _ = tokio::time::timeout(BOUND, self.child.wait()).await;
+    }
+}
+
+/// The npm `eventsource` package (`tests/clients/sse_eventsource.mjs`),
+/// listening for `types` besides `message`, `open` and `error`.
+pub fn node_eventsource(test: &str, url: &str, types: &[&str]) -> Option<ClientProcess> {
+    let dir = clients_dir();
+    let installed = dir.join("node_modules/eventsource/package.json").is_file();
+    let node = require(
+        test,
+        on_path("node").filter(|_| installed),
+        "Node with the npm eventsource package (npm ci in tests/clients)",
+    )?;
+    let mut command = Command::new(node);
+    command
+        .current_dir(&dir)
+        .arg("sse_eventsource.mjs")
+        .arg(url)
+        .args(types);
+    Some(ClientProcess::spawn(command))
+}
+
+/// Python's httpx-sse (`tests/clients/sse_httpx.py`), which stops after an
+/// event whose data is `end`.
+pub fn python_httpx_sse(test: &str, url: &str) -> Option<ClientProcess> {
+    let dir = clients_dir();
+    let python = dir.join(".venv/bin/python");
+    let python = require(
+        test,
+        python.is_file().then_some(python),
+        "Python's httpx-sse (a venv in tests/clients/.venv)",
+    )?;
+    let mut command = Command::new(python);
+    command.current_dir(&dir).arg("sse_httpx.py").arg(url);
+    Some(ClientProcess::spawn(command))
+}
