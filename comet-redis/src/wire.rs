@@ -6,7 +6,7 @@
 //! (the publish script writes it); the data, last, may hold any byte.
 
 use bytes::Bytes;
-use comet_core::{ChannelName, Message, PayloadKind};
+use comet_core::{ChannelName, Message, Payload, PayloadKind};
 use redis::Value;
 use std::{
     sync::Arc,
@@ -82,13 +82,15 @@ fn event_of(bytes: &[u8]) -> Result<Option<Box<str>>, &'static str> {
     Ok(Some(event.into()))
 }
 
+/// The payload, checked as the hub checks what it accepts (UTF-8 text, or
+/// RFC 8259 JSON kept as published): a foreign writer might not have.
 fn data_of(kind: PayloadKind, bytes: &[u8]) -> Result<Bytes, &'static str> {
-    // The hub only accepts UTF-8; a foreign publisher might not.
-    std::str::from_utf8(bytes).map_err(|_| "data is not UTF-8")?;
-    if kind == PayloadKind::Json && bytes.iter().any(|b| matches!(b, b'\r' | b'\n')) {
-        return Err("JSON data spans lines");
-    }
-    Ok(Bytes::copy_from_slice(bytes))
+    let bytes = Bytes::copy_from_slice(bytes);
+    let payload = match kind {
+        PayloadKind::Json => Payload::json_bytes(bytes).map_err(|_| "data is not JSON")?,
+        PayloadKind::Text => Payload::text_bytes(bytes).map_err(|_| "data is not UTF-8")?,
+    };
+    Ok(payload.data().clone())
 }
 
 /// Parses a pub/sub announcement.
@@ -180,8 +182,9 @@ mod tests {
         assert_eq!((ok.epoch, ok.offset, ok.kind), (42, 7, PayloadKind::Text));
         assert_eq!(ok.event.as_deref(), Some("joined"));
         assert_eq!(&ok.data[..], b"hello\nworld");
-        let none = announcement(b"c1\n42\n7\n1\nj\n\n{\"a\":1}").unwrap();
+        let none = announcement(b"c1\n42\n7\n1\nj\n\n{\"a\":\n1}").unwrap();
         assert_eq!(none.event, None);
+        assert_eq!(&none.data[..], b"{\"a\":\n1}", "JSON as published");
         for bad in [
             &b""[..],
             b"hello",
@@ -191,8 +194,8 @@ mod tests {
             b"c1\n1\n7\n1\nq\n\nd",
             b"c1\n1\n7\n1\nt\n\n\xff",
             b"c1\n1\n7\n1\nt\n\xff\nd",
-            b"c1\n1\n7\n1\nj\n\n{\n}",
             b"c1\n1\n7\n1\nt\n",
+            b"c1\n1\n7\n1\nj\n\n{nope",
         ] {
             assert!(announcement(bad).is_err(), "{bad:?}");
         }

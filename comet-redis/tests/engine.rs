@@ -29,6 +29,7 @@ fn main() {
     redis_server::run_redis_tests(tests![
         a_publish_on_any_node_reaches_every_subscriber_on_every_node_in_order_once,
         a_cursor_from_one_node_resumes_on_another_and_head_is_the_same_everywhere,
+        payloads_cross_nodes_byte_for_byte,
         history_is_bounded_by_count_and_age_in_redis,
         one_redis_subscription_per_channel_per_node_and_unused_mirrors_are_dropped,
         a_flushed_script_cache_is_reloaded,
@@ -170,6 +171,33 @@ async fn a_publish_on_any_node_reaches_every_subscriber_on_every_node_in_order_o
             .map(|m| m.split(':').nth(1).unwrap().to_owned())
             .collect();
         assert_eq!(got, expected);
+    }
+}
+
+/// Payloads cross nodes byte for byte: JSON as its publisher wrote it (line
+/// breaks, key order, duplicate keys, big numbers), text, event names.
+async fn payloads_cross_nodes_byte_for_byte() {
+    let redis = RedisServer::start();
+    let (a, _) = node(&redis.url());
+    let (b, _) = node(&redis.url());
+    let mut sub = b.subscribe(["bytes"], Start::head()).await.unwrap();
+    let json = "{\n  \"z\": 1,\r\n  \"a\": 12345678901234567890123,\n  \"z\": \"\\u00e9\"\n}";
+    let published = [
+        comet_core::Payload::json_bytes(json.as_bytes().to_vec())
+            .unwrap()
+            .event("edited"),
+        comet_core::Payload::text("line one\nline two\r\n\u{2028}é"),
+    ];
+    for payload in published.clone() {
+        a.publish("bytes", payload).await.unwrap();
+    }
+    for payload in published {
+        let Some(Item::Message { message, .. }) = bounded("item", sub.next()).await else {
+            panic!("expected a message");
+        };
+        assert_eq!(message.data(), payload.data());
+        assert_eq!(message.kind(), payload.kind());
+        assert_eq!(message.event(), payload.event_name());
     }
 }
 
