@@ -11,17 +11,9 @@
 # Usage: bench/compare.sh [--quick] [--rounds N] [--pin]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 
-BIG=10000; ROUNDS=3; SERVER_CPU=(); CLIENT_CPU=()
-while [ $# -gt 0 ]; do
-    case $1 in
-        --quick) BIG=2000; ROUNDS=1 ;;
-        --rounds) ROUNDS=$2; shift ;;
-        --pin) SERVER_CPU=(taskset -c 0); CLIENT_CPU=(taskset -c 1) ;;
-        *) echo "usage: $0 [--quick] [--rounds N] [--pin]" >&2; exit 2 ;;
-    esac
-    shift
-done
+parse_options "usage: $0 [--quick] [--rounds N] [--pin]" "$@"
 RUN=$RANDOM
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
@@ -70,8 +62,6 @@ SUB[hold]="http://127.0.0.1:3200/hold"
 SUB[nchan]="http://127.0.0.1:8090/sub/{c}";                 POLL[nchan]="http://127.0.0.1:8090/sub/{c}"
 PUB[nchan]="http://127.0.0.1:8090/pub/{c}";                 DIALECT[nchan]=raw
 
-field() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p"; }
-
 # run SERVER SCENARIO ARGS... -> prints the JSON report line (or nothing)
 run() {
     local server=$1 scenario=$2; shift 2
@@ -103,23 +93,12 @@ measure_round() {
         RESULT[$key,$server,$round]=$(run "$server" "$@")
     done
 }
-# median KEY SERVER METRIC: the median over rounds ("" when absent).
-median() {
-    local key=$1 server=$2 metric=$3
-    for round in $(seq "$ROUNDS"); do
-        echo "${RESULT[$key,$server,$round]:-}" | field "$metric"
-    done | { grep -E '^[0-9.]+$' || true; } | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
-}
 # show LABEL KEY METRIC: one table row, with each comet column over nchan.
 show() {
     local label=$1 key=$2 metric=$3 values=()
     for server in comet hyper recipe nchan; do
         values+=("$(median "$key" "$server" "$metric")")
     done
-    ratio() {
-        [[ "$1" =~ ^[0-9.]+$ && "$2" =~ ^[0-9.]+$ ]] &&
-            awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b }'
-    }
     printf '%-36s %12s %12s %12s %12s %8s %8s\n' "$label" "${values[0]:--}" "${values[1]:--}" \
         "${values[2]:--}" "${values[3]:--}" "$(ratio "${values[0]}" "${values[3]}" || true)" \
         "$(ratio "${values[1]}" "${values[3]}" || true)"

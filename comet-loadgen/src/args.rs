@@ -35,8 +35,10 @@ pub enum Dialect {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub scenario: Scenario,
-    pub sub_url: String,
-    pub pub_url: Option<String>,
+    /// Subscribe URLs: subscriber `i` uses the `i % n`th (one per node).
+    pub sub_urls: Vec<String>,
+    /// Publish URLs: publishes take turns over them (empty: none given).
+    pub pub_urls: Vec<String>,
     pub transport: Transport,
     pub dialect: Dialect,
     pub subscribers: usize,
@@ -58,8 +60,10 @@ pub struct Options {
 pub const USAGE: &str = "\
 usage: comet-loadgen <idle|fanout|throughput|follow> --sub-url URL [options]
 
-  --sub-url URL        subscribe URL (SSE, ndjson stream or long-poll endpoint)
-  --pub-url URL        publish URL (POST, body {\"seq\":N,\"t\":NANOS})
+  --sub-url URL        subscribe URL (SSE, ndjson stream or long-poll endpoint);
+                       repeat it to split subscribers round-robin over several nodes
+  --pub-url URL        publish URL (POST, body {\"seq\":N,\"t\":NANOS}); repeat it
+                       to publish through several nodes in turn
   --transport T        sse (default), stream, poll (follow defaults to poll)
   --dialect D          comet (default) or raw (long polls echo ETag/Last-Modified)
   --subscribers N      subscribers to open (default 100)
@@ -83,7 +87,9 @@ impl Options {
             Some(other) => return Err(format!("unknown scenario {other:?}")),
             None => return Err("no scenario".into()),
         };
-        let mut flags: HashMap<String, String> = HashMap::new();
+        // Every value given, in order: a URL option may be repeated, any
+        // other takes its last value.
+        let mut flags: HashMap<String, Vec<String>> = HashMap::new();
         let mut switches = Vec::new();
         while let Some(arg) = args.next() {
             let name = arg
@@ -96,9 +102,11 @@ impl Options {
             let value = args
                 .next()
                 .ok_or_else(|| format!("--{name} needs a value"))?;
-            flags.insert(name.to_owned(), value);
+            flags.entry(name.to_owned()).or_default().push(value);
         }
-        let mut take = |name: &str| flags.remove(name);
+        let sub_urls = flags.remove("sub-url").unwrap_or_default();
+        let pub_urls = flags.remove("pub-url").unwrap_or_default();
+        let mut take = |name: &str| flags.remove(name).and_then(|mut values| values.pop());
         let number = |value: Option<String>, name: &str, default: u64| -> Result<u64, String> {
             value.map_or(Ok(default), |v| {
                 v.parse().map_err(|_| format!("--{name} must be a number"))
@@ -106,8 +114,10 @@ impl Options {
         };
         let options = Options {
             scenario,
-            sub_url: take("sub-url").ok_or("--sub-url is required")?,
-            pub_url: take("pub-url"),
+            sub_urls: Some(sub_urls)
+                .filter(|urls| !urls.is_empty())
+                .ok_or("--sub-url is required")?,
+            pub_urls,
             transport: match take("transport").as_deref() {
                 None if scenario == Scenario::Follow => Transport::Poll,
                 None | Some("sse") => Transport::Sse,
@@ -147,7 +157,7 @@ impl Options {
         if let Some(unknown) = flags.keys().next() {
             return Err(format!("unknown option --{unknown}"));
         }
-        if options.scenario != Scenario::Idle && options.pub_url.is_none() {
+        if options.scenario != Scenario::Idle && options.pub_urls.is_empty() {
             return Err("--pub-url is required to publish".into());
         }
         Ok(options)

@@ -68,11 +68,13 @@ fn main() {
 }
 
 async fn run(options: &Options) -> Result<Report, String> {
-    let sub_target = Arc::new(Target::parse(&options.sub_url, options.allow_remote)?);
-    let pub_target = match &options.pub_url {
-        Some(url) => Some(Arc::new(Target::parse(url, options.allow_remote)?)),
-        None => None,
+    let targets = |urls: &[String]| {
+        urls.iter()
+            .map(|url| Target::parse(url, options.allow_remote).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()
     };
+    let sub_targets = targets(&options.sub_urls)?;
+    let pub_targets = targets(&options.pub_urls)?;
     let clock = Clock {
         start: Instant::now(),
     };
@@ -105,7 +107,7 @@ async fn run(options: &Options) -> Result<Report, String> {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let (target, connected, failed, progress) = (
-            sub_target.clone(),
+            sub_targets[i % sub_targets.len()].clone(),
             connected.clone(),
             failed.clone(),
             progress.clone(),
@@ -157,8 +159,13 @@ async fn run(options: &Options) -> Result<Report, String> {
                 Some(after.saturating_sub(before) as f64 / report.connected.max(1) as f64);
         }
     } else {
-        let target = pub_target.ok_or("--pub-url is required")?;
-        let (first, last, published) = publish(options, target, clock).await?;
+        if pub_targets.is_empty() {
+            return Err("--pub-url is required".into());
+        }
+        let publishing = Instant::now();
+        let (first, last, published) = publish(options, &pub_targets, clock).await?;
+        // Until the last publish was answered.
+        report.publish_secs = publishing.elapsed().as_secs_f64();
         report.published = published;
         report.expected = published * report.connected as u64;
         // Drain: wait for every delivery, bounded.
@@ -169,11 +176,19 @@ async fn run(options: &Options) -> Result<Report, String> {
         let _ = stop.send(true);
         let mut latency: Option<hdrhistogram::Histogram<u64>> = None;
         let mut last_delivery = 0;
+        // Per message: (published at, the last subscriber had it at).
+        let mut completed: Vec<(u64, u64)> = Vec::new();
         for subscriber in subscribers {
             let received = subscriber.await.map_err(|e| e.to_string())?;
             report.delivered += received.unique;
             report.duplicated += received.duplicates;
             last_delivery = last_delivery.max(received.last_at);
+            if completed.len() < received.arrivals.len() {
+                completed.resize(received.arrivals.len(), (0, 0));
+            }
+            for (all, one) in completed.iter_mut().zip(&received.arrivals) {
+                *all = (one.0.max(all.0), one.1.max(all.1));
+            }
             match &mut latency {
                 Some(total) => total.add(&received.latency).map_err(|e| e.to_string())?,
                 None => latency = Some(received.latency),
@@ -183,16 +198,18 @@ async fn run(options: &Options) -> Result<Report, String> {
         report.delivery_span = last_delivery.saturating_sub(first) as f64 / 1e9;
         if report.lost() == 0 && report.delivered > 0 {
             report.last_ms = Some(last_delivery.saturating_sub(last) as f64 / 1e6);
+            report.median_all_ms = stats::median_completion_ms(&completed);
         }
     }
     progress_printer.abort();
     Ok(report)
 }
 
-/// Publishes as the scenario says; returns (first publish ns, last publish ns, count).
+/// Publishes as the scenario says, taking turns over the publish URLs;
+/// returns (first publish ns, last publish ns, count).
 async fn publish(
     options: &Options,
-    target: Arc<Target>,
+    targets: &[Arc<Target>],
     clock: Clock,
 ) -> Result<(u64, u64, u64), String> {
     let next = Arc::new(AtomicU64::new(0));
@@ -207,17 +224,26 @@ async fn publish(
     } else {
         options.messages
     };
-    let publishers = if options.rate > 0 {
-        1
-    } else {
-        options.publishers
-    };
+    // At a rate, one task publishes through every URL in turn (message
+    // `seq` through the `seq % n`th); as fast as possible, each of the
+    // `--publishers` tasks keeps to one URL, the tasks spread over them.
     let interval = (options.rate > 0).then(|| Duration::from_secs_f64(1.0 / options.rate as f64));
+    let routes: Vec<Vec<Arc<Target>>> = if interval.is_some() {
+        vec![targets.to_vec()]
+    } else {
+        (0..options.publishers)
+            .map(|task| vec![targets[task % targets.len()].clone()])
+            .collect()
+    };
     let mut tasks = Vec::new();
-    for _ in 0..publishers {
-        let (target, next, last) = (target.clone(), next.clone(), last.clone());
+    for route in routes {
+        let (next, last) = (next.clone(), last.clone());
         tasks.push(tokio::spawn(async move {
-            let mut publisher = Publisher::connect(target).await?;
+            let mut publishers = Vec::with_capacity(route.len());
+            for target in route {
+                publishers.push(Publisher::connect(target).await?);
+            }
+            let turns = publishers.len() as u64;
             let mut ticks = interval.map(tokio::time::interval);
             loop {
                 if until.is_some_and(|until| Instant::now() >= until) {
@@ -233,7 +259,9 @@ async fn publish(
                 // The publish time is when the message is stamped and sent,
                 // not when the server answers (some answer after delivering).
                 last.fetch_max(clock.now_ns(), Ordering::Relaxed);
-                publisher.publish(seq, &clock).await?;
+                publishers[(seq % turns) as usize]
+                    .publish(seq, &clock)
+                    .await?;
             }
         }));
     }

@@ -13,6 +13,9 @@ pub struct Received {
     pub latency: Histogram<u64>,
     /// When the last new message arrived (ns since the run began).
     pub last_at: u64,
+    /// Per message, when a known number are expected: (published, received)
+    /// in ns since the run began, indexed by `seq`.
+    pub arrivals: Vec<(u64, u64)>,
     progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -25,6 +28,7 @@ impl Received {
             duplicates: 0,
             latency: Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"),
             last_at: 0,
+            arrivals: Vec::new(),
             progress,
         }
     }
@@ -41,6 +45,12 @@ impl Received {
         self.seen[word] |= 1 << bit;
         self.unique += 1;
         self.last_at = now_ns;
+        if seq < self.expected {
+            if self.arrivals.len() <= seq as usize {
+                self.arrivals.resize(seq as usize + 1, (0, 0));
+            }
+            self.arrivals[seq as usize] = (published_ns, now_ns);
+        }
         let micros = now_ns.saturating_sub(published_ns) / 1000;
         self.latency.saturating_record(micros.max(1));
         self.progress
@@ -51,6 +61,19 @@ impl Received {
     pub fn done(&self) -> bool {
         self.expected > 0 && self.unique >= self.expected
     }
+}
+
+/// The median over messages of the time from a message's publish until
+/// every subscriber had it, in ms, from each message's (published at, last
+/// received at); `None` without messages.
+pub fn median_completion_ms(completed: &[(u64, u64)]) -> Option<f64> {
+    let mut spans: Vec<u64> = completed
+        .iter()
+        .map(|(published, last)| last.saturating_sub(*published))
+        .collect();
+    spans.sort_unstable();
+    let n = spans.len();
+    (n > 0).then(|| (spans[(n - 1) / 2] + spans[n / 2]) as f64 / 2.0 / 1e6)
 }
 
 /// The whole run.
@@ -70,6 +93,11 @@ pub struct Report {
     pub delivery_span: f64,
     /// Milliseconds from the last publish to the moment every subscriber had everything.
     pub last_ms: Option<f64>,
+    /// The median over messages of the milliseconds from a message's
+    /// publish until every subscriber had it (fanout and follow, no loss).
+    pub median_all_ms: Option<f64>,
+    /// Seconds from the first publish until the last was answered.
+    pub publish_secs: f64,
     pub rss_per_connection: Option<f64>,
     pub connect_secs: f64,
 }
@@ -82,6 +110,14 @@ impl Report {
     pub fn deliveries_per_second(&self) -> f64 {
         if self.delivery_span > 0.0 {
             self.delivered as f64 / self.delivery_span
+        } else {
+            0.0
+        }
+    }
+
+    pub fn publishes_per_second(&self) -> f64 {
+        if self.publish_secs > 0.0 {
+            self.published as f64 / self.publish_secs
         } else {
             0.0
         }
@@ -111,7 +147,7 @@ impl Report {
             out += &format!(
                 "published {}; delivered {}/{}; lost {}; duplicated {}\n\
                  latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}\n\
-                 deliveries per second: {:.0}\n",
+                 deliveries per second: {:.0}; publishes per second: {:.0}\n",
                 self.published,
                 self.delivered,
                 self.expected,
@@ -122,6 +158,7 @@ impl Report {
                 self.ms(0.99),
                 self.ms(1.0),
                 self.deliveries_per_second(),
+                self.publishes_per_second(),
             );
             match self.last_ms {
                 Some(ms) => {
@@ -130,6 +167,11 @@ impl Report {
                     )
                 }
                 None => out += "not every subscriber had every message before the drain ended\n",
+            }
+            if let Some(ms) = self.median_all_ms {
+                out += &format!(
+                    "median over messages of the time until every subscriber had it: {ms:.1} ms\n"
+                );
             }
         }
         out
@@ -154,8 +196,23 @@ impl Report {
             "max_ms": self.ms(1.0),
             "deliveries_per_s": self.deliveries_per_second(),
             "last_ms": self.last_ms,
+            "median_all_ms": self.median_all_ms,
+            "publishes_per_s": self.publishes_per_second(),
             "rss_per_conn": self.rss_per_connection,
         })
         .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_over_messages_of_the_last_arrival() {
+        assert_eq!(super::median_completion_ms(&[]), None);
+        // Spans of 3, 1 and 2 ms: the median is 2.
+        let odd = [(0, 3_000_000), (10, 1_000_010), (5, 2_000_005)];
+        assert_eq!(super::median_completion_ms(&odd), Some(2.0));
+        let even = [(0, 1_000_000), (0, 4_000_000)];
+        assert_eq!(super::median_completion_ms(&even), Some(2.5));
     }
 }

@@ -6,16 +6,36 @@ use comet::{
     tower::CometLayer,
     Hub,
 };
-use std::time::Duration;
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering::SeqCst},
+        Arc,
+    },
+    time::Duration,
+};
 
 async fn server() -> String {
-    let hub = Hub::new();
-    let app = axum::Router::new().layer(
-        CometLayer::new(hub)
-            .sse("/sse")
-            .route("/poll", Route::long_poll())
-            .publish("/publish", PublishRoute::new().authorize(|_, _| true)),
-    );
+    serve(Hub::new(), Arc::default()).await
+}
+
+/// Serves `hub`'s routes on a new port; counts the requests each method makes
+/// in `hits` (GET, POST).
+async fn serve(hub: Hub, hits: Arc<[AtomicUsize; 2]>) -> String {
+    let count = move |request: axum::extract::Request, next: axum::middleware::Next| {
+        let hits = hits.clone();
+        async move {
+            hits[usize::from(request.method() == http::Method::POST)].fetch_add(1, SeqCst);
+            next.run(request).await
+        }
+    };
+    let app = axum::Router::new()
+        .layer(
+            CometLayer::new(hub)
+                .sse("/sse")
+                .route("/poll", Route::long_poll())
+                .publish("/publish", PublishRoute::new().authorize(|_, _| true)),
+        )
+        .layer(axum::middleware::from_fn(count));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -101,6 +121,45 @@ async fn fanout_and_follow_count_every_delivery() {
         (field(&out, "lost"), field(&out, "duplicated")),
         ("0".into(), "0".into())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_urls_split_subscribers_and_publishes_over_the_nodes() {
+    // Two "nodes" on one hub, as two nodes on one Redis share channels.
+    let hub = Hub::new();
+    let (hits_a, hits_b): (Arc<[AtomicUsize; 2]>, Arc<[AtomicUsize; 2]>) = Default::default();
+    let a = serve(hub.clone(), hits_a.clone()).await;
+    let b = serve(hub, hits_b.clone()).await;
+    let (ok, out, err) = loadgen(&[
+        "fanout",
+        "--sub-url",
+        &format!("{a}/sse?channel=n"),
+        "--sub-url",
+        &format!("{b}/sse?channel=n"),
+        "--pub-url",
+        &format!("{a}/publish/n"),
+        "--pub-url",
+        &format!("{b}/publish/n"),
+        "--subscribers",
+        "20",
+        "--messages",
+        "6",
+        "--rate",
+        "100",
+        "--json",
+    ])
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        (field(&out, "delivered"), field(&out, "lost")),
+        ("120".into(), "0".into()),
+        "{out}"
+    );
+    assert!(field(&out, "median_all_ms").parse::<f64>().is_ok(), "{out}");
+    // Half the subscribers and half the publishes on each node.
+    for hits in [hits_a, hits_b] {
+        assert_eq!((hits[0].load(SeqCst), hits[1].load(SeqCst)), (10, 3));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

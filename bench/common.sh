@@ -1,0 +1,37 @@
+# What bench/compare.sh and bench/compare_redis.sh share (sourced): their
+# options, and medians over rounds of comet-loadgen's JSON reports.
+
+# parse_options USAGE ARGS...: sets BIG (subscribers of the big fan-out),
+# ROUNDS, and with --pin SERVER_CPU (CPU 0) and CLIENT_CPU (CPU 1), as
+# taskset prefixes.
+parse_options() {
+    local usage=$1; shift
+    BIG=10000; ROUNDS=3; SERVER_CPU=(); CLIENT_CPU=()
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --quick) BIG=2000; ROUNDS=1 ;;
+            --rounds) ROUNDS=$2; shift ;;
+            --pin) SERVER_CPU=(taskset -c 0); CLIENT_CPU=(taskset -c 1) ;;
+            *) echo "$usage" >&2; exit 2 ;;
+        esac
+        shift
+    done
+}
+
+# field NAME: the value of NAME in the JSON line on stdin.
+field() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p"; }
+
+# median KEY SERVER METRIC: the median over rounds of METRIC in
+# RESULT[KEY,SERVER,ROUND] ("" when absent).
+median() {
+    local key=$1 server=$2 metric=$3
+    for round in $(seq "$ROUNDS"); do
+        echo "${RESULT[$key,$server,$round]:-}" | field "$metric"
+    done | { grep -E '^[0-9.]+$' || true; } | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+
+# ratio A B: A / B to two decimals, when both are numbers and B is not 0.
+ratio() {
+    [[ "$1" =~ ^[0-9.]+$ && "$2" =~ ^[0-9.]+$ ]] &&
+        awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b }'
+}
