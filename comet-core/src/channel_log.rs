@@ -114,7 +114,7 @@ struct LogState {
 
 /// What [`ChannelLog::extend`] did with a message numbered elsewhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Extend {
+pub enum Extended {
     /// It was the next one: appended, and readers woken.
     Appended,
     /// The log already had it (same epoch, offset at or before the head).
@@ -199,19 +199,19 @@ impl ChannelLog {
     /// Appends a message numbered elsewhere, if it is the next one: the
     /// engine's backplane assigned its epoch and offset. Readers are woken
     /// when it is appended.
-    pub fn extend(&self, message: Arc<Message>) -> Extend {
+    pub fn extend(&self, message: Arc<Message>) -> Extended {
         {
             let mut state = self.write();
             if message.epoch != state.epoch || message.offset > state.last_offset + 1 {
-                return Extend::OutOfOrder;
+                return Extended::OutOfOrder;
             }
             if message.offset <= state.last_offset {
-                return Extend::Duplicate;
+                return Extended::Duplicate;
             }
             self.push(&mut state, message);
         }
         self.wake_waiters();
-        Extend::Appended
+        Extended::Appended
     }
 
     /// Starts the history over as `epoch`, whose newest offset is
@@ -225,6 +225,7 @@ impl ChannelLog {
     /// those not in `history`. A `last_offset` behind the head in the same
     /// epoch is refused (`false`): offsets must never be reused; the engine
     /// has to move to a new epoch.
+    #[must_use = "a refused restart means the engine must move to a new epoch"]
     pub fn restart(
         &self,
         epoch: u64,
@@ -548,11 +549,11 @@ mod tests {
     fn extend_takes_only_the_next_message_of_its_epoch() {
         let log =
             ChannelLog::with_epoch(ChannelName::new("c").unwrap(), HistoryPolicy::default(), 7);
-        assert_eq!(log.extend(numbered(&log, 7, 1)), Extend::Appended);
-        assert_eq!(log.extend(numbered(&log, 7, 1)), Extend::Duplicate);
-        assert_eq!(log.extend(numbered(&log, 7, 3)), Extend::OutOfOrder);
-        assert_eq!(log.extend(numbered(&log, 8, 2)), Extend::OutOfOrder);
-        assert_eq!(log.extend(numbered(&log, 7, 2)), Extend::Appended);
+        assert_eq!(log.extend(numbered(&log, 7, 1)), Extended::Appended);
+        assert_eq!(log.extend(numbered(&log, 7, 1)), Extended::Duplicate);
+        assert_eq!(log.extend(numbered(&log, 7, 3)), Extended::OutOfOrder);
+        assert_eq!(log.extend(numbered(&log, 8, 2)), Extended::OutOfOrder);
+        assert_eq!(log.extend(numbered(&log, 7, 2)), Extended::Appended);
         let at = Position::new(log.name(), 7, 0);
         assert_eq!(offsets_after(&log, at), ["1", "2"]);
     }

@@ -68,7 +68,7 @@ mod payload;
 pub mod protocol;
 mod subscription;
 
-pub use channel_log::{ChannelLog, Extend, HistoryPolicy, Read, Since};
+pub use channel_log::{ChannelLog, Extended, HistoryPolicy, Read, Since};
 pub use channel_name::{ChannelName, InvalidChannelName, MAX_CHANNEL_NAME_LEN};
 pub use cursor::{Cursor, CursorError, Position, MAX_CURSOR_LEN};
 pub use engine::{Engine, EngineError, EngineFuture, PublishFuture};
@@ -78,5 +78,5 @@ pub use hub::{
 };
 pub use memory_engine::{HistoryPolicyFn, MemoryEngine};
 pub use message::{Encoding, Message};
-pub use payload::{Payload, PayloadKind, MAX_EVENT_NAME_LEN};
+pub use payload::{validate_event, Payload, PayloadKind, MAX_EVENT_NAME_LEN};
 pub use subscription::{Item, Subscription};

@@ -143,7 +143,11 @@ pub const MAX_EVENT_NAME_LEN: usize = 128;
 /// break SSE framing), not in the reserved `comet-` namespace (a publisher
 /// must not be able to forge a `comet-gap`), and neither `error` nor `open`,
 /// which an `EventSource` would take for its own events.
-pub(crate) fn validate_event(event: &str) -> Result<(), String> {
+///
+/// The hub checks every event name it publishes; an engine that reads
+/// messages written elsewhere (a backplane others can write to) checks them
+/// with this too.
+pub fn validate_event(event: &str) -> Result<(), String> {
     if event.is_empty() {
         return Err("event name is empty".into());
     }

@@ -107,7 +107,9 @@ impl Config {
     /// maximum age: the history is then kept until evicted by count, as the
     /// in-memory engine keeps it).
     fn key_ttl(&self) -> Option<Duration> {
-        self.history.max_age.map(|age| age + self.idle_ttl)
+        self.history
+            .max_age
+            .map(|age| age.saturating_add(self.idle_ttl))
     }
 }
 
@@ -141,7 +143,11 @@ struct Counters {
 struct Shared {
     config: Config,
     client: redis::Client,
-    commands: ConnectionManager,
+    /// Commands and scripts (multiplexed: concurrent calls are pipelined).
+    /// Replaced when Redis stops answering on it, since a connection that
+    /// died in silence would otherwise time out every call for good.
+    commands: RwLock<ConnectionManager>,
+    commands_config: redis::aio::ConnectionManagerConfig,
     scripts: scripts::Scripts,
     mirrors: RwLock<HashMap<ChannelName, Arc<Mirror>>>,
     /// The pub/sub connection is up and every mirror is current.
@@ -190,6 +196,13 @@ impl fmt::Display for Unavailable {
 }
 
 impl std::error::Error for Unavailable {}
+
+/// Milliseconds, saturating (Redis takes at most `i64::MAX`).
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .min(i64::MAX as u64)
+}
 
 fn unavailable(reason: impl Into<String>) -> EngineError {
     Box::new(Unavailable(reason.into()))
@@ -278,13 +291,14 @@ impl RedisEngineBuilder {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
-        let commands =
-            ConnectionManager::new_lazy_with_config(client.clone(), manager).map_err(BuildError)?;
+        let commands = ConnectionManager::new_lazy_with_config(client.clone(), manager.clone())
+            .map_err(BuildError)?;
         let (requests, receiver) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             config: self.config,
             client,
-            commands,
+            commands: RwLock::new(commands),
+            commands_config: manager,
             scripts: scripts::Scripts::new(),
             mirrors: RwLock::default(),
             connected: AtomicBool::new(false),
@@ -323,7 +337,11 @@ impl Shared {
         &self,
         invocation: redis::ScriptInvocation<'_>,
     ) -> Result<redis::Value, Failure> {
-        let mut connection = self.commands.clone();
+        let mut connection = self
+            .commands
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         match tokio::time::timeout(
             self.config.timeout,
             invocation.invoke_async::<redis::Value>(&mut connection),
@@ -337,10 +355,24 @@ impl Shared {
                 Err(Failure::Channel(format!("redis: {error}")))
             }
             Ok(Err(error)) => Err(Failure::Backplane(format!("redis: {error}"))),
-            Err(_) => Err(Failure::Backplane(format!(
-                "redis did not answer within {:?}",
-                self.config.timeout
-            ))),
+            Err(_) => {
+                self.reconnect_commands();
+                Err(Failure::Backplane(format!(
+                    "redis did not answer within {:?}",
+                    self.config.timeout
+                )))
+            }
+        }
+    }
+
+    /// Opens a new command connection (lazily) in place of the current one.
+    fn reconnect_commands(&self) {
+        match ConnectionManager::new_lazy_with_config(
+            self.client.clone(),
+            self.commands_config.clone(),
+        ) {
+            Ok(fresh) => *self.commands.write().unwrap_or_else(|e| e.into_inner()) = fresh,
+            Err(error) => tracing::warn!(%error, "could not make a new redis connection"),
         }
     }
 
@@ -359,7 +391,7 @@ impl Shared {
             .arg(known.map_or(String::new(), |p| p.epoch.to_string()))
             .arg(known.map_or(0, |p| p.offset))
             .arg(max)
-            .arg(self.config.idle_ttl.as_millis() as u64);
+            .arg(millis(self.config.idle_ttl));
         State::parse(self.invoke(invocation).await?, &self.stats.malformed)
     }
 
@@ -367,6 +399,7 @@ impl Shared {
     async fn new_epoch(&self, keys: &ChannelKeys, old: u64) -> Result<(), Failure> {
         let mut invocation = self.scripts.new_epoch.key(&keys.meta);
         invocation
+            .key(&keys.log)
             .arg(old.to_string())
             .arg(comet_core::random_epoch().to_string());
         self.invoke(invocation).await.map(drop)
@@ -375,7 +408,7 @@ impl Shared {
     /// Keeps the keys of channels in use from expiring (best effort: a
     /// failure shows again at the next publish or read).
     async fn touch(&self, mirrors: &[Arc<Mirror>]) {
-        let ttl = self.ttl_ms().max(self.config.idle_ttl.as_millis() as u64);
+        let ttl = self.ttl_ms().max(millis(self.config.idle_ttl));
         for chunk in mirrors.chunks(256) {
             let touches = chunk.iter().map(|mirror| async move {
                 let mut invocation = self.scripts.touch.key(&mirror.keys.meta);

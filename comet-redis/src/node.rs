@@ -25,7 +25,7 @@ use crate::{
     keys::{self, ChannelKeys},
     wire, Shared,
 };
-use comet_core::{ChannelLog, ChannelName, Extend};
+use comet_core::{ChannelLog, ChannelName, Extended};
 use futures_util::StreamExt;
 use redis::{aio::PubSubSink, Value};
 use std::{
@@ -220,8 +220,8 @@ impl Node {
             self.refresh(&mirror).await
         } else {
             match mirror.log.extend(numbered.into_message(channel)) {
-                Extend::Appended | Extend::Duplicate => Ok(()),
-                Extend::OutOfOrder => self.refresh(&mirror).await,
+                Extended::Appended | Extended::Duplicate => Ok(()),
+                Extended::OutOfOrder => self.refresh(&mirror).await,
             }
         };
         only_backplane(result)
@@ -346,7 +346,12 @@ impl Node {
                 .entries
                 .into_iter()
                 .map(|n| n.into_message(channel.clone()));
-            mirror.log.restart(state.epoch, state.last, messages);
+            if !mirror.log.restart(state.epoch, state.last, messages) {
+                // Another node's new epoch cannot be behind this mirror's.
+                return Err(Failure::Channel(
+                    "redis went back in history again while renewing the epoch".to_owned(),
+                ));
+            }
         }
         mirror.current.store(true, Ordering::SeqCst);
         shared.stats.refreshes.fetch_add(1, Ordering::Relaxed);
@@ -356,6 +361,13 @@ impl Node {
     /// Drops mirrors unused for the configured while, and keeps the keys of
     /// the others from expiring.
     async fn sweep(&mut self) -> Result<(), Failure> {
+        // A connection that a firewall or NAT dropped in silence delivers
+        // nothing and reports nothing: ask for an answer now and then.
+        match tokio::time::timeout(self.shared.config.timeout, self.sink.ping::<Value>()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Err(Failure::Backplane(format!("PING failed: {error}"))),
+            Err(_) => return Err(Failure::Backplane("PING timed out".to_owned())),
+        }
         let now = Instant::now();
         let keep = self.shared.config.mirror_idle;
         let mut dropped = Vec::new();

@@ -22,24 +22,50 @@ end
     };
 }
 
+/// Raises the TTL of the channel's keys (KEYS[1], KEYS[2]) that expire to at
+/// least `want` ms; keys kept for good stay so.
+macro_rules! extend_ttl {
+    () => {
+        r#"
+for _, key in ipairs(KEYS) do
+  local left = redis.call('PTTL', key)
+  if left >= 0 and left < want then redis.call('PEXPIRE', key, want) end
+end
+"#
+    };
+}
+
 /// Publishes one message.
 ///
 /// KEYS: meta, log. ARGV: a new epoch (used if the channel has none), kind,
 /// event, data, max messages, max age in ms (0: none), key TTL in ms (0:
 /// keep), pub/sub channel.
 ///
-/// Assigns the next offset, appends it (the entry ID carries the offset),
-/// trims by count and age, refreshes the keys' TTL and announces the message
-/// on the channel's pub/sub channel. Returns `{epoch, offset, time_ms}`.
+/// Appends the message at the next offset (the entry ID carries it) and only
+/// then counts it, so a failed append leaves nothing behind; trims by count
+/// and age, refreshes the keys' TTL and announces the message on the
+/// channel's pub/sub channel. A log that cannot be continued (another type,
+/// or entries ahead of the offsets, which only something else writing there
+/// makes) starts over in a new epoch. Returns `{epoch, offset, time_ms}`.
 const PUBLISH: &str = concat!(
     epoch_or_new!(),
     r#"
-local offset = redis.call('HINCRBY', KEYS[1], 'last', 1)
+local offset = tonumber(redis.call('HGET', KEYS[1], 'last') or '0') + 1
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local id = string.format('%d-0', offset)
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], id,
+local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', ARGV[5], id,
   'k', ARGV[2], 'e', ARGV[3], 'd', ARGV[4], 't', now)
+if type(added) == 'table' and added.err then
+  redis.call('DEL', KEYS[2])
+  epoch = ARGV[1]
+  offset = 1
+  id = '1-0'
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], id,
+    'k', ARGV[2], 'e', ARGV[3], 'd', ARGV[4], 't', now)
+end
+redis.call('HSET', KEYS[1], 'last', offset)
 local max_age = tonumber(ARGV[6])
 if max_age > 0 then
   local cutoff = now - max_age
@@ -71,7 +97,8 @@ return {epoch, offset, now}
 ///
 /// KEYS: meta, log. ARGV: a new epoch (used if the channel has none), the
 /// epoch the caller knows ('' for none), the offset it has, the most entries
-/// to return (0: none), the TTL in ms of a channel created here.
+/// to return (0: none), the TTL in ms of a channel created here (and the
+/// least its expiring keys are left with: a channel being read is in use).
 ///
 /// Returns `{epoch, last, entries}`: the entries after the caller's offset
 /// when it knows this epoch and is at most that many behind, else the newest
@@ -79,7 +106,11 @@ return {epoch, offset, now}
 const READ: &str = concat!(
     epoch_or_new!(),
     r#"
-if created and tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
+local want = tonumber(ARGV[5])
+if created and want > 0 then redis.call('PEXPIRE', KEYS[1], want) end
+"#,
+    extend_ttl!(),
+    r#"
 local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
 local max = tonumber(ARGV[4])
 local after = tonumber(ARGV[3])
@@ -100,12 +131,14 @@ return {epoch, last, entries}
 
 /// Moves a channel to a new epoch if it still has `ARGV[1]`: its offsets went
 /// back (a restored snapshot, a promoted replica), so the old ones must never
-/// be served again. KEYS: meta. ARGV: the old epoch, the new one. Returns the
-/// epoch the channel has now.
+/// be served again, and neither must the history kept under them (clients
+/// may have it already): the new epoch starts with none. KEYS: meta, log.
+/// ARGV: the old epoch, the new one. Returns the epoch the channel has now.
 const NEW_EPOCH: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if epoch == ARGV[1] then
   redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
+  redis.call('DEL', KEYS[2])
   return ARGV[2]
 end
 return epoch
@@ -113,13 +146,11 @@ return epoch
 
 /// Extends the life of a channel's keys that expire, for channels that
 /// subscribers on this node still use. KEYS: meta, log. ARGV: TTL in ms.
-const TOUCH: &str = r#"
-for _, key in ipairs(KEYS) do
-  local ttl = redis.call('PTTL', key)
-  if ttl >= 0 and ttl < tonumber(ARGV[1]) then redis.call('PEXPIRE', key, ARGV[1]) end
-end
-return 0
-"#;
+const TOUCH: &str = concat!(
+    "local want = tonumber(ARGV[1])\n",
+    extend_ttl!(),
+    "return 0\n"
+);
 
 /// The scripts, hashed once.
 pub(crate) struct Scripts {

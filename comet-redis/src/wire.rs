@@ -79,6 +79,9 @@ fn event_of(bytes: &[u8]) -> Result<Option<Box<str>>, &'static str> {
         return Ok(None);
     }
     let event = std::str::from_utf8(bytes).map_err(|_| "event is not UTF-8")?;
+    // As the hub checks it: no line break to break SSE framing, no
+    // `comet-gap` to forge, no `error` or `open` for EventSource.
+    comet_core::validate_event(event).map_err(|_| "event name the hub refuses")?;
     Ok(Some(event.into()))
 }
 
@@ -196,6 +199,9 @@ mod tests {
             b"c1\n1\n7\n1\nt\n\xff\nd",
             b"c1\n1\n7\n1\nt\n",
             b"c1\n1\n7\n1\nj\n\n{nope",
+            b"c1\n1\n7\n1\nt\ncomet-gap\nx",
+            b"c1\n1\n7\n1\nt\nerror\nx",
+            b"c1\n1\n7\n1\nt\na\rb\nx",
         ] {
             assert!(announcement(bad).is_err(), "{bad:?}");
         }

@@ -20,6 +20,7 @@ pub struct TcpProxy {
     pub addr: SocketAddr,
     open: Arc<AtomicBool>,
     generation: watch::Sender<u64>,
+    frozen: watch::Sender<u64>,
     /// Connections accepted so far.
     pub accepted: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
@@ -38,10 +39,12 @@ impl TcpProxy {
         let addr = listener.local_addr().unwrap();
         let open = Arc::new(AtomicBool::new(true));
         let (generation, _) = watch::channel(0u64);
+        let (frozen, _) = watch::channel(0u64);
         let accepted = Arc::new(AtomicUsize::new(0));
         let task = {
             let open = open.clone();
             let generation = generation.clone();
+            let frozen = frozen.clone();
             let accepted = accepted.clone();
             tokio::spawn(async move {
                 let mut next = 0usize;
@@ -57,6 +60,7 @@ impl TcpProxy {
                     next += 1;
                     accepted.fetch_add(1, Ordering::SeqCst);
                     let mut cut = generation.subscribe();
+                    let mut freeze = frozen.subscribe();
                     tokio::spawn(async move {
                         let Ok(outbound) = TcpStream::connect(target).await else {
                             return;
@@ -64,8 +68,12 @@ impl TcpProxy {
                         let (mut inbound, mut outbound) = (inbound, outbound);
                         tokio::select! {
                             _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                            _ = cut.changed() => {}
+                            _ = cut.changed() => return,
+                            // Frozen: both sockets stay open, nothing passes.
+                            _ = freeze.changed() => {}
                         }
+                        let _ = cut.changed().await;
+                        drop((inbound, outbound));
                     });
                 }
             })
@@ -74,6 +82,7 @@ impl TcpProxy {
             addr,
             open,
             generation,
+            frozen,
             accepted,
             task,
         }
@@ -88,6 +97,12 @@ impl TcpProxy {
     /// Drops every connection; new ones are accepted.
     pub fn reset(&self) {
         self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Stops forwarding on every open connection without closing it, as a
+    /// link that died in silence; new connections work.
+    pub fn freeze(&self) {
+        self.frozen.send_modify(|g| *g += 1);
     }
 
     /// Accepts connections again.
