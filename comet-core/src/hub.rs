@@ -1,7 +1,7 @@
 //! The hub: the application's handle to publish and subscribe.
 
 use crate::{
-    engine::{Engine, EngineError},
+    engine::{Engine, EngineError, EngineFuture},
     memory_engine::HistoryPolicyFn,
     payload::validate_event,
     ChannelLog, ChannelName, Cursor, HistoryPolicy, InvalidChannelName, MemoryEngine, Payload,
@@ -232,25 +232,38 @@ impl Hub {
             logs: Vec::with_capacity(names.len()),
             complete: false,
         };
-        for name in names {
-            let from = start.cursor.as_ref().and_then(|c| c.position(name));
-            let log = self
-                .shared
-                .engine
-                .attach(name, from)
-                .await
-                .map_err(|error| SubscribeError::Unavailable {
-                    reason: error.to_string(),
-                })?;
-            let full = log.subscriber_count() > self.shared.max_channel_subscribers;
-            let position = log.start(from, start.since);
-            attached.logs.push((log, position));
-            if full {
-                return Err(SubscribeError::TooManySubscribers {
-                    channel: Some(name.clone()),
-                    max: self.shared.max_channel_subscribers,
-                });
+        // Every channel at once: an engine with a backplane answers a
+        // subscription of many channels in the time of its slowest.
+        let from = |name: &ChannelName| start.cursor.as_ref().and_then(|c| c.position(name));
+        let results = join_all(
+            names
+                .iter()
+                .map(|name| self.shared.engine.attach(name, from(name)))
+                .collect(),
+        )
+        .await;
+        let mut refusal = None;
+        for (name, result) in names.iter().zip(results) {
+            match result {
+                Ok(log) => {
+                    if log.subscriber_count() > self.shared.max_channel_subscribers {
+                        refusal.get_or_insert(SubscribeError::TooManySubscribers {
+                            channel: Some(name.clone()),
+                            max: self.shared.max_channel_subscribers,
+                        });
+                    }
+                    let position = log.start(from(name), start.since);
+                    attached.logs.push((log, position));
+                }
+                Err(error) => {
+                    refusal.get_or_insert(SubscribeError::Unavailable {
+                        reason: error.to_string(),
+                    });
+                }
             }
+        }
+        if let Some(refusal) = refusal {
+            return Err(refusal); // `attached` gives every count back
         }
         Ok(Subscription::new(self.shared.clone(), attached.complete()))
     }
@@ -265,12 +278,16 @@ impl Hub {
         I::Item: AsRef<str>,
     {
         let names = self.channel_names(channels)?;
+        let heads = join_all(
+            names
+                .iter()
+                .map(|name| self.shared.engine.head(name))
+                .collect(),
+        );
         let mut positions = Vec::with_capacity(names.len());
-        for name in &names {
-            let head = self.shared.engine.head(name).await.map_err(|error| {
-                SubscribeError::Unavailable {
-                    reason: error.to_string(),
-                }
+        for head in heads.await {
+            let head = head.map_err(|error| SubscribeError::Unavailable {
+                reason: error.to_string(),
             })?;
             positions.push(head);
         }
@@ -357,6 +374,29 @@ impl Hub {
         }
         Ok(names)
     }
+}
+
+/// Awaits every future at once, in order of the input.
+async fn join_all<T>(mut futures: Vec<EngineFuture<T>>) -> Vec<Result<T, EngineError>> {
+    let mut done: Vec<Option<Result<T, EngineError>>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, slot) in futures.iter_mut().zip(done.iter_mut()) {
+            if slot.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(result) => *slot = Some(result),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    done.into_iter().flatten().collect()
 }
 
 /// Channels attached so far by a subscribe in progress: if it fails or is

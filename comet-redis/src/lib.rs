@@ -287,7 +287,8 @@ impl RedisEngineBuilder {
         let client = redis::Client::open(self.url.as_str()).map_err(BuildError)?;
         let manager = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.config.timeout))
-            .set_response_timeout(Some(self.config.timeout))
+            // The engine's own timeout governs every call (see `invoke`).
+            .set_response_timeout(None)
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
@@ -354,7 +355,10 @@ impl Shared {
             Ok(Err(error)) if error.code().is_some() => {
                 Err(Failure::Channel(format!("redis: {error}")))
             }
-            Ok(Err(error)) => Err(Failure::Backplane(format!("redis: {error}"))),
+            Ok(Err(error)) => {
+                self.reconnect_commands();
+                Err(Failure::Backplane(format!("redis: {error}")))
+            }
             Err(_) => {
                 self.reconnect_commands();
                 Err(Failure::Backplane(format!(
