@@ -25,7 +25,7 @@ use crate::{
     keys::{self, ChannelKeys},
     wire, Shared,
 };
-use comet_core::{ChannelLog, ChannelName, Extended};
+use comet_core::{ChannelLog, ChannelName, Extended, Message};
 use futures_util::StreamExt;
 use redis::{aio::PubSubSink, Value};
 use std::{
@@ -219,9 +219,13 @@ impl Node {
             // Its last read failed: read it whole (this message included).
             self.refresh(&mirror).await
         } else {
-            match mirror.log.extend(numbered.into_message(channel)) {
-                Extended::Appended | Extended::Duplicate => Ok(()),
-                Extended::OutOfOrder => self.refresh(&mirror).await,
+            let message = numbered.into_message(channel);
+            match mirror.log.extend(message.clone()) {
+                Extended::Appended => Ok(()),
+                // Announced again after a refresh: the same message. Another
+                // one under an offset already held means Redis lost writes.
+                Extended::Duplicate if holds(&mirror.log, &message) => Ok(()),
+                Extended::Duplicate | Extended::OutOfOrder => self.refresh(&mirror).await,
             }
         };
         only_backplane(result)
@@ -327,14 +331,23 @@ impl Node {
             .read(&mirror.keys, known, mirror.log.policy().max_messages)
             .await?;
         let channel = mirror.log.name().clone();
+        // Redis may have lost this mirror's newest message and given its
+        // offset to another one since (a replica promoted behind its
+        // primary, then new publishes): the same epoch, the head at or past
+        // the mirror's, and a different message where the mirror's was.
+        let diverged = state.at.is_some_and(|at| {
+            at.epoch == head.epoch
+                && at.offset == head.offset
+                && !holds(&mirror.log, &at.into_message(channel.clone()))
+        });
         let messages = state
             .entries
             .into_iter()
             .map(|n| n.into_message(channel.clone()));
-        if !mirror.log.restart(state.epoch, state.last, messages) {
-            // Redis is behind this mirror in the same epoch: it lost writes.
-            // Those offsets will be assigned again, so the channel must move
-            // to a new epoch, once, whichever node notices first.
+        if diverged || !mirror.log.restart(state.epoch, state.last, messages) {
+            // Redis lost writes that this mirror has: those offsets are (or
+            // will be) assigned again, so the channel must move to a new
+            // epoch, once, whichever node notices first.
             shared.new_epoch(&mirror.keys, state.epoch).await?;
             shared.stats.epochs_renewed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%channel, "redis went back in history: moved to a new epoch");
@@ -421,6 +434,8 @@ pub(crate) struct State {
     pub(crate) epoch: u64,
     pub(crate) last: u64,
     pub(crate) entries: Vec<wire::Numbered>,
+    /// The entry at the reader's own offset, when asked for and still held.
+    pub(crate) at: Option<wire::Numbered>,
 }
 
 impl State {
@@ -432,7 +447,7 @@ impl State {
         let Value::Array(parts) = value else {
             return Err(bad("unexpected reply to the read script"));
         };
-        let [epoch, last, Value::Array(entries)] = parts.as_slice() else {
+        let [epoch, last, Value::Array(entries), Value::Array(at)] = parts.as_slice() else {
             return Err(bad("unexpected reply to the read script"));
         };
         let epoch = wire::integer(epoch).ok_or_else(|| bad("the epoch is not a number"))?;
@@ -447,11 +462,27 @@ impl State {
                 }
             })
             .collect();
+        let at = at.first().and_then(|entry| wire::entry(epoch, entry).ok());
         Ok(Self {
             epoch,
             last,
             entries,
+            at,
         })
+    }
+}
+
+/// Whether `log` holds `message` at its offset (or cannot tell: it no
+/// longer holds anything there).
+fn holds(log: &ChannelLog, message: &Message) -> bool {
+    let before = comet_core::Position::new(log.name(), message.epoch(), message.offset() - 1);
+    match log.read_after(before) {
+        comet_core::Read::Message(held) if held.offset() == message.offset() => {
+            held.data() == message.data()
+                && held.kind() == message.kind()
+                && held.event() == message.event()
+        }
+        _ => true,
     }
 }
 

@@ -100,9 +100,10 @@ return {epoch, offset, now}
 /// to return (0: none), the TTL in ms of a channel created here (and the
 /// least its expiring keys are left with: a channel being read is in use).
 ///
-/// Returns `{epoch, last, entries}`: the entries after the caller's offset
-/// when it knows this epoch and is at most that many behind, else the newest
-/// ones (the caller gets a gap), oldest first, as `XRANGE` gives them.
+/// Returns `{epoch, last, entries, at}`: the entries after the caller's
+/// offset when it knows this epoch and is at most that many behind, else the
+/// newest ones (the caller gets a gap), oldest first, as `XRANGE` gives them;
+/// and the entry at the caller's offset, if Redis still has it.
 const READ: &str = concat!(
     epoch_or_new!(),
     r#"
@@ -125,7 +126,14 @@ if max > 0 and last > 0 then
     for i = #newest, 1, -1 do entries[#entries + 1] = newest[i] end
   end
 end
-return {epoch, last, entries}
+-- The entry at the caller's own offset, for it to check that it is the
+-- message it has (Redis may have lost it and assigned the offset again).
+local at = {}
+if epoch == ARGV[2] and after > 0 and after <= last then
+  local id = string.format('%d-0', after)
+  at = redis.call('XRANGE', KEYS[2], id, id)
+end
+return {epoch, last, entries, at}
 "#
 );
 

@@ -42,6 +42,7 @@ fn main() {
         client_pause_makes_publishes_wait_or_fail_and_loses_nothing,
         foreign_messages_on_comet_channels_are_ignored_and_counted,
         redis_going_back_in_history_moves_the_channel_to_a_new_epoch,
+        lost_writes_that_redis_has_since_overtaken_are_a_new_epoch,
         a_cursor_ahead_of_the_head_is_a_gap,
     ]);
 }
@@ -734,6 +735,47 @@ async fn redis_going_back_in_history_moves_the_channel_to_a_new_epoch() {
         .unwrap();
     b.publish("g", "fresh").await.unwrap();
     assert_eq!(take(&mut sub, 2).await, ["gap:None", "1:fresh"]);
+}
+
+/// Lost writes that Redis has since overtaken (a replica promoted behind its
+/// primary, then new publishes there): the same epoch, a head past the
+/// mirror's, but another message at the mirror's offset. Still a new epoch,
+/// and one gap, never a different message under an offset already served.
+async fn lost_writes_that_redis_has_since_overtaken_are_a_new_epoch() {
+    let redis = RedisServer::start();
+    let link = TcpProxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap()).await;
+    let (a, engine_a) = node(&link.url());
+    let (b, _) = node(&redis.url());
+    let mut sub = a.subscribe(["v"], Start::head()).await.unwrap();
+    for n in 1..=5 {
+        b.publish("v", n.to_string()).await.unwrap();
+    }
+    assert_eq!(take(&mut sub, 5).await.len(), 5);
+    link.cut();
+    eventually("a notices", || !engine_a.stats().connected).await;
+    // What the promoted replica has: 1 to 3, and offsets back at 3.
+    let mut connection = redis.connection().await;
+    let kept: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("comet:{v}:log")
+        .arg("-")
+        .arg("3-0")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let _: i64 = connection.del("comet:{v}:log").await.unwrap();
+    for (id, fields) in kept {
+        let _: String = connection.xadd("comet:{v}:log", id, &fields).await.unwrap();
+    }
+    let _: () = connection.hset("comet:{v}:meta", "last", 3).await.unwrap();
+    for text in ["x", "y", "z"] {
+        b.publish("v", text).await.unwrap(); // 4, 5 and 6, again
+    }
+    link.restore();
+    assert_eq!(next(&mut sub).await, "gap:None");
+    assert_eq!(engine_a.stats().epochs_renewed, 1);
+    b.publish("v", "after").await.unwrap();
+    assert_eq!(next(&mut sub).await, "7:after");
+    quiet(&mut sub).await;
 }
 
 async fn a_cursor_ahead_of_the_head_is_a_gap() {
