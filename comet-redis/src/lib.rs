@@ -153,6 +153,8 @@ struct Shared {
     /// The pub/sub connection is up and every mirror is current.
     connected: AtomicBool,
     dropped: AtomicBool,
+    /// A round of key TTL refreshes is under way (one at a time).
+    touching: AtomicBool,
     requests: mpsc::UnboundedSender<Refresh>,
     stats: Counters,
 }
@@ -304,6 +306,7 @@ impl RedisEngineBuilder {
             mirrors: RwLock::default(),
             connected: AtomicBool::new(false),
             dropped: AtomicBool::new(false),
+            touching: AtomicBool::new(false),
             requests,
             stats: Counters::default(),
         });

@@ -414,7 +414,10 @@ impl Node {
         }
         // Keys expire idle_ttl after their last use at the earliest: touching
         // them every quarter of it is enough.
-        if now.duration_since(self.touched) >= self.shared.config.idle_ttl / 4 {
+        let touching = &self.shared.touching;
+        if now.duration_since(self.touched) >= self.shared.config.idle_ttl / 4
+            && !touching.swap(true, Ordering::SeqCst)
+        {
             self.touched = now;
             let used: Vec<Arc<Mirror>> = self
                 .shared
@@ -423,7 +426,13 @@ impl Node {
                 .filter(|m| m.log.subscriber_count() > 0)
                 .cloned()
                 .collect();
-            self.shared.touch(&used).await;
+            // On a task of its own: thousands of calls must not hold up
+            // the announcements this task delivers.
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                shared.touch(&used).await;
+                shared.touching.store(false, Ordering::SeqCst);
+            });
         }
         Ok(())
     }
