@@ -55,7 +55,14 @@ pub struct Options {
     pub allow_remote: bool,
     /// Print one JSON line instead of the report.
     pub json: bool,
+    /// Speak HTTP/2 (h2c, prior knowledge) rather than HTTP/1.1.
+    pub http2: bool,
+    /// With `http2`: the connections the subscribers' streams are spread over.
+    pub connections: usize,
 }
+
+/// With `--http2` and no `--connections`: one connection per this many streams.
+pub const STREAMS_PER_CONNECTION: usize = 100;
 
 pub const USAGE: &str = "\
 usage: comet-loadgen <idle|fanout|throughput|follow> --sub-url URL [options]
@@ -73,6 +80,10 @@ usage: comet-loadgen <idle|fanout|throughput|follow> --sub-url URL [options]
   --duration SECS      throughput: how long to publish (default 5)
   --drain SECS         wait this long for the last deliveries (default 10)
   --pid PID            idle: report this process's memory per connection
+  --http2              speak HTTP/2 (h2c, prior knowledge): subscribers are streams
+                       spread round-robin over --connections, publishers get one each
+  --connections N      with --http2: subscriber connections (default: one per 100
+                       subscribers); connection j goes to the (j % n)th --sub-url
   --allow-remote       allow non-loopback targets (default: loopback only)
   --json               print one JSON line";
 
@@ -95,7 +106,7 @@ impl Options {
             let name = arg
                 .strip_prefix("--")
                 .ok_or_else(|| format!("unexpected {arg:?}"))?;
-            if matches!(name, "allow-remote" | "json") {
+            if matches!(name, "allow-remote" | "json" | "http2") {
                 switches.push(name.to_owned());
                 continue;
             }
@@ -153,6 +164,22 @@ impl Options {
                 .transpose()?,
             allow_remote: switches.iter().any(|s| s == "allow-remote"),
             json: switches.iter().any(|s| s == "json"),
+            http2: switches.iter().any(|s| s == "http2"),
+            connections: 0,
+        };
+        let subscribers = options.subscribers;
+        let connections = take("connections");
+        if connections.is_some() && !options.http2 {
+            return Err("--connections needs --http2".into());
+        }
+        let options = Options {
+            connections: (number(
+                connections,
+                "connections",
+                subscribers.div_ceil(STREAMS_PER_CONNECTION) as u64,
+            )? as usize)
+                .clamp(1, subscribers.max(1)),
+            ..options
         };
         if let Some(unknown) = flags.keys().next() {
             return Err(format!("unknown option --{unknown}"));

@@ -1,5 +1,7 @@
-//! Raw HTTP/1.1 over tokio (hyper's connection-level client): one connection
-//! per subscriber, a few keep-alive connections for publishing.
+//! hyper's connection-level client over tokio. HTTP/1.1: one connection per
+//! subscriber, a few keep-alive connections for publishing. HTTP/2 (h2c,
+//! prior knowledge): subscribers are streams on a few shared connections,
+//! each publisher has its own connection.
 
 use crate::{
     args::{Dialect, Transport},
@@ -9,8 +11,8 @@ use crate::{
 use bytes::Bytes;
 use http::{header, Request, Uri};
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper::{body::Incoming, client::conn, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::{net::SocketAddr, sync::Arc};
 use tokio::net::TcpStream;
 
@@ -51,21 +53,99 @@ impl Target {
     }
 }
 
-async fn connect<B>(target: &Target) -> Result<SendRequest<B>, String>
-where
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+/// The generator's receive windows over HTTP/2: a stream may have 1 MiB in
+/// flight and a connection 64 MiB, so that the generator's flow control never
+/// paces the server (100 streams of a connection each get a full window).
+/// The generator reads as data comes, so these hold little memory.
+pub const H2_STREAM_WINDOW: u32 = 1024 * 1024;
+pub const H2_CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
+
+async fn tcp(target: &Target) -> Result<TokioIo<TcpStream>, String> {
     let stream = TcpStream::connect(target.addr)
         .await
         .map_err(|e| format!("connect {}: {e}", target.addr))?;
     stream.set_nodelay(true).ok();
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    Ok(TokioIo::new(stream))
+}
+
+/// Opens an HTTP/2 connection (h2c, prior knowledge) with the generator's
+/// windows; clones of the sender open streams on it.
+pub async fn connect_http2<B>(target: &Target) -> Result<conn::http2::SendRequest<B>, String>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (sender, connection) = conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .handshake(tcp(target).await?)
         .await
-        .map_err(|e| format!("handshake: {e}"))?;
+        .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
     tokio::spawn(connection);
     Ok(sender)
+}
+
+/// A subscribers' HTTP/2 connection: each clone opens streams on it.
+pub type Http2Sender = conn::http2::SendRequest<Empty<Bytes>>;
+
+/// One connection's request sender, HTTP/1.1 or HTTP/2.
+pub enum Sender<B> {
+    Http1(conn::http1::SendRequest<B>),
+    Http2(conn::http2::SendRequest<B>),
+}
+
+impl<B> Sender<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// Opens a connection to `target`, HTTP/2 with prior knowledge or HTTP/1.1.
+    pub async fn connect(target: &Target, http2: bool) -> Result<Self, String> {
+        if http2 {
+            return Ok(Sender::Http2(connect_http2(target).await?));
+        }
+        let (sender, connection) = conn::http1::handshake(tcp(target).await?)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(connection);
+        Ok(Sender::Http1(sender))
+    }
+
+    fn is_http2(&self) -> bool {
+        matches!(self, Sender::Http2(_))
+    }
+
+    /// A request to `path` on `target`: over HTTP/1.1 with a `Host` header,
+    /// over HTTP/2 with the absolute URI (hyper makes `:authority` of it).
+    fn request(&self, target: &Target, path: &str) -> http::request::Builder {
+        if self.is_http2() {
+            let scheme = target.uri.scheme_str().unwrap_or("http");
+            Request::builder().uri(format!("{scheme}://{}{path}", target.host))
+        } else {
+            Request::builder()
+                .uri(path)
+                .header(header::HOST, &target.host)
+        }
+    }
+
+    async fn ready(&mut self) -> Result<(), hyper::Error> {
+        match self {
+            Sender::Http1(sender) => sender.ready().await,
+            Sender::Http2(sender) => sender.ready().await,
+        }
+    }
+
+    async fn send(&mut self, request: Request<B>) -> Result<Response<Incoming>, hyper::Error> {
+        match self {
+            Sender::Http1(sender) => sender.send_request(request).await,
+            Sender::Http2(sender) => {
+                sender.ready().await?;
+                sender.send_request(request).await
+            }
+        }
+    }
 }
 
 /// Calls `found(seq, t)` for every `{"seq":N,"t":T}` stamp in `text`.
@@ -93,17 +173,22 @@ pub fn stamps(text: &[u8], mut found: impl FnMut(u64, u64)) {
     }
 }
 
-/// One subscriber: connects, tells `connected`, then records every stamp it
-/// receives until `stop` is set or the server ends the response.
+/// One subscriber: connects over HTTP/1.1 (or, given `via`, opens a stream
+/// on that HTTP/2 connection), tells `connected`, then records every stamp it receives
+/// until `stop` is set or the server ends the response.
 pub async fn subscribe(
     target: Arc<Target>,
+    via: Option<Http2Sender>,
     transport: Transport,
     dialect: Dialect,
     clock: Clock,
     connected: Arc<tokio::sync::Semaphore>,
     received: &mut Received,
 ) -> Result<(), String> {
-    let mut sender = connect::<Empty<Bytes>>(&target).await?;
+    let mut sender = match via {
+        Some(shared) => Sender::Http2(shared),
+        None => Sender::connect(&target, false).await?,
+    };
     match transport {
         Transport::Sse | Transport::Stream => {
             let accept = if transport == Transport::Sse {
@@ -111,13 +196,13 @@ pub async fn subscribe(
             } else {
                 "application/x-ndjson"
             };
-            let request = Request::get(target.path())
-                .header(header::HOST, &target.host)
+            let request = sender
+                .request(&target, target.path())
                 .header(header::ACCEPT, accept)
                 .body(Empty::new())
                 .map_err(|e| e.to_string())?;
             let response = sender
-                .send_request(request)
+                .send(request)
                 .await
                 .map_err(|e| format!("request: {e}"))?;
             if !response.status().is_success() {
@@ -155,7 +240,7 @@ pub async fn subscribe(
                         "?timeout=0"
                     });
                 }
-                let mut request = Request::get(path).header(header::HOST, &target.host);
+                let mut request = sender.request(&target, &path);
                 if let Some(tag) = &etag {
                     request = request.header(header::IF_NONE_MATCH, tag);
                 }
@@ -167,11 +252,11 @@ pub async fn subscribe(
                     // A raw server holds the first poll: count it as connected once sent.
                     connected.add_permits(1);
                 }
-                let response = match sender.send_request(request).await {
+                let response = match sender.send(request).await {
                     Ok(response) => response,
                     // The server closed a kept-alive connection: reconnect.
                     Err(_) => {
-                        sender = connect(&target).await?;
+                        sender = Sender::connect(&target, sender.is_http2()).await?;
                         continue;
                     }
                 };
@@ -212,12 +297,12 @@ pub async fn subscribe(
 /// server closes the connection.
 pub struct Publisher {
     target: Arc<Target>,
-    sender: SendRequest<Full<Bytes>>,
+    sender: Sender<Full<Bytes>>,
 }
 
 impl Publisher {
-    pub async fn connect(target: Arc<Target>) -> Result<Self, String> {
-        let sender = connect(&target).await?;
+    pub async fn connect(target: Arc<Target>, http2: bool) -> Result<Self, String> {
+        let sender = Sender::connect(&target, http2).await?;
         Ok(Self { target, sender })
     }
 
@@ -225,16 +310,19 @@ impl Publisher {
     pub async fn publish(&mut self, seq: u64, clock: &Clock) -> Result<(), String> {
         for attempt in 0..2 {
             let body = format!("{{\"seq\":{seq},\"t\":{}}}", clock.now_ns());
-            let request = Request::post(self.target.path())
-                .header(header::HOST, &self.target.host)
+            let request = self
+                .sender
+                .request(&self.target, self.target.path())
+                .method(http::Method::POST)
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(Full::new(Bytes::from(body)))
                 .map_err(|e| e.to_string())?;
+            let http2 = self.sender.is_http2();
             if self.sender.ready().await.is_err() && attempt == 0 {
-                self.sender = connect(&self.target).await?;
+                self.sender = Sender::connect(&self.target, http2).await?;
                 continue;
             }
-            match self.sender.send_request(request).await {
+            match self.sender.send(request).await {
                 Ok(response) => {
                     let status = response.status();
                     let _ = response.into_body().collect().await;
@@ -244,7 +332,9 @@ impl Publisher {
                         Err(format!("publish answered {status}"))
                     };
                 }
-                Err(_) if attempt == 0 => self.sender = connect(&self.target).await?,
+                Err(_) if attempt == 0 => {
+                    self.sender = Sender::connect(&self.target, http2).await?
+                }
                 Err(e) => return Err(format!("publish: {e}")),
             }
         }

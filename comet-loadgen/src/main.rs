@@ -1,7 +1,8 @@
 //! A load generator for comet deployments and other push servers.
 //!
 //! Opens N subscribers (SSE, ndjson stream or long poll) with a raw HTTP/1.1
-//! client, publishes stamped messages (`{"seq":N,"t":NANOS}`) through an HTTP
+//! client (one connection each) or, with `--http2`, as HTTP/2 streams spread
+//! over `--connections` h2c connections, publishes stamped messages (`{"seq":N,"t":NANOS}`) through an HTTP
 //! publish URL, and reports deliveries, loss, duplicates, latency from publish
 //! to receipt, deliveries per second, the time until the last subscriber has
 //! the last message, and for idle runs the server's memory per connection.
@@ -82,6 +83,12 @@ async fn run(options: &Options) -> Result<Report, String> {
         scenario: format!("{:?}", options.scenario).to_lowercase(),
         transport: format!("{:?}", options.transport).to_lowercase(),
         subscribers: options.subscribers,
+        http2: options.http2,
+        connections: if options.http2 {
+            options.connections
+        } else {
+            options.subscribers
+        },
         ..Report::default()
     };
     let rss_before = options.pid.map(rss_bytes).transpose()?;
@@ -96,6 +103,13 @@ async fn run(options: &Options) -> Result<Report, String> {
     let failed = Arc::new(AtomicUsize::new(0));
     let (stop, stopped) = watch::channel(false);
     let started = Instant::now();
+    // Over HTTP/2, connection `j` goes to the `j % n`th URL; subscriber `i`
+    // opens a stream on connection `i % connections`, to that URL.
+    let shared = if options.http2 {
+        http2_connections(&sub_targets, options.connections).await?
+    } else {
+        Vec::new()
+    };
     let mut subscribers = Vec::with_capacity(options.subscribers);
     for i in 0..options.subscribers {
         while i - connected.available_permits().min(i) - failed.load(Ordering::Relaxed).min(i)
@@ -106,18 +120,17 @@ async fn run(options: &Options) -> Result<Report, String> {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let (target, connected, failed, progress) = (
-            sub_targets[i % sub_targets.len()].clone(),
-            connected.clone(),
-            failed.clone(),
-            progress.clone(),
-        );
+        let (target, via) = match shared.get(i % shared.len().max(1)) {
+            Some((target, sender)) => (target.clone(), Some(sender.clone())),
+            None => (sub_targets[i % sub_targets.len()].clone(), None),
+        };
+        let (connected, failed, progress) = (connected.clone(), failed.clone(), progress.clone());
         let mut stopped = stopped.clone();
         let (transport, dialect) = (options.transport, options.dialect);
         subscribers.push(tokio::spawn(async move {
             let mut received = Received::new(expected_each, progress);
             let outcome = tokio::select! {
-                outcome = client::subscribe(target, transport, dialect, clock, connected, &mut received) => outcome,
+                outcome = client::subscribe(target, via, transport, dialect, clock, connected, &mut received) => outcome,
                 _ = stopped.wait_for(|stop| *stop) => Ok(()),
             };
             if let Err(error) = &outcome {
@@ -236,12 +249,13 @@ async fn publish(
             .collect()
     };
     let mut tasks = Vec::new();
+    let http2 = options.http2;
     for route in routes {
         let (next, last) = (next.clone(), last.clone());
         tasks.push(tokio::spawn(async move {
             let mut publishers = Vec::with_capacity(route.len());
             for target in route {
-                publishers.push(Publisher::connect(target).await?);
+                publishers.push(Publisher::connect(target, http2).await?);
             }
             let turns = publishers.len() as u64;
             let mut ticks = interval.map(tokio::time::interval);
@@ -272,6 +286,35 @@ async fn publish(
     // with a deadline, none did.
     let published = next.load(Ordering::Relaxed).min(limit);
     Ok((first, last.load(Ordering::Relaxed), published))
+}
+
+/// Opens `count` HTTP/2 connections, connection `j` to the `j % n`th
+/// target, at most `CONNECTING_AT_ONCE` at a time, bounded in time.
+async fn http2_connections(
+    targets: &[Arc<Target>],
+    count: usize,
+) -> Result<Vec<(Arc<Target>, client::Http2Sender)>, String> {
+    let started = Instant::now();
+    let mut connections = Vec::with_capacity(count);
+    while connections.len() < count {
+        let batch: Vec<_> = (connections.len()..count.min(connections.len() + CONNECTING_AT_ONCE))
+            .map(|j| {
+                let target = targets[j % targets.len()].clone();
+                tokio::spawn(async move {
+                    let sender = client::connect_http2(&target).await?;
+                    Ok::<_, String>((target, sender))
+                })
+            })
+            .collect();
+        for task in batch {
+            let left = CONNECT_BOUND.saturating_sub(started.elapsed());
+            let joined = tokio::time::timeout(left, task)
+                .await
+                .map_err(|_| "HTTP/2 connections did not open in time".to_owned())?;
+            connections.push(joined.map_err(|e| e.to_string())??);
+        }
+    }
+    Ok(connections)
 }
 
 /// Prints progress to stderr every two seconds on long runs.

@@ -82,6 +82,10 @@ pub struct Report {
     pub scenario: String,
     pub transport: String,
     pub subscribers: usize,
+    /// Over HTTP/2 (h2c) rather than HTTP/1.1.
+    pub http2: bool,
+    /// Subscriber connections (over HTTP/1.1, one per subscriber).
+    pub connections: usize,
     pub connected: usize,
     pub failed: usize,
     pub published: u64,
@@ -132,16 +136,19 @@ impl Report {
 
     pub fn human(&self) -> String {
         let mut out = format!(
-            "scenario {} over {}: {} subscribers ({} connected, {} failed) in {:.2} s\n",
+            "scenario {} over {} on {}: {} subscribers on {} connections ({} connected, {} failed) in {:.2} s\n",
             self.scenario,
             self.transport,
+            if self.http2 { "HTTP/2" } else { "HTTP/1.1" },
             self.subscribers,
+            self.connections,
             self.connected,
             self.failed,
             self.connect_secs
         );
         if let Some(rss) = self.rss_per_connection {
-            out += &format!("server memory per connection: {rss:.0} bytes\n");
+            let per = if self.http2 { "stream" } else { "connection" };
+            out += &format!("server memory per {per}: {rss:.0} bytes\n");
         }
         if self.published > 0 {
             out += &format!(
@@ -183,6 +190,8 @@ impl Report {
             "scenario": self.scenario,
             "transport": self.transport,
             "subscribers": self.subscribers,
+            "http2": self.http2,
+            "connections": self.connections,
             "connected": self.connected,
             "failed": self.failed,
             "published": self.published,

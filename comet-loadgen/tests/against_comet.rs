@@ -7,9 +7,11 @@ use comet::{
     Hub,
 };
 use std::{
+    collections::HashSet,
+    net::SocketAddr,
     sync::{
         atomic::{AtomicUsize, Ordering::SeqCst},
-        Arc,
+        Arc, Mutex,
     },
     time::Duration,
 };
@@ -182,12 +184,145 @@ async fn idle_reports_memory_per_connection() {
     assert!(field(&out, "rss_per_conn").parse::<f64>().is_ok(), "{out}");
 }
 
+/// Every request a server took: (method, HTTP version, the peer's address).
+type Seen = Arc<Mutex<Vec<(http::Method, http::Version, SocketAddr)>>>;
+
+/// Serves comet's routes over HTTP/1.1 and h2c on a new port, recording
+/// every request in `seen`.
+async fn serve_recording(seen: Seen) -> String {
+    let record = move |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+                       request: axum::extract::Request,
+                       next: axum::middleware::Next| {
+        seen.lock()
+            .unwrap()
+            .push((request.method().clone(), request.version(), peer));
+        next.run(request)
+    };
+    let app = axum::Router::new()
+        .layer(
+            CometLayer::new(Hub::new())
+                .sse("/sse")
+                .publish("/publish", PublishRoute::new().authorize(|_, _| true)),
+        )
+        .layer(axum::middleware::from_fn(record));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_spreads_subscriber_streams_over_the_connections_asked_for() {
+    let seen: Seen = Arc::default();
+    let base = serve_recording(seen.clone()).await;
+    let (ok, out, err) = loadgen(&[
+        "fanout",
+        "--http2",
+        "--connections",
+        "3",
+        "--sub-url",
+        &format!("{base}/sse?channel=h"),
+        "--pub-url",
+        &format!("{base}/publish/h"),
+        "--subscribers",
+        "30",
+        "--messages",
+        "5",
+        "--rate",
+        "100",
+        "--publishers",
+        "2",
+        "--json",
+    ])
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        (field(&out, "delivered"), field(&out, "lost")),
+        ("150".into(), "0".into()),
+        "{out}"
+    );
+    assert_eq!(field(&out, "duplicated"), "0", "{out}");
+    assert_eq!(
+        (field(&out, "http2"), field(&out, "connections")),
+        ("true".into(), "3".into())
+    );
+    let seen = seen.lock().unwrap();
+    let connections = |method: http::Method| {
+        let requests: Vec<_> = seen.iter().filter(|r| r.0 == method).collect();
+        assert!(
+            requests.iter().all(|r| r.1 == http::Version::HTTP_2),
+            "{requests:?}"
+        );
+        let peers: HashSet<_> = requests.iter().map(|r| r.2).collect();
+        (requests.len(), peers.len())
+    };
+    // 30 streams on 3 connections, 10 on each; the publishes on their own.
+    assert_eq!(connections(http::Method::GET), (30, 3));
+    assert_eq!(connections(http::Method::POST), (5, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_idle_and_throughput_run_with_the_default_connections() {
+    let base = serve_recording(Arc::default()).await;
+    let pid = std::process::id().to_string();
+    let (ok, out, err) = loadgen(&[
+        "idle",
+        "--http2",
+        "--sub-url",
+        &format!("{base}/sse?channel=i"),
+        "--subscribers",
+        "150",
+        "--pid",
+        &pid,
+        "--json",
+    ])
+    .await;
+    assert!(ok, "{err}");
+    // One connection per 100 streams, rounded up.
+    assert_eq!(
+        (field(&out, "connected"), field(&out, "connections")),
+        ("150".into(), "2".into())
+    );
+    assert!(field(&out, "rss_per_conn").parse::<f64>().is_ok(), "{out}");
+    let (ok, out, err) = loadgen(&[
+        "throughput",
+        "--http2",
+        "--sub-url",
+        &format!("{base}/sse?channel=t"),
+        "--pub-url",
+        &format!("{base}/publish/t"),
+        "--subscribers",
+        "20",
+        "--duration",
+        "1",
+        "--json",
+    ])
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        (field(&out, "lost"), field(&out, "duplicated")),
+        ("0".into(), "0".into()),
+        "{out}"
+    );
+    assert!(field(&out, "deliveries_per_s").parse::<f64>().unwrap() > 0.0);
+}
+
 #[tokio::test]
 async fn refuses_non_loopback_targets_and_bad_options() {
     let (ok, _, err) = loadgen(&["idle", "--sub-url", "http://192.0.2.1:80/sse"]).await;
     assert!(!ok && err.contains("not a loopback address"), "{err}");
     let (ok, _, err) = loadgen(&["fanout", "--sub-url", "http://127.0.0.1:1/x"]).await;
     assert!(!ok && err.contains("--pub-url is required"), "{err}");
+    let (ok, _, err) = loadgen(&[
+        "idle",
+        "--sub-url",
+        "http://127.0.0.1:1/x",
+        "--connections",
+        "2",
+    ])
+    .await;
+    assert!(!ok && err.contains("--connections needs --http2"), "{err}");
     let (ok, _, err) = loadgen(&["sideways"]).await;
     assert!(!ok && err.contains("unknown scenario"), "{err}");
 }
