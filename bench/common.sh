@@ -1,5 +1,6 @@
-# What bench/compare.sh and bench/compare_redis.sh share (sourced): their
-# options, and medians over rounds of comet-loadgen's JSON reports.
+# What bench/compare.sh, compare_redis.sh and compare_http2.sh share
+# (sourced): their options, the build, rounds over servers, and medians over
+# rounds of comet-loadgen's JSON reports.
 
 # parse_options USAGE ARGS...: sets BIG (subscribers of the big fan-out),
 # ROUNDS, and with --pin SERVER_CPU (CPU 0) and CLIENT_CPU (CPU 1), as
@@ -15,6 +16,31 @@ parse_options() {
             *) echo "$usage" >&2; exit 2 ;;
         esac
         shift
+    done
+}
+
+# prepare EXAMPLE...: sets RUN (a number for channel names) and WORK (a
+# directory removed on exit, when every job is killed), builds the release
+# examples named and comet-loadgen, and sets LOADGEN (the generator, pinned
+# with --pin) and PIN (the servers' taskset prefix, empty without --pin).
+prepare() {
+    RUN=$RANDOM
+    WORK=$(mktemp -d)
+    trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+    cargo build -q --release "${@/#/--example=}"
+    cargo build -q --release -p comet-loadgen
+    LOADGEN=(${CLIENT_CPU[@]+"${CLIENT_CPU[@]}"} target/release/comet-loadgen)
+    PIN=(${SERVER_CPU[@]+"${SERVER_CPU[@]}"})
+}
+
+# measure_round KEY ROUND SCENARIO ARGS...: one round on every server of
+# SERVERS, each `run SERVER SCENARIO ARGS...` (the caller's) into
+# RESULT[KEY,SERVER,ROUND].
+measure_round() {
+    local key=$1 round=$2; shift 2
+    for server in $SERVERS; do
+        echo "... $key on $server (round $round)" >&2
+        RESULT[$key,$server,$round]=$(run "$server" "$@")
     done
 }
 

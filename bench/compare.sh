@@ -14,13 +14,7 @@ cd "$(dirname "$0")/.."
 . bench/common.sh
 
 parse_options "usage: $0 [--quick] [--rounds N] [--pin]" "$@"
-RUN=$RANDOM
-WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
-
-cargo build -q --release --example chat --example broadcast_recipe --example hyper_reference
-cargo build -q --release -p comet-loadgen
-LOADGEN=(${CLIENT_CPU[@]+"${CLIENT_CPU[@]}"} target/release/comet-loadgen)
+prepare chat broadcast_recipe hyper_reference
 
 # (Re)starts every server, so each memory measurement starts from a fresh
 # process: one that held and freed connections before would reuse that memory.
@@ -83,14 +77,6 @@ measure() {
     local key=$1; shift
     for round in $(seq "$ROUNDS"); do
         measure_round "$key" "$round" "$@"
-    done
-}
-# measure_round KEY ROUND SCENARIO ARGS...: one round on every server.
-measure_round() {
-    local key=$1 round=$2; shift 2
-    for server in $SERVERS; do
-        echo "... $key on $server (round $round)" >&2
-        RESULT[$key,$server,$round]=$(run "$server" "$@")
     done
 }
 # show LABEL KEY METRIC: one table row, with each comet column over nchan.

@@ -18,11 +18,18 @@ use hyper_util::{
 use std::{error::Error, future::Future, net::SocketAddr, sync::Arc};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// What a stream may have in flight to a client that does not read: enough
-/// for a burst of pushes, small beside the connection's window, so that one
-/// stalled stream never holds up the others.
+/// The receive window the server offers each stream: what a client may send
+/// on one request (a publish: at most the hub's 64 KiB payload by default)
+/// before the server reads it. HTTP/2 windows are the receiver's: what a
+/// stalled push stream holds is set by the *client's* window (hyper polls a
+/// response body only when that window has room), so one stalled
+/// stream never holds up the others whatever these are. Neither window
+/// allocates anything up front: 10,000 idle streams cost the same with h2's
+/// 64 KiB defaults (`bench/compare_http2.sh`, the README's HTTP/2 section).
 pub const STREAM_WINDOW: u32 = 256 * 1024;
-/// The connection's window: room for many streams in flight at once.
+/// The connection's receive window: what a client may have in flight over
+/// all its streams, and so the most unread request data one connection can
+/// leave buffered in the server.
 pub const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 
 /// TLS for the server: the protocols offered by ALPN are HTTP/2, then HTTP/1.1.
