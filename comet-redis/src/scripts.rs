@@ -43,7 +43,8 @@ end
 ///
 /// Appends the message at the next offset (the entry ID carries it) and only
 /// then counts it, so a failed append leaves nothing behind; trims by count
-/// and age, refreshes the keys' TTL and announces the message on the
+/// (exactly up to 100 entries, by whole stream nodes above) and, every 32nd
+/// publish, by age; refreshes the keys' TTL and announces the message on the
 /// channel's pub/sub channel. A log that cannot be continued (another type,
 /// or entries ahead of the offsets, which only something else writing there
 /// makes) starts over in a new epoch. Returns `{epoch, offset, time_ms}`.
@@ -54,7 +55,14 @@ local offset = tonumber(redis.call('HGET', KEYS[1], 'last') or '0') + 1
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local id = string.format('%d-0', offset)
-local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', ARGV[5], id,
+-- Exact trimming rewrites the stream's first node on every publish; above
+-- a node's worth of entries, trim whole nodes (`~`) instead: Redis keeps up
+-- to one node more, and readers still get exactly the bound (the read
+-- script and every mirror cap it).
+local max = tonumber(ARGV[5])
+local trim = '='
+if max > 100 then trim = '~' end
+local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', trim, max, id,
   'k', ARGV[2], 'e', ARGV[3], 'd', ARGV[4], 't', now)
 if type(added) == 'table' and added.err then
   redis.call('DEL', KEYS[2])
@@ -62,12 +70,14 @@ if type(added) == 'table' and added.err then
   offset = 1
   id = '1-0'
   redis.call('HSET', KEYS[1], 'epoch', epoch)
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], id,
+  redis.call('XADD', KEYS[2], 'MAXLEN', trim, max, id,
     'k', ARGV[2], 'e', ARGV[3], 'd', ARGV[4], 't', now)
 end
 redis.call('HSET', KEYS[1], 'last', offset)
+-- Expired entries are dropped every 32nd publish (and when the keys
+-- expire): readers never see them anyway, every mirror drops them by age.
 local max_age = tonumber(ARGV[6])
-if max_age > 0 then
+if max_age > 0 and offset % 32 == 1 then
   local cutoff = now - max_age
   for _ = 1, 1000 do
     local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]

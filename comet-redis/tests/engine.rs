@@ -263,6 +263,27 @@ async fn history_is_bounded_by_count_and_age_in_redis() {
         .unwrap();
     quiet(&mut from_start).await;
 
+    // Above 100, Redis trims whole stream nodes (up to about 100 more kept);
+    // readers still get exactly the bound.
+    let (big, _) = node_with(builder(&redis.url()).history(HistoryPolicy {
+        max_messages: 150,
+        max_age: None,
+    }));
+    for n in 1..=400 {
+        big.publish("big", n.to_string()).await.unwrap();
+    }
+    let len: usize = connection.xlen("comet:{big}:log").await.unwrap();
+    assert!((150..=250).contains(&len), "{len} entries");
+    let (reader, _) = node_with(builder(&redis.url()).history(HistoryPolicy {
+        max_messages: 150,
+        max_age: None,
+    }));
+    let mut all = reader.subscribe(["big"], Start::oldest()).await.unwrap();
+    let items = take(&mut all, 150).await;
+    assert_eq!(items[0], "251:251");
+    assert_eq!(items[149], "400:400");
+    quiet(&mut all).await;
+
     // By age: the old one expires in Redis (at the next publish) and in
     // every mirror (as it is read).
     let (aged, _) = node_with(builder(&redis.url()).history(HistoryPolicy {
@@ -273,10 +294,17 @@ async fn history_is_bounded_by_count_and_age_in_redis() {
     aged.publish("a", "old").await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     aged.publish("a", "new").await.unwrap();
-    let len: usize = connection.xlen("comet:{a}:log").await.unwrap();
-    assert_eq!(len, 1, "the expired entry is trimmed");
-    let mut sub = aged.subscribe(["a"], start).await.unwrap();
+    // Readers never see it: a gap of exactly one.
+    let mut sub = aged.subscribe(["a"], start.clone()).await.unwrap();
     assert_eq!(take(&mut sub, 2).await, ["gap:Some(1)", "2:new"]);
+    // Redis drops it too, at the 32nd publish after it.
+    let len: usize = connection.xlen("comet:{a}:log").await.unwrap();
+    assert_eq!(len, 2, "trimmed by age every 32nd publish only");
+    for n in 3..=33 {
+        aged.publish("a", n.to_string()).await.unwrap();
+    }
+    let len: usize = connection.xlen("comet:{a}:log").await.unwrap();
+    assert_eq!(len, 32, "the expired entry is trimmed");
     let ttl: i64 = connection.pttl("comet:{a}:meta").await.unwrap();
     assert!(ttl > 0, "keys of a channel with a maximum age expire");
 }
