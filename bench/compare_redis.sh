@@ -23,14 +23,7 @@ for tool in redis-server redis-cli nginx curl; do
 done
 [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] ||
     { echo "nchan is needed: apt-get install nginx libnginx-mod-nchan" >&2; exit 2; }
-RUN=$RANDOM
-WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
-
-cargo build -q --release --example chat
-cargo build -q --release -p comet-loadgen
-LOADGEN=(${CLIENT_CPU[@]+"${CLIENT_CPU[@]}"} target/release/comet-loadgen)
-PIN=(${SERVER_CPU[@]+"${SERVER_CPU[@]}"})
+prepare chat
 
 # free_port FROM: sets PORT to the first port from FROM (below Linux's
 # ephemeral range) that nothing listens on and no server of this run took.
