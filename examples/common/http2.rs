@@ -6,8 +6,9 @@
 //!
 //! Over HTTP/2 every comet stream of a page (one per `EventSource`, each
 //! long poll) shares one connection, so the browser's six connections per
-//! host stop mattering. Accepting and draining are `http1.rs`'s. The per-stream state is hyper's and h2's; the
-//! windows below keep a stalled stream from holding more than it needs.
+//! host stop mattering. Accepting and draining are `http1.rs`'s. A push
+//! stream whose client stops reading stalls on the client's own window;
+//! the others on its connection go on (`tests/http2.rs`).
 
 use bytes::Bytes;
 use hyper::{body::Incoming, service::Service};
