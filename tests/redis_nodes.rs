@@ -127,89 +127,99 @@ fn record(envelope: &Value, got: &mut Vec<String>) -> Option<String> {
     envelope["cursor"].as_str().map(str::to_owned)
 }
 
+/// Reads a streaming response line by line (without the line feed) until
+/// it ends or breaks, or `enough` says so.
+async fn each_line(
+    response: reqwest::Response,
+    mut on_line: impl FnMut(String),
+    enough: impl Fn() -> bool,
+) {
+    let mut bytes = response.bytes_stream();
+    let mut buf = Vec::new();
+    while let Some(Ok(chunk)) = bytes.next().await {
+        buf.extend_from_slice(&chunk);
+        while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=i).collect();
+            on_line(String::from_utf8(line[..i].to_vec()).unwrap());
+        }
+        if enough() {
+            return;
+        }
+    }
+}
+
+/// Sends `request` (through the proxy); `None`, after a short pause, when
+/// it failed, to be tried again.
+async fn open(request: reqwest::RequestBuilder) -> Option<reqwest::Response> {
+    match request.send().await.and_then(|r| r.error_for_status()) {
+        Ok(response) => Some(response),
+        Err(_) => {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
 /// An EventSource's behaviour: reconnect with `Last-Event-ID` after any
 /// error or end, through the proxy (so to either node).
 async fn sse(front: &str, start: String) -> Vec<String> {
-    let mut got = Vec::new();
+    let got = std::sync::Mutex::new(Vec::new());
     let mut last = start;
-    while got.len() < MESSAGES {
-        let response = client()
+    while got.lock().unwrap().len() < MESSAGES {
+        let request = client()
             .get(format!("{front}/comet/sse?channel={CHANNEL}"))
-            .header("last-event-id", &last)
-            .send()
-            .await;
-        let Ok(response) = response.and_then(|r| r.error_for_status()) else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            .header("last-event-id", &last);
+        let Some(response) = open(request).await else {
             continue;
         };
-        let mut bytes = response.bytes_stream();
-        let mut buf = Vec::new();
         let (mut id, mut event, mut data) = (None, None, None::<String>);
-        while let Some(Ok(chunk)) = bytes.next().await {
-            buf.extend_from_slice(&chunk);
-            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=i).collect();
-                let line = String::from_utf8(line[..i].to_vec()).unwrap();
-                if line.is_empty() {
-                    if let Some(data) = data.take() {
-                        if event.as_deref() == Some("comet-gap") {
-                            got.push(format!("gap {data}"));
-                        } else {
-                            got.push(data);
-                        }
-                        if let Some(id) = id.take() {
-                            last = id;
-                        }
+        let on_line = |line: String| {
+            if line.is_empty() {
+                if let Some(data) = data.take() {
+                    let mut got = got.lock().unwrap();
+                    if event.as_deref() == Some("comet-gap") {
+                        got.push(format!("gap {data}"));
+                    } else {
+                        got.push(data);
                     }
-                    event = None;
-                } else if let Some(value) = line.strip_prefix("id: ") {
-                    id = Some(value.to_owned());
-                } else if let Some(value) = line.strip_prefix("event: ") {
-                    event = Some(value.to_owned());
-                } else if let Some(value) = line.strip_prefix("data: ") {
-                    data = Some(value.to_owned());
+                    if let Some(id) = id.take() {
+                        last = id;
+                    }
                 }
+                event = None;
+            } else if let Some(value) = line.strip_prefix("id: ") {
+                id = Some(value.to_owned());
+            } else if let Some(value) = line.strip_prefix("event: ") {
+                event = Some(value.to_owned());
+            } else if let Some(value) = line.strip_prefix("data: ") {
+                data = Some(value.to_owned());
             }
-            if got.len() >= MESSAGES {
-                break;
-            }
-        }
+        };
+        each_line(response, on_line, || got.lock().unwrap().len() >= MESSAGES).await;
     }
-    got
+    got.into_inner().unwrap()
 }
 
 /// The ndjson stream, resumed by `cursor=` after any end.
 async fn ndjson(front: &str, start: String) -> Vec<String> {
-    let mut got = Vec::new();
+    let got = std::sync::Mutex::new(Vec::new());
     let mut last = start;
-    while got.len() < MESSAGES {
-        let response = client()
-            .get(format!(
-                "{front}/comet/stream?channel={CHANNEL}&cursor={last}"
-            ))
-            .send()
-            .await;
-        let Ok(response) = response.and_then(|r| r.error_for_status()) else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    while got.lock().unwrap().len() < MESSAGES {
+        let request = client().get(format!(
+            "{front}/comet/stream?channel={CHANNEL}&cursor={last}"
+        ));
+        let Some(response) = open(request).await else {
             continue;
         };
-        let mut bytes = response.bytes_stream();
-        let mut buf = Vec::new();
-        while let Some(Ok(chunk)) = bytes.next().await {
-            buf.extend_from_slice(&chunk);
-            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=i).collect();
-                let envelope: Value = serde_json::from_slice(&line).unwrap();
-                if let Some(cursor) = record(&envelope, &mut got) {
-                    last = cursor;
-                }
+        let on_line = |line: String| {
+            let envelope: Value = serde_json::from_str(&line).unwrap();
+            if let Some(cursor) = record(&envelope, &mut got.lock().unwrap()) {
+                last = cursor;
             }
-            if got.len() >= MESSAGES {
-                break;
-            }
-        }
+        };
+        each_line(response, on_line, || got.lock().unwrap().len() >= MESSAGES).await;
     }
-    got
+    got.into_inner().unwrap()
 }
 
 /// Long polls, each re-issued with the answer's cursor, each through the
@@ -218,14 +228,10 @@ async fn long_poll(front: &str, start: String) -> Vec<String> {
     let mut got = Vec::new();
     let mut last = start;
     while got.len() < MESSAGES {
-        let answer = client()
-            .get(format!(
-                "{front}/comet/poll?channel={CHANNEL}&cursor={last}&timeout=5"
-            ))
-            .send()
-            .await;
-        let Ok(answer) = answer.and_then(|r| r.error_for_status()) else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let request = client().get(format!(
+            "{front}/comet/poll?channel={CHANNEL}&cursor={last}&timeout=5"
+        ));
+        let Some(answer) = open(request).await else {
             continue;
         };
         let Ok(body) = answer.json::<Value>().await else {

@@ -119,6 +119,25 @@ async fn numsub(redis: &RedisServer, channel: &str) -> usize {
     counts[0].1
 }
 
+/// Leaves `channel` in Redis as a snapshot taken at offset `to` would: the
+/// same epoch, history and offsets up to `to` only.
+async fn roll_back(connection: &mut redis::aio::MultiplexedConnection, channel: &str, to: u64) {
+    let log = format!("comet:{{{channel}}}:log");
+    let kept: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(&log)
+        .arg("-")
+        .arg(format!("{to}-0"))
+        .query_async(connection)
+        .await
+        .unwrap();
+    let _: i64 = connection.del(&log).await.unwrap();
+    for (id, fields) in kept {
+        let _: String = connection.xadd(&log, id, &fields).await.unwrap();
+    }
+    let meta = format!("comet:{{{channel}}}:meta");
+    let _: () = connection.hset(meta, "last", to).await.unwrap();
+}
+
 /// `CLIENT KILL TYPE pubsub`: every node's pub/sub connection drops.
 async fn kill_pubsub_connections(connection: &mut redis::aio::MultiplexedConnection) {
     let _: i64 = redis::cmd("CLIENT")
@@ -729,18 +748,7 @@ async fn redis_going_back_in_history_moves_the_channel_to_a_new_epoch() {
     // As a snapshot restored from before messages 4 and 5 would leave it:
     // the same epoch, offsets back at 3.
     let mut connection = redis.connection().await;
-    let kept: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg("comet:{g}:log")
-        .arg("-")
-        .arg("3-0")
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    let _: i64 = connection.del("comet:{g}:log").await.unwrap();
-    for (id, fields) in kept {
-        let _: String = connection.xadd("comet:{g}:log", id, &fields).await.unwrap();
-    }
-    let _: () = connection.hset("comet:{g}:meta", "last", 3).await.unwrap();
+    roll_back(&mut connection, "g", 3).await;
     kill_pubsub_connections(&mut connection).await;
     // Node a notices on reconnecting: its subscribers get one unknown gap,
     // and none of the history kept under the old epoch (they may have it),
@@ -783,18 +791,7 @@ async fn lost_writes_that_redis_has_since_overtaken_are_a_new_epoch() {
     eventually("a notices", || !engine_a.stats().connected).await;
     // What the promoted replica has: 1 to 3, and offsets back at 3.
     let mut connection = redis.connection().await;
-    let kept: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg("comet:{v}:log")
-        .arg("-")
-        .arg("3-0")
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    let _: i64 = connection.del("comet:{v}:log").await.unwrap();
-    for (id, fields) in kept {
-        let _: String = connection.xadd("comet:{v}:log", id, &fields).await.unwrap();
-    }
-    let _: () = connection.hset("comet:{v}:meta", "last", 3).await.unwrap();
+    roll_back(&mut connection, "v", 3).await;
     for text in ["x", "y", "z"] {
         b.publish("v", text).await.unwrap(); // 4, 5 and 6, again
     }
