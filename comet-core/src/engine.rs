@@ -7,11 +7,14 @@
 //! its backplane and feeds each node's logs from it. Swapping engines touches
 //! no transport.
 
-use crate::{ChannelLog, ChannelName, Message, Payload, Position};
+use crate::{ChannelLog, ChannelName, Payload, Position};
 use std::{future::Future, pin::Pin, sync::Arc};
 
-/// The future an engine's publish returns.
-pub type PublishFuture = EngineFuture<Arc<Message>>;
+/// The future an engine's publish returns: where the stored message stands
+/// (its channel's epoch and its offset), which is all the publisher gets back.
+/// Subscribers get the message itself from the channel's log, so an engine
+/// that feeds logs from a backplane builds it once, there.
+pub type PublishFuture = EngineFuture<Position>;
 
 /// The future of an engine operation that may need its backplane.
 pub type EngineFuture<T> = Pin<Box<dyn Future<Output = Result<T, EngineError>> + Send + 'static>>;
@@ -29,7 +32,7 @@ pub type EngineError = Box<dyn std::error::Error + Send + Sync>;
 /// history somewhere else; every transport and adapter works unchanged.
 pub trait Engine: Send + Sync + 'static {
     /// Appends `payload` to `channel` and wakes its subscribers; resolves to
-    /// the stored message.
+    /// the stored message's position.
     fn publish(&self, channel: &ChannelName, payload: Payload) -> PublishFuture;
 
     /// The log of `channel`, created if needed, with one more subscriber

@@ -174,18 +174,14 @@ impl Hub {
         if let Some(event) = &payload.event {
             validate_event(event).map_err(PublishError::InvalidEvent)?;
         }
-        let message = self
+        let position = self
             .shared
             .engine
             .publish(&channel, payload)
             .await
             .map_err(PublishError::Engine)?;
         self.shared.published.fetch_add(1, Ordering::Relaxed);
-        Ok(Cursor::from_positions(vec![crate::Position::new(
-            &channel,
-            message.epoch(),
-            message.offset(),
-        )]))
+        Ok(Cursor::from(position))
     }
 
     /// Subscribes to `channels` (duplicates are ignored) from `start`.

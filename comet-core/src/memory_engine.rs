@@ -118,7 +118,8 @@ impl Default for MemoryEngine {
 impl Engine for MemoryEngine {
     fn publish(&self, channel: &ChannelName, payload: Payload) -> PublishFuture {
         let message = self.with_log(channel, |log| log.append(payload));
-        Box::pin(std::future::ready(Ok(message)))
+        let position = Position::new(channel, message.epoch(), message.offset());
+        Box::pin(std::future::ready(Ok(position)))
     }
 
     fn attach(

@@ -42,8 +42,8 @@ mod scripts;
 mod wire;
 
 use comet_core::{
-    ChannelLog, ChannelName, Engine, EngineError, EngineFuture, HistoryPolicy, Message, Payload,
-    Position, PublishFuture,
+    ChannelLog, ChannelName, Engine, EngineError, EngineFuture, HistoryPolicy, Payload, Position,
+    PublishFuture,
 };
 use keys::ChannelKeys;
 use node::{Failure, Mirror, Refresh, State};
@@ -507,11 +507,7 @@ impl Engine for RedisEngine {
                 .arg(payload.event_name().unwrap_or(""))
                 .arg(payload.data().as_ref())
                 .arg(history.max_messages)
-                .arg(
-                    history
-                        .max_age
-                        .map_or(0, |age| age.as_millis().max(1) as u64),
-                )
+                .arg(history.max_age.map_or(0, |age| millis(age).max(1)))
                 .arg(shared.ttl_ms())
                 .arg(&keys.pubsub);
             let reply = shared
@@ -522,21 +518,13 @@ impl Engine for RedisEngine {
                 return Err(unavailable("unexpected reply to the publish script"));
             };
             let numbers: Vec<u64> = parts.iter().filter_map(wire::integer).collect();
-            let [epoch, offset, time_ms] = numbers[..] else {
+            let [epoch, offset, _time_ms] = numbers[..] else {
                 return Err(unavailable("unexpected reply to the publish script"));
             };
-            // Local subscribers get it from the announcement, like everyone
-            // else's: one writer per mirror keeps offsets in order.
-            let message: Arc<Message> = wire::Numbered {
-                epoch,
-                offset,
-                time_ms,
-                kind: payload.kind(),
-                event: payload.event_name().map(Into::into),
-                data: payload.data().clone(),
-            }
-            .into_message(channel);
-            Ok(message)
+            // Local subscribers get the message from the announcement, like
+            // everyone else's: one writer per mirror keeps offsets in order,
+            // and the message is built once per node, there.
+            Ok(Position::new(&channel, epoch, offset))
         })
     }
 
