@@ -124,8 +124,27 @@ fn app(hub: Hub, publish_token: Option<String>) -> Router {
         .route("/", get(|| async { Html(common::PAGE) }))
         .route("/rooms/{room}/messages", post(say))
         .route("/rooms/{room}/join", post(join))
+        .route("/stats", get(stats))
         .with_state(hub)
         .layer(comet)
+}
+
+/// `GET /stats`: the hub's counters and the process's open file descriptors,
+/// for loopback clients (the load scenarios read it).
+async fn stats(State(hub): State<Hub>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
+    if !peer.ip().is_loopback() {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let stats = hub.stats();
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |fds| fds.count());
+    Json(serde_json::json!({
+        "subscribers": stats.subscribers,
+        "channels": stats.channels,
+        "published": stats.published,
+        "delivered": stats.delivered,
+        "fds": fds,
+    }))
+    .into_response()
 }
 
 #[derive(Deserialize)]

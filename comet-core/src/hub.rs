@@ -56,7 +56,11 @@ pub struct Hub {
 
 pub(crate) struct HubShared {
     engine: Arc<dyn Engine>,
+    /// The engine when the hub made it (in memory): swept when the channel
+    /// limit is reached, so that idle channels make room at once.
+    memory: Option<Arc<MemoryEngine>>,
     max_channels: usize,
+    max_held_channels: usize,
     max_payload: usize,
     max_subscribers: usize,
     max_channel_subscribers: usize,
@@ -64,6 +68,10 @@ pub(crate) struct HubShared {
     pub(crate) shutting_down: AtomicBool,
     published: AtomicU64,
     pub(crate) delivered: AtomicU64,
+    /// When the hub was built, on tokio's clock.
+    started: tokio::time::Instant,
+    /// When the channel limit may next sweep, in ms after `started`.
+    next_limit_sweep_ms: AtomicU64,
 }
 
 /// Counters for metrics; see [`Hub::stats`].
@@ -174,6 +182,8 @@ impl Hub {
         if let Some(event) = &payload.event {
             validate_event(event).map_err(PublishError::InvalidEvent)?;
         }
+        self.check_channel_limit(std::slice::from_ref(&channel))
+            .map_err(|limit| PublishError::Engine(Box::new(limit)))?;
         let position = self
             .shared
             .engine
@@ -213,6 +223,10 @@ impl Hub {
         if self.is_shutting_down() {
             return Err(SubscribeError::ShuttingDown);
         }
+        self.check_channel_limit(names)
+            .map_err(|limit| SubscribeError::Unavailable {
+                reason: limit.to_string(),
+            })?;
         // Counted first, then checked, so racing subscribes cannot overshoot.
         let total = self.shared.subscribers.fetch_add(1, Ordering::Relaxed) + 1;
         if total > self.shared.max_subscribers {
@@ -262,6 +276,43 @@ impl Hub {
             return Err(refusal); // `attached` gives every count back
         }
         Ok(Subscription::new(self.shared.clone(), attached.complete()))
+    }
+
+    /// Refuses when `names` would add channels past [`HubBuilder::max_channels`].
+    /// Idle channels are swept first (at most once a second), so they make
+    /// room. Racing creations may overshoot the limit by their number.
+    fn check_channel_limit(&self, names: &[ChannelName]) -> Result<(), ChannelLimitReached> {
+        let max = self.shared.max_held_channels;
+        if max == usize::MAX {
+            return Ok(());
+        }
+        let new = || {
+            names
+                .iter()
+                .filter(|name| self.shared.engine.existing(name).is_none())
+                .count()
+        };
+        let fits = |new: usize| new == 0 || self.shared.engine.channel_count() + new <= max;
+        if fits(new()) {
+            return Ok(());
+        }
+        if let Some(memory) = &self.shared.memory {
+            let now = self.shared.started.elapsed().as_millis() as u64;
+            let due = self.shared.next_limit_sweep_ms.load(Ordering::Relaxed);
+            if now >= due
+                && self
+                    .shared
+                    .next_limit_sweep_ms
+                    .compare_exchange(due, now + 1000, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                memory.sweep();
+                if fits(new()) {
+                    return Ok(());
+                }
+            }
+        }
+        Err(ChannelLimitReached { max })
     }
 
     /// A cursor at the newest message of each channel.
@@ -372,6 +423,28 @@ impl Hub {
     }
 }
 
+/// A publish or subscribe would make a channel past the hub's limit
+/// ([`HubBuilder::max_channels`]). The hub reports it as
+/// [`PublishError::Engine`] and [`SubscribeError::Unavailable`] for now;
+/// `ErrorCode::ChannelLimit` (429 `channel_limit`) is its answer over HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelLimitReached {
+    /// The limit.
+    pub max: usize,
+}
+
+impl fmt::Display for ChannelLimitReached {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the server holds its maximum of {} channels; retry later",
+            self.max
+        )
+    }
+}
+
+impl std::error::Error for ChannelLimitReached {}
+
 /// Awaits every future at once, in order of the input.
 async fn join_all<T>(mut futures: Vec<EngineFuture<T>>) -> Vec<Result<T, EngineError>> {
     let mut done: Vec<Option<Result<T, EngineError>>> = futures.iter().map(|_| None).collect();
@@ -445,6 +518,7 @@ pub struct HubBuilder {
     history_fn: Option<HistoryPolicyFn>,
     idle_ttl: Duration,
     max_channels: usize,
+    max_held_channels: usize,
     max_payload: usize,
     max_subscribers: usize,
     max_channel_subscribers: usize,
@@ -458,6 +532,7 @@ impl Default for HubBuilder {
             history_fn: None,
             idle_ttl: DEFAULT_IDLE_TTL,
             max_channels: DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION,
+            max_held_channels: usize::MAX,
             max_payload: DEFAULT_MAX_PAYLOAD_BYTES,
             max_subscribers: usize::MAX,
             max_channel_subscribers: usize::MAX,
@@ -505,6 +580,15 @@ impl HubBuilder {
         self
     }
 
+    /// The most channels held at once (default: no limit). A publish or
+    /// subscribe that would make one more fails (idle channels are swept
+    /// first to make room): [`ChannelLimitReached`]. Bounds the memory a
+    /// flood of distinct channel names can take to this many histories.
+    pub fn max_channels(mut self, max: usize) -> Self {
+        self.max_held_channels = max;
+        self
+    }
+
     /// The largest payload accepted, in bytes (default 64 KiB).
     pub fn max_payload_bytes(mut self, max: usize) -> Self {
         self.max_payload = max;
@@ -534,17 +618,25 @@ impl HubBuilder {
 
     /// Builds the hub.
     pub fn build(self) -> Hub {
-        let engine = self.engine.unwrap_or_else(|| {
-            let history = self.history;
-            let policy = self
-                .history_fn
-                .unwrap_or_else(|| Arc::new(move |_| history));
-            Arc::new(MemoryEngine::with_policy_fn(policy, self.idle_ttl))
-        });
+        let (engine, memory): (Arc<dyn Engine>, _) = match self.engine {
+            Some(engine) => (engine, None),
+            None => {
+                let history = self.history;
+                let policy = self
+                    .history_fn
+                    .unwrap_or_else(|| Arc::new(move |_| history));
+                let memory = Arc::new(MemoryEngine::with_policy_fn(policy, self.idle_ttl));
+                (memory.clone(), Some(memory))
+            }
+        };
         Hub {
             shared: Arc::new(HubShared {
                 engine,
+                memory,
                 max_channels: self.max_channels,
+                max_held_channels: self.max_held_channels,
+                started: tokio::time::Instant::now(),
+                next_limit_sweep_ms: AtomicU64::new(0),
                 max_payload: self.max_payload,
                 max_subscribers: self.max_subscribers,
                 max_channel_subscribers: self.max_channel_subscribers,

@@ -13,11 +13,22 @@
 
 use bytes::Bytes;
 use hyper::{body::Incoming, service::Service};
-use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+};
 use std::{error::Error, future::Future, net::SocketAddr, time::Duration};
 
 /// How long connections get to finish once `shutdown` has resolved.
 const DRAIN: Duration = Duration::from_secs(10);
+
+/// How long a client may take to send a request's headers, from the first
+/// byte of the request (or from accepting, for the first request) to the
+/// blank line ending them; past it, hyper closes the connection. A client
+/// that dribbles headers a byte at a time holds a connection for this long
+/// at most. hyper's default with a timer is 30 s; `axum::serve` sets no
+/// timer, so there a dribbling client holds its connection for ever.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts connections until `shutdown` resolves, serving each with the
 /// service `service_for(peer)` makes, then lets open ones finish (idle
@@ -36,6 +47,8 @@ where
 {
     accept_until(listener, shutdown, |stream, peer, graceful| {
         let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
             // Frames are copied into the connection's write buffer, which
             // hyper allocates anyway, rather than queued beside it: a held
             // stream then holds no queue (about 0.4 KB less per connection),

@@ -197,20 +197,58 @@ impl Options {
 
     /// The hub: on the Redis engine with `--redis` (several nodes then share
     /// every room), else in memory.
+    ///
+    /// Limits for load tests, from the environment: `COMET_MAX_CHANNELS`
+    /// (channels held at once; past it a new channel is refused),
+    /// `COMET_HISTORY` (messages each channel keeps, default 1,000) and
+    /// `COMET_IDLE_TTL_SECS` (how long an unused empty channel is kept,
+    /// default 60).
     pub fn hub(&self) -> Result<Hub, Box<dyn std::error::Error>> {
+        let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+        let mut builder = Hub::builder();
+        if let Some(max) = number("COMET_MAX_CHANNELS") {
+            builder = builder.max_channels(max as usize);
+        }
+        if let Some(secs) = number("COMET_IDLE_TTL_SECS") {
+            builder = builder.idle_ttl(std::time::Duration::from_secs(secs));
+        }
+        if let Some(max_messages) = number("COMET_HISTORY") {
+            builder = builder.history(comet::HistoryPolicy {
+                max_messages: max_messages as usize,
+                ..comet::HistoryPolicy::default()
+            });
+        }
         let Some(url) = &self.redis else {
-            return Ok(Hub::new());
+            return Ok(builder.build());
         };
         let engine = comet_redis::RedisEngine::builder(url.as_str()).build()?;
         tracing::info!(%url, "channels live in Redis, shared with every node on it");
-        Ok(Hub::builder().engine(std::sync::Arc::new(engine)).build())
+        Ok(builder.engine(std::sync::Arc::new(engine)).build())
     }
 
     /// Binds the address and says where it listens: stdout gets `chat
     /// listening on http://...` (or https; scripts and tests read it, for
     /// `--addr 127.0.0.1:0`), the log too.
+    ///
+    /// The listen backlog is [`BACKLOG`] (or `COMET_BACKLOG`), not the 128
+    /// of `std`'s and tokio's `bind`: when every client of a restarted
+    /// server comes back at once, a short accept queue overflows and the
+    /// clients it drops wait out one-second SYN retransmits. Linux caps it
+    /// at `net.core.somaxconn` (4,096 by default since 5.4).
     pub async fn listen(&self) -> Result<tokio::net::TcpListener, Box<dyn std::error::Error>> {
-        let listener = tokio::net::TcpListener::bind(self.addr).await?;
+        let backlog = std::env::var("COMET_BACKLOG")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(BACKLOG);
+        let socket = match self.addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        // As `TcpListener::bind` does: a restarted server rebinds at once.
+        #[cfg(not(windows))]
+        socket.set_reuseaddr(true)?;
+        socket.bind(self.addr)?;
+        let listener = socket.listen(backlog)?;
         let addr = listener.local_addr()?;
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         println!("chat listening on {scheme}://{addr}");
@@ -218,6 +256,10 @@ impl Options {
         Ok(listener)
     }
 }
+
+/// The demos' listen backlog: room for every client of a busy node to
+/// reconnect at once (see [`Options::listen`]).
+pub const BACKLOG: u32 = 4096;
 
 /// Logs to stderr (`RUST_LOG`, default info): stdout carries only the
 /// "listening on" line that scripts and tests read.
