@@ -13,6 +13,70 @@ pub enum Scenario {
     Throughput,
     /// Long-poll subscribers follow `--messages` (default 50) with their cursors.
     Follow,
+    /// `--stalled` SSE subscribers stop reading while `--subscribers` read
+    /// on, under `--rate` publishes of `--payload-bytes`; then the stalled
+    /// ones read again and must find every message or a gap.
+    Stall,
+    /// `--cycles` subscribe-and-close cycles, SSE and long poll mixed.
+    Churn,
+    /// `--slow` connections dribble request headers (or, `--slow-body`,
+    /// publish bodies) a byte a second while subscribers are measured.
+    Slowloris,
+    /// Resuming subscribers all drop and reconnect within `--spread-ms`.
+    Storm,
+    /// Publishers flat out, to one channel or `--channels` distinct ones.
+    Flood,
+    /// Mixed traffic for `--duration`: every transport, reconnects,
+    /// publishes over `--channels`; memory sampled every `--sample-secs`.
+    Soak,
+}
+
+impl Scenario {
+    /// The scenarios of `abuse.rs`, which report a JSON object of their own.
+    pub fn is_abuse(self) -> bool {
+        matches!(
+            self,
+            Scenario::Stall
+                | Scenario::Churn
+                | Scenario::Slowloris
+                | Scenario::Storm
+                | Scenario::Flood
+                | Scenario::Soak
+        )
+    }
+}
+
+/// Options of the abuse scenarios (`abuse.rs`).
+#[derive(Debug, Clone, Default)]
+pub struct Extra {
+    /// Padding that brings each published body to this many bytes.
+    pub payload_bytes: usize,
+    /// Channels: `{c}` in a URL is replaced by `0..channels`.
+    pub channels: usize,
+    /// Stall: subscribers that stop reading.
+    pub stalled: usize,
+    /// Churn: subscribe-and-close cycles, and how many run at once.
+    pub cycles: u64,
+    pub concurrency: usize,
+    /// Churn: loopback source addresses to spread connections over
+    /// (127.0.0.1, 127.0.0.2, ...), against TIME_WAIT.
+    pub sources: usize,
+    /// Soak: each subscriber's sessions last about this long.
+    pub reconnect_secs: u64,
+    /// How often to sample the server's memory.
+    pub sample_secs: u64,
+    /// Write the samples here (CSV).
+    pub csv: Option<String>,
+    /// The demo's `/stats` URL (subscribers, channels, file descriptors).
+    pub stats_url: Option<String>,
+    /// Slowloris: connections that dribble, and whether they dribble a
+    /// publish body (else request headers).
+    pub slow: usize,
+    pub slow_body: bool,
+    /// Storm: the reconnects spread over this many milliseconds.
+    pub spread_ms: u64,
+    /// Transports of resuming subscribers (sse, stream, iframe, poll, jsonp).
+    pub wires: Vec<String>,
 }
 
 /// How subscribers connect.
@@ -59,13 +123,15 @@ pub struct Options {
     pub http2: bool,
     /// With `http2`: the connections the subscribers' streams are spread over.
     pub connections: usize,
+    pub extra: Extra,
 }
 
 /// With `--http2` and no `--connections`: one connection per this many streams.
 pub const STREAMS_PER_CONNECTION: usize = 100;
 
 pub const USAGE: &str = "\
-usage: comet-loadgen <idle|fanout|throughput|follow> --sub-url URL [options]
+usage: comet-loadgen <idle|fanout|throughput|follow|stall|churn|slowloris|storm|flood|soak>
+                     --sub-url URL [options]
 
   --sub-url URL        subscribe URL (SSE, ndjson stream or long-poll endpoint);
                        repeat it to split subscribers round-robin over several nodes
@@ -85,7 +151,24 @@ usage: comet-loadgen <idle|fanout|throughput|follow> --sub-url URL [options]
   --connections N      with --http2: subscriber connections (default: one per 100
                        subscribers); connection j goes to the (j % n)th --sub-url
   --allow-remote       allow non-loopback targets (default: loopback only)
-  --json               print one JSON line";
+  --json               print one JSON line
+
+ abuse scenarios (stall, churn, slowloris, storm, flood, soak):
+  --payload-bytes B    pad each published body to B bytes
+  --channels N         {c} in --sub-url/--pub-url becomes 0..N (default 1)
+  --stalled N          stall: SSE subscribers that stop reading (default 1000)
+  --cycles N           churn: subscribe-and-close cycles (default 10000)
+  --concurrency N      churn: cycles at once (default 64)
+  --sources N          churn: source addresses 127.0.0.1..N (default 1)
+  --reconnect-secs S   soak: sessions last about S seconds (default 30)
+  --sample-secs S      sample the server's memory every S seconds (default 1)
+  --csv FILE           write the samples to FILE
+  --stats-url URL      the server's /stats (subscribers, channels, fds)
+  --slow N             slowloris: dribbling connections (default 1000)
+  --slow-body          slowloris: dribble publish bodies, not headers
+  --spread-ms MS       storm: reconnects spread over MS (default 1000)
+  --wires LIST         resuming subscribers' transports, comma-separated
+                       (default sse,stream,iframe,poll,jsonp)";
 
 impl Options {
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
@@ -95,6 +178,12 @@ impl Options {
             Some("fanout") => Scenario::Fanout,
             Some("throughput") => Scenario::Throughput,
             Some("follow") => Scenario::Follow,
+            Some("stall") => Scenario::Stall,
+            Some("churn") => Scenario::Churn,
+            Some("slowloris") => Scenario::Slowloris,
+            Some("storm") => Scenario::Storm,
+            Some("flood") => Scenario::Flood,
+            Some("soak") => Scenario::Soak,
             Some(other) => return Err(format!("unknown scenario {other:?}")),
             None => return Err("no scenario".into()),
         };
@@ -106,7 +195,7 @@ impl Options {
             let name = arg
                 .strip_prefix("--")
                 .ok_or_else(|| format!("unexpected {arg:?}"))?;
-            if matches!(name, "allow-remote" | "json" | "http2") {
+            if matches!(name, "allow-remote" | "json" | "http2" | "slow-body") {
                 switches.push(name.to_owned());
                 continue;
             }
@@ -166,6 +255,26 @@ impl Options {
             json: switches.iter().any(|s| s == "json"),
             http2: switches.iter().any(|s| s == "http2"),
             connections: 0,
+            extra: Extra {
+                payload_bytes: number(take("payload-bytes"), "payload-bytes", 0)? as usize,
+                channels: number(take("channels"), "channels", 1)?.max(1) as usize,
+                stalled: number(take("stalled"), "stalled", 1000)? as usize,
+                cycles: number(take("cycles"), "cycles", 10_000)?,
+                concurrency: number(take("concurrency"), "concurrency", 64)?.max(1) as usize,
+                sources: number(take("sources"), "sources", 1)?.clamp(1, 250) as usize,
+                reconnect_secs: number(take("reconnect-secs"), "reconnect-secs", 30)?.max(1),
+                sample_secs: number(take("sample-secs"), "sample-secs", 1)?.max(1),
+                csv: take("csv"),
+                stats_url: take("stats-url"),
+                slow: number(take("slow"), "slow", 1000)? as usize,
+                slow_body: switches.iter().any(|s| s == "slow-body"),
+                spread_ms: number(take("spread-ms"), "spread-ms", 1000)?,
+                wires: take("wires")
+                    .unwrap_or_else(|| "sse,stream,iframe,poll,jsonp".into())
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect(),
+            },
         };
         let subscribers = options.subscribers;
         let connections = take("connections");
@@ -184,7 +293,8 @@ impl Options {
         if let Some(unknown) = flags.keys().next() {
             return Err(format!("unknown option --{unknown}"));
         }
-        if options.scenario != Scenario::Idle && options.pub_urls.is_empty() {
+        let publishes = !matches!(options.scenario, Scenario::Idle | Scenario::Churn);
+        if publishes && options.pub_urls.is_empty() {
             return Err("--pub-url is required to publish".into());
         }
         Ok(options)

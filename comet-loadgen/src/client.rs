@@ -48,7 +48,7 @@ impl Target {
         })
     }
 
-    fn path(&self) -> &str {
+    pub fn path(&self) -> &str {
         self.uri.path_and_query().map_or("/", |p| p.as_str())
     }
 }
@@ -113,13 +113,13 @@ where
         Ok(Sender::Http1(sender))
     }
 
-    fn is_http2(&self) -> bool {
+    pub fn is_http2(&self) -> bool {
         matches!(self, Sender::Http2(_))
     }
 
     /// A request to `path` on `target`: over HTTP/1.1 with a `Host` header,
     /// over HTTP/2 with the absolute URI (hyper makes `:authority` of it).
-    fn request(&self, target: &Target, path: &str) -> http::request::Builder {
+    pub fn request(&self, target: &Target, path: &str) -> http::request::Builder {
         if self.is_http2() {
             let scheme = target.uri.scheme_str().unwrap_or("http");
             Request::builder().uri(format!("{scheme}://{}{path}", target.host))
@@ -137,7 +137,7 @@ where
         }
     }
 
-    async fn send(&mut self, request: Request<B>) -> Result<Response<Incoming>, hyper::Error> {
+    pub async fn send(&mut self, request: Request<B>) -> Result<Response<Incoming>, hyper::Error> {
         match self {
             Sender::Http1(sender) => sender.send_request(request).await,
             Sender::Http2(sender) => {
@@ -298,21 +298,56 @@ pub async fn subscribe(
 pub struct Publisher {
     target: Arc<Target>,
     sender: Sender<Full<Bytes>>,
+    /// Bodies are padded to this many bytes.
+    pad: usize,
 }
 
 impl Publisher {
     pub async fn connect(target: Arc<Target>, http2: bool) -> Result<Self, String> {
         let sender = Sender::connect(&target, http2).await?;
-        Ok(Self { target, sender })
+        Ok(Self {
+            target,
+            sender,
+            pad: 0,
+        })
+    }
+
+    /// Pads every body to `bytes` (a `"pad"` member after the stamp).
+    pub fn pad_to(mut self, bytes: usize) -> Self {
+        self.pad = bytes;
+        self
     }
 
     /// Publishes message `seq` stamped with the current time.
     pub async fn publish(&mut self, seq: u64, clock: &Clock) -> Result<(), String> {
+        let path = self.target.path().to_owned();
+        let status = self.post(&path, seq, clock).await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("publish answered {status}"))
+        }
+    }
+
+    /// POSTs message `seq` to `path` on the target; the answer's status.
+    pub async fn post(
+        &mut self,
+        path: &str,
+        seq: u64,
+        clock: &Clock,
+    ) -> Result<http::StatusCode, String> {
         for attempt in 0..2 {
-            let body = format!("{{\"seq\":{seq},\"t\":{}}}", clock.now_ns());
+            let mut body = format!("{{\"seq\":{seq},\"t\":{}", clock.now_ns());
+            if self.pad > body.len() + 10 {
+                let fill = self.pad - body.len() - 10;
+                body.push_str(",\"pad\":\"");
+                body.push_str(&"x".repeat(fill));
+                body.push('"');
+            }
+            body.push('}');
             let request = self
                 .sender
-                .request(&self.target, self.target.path())
+                .request(&self.target, path)
                 .method(http::Method::POST)
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(Full::new(Bytes::from(body)))
@@ -326,11 +361,7 @@ impl Publisher {
                 Ok(response) => {
                     let status = response.status();
                     let _ = response.into_body().collect().await;
-                    return if status.is_success() {
-                        Ok(())
-                    } else {
-                        Err(format!("publish answered {status}"))
-                    };
+                    return Ok(status);
                 }
                 Err(_) if attempt == 0 => {
                     self.sender = Sender::connect(&self.target, http2).await?

@@ -14,8 +14,10 @@
 //!     --pub-url 'http://127.0.0.1:3000/comet/publish/bench' --subscribers 10000
 //! ```
 
+mod abuse;
 mod args;
 mod client;
+mod resume;
 mod stats;
 
 use args::{Dialect, Options, Scenario, Transport};
@@ -38,6 +40,12 @@ pub struct Clock {
 }
 
 impl Clock {
+    pub fn new() -> Self {
+        Self {
+            start: Instant::now(),
+        }
+    }
+
     pub fn now_ns(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
     }
@@ -56,6 +64,18 @@ fn main() {
         }
     };
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    if options.scenario.is_abuse() {
+        match runtime.block_on(abuse::run(&options)) {
+            Ok(report) if options.json => println!("{report}"),
+            Ok(report) => println!("{report:#}"),
+            Err(error) => {
+                eprintln!("comet-loadgen: {error}");
+                std::process::exit(1);
+            }
+        }
+        runtime.shutdown_background();
+        return;
+    }
     match runtime.block_on(run(&options)) {
         Ok(report) if options.json => println!("{}", report.json()),
         Ok(report) => print!("{}", report.human()),
@@ -96,7 +116,7 @@ async fn run(options: &Options) -> Result<Report, String> {
     // Subscribe.
     let expected_each = match options.scenario {
         Scenario::Fanout | Scenario::Follow => options.messages,
-        Scenario::Idle | Scenario::Throughput => 0,
+        _ => 0,
     };
     let progress = Arc::new(AtomicU64::new(0));
     let connected = Arc::new(Semaphore::new(0));
