@@ -280,38 +280,46 @@ impl Resumer {
 
 /// Splits bytes into lines (without their `\n` or `\r\n`).
 #[derive(Default)]
-struct Lines {
+pub struct Lines {
     buf: Vec<u8>,
+    /// Where the next line starts.
+    start: usize,
 }
 
 impl Lines {
-    fn push(&mut self, data: &[u8]) {
+    pub fn push(&mut self, data: &[u8]) {
+        if self.start > 0 && self.start * 2 >= self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(data);
     }
 
-    fn next(&mut self) -> Option<String> {
-        let end = self.buf.iter().position(|b| *b == b'\n')?;
-        let mut line: Vec<u8> = self.buf.drain(..=end).collect();
-        line.pop();
+    pub fn next(&mut self) -> Option<String> {
+        let rest = &self.buf[self.start..];
+        let end = rest.iter().position(|b| *b == b'\n')?;
+        let mut line = &rest[..end];
         if line.last() == Some(&b'\r') {
-            line.pop();
+            line = &line[..line.len() - 1];
         }
-        Some(String::from_utf8_lossy(&line).into_owned())
+        let line = String::from_utf8_lossy(line).into_owned();
+        self.start += end + 1;
+        Some(line)
     }
 }
 
 /// An SSE event being read.
 #[derive(Default)]
-struct SseEvent {
-    id: Option<String>,
-    event: Option<String>,
-    data: String,
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
     has_data: bool,
 }
 
 impl SseEvent {
     /// Takes one line; a blank line hands back the event it ends.
-    fn line(&mut self, line: &str) -> Option<SseEvent> {
+    pub fn line(&mut self, line: &str) -> Option<SseEvent> {
         if line.is_empty() {
             let event = std::mem::take(self);
             return event.has_data.then_some(event);

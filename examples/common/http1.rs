@@ -30,6 +30,17 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// timer, so there a dribbling client holds its connection for ever.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The most a connection buffers, reading or writing (hyper's default is
+/// about 400 KiB). A subscriber that stops reading fills its socket, and
+/// then hyper takes body frames into its write buffer up to this size
+/// before it stops asking comet for more: with the default, 10,000 stalled
+/// subscribers held about 5 GB of the server's memory. comet itself keeps
+/// only a cursor for each; what the write buffer does not take stays in
+/// the channel's history, and a subscriber that reads again gets it, or a
+/// gap if history moved on. Room for the 16 KiB of headers and 8 KiB of
+/// query comet accepts.
+pub const MAX_BUF_SIZE: usize = 32 * 1024;
+
 /// Accepts connections until `shutdown` resolves, serving each with the
 /// service `service_for(peer)` makes, then lets open ones finish (idle
 /// keep-alive connections close at once) for up to ten seconds.
@@ -49,6 +60,7 @@ where
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_BUF_SIZE)
             // Frames are copied into the connection's write buffer, which
             // hyper allocates anyway, rather than queued beside it: a held
             // stream then holds no queue (about 0.4 KB less per connection),
