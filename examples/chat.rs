@@ -127,6 +127,35 @@ fn app(hub: Hub, publish_token: Option<String>) -> Router {
         .route("/stats", get(stats))
         .with_state(hub)
         .layer(comet)
+        .layer(axum::middleware::from_fn(publish_deadline))
+}
+
+/// How long a publish may take, reading its body included. hyper times out
+/// only the reading of headers (see `http1.rs`); a client that dribbles a
+/// body a byte a second would hold its connection for as long as it likes.
+const PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Answers a publish that is not done within [`PUBLISH_TIMEOUT`] with 408
+/// (and hyper closes the connection, whose body was not read to the end).
+async fn publish_deadline(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.method() != http::Method::POST || !request.uri().path().starts_with("/comet/publish")
+    {
+        return next.run(request).await;
+    }
+    match tokio::time::timeout(PUBLISH_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            Json(serde_json::json!({
+                "error": "request_timeout",
+                "message": "the request body did not arrive in time",
+            })),
+        )
+            .into_response(),
+    }
 }
 
 /// `GET /stats`: the hub's counters and the process's open file descriptors,

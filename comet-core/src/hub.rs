@@ -172,7 +172,12 @@ impl Hub {
         payload: impl Into<Payload>,
     ) -> Result<Cursor, PublishError> {
         let channel = ChannelName::new(channel).map_err(PublishError::InvalidChannel)?;
-        let payload = payload.into();
+        let mut payload = payload.into();
+        // History keeps the payload's bytes alone: a body read over HTTP is
+        // a slice of the connection's read buffer, and keeping the slice
+        // would keep the whole buffer (about 4.7 KB a message for 35-byte
+        // bodies, a publish flood found).
+        payload.data = bytes::Bytes::copy_from_slice(&payload.data);
         if payload.data.len() > self.shared.max_payload {
             return Err(PublishError::PayloadTooLarge {
                 size: payload.data.len(),

@@ -18,7 +18,7 @@ use std::{
     io::Write as _,
     net::SocketAddr,
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::{Duration, Instant},
@@ -60,14 +60,6 @@ impl Template {
             target: Arc::new(target),
             url: url.to_owned(),
         })
-    }
-
-    /// The target for channel `c`.
-    fn at(&self, c: usize, allow_remote: bool) -> Result<Arc<Target>> {
-        if !self.url.contains("{c}") {
-            return Ok(self.target.clone());
-        }
-        Target::parse(&self.url.replace("{c}", &c.to_string()), allow_remote).map(Arc::new)
     }
 
     /// The path (and query) for channel `c`.
@@ -301,7 +293,20 @@ async fn publish_for(
     rate: u64,
     duration: Duration,
 ) -> Result<Published> {
-    let next = Arc::new(AtomicU64::new(0));
+    publish_range(options, template, clock, rate, duration, 0..u64::MAX).await
+}
+
+/// As [`publish_for`], numbering messages from `seqs.start` and stopping
+/// before `seqs.end`.
+async fn publish_range(
+    options: &Options,
+    template: &Template,
+    clock: Clock,
+    rate: u64,
+    duration: Duration,
+    seqs: std::ops::Range<u64>,
+) -> Result<Published> {
+    let next = Arc::new(AtomicU64::new(seqs.start));
     let refused = Arc::new(Mutex::new(Vec::new()));
     let statuses = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
     let tasks = options.publishers.max(1);
@@ -331,6 +336,9 @@ async fn publish_for(
                     ticks.tick().await;
                 }
                 let seq = next.fetch_add(1, Ordering::Relaxed);
+                if seq >= seqs.end {
+                    break;
+                }
                 let path = template.path((seq % channels) as usize);
                 let status = publisher.post(&path, seq, &clock).await?;
                 *statuses.lock().unwrap().entry(status.as_u16()).or_insert(0) += 1;
@@ -347,7 +355,7 @@ async fn publish_for(
     let refused = std::mem::take(&mut *refused.lock().unwrap());
     let statuses = std::mem::take(&mut *statuses.lock().unwrap());
     Ok(Published {
-        count: next.load(Ordering::Relaxed),
+        count: next.load(Ordering::Relaxed).min(seqs.end),
         refused,
         statuses,
         secs: started.elapsed().as_secs_f64(),
@@ -770,6 +778,509 @@ async fn stall(options: &Options) -> Result<Value> {
     }))
 }
 
+// ---- churn -----------------------------------------------------------------
+
+/// Reads one response with a `Content-Length` body after its head; its status.
+async fn raw_exchange(stream: &mut TcpStream, request: &str) -> Result<u16> {
+    let (status, mut body) = raw_request(stream, request).await?;
+    // The head is gone; `Content-Length` was in it. Polls answer small
+    // JSON: read until the stream has been quiet for a moment is not
+    // needed, the answer ends with `}` (or `);` for JSONP).
+    let mut chunk = [0u8; 4096];
+    while !(body.ends_with(b"}") || body.ends_with(b");")) {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Ok(status)
+}
+
+/// One subscribe-and-close cycle, `k`th of the run: even ones open an SSE
+/// stream, read its head and close; odd ones take a poll answered at once,
+/// then leave a held poll and close.
+async fn churn_cycle(
+    target: &Target,
+    route: &str,
+    channel: &str,
+    k: u64,
+    sources: usize,
+) -> Result<()> {
+    let source = std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+        127,
+        0,
+        0,
+        1 + (k % sources as u64) as u8,
+    ));
+    let mut stream = raw_connect(target.addr, Some(source)).await?;
+    let get = |query: &str| {
+        format!(
+            "GET {route}?channel={channel}&{query} HTTP/1.1\r\nHost: {}\r\n\r\n",
+            target.addr
+        )
+    };
+    if k % 2 == 0 {
+        let (status, _) = raw_request(&mut stream, &get("transport=sse")).await?;
+        if status != 200 {
+            return Err(format!("SSE answered {status}"));
+        }
+    } else {
+        let status = raw_exchange(&mut stream, &get("transport=poll&timeout=0")).await?;
+        if status != 200 {
+            return Err(format!("poll answered {status}"));
+        }
+        stream
+            .write_all(get("transport=poll").as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
+}
+
+/// Runs cycles `range` with `--concurrency` at once; the failures.
+async fn churn_cycles(options: &Options, range: std::ops::Range<u64>) -> Result<u64> {
+    let template = sub(options)?;
+    let route: Arc<str> = template.target.uri.path().into();
+    let names: Arc<Vec<String>> = Arc::new(
+        (0..options.extra.channels)
+            .map(|c| template.channel(c))
+            .collect::<Result<_>>()?,
+    );
+    let next = Arc::new(AtomicU64::new(range.start));
+    let failures = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..options.extra.concurrency {
+        let (next, failures, names, route) =
+            (next.clone(), failures.clone(), names.clone(), route.clone());
+        let target = template.target.clone();
+        let sources = options.extra.sources;
+        let end = range.end;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= end {
+                    return;
+                }
+                let channel = &names[(k / 2) as usize % names.len()];
+                let cycle = churn_cycle(&target, &route, channel, k, sources);
+                let failed = match tokio::time::timeout(Duration::from_secs(10), cycle).await {
+                    Ok(Ok(())) => false,
+                    Ok(Err(error)) => {
+                        if failures.load(Ordering::Relaxed) < 3 {
+                            eprintln!("cycle {k}: {error}");
+                        }
+                        true
+                    }
+                    Err(_) => true,
+                };
+                if failed {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())?;
+    }
+    Ok(failures.load(Ordering::Relaxed))
+}
+
+/// `--cycles` subscribe-and-close cycles over `--channels`, SSE and long
+/// poll in turn, `--concurrency` at once: the server's memory, subscribers,
+/// channels and file descriptors before (after a warm-up of 1%) and after.
+async fn churn(options: &Options) -> Result<Value> {
+    let quiet = |s: &Value| s["subscribers"].as_u64() == Some(0);
+    let cold = (rss(options.pid), server_stats(options).await);
+    let warm_cycles = (options.extra.cycles / 100).max(1);
+    churn_cycles(options, 0..warm_cycles).await?;
+    let warm_stats = stats_until(options, Duration::from_secs(10), quiet).await;
+    let warm_rss = rss(options.pid);
+    let started = Instant::now();
+    let failures = churn_cycles(options, warm_cycles..options.extra.cycles).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let after = stats_until(options, Duration::from_secs(20), quiet).await;
+    let after_rss = rss(options.pid);
+    // Idle channels go lazily, on the next subscribe or publish after the
+    // TTL: probe once a second until only the probe's channel is left.
+    let settle = Instant::now();
+    let probe = sub(options)?;
+    let probe_path = format!(
+        "{}?channel=churn-probe&transport=poll&timeout=0",
+        probe.target.uri.path()
+    );
+    let mut channels_left = after["channels"].as_u64();
+    while settle.elapsed() < options.drain {
+        if let Ok(mut stream) = raw_connect(probe.target.addr, None).await {
+            let request = format!(
+                "GET {probe_path} HTTP/1.1\r\nHost: {}\r\n\r\n",
+                probe.target.addr
+            );
+            let _ = raw_exchange(&mut stream, &request).await;
+        }
+        channels_left = server_stats(options)
+            .await
+            .and_then(|s| s["channels"].as_u64());
+        if channels_left.is_some_and(|c| c <= 1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let growth = match (warm_rss, after_rss) {
+        (Some(warm), Some(after)) if warm > 0 => Some((after as f64 / warm as f64 - 1.0) * 100.0),
+        _ => None,
+    };
+    Ok(json!({
+        "scenario": "churn",
+        "cycles": options.extra.cycles,
+        "concurrency": options.extra.concurrency,
+        "failures": failures,
+        "cycles_per_s": (options.extra.cycles - warm_cycles) as f64 / secs,
+        "seconds": secs,
+        "rss_cold": cold.0,
+        "rss_after_warmup": warm_rss,
+        "rss_after": after_rss,
+        "rss_growth_pct": growth,
+        "stats_cold": cold.1,
+        "stats_after_warmup": warm_stats,
+        "stats_after": after,
+        "fds_leaked": match (warm_stats["fds"].as_i64(), after["fds"].as_i64()) {
+            (Some(warm), Some(after)) => Some(after - warm),
+            _ => None,
+        },
+        "channels_after_idle_ttl": channels_left,
+        "seconds_until_channels_gone": settle.elapsed().as_secs_f64(),
+    }))
+}
+
+// ---- slowloris -------------------------------------------------------------
+
+/// `--slow` connections dribble a request a byte a second (headers, or
+/// with `--slow-body` a publish body after complete headers) for
+/// `--duration`, while `--subscribers` resuming subscribers take `--rate`
+/// publishes: when the server closed the dribblers, and the subscribers'
+/// latency.
+async fn slowloris(options: &Options) -> Result<Value> {
+    let clock = Clock::new();
+    let template = sub(options)?;
+    let target = template.target.clone();
+    let sampler = Sampler::start(options)?;
+    let progress = Arc::new(AtomicU64::new(0));
+    let normal = resumers(options, options.subscribers, clock, progress.clone()).await?;
+    let (stop, stopped) = watch::channel(false);
+    let failures = Arc::new(AtomicU64::new(0));
+    let tasks = follow(
+        normal,
+        Duration::from_secs(3600),
+        clock,
+        &stopped,
+        failures.clone(),
+    );
+    // The dribblers: each sends its request a byte a second.
+    let start = Instant::now();
+    let until = start + options.duration;
+    let request = if options.extra.slow_body {
+        let publish = publish_url(options)?;
+        format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n",
+            publish.path(0),
+            target.addr
+        )
+    } else {
+        format!(
+            "GET {}?channel=slow&transport=sse HTTP/1.1\r\nHost: {}\r\nX-Slow: {}",
+            target.uri.path(),
+            target.addr,
+            "s".repeat(1000)
+        )
+    };
+    let closed_after = Arc::new(Mutex::new(histogram()));
+    let refused = Arc::new(AtomicU64::new(0));
+    let answered = Arc::new(AtomicU64::new(0));
+    let mut dribblers = Vec::new();
+    for i in 0..options.extra.slow {
+        let (closed_after, refused, answered) =
+            (closed_after.clone(), refused.clone(), answered.clone());
+        let request = request.clone();
+        let body_mode = options.extra.slow_body;
+        let addr = target.addr;
+        dribblers.push(tokio::spawn(async move {
+            let source = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 1, 1 + (i % 200) as u8));
+            let Ok(mut stream) = raw_connect(addr, Some(source)).await else {
+                refused.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            let opened = Instant::now();
+            // Publish bodies: the headers at once, then the body slowly.
+            let (head, slow) = if body_mode {
+                (request.as_bytes(), &b"x".repeat(1000)[..])
+            } else {
+                (&b""[..], request.as_bytes())
+            };
+            if stream.write_all(head).await.is_err() {
+                return;
+            }
+            let slow = slow.to_vec();
+            let mut buf = [0u8; 1024];
+            let mut sent = 0;
+            let mut ticks = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    read = stream.read(&mut buf) => {
+                        match read {
+                            Ok(0) | Err(_) => {
+                                let _ = closed_after.lock().unwrap().record(opened.elapsed().as_millis().max(1) as u64 * 1000);
+                                return;
+                            }
+                            Ok(_) => { answered.fetch_add(1, Ordering::Relaxed); }
+                        }
+                    }
+                    _ = ticks.tick() => {
+                        if Instant::now() >= until {
+                            return;
+                        }
+                        if sent < slow.len() {
+                            if stream.write_all(&slow[sent..sent + 1]).await.is_err() {
+                                let _ = closed_after.lock().unwrap().record(opened.elapsed().as_millis().max(1) as u64 * 1000);
+                                return;
+                            }
+                            sent += 1;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let published = publish_for(
+        options,
+        &publish_url(options)?,
+        clock,
+        options.rate,
+        options.duration,
+    )
+    .await?;
+    let subscribers_per_channel = |c: usize| {
+        (0..options.subscribers)
+            .filter(|i| i % options.extra.channels == c)
+            .count() as u64
+    };
+    let want: u64 = (0..options.extra.channels)
+        .map(|c| {
+            published.stored_on(c as u64, options.extra.channels as u64)
+                * subscribers_per_channel(c)
+        })
+        .sum();
+    drain(&progress, want, options.drain).await;
+    let _ = stop.send(true);
+    let mut normal = Vec::new();
+    for task in tasks {
+        normal.push(task.await.map_err(|e| e.to_string())?);
+    }
+    for dribbler in dribblers {
+        let _ = dribbler.await;
+    }
+    let rows = sampler.finish().await;
+    let closed = closed_after.lock().unwrap().clone();
+    Ok(json!({
+        "scenario": if options.extra.slow_body { "slowloris-body" } else { "slowloris-headers" },
+        "slow": options.extra.slow,
+        "subscribers": options.subscribers,
+        "seconds": options.duration.as_secs(),
+        "slow_not_connected": refused.load(Ordering::Relaxed),
+        "slow_closed_by_server": closed.len(),
+        "slow_answered": answered.load(Ordering::Relaxed),
+        "slow_closed_after_s": {
+            "min": closed.min() as f64 / 1e6, "p50": closed.value_at_quantile(0.5) as f64 / 1e6,
+            "max": closed.max() as f64 / 1e6,
+        },
+        "published": published.count,
+        "publish_statuses": published.statuses_json(),
+        "normal": tally(&normal, &published, options.extra.channels, &template),
+        "rss_peak": peak(&rows, "rss"),
+        "fds_peak": peak(&rows, "fds"),
+    }))
+}
+
+// ---- storm -------------------------------------------------------------------
+
+/// `--subscribers` resuming subscribers (SSE and long poll by `--wires`)
+/// over `--channels` get one message each, all drop, `--messages` more
+/// are published to every channel, and all come back within `--spread-ms`
+/// with their cursors: how long until every one had exactly what it
+/// missed, and the kernel's listen-queue overflows meanwhile.
+async fn storm(options: &Options) -> Result<Value> {
+    let clock = Clock::new();
+    let channels = options.extra.channels as u64;
+    let template = sub(options)?;
+    let publish = publish_url(options)?;
+    let progress = Arc::new(AtomicU64::new(0));
+    let n = options.subscribers;
+    let mut all = resumers(options, n, clock, progress.clone()).await?;
+    // Everyone follows until it has the first message of its channel.
+    for r in &mut all {
+        r.want = 1;
+    }
+    let tasks: Vec<_> = all
+        .into_iter()
+        .map(|mut r| {
+            tokio::spawn(async move {
+                let until = tokio::time::Instant::now() + Duration::from_secs(30);
+                while !r.done() && tokio::time::Instant::now() < until {
+                    let _ = r.session(until, &clock).await;
+                }
+                r
+            })
+        })
+        .collect();
+    let first = publish_range(
+        options,
+        &publish,
+        clock,
+        0,
+        Duration::from_secs(30),
+        0..channels,
+    )
+    .await?;
+    let mut all = Vec::with_capacity(n);
+    for task in tasks {
+        all.push(task.await.map_err(|e| e.to_string())?);
+    }
+    let missing_first = all.iter().filter(|r| !r.done()).count();
+    // All dropped (their connections closed with their tasks); publish
+    // while they are away.
+    let away = options.messages.max(1);
+    let second = publish_range(
+        options,
+        &publish,
+        clock,
+        0,
+        Duration::from_secs(60),
+        channels..channels * (1 + away),
+    )
+    .await?;
+    let overflows = || netstat("TcpExt", "ListenOverflows").unwrap_or(0);
+    let drops = || netstat("TcpExt", "ListenDrops").unwrap_or(0);
+    let (overflows_before, drops_before) = (overflows(), drops());
+    for r in &mut all {
+        r.want = 1 + away;
+    }
+    let spread = Duration::from_millis(options.extra.spread_ms);
+    let storm_start = Instant::now();
+    let tasks: Vec<_> = all
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut r)| {
+            let delay = spread.mul_f64(i as f64 / n.max(1) as f64);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let own = Instant::now();
+                let until = tokio::time::Instant::now() + Duration::from_secs(20);
+                while !r.done() && tokio::time::Instant::now() < until {
+                    let _ = r.session(until, &clock).await;
+                }
+                (r, storm_start.elapsed(), own.elapsed())
+            })
+        })
+        .collect();
+    let (mut back, mut resume) = (histogram(), histogram());
+    let mut finished = Vec::with_capacity(n);
+    let mut not_back = 0;
+    for task in tasks {
+        let (r, at, took) = task.await.map_err(|e| e.to_string())?;
+        if r.done() {
+            back.saturating_record(at.as_micros().max(1) as u64);
+            resume.saturating_record(took.as_micros().max(1) as u64);
+        } else {
+            not_back += 1;
+        }
+        finished.push(r);
+    }
+    let published = Published {
+        count: second.count,
+        refused: [first.refused, second.refused].concat(),
+        statuses: second.statuses,
+        secs: second.secs,
+    };
+    Ok(json!({
+        "scenario": "storm",
+        "subscribers": n,
+        "channels": channels,
+        "wires": options.extra.wires,
+        "spread_ms": options.extra.spread_ms,
+        "missed_first_message": missing_first,
+        "published_while_away": second.count - channels,
+        "not_back": not_back,
+        "all_back_ms": back.max() as f64 / 1000.0,
+        "back_ms": { "p50": ms(&back, 0.5), "p99": ms(&back, 0.99), "max": ms(&back, 1.0) },
+        "resume_ms": { "p50": ms(&resume, 0.5), "p99": ms(&resume, 0.99), "max": ms(&resume, 1.0) },
+        "listen_overflows": overflows() - overflows_before,
+        "listen_drops": drops() - drops_before,
+        "delivery": tally(&finished, &published, channels as usize, &template),
+    }))
+}
+
+// ---- flood -------------------------------------------------------------------
+
+/// `--publishers` flat out for `--duration` to `--channels` channels while
+/// `--subscribers` resuming subscribers follow the first of them: the
+/// server's memory and channels at their peak, the publishes' answers, and
+/// whether every subscriber got every message or a gap owning up to it.
+async fn flood(options: &Options) -> Result<Value> {
+    let clock = Clock::new();
+    let channels = options.extra.channels;
+    let template = sub(options)?;
+    let sampler = Sampler::start(options)?;
+    let rss_start = rss(options.pid);
+    let progress = Arc::new(AtomicU64::new(0));
+    let subs = resumers(options, options.subscribers, clock, progress.clone()).await?;
+    let (stop, stopped) = watch::channel(false);
+    let failures = Arc::new(AtomicU64::new(0));
+    let tasks = follow(
+        subs,
+        Duration::from_secs(3600),
+        clock,
+        &stopped,
+        failures.clone(),
+    );
+    let published =
+        publish_for(options, &publish_url(options)?, clock, 0, options.duration).await?;
+    // Each subscriber drains what it got; a subscriber that fell behind
+    // history gets a gap, which the tally counts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let want: u64 = (0..options.subscribers)
+        .map(|i| published.stored_on((i % channels) as u64, channels as u64))
+        .sum();
+    drain(&progress, want, options.drain).await;
+    let _ = stop.send(true);
+    let mut finished = Vec::new();
+    for task in tasks {
+        finished.push(task.await.map_err(|e| e.to_string())?);
+    }
+    let rows = sampler.finish().await;
+    let mut delivery = tally(&finished, &published, channels, &template);
+    // A subscriber behind history gets a gap when it reads on: what it
+    // neither got nor was told of is the loss that matters.
+    delivery["session_failures"] = json!(failures.load(Ordering::Relaxed));
+    Ok(json!({
+        "scenario": "flood",
+        "channels": channels,
+        "publishers": options.publishers,
+        "seconds": published.secs,
+        "published": published.count,
+        "publishes_per_s": published.count as f64 / published.secs,
+        "publish_statuses": published.statuses_json(),
+        "rss_start": rss_start,
+        "rss_peak": peak(&rows, "rss"),
+        "channels_peak": peak(&rows, "channels"),
+        "subscribers": options.subscribers,
+        "delivery": delivery,
+    }))
+}
+
 // ---- soak --------------------------------------------------------------------
 
 /// Mixed traffic for `--duration`: every transport, sessions of about
@@ -836,17 +1347,4 @@ async fn soak(options: &Options) -> Result<Value> {
         "rss_growth_after_warmup_pct": growth,
         "samples": rows.len(),
     }))
-}
-
-async fn churn(_: &Options) -> Result<Value> {
-    Err("todo".into())
-}
-async fn slowloris(_: &Options) -> Result<Value> {
-    Err("todo".into())
-}
-async fn storm(_: &Options) -> Result<Value> {
-    Err("todo".into())
-}
-async fn flood(_: &Options) -> Result<Value> {
-    Err("todo".into())
 }

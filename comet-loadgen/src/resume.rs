@@ -76,6 +76,9 @@ pub struct Resumer {
     pub unknown_gaps: u64,
     pub sessions: u64,
     pub received: Received,
+    /// Sessions end once this many messages were received and gaps
+    /// counted (0: never).
+    pub want: u64,
 }
 
 impl Resumer {
@@ -90,7 +93,13 @@ impl Resumer {
             unknown_gaps: 0,
             sessions: 0,
             received,
+            want: 0,
         }
+    }
+
+    /// True once it has what it wants (see [`want`](Self::want)).
+    pub fn done(&self) -> bool {
+        self.want > 0 && self.received.unique + self.gap_missed >= self.want
     }
 
     /// The channel it follows.
@@ -137,10 +146,11 @@ impl Resumer {
     async fn read(&mut self, clock: &Clock) -> Result<(), String> {
         let mut sender: Sender<Empty<Bytes>> = Sender::connect(&self.target, false).await?;
         if self.wire.polls() {
-            loop {
+            while !self.done() {
                 let path = self.path(self.wire, true);
                 self.poll_once(&mut sender, &path, clock).await?;
             }
+            return Ok(());
         }
         let mut request = sender.request(&self.target, &self.path(self.wire, true));
         if self.wire == Wire::Sse {
@@ -175,7 +185,8 @@ impl Resumer {
                         }
                     }
                     Wire::Stream => self.envelope_text(&line, now),
-                    _ => {
+                    Wire::Poll | Wire::Jsonp => {}
+                    Wire::Iframe => {
                         // `<script>parent.cb(<envelope>);</script>`
                         if let Some(inner) = line
                             .strip_prefix("<script>parent.cb(")
@@ -185,6 +196,9 @@ impl Resumer {
                         }
                     }
                 }
+            }
+            if self.done() {
+                return Ok(());
             }
         }
         Ok(())
