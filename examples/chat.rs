@@ -145,7 +145,12 @@ async fn publish_deadline(
     {
         return next.run(request).await;
     }
-    match tokio::time::timeout(PUBLISH_TIMEOUT, next.run(request)).await {
+    // `COMET_PUBLISH_TIMEOUT_MS` shortens it for tests.
+    let limit = std::env::var("COMET_PUBLISH_TIMEOUT_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(PUBLISH_TIMEOUT, std::time::Duration::from_millis);
+    match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => (
             StatusCode::REQUEST_TIMEOUT,

@@ -56,10 +56,15 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn Error + Send + Sync>>,
 {
+    // `COMET_HEADER_READ_TIMEOUT_MS` shortens it for tests.
+    let header_read_timeout = std::env::var("COMET_HEADER_READ_TIMEOUT_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(HEADER_READ_TIMEOUT, Duration::from_millis);
     accept_until(listener, shutdown, |stream, peer, graceful| {
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .header_read_timeout(header_read_timeout)
             .max_buf_size(MAX_BUF_SIZE)
             // Frames are copied into the connection's write buffer, which
             // hyper allocates anyway, rather than queued beside it: a held
