@@ -296,6 +296,12 @@ async fn publish_for(
     publish_range(options, template, clock, rate, duration, 0..u64::MAX).await
 }
 
+/// Publishes through `--pub-url` at `--rate` for `--duration`.
+async fn publish_as_told(options: &Options, clock: Clock) -> Result<Published> {
+    let template = publish_url(options)?;
+    publish_for(options, &template, clock, options.rate, options.duration).await
+}
+
 /// As [`publish_for`], numbering messages from `seqs.start` and stopping
 /// before `seqs.end`.
 async fn publish_range(
@@ -413,41 +419,61 @@ async fn resumers(
     Ok(started)
 }
 
-/// Runs each resumer's sessions (each about `session` long, jittered)
-/// until `stop`; hands them back with the sessions that failed.
-fn follow(
-    resumers: Vec<Resumer>,
-    session: Duration,
-    clock: Clock,
-    stop: &watch::Receiver<bool>,
+/// Resumers following their channels, each in sessions of about `session`
+/// (jittered), until [`finish`](Self::finish).
+struct Following {
+    tasks: Vec<tokio::task::JoinHandle<Resumer>>,
+    stop: watch::Sender<bool>,
+    /// Sessions that failed (and were retried after 100 ms).
     failures: Arc<AtomicU64>,
-) -> Vec<tokio::task::JoinHandle<Resumer>> {
-    resumers
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut resumer)| {
-            let mut stop = stop.clone();
-            let failures = failures.clone();
-            tokio::spawn(async move {
-                let mut jitter = Jitter::new(i as u64 + 1);
-                loop {
-                    let length = session.mul_f64(0.5 + jitter.next());
-                    let until = tokio::time::Instant::now() + length;
-                    tokio::select! {
-                        ended = resumer.session(until, &clock) => {
-                            if ended.is_err() {
-                                if failures.fetch_add(1, Ordering::Relaxed) < 3 {
-                                    eprintln!("session failed: {ended:?}");
+}
+
+impl Following {
+    fn start(resumers: Vec<Resumer>, session: Duration, clock: Clock) -> Self {
+        let (stop, receiver) = watch::channel(false);
+        let failures = Arc::new(AtomicU64::new(0));
+        let tasks = resumers
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut resumer)| {
+                let mut stop = receiver.clone();
+                let failures = failures.clone();
+                tokio::spawn(async move {
+                    let mut jitter = Jitter::new(i as u64 + 1);
+                    loop {
+                        let length = session.mul_f64(0.5 + jitter.next());
+                        let until = tokio::time::Instant::now() + length;
+                        tokio::select! {
+                            ended = resumer.session(until, &clock) => {
+                                if ended.is_err() {
+                                    if failures.fetch_add(1, Ordering::Relaxed) < 3 {
+                                        eprintln!("session failed: {ended:?}");
+                                    }
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
                                 }
-                                tokio::time::sleep(Duration::from_millis(100)).await;
                             }
+                            () = stopped(&mut stop) => return resumer,
                         }
-                        () = stopped(&mut stop) => return resumer,
                     }
-                }
+                })
             })
-        })
-        .collect()
+            .collect();
+        Self {
+            tasks,
+            stop,
+            failures,
+        }
+    }
+
+    /// Stops every session; the resumers and the sessions that failed.
+    async fn finish(self) -> Result<(Vec<Resumer>, u64)> {
+        let _ = self.stop.send(true);
+        let mut resumers = Vec::with_capacity(self.tasks.len());
+        for task in self.tasks {
+            resumers.push(task.await.map_err(|e| e.to_string())?);
+        }
+        Ok((resumers, self.failures.load(Ordering::Relaxed)))
+    }
 }
 
 /// Resolves once `stop` says true (or its sender is gone).
@@ -700,34 +726,15 @@ async fn stall(options: &Options) -> Result<Value> {
     let progress = Arc::new(AtomicU64::new(0));
     let normal = resumers(options, options.subscribers, clock, progress.clone()).await?;
     let connect_secs = connecting.elapsed().as_secs_f64();
-    let (stop, stopped) = watch::channel(false);
-    let failures = Arc::new(AtomicU64::new(0));
-    let tasks = follow(
-        normal,
-        Duration::from_secs(3600),
-        clock,
-        &stopped,
-        failures.clone(),
-    );
-    let published = publish_for(
-        options,
-        &publish_url(options)?,
-        clock,
-        options.rate,
-        options.duration,
-    )
-    .await?;
+    let following = Following::start(normal, Duration::from_secs(3600), clock);
+    let published = publish_as_told(options, clock).await?;
     drain(
         &progress,
         published.stored_on(0, 1) * options.subscribers as u64,
         options.drain,
     )
     .await;
-    let _ = stop.send(true);
-    let mut normal = Vec::new();
-    for task in tasks {
-        normal.push(task.await.map_err(|e| e.to_string())?);
-    }
+    let (normal, failures) = following.finish().await?;
     let rows = sampler.finish().await;
     let rss_peak = peak(&rows, "rss");
     // The stalled read again, a few hundred at a time.
@@ -763,6 +770,7 @@ async fn stall(options: &Options) -> Result<Value> {
         "publish_statuses": published.statuses_json(),
         "publishes_per_s": published.count as f64 / published.secs,
         "normal": tally(&normal, &published, 1, &template),
+        "session_failures": failures,
         "rss_start": rss_start,
         "rss_with_stalled_connected": rss_stalled,
         "rss_peak": rss_peak,
@@ -971,15 +979,7 @@ async fn slowloris(options: &Options) -> Result<Value> {
     let sampler = Sampler::start(options)?;
     let progress = Arc::new(AtomicU64::new(0));
     let normal = resumers(options, options.subscribers, clock, progress.clone()).await?;
-    let (stop, stopped) = watch::channel(false);
-    let failures = Arc::new(AtomicU64::new(0));
-    let tasks = follow(
-        normal,
-        Duration::from_secs(3600),
-        clock,
-        &stopped,
-        failures.clone(),
-    );
+    let following = Following::start(normal, Duration::from_secs(3600), clock);
     // The dribblers: each sends its request a byte a second.
     let start = Instant::now();
     let until = start + options.duration;
@@ -1055,14 +1055,7 @@ async fn slowloris(options: &Options) -> Result<Value> {
             }
         }));
     }
-    let published = publish_for(
-        options,
-        &publish_url(options)?,
-        clock,
-        options.rate,
-        options.duration,
-    )
-    .await?;
+    let published = publish_as_told(options, clock).await?;
     let subscribers_per_channel = |c: usize| {
         (0..options.subscribers)
             .filter(|i| i % options.extra.channels == c)
@@ -1075,11 +1068,7 @@ async fn slowloris(options: &Options) -> Result<Value> {
         })
         .sum();
     drain(&progress, want, options.drain).await;
-    let _ = stop.send(true);
-    let mut normal = Vec::new();
-    for task in tasks {
-        normal.push(task.await.map_err(|e| e.to_string())?);
-    }
+    let (normal, failures) = following.finish().await?;
     for dribbler in dribblers {
         let _ = dribbler.await;
     }
@@ -1100,6 +1089,7 @@ async fn slowloris(options: &Options) -> Result<Value> {
         "published": published.count,
         "publish_statuses": published.statuses_json(),
         "normal": tally(&normal, &published, options.extra.channels, &template),
+        "session_failures": failures,
         "rss_peak": peak(&rows, "rss"),
         "fds_peak": peak(&rows, "fds"),
     }))
@@ -1237,15 +1227,7 @@ async fn flood(options: &Options) -> Result<Value> {
     let rss_start = rss(options.pid);
     let progress = Arc::new(AtomicU64::new(0));
     let subs = resumers(options, options.subscribers, clock, progress.clone()).await?;
-    let (stop, stopped) = watch::channel(false);
-    let failures = Arc::new(AtomicU64::new(0));
-    let tasks = follow(
-        subs,
-        Duration::from_secs(3600),
-        clock,
-        &stopped,
-        failures.clone(),
-    );
+    let following = Following::start(subs, Duration::from_secs(3600), clock);
     let published =
         publish_for(options, &publish_url(options)?, clock, 0, options.duration).await?;
     // Each subscriber drains what it got; a subscriber that fell behind
@@ -1255,16 +1237,12 @@ async fn flood(options: &Options) -> Result<Value> {
         .map(|i| published.stored_on((i % channels) as u64, channels as u64))
         .sum();
     drain(&progress, want, options.drain).await;
-    let _ = stop.send(true);
-    let mut finished = Vec::new();
-    for task in tasks {
-        finished.push(task.await.map_err(|e| e.to_string())?);
-    }
+    let (finished, failures) = following.finish().await?;
     let rows = sampler.finish().await;
     let mut delivery = tally(&finished, &published, channels, &template);
     // A subscriber behind history gets a gap when it reads on: what it
     // neither got nor was told of is the loss that matters.
-    delivery["session_failures"] = json!(failures.load(Ordering::Relaxed));
+    delivery["session_failures"] = json!(failures);
     Ok(json!({
         "scenario": "flood",
         "channels": channels,
@@ -1294,29 +1272,16 @@ async fn soak(options: &Options) -> Result<Value> {
     let subscribers = resumers(options, options.subscribers, clock, progress.clone()).await?;
     let connect_secs = started.elapsed().as_secs_f64();
     let sampler = Sampler::start(options)?;
-    let (stop, stopped) = watch::channel(false);
-    let failures = Arc::new(AtomicU64::new(0));
     let session = Duration::from_secs(options.extra.reconnect_secs);
-    let tasks = follow(subscribers, session, clock, &stopped, failures.clone());
-    let published = publish_for(
-        options,
-        &publish_url(options)?,
-        clock,
-        options.rate,
-        options.duration,
-    )
-    .await?;
+    let following = Following::start(subscribers, session, clock);
+    let published = publish_as_told(options, clock).await?;
     // Everyone has everything, or the drain bound passes.
     let template = sub(options)?;
     let want: u64 = (0..options.subscribers)
         .map(|i| published.stored_on((i % channels) as u64, channels as u64))
         .sum();
     drain(&progress, want, options.drain).await;
-    let _ = stop.send(true);
-    let mut finished = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        finished.push(task.await.map_err(|e| e.to_string())?);
-    }
+    let (finished, failures) = following.finish().await?;
     let rows = sampler.finish().await;
     // Warm-up: the first fifth of the run, at most five minutes.
     let warm = (options.duration.as_secs() / 5).min(300) as f64;
@@ -1338,7 +1303,7 @@ async fn soak(options: &Options) -> Result<Value> {
         "connect_secs": connect_secs,
         "published": published.count,
         "publish_statuses": published.statuses_json(),
-        "session_failures": failures.load(Ordering::Relaxed),
+        "session_failures": failures,
         "delivery": tally(&finished, &published, channels, &template),
         "rss_first": rows.first().and_then(|r| r["rss"].as_u64()),
         "rss_after_warmup": after.first(),
