@@ -489,7 +489,7 @@ fn tally(
     channels: usize,
     template: &Template,
 ) -> Value {
-    let mut latency = histogram();
+    let (mut latency, mut steady) = (histogram(), histogram());
     let (mut expected, mut delivered, mut duplicated, mut lost, mut extra) = (0, 0, 0, 0, 0);
     let (mut gaps, mut gap_missed, mut unknown_gaps, mut sessions) = (0, 0, 0, 0);
     let names: Vec<String> = (0..channels)
@@ -509,12 +509,14 @@ fn tally(
         unknown_gaps += r.unknown_gaps;
         sessions += r.sessions;
         let _ = latency.add(&r.received.latency);
+        let _ = steady.add(&r.received.steady);
     }
     json!({
         "expected": expected, "delivered": delivered, "lost_silently": lost,
         "duplicated": duplicated, "unexpected": extra, "gaps": gaps,
         "gap_missed": gap_missed, "unknown_gaps": unknown_gaps,
         "sessions": sessions, "latency": latency_json(&latency),
+        "latency_after_warmup": (!steady.is_empty()).then(|| latency_json(&steady)),
     })
 }
 
@@ -724,8 +726,14 @@ async fn stall(options: &Options) -> Result<Value> {
     }
     let rss_stalled = rss(options.pid);
     let progress = Arc::new(AtomicU64::new(0));
-    let normal = resumers(options, options.subscribers, clock, progress.clone()).await?;
+    let mut normal = resumers(options, options.subscribers, clock, progress.clone()).await?;
     let connect_secs = connecting.elapsed().as_secs_f64();
+    // Latency after the first sixth of the run (10 s of 60), once the
+    // stalled subscribers' buffers have filled.
+    let warm = clock.now_ns() + (options.duration / 6).as_nanos() as u64;
+    for r in &mut normal {
+        r.received.steady_from = warm;
+    }
     let following = Following::start(normal, Duration::from_secs(3600), clock);
     let published = publish_as_told(options, clock).await?;
     drain(
@@ -747,7 +755,7 @@ async fn stall(options: &Options) -> Result<Value> {
         let (total, gate) = (total.clone(), gate.clone());
         readers.push(tokio::spawn(async move {
             let _permit = gate.acquire().await;
-            reread(one, last, Duration::from_secs(5), &total).await;
+            reread(one, last, Duration::from_secs(20), &total).await;
         }));
     }
     for reader in readers {

@@ -11,6 +11,10 @@ pub struct Received {
     pub duplicates: u64,
     /// Publish-to-receipt latency, microseconds.
     pub latency: Histogram<u64>,
+    /// The same, of messages published from `steady_from` on (ns since
+    /// the run began): latency once a warm-up is over.
+    pub steady: Histogram<u64>,
+    pub steady_from: u64,
     /// When the last new message arrived (ns since the run began).
     pub last_at: u64,
     /// Per message, when a known number are expected: (published, received)
@@ -27,6 +31,8 @@ impl Received {
             unique: 0,
             duplicates: 0,
             latency: Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"),
+            steady: Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"),
+            steady_from: u64::MAX,
             last_at: 0,
             arrivals: Vec::new(),
             progress,
@@ -53,6 +59,9 @@ impl Received {
         }
         let micros = now_ns.saturating_sub(published_ns) / 1000;
         self.latency.saturating_record(micros.max(1));
+        if published_ns >= self.steady_from {
+            self.steady.saturating_record(micros.max(1));
+        }
         self.progress
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
