@@ -74,13 +74,19 @@ report() {
 for what in "${WHAT[@]}"; do
     case $what in
     stall)
-        # History of 1,000 messages of 4 KiB: 4 MB a channel.
+        # History of 1,000 messages of 4 KiB: 4 MB a channel. On loopback
+        # the stalled clients' receive buffers are this machine's TCP memory
+        # too: 16 KiB each (a remote client's are not the server's), so that
+        # the kernel's TCP memory (net.ipv4.tcp_mem) measures the server's
+        # side. With the kernel's default (128 KiB) 10,000 of them and the
+        # server's send buffers passed tcp_mem's limit: every socket slowed,
+        # and some stalled connections were never woken to write again.
         demo 3501
         report stall-baseline stall --sub-url "$B/comet?channel=stall0" --pub-url "$B/comet/publish/stall0" \
             --stalled 0 --subscribers 100 --publishers 1 --rate 100 --payload-bytes 4096 --duration "$(n 60)"
         demo 3501
         report stall stall --sub-url "$B/comet?channel=stall1" --pub-url "$B/comet/publish/stall1" \
-            --stalled "$(n 10000)" --subscribers 100 --publishers 1 --rate 100 --payload-bytes 4096 --duration "$(n 60)"
+            --stalled "$(n 10000)" --stall-rcvbuf "${STALL_RCVBUF:-16384}" --subscribers 100 --publishers 1 --rate 100 --payload-bytes 4096 --duration "$(n 60)"
         ;;
     churn)
         # Idle channels go after 5 s, so that the run can show none is left.

@@ -545,7 +545,21 @@ struct Stalled {
 }
 
 async fn raw_connect(addr: SocketAddr, source: Option<std::net::IpAddr>) -> Result<TcpStream> {
+    raw_connect_with(addr, source, 0).await
+}
+
+/// [`raw_connect`] with a receive buffer of `rcvbuf` bytes (0: the kernel's).
+async fn raw_connect_with(
+    addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
+    rcvbuf: u32,
+) -> Result<TcpStream> {
     let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    if rcvbuf > 0 {
+        socket
+            .set_recv_buffer_size(rcvbuf)
+            .map_err(|e| format!("SO_RCVBUF: {e}"))?;
+    }
     if let Some(ip) = source {
         socket
             .bind(SocketAddr::new(ip, 0))
@@ -710,8 +724,9 @@ async fn stall(options: &Options) -> Result<Value> {
             .map(|_| {
                 let request = request.clone();
                 let addr = target.addr;
+                let rcvbuf = options.extra.stall_rcvbuf;
                 tokio::spawn(async move {
-                    let mut stream = raw_connect(addr, None).await?;
+                    let mut stream = raw_connect_with(addr, None, rcvbuf).await?;
                     let (status, rest) = raw_request(&mut stream, &request).await?;
                     if status != 200 {
                         return Err(format!("stalled subscriber answered {status}"));
@@ -771,6 +786,7 @@ async fn stall(options: &Options) -> Result<Value> {
     Ok(json!({
         "scenario": "stall",
         "stalled": options.extra.stalled,
+        "stall_rcvbuf": options.extra.stall_rcvbuf,
         "subscribers": options.subscribers,
         "payload_bytes": options.extra.payload_bytes,
         "connect_secs": connect_secs,

@@ -53,8 +53,10 @@ pub struct Extra {
     pub payload_bytes: usize,
     /// Channels: `{c}` in a URL is replaced by `0..channels`.
     pub channels: usize,
-    /// Stall: subscribers that stop reading.
+    /// Stall: subscribers that stop reading, and their receive buffer
+    /// (`SO_RCVBUF`; 0: the kernel's default).
     pub stalled: usize,
+    pub stall_rcvbuf: u32,
     /// Churn: subscribe-and-close cycles, and how many run at once.
     pub cycles: u64,
     pub concurrency: usize,
@@ -157,6 +159,7 @@ usage: comet-loadgen <idle|fanout|throughput|follow|stall|churn|slowloris|storm|
   --payload-bytes B    pad each published body to B bytes
   --channels N         {c} in --sub-url/--pub-url becomes 0..N (default 1)
   --stalled N          stall: SSE subscribers that stop reading (default 1000)
+  --stall-rcvbuf B     stall: their receive buffer (SO_RCVBUF; default the kernel's)
   --cycles N           churn: subscribe-and-close cycles (default 10000)
   --concurrency N      churn: cycles at once (default 64)
   --sources N          churn: source addresses 127.0.0.1..N (default 1)
@@ -259,6 +262,7 @@ impl Options {
                 payload_bytes: number(take("payload-bytes"), "payload-bytes", 0)? as usize,
                 channels: number(take("channels"), "channels", 1)?.max(1) as usize,
                 stalled: number(take("stalled"), "stalled", 1000)? as usize,
+                stall_rcvbuf: number(take("stall-rcvbuf"), "stall-rcvbuf", 0)? as u32,
                 cycles: number(take("cycles"), "cycles", 10_000)?,
                 concurrency: number(take("concurrency"), "concurrency", 64)?.max(1) as usize,
                 sources: number(take("sources"), "sources", 1)?.clamp(1, 250) as usize,
