@@ -2,22 +2,21 @@
 
 use crate::{
     engine::{Engine, EngineError, EngineFuture},
-    memory_engine::HistoryPolicyFn,
+    memory_engine::{HistoryPolicyFn, DEFAULT_IDLE_TTL},
     payload::validate_event,
+    subscription::SubscriberState,
     ChannelLog, ChannelName, Cursor, HistoryPolicy, InvalidChannelName, MemoryEngine, Payload,
     Since, Subscription,
 };
 use std::{
     fmt,
     sync::{
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, Ordering},
         Arc,
     },
     time::Duration,
 };
 
-/// How long an unused, empty channel keeps its epoch (see [`HubBuilder::idle_ttl`]).
-pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(60);
 /// Default limit of channels in one subscription.
 pub const DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION: usize = 32;
 /// Default limit of a payload's size in bytes.
@@ -60,10 +59,9 @@ pub(crate) struct HubShared {
     max_payload: usize,
     max_subscribers: usize,
     max_channel_subscribers: usize,
-    pub(crate) subscribers: AtomicUsize,
-    pub(crate) shutting_down: AtomicBool,
+    /// Shared with every subscription.
+    state: Arc<SubscriberState>,
     published: AtomicU64,
-    pub(crate) delivered: AtomicU64,
 }
 
 /// Counters for metrics; see [`Hub::stats`].
@@ -214,9 +212,17 @@ impl Hub {
             return Err(SubscribeError::ShuttingDown);
         }
         // Counted first, then checked, so racing subscribes cannot overshoot.
-        let total = self.shared.subscribers.fetch_add(1, Ordering::Relaxed) + 1;
+        let total = self
+            .shared
+            .state
+            .subscribers
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
         if total > self.shared.max_subscribers {
-            self.shared.subscribers.fetch_sub(1, Ordering::Relaxed);
+            self.shared
+                .state
+                .subscribers
+                .fetch_sub(1, Ordering::Relaxed);
             return Err(SubscribeError::TooManySubscribers {
                 channel: None,
                 max: self.shared.max_subscribers,
@@ -261,14 +267,18 @@ impl Hub {
         if let Some(refusal) = refusal {
             return Err(refusal); // `attached` gives every count back
         }
-        Ok(Subscription::new(self.shared.clone(), attached.complete()))
+        Ok(Subscription::new(
+            self.shared.state.clone(),
+            attached.complete(),
+        ))
     }
 
-    /// A cursor at the newest message of each channel.
+    /// The cursor of `channels` as they are now: at each channel's head, its
+    /// newest message.
     ///
     /// Render a page with the state as of now, embed this cursor, and let the
     /// page subscribe with it: nothing published in between is lost.
-    pub async fn head<I>(&self, channels: I) -> Result<Cursor, SubscribeError>
+    pub async fn current_cursor<I>(&self, channels: I) -> Result<Cursor, SubscribeError>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
@@ -296,13 +306,16 @@ impl Hub {
     /// that resumes elsewhere with its cursor loses nothing retained there.
     /// Publishing still works, for the last messages of a draining server.
     pub fn shutdown(&self) {
-        self.shared.shutting_down.store(true, Ordering::SeqCst);
+        self.shared
+            .state
+            .shutting_down
+            .store(true, Ordering::SeqCst);
         self.shared.engine.wake_all();
     }
 
     /// True once [`shutdown`](Self::shutdown) was called.
     pub fn is_shutting_down(&self) -> bool {
-        self.shared.shutting_down.load(Ordering::SeqCst)
+        self.shared.state.shutting_down.load(Ordering::SeqCst)
     }
 
     /// Counters for metrics: subscribers, channels, messages published and
@@ -312,13 +325,13 @@ impl Hub {
             subscribers: self.subscriber_count(),
             channels: self.channel_count(),
             published: self.shared.published.load(Ordering::Relaxed),
-            delivered: self.shared.delivered.load(Ordering::Relaxed),
+            delivered: self.shared.state.delivered.load(Ordering::Relaxed),
         }
     }
 
     /// Live subscriptions on this hub.
     pub fn subscriber_count(&self) -> usize {
-        self.shared.subscribers.load(Ordering::Relaxed)
+        self.shared.state.subscribers.load(Ordering::Relaxed)
     }
 
     /// Live subscriptions including `channel`.
@@ -419,7 +432,7 @@ impl Drop for Attached<'_> {
         for (log, _) in &self.logs {
             log.detach();
         }
-        self.hub.subscribers.fetch_sub(1, Ordering::Relaxed);
+        self.hub.state.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -548,10 +561,8 @@ impl HubBuilder {
                 max_payload: self.max_payload,
                 max_subscribers: self.max_subscribers,
                 max_channel_subscribers: self.max_channel_subscribers,
-                subscribers: AtomicUsize::new(0),
-                shutting_down: AtomicBool::new(false),
+                state: Arc::default(),
                 published: AtomicU64::new(0),
-                delivered: AtomicU64::new(0),
             }),
         }
     }

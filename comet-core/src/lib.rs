@@ -11,7 +11,7 @@
 //! # Why it is built this way
 //!
 //! - **One copy per message.** A message is stored once (`Arc<Message>`, body
-//!   in `Bytes`) and each wire format encodes it once ([`Message::encoded`]);
+//!   in `Bytes`) and each wire format encodes it once, caching it in the message;
 //!   every subscriber shares both.
 //! - **No queue per subscriber.** A [`Subscription`] is a position in each
 //!   channel plus a waiter. Publishing appends to the channel's history and
@@ -33,7 +33,7 @@
 //! let hub = Hub::builder()
 //!     .history(HistoryPolicy { max_messages: 2, max_age: None })
 //!     .build();
-//! let page_cursor = hub.head(["news"]).await.unwrap(); // rendered into a page
+//! let page_cursor = hub.current_cursor(["news"]).await.unwrap(); // rendered into a page
 //! for text in ["a", "b", "c"] {
 //!     hub.publish("news", text).await.unwrap();
 //! }
@@ -73,10 +73,11 @@ pub use channel_name::{ChannelName, InvalidChannelName, MAX_CHANNEL_NAME_LEN};
 pub use cursor::{Cursor, CursorError, Position, MAX_CURSOR_LEN};
 pub use engine::{Engine, EngineError, EngineFuture, PublishFuture};
 pub use hub::{
-    Hub, HubBuilder, HubStats, PublishError, Start, SubscribeError, DEFAULT_IDLE_TTL,
+    Hub, HubBuilder, HubStats, PublishError, Start, SubscribeError,
     DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION, DEFAULT_MAX_PAYLOAD_BYTES,
 };
-pub use memory_engine::{HistoryPolicyFn, MemoryEngine};
-pub use message::{Encoding, Message};
+pub use memory_engine::{HistoryPolicyFn, MemoryEngine, DEFAULT_IDLE_TTL};
+pub(crate) use message::Encoding;
+pub use message::Message;
 pub use payload::{validate_event, Payload, PayloadKind, MAX_EVENT_NAME_LEN};
 pub use subscription::{Item, Subscription};

@@ -47,7 +47,7 @@ use http_body_util::{BodyExt, StreamBody};
 use std::{convert::Infallible, net::SocketAddr};
 use warp::{filters::path::FullPath, reply::Reply, Filter};
 
-/// The address of the client, in the extensions of the request head that
+/// The address of the client, in the extensions of the request parts that
 /// policies see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RemoteAddr(pub SocketAddr);
@@ -57,8 +57,8 @@ pub fn route(
     hub: Hub,
     route: Route,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
-    request_head().then(move |head: Parts| {
-        let answer = protocol::serve(&hub, &route, &head);
+    request_parts().then(move |parts: Parts| {
+        let answer = protocol::serve(&hub, &route, &parts);
         async move { into_reply(answer.await) }
     })
 }
@@ -103,7 +103,7 @@ pub fn jsonp(
 pub fn client(
     route: Route,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
-    request_head().map(move |head: Parts| into_reply(protocol::serve_client(&route, &head)))
+    request_parts().map(move |parts: Parts| into_reply(protocol::serve_client(&route, &parts)))
 }
 
 /// Answers every request with the protocol's JSON 404 (`not_found`): put it
@@ -111,7 +111,7 @@ pub fn client(
 /// serves gets the protocol's error rather than warp's empty rejection:
 /// `warp::path("comet").and(comet_warp::not_found())`.
 pub fn not_found() -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
-    request_head().map(|head: Parts| into_reply(protocol::not_found(&head)))
+    request_parts().map(|parts: Parts| into_reply(protocol::not_found(&parts)))
 }
 
 /// Accepts publishing: the path left unmatched by the filters before this one
@@ -120,20 +120,20 @@ pub fn publish(
     hub: Hub,
     route: PublishRoute,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
-    request_head().and(warp::path::tail()).and(body()).then(
-        move |head: Parts, tail: warp::path::Tail, body: RequestBody| {
+    request_parts().and(warp::path::tail()).and(body()).then(
+        move |parts: Parts, tail: warp::path::Tail, body: RequestBody| {
             // The mount is the part of the path matched before this filter.
-            let path = head.uri.path();
+            let path = parts.uri.path();
             let mount = path.strip_suffix(tail.as_str()).unwrap_or(path).to_owned();
-            let answer = route.serve(&hub, &mount, &head, body);
+            let answer = route.serve(&hub, &mount, &parts, body);
             async move { into_reply(answer.await) }
         },
     )
 }
 
-/// The request's head as `http` types: method, URI, headers, and the
+/// The request's parts as `http` types: method, URI, headers, and the
 /// client's address as [`RemoteAddr`].
-fn request_head() -> impl Filter<Extract = (Parts,), Error = Infallible> + Clone {
+fn request_parts() -> impl Filter<Extract = (Parts,), Error = Infallible> + Clone {
     let query = warp::query::raw()
         .map(Some)
         .or(warp::any().map(|| None))

@@ -1,6 +1,6 @@
 //! The response body of every comet answer, as an `http_body::Body`.
 
-use super::{Frames, StreamFormat};
+use super::{Chunks, StreamFormat};
 use crate::Subscription;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -44,7 +44,7 @@ struct StreamState {
     heartbeat: Duration,
     idle: Pin<Box<Sleep>>,
     /// Chunks of frames already encoded, not yet handed to the server.
-    queued: Frames,
+    queued: Chunks,
     /// Bytes after which the stream ends (at a frame boundary).
     budget: Option<usize>,
     sent: usize,
@@ -84,7 +84,7 @@ impl CometBody {
         budget: Option<usize>,
         span: tracing::Span,
     ) -> Self {
-        let mut queued = Frames::default();
+        let mut queued = Chunks::default();
         if let Some(preamble) = format.preamble() {
             queued.push(preamble);
         }

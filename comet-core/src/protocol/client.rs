@@ -6,7 +6,7 @@
 //! `?v=<CLIENT_VERSION>`, as [`client_script_url`] writes it, it is cached
 //! for a year, since another version has another URL.
 
-use super::{CometBody, ProtocolError, Route};
+use super::{cors::PendingCors, request, CometBody, Route};
 use bytes::Bytes;
 use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
 use std::sync::OnceLock;
@@ -48,23 +48,13 @@ pub fn client_script_url(mount: &str) -> String {
 /// Answers a request for the client script, with `route`'s CORS (a module
 /// script from another origin is fetched in CORS mode).
 pub fn serve_client(route: &Route, request: &Parts) -> Response<CometBody> {
-    if request.method == Method::OPTIONS {
-        if let Some(cors) = &route.cors {
-            return cors.preflight(request, Method::GET);
-        }
-    }
-    let mut response = answer(request);
-    if let Some(cors) = &route.cors {
-        cors.decorate(request.headers.get(header::ORIGIN), response.headers_mut());
-    }
-    response
+    let cors = route.cors.as_ref();
+    PendingCors::preflight(cors, request, Method::GET)
+        .unwrap_or_else(|| PendingCors::for_request(cors, request).apply(answer(request)))
 }
 
 fn answer(request: &Parts) -> Response<CometBody> {
-    if request.method != Method::GET && request.method != Method::HEAD {
-        return ProtocolError::method_not_allowed(&request.method, "GET, HEAD").into_response();
-    }
-    if let Err(error) = super::params::check_request_size(request) {
+    if let Err(error) = request::check(request, &[Method::GET, Method::HEAD], "GET, HEAD") {
         return error.into_response();
     }
     let etag = format!("\"{}\"", client_version());

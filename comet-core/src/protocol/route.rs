@@ -2,9 +2,15 @@
 //! application's policies.
 
 use super::{
-    encode::{is_function_name, DEFAULT_CALLBACK_REGISTRY},
-    AllowAll, Authorize, Cors, ProtocolError, QueryChannels, ResolveChannels, StreamFormat,
-    SubscribeParams, Transport,
+    callback::{is_function_name, DEFAULT_CALLBACK_REGISTRY},
+    transport::{
+        poll::{DEFAULT_MAX_BATCH, DEFAULT_MAX_HOLD},
+        sse::DEFAULT_RETRY,
+        stream::DEFAULT_BYTE_BUDGET,
+        Delivery,
+    },
+    AllowAll, Authorize, Cors, PollFormat, ProtocolError, QueryChannels, ResolveChannels,
+    StreamFormat, SubscribeParams, Transport,
 };
 use crate::{ChannelName, Since};
 use http::request::Parts;
@@ -12,13 +18,6 @@ use std::{fmt, sync::Arc, time::Duration};
 
 /// Default interval of SSE heartbeats on an idle stream.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
-/// Default longest hold of a long poll.
-pub const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(30);
-/// Default most items in one long-poll answer.
-pub const DEFAULT_MAX_BATCH: usize = 100;
-/// Default bytes after which a stream a browser buffers whole (ndjson,
-/// forever frame) ends, for the client to resume with its cursor.
-pub const DEFAULT_BYTE_BUDGET: usize = 256 * 1024;
 
 /// How one comet route serves subscribers. Cheap to clone.
 ///
@@ -33,7 +32,7 @@ pub const DEFAULT_BYTE_BUDGET: usize = 256 * 1024;
 #[derive(Clone)]
 pub struct Route {
     pub(crate) transports: Arc<[Transport]>,
-    pub(crate) formats: Arc<[CustomFormat]>,
+    pub(crate) custom: Arc<[CustomTransport]>,
     pub(crate) heartbeat: Duration,
     pub(crate) max_hold: Duration,
     pub(crate) max_batch: usize,
@@ -71,12 +70,12 @@ impl Route {
     fn offering(transports: Vec<Transport>) -> Self {
         Self {
             transports: transports.into(),
-            formats: Arc::from([]),
+            custom: Arc::from([]),
             heartbeat: DEFAULT_HEARTBEAT,
             max_hold: DEFAULT_MAX_HOLD,
             max_batch: DEFAULT_MAX_BATCH,
             since: Since::Head,
-            retry: Duration::from_secs(2),
+            retry: DEFAULT_RETRY,
             byte_budget: DEFAULT_BYTE_BUDGET,
             cors: None,
             channels: Arc::new(QueryChannels),
@@ -131,11 +130,11 @@ impl Route {
     /// request's parameters (a callback name, say) or refuse it.
     ///
     /// ```
-    /// use comet_core::{protocol::{Frames, Route, StreamFormat}, Cursor, Message};
+    /// use comet_core::{protocol::{Chunks, Route, StreamFormat}, Cursor, Message};
     ///
     /// struct Csv;
     /// impl StreamFormat for Csv {
-    ///     fn message(&self, m: &Message, _: &Cursor, out: &mut Frames) {
+    ///     fn message(&self, m: &Message, _: &Cursor, out: &mut Chunks) {
     ///         out.push(format!("{},{},{:?}\n", m.channel(), m.offset(), m.text()));
     ///     }
     /// }
@@ -146,29 +145,81 @@ impl Route {
     /// # Panics
     ///
     /// If `name` is a built-in transport's name.
-    pub fn format<F, S>(mut self, name: &str, make: F) -> Self
+    pub fn format<F, S>(self, name: &str, make: F) -> Self
     where
         F: Fn(&Parts, &SubscribeParams) -> Result<S, ProtocolError> + Send + Sync + 'static,
         S: StreamFormat,
     {
+        self.offer(
+            name,
+            Arc::new(move |request: &Parts, params: &SubscribeParams| {
+                make(request, params).map(|format| Delivery::Stream {
+                    format: Box::new(format),
+                    byte_budget: None,
+                })
+            }),
+        )
+    }
+
+    /// Also offers a long-poll wire format of your own, chosen by
+    /// `transport=<name>` (or by default on a route offering nothing else).
+    /// Requests are held, batched and resumed as for the built-in long poll
+    /// (`timeout`, `If-None-Match`, [`max_hold`](Self::max_hold),
+    /// [`max_batch`](Self::max_batch)); the format writes the answer's body.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use comet_core::{protocol::{PollFormat, Route}, Cursor, Item};
+    /// use http::HeaderValue;
+    ///
+    /// /// The cursor, then one message text per line.
+    /// struct Lines;
+    /// impl PollFormat for Lines {
+    ///     fn answer(&self, items: &[Item], cursor: &Cursor) -> Bytes {
+    ///         let texts = items.iter().filter_map(Item::message).map(|m| m.text());
+    ///         std::iter::once(cursor.encode()).chain(texts.map(str::to_owned))
+    ///             .collect::<Vec<_>>().join("\n").into()
+    ///     }
+    ///     fn content_type(&self) -> HeaderValue {
+    ///         HeaderValue::from_static("text/plain; charset=utf-8")
+    ///     }
+    /// }
+    ///
+    /// let route = Route::long_poll().poll_format("lines", |_request, _params| Ok(Lines));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `name` is a built-in transport's name.
+    pub fn poll_format<F, P>(self, name: &str, make: F) -> Self
+    where
+        F: Fn(&Parts, &SubscribeParams) -> Result<P, ProtocolError> + Send + Sync + 'static,
+        P: PollFormat,
+    {
+        self.offer(
+            name,
+            Arc::new(move |request: &Parts, params: &SubscribeParams| {
+                make(request, params).map(|format| Delivery::Poll(Box::new(format)))
+            }),
+        )
+    }
+
+    fn offer(mut self, name: &str, make: MakeDelivery) -> Self {
         assert!(
             Transport::ALL.iter().all(|t| t.name() != name),
             "{name:?} is a built-in transport"
         );
-        let make: FormatFactory = Arc::new(move |request: &Parts, params: &SubscribeParams| {
-            make(request, params).map(|format| Box::new(format) as Box<dyn StreamFormat>)
-        });
-        let mut formats: Vec<CustomFormat> = self
-            .formats
+        let mut custom: Vec<CustomTransport> = self
+            .custom
             .iter()
             .filter(|f| &*f.name != name)
             .cloned()
             .collect();
-        formats.push(CustomFormat {
+        custom.push(CustomTransport {
             name: name.into(),
             make,
         });
-        self.formats = formats.into();
+        self.custom = custom.into();
         self
     }
 
@@ -255,7 +306,7 @@ impl Route {
         self
     }
 
-    /// Resolves a request's channels with a closure given the request's head
+    /// Resolves a request's channels with a closure given the request's parts
     /// and its `channel` parameters (the default keeps the parameters).
     ///
     /// ```
@@ -307,16 +358,15 @@ impl Route {
     }
 }
 
-/// Builds a custom format's encoder for one request.
-pub(crate) type FormatFactory = Arc<
-    dyn Fn(&Parts, &SubscribeParams) -> Result<Box<dyn StreamFormat>, ProtocolError> + Send + Sync,
->;
+/// Builds a custom transport's format for one request.
+pub(crate) type MakeDelivery =
+    Arc<dyn Fn(&Parts, &SubscribeParams) -> Result<Delivery, ProtocolError> + Send + Sync>;
 
-/// A wire format of the application's own, offered under `name`.
+/// A transport of the application's own, offered under `name`.
 #[derive(Clone)]
-pub(crate) struct CustomFormat {
+pub(crate) struct CustomTransport {
     pub(crate) name: Arc<str>,
-    pub(crate) make: FormatFactory,
+    pub(crate) make: MakeDelivery,
 }
 
 impl fmt::Debug for Route {
@@ -324,8 +374,8 @@ impl fmt::Debug for Route {
         f.debug_struct("Route")
             .field("transports", &self.transports)
             .field(
-                "formats",
-                &self.formats.iter().map(|f| &*f.name).collect::<Vec<_>>(),
+                "custom",
+                &self.custom.iter().map(|f| &*f.name).collect::<Vec<_>>(),
             )
             .field("heartbeat", &self.heartbeat)
             .field("max_hold", &self.max_hold)
