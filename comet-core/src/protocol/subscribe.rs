@@ -306,3 +306,84 @@ impl SubscribeRequest {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Cursor, Item};
+
+    /// A long-poll format of an app's own: the cursor, then one text a line.
+    struct Lines;
+
+    impl PollFormat for Lines {
+        fn answer(&self, items: &[Item], cursor: &Cursor) -> Bytes {
+            let texts = items.iter().filter_map(Item::message).map(|m| m.text());
+            std::iter::once(cursor.encode())
+                .chain(texts.map(str::to_owned))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .into()
+        }
+
+        fn content_type(&self) -> HeaderValue {
+            HeaderValue::from_static("text/plain; charset=utf-8")
+        }
+
+        fn headers(&self) -> &[(HeaderName, HeaderValue)] {
+            static OWN: [(HeaderName, HeaderValue); 1] = [(
+                HeaderName::from_static("x-format"),
+                HeaderValue::from_static("lines"),
+            )];
+            &OWN
+        }
+    }
+
+    async fn get(hub: &Hub, route: &Route, uri: &str, etag: Option<&str>) -> Response<CometBody> {
+        let mut request = http::Request::get(uri);
+        if let Some(etag) = etag {
+            request = request.header(header::IF_NONE_MATCH, etag);
+        }
+        let parts = request.body(()).unwrap().into_parts().0;
+        tokio::time::timeout(Duration::from_secs(5), serve(hub, route, &parts))
+            .await
+            .expect("answered in time")
+    }
+
+    fn text(response: Response<CometBody>) -> String {
+        let body = response.into_body().try_into_bytes().ok().unwrap();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_poll_format_of_your_own_is_held_and_resumed_like_the_built_in_one() {
+        let hub = Hub::new();
+        let route = Route::long_poll()
+            .poll_format("lines", |_, _| Ok(Lines))
+            .max_hold(Duration::from_secs(3));
+        // A bootstrap poll (timeout=0) answers at once with the cursor alone.
+        let first = get(&hub, &route, "/c?channel=a&transport=lines&timeout=0", None).await;
+        assert_eq!(first.headers()["content-type"], "text/plain; charset=utf-8");
+        assert_eq!(first.headers()["x-format"], "lines");
+        assert_eq!(first.headers()["cache-control"], "no-store");
+        let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+        let cursor = text(first);
+        assert_eq!(etag, format!("\"{cursor}\""));
+        // Resuming by If-None-Match, as with the built-in long poll: what
+        // was published since the cursor comes at once.
+        hub.publish("a", "one").await.unwrap();
+        let resumed = get(&hub, &route, "/c?channel=a&transport=lines", Some(&etag)).await;
+        let etag = resumed.headers()["etag"].to_str().unwrap().to_owned();
+        let body = text(resumed);
+        assert_eq!(body.lines().skip(1).collect::<Vec<_>>(), ["one"]);
+        // Nothing after the cursor: held until a publish.
+        let held = tokio::spawn({
+            let (hub, route) = (hub.clone(), route.clone());
+            async move { text(get(&hub, &route, "/c?channel=a&transport=lines", Some(&etag)).await) }
+        });
+        hub.publish("a", "two").await.unwrap();
+        let body = held.await.unwrap();
+        let lines: Vec<&str> = body.lines().collect();
+        assert_eq!(lines[1..], ["two"]);
+        assert_ne!(lines[0], cursor, "the cursor moved on");
+    }
+}
