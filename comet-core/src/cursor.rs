@@ -41,7 +41,7 @@ impl Position {
 
 /// A position in every channel of a subscription.
 ///
-/// Obtain one from [`Hub::head`](crate::Hub::head), from
+/// Obtain one from [`Hub::current_cursor`](crate::Hub::current_cursor), from
 /// [`Item::cursor`](crate::Item::cursor) or by [`Cursor::decode`] of a token a
 /// client sent back; hand it to [`Hub::subscribe`](crate::Hub::subscribe) to
 /// resume exactly where it points.

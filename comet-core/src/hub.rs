@@ -29,7 +29,7 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 ///
 /// ```
 /// # tokio_test_block_on(async {
-/// use comet_core::{Hub, Item, Payload, Start};
+/// use comet::{Hub, Item, Payload, Start};
 /// use tokio_stream::StreamExt;
 ///
 /// let hub = Hub::new();
@@ -489,7 +489,7 @@ impl HubBuilder {
     /// Chooses a channel's history by its name, overriding [`history`](Self::history).
     ///
     /// ```
-    /// use comet_core::{Hub, HistoryPolicy};
+    /// use comet::{Hub, HistoryPolicy};
     /// let hub = Hub::builder()
     ///     .history_for(|name| match name.as_str().starts_with("ticker/") {
     ///         true => HistoryPolicy { max_messages: 10, max_age: None },

@@ -26,7 +26,7 @@
 //!   several nodes can replace it without touching any transport.
 //!
 //! ```
-//! use comet_core::{Hub, HistoryPolicy, Item, Start};
+//! use comet::{Hub, HistoryPolicy, Item, Start};
 //! use tokio_stream::StreamExt;
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {

@@ -14,6 +14,8 @@
 //!     --pub-url 'http://127.0.0.1:3000/comet/publish/bench' --subscribers 10000
 //! ```
 
+#![warn(missing_docs)]
+
 mod args;
 mod client;
 mod stats;
@@ -38,6 +40,7 @@ pub struct Clock {
 }
 
 impl Clock {
+    /// Nanoseconds since the clock started: what messages are stamped with.
     pub fn now_ns(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
     }

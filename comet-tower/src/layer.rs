@@ -11,8 +11,8 @@ use std::{fmt, sync::Arc};
 ///
 /// ```
 /// use axum::{routing::get, Router};
-/// use comet_core::{protocol::Route, Hub};
-/// use comet_tower::CometLayer;
+/// use comet::{Hub, Route};
+/// use comet::CometLayer;
 /// use std::time::Duration;
 ///
 /// let hub = Hub::new();

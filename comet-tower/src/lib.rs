@@ -8,8 +8,8 @@
 //!
 //! ```
 //! use axum::{extract::State, routing::post, Router};
-//! use comet_core::{protocol::Route, Hub, Payload};
-//! use comet_tower::CometLayer;
+//! use comet::{Hub, Payload, Route};
+//! use comet::CometLayer;
 //!
 //! #[derive(serde::Deserialize)]
 //! struct Say { room: String, text: String }
@@ -57,7 +57,7 @@
 //! The crate follows tower-http's anatomy: [`CometLayer`] (the layer),
 //! [`Comet`] (the service), [`ResponseFuture`] and [`ResponseBody`]; and
 //! [`RouteService`] mounts a single route with `Router::route_service`.
-//! The protocol itself lives in [`comet_core::protocol`], shared by every adapter.
+//! The protocol itself lives in [`comet::protocol`](comet_core::protocol), shared by every adapter.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]

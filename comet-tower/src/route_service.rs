@@ -18,8 +18,8 @@ use tower_service::Service;
 ///
 /// ```
 /// use axum::Router;
-/// use comet_core::{protocol::{PublishRoute, Route}, Hub};
-/// use comet_tower::RouteService;
+/// use comet::{Hub, PublishRoute, Route};
+/// use comet::RouteService;
 ///
 /// let hub = Hub::new();
 /// let publish = PublishRoute::new().authorize(|request, _| request.headers.contains_key("x-admin"));

@@ -2,27 +2,27 @@
 //!
 //! Each filter answers a request the way PROTOCOL.md says, errors included,
 //! using the protocol implementation shared with every adapter
-//! ([`comet_core::protocol`]); this crate only turns a warp request into an
+//! ([`comet::protocol`](comet_core::protocol)); this crate only turns a warp request into an
 //! `http::request::Parts` and the answer into a warp reply. Compose them
 //! after the path filters you choose:
 //!
 //! ```
-//! use comet_core::{protocol::{PublishRoute, Route}, Hub};
+//! use comet::{Hub, PublishRoute, Route};
 //! use warp::Filter;
 //!
 //! let hub = Hub::new();
-//! let events = warp::path!("events").and(comet_warp::sse(hub.clone()));
-//! let poll = warp::path!("poll").and(comet_warp::long_poll(hub.clone()));
-//! let push = warp::path!("push").and(comet_warp::route(hub.clone(), Route::all()));
+//! let events = warp::path!("events").and(comet::warp::sse(hub.clone()));
+//! let poll = warp::path!("poll").and(comet::warp::long_poll(hub.clone()));
+//! let push = warp::path!("push").and(comet::warp::route(hub.clone(), Route::all()));
 //! // POST /publish/room/lobby publishes to `room/lobby`.
-//! let publish = warp::path("publish").and(comet_warp::publish(
+//! let publish = warp::path("publish").and(comet::warp::publish(
 //!     hub.clone(),
 //!     PublishRoute::new().authorize(|request, _| request.headers.contains_key("x-admin")),
 //! ));
 //! // The browser client, for `import { Comet } from "/push/comet.js"`.
-//! let client = warp::path!("push" / "comet.js").and(comet_warp::client(Route::all()));
+//! let client = warp::path!("push" / "comet.js").and(comet::warp::client(Route::all()));
 //! // Any other path under /push: the protocol's JSON 404.
-//! let unknown = warp::path("push").and(comet_warp::not_found());
+//! let unknown = warp::path("push").and(comet::warp::not_found());
 //! let routes = events.or(poll).or(push).or(publish).or(client).or(unknown);
 //! // warp::serve(routes).run(([127, 0, 0, 1], 3000)).await;
 //! ```
@@ -99,7 +99,7 @@ pub fn jsonp(
 }
 
 /// Serves the browser client, `comet.js`, with `route`'s CORS:
-/// `warp::path!("push" / "comet.js").and(comet_warp::client(Route::all()))`.
+/// `warp::path!("push" / "comet.js").and(comet::warp::client(Route::all()))`.
 pub fn client(
     route: Route,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
@@ -109,7 +109,7 @@ pub fn client(
 /// Answers every request with the protocol's JSON 404 (`not_found`): put it
 /// last under a comet prefix, so that a path there that no comet filter
 /// serves gets the protocol's error rather than warp's empty rejection:
-/// `warp::path("comet").and(comet_warp::not_found())`.
+/// `warp::path("comet").and(comet::warp::not_found())`.
 pub fn not_found() -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
     request_parts().map(|parts: Parts| into_reply(protocol::not_found(&parts)))
 }

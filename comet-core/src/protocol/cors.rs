@@ -10,7 +10,7 @@ use std::{fmt, sync::Arc, time::Duration};
 /// (cookies, HTTP authentication).
 ///
 /// ```
-/// use comet_core::protocol::{Cors, Route};
+/// use comet::{Cors, Route};
 /// let route = Route::sse().cors(
 ///     Cors::allow_origins(["https://www.example.com", "https://app.example.com"])
 ///         .allow_credentials(true),

@@ -63,7 +63,7 @@ impl Chunks {
 /// line for gaps, and `text/plain`.
 ///
 /// ```
-/// use comet_core::{protocol::{Chunks, StreamFormat}, Cursor, Message};
+/// use comet::{protocol::{Chunks, StreamFormat}, Cursor, Message};
 ///
 /// /// `channel<TAB>text` lines, for `curl` users.
 /// struct Lines;
@@ -136,7 +136,7 @@ pub trait StreamFormat: Send + Sync + 'static {
 ///
 /// ```
 /// use bytes::Bytes;
-/// use comet_core::{protocol::PollFormat, Cursor, Item};
+/// use comet::{protocol::PollFormat, Cursor, Item};
 /// use http::HeaderValue;
 ///
 /// /// One `channel<TAB>text` line per message, then the cursor.

@@ -41,7 +41,7 @@ where
 /// endpoint would let anyone write to every channel.
 ///
 /// ```
-/// use comet_core::protocol::PublishRoute;
+/// use comet::PublishRoute;
 /// let route = PublishRoute::new().authorize(|request, _channel| {
 ///     request.headers.get("authorization").is_some_and(|v| v == "Bearer secret")
 /// });

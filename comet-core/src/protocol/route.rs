@@ -22,7 +22,7 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 /// How one comet route serves subscribers. Cheap to clone.
 ///
 /// ```
-/// use comet_core::{protocol::{Route, Transport}, Since};
+/// use comet::{Route, Since, Transport};
 /// use std::time::Duration;
 ///
 /// let events = Route::sse().heartbeat(Duration::from_secs(20));
@@ -130,7 +130,7 @@ impl Route {
     /// request's parameters (a callback name, say) or refuse it.
     ///
     /// ```
-    /// use comet_core::{protocol::{Chunks, Route, StreamFormat}, Cursor, Message};
+    /// use comet::{protocol::{Chunks, Route, StreamFormat}, Cursor, Message};
     ///
     /// struct Csv;
     /// impl StreamFormat for Csv {
@@ -169,7 +169,7 @@ impl Route {
     ///
     /// ```
     /// use bytes::Bytes;
-    /// use comet_core::{protocol::{PollFormat, Route}, Cursor, Item};
+    /// use comet::{protocol::{PollFormat, Route}, Cursor, Item};
     /// use http::HeaderValue;
     ///
     /// /// The cursor, then one message text per line.
@@ -310,7 +310,7 @@ impl Route {
     /// and its `channel` parameters (the default keeps the parameters).
     ///
     /// ```
-    /// use comet_core::protocol::{ProtocolError, Route};
+    /// use comet::{ProtocolError, Route};
     /// // GET /user-events: the user's own channel, from a header set by an
     /// // earlier authentication middleware.
     /// let route = Route::sse().channels(|request, _requested| {
@@ -337,7 +337,7 @@ impl Route {
     /// Checked on every request, long polls included. Default: allow all.
     ///
     /// ```
-    /// use comet_core::protocol::Route;
+    /// use comet::Route;
     /// let route = Route::sse().authorize(|request, channels| {
     ///     let signed_in = request.headers.contains_key("authorization");
     ///     channels.iter().all(|c| c.as_str().starts_with("public/") || signed_in)
