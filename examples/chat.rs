@@ -51,6 +51,7 @@ use comet::{
     Hub,
 };
 use hyper_util::service::TowerToHyperService;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use tower::ServiceExt;
@@ -64,7 +65,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let options = common::Options::from_args()?;
     let listener = options.listen().await?;
     let hub = options.hub()?;
-    let app = app(hub.clone(), common::publish_token());
+    let metrics = PrometheusBuilder::new().install_recorder()?;
+    comet::telemetry::describe();
+    let app = app(hub.clone(), common::publish_token(), metrics);
     // Like `axum::serve(listener, app.into_make_service_with_connect_info())`
     // with graceful shutdown, but HTTP/1.1 only: a held connection then
     // costs about 11 KB rather than 19 KB (see http1.rs).
@@ -99,8 +102,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The whole app: the page, the chat API, and the reference comet routes.
-fn app(hub: Hub, publish_token: Option<String>) -> Router {
+/// The whole app: the page, the chat API, the reference comet routes, and
+/// comet's metrics for Prometheus at `/metrics`.
+fn app(hub: Hub, publish_token: Option<String>, metrics: PrometheusHandle) -> Router {
     let comet = CometLayer::new(hub.clone())
         .sse("/comet/sse")
         .long_poll("/comet/poll")
@@ -124,6 +128,13 @@ fn app(hub: Hub, publish_token: Option<String>) -> Router {
         .route("/", get(|| async { Html(common::PAGE) }))
         .route("/rooms/{room}/messages", post(say))
         .route("/rooms/{room}/join", post(join))
+        .route(
+            "/metrics",
+            get(move || async move {
+                metrics.run_upkeep();
+                metrics.render()
+            }),
+        )
         .with_state(hub)
         .layer(comet)
 }

@@ -172,12 +172,14 @@ impl Hub {
         if let Some(event) = &payload.event {
             validate_event(event).map_err(PublishError::InvalidEvent)?;
         }
+        let started = std::time::Instant::now();
         let position = self
             .shared
             .engine
             .publish(&channel, payload)
             .await
             .map_err(PublishError::Engine)?;
+        crate::telemetry::published(started.elapsed());
         self.shared.published.fetch_add(1, Ordering::Relaxed);
         Ok(Cursor::from(position))
     }

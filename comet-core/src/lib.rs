@@ -67,6 +67,7 @@ mod message;
 mod payload;
 pub mod protocol;
 mod subscription;
+pub mod telemetry;
 
 pub use channel_log::{ChannelLog, Extended, HistoryPolicy, Read, Since};
 pub use channel_name::{ChannelName, InvalidChannelName, MAX_CHANNEL_NAME_LEN};

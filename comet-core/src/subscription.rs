@@ -148,6 +148,7 @@ impl Subscription {
                 }
                 Read::Gap { missed, resume } => {
                     subscribed.position = resume;
+                    crate::telemetry::gap(missed);
                     ItemKind::Gap(missed)
                 }
             };
@@ -169,9 +170,9 @@ impl Subscription {
 
     fn flush_delivered(&mut self) {
         if self.delivered > 0 {
-            self.state
-                .delivered
-                .fetch_add(std::mem::take(&mut self.delivered), Ordering::Relaxed);
+            let delivered = std::mem::take(&mut self.delivered);
+            self.state.delivered.fetch_add(delivered, Ordering::Relaxed);
+            crate::telemetry::delivered(delivered);
         }
     }
 }

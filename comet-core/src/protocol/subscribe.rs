@@ -13,7 +13,7 @@ use super::{
     CometBody, Cors, ErrorCode, PollFormat, ProtocolError, Route, StreamFormat, SubscribeParams,
     Transport,
 };
-use crate::{ChannelName, Hub, Start, Subscription};
+use crate::{telemetry::SubscriberGauge, ChannelName, Hub, Start, Subscription};
 use bytes::Bytes;
 use http::{header, request::Parts, HeaderMap, HeaderName, HeaderValue, Method, Response};
 use std::{borrow::Cow, future::Future, pin::Pin, time::Duration};
@@ -56,15 +56,16 @@ pub fn serve(hub: &Hub, route: &Route, request: &Parts) -> ResponseFuture {
     let answer = async move {
         let SubscribeRequest {
             delivery,
+            transport_name,
             names,
             start,
             timeout,
-            ..
         } = subscribe;
         match hub.subscribe_names(&names, start).await {
             Ok(subscription) => {
                 tracing::debug!("subscribed");
-                answer(subscription, delivery, timeout, holding).await
+                let gauge = SubscriberGauge::new(&transport_name);
+                answer(subscription, delivery, timeout, holding, gauge).await
             }
             Err(error) => {
                 let error = ProtocolError::from(error);
@@ -101,6 +102,7 @@ async fn answer(
     delivery: Delivery,
     timeout: Option<Duration>,
     route: Holding,
+    gauge: SubscriberGauge,
 ) -> Response<CometBody> {
     match delivery {
         Delivery::Stream {
@@ -109,7 +111,14 @@ async fn answer(
         } => {
             let headers = stream_headers(&*format, route.cors_headers);
             let span = tracing::Span::current();
-            let body = CometBody::stream(subscription, format, route.heartbeat, byte_budget, span);
+            let body = CometBody::stream(
+                subscription,
+                format,
+                route.heartbeat,
+                byte_budget,
+                span,
+                gauge,
+            );
             let mut response = Response::new(body);
             *response.headers_mut() = headers;
             response
@@ -117,6 +126,7 @@ async fn answer(
         Delivery::Poll(format) => {
             let hold = poll::hold_time(timeout, route.max_hold);
             let (items, cursor) = poll::hold(subscription, hold, route.max_batch).await;
+            drop(gauge);
             tracing::debug!(items = items.len(), "answered a long poll");
             let mut response = Response::new(CometBody::full(format.answer(&items, &cursor)));
             *response.headers_mut() = poll_headers(&*format, route.cors_headers);
