@@ -35,7 +35,7 @@ mod common;
 mod http1;
 #[path = "common/http2.rs"]
 mod http2;
-#[path = "common/runtime.rs"]
+#[path = "../bench/runtime.rs"]
 mod runtime;
 
 use axum::{

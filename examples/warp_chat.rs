@@ -13,7 +13,7 @@
 //! so that the tests build it with the default features.
 
 mod common;
-#[path = "common/runtime.rs"]
+#[path = "../bench/runtime.rs"]
 mod runtime;
 
 use comet::{Hub, PublishRoute, Route};

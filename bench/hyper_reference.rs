@@ -10,9 +10,9 @@ use comet::{
 };
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
-#[path = "common/http1.rs"]
+#[path = "../examples/common/http1.rs"]
 mod http1;
-#[path = "common/runtime.rs"]
+#[path = "runtime.rs"]
 mod runtime;
 
 fn main() -> std::io::Result<()> {
