@@ -87,9 +87,16 @@ fn visit(name: &str, path: &mut Vec<String>, order: &mut Vec<String>) {
 
 /// The name a top-level declaration (a line that starts one) declares.
 fn top_level_name(line: &str) -> Option<&str> {
-    let rest = ["function ", "async function ", "class ", "const ", "let ", "var "]
-        .iter()
-        .find_map(|keyword| line.strip_prefix(keyword))?;
+    let rest = [
+        "function ",
+        "async function ",
+        "class ",
+        "const ",
+        "let ",
+        "var ",
+    ]
+    .iter()
+    .find_map(|keyword| line.strip_prefix(keyword))?;
     let rest = rest.trim_start_matches('*').trim_start();
     let end = rest
         .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))

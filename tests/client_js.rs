@@ -70,7 +70,8 @@ fn main() {
 
 /// `node --test` on one file: passes when every test in it passed.
 fn run(node: Option<&Path>, file: &Path, bundle: &Path) -> Result<(), Failed> {
-    let node = node.ok_or("COMET_CLIENT_TESTS=1 but no node on PATH (Debian: apt-get install nodejs)")?;
+    let node =
+        node.ok_or("COMET_CLIENT_TESTS=1 but no node on PATH (Debian: apt-get install nodejs)")?;
     let output = Command::new(node)
         .current_dir(client_dir())
         .args(["--test", "--test-reporter=spec"])
