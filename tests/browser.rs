@@ -327,13 +327,7 @@ async fn two_chat_tabs_share_one_connection() {
     second
         .eval("new Promise((resolve) => chat.comet.leader && chat.comet.state === 'open' ? resolve(true) : chat.comet.on('open', () => chat.comet.leader && resolve(true)))")
         .await;
-    let said = client()
-        .post(chat.running.url("/rooms/shared/messages"))
-        .json(&json!({ "name": "carl", "text": "still here?" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(said.status(), 201);
+    say(&chat, "shared", "carl", "still here?").await;
     assert_eq!(second.eval(&shows("still here?")).await, 1);
     assert!(!second.requests_to("/comet?").is_empty());
     assert_eq!(second.eval(&shows("hello from bob")).await, 1, "repeated");
@@ -370,9 +364,10 @@ async fn events_with(tab: &Tab<'_>, part: &str) -> Vec<String> {
     lines.into_iter().filter(|l| l.contains(part)).collect()
 }
 
-async fn say(chat: &Chat, name: &str, text: &str) {
+/// Says `text` as `name` in the chat room `room`.
+async fn say(chat: &Chat, room: &str, name: &str, text: &str) {
     let said = client()
-        .post(chat.running.url("/rooms/lobby/messages"))
+        .post(chat.running.url(&format!("/rooms/{room}/messages")))
         .json(&json!({ "name": name, "text": text }))
         .send()
         .await
@@ -392,7 +387,7 @@ async fn the_chat_demo_joins_at_once_and_its_controls_show_resume_and_fallback()
     };
     let chat = Chat::start(&[]);
     let proxy = Proxy::start(chat.addr).await;
-    say(&chat, "ann", "before you came").await;
+    say(&chat, "lobby", "ann", "before you came").await;
     let tab = browser.tab(&proxy.url("/")).await;
     tab.diagnose_with("document.querySelector('aside').innerText");
     tab.eval(OPEN).await;
@@ -434,7 +429,7 @@ async fn the_chat_demo_joins_at_once_and_its_controls_show_resume_and_fallback()
             .len(),
         1
     );
-    say(&chat, "ann", "after the drop").await;
+    say(&chat, "lobby", "ann", "after the drop").await;
     assert_eq!(tab.eval(&shows("after the drop")).await, 1);
 
     // Restart from the first message's cursor: what came after it arrives
