@@ -1,9 +1,13 @@
-//! A small chat on axum with comet: pick a name and a room, and talk.
+//! A small chat on axum with comet: the page joins the lobby at once, under
+//! a generated name, with its recent history, and shows what comet does.
 //!
 //! The page receives through the comet browser client (`/comet/comet.js`),
 //! which picks the best transport that works and shares one connection
-//! between tabs (add `?transport=poll`, or sse, stream, jsonp, iframe, to
-//! the page's URL to force one). Messages are posted to an ordinary axum
+//! between tabs. Beside the chat, a panel shows the transport, the cursor,
+//! reconnects, fallbacks and gaps as they happen, with controls to force a
+//! transport, drop the connection, or restart from an older message's
+//! cursor (`?transport=poll`, or sse, stream, jsonp, iframe, in the page's
+//! URL forces one from the start; `?name=` and `?room=` pick those). Messages are posted to an ordinary axum
 //! handler that calls `hub.publish`. `COMET_CORS_ORIGINS` (comma-separated)
 //! lets pages of other origins use `/comet`, with credentials.
 //!

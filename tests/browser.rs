@@ -1,8 +1,8 @@
 //! The browser client, `comet.js`, in a real browser (headless Chromium over
 //! the DevTools protocol) against the chat example: every transport forced
 //! in turn, network drops, server restarts, gaps, fallback when transports
-//! are blocked, one connection shared by two tabs, and a push host on
-//! another origin.
+//! are blocked, one connection shared by two tabs, a push host on another
+//! origin, and the demo page's own panel and controls.
 //!
 //! Chromium missing: these tests say "NOT RUN" and pass, unless
 //! `COMET_BROWSER_TESTS=1`, where a missing browser fails them (CI sets it).
@@ -327,16 +327,157 @@ async fn two_chat_tabs_share_one_connection() {
     second
         .eval("new Promise((resolve) => chat.comet.leader && chat.comet.state === 'open' ? resolve(true) : chat.comet.on('open', () => chat.comet.leader && resolve(true)))")
         .await;
+    say(&chat, "shared", "carl", "still here?").await;
+    assert_eq!(second.eval(&shows("still here?")).await, 1);
+    assert!(!second.requests_to("/comet?").is_empty());
+    assert_eq!(second.eval(&shows("hello from bob")).await, 1, "repeated");
+}
+
+/// Resolves when `condition` (JavaScript) holds on the chat page, checked
+/// whenever its client reports something (after the page's own listeners).
+fn chat_until(condition: &str) -> String {
+    format!(
+        r#"new Promise((resolve) => {{
+  const check = () => {{ if ({condition}) {{ resolve(true); return true; }} return false; }};
+  if (!check()) for (const e of ['state', 'message', 'cursor', 'reconnect', 'transport', 'gap']) chat.comet.on(e, check);
+}})"#
+    )
+}
+
+/// The text of the chat page's element `id`.
+async fn text_of(tab: &Tab<'_>, id: &str) -> String {
+    let text = tab
+        .eval(&format!(
+            "document.getElementById({}).textContent",
+            Value::from(id)
+        ))
+        .await;
+    text.as_str().unwrap().to_owned()
+}
+
+/// The lines of the chat page's event log that contain `part`.
+async fn events_with(tab: &Tab<'_>, part: &str) -> Vec<String> {
+    let lines = tab
+        .eval("[...document.querySelectorAll('#events li')].map((li) => li.textContent)")
+        .await;
+    let lines: Vec<String> = serde_json::from_value(lines).unwrap();
+    lines.into_iter().filter(|l| l.contains(part)).collect()
+}
+
+/// Says `text` as `name` in the chat room `room`.
+async fn say(chat: &Chat, room: &str, name: &str, text: &str) {
     let said = client()
-        .post(chat.running.url("/rooms/shared/messages"))
-        .json(&json!({ "name": "carl", "text": "still here?" }))
+        .post(chat.running.url(&format!("/rooms/{room}/messages")))
+        .json(&json!({ "name": name, "text": text }))
         .send()
         .await
         .unwrap();
     assert_eq!(said.status(), 201);
-    assert_eq!(second.eval(&shows("still here?")).await, 1);
-    assert!(!second.requests_to("/comet?").is_empty());
-    assert_eq!(second.eval(&shows("hello from bob")).await, 1, "repeated");
+}
+
+/// The chat demo as a newcomer sees it: in the lobby at once, under a
+/// generated name, with its history; the panel shows the transport, the
+/// cursor, reconnects, fallbacks and gaps as they happen, and its controls
+/// force a transport, drop the connection and restart from an old cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_demo_joins_at_once_and_its_controls_show_resume_and_fallback() {
+    let _slot = browser_slot().await;
+    let Some(browser) = Browser::launch("chat demo").await else {
+        return;
+    };
+    let chat = Chat::start(&[]);
+    let proxy = Proxy::start(chat.addr).await;
+    say(&chat, "lobby", "ann", "before you came").await;
+    let tab = browser.tab(&proxy.url("/")).await;
+    tab.diagnose_with("document.querySelector('aside').innerText");
+    tab.eval(OPEN).await;
+    let name = tab.eval("document.getElementById('name').value").await;
+    let name = name.as_str().unwrap().to_owned();
+    assert!(
+        name.len() > 3 && name.contains('-'),
+        "a generated name: {name}"
+    );
+    tab.eval(&shows("before you came")).await;
+    tab.eval(&shows(&format!("{name} joined"))).await;
+    assert_eq!(text_of(&tab, "transport").await, "sse");
+    assert_eq!(text_of(&tab, "state").await, "open");
+    tab.eval(&chat_until(
+        "document.getElementById('cursor').textContent === chat.comet.cursor",
+    ))
+    .await;
+
+    // Force long polling: the client switches at once, from its cursor.
+    tab.eval("const f = document.getElementById('force'); f.value = 'poll'; f.dispatchEvent(new Event('change')); true")
+        .await;
+    tab.eval(&chat_until(
+        "chat.comet.state === 'open' && chat.comet.transport === 'poll'",
+    ))
+    .await;
+    assert_eq!(text_of(&tab, "transport").await, "poll");
+    assert_eq!(events_with(&tab, "forced: sse → poll").await.len(), 1);
+
+    // Drop the connection: it comes back by itself and misses nothing.
+    tab.eval("document.getElementById('drop').click(), true")
+        .await;
+    tab.eval(&chat_until(
+        "document.getElementById('reconnects').textContent === '1' && chat.comet.state === 'open'",
+    ))
+    .await;
+    assert_eq!(
+        events_with(&tab, "dropped: reconnecting over poll")
+            .await
+            .len(),
+        1
+    );
+    say(&chat, "lobby", "ann", "after the drop").await;
+    assert_eq!(tab.eval(&shows("after the drop")).await, 1);
+
+    // Restart from the first message's cursor: what came after it arrives
+    // again, marked so; the message itself does not.
+    tab.eval("[...document.querySelectorAll('#log li')].find((li) => li.textContent.includes('before you came')).querySelector('.from').click(), true")
+        .await;
+    tab.eval(&chat_until(
+        "document.querySelectorAll('#log li.again').length >= 2",
+    ))
+    .await;
+    let again = tab
+        .eval("[...document.querySelectorAll('#log li.again')].map((li) => li.textContent)")
+        .await;
+    let again: Vec<String> = serde_json::from_value(again).unwrap();
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert!(again[0].contains(&format!("{name} joined")), "{again:?}");
+    assert!(again[1].contains("after the drop"), "{again:?}");
+    assert_eq!(tab.eval(&shows("before you came")).await, 1);
+
+    // A server restart: a new epoch, so a gap with an unknown count.
+    drop(chat);
+    let chat = Chat::start(&[]);
+    proxy.retarget(chat.addr);
+    proxy.cut();
+    tab.eval(&chat_until(
+        "document.getElementById('gaps').textContent === '1' && chat.comet.state === 'open'",
+    ))
+    .await;
+    assert_eq!(
+        events_with(&tab, "gap: unknown number of messages lost in room/lobby")
+            .await
+            .len(),
+        1
+    );
+    tab.close().await;
+
+    // A newcomer whose network blocks SSE sees the fallback to streaming.
+    let tab = browser.tab("about:blank").await;
+    tab.block(&["*transport=sse*"]).await;
+    tab.navigate(&proxy.url("/")).await;
+    tab.diagnose_with("document.querySelector('aside').innerText");
+    tab.eval(&chat_until(
+        "chat.comet.state === 'open' && chat.comet.transport === 'stream'",
+    ))
+    .await;
+    assert_eq!(text_of(&tab, "fallbacks").await, "1");
+    assert_eq!(events_with(&tab, "fallback: sse → stream").await.len(), 1);
+    tab.eval(&shows("joined")).await;
 }
 
 /// A page of one origin receives from a push host on another, with

@@ -1,7 +1,10 @@
 //! The browser client, `comet.js`, served beside the routes it speaks to.
 //!
 //! The script is compiled into the crate, so the client a server hands out
-//! always speaks that server's protocol. Its URL without a version is
+//! always speaks that server's protocol. It is written as ES modules
+//! (`comet-core/client/*.js`, unit-tested with `node --test`) and served as
+//! one file that `build.rs` makes of them: one request, one URL to version,
+//! nothing to mount per module. Its URL without a version is
 //! revalidated by ETag on every load (a 304 when unchanged); with
 //! `?v=<CLIENT_VERSION>`, as [`client_script_url`] writes it, it is cached
 //! for a year, since another version has another URL.
@@ -11,8 +14,9 @@ use bytes::Bytes;
 use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
 use std::sync::OnceLock;
 
-/// The client: a dependency-free ES module (`comet-core/client/comet.js`).
-pub const CLIENT_SCRIPT: &str = include_str!("../../client/comet.js");
+/// The client: a dependency-free ES module, `comet-core/client/comet.js`
+/// with the modules it imports, built into one file by `build.rs`.
+pub const CLIENT_SCRIPT: &str = include_str!(concat!(env!("OUT_DIR"), "/comet.js"));
 
 /// Its TypeScript declarations (`comet-core/client/comet.d.ts`).
 pub const CLIENT_TYPES: &str = include_str!("../../client/comet.d.ts");
