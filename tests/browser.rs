@@ -4,8 +4,9 @@
 //! are blocked, one connection shared by two tabs, a push host on another
 //! origin, and the demo page's own panel and controls.
 //!
-//! Chromium missing: these tests say "NOT RUN" and pass, unless
-//! `COMET_BROWSER_TESTS=1`, where a missing browser fails them (CI sets it).
+//! Chromium missing: these tests are reported as ignored (tests/support/
+//! tool_tests.rs), unless `COMET_BROWSER_TESTS=1`, where a missing browser
+//! fails them (CI sets it).
 //! The same for `redis-server` and `COMET_REDIS_TESTS=1`, for the case of
 //! two nodes on Redis.
 
@@ -22,6 +23,37 @@ use support::{
     client, Running,
 };
 use tokio::sync::{Semaphore, SemaphorePermit};
+
+fn main() {
+    support::tool_tests::run(vec![
+        tool_test!(sse_survives_drops_restarts_and_reports_gaps, [Chromium]),
+        tool_test!(stream_survives_drops_restarts_and_reports_gaps, [Chromium]),
+        tool_test!(poll_survives_drops_restarts_and_reports_gaps, [Chromium]),
+        tool_test!(jsonp_survives_drops_restarts_and_reports_gaps, [Chromium]),
+        tool_test!(iframe_survives_drops_restarts_and_reports_gaps, [Chromium]),
+        tool_test!(
+            falls_back_in_order_and_returns_to_the_better_transport,
+            [Chromium]
+        ),
+        tool_test!(two_chat_tabs_share_one_connection, [Chromium]),
+        tool_test!(
+            the_chat_demo_joins_at_once_and_its_controls_show_resume_and_fallback,
+            [Chromium]
+        ),
+        tool_test!(
+            a_push_host_on_another_origin_works_with_credentials,
+            [Chromium]
+        ),
+        tool_test!(
+            comet_js_across_two_redis_nodes_behind_a_round_robin_proxy,
+            [Chromium, RedisServer]
+        ),
+        tool_test!(
+            ten_event_sources_are_live_at_once_over_http2_and_six_over_http1,
+            [Chromium]
+        ),
+    ]);
+}
 
 /// Two cores: at most two browsers at a time keeps every bound honest.
 static BROWSERS: Semaphore = Semaphore::const_new(2);
@@ -193,34 +225,28 @@ async fn transport_survives(transport: &str) {
     assert_eq!(tab.eval("T.errors.length").await, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_survives_drops_restarts_and_reports_gaps() {
     transport_survives("sse").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_survives_drops_restarts_and_reports_gaps() {
     transport_survives("stream").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_survives_drops_restarts_and_reports_gaps() {
     transport_survives("poll").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jsonp_survives_drops_restarts_and_reports_gaps() {
     transport_survives("jsonp").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iframe_survives_drops_restarts_and_reports_gaps() {
     transport_survives("iframe").await;
 }
 
 /// Blocked transports are left for the next in order, by failures that
 /// happened; when the better one works again the client returns to it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn falls_back_in_order_and_returns_to_the_better_transport() {
     let _slot = browser_slot().await;
     let Some(browser) = Browser::launch("fallback").await else {
@@ -287,7 +313,6 @@ const OPEN: &str = "new Promise((resolve) => chat.comet.state === 'open' ? resol
 
 /// The chat page in two tabs holds one comet connection; when the tab that
 /// holds it closes, the other takes over without losing a message.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_chat_tabs_share_one_connection() {
     let _slot = browser_slot().await;
     let Some(browser) = Browser::launch("two tabs").await else {
@@ -379,7 +404,6 @@ async fn say(chat: &Chat, room: &str, name: &str, text: &str) {
 /// generated name, with its history; the panel shows the transport, the
 /// cursor, reconnects, fallbacks and gaps as they happen, and its controls
 /// force a transport, drop the connection and restart from an old cursor.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chat_demo_joins_at_once_and_its_controls_show_resume_and_fallback() {
     let _slot = browser_slot().await;
     let Some(browser) = Browser::launch("chat demo").await else {
@@ -482,7 +506,6 @@ async fn the_chat_demo_joins_at_once_and_its_controls_show_resume_and_fallback()
 
 /// A page of one origin receives from a push host on another, with
 /// credentials, over SSE and over fetch.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_host_on_another_origin_works_with_credentials() {
     let _slot = browser_slot().await;
     let Some(browser) = Browser::launch("cross-origin").await else {
@@ -518,7 +541,6 @@ async fn a_push_host_on_another_origin_works_with_credentials() {
 /// the page, its script and every connection of `comet.js` go to either
 /// node, and a cut sends the client to the other one. It receives exactly
 /// what both nodes publish, in order, with no gap.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn comet_js_across_two_redis_nodes_behind_a_round_robin_proxy() {
     let _slot = browser_slot().await;
     if !redis_server::redis_tests_enabled() {
@@ -567,7 +589,6 @@ async fn comet_js_across_two_redis_nodes_behind_a_round_robin_proxy() {
 /// browser keeps six connections per host, so the seventh waits until one
 /// closes; over HTTP/2 (the demo with `--tls-self-signed`) all ten share
 /// one connection and are live at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_event_sources_are_live_at_once_over_http2_and_six_over_http1() {
     let _slot = browser_slot().await;
     let Some(browser) = Browser::launch("http2").await else {

@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod clients;
+pub mod tool_tests;
 
 use bytes::Bytes;
 use comet::{
