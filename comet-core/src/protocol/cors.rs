@@ -165,14 +165,12 @@ impl Cors {
             }
         };
         let headers = response.headers_mut();
-        headers.append(
-            header::VARY,
-            HeaderValue::from_static("access-control-request-method"),
-        );
-        headers.append(
-            header::VARY,
-            HeaderValue::from_static("access-control-request-headers"),
-        );
+        for varies in [
+            "access-control-request-method",
+            "access-control-request-headers",
+        ] {
+            headers.append(header::VARY, HeaderValue::from_static(varies));
+        }
         self.decorate(origin, headers);
         response
     }

@@ -150,29 +150,43 @@ async fn answer(
 /// life: sized to what goes in (three headers, the format's own, four more
 /// with CORS), not the default six.
 fn stream_headers(format: &dyn StreamFormat, cors: usize) -> HeaderMap {
-    let own = format.headers();
-    let mut headers = HeaderMap::with_capacity(3 + own.len() + cors);
-    headers.insert(header::CONTENT_TYPE, format.content_type());
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    insert_all(&mut headers, own);
-    headers
+    answer_headers(
+        format.content_type(),
+        format.headers(),
+        Answer::Stream,
+        cors,
+    )
 }
 
 /// The headers of a long-poll answer (the `ETag` is added with the body).
 fn poll_headers(format: &dyn PollFormat, cors: usize) -> HeaderMap {
-    let own = format.headers();
-    let mut headers = HeaderMap::with_capacity(3 + own.len() + cors);
-    headers.insert(header::CONTENT_TYPE, format.content_type());
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    insert_all(&mut headers, own);
-    headers
+    answer_headers(format.content_type(), format.headers(), Answer::Poll, cors)
 }
 
-fn insert_all(headers: &mut HeaderMap, more: &[(HeaderName, HeaderValue)]) {
-    for (name, value) in more {
+#[derive(PartialEq)]
+enum Answer {
+    Stream,
+    Poll,
+}
+
+fn answer_headers(
+    content_type: HeaderValue,
+    own: &[(HeaderName, HeaderValue)],
+    answer: Answer,
+    cors: usize,
+) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(3 + own.len() + cors);
+    headers.insert(header::CONTENT_TYPE, content_type);
+    if answer == Answer::Stream {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    } else {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    for (name, value) in own {
         headers.insert(name.clone(), value.clone());
     }
+    headers
 }
 
 /// How many headers the route's CORS adds to an answer, at most.
