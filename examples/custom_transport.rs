@@ -18,9 +18,8 @@
 
 use axum::{extract::Query, routing::post, Router};
 use comet::{
-    protocol::{self, Chunks, Route, StreamFormat},
-    tower::CometLayer,
-    Cursor, Hub, Item, Message, Start,
+    protocol::{self, Chunks, StreamFormat},
+    CometLayer, Cursor, Hub, Item, Message, Route, Start,
 };
 use hyper_util::rt::TokioIo;
 use std::{collections::HashMap, time::Duration};
