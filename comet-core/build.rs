@@ -32,13 +32,14 @@ fn main() {
         }
         for line in lines {
             if line.starts_with("import ") {
-                continue;
+                continue; // checked by `visit`
             }
+            check_module_syntax(name, line);
             let line = match line.strip_prefix("export ") {
-                Some(_) if name == ENTRY => line,
-                Some(rest) if rest.starts_with('{') => {
+                Some(rest) if rest.starts_with('{') && name != ENTRY => {
                     panic!("{DIR}/{name}: only {ENTRY} may have an export list")
                 }
+                Some(_) if name == ENTRY => line,
                 Some(declaration) => declaration,
                 None => line,
             };
@@ -72,6 +73,9 @@ fn visit(name: &str, path: &mut Vec<String>, order: &mut Vec<String>) {
     // The modules it reads, not the folder: its tests are not built in.
     println!("cargo:rerun-if-changed={DIR}/{name}");
     for line in read(name).lines().filter(|l| l.starts_with("import ")) {
+        if !line.starts_with("import { ") || line.contains(" as ") || line.contains('*') {
+            panic!("{DIR}/{name}: `{line}`: only `import {{ a, b }} from \"./x.js\";` is joined");
+        }
         let module = line
             .strip_suffix("\";")
             .and_then(|l| l.rsplit_once(" from \"./"))
@@ -84,6 +88,40 @@ fn visit(name: &str, path: &mut Vec<String>, order: &mut Vec<String>) {
     }
     path.pop();
     order.push(name.to_owned());
+}
+
+/// Refuses module syntax this join would get wrong, rather than serve a
+/// broken client: an `import` or `export` that is not at the start of its
+/// line or not of the accepted shapes, and top-level declarations of more
+/// than one name.
+fn check_module_syntax(name: &str, line: &str) {
+    let trimmed = line.trim_start();
+    let keyword = ["import", "export"].into_iter().find(|k| {
+        trimmed.strip_prefix(k).is_some_and(|rest| {
+            !rest.starts_with(|c: char| c.is_alphanumeric() || c == '_' || c == '$')
+        })
+    });
+    if let Some(keyword) = keyword {
+        let accepted = trimmed.len() == line.len()
+            && keyword == "export"
+            && match &line["export ".len().min(line.len())..] {
+                list if list.starts_with('{') => name == ENTRY && !list.contains(" from "),
+                declaration => top_level_name(declaration).is_some(),
+            };
+        if !accepted {
+            panic!("{DIR}/{name}: `{line}`: imports are `import {{ .. }} from \"./x.js\";` at the start of a line, exports `export function|class|const|let ..` or, in {ENTRY}, one `export {{ .. }};`");
+        }
+    }
+    for keyword in ["const ", "let ", "var "] {
+        if let Some(rest) = line.strip_prefix(keyword).or_else(|| {
+            line.strip_prefix("export ")
+                .and_then(|l| l.strip_prefix(keyword))
+        }) {
+            if rest.starts_with(['{', '[']) {
+                panic!("{DIR}/{name}: `{line}`: declare one name a line at the top level (the modules share one scope once joined)");
+            }
+        }
+    }
 }
 
 /// The name a top-level declaration (a line that starts one) declares.

@@ -66,7 +66,8 @@ pub use comet_redis as redis;
 
 /// The README's Rust snippets, compiled and run as doc tests. They use the
 /// `warp` and `redis` features, which `cargo test --workspace` turns on (the
-/// adapter crates' doc examples use the facade with them).
+/// adapter crates' doc examples use the facade with them); `cargo test -p
+/// comet` alone runs them with `--features full`.
 #[cfg(all(doctest, feature = "warp", feature = "redis"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -11,7 +11,7 @@ use crate::{
 use std::{
     fmt,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -558,12 +558,17 @@ impl HubBuilder {
         });
         Hub {
             shared: Arc::new(HubShared {
-                engine,
+                engine: engine.clone(),
                 max_channels: self.max_channels,
                 max_payload: self.max_payload,
                 max_subscribers: self.max_subscribers,
                 max_channel_subscribers: self.max_channel_subscribers,
-                state: Arc::default(),
+                state: Arc::new(SubscriberState {
+                    subscribers: AtomicUsize::new(0),
+                    delivered: AtomicU64::new(0),
+                    shutting_down: AtomicBool::new(false),
+                    _engine: engine.clone(),
+                }),
                 published: AtomicU64::new(0),
             }),
         }

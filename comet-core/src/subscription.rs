@@ -69,10 +69,9 @@ impl Item {
     }
 }
 
-/// The part of the hub every subscription shares (its counters and the
-/// shutdown flag): kept apart from the hub, so that a subscription needs
-/// nothing else of it.
-#[derive(Debug, Default)]
+/// The part of the hub every subscription shares (its counters, the
+/// shutdown flag, and the engine it keeps alive): kept apart from the hub,
+/// so that a subscription needs nothing else of it.
 pub(crate) struct SubscriberState {
     /// Live subscriptions.
     pub(crate) subscribers: AtomicUsize,
@@ -80,6 +79,9 @@ pub(crate) struct SubscriberState {
     pub(crate) delivered: AtomicU64,
     /// Set by [`Hub::shutdown`](crate::Hub::shutdown): every stream ends.
     pub(crate) shutting_down: AtomicBool,
+    /// The hub's engine, kept alive while a subscription lives (an engine
+    /// with a backplane stops feeding its logs when dropped).
+    pub(crate) _engine: Arc<dyn crate::Engine>,
 }
 
 /// A live subscription to one or more channels; see [`Hub::subscribe`](crate::Hub::subscribe).

@@ -15,8 +15,11 @@ use metrics::{
 };
 use std::time::Duration;
 
-/// Gauge, label `transport`: subscriptions being served, by transport
-/// (`sse`, `stream`, `iframe`, `poll`, `jsonp`, or a custom transport's name).
+/// Gauge, label `transport`: subscriptions being served over HTTP, by
+/// transport (`sse`, `stream`, `iframe`, `poll`, `jsonp`, or a custom
+/// transport's name). Subscriptions an app drives itself with
+/// [`Hub::subscribe`](crate::Hub::subscribe) are not in it (`hub.stats()`
+/// counts every subscription).
 pub const SUBSCRIBERS: &str = "comet_subscribers";
 /// Counter: messages published.
 pub const PUBLISHES: &str = "comet_publishes_total";

@@ -415,3 +415,24 @@ async fn shutdown_ends_streams_and_refuses_new_subscriptions() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_subscription_keeps_its_hubs_engine_alive_after_the_hub_is_dropped() {
+    // An engine with a backplane stops feeding its logs when the last
+    // reference to it goes; a live subscription must be one.
+    let engine = std::sync::Arc::new(comet_core::MemoryEngine::default());
+    let hub = Hub::builder().engine(engine.clone()).build();
+    let mut sub = hub.subscribe(["kept"], Start::head()).await.unwrap();
+    drop(hub);
+    assert!(
+        std::sync::Arc::strong_count(&engine) > 1,
+        "only the test holds the engine"
+    );
+    let other = Hub::builder().engine(engine.clone()).build();
+    other.publish("kept", "still here").await.unwrap();
+    let item = bounded(sub.next()).await.unwrap();
+    assert_eq!(item.message().unwrap().text(), "still here");
+    drop(sub);
+    drop(other);
+    assert_eq!(std::sync::Arc::strong_count(&engine), 1, "and then let go");
+}

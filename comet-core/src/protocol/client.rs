@@ -162,6 +162,23 @@ mod tests {
     }
 
     #[test]
+    fn the_served_client_is_one_module_with_nothing_left_to_fetch() {
+        // What build.rs makes of the modules, checked without Node: no
+        // import is left, nothing points at a sibling module, and the
+        // entry's one export list is the client's API.
+        for line in CLIENT_SCRIPT.lines() {
+            assert!(!line.trim_start().starts_with("import"), "{line}");
+            assert!(!line.contains("from \"./"), "{line}");
+        }
+        let exports: Vec<&str> = CLIENT_SCRIPT
+            .lines()
+            .filter(|l| l.starts_with("export"))
+            .collect();
+        assert_eq!(exports, ["export { Comet, CometMessage };"]);
+        assert!(CLIENT_SCRIPT.contains("class Comet "), "the API is in");
+    }
+
+    #[test]
     fn other_methods_are_refused() {
         let request = http::Request::post("/comet/comet.js").body(()).unwrap();
         let response = serve_client(&Route::all(), &request.into_parts().0);

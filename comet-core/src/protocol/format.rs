@@ -107,8 +107,9 @@ pub trait StreamFormat: Send + Sync + 'static {
         HeaderValue::from_static("text/plain; charset=utf-8")
     }
 
-    /// Headers the response carries besides `Content-Type`, `Cache-Control`
-    /// and CORS. Default: none.
+    /// Headers the response carries besides `Content-Type`, `Cache-Control`,
+    /// `X-Accel-Buffering` and CORS. They are inserted after those, so a
+    /// header of the same name replaces comet's. Default: none.
     fn headers(&self) -> &[(HeaderName, HeaderValue)] {
         &[]
     }
@@ -166,7 +167,9 @@ pub trait PollFormat: Send + Sync + 'static {
     fn content_type(&self) -> HeaderValue;
 
     /// Headers the answer carries besides `Content-Type`, `Cache-Control`,
-    /// `ETag` and CORS. Default: none.
+    /// `ETag` and CORS. They are inserted after `Content-Type` and
+    /// `Cache-Control` (and so replace a header of the same name), and
+    /// before the `ETag`, which is always the cursor. Default: none.
     fn headers(&self) -> &[(HeaderName, HeaderValue)] {
         &[]
     }

@@ -152,7 +152,6 @@ impl PublishRoute {
     }
 }
 
-/// A publish request that passed every check but reading its body.
 /// A publish request that passed every check of its parts; its body is
 /// what is left.
 struct PublishRequest {

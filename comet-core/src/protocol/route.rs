@@ -16,7 +16,7 @@ use crate::{ChannelName, Since};
 use http::request::Parts;
 use std::{fmt, sync::Arc, time::Duration};
 
-/// Default interval of SSE heartbeats on an idle stream.
+/// Default interval of heartbeats on an idle stream (every streaming transport).
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// How one comet route serves subscribers. Cheap to clone.
@@ -122,6 +122,16 @@ impl Route {
         S: StreamFormat,
     {
         Self::offering(Vec::new()).format(name, make)
+    }
+
+    /// A route serving only a long-poll format of your own; see
+    /// [`poll_format`](Self::poll_format).
+    pub fn custom_poll<F, P>(name: &str, make: F) -> Self
+    where
+        F: Fn(&Parts, &SubscribeParams) -> Result<P, ProtocolError> + Send + Sync + 'static,
+        P: PollFormat,
+    {
+        Self::offering(Vec::new()).poll_format(name, make)
     }
 
     /// Also offers a streaming wire format of your own, chosen by

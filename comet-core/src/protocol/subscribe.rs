@@ -381,11 +381,9 @@ mod tests {
     #[tokio::test]
     async fn a_poll_format_of_your_own_is_held_and_resumed_like_the_built_in_one() {
         let hub = Hub::new();
-        let route = Route::long_poll()
-            .poll_format("lines", |_, _| Ok(Lines))
-            .max_hold(Duration::from_secs(3));
+        let route = Route::custom_poll("lines", |_, _| Ok(Lines)).max_hold(Duration::from_secs(3));
         // A bootstrap poll (timeout=0) answers at once with the cursor alone.
-        let first = get(&hub, &route, "/c?channel=a&transport=lines&timeout=0", None).await;
+        let first = get(&hub, &route, "/c?channel=a&timeout=0", None).await;
         assert_eq!(first.headers()["content-type"], "text/plain; charset=utf-8");
         assert_eq!(first.headers()["x-format"], "lines");
         assert_eq!(first.headers()["cache-control"], "no-store");
