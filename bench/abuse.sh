@@ -35,7 +35,7 @@ done
 ulimit -n "$(ulimit -Hn)"
 [ "$(ulimit -n)" -ge 12000 ] || echo "ulimit -n is $(ulimit -n): 10,000 connections need about 11,000 in each of the demo and the generator" >&2
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
-cargo build -q --release --example chat
+cargo build -q --release --features bench-runtime --example chat
 cargo build -q --release -p comet-loadgen
 LOADGEN=(${PIN_CLIENT[@]+"${PIN_CLIENT[@]}"} "$CARGO_TARGET_DIR/release/comet-loadgen")
 RESULTS=bench/results

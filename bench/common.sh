@@ -27,7 +27,7 @@ prepare() {
     RUN=$RANDOM
     WORK=$(mktemp -d)
     trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
-    cargo build -q --release "${@/#/--example=}"
+    cargo build -q --release --features bench-runtime "${@/#/--example=}"
     cargo build -q --release -p comet-loadgen
     LOADGEN=(${CLIENT_CPU[@]+"${CLIENT_CPU[@]}"} target/release/comet-loadgen)
     PIN=(${SERVER_CPU[@]+"${SERVER_CPU[@]}"})

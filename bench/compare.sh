@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs each load scenario against comet (the chat example's reference routes on
-# axum, and the same routes on hyper alone: examples/hyper_reference.rs), the
+# axum, and the same routes on hyper alone: bench/hyper_reference.rs), the
 # hand-written axum + broadcast recipe, and nginx + nchan when installed
 # (apt-get install nginx libnginx-mod-nchan), all on loopback, in one run, and
 # prints one table of medians over interleaved rounds (figures on a shared

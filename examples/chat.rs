@@ -1,9 +1,13 @@
-//! A small chat on axum with comet: pick a name and a room, and talk.
+//! A small chat on axum with comet: the page joins the lobby at once, under
+//! a generated name, with its recent history, and shows what comet does.
 //!
 //! The page receives through the comet browser client (`/comet/comet.js`),
 //! which picks the best transport that works and shares one connection
-//! between tabs (add `?transport=poll`, or sse, stream, jsonp, iframe, to
-//! the page's URL to force one). Messages are posted to an ordinary axum
+//! between tabs. Beside the chat, a panel shows the transport, the cursor,
+//! reconnects, fallbacks and gaps as they happen, with controls to force a
+//! transport, drop the connection, or restart from an older message's
+//! cursor (`?transport=poll`, or sse, stream, jsonp, iframe, in the page's
+//! URL forces one from the start; `?name=` and `?room=` pick those). Messages are posted to an ordinary axum
 //! handler that calls `hub.publish`. `COMET_CORS_ORIGINS` (comma-separated)
 //! lets pages of other origins use `/comet`, with credentials.
 //!
@@ -35,7 +39,7 @@ mod common;
 mod http1;
 #[path = "common/http2.rs"]
 mod http2;
-#[path = "common/runtime.rs"]
+#[path = "../bench/runtime.rs"]
 mod runtime;
 
 use axum::{
@@ -51,6 +55,7 @@ use comet::{
     Hub,
 };
 use hyper_util::service::TowerToHyperService;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use tower::ServiceExt;
@@ -64,7 +69,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let options = common::Options::from_args()?;
     let listener = options.listen().await?;
     let hub = options.hub()?;
-    let app = app(hub.clone(), common::publish_token());
+    let metrics = PrometheusBuilder::new().install_recorder()?;
+    comet::telemetry::describe();
+    let app = app(hub.clone(), common::publish_token(), metrics);
     // Like `axum::serve(listener, app.into_make_service_with_connect_info())`
     // with graceful shutdown, but HTTP/1.1 only: a held connection then
     // costs about 11 KB rather than 19 KB (see http1.rs).
@@ -99,8 +106,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The whole app: the page, the chat API, and the reference comet routes.
-fn app(hub: Hub, publish_token: Option<String>) -> Router {
+/// The whole app: the page, the chat API, the reference comet routes, and
+/// comet's metrics for Prometheus at `/metrics`.
+fn app(hub: Hub, publish_token: Option<String>, metrics: PrometheusHandle) -> Router {
     let comet = CometLayer::new(hub.clone())
         .sse("/comet/sse")
         .long_poll("/comet/poll")
@@ -125,6 +133,13 @@ fn app(hub: Hub, publish_token: Option<String>) -> Router {
         .route("/rooms/{room}/messages", post(say))
         .route("/rooms/{room}/join", post(join))
         .route("/stats", get(stats))
+        .route(
+            "/metrics",
+            get(move || async move {
+                metrics.run_upkeep();
+                metrics.render()
+            }),
+        )
         .with_state(hub)
         .layer(comet)
         .layer(axum::middleware::from_fn(publish_deadline))

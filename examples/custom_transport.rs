@@ -18,9 +18,8 @@
 
 use axum::{extract::Query, routing::post, Router};
 use comet::{
-    protocol::{self, Frames, Route, StreamFormat},
-    tower::CometLayer,
-    Cursor, Hub, Item, Message, Start,
+    protocol::{self, Chunks, StreamFormat},
+    CometLayer, Cursor, Hub, Item, Message, Route, Start,
 };
 use hyper_util::rt::TokioIo;
 use std::{collections::HashMap, time::Duration};
@@ -34,7 +33,7 @@ use tokio_stream::StreamExt;
 struct TextLines;
 
 impl StreamFormat for TextLines {
-    fn message(&self, message: &Message, _cursor: &Cursor, out: &mut Frames) {
+    fn message(&self, message: &Message, _cursor: &Cursor, out: &mut Chunks) {
         // Each message's line is encoded once and shared by every subscriber.
         out.push(message.encoded_with("text-lines", |m| {
             format!("{}\t{}\n", m.channel(), m.text().replace(['\r', '\n'], " ")).into()
@@ -90,8 +89,8 @@ async fn serve_hyper(listener: TcpListener, hub: Hub) -> std::io::Result<()> {
         let (hub, route) = (hub.clone(), route.clone());
         let service =
             hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                let (head, _body) = request.into_parts();
-                let answer = protocol::serve(&hub, &route, &head);
+                let (parts, _body) = request.into_parts();
+                let answer = protocol::serve(&hub, &route, &parts);
                 async move { Ok::<_, std::convert::Infallible>(answer.await) }
             });
         tokio::spawn(

@@ -6,16 +6,18 @@
 //! cargo run --example warp_chat               # http://127.0.0.1:3000
 //! cargo run --example warp_chat -- --addr 127.0.0.1:4000
 //! ```
+//!
+//! In an app, turn on the facade's `warp` feature
+//! (`comet = { version = "0.1", features = ["warp"] }`) and write
+//! `comet::warp::route`; this demo names the adapter crate, `comet_warp`,
+//! so that the tests build it with the default features.
 
 mod common;
-#[path = "common/runtime.rs"]
+#[path = "../bench/runtime.rs"]
 mod runtime;
 
-use comet::{
-    protocol::{PublishRoute, Route},
-    warp::RemoteAddr,
-    Hub,
-};
+use comet::{Hub, PublishRoute, Route};
+use comet_warp::RemoteAddr;
 use serde::Deserialize;
 use warp::{http::StatusCode, reply::Response, Filter, Reply};
 
@@ -85,9 +87,9 @@ fn routes(
         warp::path("comet")
             .and(warp::path(path))
             .and(warp::path::end())
-            .and(comet::warp::route(hub.clone(), route))
+            .and(comet_warp::route(hub.clone(), route))
     };
-    let publish = warp::path!("comet" / "publish" / ..).and(comet::warp::publish(
+    let publish = warp::path!("comet" / "publish" / ..).and(comet_warp::publish(
         hub.clone(),
         PublishRoute::new().authorize(move |request, _channel| {
             let peer = request.extensions.get::<RemoteAddr>().map(|a| a.0);
@@ -109,14 +111,14 @@ fn routes(
         .or(comet("jsonp", Route::jsonp()))
         .unify()
         // Every transport at one path, for the page's client, and the client.
-        .or(warp::path!("comet").and(comet::warp::route(hub.clone(), common::client_route())))
+        .or(warp::path!("comet").and(comet_warp::route(hub.clone(), common::client_route())))
         .unify()
-        .or(warp::path!("comet" / "comet.js").and(comet::warp::client(common::client_route())))
+        .or(warp::path!("comet" / "comet.js").and(comet_warp::client(common::client_route())))
         .unify()
         .or(publish)
         .unify()
         // Any other path under /comet: the protocol's JSON 404.
-        .or(warp::path("comet").and(comet::warp::not_found()))
+        .or(warp::path("comet").and(comet_warp::not_found()))
         .unify()
 }
 

@@ -1,15 +1,58 @@
-//! Real-time server push over plain HTTP (Comet) for existing Rust web apps.
+//! Real-time server push over plain HTTP (Comet) for existing Rust web apps:
+//! Server-Sent Events, streaming and long polling, with cursors that resume
+//! exactly after a reconnect.
 //!
-//! This facade re-exports [`comet_core`] (hub, channels, cursors) at its root
-//! and each adapter behind a feature: `tower` (axum and other tower servers)
-//! and `warp`; and the Redis engine, for several nodes sharing one set of
-//! channels, behind `redis`.
+//! An app needs the names at this crate's root: a [`Hub`] to publish to,
+//! [`Route`]s that browsers subscribe through, and, with the default `tower`
+//! feature, the [`CometLayer`] that serves them in front of an axum app.
+//!
+//! ```
+//! use axum::{extract::State, routing::post, Router};
+//! use comet::{CometLayer, Hub, Payload, Route};
+//!
+//! async fn say(State(hub): State<Hub>, text: String) -> &'static str {
+//!     match hub.publish("news", Payload::text(text)).await {
+//!         Ok(_) => "sent",
+//!         Err(_) => "refused",
+//!     }
+//! }
+//!
+//! let hub = Hub::new();
+//! let app: Router = Router::new()
+//!     .route("/say", post(say))
+//!     .with_state(hub.clone())
+//!     // GET /events?channel=news: text/event-stream, resumable by Last-Event-ID.
+//!     .layer(CometLayer::new(hub).route("/events", Route::sse()));
+//! ```
+//!
+//! # Features
+//!
+//! - `tower` (default): [`CometLayer`] and [`RouteService`], for axum and
+//!   any tower-based server.
+//! - `warp`: the same routes as warp filters, in `comet::warp`.
+//! - `redis`: the Redis engine, in `comet::redis`, for several
+//!   nodes that serve one set of channels (needs Rust 1.88).
+//! - `full`: all of the above.
+//! - `bench-runtime`: jemalloc for the demos that the benchmark scripts run
+//!   (not for apps: pick your allocator yourself).
+//!
+//! [`protocol`] is for people who write adapters or transports of their own.
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub use comet_core::*;
 
-/// The Tower layer (feature `tower`).
+pub use comet_core::protocol::{
+    Authorize, AuthorizePublish, Cors, ProtocolError, PublishRoute, ResolveChannels, Route,
+    Transport,
+};
+
+#[cfg(feature = "tower")]
+pub use comet_tower::{CometLayer, RouteService};
+
+/// The Tower layer's crate (feature `tower`): the service, its future and
+/// body types, beside [`CometLayer`] and [`RouteService`].
 #[cfg(feature = "tower")]
 pub use comet_tower as tower;
 
@@ -20,3 +63,11 @@ pub use comet_warp as warp;
 /// The Redis engine (feature `redis`).
 #[cfg(feature = "redis")]
 pub use comet_redis as redis;
+
+/// The README's Rust snippets, compiled and run as doc tests. They use the
+/// `warp` and `redis` features, which `cargo test --workspace` turns on (the
+/// adapter crates' doc examples use the facade with them); `cargo test -p
+/// comet` alone runs them with `--features full`.
+#[cfg(all(doctest, feature = "warp", feature = "redis"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

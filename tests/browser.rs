@@ -1,11 +1,12 @@
 //! The browser client, `comet.js`, in a real browser (headless Chromium over
 //! the DevTools protocol) against the chat example: every transport forced
 //! in turn, network drops, server restarts, gaps, fallback when transports
-//! are blocked, one connection shared by two tabs, and a push host on
-//! another origin.
+//! are blocked, one connection shared by two tabs, a push host on another
+//! origin, and the demo page's own panel and controls.
 //!
-//! Chromium missing: these tests say "NOT RUN" and pass, unless
-//! `COMET_BROWSER_TESTS=1`, where a missing browser fails them (CI sets it).
+//! Chromium missing: these tests are reported as ignored (tests/support/
+//! tool_tests.rs), unless `COMET_BROWSER_TESTS=1`, where a missing browser
+//! fails them (CI sets it).
 //! The same for `redis-server` and `COMET_REDIS_TESTS=1`, for the case of
 //! two nodes on Redis.
 
@@ -22,6 +23,37 @@ use support::{
     client, Running,
 };
 use tokio::sync::{Semaphore, SemaphorePermit};
+
+fn main() {
+    support::tool_tests::run(vec![
+        tool_test!(sse_survives_drops_restarts_and_reports_gaps, [Chromium]),
+        tool_test!(stream_survives_drops_restarts_and_reports_gaps, [Chromium]),
+        tool_test!(poll_survives_drops_restarts_and_reports_gaps, [Chromium]),
+        tool_test!(jsonp_survives_drops_restarts_and_reports_gaps, [Chromium]),
+        tool_test!(iframe_survives_drops_restarts_and_reports_gaps, [Chromium]),
+        tool_test!(
+            falls_back_in_order_and_returns_to_the_better_transport,
+            [Chromium]
+        ),
+        tool_test!(two_chat_tabs_share_one_connection, [Chromium]),
+        tool_test!(
+            the_chat_demo_joins_at_once_and_its_controls_show_resume_and_fallback,
+            [Chromium]
+        ),
+        tool_test!(
+            a_push_host_on_another_origin_works_with_credentials,
+            [Chromium]
+        ),
+        tool_test!(
+            comet_js_across_two_redis_nodes_behind_a_round_robin_proxy,
+            [Chromium, RedisServer]
+        ),
+        tool_test!(
+            ten_event_sources_are_live_at_once_over_http2_and_six_over_http1,
+            [Chromium]
+        ),
+    ]);
+}
 
 /// Two cores: at most two browsers at a time keeps every bound honest.
 static BROWSERS: Semaphore = Semaphore::const_new(2);
@@ -193,34 +225,28 @@ async fn transport_survives(transport: &str) {
     assert_eq!(tab.eval("T.errors.length").await, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_survives_drops_restarts_and_reports_gaps() {
     transport_survives("sse").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_survives_drops_restarts_and_reports_gaps() {
     transport_survives("stream").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_survives_drops_restarts_and_reports_gaps() {
     transport_survives("poll").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jsonp_survives_drops_restarts_and_reports_gaps() {
     transport_survives("jsonp").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iframe_survives_drops_restarts_and_reports_gaps() {
     transport_survives("iframe").await;
 }
 
 /// Blocked transports are left for the next in order, by failures that
 /// happened; when the better one works again the client returns to it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn falls_back_in_order_and_returns_to_the_better_transport() {
     let _slot = browser_slot().await;
     let Some(browser) = Browser::launch("fallback").await else {
@@ -287,7 +313,6 @@ const OPEN: &str = "new Promise((resolve) => chat.comet.state === 'open' ? resol
 
 /// The chat page in two tabs holds one comet connection; when the tab that
 /// holds it closes, the other takes over without losing a message.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_chat_tabs_share_one_connection() {
     let _slot = browser_slot().await;
     let Some(browser) = Browser::launch("two tabs").await else {
@@ -327,21 +352,160 @@ async fn two_chat_tabs_share_one_connection() {
     second
         .eval("new Promise((resolve) => chat.comet.leader && chat.comet.state === 'open' ? resolve(true) : chat.comet.on('open', () => chat.comet.leader && resolve(true)))")
         .await;
-    let said = client()
-        .post(chat.running.url("/rooms/shared/messages"))
-        .json(&json!({ "name": "carl", "text": "still here?" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(said.status(), 201);
+    say(&chat, "shared", "carl", "still here?").await;
     assert_eq!(second.eval(&shows("still here?")).await, 1);
     assert!(!second.requests_to("/comet?").is_empty());
     assert_eq!(second.eval(&shows("hello from bob")).await, 1, "repeated");
 }
 
+/// Resolves when `condition` (JavaScript) holds on the chat page, checked
+/// whenever its client reports something (after the page's own listeners).
+fn chat_until(condition: &str) -> String {
+    format!(
+        r#"new Promise((resolve) => {{
+  const check = () => {{ if ({condition}) {{ resolve(true); return true; }} return false; }};
+  if (!check()) for (const e of ['state', 'message', 'cursor', 'reconnect', 'transport', 'gap']) chat.comet.on(e, check);
+}})"#
+    )
+}
+
+/// The text of the chat page's element `id`.
+async fn text_of(tab: &Tab<'_>, id: &str) -> String {
+    let text = tab
+        .eval(&format!(
+            "document.getElementById({}).textContent",
+            Value::from(id)
+        ))
+        .await;
+    text.as_str().unwrap().to_owned()
+}
+
+/// The lines of the chat page's event log that contain `part`.
+async fn events_with(tab: &Tab<'_>, part: &str) -> Vec<String> {
+    let lines = tab
+        .eval("[...document.querySelectorAll('#events li')].map((li) => li.textContent)")
+        .await;
+    let lines: Vec<String> = serde_json::from_value(lines).unwrap();
+    lines.into_iter().filter(|l| l.contains(part)).collect()
+}
+
+/// Says `text` as `name` in the chat room `room`.
+async fn say(chat: &Chat, room: &str, name: &str, text: &str) {
+    let said = client()
+        .post(chat.running.url(&format!("/rooms/{room}/messages")))
+        .json(&json!({ "name": name, "text": text }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(said.status(), 201);
+}
+
+/// The chat demo as a newcomer sees it: in the lobby at once, under a
+/// generated name, with its history; the panel shows the transport, the
+/// cursor, reconnects, fallbacks and gaps as they happen, and its controls
+/// force a transport, drop the connection and restart from an old cursor.
+async fn the_chat_demo_joins_at_once_and_its_controls_show_resume_and_fallback() {
+    let _slot = browser_slot().await;
+    let Some(browser) = Browser::launch("chat demo").await else {
+        return;
+    };
+    let chat = Chat::start(&[]);
+    let proxy = Proxy::start(chat.addr).await;
+    say(&chat, "lobby", "ann", "before you came").await;
+    let tab = browser.tab(&proxy.url("/")).await;
+    tab.diagnose_with("document.querySelector('aside').innerText");
+    tab.eval(OPEN).await;
+    let name = tab.eval("document.getElementById('name').value").await;
+    let name = name.as_str().unwrap().to_owned();
+    assert!(
+        name.len() > 3 && name.contains('-'),
+        "a generated name: {name}"
+    );
+    tab.eval(&shows("before you came")).await;
+    tab.eval(&shows(&format!("{name} joined"))).await;
+    assert_eq!(text_of(&tab, "transport").await, "sse");
+    assert_eq!(text_of(&tab, "state").await, "open");
+    tab.eval(&chat_until(
+        "document.getElementById('cursor').textContent === chat.comet.cursor",
+    ))
+    .await;
+
+    // Force long polling: the client switches at once, from its cursor.
+    tab.eval("const f = document.getElementById('force'); f.value = 'poll'; f.dispatchEvent(new Event('change')); true")
+        .await;
+    tab.eval(&chat_until(
+        "chat.comet.state === 'open' && chat.comet.transport === 'poll'",
+    ))
+    .await;
+    assert_eq!(text_of(&tab, "transport").await, "poll");
+    assert_eq!(events_with(&tab, "forced: sse → poll").await.len(), 1);
+
+    // Drop the connection: it comes back by itself and misses nothing.
+    tab.eval("document.getElementById('drop').click(), true")
+        .await;
+    tab.eval(&chat_until(
+        "document.getElementById('reconnects').textContent === '1' && chat.comet.state === 'open'",
+    ))
+    .await;
+    assert_eq!(
+        events_with(&tab, "dropped: reconnecting over poll")
+            .await
+            .len(),
+        1
+    );
+    say(&chat, "lobby", "ann", "after the drop").await;
+    assert_eq!(tab.eval(&shows("after the drop")).await, 1);
+
+    // Restart from the first message's cursor: what came after it arrives
+    // again, marked so; the message itself does not.
+    tab.eval("[...document.querySelectorAll('#log li')].find((li) => li.textContent.includes('before you came')).querySelector('.from').click(), true")
+        .await;
+    tab.eval(&chat_until(
+        "document.querySelectorAll('#log li.again').length >= 2",
+    ))
+    .await;
+    let again = tab
+        .eval("[...document.querySelectorAll('#log li.again')].map((li) => li.textContent)")
+        .await;
+    let again: Vec<String> = serde_json::from_value(again).unwrap();
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert!(again[0].contains(&format!("{name} joined")), "{again:?}");
+    assert!(again[1].contains("after the drop"), "{again:?}");
+    assert_eq!(tab.eval(&shows("before you came")).await, 1);
+
+    // A server restart: a new epoch, so a gap with an unknown count.
+    drop(chat);
+    let chat = Chat::start(&[]);
+    proxy.retarget(chat.addr);
+    proxy.cut();
+    tab.eval(&chat_until(
+        "document.getElementById('gaps').textContent === '1' && chat.comet.state === 'open'",
+    ))
+    .await;
+    assert_eq!(
+        events_with(&tab, "gap: unknown number of messages lost in room/lobby")
+            .await
+            .len(),
+        1
+    );
+    tab.close().await;
+
+    // A newcomer whose network blocks SSE sees the fallback to streaming.
+    let tab = browser.tab("about:blank").await;
+    tab.block(&["*transport=sse*"]).await;
+    tab.navigate(&proxy.url("/")).await;
+    tab.diagnose_with("document.querySelector('aside').innerText");
+    tab.eval(&chat_until(
+        "chat.comet.state === 'open' && chat.comet.transport === 'stream'",
+    ))
+    .await;
+    assert_eq!(text_of(&tab, "fallbacks").await, "1");
+    assert_eq!(events_with(&tab, "fallback: sse → stream").await.len(), 1);
+    tab.eval(&shows("joined")).await;
+}
+
 /// A page of one origin receives from a push host on another, with
 /// credentials, over SSE and over fetch.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_host_on_another_origin_works_with_credentials() {
     let _slot = browser_slot().await;
     let Some(browser) = Browser::launch("cross-origin").await else {
@@ -377,7 +541,6 @@ async fn a_push_host_on_another_origin_works_with_credentials() {
 /// the page, its script and every connection of `comet.js` go to either
 /// node, and a cut sends the client to the other one. It receives exactly
 /// what both nodes publish, in order, with no gap.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn comet_js_across_two_redis_nodes_behind_a_round_robin_proxy() {
     let _slot = browser_slot().await;
     if !redis_server::redis_tests_enabled() {
@@ -426,7 +589,6 @@ async fn comet_js_across_two_redis_nodes_behind_a_round_robin_proxy() {
 /// browser keeps six connections per host, so the seventh waits until one
 /// closes; over HTTP/2 (the demo with `--tls-self-signed`) all ten share
 /// one connection and are live at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_event_sources_are_live_at_once_over_http2_and_six_over_http1() {
     let _slot = browser_slot().await;
     let Some(browser) = Browser::launch("http2").await else {

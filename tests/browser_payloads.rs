@@ -3,7 +3,7 @@
 //! SSE, fetch streaming and polling, big numbers and duplicate keys
 //! included; JSONP and the forever frame hand over the parsed value.
 //!
-//! Chromium missing: NOT RUN and passes, unless `COMET_BROWSER_TESTS=1`
+//! Chromium missing: reported as ignored, unless `COMET_BROWSER_TESTS=1`
 //! (CI sets it).
 
 mod support;
@@ -12,6 +12,13 @@ use axum::{response::Html, routing::get, Router};
 use comet::{protocol::Route, tower::CometLayer, Hub, Payload};
 use serde_json::Value;
 use support::{browser::Browser, TestServer};
+
+fn main() {
+    support::tool_tests::run(vec![tool_test!(
+        comet_js_hands_json_over_as_published,
+        [Chromium]
+    )]);
+}
 
 /// What JSON.parse and JSON.stringify would change: a number past f64,
 /// duplicate and unsorted keys, integer-like keys (which JavaScript orders
@@ -34,7 +41,6 @@ const HARNESS: &str = r#"(async () => {
   return true;
 })()"#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn comet_js_hands_json_over_as_published() {
     let Some(browser) = Browser::launch("comet.js payloads").await else {
         return;

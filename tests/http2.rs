@@ -250,7 +250,7 @@ async fn one_connection(adapter: Adapter, tls: Option<Tls>) {
     let hub = Hub::new();
     let server = Server::start(adapter, &hub, tls.as_ref().map(|t| t.acceptor.clone())).await;
     let client = Client::connect(server.addr, tls.as_ref(), 1024 * 1024).await;
-    let start = hub.head(["c"]).await.unwrap().encode();
+    let start = hub.current_cursor(["c"]).await.unwrap().encode();
     let mut streams = Vec::new();
     for _ in 0..100 {
         streams.push(Events::open(&client, "/sse?channel=c").await);
@@ -337,7 +337,7 @@ async fn graceful_shutdown_sends_goaway_and_clients_resume_without_loss(adapter:
     let old = Hub::builder().engine(engine.clone()).build();
     let server = Server::start(adapter, &old, None).await;
     let client = Client::connect(server.addr, None, 1024 * 1024).await;
-    let start = old.head(["g"]).await.unwrap().encode();
+    let start = old.current_cursor(["g"]).await.unwrap().encode();
     let mut stream = Events::open(&client, &format!("/sse?channel=g&cursor={start}")).await;
     old.publish("g", "before").await.unwrap();
     let (seen, data) = stream.next().await;

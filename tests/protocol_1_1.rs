@@ -150,7 +150,7 @@ async fn payloads_that_are_not_utf8_or_not_json_are_refused(adapter: Adapter) {
 /// only what each framing needs.
 async fn json_is_delivered_byte_for_byte_on_every_transport(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
-    let cursor = hub.head(["exact"]).await.unwrap();
+    let cursor = hub.current_cursor(["exact"]).await.unwrap();
     let published = post(
         &server,
         "/comet/publish/exact",

@@ -5,7 +5,7 @@ mod support;
 
 use comet::{
     protocol::{ProtocolError, Route, Transport},
-    tower::CometService,
+    tower::RouteService,
     HistoryPolicy, Hub, Payload,
 };
 use std::time::Duration;
@@ -139,7 +139,7 @@ async fn sse_reconnect_with_last_event_id_gets_exactly_what_it_missed(adapter: A
 
 async fn sse_eviction_shows_a_comet_gap_event(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
-    let cursor = hub.head(["small/c"]).await.unwrap();
+    let cursor = hub.current_cursor(["small/c"]).await.unwrap();
     for i in 1..=5 {
         hub.publish("small/c", i.to_string()).await.unwrap();
     }
@@ -264,7 +264,7 @@ async fn one_connection_carries_many_channels(adapter: Adapter) {
 
 async fn long_poll_answers_at_once_when_messages_wait(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
-    let cursor = hub.head(["chat"]).await.unwrap();
+    let cursor = hub.current_cursor(["chat"]).await.unwrap();
     hub.publish("chat", "1").await.unwrap();
     hub.publish("chat", Payload::json(&serde_json::json!({"n": 2})).unwrap())
         .await
@@ -288,7 +288,7 @@ async fn long_poll_answers_at_once_when_messages_wait(adapter: Adapter) {
 
 async fn long_poll_over_several_channels_gives_each_message_its_own_cursor(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
-    let cursor = hub.head(["a", "b"]).await.unwrap();
+    let cursor = hub.current_cursor(["a", "b"]).await.unwrap();
     for (channel, text) in [("a", "1"), ("b", "2"), ("a", "3")] {
         hub.publish(channel, text).await.unwrap();
     }
@@ -334,7 +334,7 @@ async fn long_poll_over_several_channels_gives_each_message_its_own_cursor(adapt
 
 async fn long_poll_holds_until_a_message_arrives(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
-    let cursor = hub.head(["chat"]).await.unwrap();
+    let cursor = hub.current_cursor(["chat"]).await.unwrap();
     let url = server.url(&format!("/comet/poll?channel=chat&cursor={cursor}"));
     let held = tokio::spawn(poll(client().get(url)));
     eventually("poll subscribed", || {
@@ -349,7 +349,7 @@ async fn long_poll_holds_until_a_message_arrives(adapter: Adapter) {
 
 async fn long_poll_times_out_with_an_empty_batch_and_the_same_cursor(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
-    let cursor = hub.head(["chat"]).await.unwrap().encode();
+    let cursor = hub.current_cursor(["chat"]).await.unwrap().encode();
     let started = std::time::Instant::now();
     let answer = poll(client().get(server.url(&format!(
         "/comet/poll?channel=chat&cursor={cursor}&timeout=0.2"
@@ -370,7 +370,7 @@ async fn long_poll_times_out_with_an_empty_batch_and_the_same_cursor(adapter: Ad
 
 async fn long_poll_resumes_by_cursor_and_by_if_none_match(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
-    let start_cursor = hub.head(["chat"]).await.unwrap();
+    let start_cursor = hub.current_cursor(["chat"]).await.unwrap();
     for i in 1..=3 {
         hub.publish("chat", i.to_string()).await.unwrap();
     }
@@ -402,7 +402,7 @@ async fn long_poll_resumes_by_cursor_and_by_if_none_match(adapter: Adapter) {
 
 async fn long_poll_reports_gaps(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
-    let cursor = hub.head(["small/p"]).await.unwrap();
+    let cursor = hub.current_cursor(["small/p"]).await.unwrap();
     for i in 1..=5 {
         hub.publish("small/p", i.to_string()).await.unwrap();
     }
@@ -546,10 +546,10 @@ async fn the_apps_own_routes_still_work(adapter: Adapter) {
 
 #[tokio::test]
 async fn a_route_can_be_mounted_as_a_plain_service() {
-    // Tower only: `CometService` with axum's `route_service`.
+    // Tower only: `RouteService` with axum's `route_service`.
     let hub = hub();
     let app =
-        axum::Router::new().route_service("/svc/sse", CometService::new(hub.clone(), Route::sse()));
+        axum::Router::new().route_service("/svc/sse", RouteService::new(hub.clone(), Route::sse()));
     let server = TestServer::axum(app).await;
     let response = client()
         .get(server.url("/svc/sse?channel=svc"))
@@ -591,7 +591,7 @@ async fn a_disconnected_long_poll_frees_its_subscription(adapter: Adapter) {
 async fn shutdown_ends_streams_and_answers_held_polls_with_their_cursor(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
     let mut events = sse(&server, "channel=s").await;
-    let cursor = hub.head(["s"]).await.unwrap().encode();
+    let cursor = hub.current_cursor(["s"]).await.unwrap().encode();
     let url = server.url(&format!("/comet/poll?channel=s&cursor={cursor}"));
     let held = tokio::spawn(poll(client().get(url)));
     eventually("both subscribed", || hub.channel_subscriber_count("s") == 2).await;

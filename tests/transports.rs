@@ -94,7 +94,7 @@ fn parse(line: &str) -> Value {
 
 async fn stream_sends_one_envelope_per_line_and_resumes_by_cursor(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
-    let cursor = hub.head(["s"]).await.unwrap();
+    let cursor = hub.current_cursor(["s"]).await.unwrap();
     let response = get(&server, &format!("/stream?channel=s&cursor={cursor}")).await;
     assert_eq!(response.headers()["content-type"], "application/x-ndjson");
     assert_eq!(response.headers()["cache-control"], "no-cache");
@@ -137,7 +137,7 @@ async fn stream_sends_one_envelope_per_line_and_resumes_by_cursor(adapter: Adapt
 
 async fn stream_reports_gaps_and_sends_heartbeat_envelopes_when_idle(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
-    let cursor = hub.head(["small/s"]).await.unwrap();
+    let cursor = hub.current_cursor(["small/s"]).await.unwrap();
     for i in 1..=5 {
         hub.publish("small/s", i.to_string()).await.unwrap();
     }
@@ -162,7 +162,7 @@ async fn stream_reports_gaps_and_sends_heartbeat_envelopes_when_idle(adapter: Ad
 
 async fn stream_ends_after_its_byte_budget_and_resuming_loses_nothing(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
-    let cursor = hub.head(["b"]).await.unwrap();
+    let cursor = hub.current_cursor(["b"]).await.unwrap();
     let sent: Vec<String> = (0..12)
         .map(|i| format!("{i:03}-{}", "x".repeat(100)))
         .collect();
@@ -257,7 +257,7 @@ async fn iframe_and_jsonp_keep_hostile_payloads_inert(adapter: Adapter) {
         "&lt; & \"quotes\" \\ '",
         "</SCRIPT>",
     ];
-    let cursor = hub.head(["h"]).await.unwrap();
+    let cursor = hub.current_cursor(["h"]).await.unwrap();
     for text in hostile {
         hub.publish("h", text).await.unwrap();
     }
@@ -360,7 +360,7 @@ async fn hostile_callbacks_are_refused(adapter: Adapter) {
 
 async fn iframe_ends_after_its_byte_budget_and_resuming_loses_nothing(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
-    let mut cursor = hub.head(["ib"]).await.unwrap().encode();
+    let mut cursor = hub.current_cursor(["ib"]).await.unwrap().encode();
     for i in 0..10 {
         hub.publish("ib", format!("{i}-{}", "y".repeat(100)))
             .await
@@ -408,7 +408,7 @@ async fn iframe_ends_after_its_byte_budget_and_resuming_loses_nothing(adapter: A
 
 async fn jsonp_holds_batches_and_resumes_by_cursor(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
-    let cursor = hub.head(["j"]).await.unwrap();
+    let cursor = hub.current_cursor(["j"]).await.unwrap();
     let url = server.url(&format!(
         "/jsonp?channel=j&callback=__comet_cb.cb&cursor={cursor}"
     ));
@@ -757,7 +757,7 @@ async fn shutdown_answers_every_held_client_and_resuming_elsewhere_loses_nothing
     let old = unlimited(engine.clone());
     let old_server = TestServer::start(adapter, &old, mounts()).await;
 
-    let cursor = old.head(["d"]).await.unwrap().encode();
+    let cursor = old.current_cursor(["d"]).await.unwrap().encode();
     let mut sse =
         SseReader::new(get(&old_server, &format!("/sse?channel=d&cursor={cursor}")).await);
     sse.opened().await;

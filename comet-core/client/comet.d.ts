@@ -74,6 +74,28 @@ export interface StateChange {
   readonly transport: Transport | null;
 }
 
+/** The connection moved to another transport. */
+export interface TransportChange {
+  readonly from: Transport;
+  readonly to: Transport;
+  /** `fallback`: `from` failed here (or the route does not offer it);
+   * `upgrade`: trying the better `to` again, `upgradeAfter` ms after falling
+   * back; `forced`: `setTransports`. */
+  readonly reason: "fallback" | "upgrade" | "forced";
+}
+
+/** The next connection attempt is scheduled. */
+export interface Reconnect {
+  /** The transport it will use. */
+  readonly transport: Transport;
+  /** Milliseconds until it starts: the back-off with jitter after a failure. */
+  readonly delay: number;
+  /** `ended`: the server ended the stream cleanly (byte budget, shutdown);
+   * `dropped`: an open connection was lost (or `drop()`); `failed`: it
+   * could not open. */
+  readonly reason: "ended" | "dropped" | "failed";
+}
+
 /** A refusal from the server (the protocol's JSON error), or a fatal one. */
 export interface CometError {
   readonly status?: number;
@@ -91,6 +113,10 @@ export interface ClientEvents {
   open: StateChange;
   reconnecting: StateChange;
   closed: StateChange;
+  /** The last cursor changed: after each message or gap, a poll answer, `resume`. */
+  cursor: string;
+  transport: TransportChange;
+  reconnect: Reconnect;
 }
 
 export declare class Comet {
@@ -102,12 +128,25 @@ export declare class Comet {
   readonly channels: string[];
   /** True when this tab holds the shared connection (or does not share). */
   readonly leader: boolean;
-  /** A client event, or messages whose event name (else channel) is `name`.
-   * Returns a function that removes the listener. */
+  /** A client event (the names of `ClientEvents`), or messages whose event
+   * name (else channel) is `name`; a channel named like a client event
+   * reaches `message` listeners only. With tab sharing, every tab sees the
+   * shared connection's events. Returns a function that removes the listener. */
   on<K extends keyof ClientEvents>(name: K, listener: (value: ClientEvents[K]) => void): () => void;
   on(name: string, listener: (message: CometMessage) => void): () => void;
   off(name: string, listener: (value: any) => void): void;
   subscribe(...channels: (string | string[])[]): void;
   unsubscribe(...channels: (string | string[])[]): void;
+  /** Drops the connection as a network failure would: the client reconnects
+   * by itself and resumes from its cursor. (With tab sharing, these three act
+   * on the shared connection, whichever tab calls them.) */
+  drop(): void;
+  /** Reconnects from `cursor`, one this client saw earlier: this client gets
+   * what came after it again (other tabs do not), or a gap where history no
+   * longer holds it. */
+  resume(cursor: string): void;
+  /** Uses these transports from now on, best first, reconnecting at once
+   * from the cursor (`["poll"]` forces one). Throws on an unknown one. */
+  setTransports(transports: Transport[]): void;
   close(): void;
 }

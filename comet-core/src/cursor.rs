@@ -41,7 +41,7 @@ impl Position {
 
 /// A position in every channel of a subscription.
 ///
-/// Obtain one from [`Hub::head`](crate::Hub::head), from
+/// Obtain one from [`Hub::current_cursor`](crate::Hub::current_cursor), from
 /// [`Item::cursor`](crate::Item::cursor) or by [`Cursor::decode`] of a token a
 /// client sent back; hand it to [`Hub::subscribe`](crate::Hub::subscribe) to
 /// resume exactly where it points.
@@ -61,12 +61,13 @@ enum Positions {
 }
 
 impl Cursor {
-    pub(crate) fn from_positions(positions: Vec<Position>) -> Self {
-        Self::from_iter(positions.into_iter())
-    }
-
-    pub(crate) fn from_iter(positions: impl ExactSizeIterator<Item = Position>) -> Self {
-        let mut positions = positions;
+    /// A cursor at `positions`, one per channel in the subscription's order.
+    pub(crate) fn from_positions<I>(positions: I) -> Self
+    where
+        I: IntoIterator<Item = Position>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        let mut positions = positions.into_iter();
         let positions = match positions.len() {
             0 => Positions::None,
             1 => Positions::One(positions.next().expect("one position")),
@@ -376,7 +377,7 @@ mod tests {
 
     #[test]
     fn thirty_two_channels_fit_in_the_limit() {
-        let positions = (0..32)
+        let positions: Vec<Position> = (0..32)
             .map(|i| Position {
                 key: i,
                 epoch: u64::MAX,

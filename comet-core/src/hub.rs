@@ -2,8 +2,9 @@
 
 use crate::{
     engine::{Engine, EngineError, EngineFuture},
-    memory_engine::HistoryPolicyFn,
+    memory_engine::{HistoryPolicyFn, DEFAULT_IDLE_TTL},
     payload::validate_event,
+    subscription::SubscriberState,
     ChannelLog, ChannelName, Cursor, HistoryPolicy, InvalidChannelName, MemoryEngine, Payload,
     Since, Subscription,
 };
@@ -16,8 +17,6 @@ use std::{
     time::Duration,
 };
 
-/// How long an unused, empty channel keeps its epoch (see [`HubBuilder::idle_ttl`]).
-pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(60);
 /// Default limit of channels in one subscription.
 pub const DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION: usize = 32;
 /// Default limit of a payload's size in bytes.
@@ -30,7 +29,7 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 ///
 /// ```
 /// # tokio_test_block_on(async {
-/// use comet_core::{Hub, Item, Payload, Start};
+/// use comet::{Hub, Item, Payload, Start};
 /// use tokio_stream::StreamExt;
 ///
 /// let hub = Hub::new();
@@ -64,10 +63,9 @@ pub(crate) struct HubShared {
     max_payload: usize,
     max_subscribers: usize,
     max_channel_subscribers: usize,
-    pub(crate) subscribers: AtomicUsize,
-    pub(crate) shutting_down: AtomicBool,
+    /// Shared with every subscription.
+    state: Arc<SubscriberState>,
     published: AtomicU64,
-    pub(crate) delivered: AtomicU64,
     /// When the hub was built, on tokio's clock.
     started: tokio::time::Instant,
     /// When the channel limit may next sweep, in ms after `started`.
@@ -189,12 +187,14 @@ impl Hub {
         }
         self.check_channel_limit(std::slice::from_ref(&channel))
             .map_err(|limit| PublishError::Engine(Box::new(limit)))?;
+        let started = std::time::Instant::now();
         let position = self
             .shared
             .engine
             .publish(&channel, payload)
             .await
             .map_err(PublishError::Engine)?;
+        crate::telemetry::published(started.elapsed());
         self.shared.published.fetch_add(1, Ordering::Relaxed);
         Ok(Cursor::from(position))
     }
@@ -233,9 +233,17 @@ impl Hub {
                 reason: limit.to_string(),
             })?;
         // Counted first, then checked, so racing subscribes cannot overshoot.
-        let total = self.shared.subscribers.fetch_add(1, Ordering::Relaxed) + 1;
+        let total = self
+            .shared
+            .state
+            .subscribers
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
         if total > self.shared.max_subscribers {
-            self.shared.subscribers.fetch_sub(1, Ordering::Relaxed);
+            self.shared
+                .state
+                .subscribers
+                .fetch_sub(1, Ordering::Relaxed);
             return Err(SubscribeError::TooManySubscribers {
                 channel: None,
                 max: self.shared.max_subscribers,
@@ -280,7 +288,10 @@ impl Hub {
         if let Some(refusal) = refusal {
             return Err(refusal); // `attached` gives every count back
         }
-        Ok(Subscription::new(self.shared.clone(), attached.complete()))
+        Ok(Subscription::new(
+            self.shared.state.clone(),
+            attached.complete(),
+        ))
     }
 
     /// Refuses when `names` would add channels past [`HubBuilder::max_channels`].
@@ -320,11 +331,12 @@ impl Hub {
         Err(ChannelLimitReached { max })
     }
 
-    /// A cursor at the newest message of each channel.
+    /// The cursor of `channels` as they are now: at each channel's head, its
+    /// newest message.
     ///
     /// Render a page with the state as of now, embed this cursor, and let the
     /// page subscribe with it: nothing published in between is lost.
-    pub async fn head<I>(&self, channels: I) -> Result<Cursor, SubscribeError>
+    pub async fn current_cursor<I>(&self, channels: I) -> Result<Cursor, SubscribeError>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
@@ -352,13 +364,16 @@ impl Hub {
     /// that resumes elsewhere with its cursor loses nothing retained there.
     /// Publishing still works, for the last messages of a draining server.
     pub fn shutdown(&self) {
-        self.shared.shutting_down.store(true, Ordering::SeqCst);
+        self.shared
+            .state
+            .shutting_down
+            .store(true, Ordering::SeqCst);
         self.shared.engine.wake_all();
     }
 
     /// True once [`shutdown`](Self::shutdown) was called.
     pub fn is_shutting_down(&self) -> bool {
-        self.shared.shutting_down.load(Ordering::SeqCst)
+        self.shared.state.shutting_down.load(Ordering::SeqCst)
     }
 
     /// Counters for metrics: subscribers, channels, messages published and
@@ -368,13 +383,13 @@ impl Hub {
             subscribers: self.subscriber_count(),
             channels: self.channel_count(),
             published: self.shared.published.load(Ordering::Relaxed),
-            delivered: self.shared.delivered.load(Ordering::Relaxed),
+            delivered: self.shared.state.delivered.load(Ordering::Relaxed),
         }
     }
 
     /// Live subscriptions on this hub.
     pub fn subscriber_count(&self) -> usize {
-        self.shared.subscribers.load(Ordering::Relaxed)
+        self.shared.state.subscribers.load(Ordering::Relaxed)
     }
 
     /// Live subscriptions including `channel`.
@@ -430,8 +445,9 @@ impl Hub {
 
 /// A publish or subscribe would make a channel past the hub's limit
 /// ([`HubBuilder::max_channels`]). The hub reports it as
-/// [`PublishError::Engine`] and [`SubscribeError::Unavailable`] for now;
-/// `ErrorCode::ChannelLimit` (429 `channel_limit`) is its answer over HTTP.
+/// [`PublishError::Engine`] and [`SubscribeError::Unavailable`] for now,
+/// so the protocol answers it 503 `unavailable`; it should become a 429
+/// with a code of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelLimitReached {
     /// The limit.
@@ -497,7 +513,7 @@ impl Drop for Attached<'_> {
         for (log, _) in &self.logs {
             log.detach();
         }
-        self.hub.subscribers.fetch_sub(1, Ordering::Relaxed);
+        self.hub.state.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -556,7 +572,7 @@ impl HubBuilder {
     /// Chooses a channel's history by its name, overriding [`history`](Self::history).
     ///
     /// ```
-    /// use comet_core::{Hub, HistoryPolicy};
+    /// use comet::{Hub, HistoryPolicy};
     /// let hub = Hub::builder()
     ///     .history_for(|name| match name.as_str().starts_with("ticker/") {
     ///         true => HistoryPolicy { max_messages: 10, max_age: None },
@@ -636,7 +652,7 @@ impl HubBuilder {
         };
         Hub {
             shared: Arc::new(HubShared {
-                engine,
+                engine: engine.clone(),
                 memory,
                 max_channels: self.max_channels,
                 max_held_channels: self.max_held_channels,
@@ -645,10 +661,13 @@ impl HubBuilder {
                 max_payload: self.max_payload,
                 max_subscribers: self.max_subscribers,
                 max_channel_subscribers: self.max_channel_subscribers,
-                subscribers: AtomicUsize::new(0),
-                shutting_down: AtomicBool::new(false),
+                state: Arc::new(SubscriberState {
+                    subscribers: AtomicUsize::new(0),
+                    delivered: AtomicU64::new(0),
+                    shutting_down: AtomicBool::new(false),
+                    _engine: engine,
+                }),
                 published: AtomicU64::new(0),
-                delivered: AtomicU64::new(0),
             }),
         }
     }

@@ -11,7 +11,7 @@
 //! # Why it is built this way
 //!
 //! - **One copy per message.** A message is stored once (`Arc<Message>`, body
-//!   in `Bytes`) and each wire format encodes it once ([`Message::encoded`]);
+//!   in `Bytes`) and each wire format encodes it once, caching it in the message;
 //!   every subscriber shares both.
 //! - **No queue per subscriber.** A [`Subscription`] is a position in each
 //!   channel plus a waiter. Publishing appends to the channel's history and
@@ -26,14 +26,14 @@
 //!   several nodes can replace it without touching any transport.
 //!
 //! ```
-//! use comet_core::{Hub, HistoryPolicy, Item, Start};
+//! use comet::{Hub, HistoryPolicy, Item, Start};
 //! use tokio_stream::StreamExt;
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let hub = Hub::builder()
 //!     .history(HistoryPolicy { max_messages: 2, max_age: None })
 //!     .build();
-//! let page_cursor = hub.head(["news"]).await.unwrap(); // rendered into a page
+//! let page_cursor = hub.current_cursor(["news"]).await.unwrap(); // rendered into a page
 //! for text in ["a", "b", "c"] {
 //!     hub.publish("news", text).await.unwrap();
 //! }
@@ -67,6 +67,7 @@ mod message;
 mod payload;
 pub mod protocol;
 mod subscription;
+pub mod telemetry;
 
 pub use channel_log::{ChannelLog, Extended, HistoryPolicy, Read, Since};
 pub use channel_name::{ChannelName, InvalidChannelName, MAX_CHANNEL_NAME_LEN};
@@ -74,9 +75,10 @@ pub use cursor::{Cursor, CursorError, Position, MAX_CURSOR_LEN};
 pub use engine::{Engine, EngineError, EngineFuture, PublishFuture};
 pub use hub::{
     ChannelLimitReached, Hub, HubBuilder, HubStats, PublishError, Start, SubscribeError,
-    DEFAULT_IDLE_TTL, DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION, DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION, DEFAULT_MAX_PAYLOAD_BYTES,
 };
-pub use memory_engine::{HistoryPolicyFn, MemoryEngine};
-pub use message::{Encoding, Message};
+pub use memory_engine::{HistoryPolicyFn, MemoryEngine, DEFAULT_IDLE_TTL};
+pub(crate) use message::Encoding;
+pub use message::Message;
 pub use payload::{validate_event, Payload, PayloadKind, MAX_EVENT_NAME_LEN};
 pub use subscription::{Item, Subscription};

@@ -15,6 +15,10 @@ use std::{
 };
 use tokio::time::Instant;
 
+/// How long an unused, empty channel keeps its epoch (see
+/// [`HubBuilder::idle_ttl`](crate::HubBuilder::idle_ttl)).
+pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(60);
+
 /// Picks the history policy of a channel by its name.
 pub type HistoryPolicyFn = Arc<dyn Fn(&ChannelName) -> HistoryPolicy + Send + Sync>;
 
@@ -111,7 +115,7 @@ impl MemoryEngine {
 
 impl Default for MemoryEngine {
     fn default() -> Self {
-        Self::new(HistoryPolicy::default(), crate::hub::DEFAULT_IDLE_TTL)
+        Self::new(HistoryPolicy::default(), DEFAULT_IDLE_TTL)
     }
 }
 

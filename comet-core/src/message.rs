@@ -12,7 +12,7 @@ use tokio::time::Instant;
 ///
 /// Subscribers receive `Arc<Message>`: the payload is never copied per
 /// subscriber. Each wire format's encoding of the message is computed the first
-/// time any subscriber needs it and then shared (see [`Message::encoded`]).
+/// time any subscriber needs it and then shared.
 pub struct Message {
     pub(crate) channel: ChannelName,
     pub(crate) epoch: u64,
@@ -26,28 +26,30 @@ pub struct Message {
     custom: OnceLock<Mutex<Vec<(&'static str, Bytes)>>>,
 }
 
-/// The per-message encodings a wire format may cache.
+/// The per-message encodings the built-in wire formats cache.
 ///
 /// Every subscriber of a message shares one encoding per format; only the
 /// cursor, which depends on the subscription, is written per subscriber.
+/// Private to the crate, so that no other format can fill (and poison) an
+/// encoding every subscriber shares; formats of your own cache with
+/// [`Message::encoded_with`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Encoding {
+pub(crate) enum Encoding {
     /// The SSE `event:` and `data:` lines of the message.
-    SseBody,
+    SseEvent,
     /// The JSON envelope of the message, up to its `cursor` value.
-    EnvelopeHead,
+    EnvelopePrefix,
     /// The same, escaped to be embedded in a `<script>` (forever frame, JSONP).
-    ScriptEnvelopeHead,
+    ScriptSafeEnvelopePrefix,
     /// The whole SSE frame for one-channel subscriptions, whose cursor after
     /// a message is the same for every subscriber.
-    SseFrameOneChannel,
-    /// The whole ndjson line for one-channel subscriptions.
-    NdjsonLineOneChannel,
-    /// The envelope head on one line (ndjson): the same bytes as
-    /// `EnvelopeHead` unless the JSON payload has line breaks between its
+    SseOneChannelFrame,
+    /// The whole one-line envelope and line feed for one-channel subscriptions.
+    OneChannelEnvelopeLine,
+    /// The envelope prefix on one line (ndjson): the same bytes as
+    /// `EnvelopePrefix` unless the JSON payload has line breaks between its
     /// tokens, which are then written as spaces.
-    NdjsonEnvelopeHead,
+    OneLineEnvelopePrefix,
 }
 
 impl Encoding {
@@ -139,17 +141,22 @@ impl Message {
         self.published_at
     }
 
-    /// The message's encoding for one wire format, computed by `encode` the
-    /// first time it is asked for and shared by every later caller.
-    pub fn encoded(&self, encoding: Encoding, encode: impl FnOnce(&Message) -> Bytes) -> Bytes {
+    /// The message's encoding for one built-in wire format, computed by
+    /// `encode` the first time it is asked for and shared by every later caller.
+    pub(crate) fn encoded(
+        &self,
+        encoding: Encoding,
+        encode: impl FnOnce(&Message) -> Bytes,
+    ) -> Bytes {
         self.encodings[encoding as usize]
             .get_or_init(|| encode(self))
             .clone()
     }
 
-    /// Like [`encoded`](Self::encoded), for wire formats of your own: the
-    /// encoding under `key` is computed once and shared by every subscriber.
-    /// Use one key per format (its name, say).
+    /// For wire formats of your own: the encoding under `key` is computed
+    /// once and shared by every subscriber. Use one key per format (its name,
+    /// say). These encodings are kept apart from the built-in formats' own,
+    /// which no key reaches.
     pub fn encoded_with(&self, key: &'static str, encode: impl FnOnce(&Message) -> Bytes) -> Bytes {
         let cache = self.custom.get_or_init(Mutex::default);
         let find = |cache: &Vec<(&'static str, Bytes)>| {

@@ -6,14 +6,15 @@
 //! between the read and the wait still wakes it. Positions move only when an
 //! item is returned, so dropping a pending `next()` loses nothing.
 
-use crate::{
-    channel_log::Read, hub::HubShared, ChannelLog, ChannelName, Cursor, Message, Position,
-};
+use crate::{channel_log::Read, ChannelLog, ChannelName, Cursor, Message, Position};
 use std::{
     fmt,
     future::Future,
     pin::Pin,
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
 };
 use tokio::sync::futures::OwnedNotified;
@@ -68,6 +69,21 @@ impl Item {
     }
 }
 
+/// The part of the hub every subscription shares (its counters, the
+/// shutdown flag, and the engine it keeps alive): kept apart from the hub,
+/// so that a subscription needs nothing else of it.
+pub(crate) struct SubscriberState {
+    /// Live subscriptions.
+    pub(crate) subscribers: AtomicUsize,
+    /// Items handed out, added by each subscription when it catches up or ends.
+    pub(crate) delivered: AtomicU64,
+    /// Set by [`Hub::shutdown`](crate::Hub::shutdown): every stream ends.
+    pub(crate) shutting_down: AtomicBool,
+    /// The hub's engine, kept alive while a subscription lives (an engine
+    /// with a backplane stops feeding its logs when dropped).
+    pub(crate) _engine: Arc<dyn crate::Engine>,
+}
+
 /// A live subscription to one or more channels; see [`Hub::subscribe`](crate::Hub::subscribe).
 ///
 /// The stream ends only when the hub shuts down. Dropping it unsubscribes.
@@ -78,7 +94,7 @@ pub struct Subscription {
     /// Items handed out but not yet added to the hub's counter (added in
     /// batches, so fan-out does not contend on one shared counter).
     delivered: u64,
-    hub: Arc<HubShared>,
+    state: Arc<SubscriberState>,
 }
 
 struct Subscribed {
@@ -89,7 +105,10 @@ struct Subscribed {
 
 impl Subscription {
     /// `hub.subscribers` already counts this subscription, and each log its channel.
-    pub(crate) fn new(hub: Arc<HubShared>, channels: Vec<(Arc<ChannelLog>, Position)>) -> Self {
+    pub(crate) fn new(
+        state: Arc<SubscriberState>,
+        channels: Vec<(Arc<ChannelLog>, Position)>,
+    ) -> Self {
         let channels = channels
             .into_iter()
             .map(|(log, position)| Subscribed {
@@ -103,13 +122,13 @@ impl Subscription {
             channels,
             next: 0,
             delivered: 0,
-            hub,
+            state,
         }
     }
 
     /// The position after everything delivered so far, in every channel.
     pub fn cursor(&self) -> Cursor {
-        Cursor::from_iter(self.channels.iter().map(|c| c.position))
+        Cursor::from_positions(self.channels.iter().map(|c| c.position))
     }
 
     /// The channels subscribed to, in request order.
@@ -131,6 +150,7 @@ impl Subscription {
                 }
                 Read::Gap { missed, resume } => {
                     subscribed.position = resume;
+                    crate::telemetry::gap(missed);
                     ItemKind::Gap(missed)
                 }
             };
@@ -152,9 +172,9 @@ impl Subscription {
 
     fn flush_delivered(&mut self) {
         if self.delivered > 0 {
-            self.hub
-                .delivered
-                .fetch_add(std::mem::take(&mut self.delivered), Ordering::Relaxed);
+            let delivered = std::mem::take(&mut self.delivered);
+            self.state.delivered.fetch_add(delivered, Ordering::Relaxed);
+            crate::telemetry::delivered(delivered);
         }
     }
 }
@@ -172,7 +192,7 @@ impl Stream for Subscription {
         loop {
             // Every waiter was armed before these checks; shutdown wakes them all.
             if this
-                .hub
+                .state
                 .shutting_down
                 .load(std::sync::atomic::Ordering::SeqCst)
             {
@@ -202,7 +222,7 @@ impl Drop for Subscription {
         for subscribed in self.channels.iter() {
             subscribed.log.detach();
         }
-        self.hub.subscribers.fetch_sub(1, Ordering::Relaxed);
+        self.state.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -45,8 +45,8 @@ async fn idle_channels_make_room_for_new_ones() {
         .idle_ttl(Duration::from_secs(5))
         .build();
     // Channels with no history and no subscriber: idle once the TTL passes.
-    hub.head(["a"]).await.unwrap();
-    hub.head(["b"]).await.unwrap();
+    hub.current_cursor(["a"]).await.unwrap();
+    hub.current_cursor(["b"]).await.unwrap();
     assert!(limit_of(&hub.publish("c", "x").await.unwrap_err()).is_some());
     tokio::time::advance(Duration::from_secs(6)).await;
     hub.publish("c", "x").await.unwrap();

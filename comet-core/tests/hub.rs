@@ -106,7 +106,7 @@ async fn eviction_yields_a_gap_then_the_oldest_retained() {
 async fn a_restarted_hub_is_another_epoch_and_yields_an_unknown_gap() {
     let hub = Hub::new();
     hub.publish("chat", "old").await.unwrap();
-    let cursor = hub.head(["chat"]).await.unwrap();
+    let cursor = hub.current_cursor(["chat"]).await.unwrap();
     // A restart: same channel names, new history.
     let restarted = Hub::new();
     restarted.publish("chat", "new").await.unwrap();
@@ -119,7 +119,7 @@ async fn a_restarted_hub_is_another_epoch_and_yields_an_unknown_gap() {
 async fn head_cursor_loses_nothing_between_render_and_subscribe() {
     let hub = Hub::new();
     hub.publish("room", "rendered").await.unwrap();
-    let page_cursor = hub.head(["room"]).await.unwrap();
+    let page_cursor = hub.current_cursor(["room"]).await.unwrap();
     hub.publish("room", "after render").await.unwrap();
     let mut sub = hub.subscribe(["room"], page_cursor).await.unwrap();
     let (got, _) = take(&mut sub, 1).await;
@@ -141,7 +141,7 @@ async fn since_policies_and_cursor_ignoring_other_channels() {
     assert_idle(&mut last);
 
     // A cursor naming "b" and "x" (not asked for) is fine; "a" starts by `since`.
-    let cursor = hub.head(["b", "x"]).await.unwrap();
+    let cursor = hub.current_cursor(["b", "x"]).await.unwrap();
     hub.publish("b", "b4").await.unwrap();
     let start = Start::cursor(cursor).since(Since::Last(1));
     let mut sub = hub.subscribe(["a", "b"], start).await.unwrap();
@@ -406,7 +406,7 @@ async fn shutdown_ends_streams_and_refuses_new_subscriptions() {
     // History stays: a draining server can still publish, and it is retained.
     hub.publish("a", "last words").await.unwrap();
     assert_eq!(
-        hub.head(["a"])
+        hub.current_cursor(["a"])
             .await
             .unwrap()
             .position(&"a".parse().unwrap())
@@ -414,4 +414,25 @@ async fn shutdown_ends_streams_and_refuses_new_subscriptions() {
             .offset,
         1
     );
+}
+
+#[tokio::test]
+async fn a_subscription_keeps_its_hubs_engine_alive_after_the_hub_is_dropped() {
+    // An engine with a backplane stops feeding its logs when the last
+    // reference to it goes; a live subscription must be one.
+    let engine = std::sync::Arc::new(comet_core::MemoryEngine::default());
+    let hub = Hub::builder().engine(engine.clone()).build();
+    let mut sub = hub.subscribe(["kept"], Start::head()).await.unwrap();
+    drop(hub);
+    assert!(
+        std::sync::Arc::strong_count(&engine) > 1,
+        "only the test holds the engine"
+    );
+    let other = Hub::builder().engine(engine.clone()).build();
+    other.publish("kept", "still here").await.unwrap();
+    let item = bounded(sub.next()).await.unwrap();
+    assert_eq!(item.message().unwrap().text(), "still here");
+    drop(sub);
+    drop(other);
+    assert_eq!(std::sync::Arc::strong_count(&engine), 1, "and then let go");
 }

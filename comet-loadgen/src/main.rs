@@ -14,6 +14,8 @@
 //!     --pub-url 'http://127.0.0.1:3000/comet/publish/bench' --subscribers 10000
 //! ```
 
+#![warn(missing_docs)]
+
 mod abuse;
 mod args;
 mod client;
@@ -46,12 +48,14 @@ impl Default for Clock {
 }
 
 impl Clock {
+    /// A clock starting now.
     pub fn new() -> Self {
         Self {
             start: Instant::now(),
         }
     }
 
+    /// Nanoseconds since the clock started: what messages are stamped with.
     pub fn now_ns(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
     }

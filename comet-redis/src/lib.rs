@@ -11,19 +11,26 @@
 //! and so one explicit gap for every resuming client, never an offset served
 //! twice or skipped in silence.
 //!
-//! ```no_run
-//! use comet_core::{HistoryPolicy, Hub};
-//! use comet_redis::RedisEngine;
-//! use std::sync::Arc;
+//! ```
+//! use comet::{HistoryPolicy, Hub};
+//! use comet::redis::RedisEngine;
+//! use std::{sync::Arc, time::Duration};
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let engine = RedisEngine::builder("redis://127.0.0.1:6379")
-//!     .history(HistoryPolicy::default())
-//!     .build()?;
-//! let hub = Hub::builder().engine(Arc::new(engine)).build();
-//! hub.publish("chat", "hello from any node").await?;
-//! # Ok(())
-//! # }
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // Connects in the background: building never waits for Redis.
+//!     let engine = RedisEngine::builder("redis://127.0.0.1:6379")
+//!         .history(HistoryPolicy::default())
+//!         .timeout(Duration::from_millis(500))
+//!         .build()?;
+//!     let hub = Hub::builder().engine(Arc::new(engine)).build();
+//!     // With no Redis there, this fails within the timeout: nothing hangs.
+//!     match hub.publish("chat", "hello from any node").await {
+//!         Ok(position) => println!("published at {position:?}"),
+//!         Err(error) => println!("not published: {error}"),
+//!     }
+//!     Ok(())
+//! }
 //! ```
 //!
 //! When Redis cannot be reached, publishing fails within the engine's

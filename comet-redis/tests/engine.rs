@@ -225,8 +225,8 @@ async fn a_cursor_from_one_node_resumes_on_another_and_head_is_the_same_everywhe
     let redis = RedisServer::start();
     let (a, _) = node(&redis.url());
     let (b, _) = node(&redis.url());
-    let head_a = a.head(["news", "sport"]).await.unwrap();
-    let head_b = b.head(["news", "sport"]).await.unwrap();
+    let head_a = a.current_cursor(["news", "sport"]).await.unwrap();
+    let head_b = b.current_cursor(["news", "sport"]).await.unwrap();
     assert_eq!(head_a, head_b, "head is the same on every node");
     a.publish("news", "one").await.unwrap();
     b.publish("sport", "two").await.unwrap();
@@ -277,7 +277,7 @@ async fn history_is_bounded_by_count_and_age_in_redis() {
         ["8:8", "9:9", "10:10", "11:11", "12:12"]
     );
     let mut from_start = other
-        .subscribe(["c"], hub.head(["c"]).await.unwrap())
+        .subscribe(["c"], hub.current_cursor(["c"]).await.unwrap())
         .await
         .unwrap();
     quiet(&mut from_start).await;
@@ -309,7 +309,7 @@ async fn history_is_bounded_by_count_and_age_in_redis() {
         max_messages: 100,
         max_age: Some(Duration::from_millis(400)),
     }));
-    let start = aged.head(["a"]).await.unwrap();
+    let start = aged.current_cursor(["a"]).await.unwrap();
     aged.publish("a", "old").await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     aged.publish("a", "new").await.unwrap();
@@ -531,7 +531,9 @@ async fn a_node_started_before_redis_answers_503_then_works_without_a_restart() 
         bounded("subscribe", hub.subscribe(["early"], Start::head())).await,
         Err(comet_core::SubscribeError::Unavailable { .. })
     ));
-    assert!(bounded("head", hub.head(["early"])).await.is_err());
+    assert!(bounded("head", hub.current_cursor(["early"]))
+        .await
+        .is_err());
     assert!(started.elapsed() < Duration::from_secs(7));
     assert_eq!(
         hub.subscriber_count(),
@@ -807,7 +809,7 @@ async fn a_cursor_ahead_of_the_head_is_a_gap() {
     let redis = RedisServer::start();
     let (hub, _) = node(&redis.url());
     hub.publish("h", "1").await.unwrap();
-    let real = hub.head(["h"]).await.unwrap().encode();
+    let real = hub.current_cursor(["h"]).await.unwrap().encode();
     // The same epoch, offset 1 -> 9 (a forged cursor, or a history rolled back).
     let forged = {
         let cursor = Cursor::decode(&real).unwrap();

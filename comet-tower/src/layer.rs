@@ -1,20 +1,18 @@
 //! [`CometLayer`]: the app's comet routes, mounted in front of its own.
 
-use crate::Comet;
 use comet_core::{
     protocol::{self, PublishRoute, Route},
     Hub,
 };
 use std::{fmt, sync::Arc};
-use tower_layer::Layer;
 
 /// Serves comet routes at their paths and passes every other request to the
 /// wrapped service untouched.
 ///
 /// ```
 /// use axum::{routing::get, Router};
-/// use comet_core::{protocol::Route, Hub};
-/// use comet_tower::CometLayer;
+/// use comet::{Hub, Route};
+/// use comet::CometLayer;
 /// use std::time::Duration;
 ///
 /// let hub = Hub::new();
@@ -67,20 +65,20 @@ impl Endpoint {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let (head, body) = request.into_parts();
+        let (parts, body) = request.into_parts();
         match self {
             // `<route>/comet.js`: the browser client for this route.
             Endpoint::Client(route) => {
-                Box::pin(std::future::ready(protocol::serve_client(route, &head)))
+                Box::pin(std::future::ready(protocol::serve_client(route, &parts)))
             }
             // The layer also matches `<mount>/comet.js` (see `Routes::find`);
-            // a `CometService` (no mount) serves its route at any path.
-            Endpoint::Subscribe(route) if !mount.is_empty() && head.uri.path() != mount => {
-                Box::pin(std::future::ready(protocol::serve_client(route, &head)))
+            // a `RouteService` (no mount) serves its route at any path.
+            Endpoint::Subscribe(route) if !mount.is_empty() && parts.uri.path() != mount => {
+                Box::pin(std::future::ready(protocol::serve_client(route, &parts)))
             }
-            Endpoint::Subscribe(route) => protocol::serve(hub, route, &head),
-            Endpoint::Publish(route) => route.serve(hub, mount, &head, body),
-            Endpoint::NotFound => Box::pin(std::future::ready(protocol::not_found(&head))),
+            Endpoint::Subscribe(route) => protocol::serve(hub, route, &parts),
+            Endpoint::Publish(route) => route.serve(hub, mount, &parts, body),
+            Endpoint::NotFound => Box::pin(std::future::ready(protocol::not_found(&parts))),
         }
     }
 }
@@ -185,14 +183,6 @@ impl CometLayer {
     /// The hub whose channels are served.
     pub fn hub(&self) -> &Hub {
         &self.hub
-    }
-}
-
-impl<S> Layer<S> for CometLayer {
-    type Service = Comet<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Comet::new(inner, self.clone())
     }
 }
 

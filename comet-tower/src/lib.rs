@@ -8,8 +8,8 @@
 //!
 //! ```
 //! use axum::{extract::State, routing::post, Router};
-//! use comet_core::{protocol::Route, Hub, Payload};
-//! use comet_tower::CometLayer;
+//! use comet::{Hub, Payload, Route};
+//! use comet::CometLayer;
 //!
 //! #[derive(serde::Deserialize)]
 //! struct Say { room: String, text: String }
@@ -56,8 +56,8 @@
 //!
 //! The crate follows tower-http's anatomy: [`CometLayer`] (the layer),
 //! [`Comet`] (the service), [`ResponseFuture`] and [`ResponseBody`]; and
-//! [`CometService`] mounts a single route with `Router::route_service`.
-//! The protocol itself lives in [`comet_core::protocol`], shared by every adapter.
+//! [`RouteService`] mounts a single route with `Router::route_service`.
+//! The protocol itself lives in [`comet::protocol`](comet_core::protocol), shared by every adapter.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -71,7 +71,7 @@ mod service;
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
 pub use layer::CometLayer;
-pub use route_service::{CometService, ServeFuture};
+pub use route_service::{RouteFuture, RouteService};
 pub use service::Comet;
 
 /// The protocol types a route is configured with, re-exported for convenience.

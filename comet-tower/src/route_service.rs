@@ -1,4 +1,4 @@
-//! [`CometService`]: one comet route as a plain service, for `route_service`.
+//! [`RouteService`]: one comet route as a plain service, for `route_service`.
 
 use crate::layer::Endpoint;
 use comet_core::{
@@ -18,24 +18,24 @@ use tower_service::Service;
 ///
 /// ```
 /// use axum::Router;
-/// use comet_core::{protocol::{PublishRoute, Route}, Hub};
-/// use comet_tower::CometService;
+/// use comet::{Hub, PublishRoute, Route};
+/// use comet::RouteService;
 ///
 /// let hub = Hub::new();
 /// let publish = PublishRoute::new().authorize(|request, _| request.headers.contains_key("x-admin"));
 /// let app: Router = Router::new()
-///     .route_service("/events", CometService::new(hub.clone(), Route::sse()))
-///     .route_service("/publish/{*channel}", CometService::publish(hub.clone(), "/publish", publish));
+///     .route_service("/events", RouteService::new(hub.clone(), Route::sse()))
+///     .route_service("/publish/{*channel}", RouteService::publish(hub.clone(), "/publish", publish));
 /// ```
 #[derive(Clone, Debug)]
-pub struct CometService {
+pub struct RouteService {
     hub: Hub,
     /// Where the service is mounted (publishing reads the channel below it).
     mount: String,
     endpoint: Endpoint,
 }
 
-impl CometService {
+impl RouteService {
     /// Serves the subscribe route `route` from `hub`.
     pub fn new(hub: Hub, route: Route) -> Self {
         Self {
@@ -66,7 +66,7 @@ impl CometService {
     }
 }
 
-impl<B> Service<Request<B>> for CometService
+impl<B> Service<Request<B>> for RouteService
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
@@ -74,25 +74,25 @@ where
 {
     type Response = Response<CometBody>;
     type Error = Infallible;
-    type Future = ServeFuture;
+    type Future = RouteFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<B>) -> ServeFuture {
-        ServeFuture {
+    fn call(&mut self, request: Request<B>) -> RouteFuture {
+        RouteFuture {
             future: self.endpoint.serve(&self.hub, &self.mount, request),
         }
     }
 }
 
-/// The response future of [`CometService`]: it never fails.
-pub struct ServeFuture {
+/// The response future of [`RouteService`]: it never fails.
+pub struct RouteFuture {
     future: protocol::ResponseFuture,
 }
 
-impl Future for ServeFuture {
+impl Future for RouteFuture {
     type Output = Result<Response<CometBody>, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {

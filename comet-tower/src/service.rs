@@ -3,6 +3,7 @@
 use crate::{layer::CometLayer, ResponseBody, ResponseFuture};
 use http::{Request, Response};
 use std::task::{Context, Poll};
+use tower_layer::Layer;
 use tower_service::Service;
 
 /// Answers requests to comet routes; forwards the rest to `S`.
@@ -31,6 +32,16 @@ impl<S> Comet<S> {
     /// Unwraps the inner service.
     pub fn into_inner(self) -> S {
         self.inner
+    }
+}
+
+/// Here rather than beside [`CometLayer`], so that the layer's module needs
+/// nothing of the service's.
+impl<S> Layer<S> for CometLayer {
+    type Service = Comet<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Comet::new(inner, self.clone())
     }
 }
 

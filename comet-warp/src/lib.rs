@@ -2,27 +2,27 @@
 //!
 //! Each filter answers a request the way PROTOCOL.md says, errors included,
 //! using the protocol implementation shared with every adapter
-//! ([`comet_core::protocol`]); this crate only turns a warp request into an
+//! ([`comet::protocol`](comet_core::protocol)); this crate only turns a warp request into an
 //! `http::request::Parts` and the answer into a warp reply. Compose them
 //! after the path filters you choose:
 //!
 //! ```
-//! use comet_core::{protocol::{PublishRoute, Route}, Hub};
+//! use comet::{Hub, PublishRoute, Route};
 //! use warp::Filter;
 //!
 //! let hub = Hub::new();
-//! let events = warp::path!("events").and(comet_warp::sse(hub.clone()));
-//! let poll = warp::path!("poll").and(comet_warp::long_poll(hub.clone()));
-//! let push = warp::path!("push").and(comet_warp::route(hub.clone(), Route::all()));
+//! let events = warp::path!("events").and(comet::warp::sse(hub.clone()));
+//! let poll = warp::path!("poll").and(comet::warp::long_poll(hub.clone()));
+//! let push = warp::path!("push").and(comet::warp::route(hub.clone(), Route::all()));
 //! // POST /publish/room/lobby publishes to `room/lobby`.
-//! let publish = warp::path("publish").and(comet_warp::publish(
+//! let publish = warp::path("publish").and(comet::warp::publish(
 //!     hub.clone(),
 //!     PublishRoute::new().authorize(|request, _| request.headers.contains_key("x-admin")),
 //! ));
 //! // The browser client, for `import { Comet } from "/push/comet.js"`.
-//! let client = warp::path!("push" / "comet.js").and(comet_warp::client(Route::all()));
+//! let client = warp::path!("push" / "comet.js").and(comet::warp::client(Route::all()));
 //! // Any other path under /push: the protocol's JSON 404.
-//! let unknown = warp::path("push").and(comet_warp::not_found());
+//! let unknown = warp::path("push").and(comet::warp::not_found());
 //! let routes = events.or(poll).or(push).or(publish).or(client).or(unknown);
 //! // warp::serve(routes).run(([127, 0, 0, 1], 3000)).await;
 //! ```
@@ -47,7 +47,7 @@ use http_body_util::{BodyExt, StreamBody};
 use std::{convert::Infallible, net::SocketAddr};
 use warp::{filters::path::FullPath, reply::Reply, Filter};
 
-/// The address of the client, in the extensions of the request head that
+/// The address of the client, in the extensions of the request parts that
 /// policies see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RemoteAddr(pub SocketAddr);
@@ -57,8 +57,8 @@ pub fn route(
     hub: Hub,
     route: Route,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
-    request_head().then(move |head: Parts| {
-        let answer = protocol::serve(&hub, &route, &head);
+    request_parts().then(move |parts: Parts| {
+        let answer = protocol::serve(&hub, &route, &parts);
         async move { into_reply(answer.await) }
     })
 }
@@ -99,19 +99,19 @@ pub fn jsonp(
 }
 
 /// Serves the browser client, `comet.js`, with `route`'s CORS:
-/// `warp::path!("push" / "comet.js").and(comet_warp::client(Route::all()))`.
+/// `warp::path!("push" / "comet.js").and(comet::warp::client(Route::all()))`.
 pub fn client(
     route: Route,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
-    request_head().map(move |head: Parts| into_reply(protocol::serve_client(&route, &head)))
+    request_parts().map(move |parts: Parts| into_reply(protocol::serve_client(&route, &parts)))
 }
 
 /// Answers every request with the protocol's JSON 404 (`not_found`): put it
 /// last under a comet prefix, so that a path there that no comet filter
 /// serves gets the protocol's error rather than warp's empty rejection:
-/// `warp::path("comet").and(comet_warp::not_found())`.
+/// `warp::path("comet").and(comet::warp::not_found())`.
 pub fn not_found() -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
-    request_head().map(|head: Parts| into_reply(protocol::not_found(&head)))
+    request_parts().map(|parts: Parts| into_reply(protocol::not_found(&parts)))
 }
 
 /// Accepts publishing: the path left unmatched by the filters before this one
@@ -120,20 +120,20 @@ pub fn publish(
     hub: Hub,
     route: PublishRoute,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
-    request_head().and(warp::path::tail()).and(body()).then(
-        move |head: Parts, tail: warp::path::Tail, body: RequestBody| {
+    request_parts().and(warp::path::tail()).and(body()).then(
+        move |parts: Parts, tail: warp::path::Tail, body: RequestBody| {
             // The mount is the part of the path matched before this filter.
-            let path = head.uri.path();
+            let path = parts.uri.path();
             let mount = path.strip_suffix(tail.as_str()).unwrap_or(path).to_owned();
-            let answer = route.serve(&hub, &mount, &head, body);
+            let answer = route.serve(&hub, &mount, &parts, body);
             async move { into_reply(answer.await) }
         },
     )
 }
 
-/// The request's head as `http` types: method, URI, headers, and the
+/// The request's parts as `http` types: method, URI, headers, and the
 /// client's address as [`RemoteAddr`].
-fn request_head() -> impl Filter<Extract = (Parts,), Error = Infallible> + Clone {
+fn request_parts() -> impl Filter<Extract = (Parts,), Error = Infallible> + Clone {
     let query = warp::query::raw()
         .map(Some)
         .or(warp::any().map(|| None))

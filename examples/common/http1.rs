@@ -3,10 +3,10 @@
 //! benchmark columns differ only by the router in front of comet.
 //!
 //! Why not `axum::serve`: it serves each connection with hyper-util's
-//! HTTP/1-or-HTTP/2 connection, whose task is sized for HTTP/2 whenever
-//! hyper-util's `http2` feature is on anywhere in the build (warp turns it
-//! on). A held Comet connection then costs about 19 KB of server memory
-//! instead of about 11 KB (`bench/compare.sh`, 10,000 idle SSE subscribers).
+//! HTTP/1-or-HTTP/2 connection, which holds more per connection. A held
+//! Comet connection costs about 21.2 KB of server memory under
+//! `axum::serve`, against about 12.1 KB here (`bench/axum_user.sh`, 5,000
+//! idle SSE subscribers, the system allocator).
 //! Browsers speak HTTP/2 only over TLS, so a plain-HTTP Comet server loses
 //! nothing by speaking HTTP/1.1 alone; behind a TLS proxy, the proxy speaks
 //! HTTP/2 to browsers and HTTP/1.1 to this.

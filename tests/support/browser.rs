@@ -46,7 +46,7 @@ pub struct Browser {
 
 /// The browser to run: `COMET_CHROMIUM`, else the first of the usual names
 /// on `PATH`.
-fn find_chromium() -> Option<PathBuf> {
+pub fn find_chromium() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("COMET_CHROMIUM") {
         return Some(PathBuf::from(path));
     }

@@ -28,6 +28,20 @@ fn on_path(name: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// Node, where the npm `eventsource` package is installed for it.
+pub fn node_with_eventsource() -> Option<PathBuf> {
+    let installed = clients_dir()
+        .join("node_modules/eventsource/package.json")
+        .is_file();
+    on_path("node").filter(|_| installed)
+}
+
+/// The venv's Python, where there is one (with httpx-sse).
+pub fn python_with_httpx_sse() -> Option<PathBuf> {
+    let python = clients_dir().join(".venv/bin/python");
+    python.is_file().then_some(python)
+}
+
 /// `Some(tool)` when it is installed; else fails under `COMET_CLIENT_TESTS=1`
 /// or says NOT RUN.
 fn require(test: &str, tool: Option<PathBuf>, what: &str) -> Option<PathBuf> {
@@ -100,10 +114,9 @@ impl ClientProcess {
 /// listening for `types` besides `message`, `open` and `error`.
 pub fn node_eventsource(test: &str, url: &str, types: &[&str]) -> Option<ClientProcess> {
     let dir = clients_dir();
-    let installed = dir.join("node_modules/eventsource/package.json").is_file();
     let node = require(
         test,
-        on_path("node").filter(|_| installed),
+        node_with_eventsource(),
         "Node with the npm eventsource package (npm ci in tests/clients)",
     )?;
     let mut command = Command::new(node);
@@ -119,10 +132,9 @@ pub fn node_eventsource(test: &str, url: &str, types: &[&str]) -> Option<ClientP
 /// event whose data is `end`.
 pub fn python_httpx_sse(test: &str, url: &str) -> Option<ClientProcess> {
     let dir = clients_dir();
-    let python = dir.join(".venv/bin/python");
     let python = require(
         test,
-        python.is_file().then_some(python),
+        python_with_httpx_sse(),
         "Python's httpx-sse (a venv in tests/clients/.venv)",
     )?;
     let mut command = Command::new(python);

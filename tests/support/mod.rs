@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod clients;
+pub mod tool_tests;
 
 use bytes::Bytes;
 use comet::{
@@ -149,21 +150,21 @@ pub fn warp_app(
             // As the tower layer does: the route, and its client script.
             Mount::Subscribe(path, route) => at(path)
                 .and(warp::path::end())
-                .and(comet::warp::route(hub.clone(), route.clone()))
+                .and(comet_warp::route(hub.clone(), route.clone()))
                 .or(at(path)
                     .and(warp::path!("comet.js"))
-                    .and(comet::warp::client(route)))
+                    .and(comet_warp::client(route)))
                 .unify()
                 .boxed(),
             Mount::Publish(path, route) => at(path)
-                .and(comet::warp::publish(hub.clone(), route))
+                .and(comet_warp::publish(hub.clone(), route))
                 .boxed(),
         };
         routes.or(route).unify().boxed()
     });
     prefixes.into_iter().fold(routes, |routes, path| {
         routes
-            .or(at(path).and(comet::warp::not_found()))
+            .or(at(path).and(comet_warp::not_found()))
             .unify()
             .boxed()
     })

@@ -1,7 +1,7 @@
 //! The response body of every comet answer, as an `http_body::Body`.
 
-use super::{Frames, StreamFormat};
-use crate::Subscription;
+use super::{Chunks, StreamFormat};
+use crate::{telemetry::SubscriberGauge, Subscription};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::{
@@ -35,6 +35,8 @@ enum Kind {
 /// entered on every poll while the state is borrowed mutably (no clone).
 struct Traced {
     span: tracing::Span,
+    /// Counts the stream in `comet_subscribers` while it lives.
+    _gauge: SubscriberGauge,
     state: StreamState,
 }
 
@@ -44,7 +46,7 @@ struct StreamState {
     heartbeat: Duration,
     idle: Pin<Box<Sleep>>,
     /// Chunks of frames already encoded, not yet handed to the server.
-    queued: Frames,
+    queued: Chunks,
     /// Bytes after which the stream ends (at a frame boundary).
     budget: Option<usize>,
     sent: usize,
@@ -83,14 +85,16 @@ impl CometBody {
         heartbeat: Duration,
         budget: Option<usize>,
         span: tracing::Span,
+        gauge: SubscriberGauge,
     ) -> Self {
-        let mut queued = Frames::default();
+        let mut queued = Chunks::default();
         if let Some(preamble) = format.preamble() {
             queued.push(preamble);
         }
         Self {
             kind: Kind::Stream(Box::new(Traced {
                 span,
+                _gauge: gauge,
                 state: StreamState {
                     subscription,
                     format,
@@ -117,7 +121,7 @@ impl Body for CometBody {
         match &mut self.get_mut().kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Stream(traced) => {
-                let Traced { span, state } = &mut **traced;
+                let Traced { span, state, .. } = &mut **traced;
                 let _entered = span.enter();
                 state.poll_frame(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
             }

@@ -1,18 +1,22 @@
 //! The browser client, `comet.js`, served beside the routes it speaks to.
 //!
 //! The script is compiled into the crate, so the client a server hands out
-//! always speaks that server's protocol. Its URL without a version is
+//! always speaks that server's protocol. It is written as ES modules
+//! (`comet-core/client/*.js`, unit-tested with `node --test`) and served as
+//! one file that `build.rs` makes of them: one request, one URL to version,
+//! nothing to mount per module. Its URL without a version is
 //! revalidated by ETag on every load (a 304 when unchanged); with
 //! `?v=<CLIENT_VERSION>`, as [`client_script_url`] writes it, it is cached
 //! for a year, since another version has another URL.
 
-use super::{CometBody, ProtocolError, Route};
+use super::{cors::PendingCors, request, CometBody, Route};
 use bytes::Bytes;
 use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
 use std::sync::OnceLock;
 
-/// The client: a dependency-free ES module (`comet-core/client/comet.js`).
-pub const CLIENT_SCRIPT: &str = include_str!("../../client/comet.js");
+/// The client: a dependency-free ES module, `comet-core/client/comet.js`
+/// with the modules it imports, built into one file by `build.rs`.
+pub const CLIENT_SCRIPT: &str = include_str!(concat!(env!("OUT_DIR"), "/comet.js"));
 
 /// Its TypeScript declarations (`comet-core/client/comet.d.ts`).
 pub const CLIENT_TYPES: &str = include_str!("../../client/comet.d.ts");
@@ -48,23 +52,13 @@ pub fn client_script_url(mount: &str) -> String {
 /// Answers a request for the client script, with `route`'s CORS (a module
 /// script from another origin is fetched in CORS mode).
 pub fn serve_client(route: &Route, request: &Parts) -> Response<CometBody> {
-    if request.method == Method::OPTIONS {
-        if let Some(cors) = &route.cors {
-            return cors.preflight(request, Method::GET);
-        }
-    }
-    let mut response = answer(request);
-    if let Some(cors) = &route.cors {
-        cors.decorate(request.headers.get(header::ORIGIN), response.headers_mut());
-    }
-    response
+    let cors = route.cors.as_ref();
+    PendingCors::preflight(cors, request, Method::GET)
+        .unwrap_or_else(|| PendingCors::for_request(cors, request).apply(answer(request)))
 }
 
 fn answer(request: &Parts) -> Response<CometBody> {
-    if request.method != Method::GET && request.method != Method::HEAD {
-        return ProtocolError::method_not_allowed(&request.method, "GET, HEAD").into_response();
-    }
-    if let Err(error) = super::params::check_request_size(request) {
+    if let Err(error) = request::check(request, &[Method::GET, Method::HEAD], "GET, HEAD") {
         return error.into_response();
     }
     let etag = format!("\"{}\"", client_version());
@@ -165,6 +159,23 @@ mod tests {
         // Another version's URL is not this script's: revalidate it.
         let stale = get("/comet/comet.js?v=0000000000000000", None);
         assert_eq!(stale.headers()["cache-control"], "no-cache");
+    }
+
+    #[test]
+    fn the_served_client_is_one_module_with_nothing_left_to_fetch() {
+        // What build.rs makes of the modules, checked without Node: no
+        // import is left, nothing points at a sibling module, and the
+        // entry's one export list is the client's API.
+        for line in CLIENT_SCRIPT.lines() {
+            assert!(!line.trim_start().starts_with("import"), "{line}");
+            assert!(!line.contains("from \"./"), "{line}");
+        }
+        let exports: Vec<&str> = CLIENT_SCRIPT
+            .lines()
+            .filter(|l| l.starts_with("export"))
+            .collect();
+        assert_eq!(exports, ["export { Comet, CometMessage };"]);
+        assert!(CLIENT_SCRIPT.contains("class Comet "), "the API is in");
     }
 
     #[test]

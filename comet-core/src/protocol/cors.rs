@@ -10,7 +10,7 @@ use std::{fmt, sync::Arc, time::Duration};
 /// (cookies, HTTP authentication).
 ///
 /// ```
-/// use comet_core::protocol::{Cors, Route};
+/// use comet::{Cors, Route};
 /// let route = Route::sse().cors(
 ///     Cors::allow_origins(["https://www.example.com", "https://app.example.com"])
 ///         .allow_credentials(true),
@@ -87,7 +87,7 @@ impl Cors {
         self
     }
 
-    fn allows(&self, origin: &HeaderValue) -> bool {
+    pub(crate) fn allows(&self, origin: &HeaderValue) -> bool {
         match &self.origins {
             Origins::Any => true,
             Origins::List(list) => list
@@ -102,7 +102,7 @@ impl Cors {
 
     /// Adds the CORS headers to an answer for a request from `origin`
     /// (nothing for origins not allowed, so the browser withholds the answer).
-    pub(crate) fn decorate(&self, origin: Option<&HeaderValue>, headers: &mut HeaderMap) {
+    fn decorate(&self, origin: Option<&HeaderValue>, headers: &mut HeaderMap) {
         headers.append(header::VARY, HeaderValue::from_static("origin"));
         let Some(origin) = origin.filter(|o| self.allows(o)) else {
             return;
@@ -131,7 +131,7 @@ impl Cors {
     }
 
     /// Answers a preflight (`OPTIONS`) for a route accepting `method`.
-    pub(crate) fn preflight(&self, request: &Parts, method: Method) -> Response<CometBody> {
+    fn preflight(&self, request: &Parts, method: Method) -> Response<CometBody> {
         let origin = request.headers.get(header::ORIGIN);
         let requested = request.headers.get(header::ACCESS_CONTROL_REQUEST_METHOD);
         let refusal = match (origin, requested) {
@@ -165,74 +165,51 @@ impl Cors {
             }
         };
         let headers = response.headers_mut();
-        headers.append(
-            header::VARY,
-            HeaderValue::from_static("access-control-request-method"),
-        );
-        headers.append(
-            header::VARY,
-            HeaderValue::from_static("access-control-request-headers"),
-        );
+        for varies in [
+            "access-control-request-method",
+            "access-control-request-headers",
+        ] {
+            headers.append(header::VARY, HeaderValue::from_static(varies));
+        }
         self.decorate(origin, headers);
         response
     }
 }
 
-/// PROTOCOL.md, "JSONP": a JSONP answer is a script that any page can
-/// include with the user's cookies (cross-site script inclusion), so a
-/// request from another site is refused: `Sec-Fetch-Site: cross-site`, or an
-/// `Origin` (else `Referer`) that is neither the request's own host nor in
-/// `cors`'s list. Requests that carry none of these (not from a browser
-/// page) pass.
-pub(crate) fn check_jsonp_site(request: &Parts, cors: Option<&Cors>) -> Result<(), ProtocolError> {
-    let headers = &request.headers;
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri.authority().map(|a| a.as_str()));
-    let from = headers
-        .get(header::ORIGIN)
-        .map(|o| (o.clone(), "Origin"))
-        .or_else(|| {
-            let referer = headers.get(header::REFERER)?;
-            let origin =
-                referer_origin(referer).unwrap_or_else(|| HeaderValue::from_static("null"));
-            Some((origin, "Referer"))
-        });
-    let cross_site = headers
-        .get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
-    let listed = |origin: &HeaderValue| cors.is_some_and(|c| c.allows(origin));
-    let own = |origin: &HeaderValue| {
-        let authority = origin
-            .to_str()
-            .ok()
-            .and_then(|o| o.split_once("://"))
-            .map(|(_, authority)| authority);
-        authority.is_some_and(|a| host.is_some_and(|h| a.eq_ignore_ascii_case(h)))
-    };
-    let refused = match &from {
-        Some((origin, _)) if listed(origin) => false,
-        Some((origin, _)) => cross_site || !own(origin),
-        None => cross_site,
-    };
-    if !refused {
-        return Ok(());
-    }
-    let whence = match &from {
-        Some((origin, name)) => format!("{name} {}", String::from_utf8_lossy(origin.as_bytes())),
-        None => "Sec-Fetch-Site: cross-site".to_owned(),
-    };
-    Err(ErrorCode::CrossSite.error(format!(
-        "JSONP from another site ({whence}) is refused on this route; list the page's origin in the route's CORS"
-    )))
+/// The CORS owed to one request to a comet route (subscribe, publish or
+/// client script), the one place each route's CORS is handled: a preflight
+/// is answered at once; any other request's answer gets the headers.
+pub(crate) struct PendingCors {
+    cors: Option<(Cors, Option<HeaderValue>)>,
 }
 
-/// `scheme://authority` of a `Referer` URL.
-fn referer_origin(referer: &HeaderValue) -> Option<HeaderValue> {
-    let uri: http::Uri = referer.to_str().ok()?.parse().ok()?;
-    let origin = format!("{}://{}", uri.scheme_str()?, uri.authority()?.as_str());
-    HeaderValue::from_str(&origin).ok()
+impl PendingCors {
+    /// The answer to a preflight for `method`, if the request is one and
+    /// the route has CORS (routes without CORS answer `OPTIONS` as any other
+    /// method they do not allow).
+    pub(crate) fn preflight(
+        cors: Option<&Cors>,
+        request: &Parts,
+        method: Method,
+    ) -> Option<Response<CometBody>> {
+        let cors = cors?;
+        (request.method == Method::OPTIONS).then(|| cors.preflight(request, method))
+    }
+
+    /// What the answer to `request` owes to `cors`.
+    pub(crate) fn for_request(cors: Option<&Cors>, request: &Parts) -> Self {
+        Self {
+            cors: cors.map(|cors| (cors.clone(), request.headers.get(header::ORIGIN).cloned())),
+        }
+    }
+
+    /// Adds the CORS headers to `response`.
+    pub(crate) fn apply(&self, mut response: Response<CometBody>) -> Response<CometBody> {
+        if let Some((cors, origin)) = &self.cors {
+            cors.decorate(origin.as_ref(), response.headers_mut());
+        }
+        response
+    }
 }
 
 impl fmt::Debug for Cors {
@@ -260,70 +237,6 @@ mod tests {
     #[should_panic(expected = "credentials cannot be allowed for every origin")]
     fn star_with_credentials_is_a_configuration_error() {
         let _ = Cors::any_origin().allow_credentials(true);
-    }
-
-    fn jsonp_request(headers: &[(&str, &str)]) -> Parts {
-        let mut request =
-            http::Request::get("/comet?transport=jsonp").header("host", "push.example:80");
-        for (k, v) in headers {
-            request = request.header(*k, *v);
-        }
-        request.body(()).unwrap().into_parts().0
-    }
-
-    #[test]
-    fn jsonp_from_another_site_is_refused_unless_listed() {
-        let cors = Cors::allow_origins(["https://app.example"]);
-        let check = |headers: &[(&str, &str)], cors: Option<&Cors>| {
-            check_jsonp_site(&jsonp_request(headers), cors).map_err(|e| e.code())
-        };
-        for passes in [
-            &[][..],
-            &[("sec-fetch-site", "same-origin")],
-            &[("referer", "http://push.example:80/page?x=1")],
-            &[("origin", "http://PUSH.example:80")],
-            &[
-                ("sec-fetch-site", "cross-site"),
-                ("referer", "https://app.example/chat"),
-            ],
-        ] {
-            assert_eq!(check(passes, Some(&cors)), Ok(()), "{passes:?}");
-        }
-        for refused in [
-            &[("sec-fetch-site", "cross-site")][..],
-            &[("referer", "https://evil.example/")],
-            &[("origin", "null")],
-            &[("referer", "not a url")],
-            &[
-                ("sec-fetch-site", "same-site"),
-                ("referer", "https://other.example/"),
-            ],
-            &[
-                ("sec-fetch-site", "cross-site"),
-                ("referer", "http://push.example:80/"),
-            ],
-        ] {
-            assert_eq!(
-                check(refused, Some(&cors)),
-                Err("cross_site"),
-                "{refused:?}"
-            );
-        }
-        assert_eq!(
-            check(&[("referer", "https://app.example/chat")], None),
-            Err("cross_site")
-        );
-        // A policy that allows any origin lets every site in.
-        assert_eq!(
-            check(
-                &[
-                    ("sec-fetch-site", "cross-site"),
-                    ("origin", "https://any.example")
-                ],
-                Some(&Cors::any_origin())
-            ),
-            Ok(())
-        );
     }
 
     #[test]

@@ -183,6 +183,7 @@ impl ProtocolError {
 
     /// The complete HTTP answer.
     pub fn into_response(self) -> Response<CometBody> {
+        crate::telemetry::error(self.code);
         let mut response = Response::new(CometBody::full(self.to_json()));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();

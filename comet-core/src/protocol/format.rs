@@ -1,32 +1,33 @@
-//! [`StreamFormat`]: how a streaming transport frames what it sends, the
-//! extension point for wire formats of your own.
-//!
-//! The built-in streaming transports (SSE, ndjson, forever frame) implement
-//! this same trait; a route can serve any other implementation with
-//! [`Route::format`](super::Route::format).
+//! The two traits every transport implements, built-in or your own:
+//! [`StreamFormat`] frames items on a response that stays open, and
+//! [`PollFormat`] writes the one answer of a long poll. A route serves a
+//! format of your own with [`Route::format`](super::Route::format) or
+//! [`Route::poll_format`](super::Route::poll_format); the built-in transports
+//! (`transport/sse.rs`, `stream.rs`, `iframe.rs`, `poll.rs`, `jsonp.rs`) are
+//! implementations of these same traits.
 
 use crate::{ChannelName, Cursor, Item, Message};
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use std::collections::VecDeque;
 
-/// The chunks a format writes for one item, in order.
+/// The chunks a [`StreamFormat`] writes for one item, in order.
 ///
 /// Push shared bytes (such as a per-message encoding from
 /// [`Message::encoded_with`]) as their own chunk rather than copying them into
 /// a per-subscriber buffer: the server writes chunks without copying.
 #[derive(Debug, Default)]
-pub struct Frames {
+pub struct Chunks {
     /// The first chunk waiting, kept apart: most items are one shared chunk
     /// (an SSE message on a one-channel stream), and every held stream owns
-    /// a `Frames`, so the usual case allocates nothing and idle streams
+    /// a `Chunks`, so the usual case allocates nothing and idle streams
     /// hold no queue.
     first: Option<Bytes>,
     /// Chunks after `first`, in order.
     rest: VecDeque<Bytes>,
 }
 
-impl Frames {
+impl Chunks {
     /// Appends a chunk (empty chunks are skipped).
     pub fn push(&mut self, chunk: impl Into<Bytes>) {
         let chunk = chunk.into();
@@ -55,37 +56,33 @@ impl Frames {
     }
 }
 
-/// A wire format for streaming subscriptions.
+/// A wire format for streaming subscriptions: one response, many items.
 ///
 /// Only [`message`](Self::message) is required. The defaults send nothing
 /// before the first item or on idle, nothing at the end, a JSON gap envelope
 /// line for gaps, and `text/plain`.
 ///
 /// ```
-/// use comet_core::{protocol::{Frames, StreamFormat}, Cursor, Message};
+/// use comet::{protocol::{Chunks, StreamFormat}, Cursor, Message};
 ///
 /// /// `channel<TAB>text` lines, for `curl` users.
 /// struct Lines;
 ///
 /// impl StreamFormat for Lines {
-///     fn message(&self, message: &Message, _cursor: &Cursor, out: &mut Frames) {
+///     fn message(&self, message: &Message, _cursor: &Cursor, out: &mut Chunks) {
 ///         out.push(format!("{}\t{}\n", message.channel(), message.text().replace('\n', " ")));
 ///     }
 /// }
 /// ```
 pub trait StreamFormat: Send + Sync + 'static {
     /// Encodes one message; `cursor` is the subscription's position after it.
-    fn message(&self, message: &Message, cursor: &Cursor, out: &mut Frames);
+    fn message(&self, message: &Message, cursor: &Cursor, out: &mut Chunks);
 
     /// Encodes a gap: messages of `channel` that history no longer holds
     /// (`missed` is `None` when unknown). Default: the JSON gap envelope and a
     /// line feed.
-    fn gap(&self, channel: &ChannelName, missed: Option<u64>, cursor: &Cursor, out: &mut Frames) {
-        out.push(super::encode::gap_envelope(
-            channel.as_str(),
-            missed,
-            cursor,
-        ));
+    fn gap(&self, channel: &ChannelName, missed: Option<u64>, cursor: &Cursor, out: &mut Chunks) {
+        out.push(super::envelope::gap(channel, missed, cursor));
         out.push(Bytes::from_static(b"\n"));
     }
 
@@ -110,9 +107,16 @@ pub trait StreamFormat: Send + Sync + 'static {
         HeaderValue::from_static("text/plain; charset=utf-8")
     }
 
+    /// Headers the response carries besides `Content-Type`, `Cache-Control`,
+    /// `X-Accel-Buffering` and CORS. They are inserted after those, so a
+    /// header of the same name replaces comet's. Default: none.
+    fn headers(&self) -> &[(HeaderName, HeaderValue)] {
+        &[]
+    }
+
     /// Encodes any item, dispatching to [`message`](Self::message) or
     /// [`gap`](Self::gap).
-    fn item(&self, item: &Item, out: &mut Frames) {
+    fn item(&self, item: &Item, out: &mut Chunks) {
         match item {
             Item::Message { message, cursor } => self.message(message, cursor, out),
             Item::Gap {
@@ -124,33 +128,80 @@ pub trait StreamFormat: Send + Sync + 'static {
     }
 }
 
+/// A wire format for long polls: one answer per request, carrying what was
+/// waiting after the request's cursor (nothing when the hold timed out) and
+/// the cursor to poll with next.
+///
+/// The server holds the request, batches the items, and sends the cursor as
+/// the answer's `ETag` too; a format only writes the body.
+///
+/// ```
+/// use bytes::Bytes;
+/// use comet::{protocol::PollFormat, Cursor, Item};
+/// use http::HeaderValue;
+///
+/// /// One `channel<TAB>text` line per message, then the cursor.
+/// struct TextPoll;
+///
+/// impl PollFormat for TextPoll {
+///     fn answer(&self, items: &[Item], cursor: &Cursor) -> Bytes {
+///         let mut body = String::new();
+///         for message in items.iter().filter_map(Item::message) {
+///             body += &format!("{}\t{}\n", message.channel(), message.text());
+///         }
+///         body += &format!("cursor\t{cursor}\n");
+///         body.into()
+///     }
+///
+///     fn content_type(&self) -> HeaderValue {
+///         HeaderValue::from_static("text/plain; charset=utf-8")
+///     }
+/// }
+/// ```
+pub trait PollFormat: Send + Sync + 'static {
+    /// The answer's body: `items` (possibly none), then `cursor`, where the
+    /// next poll resumes.
+    fn answer(&self, items: &[Item], cursor: &Cursor) -> Bytes;
+
+    /// The answer's `Content-Type`.
+    fn content_type(&self) -> HeaderValue;
+
+    /// Headers the answer carries besides `Content-Type`, `Cache-Control`,
+    /// `ETag` and CORS. They are inserted after `Content-Type` and
+    /// `Cache-Control` (and so replace a header of the same name), and
+    /// before the `ETag`, which is always the cursor. Default: none.
+    fn headers(&self) -> &[(HeaderName, HeaderValue)] {
+        &[]
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Frames;
+    use super::Chunks;
 
-    fn drain(frames: &mut Frames) -> Vec<String> {
-        std::iter::from_fn(|| frames.pop())
+    fn drain(chunks: &mut Chunks) -> Vec<String> {
+        std::iter::from_fn(|| chunks.pop())
             .map(|b| String::from_utf8(b.to_vec()).unwrap())
             .collect()
     }
 
     #[test]
     fn chunks_come_out_in_the_order_pushed_however_pushes_and_pops_interleave() {
-        let mut frames = Frames::default();
-        assert!(frames.is_empty());
-        frames.push("a");
-        frames.push("");
-        frames.push("b");
-        frames.push("c");
-        let listed: Vec<_> = frames.iter().map(|b| b.to_vec()).collect();
+        let mut chunks = Chunks::default();
+        assert!(chunks.is_empty());
+        chunks.push("a");
+        chunks.push("");
+        chunks.push("b");
+        chunks.push("c");
+        let listed: Vec<_> = chunks.iter().map(|b| b.to_vec()).collect();
         assert_eq!(listed, [b"a", b"b", b"c"]);
-        assert_eq!(frames.pop().as_deref(), Some(&b"a"[..]));
+        assert_eq!(chunks.pop().as_deref(), Some(&b"a"[..]));
         // The first slot is free again, but "b" and "c" are still ahead.
-        frames.push("d");
-        assert_eq!(drain(&mut frames), ["b", "c", "d"]);
-        assert!(frames.is_empty());
-        frames.push("e");
-        assert!(!frames.is_empty());
-        assert_eq!(drain(&mut frames), ["e"]);
+        chunks.push("d");
+        assert_eq!(drain(&mut chunks), ["b", "c", "d"]);
+        assert!(chunks.is_empty());
+        chunks.push("e");
+        assert!(!chunks.is_empty());
+        assert_eq!(drain(&mut chunks), ["e"]);
     }
 }

@@ -1,41 +1,9 @@
 //! A subscribe request's parameters, read from the query and headers.
 
-use super::{ErrorCode, ProtocolError, Transport};
+use super::{request::check_query_len, ErrorCode, ProtocolError, Transport};
 use crate::{Cursor, Since};
 use http::{header, request::Parts, HeaderMap, HeaderName};
 use std::time::Duration;
-
-/// The longest query string read (longer is a 414).
-pub const MAX_QUERY_LEN: usize = 8 * 1024;
-
-/// The most header bytes a request to any comet route may carry (more is a 431).
-pub const MAX_HEADER_BYTES: usize = 16 * 1024;
-
-/// The size limits every comet route applies before anything else (subscribe,
-/// publish and the client script alike): headers, then the query.
-pub(crate) fn check_request_size(request: &Parts) -> Result<(), ProtocolError> {
-    let header_bytes: usize = request
-        .headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len())
-        .sum();
-    if header_bytes > MAX_HEADER_BYTES {
-        return Err(ErrorCode::HeadersTooLarge.error(format!(
-            "request headers are {header_bytes} bytes, the limit is {MAX_HEADER_BYTES}"
-        )));
-    }
-    check_query_len(request.uri.query().unwrap_or(""))
-}
-
-fn check_query_len(query: &str) -> Result<(), ProtocolError> {
-    if query.len() > MAX_QUERY_LEN {
-        return Err(ErrorCode::UriTooLong.error(format!(
-            "query is {} bytes long, the limit is {MAX_QUERY_LEN}",
-            query.len()
-        )));
-    }
-    Ok(())
-}
 
 /// The parameters of PROTOCOL.md's "Requests" table, parsed and checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -123,11 +91,21 @@ impl SubscribeParams {
     /// Applies the cursor headers to parameters already read from the query
     /// (for callers that needed the query first, to pick the transport).
     pub fn with_header_cursor(
-        mut self,
+        self,
         headers: &HeaderMap,
         transport: Option<Transport>,
     ) -> Result<Self, ProtocolError> {
-        if let Some(cursor) = header_cursor(headers, transport)? {
+        self.with_header_cursor_for(headers, transport.is_some_and(Transport::is_long_poll))
+    }
+
+    /// [`with_header_cursor`](Self::with_header_cursor) for any format: only
+    /// long polls read `If-None-Match`.
+    pub(crate) fn with_header_cursor_for(
+        mut self,
+        headers: &HeaderMap,
+        long_poll: bool,
+    ) -> Result<Self, ProtocolError> {
+        if let Some(cursor) = header_cursor(headers, long_poll)? {
             self.cursor = Some(cursor);
         }
         Ok(self)
@@ -136,10 +114,7 @@ impl SubscribeParams {
 
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
-fn header_cursor(
-    headers: &HeaderMap,
-    transport: Option<Transport>,
-) -> Result<Option<Cursor>, ProtocolError> {
+fn header_cursor(headers: &HeaderMap, long_poll: bool) -> Result<Option<Cursor>, ProtocolError> {
     let text = |name: &HeaderName| -> Result<Option<&str>, ProtocolError> {
         headers
             .get(name)
@@ -153,7 +128,7 @@ fn header_cursor(
     if let Some(id) = text(&LAST_EVENT_ID)?.filter(|s| !s.is_empty()) {
         return Ok(Some(Cursor::decode(id)?));
     }
-    if transport.is_some_and(Transport::is_long_poll) {
+    if long_poll {
         if let Some(tag) = text(&header::IF_NONE_MATCH)? {
             // The first entity tag, weak or strong, without its quotes; `*` names none.
             let first = tag.split(',').next().unwrap_or("").trim();
@@ -236,7 +211,7 @@ mod tests {
             let err = SubscribeParams::from_query(Some(query)).unwrap_err();
             assert_eq!((err.status().as_u16(), err.code()), (400, code), "{query}");
         }
-        let long = "x".repeat(MAX_QUERY_LEN + 1);
+        let long = "x".repeat(crate::protocol::MAX_QUERY_LEN + 1);
         assert_eq!(
             SubscribeParams::from_query(Some(&long))
                 .unwrap_err()
@@ -247,9 +222,9 @@ mod tests {
 
     #[tokio::test]
     async fn cursor_precedence() {
-        let a = crate::Hub::new().head(["a"]).await.unwrap();
-        let b = crate::Hub::new().head(["b"]).await.unwrap();
-        let c = crate::Hub::new().head(["c"]).await.unwrap();
+        let a = crate::Hub::new().current_cursor(["a"]).await.unwrap();
+        let b = crate::Hub::new().current_cursor(["b"]).await.unwrap();
+        let c = crate::Hub::new().current_cursor(["c"]).await.unwrap();
         let uri = format!("/?cursor={c}");
         let etag = format!("\"{b}\"");
         let all = parts(

@@ -1,6 +1,6 @@
 //! The application's say in a subscription: which channels, and whether it may.
 //!
-//! Both run on every request (long polls included) with the request's head,
+//! Both run on every request (long polls included) with the request's parts,
 //! so they can read the path, cookies, or whatever an earlier middleware put
 //! in the request's extensions (a session, an authenticated user).
 //! Closures implement both traits, as in tower-http.

@@ -1,12 +1,11 @@
 //! Publishing over HTTP: `POST` a payload to a channel, get its cursor.
 
 use super::{
-    params::check_request_size, CometBody, Cors, ErrorCode, ProtocolError, ResponseFuture,
+    cors::PendingCors, error::UNAVAILABLE_RETRY_AFTER_SECS, request, CometBody, Cors, ErrorCode,
+    ProtocolError, ResponseFuture,
 };
 use crate::{ChannelName, Hub, Payload, PublishError};
-use bytes::Bytes;
 use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use std::{fmt, sync::Arc};
 
 /// Decides whether a request may publish to a channel.
@@ -42,7 +41,7 @@ where
 /// endpoint would let anyone write to every channel.
 ///
 /// ```
-/// use comet_core::protocol::PublishRoute;
+/// use comet::PublishRoute;
 /// let route = PublishRoute::new().authorize(|request, _channel| {
 ///     request.headers.get("authorization").is_some_and(|v| v == "Bearer secret")
 /// });
@@ -61,7 +60,7 @@ impl PublishRoute {
         Self::default()
     }
 
-    /// Allows a publish when the closure returns true for the request's head
+    /// Allows a publish when the closure returns true for the request's parts
     /// and the channel; refuses it with a 403 otherwise.
     pub fn authorize<F>(self, allow: F) -> Self
     where
@@ -91,35 +90,31 @@ impl PublishRoute {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let origin = request.headers.get(header::ORIGIN).cloned();
-        if request.method == Method::OPTIONS {
-            if let Some(cors) = &self.cors {
-                return ready(cors.preflight(request, Method::POST));
-            }
+        if let Some(preflight) = PendingCors::preflight(self.cors.as_ref(), request, Method::POST) {
+            return Box::pin(std::future::ready(preflight));
         }
+        let cors = PendingCors::for_request(self.cors.as_ref(), request);
         let checked = self.check(hub, mount, request);
-        let cors = self.cors.clone();
         let hub = hub.clone();
         Box::pin(async move {
-            let mut response = match checked {
+            let response = match checked {
                 Err(error) => error.into_response(),
                 Ok(publish) => match publish.run(&hub, body).await {
                     Ok(response) => response,
                     Err(error) => error.into_response(),
                 },
             };
-            if let Some(cors) = cors {
-                cors.decorate(origin.as_ref(), response.headers_mut());
-            }
-            response
+            cors.apply(response)
         })
     }
 
-    fn check(&self, hub: &Hub, mount: &str, request: &Parts) -> Result<Checked, ProtocolError> {
-        if request.method != Method::POST {
-            return Err(ProtocolError::method_not_allowed(&request.method, "POST"));
-        }
-        check_request_size(request)?;
+    fn check(
+        &self,
+        hub: &Hub,
+        mount: &str,
+        request: &Parts,
+    ) -> Result<PublishRequest, ProtocolError> {
+        request::check(request, &[Method::POST], "POST")?;
         let channel = channel(mount, request)?;
         let authorize = self
             .authorize
@@ -128,14 +123,7 @@ impl PublishRoute {
         authorize.authorize(request, &channel)?;
 
         let max = hub.max_payload_bytes();
-        let declared = request
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > max as u64) {
-            return Err(too_large(max));
-        }
+        request::check_declared_length(request, max)?;
         let json = request
             .headers
             .get(header::CONTENT_TYPE)
@@ -155,7 +143,7 @@ impl PublishRoute {
                     .map_err(|_| ErrorCode::BadEvent.error("Comet-Event must be visible ASCII"))
             })
             .transpose()?;
-        Ok(Checked {
+        Ok(PublishRequest {
             channel,
             json,
             event,
@@ -164,30 +152,23 @@ impl PublishRoute {
     }
 }
 
-/// A publish request that passed every check but reading its body.
-struct Checked {
+/// A publish request that passed every check of its parts; its body is
+/// what is left.
+struct PublishRequest {
     channel: ChannelName,
     json: bool,
     event: Option<String>,
     max: usize,
 }
 
-impl Checked {
+impl PublishRequest {
     async fn run<B>(self, hub: &Hub, body: B) -> Result<Response<CometBody>, ProtocolError>
     where
         B: http_body::Body + Send + 'static,
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let bytes: Bytes = match Limited::new(body, self.max).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) if error.is::<LengthLimitError>() => return Err(too_large(self.max)),
-            Err(error) => {
-                return Err(ProtocolError::bad_request(format!(
-                    "could not read the body: {error}"
-                )))
-            }
-        };
+        let bytes = request::read_body(body, self.max).await?;
         let mut payload = if self.json {
             Payload::json_bytes(bytes).map_err(|e| {
                 ErrorCode::BadPayload.error(format!("body is not valid JSON (RFC 8259): {e}"))
@@ -204,10 +185,10 @@ impl Checked {
             .publish(self.channel.as_str(), payload)
             .await
             .map_err(|e| match e {
-                PublishError::PayloadTooLarge { max, .. } => too_large(max),
+                PublishError::PayloadTooLarge { max, .. } => request::body_too_large(max),
                 PublishError::Engine(e) => ProtocolError::unavailable(
                     format!("could not publish: {e}"),
-                    super::error::UNAVAILABLE_RETRY_AFTER_SECS,
+                    UNAVAILABLE_RETRY_AFTER_SECS,
                 ),
                 PublishError::InvalidEvent(reason) => ErrorCode::BadEvent.error(reason),
                 PublishError::InvalidChannel(e) => ErrorCode::BadChannel.error(e.to_string()),
@@ -258,14 +239,6 @@ fn channel(mount: &str, request: &Parts) -> Result<ChannelName, ProtocolError> {
         }
     };
     ChannelName::new(&name).map_err(|e| ErrorCode::BadChannel.error(format!("{e}: {name:?}")))
-}
-
-fn too_large(max: usize) -> ProtocolError {
-    ErrorCode::PayloadTooLarge.error(format!("the body is larger than {max} bytes"))
-}
-
-fn ready(response: Response<CometBody>) -> ResponseFuture {
-    Box::pin(std::future::ready(response))
 }
 
 impl fmt::Debug for PublishRoute {

@@ -2,28 +2,27 @@
 //! application's policies.
 
 use super::{
-    encode::{is_function_name, DEFAULT_CALLBACK_REGISTRY},
-    AllowAll, Authorize, Cors, ProtocolError, QueryChannels, ResolveChannels, StreamFormat,
-    SubscribeParams, Transport,
+    callback::{is_function_name, DEFAULT_CALLBACK_REGISTRY},
+    transport::{
+        poll::{DEFAULT_MAX_BATCH, DEFAULT_MAX_HOLD},
+        sse::DEFAULT_RETRY,
+        stream::DEFAULT_BYTE_BUDGET,
+        Delivery,
+    },
+    AllowAll, Authorize, Cors, PollFormat, ProtocolError, QueryChannels, ResolveChannels,
+    StreamFormat, SubscribeParams, Transport,
 };
 use crate::{ChannelName, Since};
 use http::request::Parts;
 use std::{fmt, sync::Arc, time::Duration};
 
-/// Default interval of SSE heartbeats on an idle stream.
+/// Default interval of heartbeats on an idle stream (every streaming transport).
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
-/// Default longest hold of a long poll.
-pub const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(30);
-/// Default most items in one long-poll answer.
-pub const DEFAULT_MAX_BATCH: usize = 100;
-/// Default bytes after which a stream a browser buffers whole (ndjson,
-/// forever frame) ends, for the client to resume with its cursor.
-pub const DEFAULT_BYTE_BUDGET: usize = 256 * 1024;
 
 /// How one comet route serves subscribers. Cheap to clone.
 ///
 /// ```
-/// use comet_core::{protocol::{Route, Transport}, Since};
+/// use comet::{Route, Since, Transport};
 /// use std::time::Duration;
 ///
 /// let events = Route::sse().heartbeat(Duration::from_secs(20));
@@ -33,7 +32,7 @@ pub const DEFAULT_BYTE_BUDGET: usize = 256 * 1024;
 #[derive(Clone)]
 pub struct Route {
     pub(crate) transports: Arc<[Transport]>,
-    pub(crate) formats: Arc<[CustomFormat]>,
+    pub(crate) custom: Arc<[CustomTransport]>,
     pub(crate) heartbeat: Duration,
     pub(crate) max_hold: Duration,
     pub(crate) max_batch: usize,
@@ -71,12 +70,12 @@ impl Route {
     fn offering(transports: Vec<Transport>) -> Self {
         Self {
             transports: transports.into(),
-            formats: Arc::from([]),
+            custom: Arc::from([]),
             heartbeat: DEFAULT_HEARTBEAT,
             max_hold: DEFAULT_MAX_HOLD,
             max_batch: DEFAULT_MAX_BATCH,
             since: Since::Head,
-            retry: Duration::from_secs(2),
+            retry: DEFAULT_RETRY,
             byte_budget: DEFAULT_BYTE_BUDGET,
             cors: None,
             channels: Arc::new(QueryChannels),
@@ -125,17 +124,27 @@ impl Route {
         Self::offering(Vec::new()).format(name, make)
     }
 
+    /// A route serving only a long-poll format of your own; see
+    /// [`poll_format`](Self::poll_format).
+    pub fn custom_poll<F, P>(name: &str, make: F) -> Self
+    where
+        F: Fn(&Parts, &SubscribeParams) -> Result<P, ProtocolError> + Send + Sync + 'static,
+        P: PollFormat,
+    {
+        Self::offering(Vec::new()).poll_format(name, make)
+    }
+
     /// Also offers a streaming wire format of your own, chosen by
     /// `transport=<name>` (or by default on a route offering nothing else).
     /// `make` builds the format for each request, so it can read the
     /// request's parameters (a callback name, say) or refuse it.
     ///
     /// ```
-    /// use comet_core::{protocol::{Frames, Route, StreamFormat}, Cursor, Message};
+    /// use comet::{protocol::{Chunks, Route, StreamFormat}, Cursor, Message};
     ///
     /// struct Csv;
     /// impl StreamFormat for Csv {
-    ///     fn message(&self, m: &Message, _: &Cursor, out: &mut Frames) {
+    ///     fn message(&self, m: &Message, _: &Cursor, out: &mut Chunks) {
     ///         out.push(format!("{},{},{:?}\n", m.channel(), m.offset(), m.text()));
     ///     }
     /// }
@@ -146,29 +155,81 @@ impl Route {
     /// # Panics
     ///
     /// If `name` is a built-in transport's name.
-    pub fn format<F, S>(mut self, name: &str, make: F) -> Self
+    pub fn format<F, S>(self, name: &str, make: F) -> Self
     where
         F: Fn(&Parts, &SubscribeParams) -> Result<S, ProtocolError> + Send + Sync + 'static,
         S: StreamFormat,
     {
+        self.offer(
+            name,
+            Arc::new(move |request: &Parts, params: &SubscribeParams| {
+                make(request, params).map(|format| Delivery::Stream {
+                    format: Box::new(format),
+                    byte_budget: None,
+                })
+            }),
+        )
+    }
+
+    /// Also offers a long-poll wire format of your own, chosen by
+    /// `transport=<name>` (or by default on a route offering nothing else).
+    /// Requests are held, batched and resumed as for the built-in long poll
+    /// (`timeout`, `If-None-Match`, [`max_hold`](Self::max_hold),
+    /// [`max_batch`](Self::max_batch)); the format writes the answer's body.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use comet::{protocol::{PollFormat, Route}, Cursor, Item};
+    /// use http::HeaderValue;
+    ///
+    /// /// The cursor, then one message text per line.
+    /// struct Lines;
+    /// impl PollFormat for Lines {
+    ///     fn answer(&self, items: &[Item], cursor: &Cursor) -> Bytes {
+    ///         let texts = items.iter().filter_map(Item::message).map(|m| m.text());
+    ///         std::iter::once(cursor.encode()).chain(texts.map(str::to_owned))
+    ///             .collect::<Vec<_>>().join("\n").into()
+    ///     }
+    ///     fn content_type(&self) -> HeaderValue {
+    ///         HeaderValue::from_static("text/plain; charset=utf-8")
+    ///     }
+    /// }
+    ///
+    /// let route = Route::long_poll().poll_format("lines", |_request, _params| Ok(Lines));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `name` is a built-in transport's name.
+    pub fn poll_format<F, P>(self, name: &str, make: F) -> Self
+    where
+        F: Fn(&Parts, &SubscribeParams) -> Result<P, ProtocolError> + Send + Sync + 'static,
+        P: PollFormat,
+    {
+        self.offer(
+            name,
+            Arc::new(move |request: &Parts, params: &SubscribeParams| {
+                make(request, params).map(|format| Delivery::Poll(Box::new(format)))
+            }),
+        )
+    }
+
+    fn offer(mut self, name: &str, make: MakeDelivery) -> Self {
         assert!(
             Transport::ALL.iter().all(|t| t.name() != name),
             "{name:?} is a built-in transport"
         );
-        let make: FormatFactory = Arc::new(move |request: &Parts, params: &SubscribeParams| {
-            make(request, params).map(|format| Box::new(format) as Box<dyn StreamFormat>)
-        });
-        let mut formats: Vec<CustomFormat> = self
-            .formats
+        let mut custom: Vec<CustomTransport> = self
+            .custom
             .iter()
             .filter(|f| &*f.name != name)
             .cloned()
             .collect();
-        formats.push(CustomFormat {
+        custom.push(CustomTransport {
             name: name.into(),
             make,
         });
-        self.formats = formats.into();
+        self.custom = custom.into();
         self
     }
 
@@ -255,11 +316,11 @@ impl Route {
         self
     }
 
-    /// Resolves a request's channels with a closure given the request's head
+    /// Resolves a request's channels with a closure given the request's parts
     /// and its `channel` parameters (the default keeps the parameters).
     ///
     /// ```
-    /// use comet_core::protocol::{ProtocolError, Route};
+    /// use comet::{ProtocolError, Route};
     /// // GET /user-events: the user's own channel, from a header set by an
     /// // earlier authentication middleware.
     /// let route = Route::sse().channels(|request, _requested| {
@@ -286,7 +347,7 @@ impl Route {
     /// Checked on every request, long polls included. Default: allow all.
     ///
     /// ```
-    /// use comet_core::protocol::Route;
+    /// use comet::Route;
     /// let route = Route::sse().authorize(|request, channels| {
     ///     let signed_in = request.headers.contains_key("authorization");
     ///     channels.iter().all(|c| c.as_str().starts_with("public/") || signed_in)
@@ -307,16 +368,15 @@ impl Route {
     }
 }
 
-/// Builds a custom format's encoder for one request.
-pub(crate) type FormatFactory = Arc<
-    dyn Fn(&Parts, &SubscribeParams) -> Result<Box<dyn StreamFormat>, ProtocolError> + Send + Sync,
->;
+/// Builds a custom transport's format for one request.
+pub(crate) type MakeDelivery =
+    Arc<dyn Fn(&Parts, &SubscribeParams) -> Result<Delivery, ProtocolError> + Send + Sync>;
 
-/// A wire format of the application's own, offered under `name`.
+/// A transport of the application's own, offered under `name`.
 #[derive(Clone)]
-pub(crate) struct CustomFormat {
+pub(crate) struct CustomTransport {
     pub(crate) name: Arc<str>,
-    pub(crate) make: FormatFactory,
+    pub(crate) make: MakeDelivery,
 }
 
 impl fmt::Debug for Route {
@@ -324,8 +384,8 @@ impl fmt::Debug for Route {
         f.debug_struct("Route")
             .field("transports", &self.transports)
             .field(
-                "formats",
-                &self.formats.iter().map(|f| &*f.name).collect::<Vec<_>>(),
+                "custom",
+                &self.custom.iter().map(|f| &*f.name).collect::<Vec<_>>(),
             )
             .field("heartbeat", &self.heartbeat)
             .field("max_hold", &self.max_hold)

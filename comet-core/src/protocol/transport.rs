@@ -1,8 +1,38 @@
-//! The wire formats a route can speak, and how a request picks one.
+//! The built-in transports, one module each, and how a request picks one.
+//!
+//! Each transport is an implementation of the traits a format of your own
+//! implements ([`StreamFormat`], [`PollFormat`]): read `sse.rs`, `stream.rs`,
+//! `iframe.rs`, `poll.rs` or `jsonp.rs` to see one whole, framing,
+//! parameters, defaults and tests.
 
-use super::{ErrorCode, ProtocolError};
+pub(crate) mod iframe;
+pub(crate) mod jsonp;
+pub(crate) mod poll;
+pub(crate) mod sse;
+pub(crate) mod stream;
+
+use super::{ErrorCode, PollFormat, ProtocolError, StreamFormat};
 use http::{header, HeaderMap};
 use std::fmt;
+
+/// How one request is answered: a format on a stream that stays open, or
+/// one long-poll answer.
+pub(crate) enum Delivery {
+    /// A streaming format; the stream ends after `byte_budget` bytes, if set.
+    Stream {
+        format: Box<dyn StreamFormat>,
+        byte_budget: Option<usize>,
+    },
+    /// A long-poll format.
+    Poll(Box<dyn PollFormat>),
+}
+
+impl Delivery {
+    /// True for long polls (they read `If-None-Match` as a cursor).
+    pub(crate) fn is_long_poll(&self) -> bool {
+        matches!(self, Delivery::Poll(_))
+    }
+}
 
 /// A Comet technique.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -139,6 +169,24 @@ impl fmt::Display for Names<'_> {
     }
 }
 
+/// Test helpers shared by the transports' tests.
+#[cfg(test)]
+pub(crate) async fn test_item(payload: crate::Payload) -> crate::Item {
+    use tokio_stream::StreamExt;
+    let hub = crate::Hub::new();
+    let mut sub = hub.subscribe(["chat"], crate::Start::head()).await.unwrap();
+    hub.publish("chat", payload).await.unwrap();
+    sub.next().await.unwrap()
+}
+
+/// What `format` writes for `item`, as text.
+#[cfg(test)]
+pub(crate) fn test_frame(format: &dyn StreamFormat, item: &crate::Item) -> String {
+    let mut out = super::Chunks::default();
+    format.item(item, &mut out);
+    String::from_utf8(out.iter().flat_map(|b| b.to_vec()).collect()).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +219,76 @@ mod tests {
         assert!(err.message().contains("offers sse"), "{err}");
         let err = Transport::negotiate(&both, Some("carrier-pigeon"), &none).unwrap_err();
         assert!(err.message().contains("unknown transport"), "{err}");
+    }
+
+    fn chunks(format: &dyn StreamFormat, item: &crate::Item) -> Vec<bytes::Bytes> {
+        let mut out = crate::protocol::Chunks::default();
+        format.item(item, &mut out);
+        out.iter().cloned().collect()
+    }
+
+    #[tokio::test]
+    async fn each_wire_format_encodes_a_message_once_for_every_subscriber() {
+        use crate::protocol::envelope::{self, Json};
+        use crate::{Encoding, Hub, Start};
+        use bytes::BytesMut;
+        use tokio_stream::StreamExt;
+
+        let hub = Hub::new();
+        // One-channel subscribers (same cursor after a message) and
+        // several-channel ones (each with its own cursor).
+        let mut one = [
+            hub.subscribe(["x"], Start::head()).await.unwrap(),
+            hub.subscribe(["x"], Start::head()).await.unwrap(),
+        ];
+        let mut many = [
+            hub.subscribe(["x", "y"], Start::head()).await.unwrap(),
+            hub.subscribe(["x", "z"], Start::head()).await.unwrap(),
+        ];
+        hub.publish("x", "shared").await.unwrap();
+        let (a, b) = (one[0].next().await.unwrap(), one[1].next().await.unwrap());
+        let (c, d) = (many[0].next().await.unwrap(), many[1].next().await.unwrap());
+        assert_eq!(a.cursor(), b.cursor());
+        assert_ne!(c.cursor(), d.cursor());
+
+        let sse = sse::Sse::new(std::time::Duration::ZERO);
+        // `retry:` rides on the first event only: send it now.
+        sse.item(&a, &mut crate::protocol::Chunks::default());
+        for format in [&sse as &dyn StreamFormat, &stream::Ndjson] {
+            // One channel: the whole frame, cursor included, is the same bytes.
+            let (fa, fb) = (chunks(format, &a), chunks(format, &b));
+            assert_eq!(fa.len(), 1);
+            assert_eq!(fa[0].as_ptr(), fb[0].as_ptr(), "one frame for all");
+        }
+        // Several channels: the message's part is shared, the cursor is not.
+        let formats: [(&dyn StreamFormat, usize); 3] = [
+            (&sse, 1),
+            (&stream::Ndjson, 0),
+            (&iframe::Iframe::new("cb"), 1),
+        ];
+        for (format, shared) in formats {
+            let (fc, fd) = (chunks(format, &c), chunks(format, &d));
+            assert_eq!(
+                fc[shared].as_ptr(),
+                fd[shared].as_ptr(),
+                "one encoding, shared"
+            );
+            assert_ne!(fc, fd, "each with its own cursor");
+        }
+        // The forever frame (a callback per request) shares its envelope prefix too.
+        let (fa, fc) = (
+            chunks(&iframe::Iframe::new("cb"), &a),
+            chunks(&iframe::Iframe::new("other"), &c),
+        );
+        assert_eq!(fa[1].as_ptr(), fc[1].as_ptr());
+        // The poll body copies the same cached prefix.
+        let (mut pa, mut pc) = (BytesMut::new(), BytesMut::new());
+        envelope::write(&mut pa, &a, Json::Plain);
+        envelope::write(&mut pc, &c, Json::Plain);
+        let prefix = a
+            .message()
+            .unwrap()
+            .encoded(Encoding::EnvelopePrefix, |_| unreachable!("cached"));
+        assert!(pa.starts_with(&prefix) && pc.starts_with(&prefix));
     }
 }

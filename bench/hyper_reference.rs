@@ -10,9 +10,9 @@ use comet::{
 };
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
-#[path = "common/http1.rs"]
+#[path = "../examples/common/http1.rs"]
 mod http1;
-#[path = "common/runtime.rs"]
+#[path = "runtime.rs"]
 mod runtime;
 
 fn main() -> std::io::Result<()> {
@@ -40,10 +40,10 @@ async fn run() -> std::io::Result<()> {
         let (hub, routes) = (hub.clone(), routes.clone());
         let publish = PublishRoute::new().authorize(move |_, _| peer.ip().is_loopback());
         hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-            let (head, body) = request.into_parts();
-            let answer = match routes.get(head.uri.path()) {
-                Some(route) => protocol::serve(&hub, route, &head),
-                None => publish.serve(&hub, "/comet/publish", &head, body),
+            let (parts, body) = request.into_parts();
+            let answer = match routes.get(parts.uri.path()) {
+                Some(route) => protocol::serve(&hub, route, &parts),
+                None => publish.serve(&hub, "/comet/publish", &parts, body),
             };
             async move { Ok::<_, std::convert::Infallible>(answer.await) }
         })

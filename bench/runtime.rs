@@ -1,7 +1,9 @@
-//! What the demos run on: jemalloc, and tokio's multi-threaded runtime
-//! polling for I/O every 1,024 tasks rather than 61. Both are the app's
-//! choices, not comet's; these suit a push server. The README's performance
-//! section has the figures (`bench/compare.sh`).
+//! What the demos run on. By default, what `#[tokio::main]` builds: the
+//! system allocator and tokio's multi-threaded runtime as it comes, as an
+//! app would. With the `bench-runtime` feature, which the benchmark scripts
+//! turn on: jemalloc, and tokio polling for I/O every 1,024 tasks rather than
+//! 61. Both are the app's choices, not comet's; these suit a push server.
+//! The README's performance section has the figures (`bench/compare.sh`).
 //!
 //! **jemalloc.** A held connection is mostly hyper's two 8 KiB buffers, and
 //! only pages written count. Behind axum, hyper moves each connection to a
@@ -19,17 +21,21 @@
 //! short, so still milliseconds), and publishers sending flat out get
 //! about 8% fewer messages through on one core.
 
-#[cfg(not(target_env = "msvc"))]
+#[cfg(all(feature = "bench-runtime", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// Tasks a worker runs between polls for new I/O and timers (tokio: 61).
+/// Tasks a worker runs between polls for new I/O and timers (tokio: 61),
+/// with `bench-runtime`.
+#[cfg(feature = "bench-runtime")]
 pub const EVENT_INTERVAL: u32 = 1024;
 
-/// A multi-threaded runtime with I/O, timers and [`EVENT_INTERVAL`].
+/// A multi-threaded runtime with I/O and timers (and, with `bench-runtime`,
+/// [`EVENT_INTERVAL`]).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .event_interval(EVENT_INTERVAL)
-        .build()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    #[cfg(feature = "bench-runtime")]
+    builder.event_interval(EVENT_INTERVAL);
+    builder.build()
 }

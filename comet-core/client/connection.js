@@ -1,0 +1,216 @@
+// connection.js: one tab's connection. Opens the transport the policy
+// picks, resumes from the last cursor every time (after a drop, a switch of
+// transport, a server restart), and reports what happens as messages:
+//   { t: "item", item }            a message or a gap, with its cursor
+//   { t: "cursor", cursor }        the position moved without an item
+//   { t: "state", state, transport }
+//   { t: "event", name, value }    error, transport, reconnect (comet.d.ts)
+//   { t: "fatal", info }           a refusal no retry can mend; stopped
+
+import { fromEnvelope, rawPayloads } from "./protocol.js";
+import { TransportPolicy } from "./policy.js";
+import { RUNNERS, supported } from "./transports.js";
+import { bootstrap } from "./transport-fetch.js";
+
+/** Those of `transports` that can work here (at least the first). */
+function workable(url, transports) {
+  const crossOrigin = Boolean(globalThis.location) && url.origin !== globalThis.location.origin;
+  const order = transports.filter((t) => supported(t, crossOrigin));
+  return order.length ? order : transports.slice(0, 1);
+}
+
+export class Connection {
+  #url;
+  #options;
+  #report;
+  #policy;
+  #channels = new Set();
+  #names = new Set();
+  #since;
+  #current = null;
+  #currentOpened = false;
+  #generation = 0;
+  #timer = null;
+  #upgradeTimer = null;
+  #stopped = false;
+  /** The resume position, shared with the transports. */
+  cursor = null;
+
+  /**
+   * @param {URL} url the comet route
+   * @param {object} options the client's options (comet.d.ts)
+   * @param {(message: object) => void} report told what happens (see above)
+   * @param {() => number} [random] for the jitter
+   */
+  constructor(url, options, report, random = Math.random) {
+    this.#url = url;
+    this.#options = options;
+    this.#report = report;
+    this.#policy = new TransportPolicy(workable(url, options.transports), options, random);
+  }
+
+  /** Follows `channels` (reconnecting if they changed) and listens for `names`. */
+  update(channels, names, since) {
+    const same = channels.size === this.#channels.size && [...channels].every((c) => this.#channels.has(c));
+    names.forEach((n) => this.listen(n));
+    this.#since = since ?? this.#since;
+    if (same && this.#current) return;
+    this.#channels = channels;
+    this.#connect();
+  }
+
+  /** SSE delivers only the event types it listens for. */
+  listen(name) {
+    if (this.#names.has(name)) return;
+    this.#names.add(name);
+    this.#current?.listen?.(name);
+  }
+
+  stop() {
+    this.#stopped = true;
+    this.#generation++;
+    this.#current?.close();
+    this.#current = null;
+    clearTimeout(this.#timer);
+    clearTimeout(this.#upgradeTimer);
+  }
+
+  /** Closes the transport as a network failure would; what follows is the usual retry. */
+  drop() {
+    if (this.#stopped || !this.#current) return;
+    const opened = this.#currentOpened;
+    this.#generation++; // the dropped transport's late reports are ignored
+    this.#current.close();
+    this.#onFailed(this.#policy.transport, { opened });
+  }
+
+  /** Reconnects at once from `cursor`. */
+  resume(cursor) {
+    this.cursor = cursor;
+    this.#connect();
+  }
+
+  /** Uses `transports` from now on, best first, reconnecting at once. */
+  setTransports(transports) {
+    const from = this.#policy.transport;
+    this.#policy.reset(workable(this.#url, transports));
+    if (this.#policy.transport !== from) {
+      this.#event("transport", { from, to: this.#policy.transport, reason: "forced" });
+    }
+    this.#connect();
+  }
+
+  #connect() {
+    clearTimeout(this.#timer);
+    clearTimeout(this.#upgradeTimer);
+    this.#current?.close();
+    this.#current = null;
+    this.#currentOpened = false;
+    if (this.#stopped || !this.#channels.size) return;
+    const generation = ++this.#generation;
+    const transport = this.#policy.transport;
+    const live = () => generation === this.#generation;
+    const ctx = {
+      channels: this.#channels,
+      names: () => [...this.#names, ...this.#channels],
+      credentials: this.#options.withCredentials,
+      timeout: this.#options.timeout,
+      openTimeout: this.#options.openTimeout,
+      heartbeatTimeout: this.#options.heartbeatTimeout,
+      url: (name, extra) => this.#urlFor(name, extra),
+      opened: () => {
+        if (!live()) return;
+        this.#currentOpened = true;
+        this.#onOpened(transport);
+      },
+      item: (item) => {
+        if (!live()) return;
+        this.cursor = item.cursor || this.cursor;
+        this.#report({ t: "item", item });
+      },
+      /** `raw`: the payload's JSON text as sent, when the transport has it. */
+      envelope: (envelope, raw) => {
+        const item = fromEnvelope(envelope, raw); // null for a heartbeat
+        if (item) ctx.item(item);
+      },
+      cursor: (cursor) => {
+        if (!live() || !cursor || cursor === this.cursor) return;
+        this.cursor = cursor;
+        this.#report({ t: "cursor", cursor });
+      },
+      /** A long-poll answer (fetch, JSONP or the bootstrap poll), with its text when fetched. */
+      answer: (body, text) => {
+        const raws = text === undefined ? [] : rawPayloads(text, 3);
+        let next = 0;
+        for (const envelope of body.messages) {
+          ctx.envelope(envelope, envelope.type === "message" ? raws[next++] : undefined);
+        }
+        ctx.cursor(body.cursor);
+      },
+      ended: () => live() && this.#onEnded(),
+      failed: (info) => live() && this.#onFailed(transport, info ?? {}),
+    };
+    // Streams name no cursor until their first item; without one, a drop
+    // before it would resume at the head and lose what came between. A
+    // poll that answers at once gives the position to stream from.
+    if (this.cursor === null && transport !== "poll" && transport !== "jsonp" && !this.#policy.isUnavailable("poll")) {
+      this.#current = bootstrap(ctx, () => {
+        if (live()) this.#current = RUNNERS[transport](ctx);
+      }, () => this.#policy.setUnavailable("poll"));
+    } else {
+      this.#current = RUNNERS[transport](ctx);
+    }
+  }
+
+  #urlFor(transport, extra = {}) {
+    const url = new URL(this.#url);
+    for (const c of this.#channels) url.searchParams.append("channel", c);
+    if (this.cursor) url.searchParams.set("cursor", this.cursor);
+    if (this.#since !== undefined) url.searchParams.set("since", String(this.#since));
+    url.searchParams.set("transport", transport);
+    for (const [k, v] of Object.entries(extra)) url.searchParams.set(k, String(v));
+    return url.href;
+  }
+
+  #event(name, value) {
+    this.#report({ t: "event", name, value });
+  }
+
+  #onOpened(transport) {
+    const upgradeAfter = this.#policy.opened(transport);
+    this.#report({ t: "state", state: "open", transport });
+    if (upgradeAfter !== null) this.#upgradeTimer = setTimeout(() => this.#upgrade(), upgradeAfter);
+  }
+
+  /** Tries the better transport again; the cursor makes the switch lossless. */
+  #upgrade() {
+    this.#event("transport", this.#policy.upgrade());
+    this.#connect();
+  }
+
+  #onEnded() {
+    this.#current = null;
+    this.#retry(this.#policy.ended(), "ended");
+  }
+
+  #onFailed(transport, info) {
+    this.#current = null;
+    if (info.fatal) {
+      this.stop();
+      this.#report({ t: "fatal", info });
+      return;
+    }
+    if (info.status) this.#event("error", info);
+    const { delay, change } = this.#policy.failed(transport, info);
+    if (change) this.#event("transport", change);
+    this.#retry(delay, info.opened ? "dropped" : "failed");
+  }
+
+  #retry(delay, reason) {
+    const transport = this.#policy.transport;
+    this.#report({ t: "state", state: this.#policy.everOpened ? "reconnecting" : "connecting", transport });
+    this.#event("reconnect", { transport, delay, reason });
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => this.#connect(), delay);
+  }
+}

@@ -1,0 +1,178 @@
+// tabs.js: one connection for every tab of an origin. The tabs that use
+// one comet route elect a leader with a Web Lock; the leader opens the
+// connection for the union of what every tab wants and hands what it
+// receives to the others over a BroadcastChannel. A tab that joins late
+// gets the recent items it asked for (`since`) from the leader; when the
+// leader leaves, the next tab to get the lock resumes from the last cursor.
+//
+// Messages on the channel, leader to followers:
+//   who                    tell me what you want (a new leader)
+//   replay {to, items}     what a late tab asked for with `since`
+//   item, cursor, state, event, fatal   what the connection reports (connection.js)
+// followers to leader:
+//   hello {from, channels, names, since, replay}   what this tab wants
+//   bye {from}             this tab leaves
+//   control {op, ...}      act on the connection (drop, resume, transports)
+
+/** Items every tab remembers, so a leader can replay them to a late tab. */
+const RECENT_ITEMS = 256;
+
+/**
+ * Part of the lock's and channel's name: tabs whose comet.js speaks another
+ * version of these messages elect a leader of their own.
+ */
+const TABS_PROTOCOL = 2;
+
+/** Whether `env` (a window) can share: Web Locks and BroadcastChannel. */
+export function canShare(env = globalThis) {
+  return typeof env.BroadcastChannel === "function" && Boolean(env.navigator?.locks);
+}
+
+/** The name of the lock and the channel of the tabs that share `url`. */
+export function shareKey(url, withCredentials) {
+  return `comet:${TABS_PROTOCOL}:${url.href}:${withCredentials ? "c" : "-"}`;
+}
+
+/**
+ * One tab's part. `host` is the tab's client:
+ *   wants() -> { channels, names, since }   what this tab receives
+ *   lead()               this tab got the lock: open the connection
+ *   changed(since)       (leader) a follower's wants changed
+ *   status() -> { state, transport }        (leader)
+ *   control(message)     (leader) a follower's control message
+ *   follow(message)      (follower) item, cursor, state, event, fatal
+ */
+export class Tabs {
+  #key;
+  #host;
+  #env;
+  #bus = null;
+  #id = Math.random().toString(36).slice(2);
+  #abort = new AbortController();
+  #release = null;
+  #leading = false;
+  #closed = false;
+  #awaitingReplay;
+  #peers = new Map();
+  #recent = [];
+  #onPageHide = () => this.#post({ t: "bye", from: this.#id });
+  #onPageShow = () => this.hello();
+
+  /** `replay`: ask the leader for recent items (the tab has a `since`). */
+  constructor(key, host, { replay = false, env = globalThis } = {}) {
+    this.#key = key;
+    this.#host = host;
+    this.#env = env;
+    this.#awaitingReplay = replay;
+  }
+
+  /** True while this tab holds the lock (and the connection). */
+  get leading() { return this.#leading; }
+
+  start() {
+    this.#bus = new this.#env.BroadcastChannel(this.#key);
+    this.#bus.onmessage = (e) => this.#receive(e.data);
+    this.#env.addEventListener?.("pagehide", this.#onPageHide);
+    this.#env.addEventListener?.("pageshow", this.#onPageShow);
+    this.#env.navigator.locks
+      .request(this.#key, { signal: this.#abort.signal }, () => new Promise((release) => {
+        if (this.#closed) return release();
+        this.#release = release;
+        this.#leading = true;
+        this.#awaitingReplay = false;
+        this.#post({ t: "who" });
+        this.#host.lead();
+      }))
+      .catch(() => {}); // aborted by close()
+    this.hello();
+  }
+
+  /** A follower says what it wants (again, after a change). */
+  hello() {
+    if (this.#closed || this.#leading) return;
+    this.#post({ t: "hello", from: this.#id, ...this.#host.wants(), replay: this.#awaitingReplay });
+  }
+
+  /** What the followers want, for the leader's connection. */
+  peers() {
+    return [...this.#peers.values()];
+  }
+
+  /** Leader: hands a connection's report to the followers. */
+  send(message) {
+    if (this.#leading) this.#post(message);
+  }
+
+  /** Follower: asks the leader to act on the connection. */
+  control(message) {
+    if (!this.#leading) this.#post({ t: "control", ...message });
+  }
+
+  /** Keeps `item` for a tab that joins later. */
+  remember(item) {
+    this.#recent.push(item);
+    if (this.#recent.length > RECENT_ITEMS) this.#recent.shift();
+  }
+
+  close() {
+    if (this.#closed) return;
+    this.#post({ t: "bye", from: this.#id });
+    this.#closed = true;
+    this.#bus?.close();
+    this.#abort.abort();
+    this.#release?.();
+    this.#env.removeEventListener?.("pagehide", this.#onPageHide);
+    this.#env.removeEventListener?.("pageshow", this.#onPageShow);
+  }
+
+  #post(message) {
+    if (!this.#closed) this.#bus?.postMessage(message);
+  }
+
+  #receive(m) {
+    if (this.#closed) return;
+    if (this.#leading) {
+      switch (m.t) {
+        case "hello":
+          this.#peers.set(m.from, { channels: m.channels, names: m.names });
+          if (m.replay) this.#post({ t: "replay", to: m.from, items: this.#replay(m.channels, m.since) });
+          this.#host.changed(m.since);
+          this.#post({ t: "state", ...this.#host.status() });
+          break;
+        case "bye": this.#peers.delete(m.from); break;
+        case "control": this.#host.control(m); break;
+      }
+      return;
+    }
+    switch (m.t) {
+      case "who": this.hello(); break;
+      case "replay":
+        if (m.to === this.#id && this.#awaitingReplay) {
+          this.#awaitingReplay = false;
+          m.items.forEach((item) => this.#host.follow({ t: "item", item }));
+        }
+        break;
+      case "item":
+        // Sent before the leader read our hello, so it is in the replay too.
+        if (!this.#awaitingReplay) this.#host.follow(m);
+        break;
+      case "cursor": case "state": case "event": case "fatal": this.#host.follow(m); break;
+    }
+  }
+
+  /** What a late tab missed, from what this tab has seen. */
+  #replay(channels, since) {
+    if (since === undefined || since === "head") return [];
+    const wanted = new Set(channels);
+    const items = this.#recent.filter((i) => i.channel === null || wanted.has(i.channel));
+    if (since === "oldest") return items;
+    const counts = new Map();
+    const kept = [];
+    for (let i = items.length - 1; i >= 0; i--) {
+      const n = counts.get(items[i].channel) ?? 0;
+      if (n < Number(since)) kept.push(items[i]);
+      counts.set(items[i].channel, n + 1);
+    }
+    return kept.reverse();
+  }
+}

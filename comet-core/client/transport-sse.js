@@ -1,0 +1,42 @@
+// transport-sse.js: Server-Sent Events through the browser's EventSource
+// (PROTOCOL.md, "Streaming transports").
+
+import { fromEnvelope, fromSse } from "./protocol.js";
+
+/**
+ * Types an EventSource dispatches as its own events (`open`, `error`):
+ * never a message's (PROTOCOL.md, "Event types").
+ */
+const OWN_EVENTS = new Set(["open", "error"]);
+
+/**
+ * SSE only delivers the event types it listens for: `message`, and every
+ * name `ctx.names()` gives (event names and channels), added with `listen`.
+ */
+export function openSse(ctx) {
+  const source = new EventSource(ctx.url("sse"), { withCredentials: ctx.credentials });
+  const state = { opened: false };
+  const onMessage = (e) => ctx.item(fromSse(ctx.channels, e));
+  const listening = new Set(["message"]);
+  const listen = (name) => {
+    if (listening.has(name) || OWN_EVENTS.has(name)) return;
+    listening.add(name);
+    source.addEventListener(name, onMessage);
+  };
+  source.addEventListener("message", onMessage);
+  ctx.names().forEach(listen);
+  source.addEventListener("comet-gap", (e) => {
+    const gap = fromEnvelope(JSON.parse(e.data));
+    ctx.item({ ...gap, cursor: e.lastEventId || gap.cursor });
+  });
+  source.onopen = () => {
+    state.opened = true;
+    ctx.opened();
+  };
+  source.onerror = () => {
+    // EventSource would retry by itself, without backoff or fallback.
+    source.close();
+    ctx.failed({ opened: state.opened });
+  };
+  return { close: () => source.close(), listen };
+}

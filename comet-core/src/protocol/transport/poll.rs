@@ -1,0 +1,109 @@
+//! Long polling (`application/json`): a request is held until something
+//! arrives after its cursor or its hold ends, answered with a batch and the
+//! cursor to poll with next, and re-issued. This module also holds a long
+//! poll for every poll format, built-in or your own.
+
+use crate::{
+    protocol::{
+        envelope::{self, Json},
+        PollFormat,
+    },
+    Cursor, Item, Subscription,
+};
+use bytes::{BufMut, Bytes, BytesMut};
+use http::HeaderValue;
+use std::time::Duration;
+use tokio_stream::StreamExt;
+
+/// Default longest hold of a long poll; see
+/// [`Route::max_hold`](crate::protocol::Route::max_hold).
+pub const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(30);
+
+/// Default most items in one long-poll answer; see
+/// [`Route::max_batch`](crate::protocol::Route::max_batch).
+pub const DEFAULT_MAX_BATCH: usize = 100;
+
+/// `{"cursor":"..","messages":[envelope, ...]}`.
+pub(crate) struct Poll;
+
+impl PollFormat for Poll {
+    fn answer(&self, items: &[Item], cursor: &Cursor) -> Bytes {
+        batch(items, cursor, Json::Plain).freeze()
+    }
+
+    fn content_type(&self) -> HeaderValue {
+        HeaderValue::from_static("application/json")
+    }
+}
+
+/// The JSON body of a long-poll answer.
+pub(crate) fn batch(items: &[Item], cursor: &Cursor, json: Json) -> BytesMut {
+    let mut body = BytesMut::with_capacity(64 + items.len() * 128);
+    body.put_slice(b"{\"cursor\":\"");
+    cursor.encode_into(&mut body);
+    body.put_slice(b"\",\"messages\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.put_u8(b',');
+        }
+        envelope::write(&mut body, item, json);
+    }
+    body.put_slice(b"]}");
+    body
+}
+
+/// How long a request is held: its `timeout`, clamped to the route's maximum.
+pub(crate) fn hold_time(requested: Option<Duration>, max_hold: Duration) -> Duration {
+    requested.unwrap_or(max_hold).min(max_hold)
+}
+
+/// Takes what is after the cursor at once, else waits until something is or
+/// `hold` passes (or the hub shuts down), then up to `max_batch` items in
+/// all. Returns them and the cursor the next poll resumes from. Dropping the
+/// future (the client left) drops the subscription at once.
+pub(crate) async fn hold(
+    mut subscription: Subscription,
+    hold: Duration,
+    max_batch: usize,
+) -> (Vec<Item>, Cursor) {
+    let mut items = Vec::new();
+    if let Some(item) = subscription.try_next() {
+        items.push(item);
+    } else if !hold.is_zero() {
+        if let Ok(Some(item)) = tokio::time::timeout(hold, subscription.next()).await {
+            items.push(item);
+        }
+    }
+    while items.len() < max_batch {
+        match subscription.try_next() {
+            Some(item) => items.push(item),
+            None => break,
+        }
+    }
+    let cursor = items
+        .last()
+        .map_or_else(|| subscription.cursor(), |item| item.cursor().clone());
+    (items, cursor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_held_for_its_timeout_at_most_the_routes_maximum() {
+        let max = Duration::from_secs(30);
+        assert_eq!(hold_time(None, max), max);
+        assert_eq!(
+            hold_time(Some(Duration::from_secs(5)), max),
+            Duration::from_secs(5)
+        );
+        assert_eq!(hold_time(Some(Duration::from_secs(90)), max), max);
+    }
+
+    #[test]
+    fn an_empty_answer_is_the_cursor_and_no_messages() {
+        let body = Poll.answer(&[], &Cursor::default());
+        assert_eq!(body, "{\"cursor\":\"AQ\",\"messages\":[]}");
+    }
+}

@@ -1,0 +1,197 @@
+//! Server-Sent Events (`text/event-stream`): one response, many events, read
+//! by the browser's `EventSource`, which resumes by itself with the last
+//! `id:` as `Last-Event-ID`.
+
+use crate::{
+    protocol::{envelope, Chunks, StreamFormat},
+    ChannelName, Cursor, Encoding, Message,
+};
+use bytes::{BufMut, Bytes, BytesMut};
+use http::HeaderValue;
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+/// The default reconnection delay SSE clients are told (`retry:`); see
+/// [`Route::retry`](crate::protocol::Route::retry).
+pub const DEFAULT_RETRY: Duration = Duration::from_secs(2);
+
+/// Server-Sent Events.
+pub(crate) struct Sse {
+    retry_ms: u128,
+    /// Set once `retry:` has gone out, with the first event.
+    retry_sent: AtomicBool,
+}
+
+impl Sse {
+    pub(crate) fn new(retry: Duration) -> Self {
+        Self {
+            retry_ms: retry.as_millis(),
+            retry_sent: AtomicBool::new(false),
+        }
+    }
+
+    /// `retry:` opens the first event's block, never a block of its own:
+    /// some clients (httpx-sse) yield a block with no data as an event.
+    fn retry_once(&self, out: &mut Chunks) {
+        if !self.retry_sent.swap(true, Ordering::Relaxed) {
+            out.push(format!("retry: {}\n", self.retry_ms));
+        }
+    }
+}
+
+impl StreamFormat for Sse {
+    /// The subscriber's `id:` line, then the event and data lines (shared by
+    /// every subscriber of the message).
+    fn message(&self, message: &Message, cursor: &Cursor, out: &mut Chunks) {
+        self.retry_once(out);
+        let body = message.encoded(Encoding::SseEvent, encode_event);
+        if cursor.len() == 1 {
+            // Every one-channel subscriber has this very cursor after this
+            // message: the whole frame is shared, nothing is per subscriber.
+            out.push(message.encoded(Encoding::SseOneChannelFrame, |_| {
+                let mut frame = id_line(cursor);
+                frame.extend_from_slice(&body);
+                frame.into()
+            }));
+        } else {
+            out.push(id_line(cursor));
+            out.push(body);
+        }
+    }
+
+    /// A `comet-gap` event carrying the gap envelope.
+    fn gap(&self, channel: &ChannelName, missed: Option<u64>, cursor: &Cursor, out: &mut Chunks) {
+        self.retry_once(out);
+        out.push(id_line(cursor));
+        let data = envelope::gap(channel, missed, cursor);
+        let mut frame = BytesMut::with_capacity(data.len() + 32);
+        frame.put_slice(b"event: comet-gap\ndata: ");
+        frame.put_slice(&data);
+        frame.put_slice(b"\n\n");
+        out.push(frame.freeze());
+    }
+
+    /// A comment line alone (it flushes proxies that wait for a first
+    /// byte): no blank line, so no client can take it for an empty event.
+    fn preamble(&self) -> Option<Bytes> {
+        Some(Bytes::from_static(b": comet\n"))
+    }
+
+    /// A comment line alone, for the same reason: a blank line after it
+    /// would be an empty event to clients that keep the last `id` (httpx-sse).
+    fn heartbeat(&self) -> Option<Bytes> {
+        Some(Bytes::from_static(b": \n"))
+    }
+
+    fn content_type(&self) -> HeaderValue {
+        HeaderValue::from_static("text/event-stream")
+    }
+}
+
+/// `id: <cursor>` and a line feed, in one allocation (once per subscriber
+/// per message: the SSE hot path), sized exactly.
+fn id_line(cursor: &Cursor) -> Vec<u8> {
+    let mut line = Vec::with_capacity(4 + cursor.encoded_len() + 1);
+    line.extend_from_slice(b"id: ");
+    cursor.encode_into(&mut line);
+    line.push(b'\n');
+    line
+}
+
+/// `event:` (the message's event, else its channel) and one `data:` line per
+/// line of the payload: CR, LF and CRLF all end a line in SSE, so each is a
+/// line break here and none can end the event early.
+fn encode_event(message: &Message) -> Bytes {
+    let mut out = BytesMut::with_capacity(message.data().len() + 64);
+    out.put_slice(b"event: ");
+    out.put_slice(
+        message
+            .event()
+            .unwrap_or(message.channel().as_str())
+            .as_bytes(),
+    );
+    out.put_slice(b"\n");
+    for line in lines(message.text()) {
+        out.put_slice(b"data: ");
+        out.put_slice(line.as_bytes());
+        out.put_slice(b"\n");
+    }
+    out.put_slice(b"\n");
+    out.freeze()
+}
+
+/// Splits on CRLF, CR or LF; an empty text is one empty line.
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match current.find(['\r', '\n']) {
+            None => {
+                rest = None;
+                Some(current)
+            }
+            Some(i) => {
+                let skip = if current[i..].starts_with("\r\n") {
+                    2
+                } else {
+                    1
+                };
+                rest = Some(&current[i + skip..]);
+                Some(&current[..i])
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::transport::{test_frame as frame, test_item as item};
+    use crate::{Item, Payload};
+
+    fn sse(item: &Item) -> String {
+        frame(&Sse::new(Duration::ZERO), item)
+    }
+
+    #[test]
+    fn lines_end_at_cr_lf_or_crlf() {
+        let split = |s| lines(s).collect::<Vec<_>>();
+        assert_eq!(split(""), [""]);
+        assert_eq!(split("a"), ["a"]);
+        assert_eq!(split("a\nb\rc\r\nd"), ["a", "b", "c", "d"]);
+        assert_eq!(split("a\n"), ["a", ""]);
+        assert_eq!(split("\r\n\r\n"), ["", "", ""]);
+        assert_eq!(split("\n\r"), ["", "", ""]);
+    }
+
+    #[tokio::test]
+    async fn sse_frames() {
+        let it = item(Payload::text("one\ntwo\r\nthree\rfour")).await;
+        let id = it.cursor().encode();
+        assert_eq!(
+            sse(&it),
+            format!("retry: 0\nid: {id}\nevent: chat\ndata: one\ndata: two\ndata: three\ndata: four\n\n")
+        );
+        // `retry:` rides on the first event only.
+        let format = Sse::new(Duration::from_millis(1500));
+        assert!(frame(&format, &it).starts_with("retry: 1500\nid: "));
+        assert!(frame(&format, &it).starts_with("id: "));
+        assert_eq!(format.preamble().unwrap(), ": comet\n");
+        assert_eq!(format.heartbeat().unwrap(), ": \n");
+        let it = item(Payload::text("").event("ping")).await;
+        assert_eq!(
+            sse(&it),
+            format!("retry: 0\nid: {}\nevent: ping\ndata: \n\n", it.cursor())
+        );
+        let it = item(Payload::json(&serde_json::json!({"a": "x\ny"})).unwrap()).await;
+        assert_eq!(
+            sse(&it),
+            format!(
+                "retry: 0\nid: {}\nevent: chat\ndata: {{\"a\":\"x\\ny\"}}\n\n",
+                it.cursor()
+            )
+        );
+    }
+}
