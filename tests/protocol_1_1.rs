@@ -527,6 +527,7 @@ async fn every_error_code_of_the_table_is_answered_over_a_socket(adapter: Adapte
                 .get(url("/comet?channel=a"))
                 .header("x-big", "b".repeat(20 * 1024)),
             ErrorCode::ShuttingDown => continue, // below: it ends the hub
+            ErrorCode::ChannelLimit => continue, // below: a hub with a bound
             ErrorCode::Unavailable => c.post(url("/comet/publish/a")).body("x"),
             other => panic!("{other:?} has no request here: add one"),
         };
@@ -541,6 +542,22 @@ async fn every_error_code_of_the_table_is_answered_over_a_socket(adapter: Adapte
     let response = get(&server, "/comet?channel=a&transport=poll").await;
     expect_error(response, 503, ErrorCode::ShuttingDown.as_str()).await;
     assert!(ErrorCode::ALL.contains(&ErrorCode::ShuttingDown));
+
+    // A hub that holds one channel: a subscribe or a publish that would
+    // make a second is refused with 429, and the held one still works.
+    let bounded_hub = Hub::builder().max_channels(1).build();
+    let server = TestServer::start(adapter, &bounded_hub, mounts()).await;
+    let held = get(&server, "/comet/sse?channel=one").await;
+    let mut held = SseReader::new(held);
+    held.opened().await;
+    let second = get(&server, "/comet?channel=two&transport=poll").await;
+    expect_error(second, 429, ErrorCode::ChannelLimit.as_str()).await;
+    let publish = c.post(server.url("/comet/publish/three")).body("x").send();
+    let publish = bounded("publish", publish).await.unwrap();
+    expect_error(publish, 429, ErrorCode::ChannelLimit.as_str()).await;
+    let publish = c.post(server.url("/comet/publish/one")).body("x").send();
+    assert_eq!(bounded("publish", publish).await.unwrap().status(), 201);
+    assert_eq!(held.next_event().await.data, "x");
 }
 
 // ---- 5. event names that break EventSource ----------------------------------------

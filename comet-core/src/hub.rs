@@ -186,7 +186,7 @@ impl Hub {
             validate_event(event).map_err(PublishError::InvalidEvent)?;
         }
         self.check_channel_limit(std::slice::from_ref(&channel))
-            .map_err(|limit| PublishError::Engine(Box::new(limit)))?;
+            .map_err(|max| PublishError::ChannelLimit { max })?;
         let started = std::time::Instant::now();
         let position = self
             .shared
@@ -229,9 +229,7 @@ impl Hub {
             return Err(SubscribeError::ShuttingDown);
         }
         self.check_channel_limit(names)
-            .map_err(|limit| SubscribeError::Unavailable {
-                reason: limit.to_string(),
-            })?;
+            .map_err(|max| SubscribeError::ChannelLimit { max })?;
         // Counted first, then checked, so racing subscribes cannot overshoot.
         let total = self
             .shared
@@ -297,7 +295,7 @@ impl Hub {
     /// Refuses when `names` would add channels past [`HubBuilder::max_channels`].
     /// Idle channels are swept first (at most once a second), so they make
     /// room. Racing creations may overshoot the limit by their number.
-    fn check_channel_limit(&self, names: &[ChannelName]) -> Result<(), ChannelLimitReached> {
+    fn check_channel_limit(&self, names: &[ChannelName]) -> Result<(), usize> {
         let max = self.shared.max_held_channels;
         if max == usize::MAX {
             return Ok(());
@@ -328,7 +326,7 @@ impl Hub {
                 }
             }
         }
-        Err(ChannelLimitReached { max })
+        Err(max)
     }
 
     /// The cursor of `channels` as they are now: at each channel's head, its
@@ -443,28 +441,12 @@ impl Hub {
     }
 }
 
-/// A publish or subscribe would make a channel past the hub's limit
-/// ([`HubBuilder::max_channels`]). The hub reports it as
-/// [`PublishError::Engine`] and [`SubscribeError::Unavailable`] for now,
-/// so the protocol answers it 503 `unavailable`; it should become a 429
-/// with a code of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChannelLimitReached {
-    /// The limit.
-    pub max: usize,
+fn channel_limit(f: &mut fmt::Formatter<'_>, max: usize) -> fmt::Result {
+    write!(
+        f,
+        "the server holds its maximum of {max} channels; retry later"
+    )
 }
-
-impl fmt::Display for ChannelLimitReached {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the server holds its maximum of {} channels; retry later",
-            self.max
-        )
-    }
-}
-
-impl std::error::Error for ChannelLimitReached {}
 
 /// Awaits every future at once, in order of the input.
 async fn join_all<T>(mut futures: Vec<EngineFuture<T>>) -> Vec<Result<T, EngineError>> {
@@ -603,7 +585,8 @@ impl HubBuilder {
 
     /// The most channels held at once (default: no limit). A publish or
     /// subscribe that would make one more fails (idle channels are swept
-    /// first to make room): [`ChannelLimitReached`]. Bounds the memory a
+    /// first to make room): [`PublishError::ChannelLimit`] and
+    /// [`SubscribeError::ChannelLimit`], a 429 `channel_limit` on the wire. Bounds the memory a
     /// flood of distinct channel names can take to this many histories.
     pub fn max_channels(mut self, max: usize) -> Self {
         self.max_held_channels = max;
@@ -688,6 +671,12 @@ pub enum PublishError {
         /// The limit in bytes.
         max: usize,
     },
+    /// Publishing would make a channel past the hub's limit
+    /// ([`HubBuilder::max_channels`]); retry later.
+    ChannelLimit {
+        /// The limit.
+        max: usize,
+    },
     /// The engine could not store it.
     Engine(EngineError),
 }
@@ -700,6 +689,7 @@ impl fmt::Display for PublishError {
             Self::PayloadTooLarge { size, max } => {
                 write!(f, "payload is {size} bytes, the limit is {max}")
             }
+            Self::ChannelLimit { max } => channel_limit(f, *max),
             Self::Engine(e) => write!(f, "engine failed to publish: {e}"),
         }
     }
@@ -735,6 +725,12 @@ pub enum SubscribeError {
         /// The limit.
         max: usize,
     },
+    /// The subscription would make a channel past the hub's limit
+    /// ([`HubBuilder::max_channels`]); retry later.
+    ChannelLimit {
+        /// The limit.
+        max: usize,
+    },
     /// The hub is shutting down.
     ShuttingDown,
     /// The engine could not reach what it needs (its backplane is down, say);
@@ -766,6 +762,7 @@ impl fmt::Display for SubscribeError {
                 f,
                 "channel {channel} has its maximum of {max} subscribers; retry later"
             ),
+            Self::ChannelLimit { max } => channel_limit(f, *max),
             Self::ShuttingDown => {
                 f.write_str("the server is shutting down; reconnect with your cursor")
             }

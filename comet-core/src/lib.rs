@@ -74,7 +74,7 @@ pub use channel_name::{ChannelName, InvalidChannelName, MAX_CHANNEL_NAME_LEN};
 pub use cursor::{Cursor, CursorError, Position, MAX_CURSOR_LEN};
 pub use engine::{Engine, EngineError, EngineFuture, PublishFuture};
 pub use hub::{
-    ChannelLimitReached, Hub, HubBuilder, HubStats, PublishError, Start, SubscribeError,
+    Hub, HubBuilder, HubStats, PublishError, Start, SubscribeError,
     DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION, DEFAULT_MAX_PAYLOAD_BYTES,
 };
 pub use memory_engine::{HistoryPolicyFn, MemoryEngine, DEFAULT_IDLE_TTL};

@@ -1,12 +1,12 @@
 //! `HubBuilder::max_channels`: a flood of distinct channel names holds at
 //! most that many channels; idle ones make room again.
 
-use comet_core::{ChannelLimitReached, Hub, PublishError, Start, SubscribeError};
+use comet_core::{Hub, PublishError, Start, SubscribeError};
 use std::time::Duration;
 
-fn limit_of(error: &PublishError) -> Option<ChannelLimitReached> {
+fn limit_of(error: &PublishError) -> Option<usize> {
     match error {
-        PublishError::Engine(e) => e.downcast_ref::<ChannelLimitReached>().copied(),
+        PublishError::ChannelLimit { max } => Some(*max),
         _ => None,
     }
 }
@@ -21,13 +21,13 @@ async fn new_channels_past_the_limit_are_refused_until_idle_ones_expire() {
         hub.publish(&format!("c{i}"), "x").await.unwrap();
     }
     let refused = hub.publish("c3", "x").await.unwrap_err();
-    assert_eq!(limit_of(&refused), Some(ChannelLimitReached { max: 3 }));
+    assert_eq!(limit_of(&refused), Some(3));
     // Channels already held still take publishes and subscribers.
     hub.publish("c0", "y").await.unwrap();
     let _held = hub.subscribe(["c1"], Start::head()).await.unwrap();
     let refused = hub.subscribe(["c1", "new"], Start::head()).await;
     assert!(
-        matches!(&refused, Err(SubscribeError::Unavailable { reason }) if reason.contains("maximum of 3 channels")),
+        matches!(&refused, Err(SubscribeError::ChannelLimit { max: 3 })),
         "{refused:?}"
     );
     assert_eq!(hub.channel_count(), 3);

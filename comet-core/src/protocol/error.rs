@@ -67,6 +67,7 @@ error_codes! {
     UriTooLong = (URI_TOO_LONG, "uri_too_long", "The query string is longer than 8 KiB."),
     TooManyChannels = (TOO_MANY_REQUESTS, "too_many_channels", "The request names more channels than one subscription may hold."),
     TooManySubscribers = (TOO_MANY_REQUESTS, "too_many_subscribers", "The server or the channel has as many subscribers as it allows."),
+    ChannelLimit = (TOO_MANY_REQUESTS, "channel_limit", "The server holds as many channels as it allows; a request that would make another is refused until idle ones expire."),
     HeadersTooLarge = (REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", "The request's headers are larger than 16 KiB."),
     ShuttingDown = (SERVICE_UNAVAILABLE, "shutting_down", "The server is shutting down; resume from the last cursor on another or a restarted server."),
     Unavailable = (SERVICE_UNAVAILABLE, "unavailable", "A backplane the server needs, such as Redis, is unreachable; retry after `Retry-After`."),
@@ -228,6 +229,7 @@ impl From<crate::SubscribeError> for ProtocolError {
             NoChannels => ErrorCode::NoChannels,
             TooManyChannels { .. } => ErrorCode::TooManyChannels,
             TooManySubscribers { .. } => ErrorCode::TooManySubscribers,
+            ChannelLimit { .. } => ErrorCode::ChannelLimit,
             ShuttingDown => ErrorCode::ShuttingDown,
             Unavailable { .. } => {
                 return Self::unavailable(error.to_string(), UNAVAILABLE_RETRY_AFTER_SECS)

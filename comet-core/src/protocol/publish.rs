@@ -186,6 +186,9 @@ impl PublishRequest {
             .await
             .map_err(|e| match e {
                 PublishError::PayloadTooLarge { max, .. } => request::body_too_large(max),
+                e @ PublishError::ChannelLimit { .. } => {
+                    ErrorCode::ChannelLimit.error(e.to_string())
+                }
                 PublishError::Engine(e) => ProtocolError::unavailable(
                     format!("could not publish: {e}"),
                     UNAVAILABLE_RETRY_AFTER_SECS,
