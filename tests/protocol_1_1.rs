@@ -637,20 +637,21 @@ fn read(path: &str) -> String {
         .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// The spec is in the repository, at version 1.1 with a changelog, the
-/// README links it, and its error table is exactly `ErrorCode`.
+/// The spec is in the repository, at version 1.2 with a changelog that
+/// keeps 1.1's entry, the README links it, and its error table is exactly
+/// `ErrorCode`.
 #[test]
 fn the_spec_is_in_the_repository_and_its_error_table_is_the_code() {
     let spec = read("PROTOCOL.md");
-    assert!(spec.starts_with("# The comet wire protocol, version 1.1\n"));
+    assert!(spec.starts_with("# The comet wire protocol, version 1.2\n"));
     let changelog = &spec[spec.find("## Changelog").expect("a changelog")..];
-    assert!(changelog.contains("**1.1**"));
+    assert!(changelog.contains("**1.2**") && changelog.contains("**1.1**"));
     assert!(
         read("README.md").contains("](PROTOCOL.md)"),
         "the README links PROTOCOL.md"
     );
     assert!(read("comet-core/client/comet.js")
-        .starts_with("// comet.js: the browser client for the comet wire protocol, version 1.1."));
+        .starts_with("// comet.js: the browser client for the comet wire protocol, version 1.2."));
 
     let errors = &spec[spec.find("## Errors").unwrap()..];
     let errors = &errors[..errors[3..].find("\n## ").unwrap()];
