@@ -187,14 +187,14 @@ impl Hub {
         }
         self.check_channel_limit(std::slice::from_ref(&channel))
             .map_err(|max| PublishError::ChannelLimit { max })?;
-        let started = std::time::Instant::now();
+        let timer = crate::telemetry::PublishTimer::start();
         let position = self
             .shared
             .engine
             .publish(&channel, payload)
             .await
             .map_err(PublishError::Engine)?;
-        crate::telemetry::published(started.elapsed());
+        timer.published();
         self.shared.published.fetch_add(1, Ordering::Relaxed);
         Ok(Cursor::from(position))
     }

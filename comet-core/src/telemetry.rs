@@ -5,7 +5,10 @@
 //! Nothing is recorded unless the app installs a recorder (such as
 //! `metrics-exporter-prometheus`); until then each report is a check of the
 //! facade's global recorder, and the hot paths report in batches (a
-//! subscription adds its deliveries when it has caught up). [`describe`]
+//! subscription adds its deliveries when it has caught up) or sampled (the
+//! publish latency). With no recorder, a publish to the memory engine costs
+//! about 20 ns more for them (285 against 305 ns, `cargo bench -p
+//! comet-core --bench fanout`; 352 ns when every publish was timed). [`describe`]
 //! gives each metric its help text and unit, for exporters that show them.
 //! [`Hub::stats`](crate::Hub::stats) stays, for apps without a recorder.
 
@@ -13,7 +16,6 @@ use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, Key, Label, Level,
     Metadata, Unit,
 };
-use std::time::Duration;
 
 /// Gauge, label `transport`: subscriptions being served over HTTP, by
 /// transport (`sse`, `stream`, `iframe`, `poll`, `jsonp`, or a custom
@@ -24,7 +26,10 @@ pub const SUBSCRIBERS: &str = "comet_subscribers";
 /// Counter: messages published.
 pub const PUBLISHES: &str = "comet_publishes_total";
 /// Histogram, in seconds: how long a publish took to be stored by the
-/// engine (a Redis round trip, on the Redis engine).
+/// engine (a Redis round trip, on the Redis engine). Sampled: the first
+/// publish on each thread and then one in [`PUBLISH_SAMPLE`] are timed,
+/// since reading the clock twice would cost a publish to the memory engine
+/// a quarter of its time.
 pub const PUBLISH_DURATION: &str = "comet_publish_duration_seconds";
 /// Counter: items (messages and gaps) handed to subscriptions.
 pub const DELIVERIES: &str = "comet_deliveries_total";
@@ -54,9 +59,31 @@ pub fn describe() {
     describe_counter!(ERRORS, "Error answers, by protocol error code.");
 }
 
-pub(crate) fn published(took: Duration) {
-    counter!(PUBLISHES).increment(1);
-    metrics::histogram!(PUBLISH_DURATION).record(took.as_secs_f64());
+/// One publish in this many (on each thread) is timed for [`PUBLISH_DURATION`].
+pub const PUBLISH_SAMPLE: u32 = 16;
+
+/// Counts a publish, and times one in [`PUBLISH_SAMPLE`].
+pub(crate) struct PublishTimer(Option<std::time::Instant>);
+
+impl PublishTimer {
+    pub(crate) fn start() -> Self {
+        thread_local!(static PUBLISHES_HERE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
+        let n = PUBLISHES_HERE.with(|n| {
+            let next = n.get().wrapping_add(1);
+            n.set(next);
+            next
+        });
+        // The first on each thread, then one in PUBLISH_SAMPLE.
+        Self((n % PUBLISH_SAMPLE == 1).then(std::time::Instant::now))
+    }
+
+    /// The publish was stored.
+    pub(crate) fn published(self) {
+        counter!(PUBLISHES).increment(1);
+        if let Some(started) = self.0 {
+            metrics::histogram!(PUBLISH_DURATION).record(started.elapsed().as_secs_f64());
+        }
+    }
 }
 
 pub(crate) fn delivered(items: u64) {
