@@ -1,4 +1,4 @@
-//! Any publish request (channel in the path, `Content-Type`, `Comet-Event`,
+//! Any publish request (channel in the path or query, `Content-Type`, `Comet-Event`,
 //! `Content-Length` and body from the input) is answered 201 or 4xx, never
 //! a panic or a 5xx; a 201 stored the body byte for byte.
 #![no_main]
@@ -53,11 +53,21 @@ fuzz_target!(|data: &[u8]| {
         assert!(status == 201 || status.is_client_error(), "{status}");
         if status == 201 {
             assert_eq!(hub.stats().published, 1);
-            // The one channel that now holds a message.
-            let channel = percent_encoding::percent_decode_str(parts.uri.path().trim_start_matches("/publish/"))
-                .decode_utf8()
-                .unwrap()
-                .into_owned();
+            // The one channel that now holds a message: the rest of the
+            // path, else the `channel` parameter (PROTOCOL.md, "Publishing").
+            let rest = parts.uri.path().trim_start_matches("/publish").trim_start_matches('/');
+            let channel = if rest.is_empty() {
+                let query = parts.uri.query().unwrap_or("");
+                form_urlencoded::parse(query.as_bytes())
+                    .find(|(key, _)| key == "channel")
+                    .map(|(_, value)| value.into_owned())
+                    .expect("a 201 without a channel in the path names one in the query")
+            } else {
+                percent_encoding::percent_decode_str(rest)
+                    .decode_utf8()
+                    .unwrap()
+                    .into_owned()
+            };
             let mut sub = hub.subscribe([channel.as_str()], Start::oldest()).await.unwrap();
             let Some(Item::Message { message, .. }) = sub.next().await else {
                 panic!("no message after a 201")
