@@ -370,6 +370,14 @@ async fn publish_range(
 
 impl Published {
     /// Messages stored on channel `c` of `channels`.
+    /// Messages owed to `subscribers` spread over `channels` (subscriber
+    /// `i` follows channel `i % channels`).
+    fn owed(&self, subscribers: usize, channels: usize) -> u64 {
+        (0..subscribers)
+            .map(|i| self.stored_on((i % channels) as u64, channels as u64))
+            .sum()
+    }
+
     fn stored_on(&self, c: u64, channels: u64) -> u64 {
         let all = self.count / channels + u64::from(c < self.count % channels);
         all - self.refused.iter().filter(|s| *s % channels == c).count() as u64
@@ -466,6 +474,18 @@ impl Following {
     }
 
     /// Stops every session; the resumers and the sessions that failed.
+    /// Waits until `progress` reaches `owed` (or `bound` passes), then
+    /// [`finish`](Self::finish)es.
+    async fn settle(
+        self,
+        progress: &AtomicU64,
+        owed: u64,
+        bound: Duration,
+    ) -> Result<(Vec<Resumer>, u64)> {
+        drain(progress, owed, bound).await;
+        self.finish().await
+    }
+
     async fn finish(self) -> Result<(Vec<Resumer>, u64)> {
         let _ = self.stop.send(true);
         let mut resumers = Vec::with_capacity(self.tasks.len());
@@ -751,13 +771,8 @@ async fn stall(options: &Options) -> Result<Value> {
     }
     let following = Following::start(normal, Duration::from_secs(3600), clock);
     let published = publish_as_told(options, clock).await?;
-    drain(
-        &progress,
-        published.stored_on(0, 1) * options.subscribers as u64,
-        options.drain,
-    )
-    .await;
-    let (normal, failures) = following.finish().await?;
+    let owed = published.owed(options.subscribers, 1);
+    let (normal, failures) = following.settle(&progress, owed, options.drain).await?;
     let rows = sampler.finish().await;
     let rss_peak = peak(&rows, "rss");
     // The stalled read again, a few hundred at a time.
@@ -1080,19 +1095,8 @@ async fn slowloris(options: &Options) -> Result<Value> {
         }));
     }
     let published = publish_as_told(options, clock).await?;
-    let subscribers_per_channel = |c: usize| {
-        (0..options.subscribers)
-            .filter(|i| i % options.extra.channels == c)
-            .count() as u64
-    };
-    let want: u64 = (0..options.extra.channels)
-        .map(|c| {
-            published.stored_on(c as u64, options.extra.channels as u64)
-                * subscribers_per_channel(c)
-        })
-        .sum();
-    drain(&progress, want, options.drain).await;
-    let (normal, failures) = following.finish().await?;
+    let owed = published.owed(options.subscribers, options.extra.channels);
+    let (normal, failures) = following.settle(&progress, owed, options.drain).await?;
     for dribbler in dribblers {
         let _ = dribbler.await;
     }
@@ -1257,11 +1261,8 @@ async fn flood(options: &Options) -> Result<Value> {
     // Each subscriber drains what it got; a subscriber that fell behind
     // history gets a gap, which the tally counts.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let want: u64 = (0..options.subscribers)
-        .map(|i| published.stored_on((i % channels) as u64, channels as u64))
-        .sum();
-    drain(&progress, want, options.drain).await;
-    let (finished, failures) = following.finish().await?;
+    let owed = published.owed(options.subscribers, channels);
+    let (finished, failures) = following.settle(&progress, owed, options.drain).await?;
     let rows = sampler.finish().await;
     let mut delivery = tally(&finished, &published, channels, &template);
     // A subscriber behind history gets a gap when it reads on: what it
@@ -1301,11 +1302,8 @@ async fn soak(options: &Options) -> Result<Value> {
     let published = publish_as_told(options, clock).await?;
     // Everyone has everything, or the drain bound passes.
     let template = sub(options)?;
-    let want: u64 = (0..options.subscribers)
-        .map(|i| published.stored_on((i % channels) as u64, channels as u64))
-        .sum();
-    drain(&progress, want, options.drain).await;
-    let (finished, failures) = following.finish().await?;
+    let owed = published.owed(options.subscribers, channels);
+    let (finished, failures) = following.settle(&progress, owed, options.drain).await?;
     let rows = sampler.finish().await;
     // Warm-up: the first fifth of the run, at most five minutes.
     let warm = (options.duration.as_secs() / 5).min(300) as f64;

@@ -22,7 +22,7 @@
 //!     }
 //! }
 //!
-//! # async fn run() {
+//! # fn main() {
 //! let hub = Hub::new();
 //! let app = Router::new()
 //!     .route("/say", post(say))
@@ -41,6 +41,9 @@
 //!                 }),
 //!             ),
 //!     );
+//! # let _ = serve(app, hub); // built and checked here; served by `serve` below
+//! # }
+//! # async fn serve(app: Router, hub: Hub) {
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
 //! let shutdown = hub.clone();
 //! axum::serve(listener, app)
