@@ -952,7 +952,13 @@ async fn churn(options: &Options) -> Result<Value> {
     let started = Instant::now();
     let failures = churn_cycles(options, warm_cycles..options.extra.cycles).await?;
     let secs = started.elapsed().as_secs_f64();
-    let after = stats_until(options, Duration::from_secs(20), quiet).await;
+    // Closed connections go a moment after their last subscriber: wait (up
+    // to 20 s) until the descriptors are back to the cold count too, so
+    // that only a leak is left in `fds_leaked`.
+    let settled = |s: &Value| {
+        quiet(s) && cold_fds.is_some_and(|cold| s["fds"].as_i64().is_some_and(|fds| fds <= cold))
+    };
+    let after = stats_until(options, Duration::from_secs(20), settled).await;
     let after_rss = rss(options.pid);
     // Idle channels go lazily, on the next subscribe or publish after the
     // TTL: probe once a second until only the probe's channel is left.
@@ -997,8 +1003,8 @@ async fn churn(options: &Options) -> Result<Value> {
         "stats_cold": cold.1,
         "stats_after_warmup": warm_stats,
         "stats_after": after,
-        // Against the cold process: at the warm-up's sample, a connection of
-        // its last cycles may still be closing (one more fd, then -1 here).
+        // Against the cold process, once settled (above): a single sample
+        // may catch a connection still closing, one fd either way.
         "fds_leaked": match (cold_fds, after["fds"].as_i64()) {
             (Some(cold), Some(after)) => Some(after - cold),
             _ => None,
