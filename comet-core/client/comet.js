@@ -22,7 +22,11 @@ const CLIENT_EVENTS = new Set([
   "cursor", "transport", "reconnect",
 ]);
 
-/** Cursors remembered to drop an item delivered twice across a leader change. */
+/**
+ * Cursors of messages remembered to drop one delivered twice across a
+ * leader change. A gap of a channel forgets that channel's: its history
+ * moved on (a new epoch) and may number new messages as it did old ones.
+ */
 const SEEN_CURSORS = 512;
 
 /** A message as handlers see it, the same on every transport. */
@@ -58,8 +62,7 @@ class Comet {
   #closed = false;
   #connection = null; // ours when this tab leads (or does not share)
   #tabs = null; // when sharing
-  #seen = new Set();
-  #seenOrder = [];
+  #seen = new Map(); // cursor -> channel (null: SSE could not tell), oldest first
 
   /**
    * @param {string|URL} url the comet route (`/comet`), relative or absolute
@@ -151,7 +154,6 @@ class Comet {
     if (typeof cursor !== "string" || !cursor) throw new TypeError("comet: resume needs a cursor");
     // What comes again is wanted again: forget having seen it.
     this.#seen.clear();
-    this.#seenOrder = [];
     this.#setCursor(cursor);
     this.#act({ op: "resume", cursor });
   }
@@ -259,22 +261,37 @@ class Comet {
 
   #item(item) {
     this.#tabs?.remember(item);
-    if (item.cursor) {
-      this.#setCursor(item.cursor);
-      if (this.#seen.has(item.cursor)) return;
-      this.#seen.add(item.cursor);
-      this.#seenOrder.push(item.cursor);
-      if (this.#seenOrder.length > SEEN_CURSORS) this.#seen.delete(this.#seenOrder.shift());
-    }
-    if (item.channel !== null && !this.#channels.has(item.channel)) return; // another tab's
+    if (item.cursor) this.#setCursor(item.cursor);
+    // A gap before the check for duplicates: it is never dropped as one,
+    // and what follows it is new even where its cursor was seen before.
     if (item.type === "gap") {
-      this.#emit("gap", { channel: item.channel, missed: item.missed, cursor: item.cursor });
+      this.#forget(item.channel);
+      if (item.channel === null || this.#channels.has(item.channel)) {
+        this.#emit("gap", { channel: item.channel, missed: item.missed, cursor: item.cursor });
+      }
       return;
     }
+    if (item.cursor) {
+      if (this.#seen.has(item.cursor)) return;
+      this.#seen.set(item.cursor, item.channel);
+      if (this.#seen.size > SEEN_CURSORS) this.#seen.delete(this.#seen.keys().next().value);
+    }
+    if (item.channel !== null && !this.#channels.has(item.channel)) return; // another tab's
     const message = new CometMessage(item);
     const name = item.event ?? item.channel;
     if (name !== null && !CLIENT_EVENTS.has(name)) this.#emit(name, message);
     this.#emit("message", message);
+  }
+
+  /**
+   * Forgets the cursors seen of `channel` (all of them without one), and
+   * those whose channel SSE could not tell (several channels, an event
+   * name): a message delivered twice is better than one lost.
+   */
+  #forget(channel) {
+    for (const [cursor, of] of this.#seen) {
+      if (channel == null || of === channel || of === null) this.#seen.delete(cursor);
+    }
   }
 
   #setCursor(cursor) {

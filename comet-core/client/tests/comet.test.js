@@ -66,6 +66,67 @@ test("gaps, and nothing delivered twice", async (t) => {
   assert.deepEqual(got(), ["6"]);
 });
 
+/** A gap over SSE, as the server sends it (PROTOCOL.md, "Streaming transports"). */
+function gap(source, channel, cursor, missed = null) {
+  source.emit("comet-gap", JSON.stringify({ type: "gap", channel, missed, cursor }), cursor);
+}
+
+// Issue #23: a backplane that lost writes moves the channel to a new epoch
+// and sends a gap; ids served before it may come again with other content.
+
+test("a gap is never dropped as a duplicate, even when its cursor was seen", async (t) => {
+  const browser = fakeBrowser(t);
+  const { comet, seen } = client({ channels: ["room"] });
+  const source = await openSse(browser);
+  source.emit("room", "1", "c1");
+  gap(source, "room", "c1");
+  assert.deepEqual(seen.gap, [{ channel: "room", missed: null, cursor: "c1" }]);
+  gap(source, "room", "c1");
+  assert.equal(seen.gap.length, 2, "a gap told twice is told twice, never lost");
+  assert.equal(comet.cursor, "c1");
+});
+
+test("after a gap, a message whose id was seen before the gap is delivered", async (t) => {
+  const browser = fakeBrowser(t);
+  const { seen, got } = client({ channels: ["room"] });
+  const source = await openSse(browser);
+  for (const n of [1, 2, 3]) source.emit("room", `old ${n}`, `c${n}`);
+  gap(source, "room", "g1");
+  source.emit("room", "new 2", "c2");
+  source.emit("room", "new 2", "c2"); // after the gap, a repeat is still one
+  source.emit("room", "new 3", "c3");
+  assert.deepEqual(seen.gap.map((g) => g.cursor), ["g1"]);
+  assert.deepEqual(got(), ["old 1", "old 2", "old 3", "new 2", "new 3"]);
+});
+
+test("a gap forgets the seen ids of its channel only (and those whose channel SSE cannot tell)", async (t) => {
+  const browser = fakeBrowser(t);
+  const { got } = client({ channels: ["a", "b"] }, ["said"]);
+  const source = await openSse(browser);
+  source.emit("a", "a1", "c1");
+  source.emit("b", "b2", "c2");
+  source.emit("said", "s3", "c3"); // two channels: SSE cannot say whose
+  gap(source, "a", "g4");
+  source.emit("b", "b2", "c2"); // b had no gap: still a duplicate
+  source.emit("a", "a1 again", "c1");
+  source.emit("said", "s3 again", "c3");
+  assert.deepEqual(got(), ["a1", "b2", "s3", "a1 again", "s3 again"]);
+});
+
+test("a gap forgets seen ids on every transport (stream envelopes)", async (t) => {
+  const browser = fakeBrowser(t);
+  const { seen, got } = client({ channels: ["room"], transports: ["stream"] });
+  (await browser.net.next()).json({ cursor: "c0", messages: [] });
+  const body = (await browser.net.next()).stream();
+  const send = (envelope) => body.push(`${JSON.stringify(envelope)}\n`);
+  send({ type: "message", channel: "room", data: "old", cursor: "c1" });
+  send({ type: "gap", channel: "room", missed: null, cursor: "c1" });
+  send({ type: "message", channel: "room", data: "new", cursor: "c1" });
+  await browser.clock.tick(0);
+  assert.deepEqual(seen.gap, [{ channel: "room", missed: null, cursor: "c1" }]);
+  assert.deepEqual(got(), ["old", "new"]);
+});
+
 test("states, and the reconnects and fallbacks between them", async (t) => {
   const browser = fakeBrowser(t);
   const { comet, seen } = client({ channels: ["room"], transports: ["sse", "poll"] });
@@ -286,4 +347,20 @@ test("a follower's drop, resume and setTransports act on the leader's connection
   assert.equal((await browser.net.next()).transport, "poll");
   assert.deepEqual(leader.seen.transport.at(-1), { from: "sse", to: "poll", reason: "forced" });
   assert.equal(browser.sources.length, 3);
+});
+
+test("a follower forgets a channel's seen ids after a gap as the leader does", async (t) => {
+  const browser = fakeBrowser(t, { share: true });
+  const leader = client({ channels: ["room"] });
+  const follower = client({ channels: ["room"] });
+  await settle();
+  const source = await openSse(browser);
+  source.emit("room", "old", "c1");
+  gap(source, "room", "c1");
+  source.emit("room", "new", "c1");
+  await settle();
+  for (const tab of [leader, follower]) {
+    assert.deepEqual(tab.seen.gap.map((g) => g.cursor), ["c1"]);
+    assert.deepEqual(tab.got(), ["old", "new"]);
+  }
 });
