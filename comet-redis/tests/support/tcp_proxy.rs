@@ -7,7 +7,7 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc,
+        Arc, Mutex,
     },
 };
 use tokio::{
@@ -23,6 +23,8 @@ pub struct TcpProxy {
     frozen: watch::Sender<u64>,
     /// Connections accepted so far.
     pub accepted: Arc<AtomicUsize>,
+    /// Where new connections go (see [`retarget`](Self::retarget)).
+    targets: Arc<Mutex<Vec<SocketAddr>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -41,7 +43,9 @@ impl TcpProxy {
         let (generation, _) = watch::channel(0u64);
         let (frozen, _) = watch::channel(0u64);
         let accepted = Arc::new(AtomicUsize::new(0));
+        let targets = Arc::new(Mutex::new(targets));
         let task = {
+            let targets = targets.clone();
             let open = open.clone();
             let generation = generation.clone();
             let frozen = frozen.clone();
@@ -56,7 +60,10 @@ impl TcpProxy {
                         drop(inbound);
                         continue;
                     }
-                    let target = targets[next % targets.len()];
+                    let target = {
+                        let targets = targets.lock().unwrap();
+                        targets[next % targets.len()]
+                    };
                     next += 1;
                     accepted.fetch_add(1, Ordering::SeqCst);
                     let mut cut = generation.subscribe();
@@ -84,8 +91,16 @@ impl TcpProxy {
             generation,
             frozen,
             accepted,
+            targets,
             task,
         }
+    }
+
+    /// Sends new connections to `target` from now on; connections already
+    /// open stay with the target they have (as a DNS name or a virtual IP
+    /// moved to a promoted replica).
+    pub fn retarget(&self, target: SocketAddr) {
+        *self.targets.lock().unwrap() = vec![target];
     }
 
     /// Drops every connection and refuses new ones until [`restore`](Self::restore).
