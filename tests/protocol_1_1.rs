@@ -8,8 +8,8 @@ mod support;
 
 use comet::{
     protocol::{Cors, ErrorCode, PublishRoute, Route, MAX_HEADER_BYTES, MAX_QUERY_LEN},
-    ChannelLog, ChannelName, Engine, EngineFuture, HistoryPolicy, Hub, MemoryEngine, Payload,
-    Position, PublishFuture,
+    ChannelLog, ChannelName, Engine, EngineFuture, HistoryPolicy, Hub, IdempotencyKey,
+    MemoryEngine, Payload, Position, PublishFuture, Resume,
 };
 use std::{sync::Arc, time::Duration};
 use support::*;
@@ -47,14 +47,10 @@ fn mounts() -> Vec<Mount> {
 struct Unreachable(MemoryEngine);
 
 impl Engine for Unreachable {
-    fn publish(&self, _: &ChannelName, _: Payload) -> PublishFuture {
+    fn publish(&self, _: &ChannelName, _: Payload, _: Option<&IdempotencyKey>) -> PublishFuture {
         Box::pin(async { Err("the backplane is unreachable".into()) })
     }
-    fn attach(
-        &self,
-        channel: &ChannelName,
-        from: Option<Position>,
-    ) -> EngineFuture<Arc<ChannelLog>> {
+    fn attach(&self, channel: &ChannelName, from: Option<Resume>) -> EngineFuture<Arc<ChannelLog>> {
         self.0.attach(channel, from)
     }
     fn head(&self, channel: &ChannelName) -> EngineFuture<Position> {

@@ -6,6 +6,13 @@
 //! epoch and the offset of the last message seen, each big-endian `u64`.
 //! Fixed-size entries keep decoding trivial and total; 32 channels encode to
 //! about 1 KiB, well under the protocol's 4 KiB. Clients never parse it.
+//!
+//! Version 2 appends a tag: SipHash-2-4 of the entries under a key the
+//! engine's nodes share ([`CursorKey`]). A node can then tell a cursor that a
+//! node issued from one made up: only an issued cursor that is ahead of the
+//! shared history proves that the history lost writes (and moves the channel
+//! to a new epoch); a made-up one is refused, so that nobody can force a gap
+//! on every subscriber. Version 1 (no tag) is still read, as unverified.
 
 use crate::ChannelName;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
@@ -15,8 +22,65 @@ use std::fmt;
 /// The longest cursor token accepted (PROTOCOL.md: at most 4 KiB).
 pub const MAX_CURSOR_LEN: usize = 4096;
 
-const VERSION: u8 = 1;
+/// Untagged cursors (from before tags, or from an engine without a key).
+const UNTAGGED: u8 = 1;
+/// Cursors whose entries are followed by an 8-byte tag.
+const TAGGED: u8 = 2;
 const ENTRY_LEN: usize = 24;
+const TAG_LEN: usize = 8;
+
+/// The secret that tags cursors, shared by every node of one engine.
+///
+/// Engines hand it out with [`Engine::cursor_key`](crate::Engine::cursor_key):
+/// the Redis engine keeps one in Redis for all its nodes. The in-memory
+/// engine has none (one process has no other node to trust, and a restarted
+/// one must take its old cursors, with a gap).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct CursorKey([u8; 16]);
+
+impl CursorKey {
+    /// A key from its 16 bytes.
+    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
+    }
+
+    /// A fresh, unpredictable key.
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&crate::random_epoch().to_le_bytes());
+        bytes[8..].copy_from_slice(&crate::random_epoch().to_le_bytes());
+        Self(bytes)
+    }
+
+    /// Its bytes (to store it where other nodes find it).
+    pub const fn to_bytes(self) -> [u8; 16] {
+        self.0
+    }
+
+    fn tag(&self, entries: &[u8]) -> u64 {
+        use std::hash::Hasher;
+        let mut hasher = siphasher::sip::SipHasher24::new_with_key(&self.0);
+        hasher.write(entries);
+        hasher.finish()
+    }
+}
+
+impl fmt::Debug for CursorKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CursorKey(..)")
+    }
+}
+
+/// What a cursor's tag says of it, under an engine's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Provenance {
+    /// A node of this engine issued it.
+    Issued,
+    /// It carries no tag, or the engine has no key: it may be anything.
+    Unverified,
+    /// Its tag is wrong: made up, or altered.
+    Forged,
+}
 
 /// Where a subscription stands in one channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,6 +112,8 @@ impl Position {
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Cursor {
     positions: Positions,
+    /// The tag of the positions under the issuing engine's key, if any.
+    tag: Option<u64>,
 }
 
 /// One position inline (the common one-channel subscription, built per
@@ -73,7 +139,27 @@ impl Cursor {
             1 => Positions::One(positions.next().expect("one position")),
             _ => Positions::Many(positions.collect()),
         };
-        Self { positions }
+        Self {
+            positions,
+            tag: None,
+        }
+    }
+
+    /// The same positions, tagged under `key` (untagged without one).
+    pub(crate) fn signed(mut self, key: Option<CursorKey>) -> Self {
+        self.tag = key.map(|key| self.with_entries(|entries| key.tag(entries)));
+        self
+    }
+
+    /// Whether a node holding `key` issued it.
+    pub(crate) fn provenance(&self, key: Option<CursorKey>) -> Provenance {
+        match (self.tag, key) {
+            (Some(tag), Some(key)) if self.with_entries(|e| key.tag(e)) == tag => {
+                Provenance::Issued
+            }
+            (Some(_), Some(_)) => Provenance::Forged,
+            _ => Provenance::Unverified,
+        }
     }
 
     fn positions(&self) -> &[Position] {
@@ -126,30 +212,45 @@ impl Cursor {
 
     /// The token's length in bytes, so frames around it can be sized exactly.
     pub(crate) fn encoded_len(&self) -> usize {
-        (4 * (1 + ENTRY_LEN * self.len())).div_ceil(3)
+        (4 * self.raw_len()).div_ceil(3)
+    }
+
+    /// The unencoded token's length.
+    fn raw_len(&self) -> usize {
+        1 + ENTRY_LEN * self.len() + if self.tag.is_some() { TAG_LEN } else { 0 }
     }
 
     /// Calls `f` with the unencoded token: on the stack for one channel (the
     /// common case, per delivered item), on the heap for more.
     fn with_raw<T>(&self, f: impl FnOnce(&[u8]) -> T) -> T {
-        fn fill(raw: &mut [u8], positions: &[Position]) {
-            raw[0] = VERSION;
-            for (p, entry) in positions.iter().zip(raw[1..].chunks_exact_mut(ENTRY_LEN)) {
-                entry[..8].copy_from_slice(&p.key.to_be_bytes());
-                entry[8..16].copy_from_slice(&p.epoch.to_be_bytes());
-                entry[16..].copy_from_slice(&p.offset.to_be_bytes());
+        let entries = ENTRY_LEN * self.len();
+        self.with_buffer(self.raw_len(), |raw| {
+            raw[0] = if self.tag.is_some() { TAGGED } else { UNTAGGED };
+            fill(&mut raw[1..=entries], self.positions());
+            if let Some(tag) = self.tag {
+                raw[1 + entries..].copy_from_slice(&tag.to_be_bytes());
             }
-        }
-        let positions = self.positions();
-        let len = 1 + ENTRY_LEN * positions.len();
-        if positions.len() <= 1 {
-            let mut raw = [0u8; 1 + ENTRY_LEN];
-            fill(&mut raw, positions);
-            f(&raw[..len])
+            f(raw)
+        })
+    }
+
+    /// Calls `f` with the entries alone (what the tag covers).
+    fn with_entries<T>(&self, f: impl FnOnce(&[u8]) -> T) -> T {
+        self.with_buffer(ENTRY_LEN * self.len(), |entries| {
+            fill(entries, self.positions());
+            f(entries)
+        })
+    }
+
+    /// Calls `f` with a zeroed buffer of `len` bytes: on the stack for up to
+    /// one channel, on the heap for more.
+    fn with_buffer<T>(&self, len: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
+        const INLINE: usize = 1 + ENTRY_LEN + TAG_LEN;
+        if len <= INLINE {
+            let mut raw = [0u8; INLINE];
+            f(&mut raw[..len])
         } else {
-            let mut raw = vec![0u8; len];
-            fill(&mut raw, positions);
-            f(&raw)
+            f(&mut vec![0u8; len])
         }
     }
 
@@ -166,10 +267,17 @@ impl Cursor {
         let len = URL_SAFE_NO_PAD
             .decode_slice(token, &mut buffer)
             .map_err(|_| CursorError::Malformed)?;
-        let (&version, entries) = buffer[..len].split_first().ok_or(CursorError::Malformed)?;
-        if version != VERSION {
-            return Err(CursorError::UnknownVersion(version));
-        }
+        let (&version, rest) = buffer[..len].split_first().ok_or(CursorError::Malformed)?;
+        let (entries, tag) = match version {
+            UNTAGGED => (rest, None),
+            TAGGED if rest.len() >= TAG_LEN => {
+                let (entries, tag) = rest.split_at(rest.len() - TAG_LEN);
+                let tag = u64::from_be_bytes(tag.try_into().map_err(|_| CursorError::Malformed)?);
+                (entries, Some(tag))
+            }
+            TAGGED => return Err(CursorError::Malformed),
+            _ => return Err(CursorError::UnknownVersion(version)),
+        };
         if entries.len() % ENTRY_LEN != 0 {
             return Err(CursorError::Malformed);
         }
@@ -189,6 +297,7 @@ impl Cursor {
             // One channel, the common case: inline, no allocation.
             return Ok(Self {
                 positions: Positions::One(position(entries)),
+                tag,
             });
         }
         let mut positions: Vec<Position> = Vec::with_capacity(entries.len() / ENTRY_LEN);
@@ -199,15 +308,29 @@ impl Cursor {
             }
             positions.push(position);
         }
-        Ok(Self::from_positions(positions))
+        Ok(Self {
+            tag,
+            ..Self::from_positions(positions)
+        })
     }
 }
 
-/// A one-channel cursor at `position`.
+/// Writes `positions` as entries into `out` (exactly their size).
+fn fill(out: &mut [u8], positions: &[Position]) {
+    for (p, entry) in positions.iter().zip(out.chunks_exact_mut(ENTRY_LEN)) {
+        entry[..8].copy_from_slice(&p.key.to_be_bytes());
+        entry[8..16].copy_from_slice(&p.epoch.to_be_bytes());
+        entry[16..].copy_from_slice(&p.offset.to_be_bytes());
+    }
+}
+
+/// A one-channel cursor at `position`, untagged: a node that holds a key
+/// treats it as unverified (see [`CursorKey`]).
 impl From<Position> for Cursor {
     fn from(position: Position) -> Self {
         Self {
             positions: Positions::One(position),
+            tag: None,
         }
     }
 }
@@ -347,7 +470,8 @@ mod tests {
             Err(CursorError::Malformed),
             "impossible length"
         );
-        assert_eq!(Cursor::decode("Ag"), Err(CursorError::UnknownVersion(2)));
+        assert_eq!(Cursor::decode("Aw"), Err(CursorError::UnknownVersion(3)));
+        assert_eq!(Cursor::decode("Ag"), Err(CursorError::Malformed), "no tag");
         assert_eq!(
             Cursor::decode("AQE"),
             Err(CursorError::Malformed),
@@ -385,5 +509,45 @@ mod tests {
             })
             .collect();
         assert!(Cursor::from_positions(positions).encode().len() < 1100);
+    }
+
+    #[test]
+    fn tags_tell_issued_cursors_from_made_up_ones() {
+        let key = CursorKey::random();
+        let other = CursorKey::random();
+        let position = Position {
+            key: 7,
+            epoch: 9,
+            offset: 11,
+        };
+        let issued = Cursor::from(position).signed(Some(key));
+        let token = issued.encode();
+        let decoded = Cursor::decode(&token).unwrap();
+        assert_eq!(decoded, issued);
+        assert_eq!(decoded.provenance(Some(key)), Provenance::Issued);
+        assert_eq!(decoded.provenance(Some(other)), Provenance::Forged);
+        assert_eq!(decoded.provenance(None), Provenance::Unverified);
+        // Moving the offset without the key breaks the tag.
+        let moved = Cursor {
+            positions: Positions::One(Position {
+                offset: 12,
+                ..position
+            }),
+            tag: issued.tag,
+        };
+        let moved = Cursor::decode(&moved.encode()).unwrap();
+        assert_eq!(moved.provenance(Some(key)), Provenance::Forged);
+        // Untagged (version 1) cursors still read, as unverified.
+        let untagged = Cursor::decode(&Cursor::from(position).encode()).unwrap();
+        assert_eq!(untagged.provenance(Some(key)), Provenance::Unverified);
+        assert_eq!(untagged.position_by_key(7), Some(position));
+        // Several channels: the tag covers them all.
+        let two =
+            Cursor::from_positions([position, Position { key: 8, ..position }]).signed(Some(key));
+        let decoded = Cursor::decode(&two.encode()).unwrap();
+        assert_eq!(decoded.provenance(Some(key)), Provenance::Issued);
+        assert_eq!(decoded.len(), 2);
+        assert_eq!(two.encoded_len(), two.encode().len());
+        assert_eq!(issued.encoded_len(), token.len());
     }
 }

@@ -7,7 +7,7 @@
 //! its backplane and feeds each node's logs from it. Swapping engines touches
 //! no transport.
 
-use crate::{ChannelLog, ChannelName, Payload, Position};
+use crate::{ChannelLog, ChannelName, CursorKey, IdempotencyKey, Payload, Position};
 use std::{future::Future, pin::Pin, sync::Arc};
 
 /// The future an engine's publish returns: where the stored message stands
@@ -33,7 +33,17 @@ pub type EngineError = Box<dyn std::error::Error + Send + Sync>;
 pub trait Engine: Send + Sync + 'static {
     /// Appends `payload` to `channel` and wakes its subscribers; resolves to
     /// the stored message's position.
-    fn publish(&self, channel: &ChannelName, payload: Payload) -> PublishFuture;
+    ///
+    /// With an idempotency key, an engine remembers key to position for a
+    /// while (per channel): a publish that repeats a key it remembers stores
+    /// nothing and resolves to the first one's position, so that a publisher
+    /// may retry one whose outcome it did not learn.
+    fn publish(
+        &self,
+        channel: &ChannelName,
+        payload: Payload,
+        idempotency_key: Option<&IdempotencyKey>,
+    ) -> PublishFuture;
 
     /// The log of `channel`, created if needed, with one more subscriber
     /// counted ([`ChannelLog::attach`]). Counting happens with the lookup, so
@@ -42,12 +52,12 @@ pub trait Engine: Send + Sync + 'static {
     /// `from` is where the subscriber resumes, if it has a cursor: an engine
     /// whose logs mirror a shared history must bring the log up to date with
     /// it first when it names another epoch or an offset ahead of the log (it
-    /// may come from another node that is further along).
-    fn attach(
-        &self,
-        channel: &ChannelName,
-        from: Option<Position>,
-    ) -> EngineFuture<Arc<ChannelLog>>;
+    /// may come from another node that is further along). A position that a
+    /// node issued ([`Resume::issued`]) and that is ahead of the shared history
+    /// in its epoch proves that the history lost writes: the engine must move
+    /// the channel to a new epoch before it answers, so that the offsets the
+    /// client saw are never served again with other content.
+    fn attach(&self, channel: &ChannelName, from: Option<Resume>) -> EngineFuture<Arc<ChannelLog>>;
 
     /// The position of the newest message of `channel`, the same on every
     /// node that shares the history (a channel never published to gets its
@@ -63,4 +73,21 @@ pub trait Engine: Send + Sync + 'static {
     /// Wakes every waiter of every channel (used by shutdown, so that
     /// subscriptions notice it without holding a waiter of their own for it).
     fn wake_all(&self);
+
+    /// The key that tags the cursors this engine's nodes issue, shared by all
+    /// of them, if the engine has one (yet): without one, cursors go untagged
+    /// and every resume is taken as unverified.
+    fn cursor_key(&self) -> Option<CursorKey> {
+        None
+    }
+}
+
+/// Where a subscriber resumes in one channel, as its cursor says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    /// The position the cursor names.
+    pub position: Position,
+    /// A node of this engine issued the cursor (its tag checked out under
+    /// [`Engine::cursor_key`]); false for untagged cursors.
+    pub issued: bool,
 }

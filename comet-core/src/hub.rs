@@ -1,12 +1,13 @@
 //! The hub: the application's handle to publish and subscribe.
 
 use crate::{
-    engine::{Engine, EngineError, EngineFuture},
+    cursor::Provenance,
+    engine::{Engine, EngineError, EngineFuture, Resume},
     memory_engine::{HistoryPolicyFn, DEFAULT_IDLE_TTL},
     payload::validate_event,
     subscription::SubscriberState,
-    ChannelLog, ChannelName, Cursor, HistoryPolicy, InvalidChannelName, MemoryEngine, Payload,
-    Since, Subscription,
+    ChannelLog, ChannelName, Cursor, HistoryPolicy, IdempotencyKey, InvalidChannelName,
+    MemoryEngine, Payload, Since, Subscription,
 };
 use std::{
     fmt,
@@ -169,8 +170,34 @@ impl Hub {
         channel: &str,
         payload: impl Into<Payload>,
     ) -> Result<Cursor, PublishError> {
+        self.publish_with_key(channel, payload.into(), None).await
+    }
+
+    /// Publishes as [`publish`](Self::publish) does, once per `key`: a
+    /// publish that repeats a key the engine remembers for this channel
+    /// (for [`DEFAULT_IDEMPOTENCY_WINDOW`](crate::DEFAULT_IDEMPOTENCY_WINDOW)
+    /// by default) stores nothing and resolves to the first one's cursor.
+    ///
+    /// Retry with the same key whenever a publish failed without saying
+    /// whether it landed (a timeout, [`PublishError::Engine`]).
+    pub async fn publish_idempotent(
+        &self,
+        channel: &str,
+        payload: impl Into<Payload>,
+        key: &IdempotencyKey,
+    ) -> Result<Cursor, PublishError> {
+        self.publish_with_key(channel, payload.into(), Some(key))
+            .await
+    }
+
+    pub(crate) async fn publish_with_key(
+        &self,
+        channel: &str,
+        payload: Payload,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Cursor, PublishError> {
         let channel = ChannelName::new(channel).map_err(PublishError::InvalidChannel)?;
-        let mut payload = payload.into();
+        let mut payload = payload;
         // History keeps the payload's bytes alone: a body read over HTTP is
         // a slice of the connection's read buffer, and keeping the slice
         // would keep the whole buffer (about 4.7 KB a message for 35-byte
@@ -191,12 +218,12 @@ impl Hub {
         let position = self
             .shared
             .engine
-            .publish(&channel, payload)
+            .publish(&channel, payload, key)
             .await
             .map_err(PublishError::Engine)?;
         timer.published();
         self.shared.published.fetch_add(1, Ordering::Relaxed);
-        Ok(Cursor::from(position))
+        Ok(self.signed(Cursor::from(position)))
     }
 
     /// Subscribes to `channels` (duplicates are ignored) from `start`.
@@ -253,13 +280,26 @@ impl Hub {
             logs: Vec::with_capacity(names.len()),
             complete: false,
         };
+        // A cursor with a wrong tag was made up or altered: refused, so that
+        // nobody can pass one off as proof that history lost writes.
+        let issued = match &start.cursor {
+            Some(cursor) => match cursor.provenance(self.shared.engine.cursor_key()) {
+                Provenance::Issued => true,
+                Provenance::Unverified => false,
+                Provenance::Forged => return Err(SubscribeError::ForgedCursor),
+            },
+            None => false,
+        };
         // Every channel at once: an engine with a backplane answers a
         // subscription of many channels in the time of its slowest.
         let from = |name: &ChannelName| start.cursor.as_ref().and_then(|c| c.position(name));
         let results = join_all(
             names
                 .iter()
-                .map(|name| self.shared.engine.attach(name, from(name)))
+                .map(|name| {
+                    let resume = from(name).map(|position| Resume { position, issued });
+                    self.shared.engine.attach(name, resume)
+                })
                 .collect(),
         )
         .await;
@@ -353,7 +393,12 @@ impl Hub {
             })?;
             positions.push(head);
         }
-        Ok(Cursor::from_positions(positions))
+        Ok(self.signed(Cursor::from_positions(positions)))
+    }
+
+    /// `cursor`, tagged with the engine's key (see [`CursorKey`](crate::CursorKey)).
+    fn signed(&self, cursor: Cursor) -> Cursor {
+        cursor.signed(self.shared.engine.cursor_key())
     }
 
     /// Begins shutdown: every subscription's stream ends (after the item it
@@ -648,7 +693,7 @@ impl HubBuilder {
                     subscribers: AtomicUsize::new(0),
                     delivered: AtomicU64::new(0),
                     shutting_down: AtomicBool::new(false),
-                    _engine: engine,
+                    engine,
                 }),
                 published: AtomicU64::new(0),
             }),
@@ -739,6 +784,9 @@ pub enum SubscribeError {
         /// What failed.
         reason: String,
     },
+    /// The cursor's tag does not match its positions: no node of this
+    /// engine issued it (see [`CursorKey`](crate::CursorKey)).
+    ForgedCursor,
 }
 
 impl fmt::Display for SubscribeError {
@@ -771,6 +819,9 @@ impl fmt::Display for SubscribeError {
                     f,
                     "the channel engine is unavailable ({reason}); retry later"
                 )
+            }
+            Self::ForgedCursor => {
+                f.write_str("cursor was not issued by this server: pass back a cursor it sent")
             }
         }
     }

@@ -62,6 +62,7 @@ mod engine;
 mod epoch;
 pub use epoch::random_epoch;
 mod hub;
+mod idempotency;
 mod memory_engine;
 mod message;
 mod payload;
@@ -71,11 +72,14 @@ pub mod telemetry;
 
 pub use channel_log::{ChannelLog, Extended, HistoryPolicy, Read, Since};
 pub use channel_name::{ChannelName, InvalidChannelName, MAX_CHANNEL_NAME_LEN};
-pub use cursor::{Cursor, CursorError, Position, MAX_CURSOR_LEN};
-pub use engine::{Engine, EngineError, EngineFuture, PublishFuture};
+pub use cursor::{Cursor, CursorError, CursorKey, Position, MAX_CURSOR_LEN};
+pub use engine::{Engine, EngineError, EngineFuture, PublishFuture, Resume};
 pub use hub::{
     Hub, HubBuilder, HubStats, PublishError, Start, SubscribeError,
     DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION, DEFAULT_MAX_PAYLOAD_BYTES,
+};
+pub use idempotency::{
+    IdempotencyKey, InvalidIdempotencyKey, DEFAULT_IDEMPOTENCY_WINDOW, MAX_IDEMPOTENCY_KEY_LEN,
 };
 pub use memory_engine::{HistoryPolicyFn, MemoryEngine, DEFAULT_IDLE_TTL};
 pub(crate) use message::Encoding;

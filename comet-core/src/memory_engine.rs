@@ -1,8 +1,9 @@
 //! The default engine: all history in this process's memory.
 
 use crate::{
-    engine::{Engine, EngineFuture, PublishFuture},
-    ChannelLog, ChannelName, HistoryPolicy, Payload, Position,
+    engine::{Engine, EngineFuture, PublishFuture, Resume},
+    idempotency::{Remembered, DEFAULT_IDEMPOTENCY_WINDOW},
+    ChannelLog, ChannelName, HistoryPolicy, IdempotencyKey, Payload, Position,
 };
 use std::{
     collections::HashMap,
@@ -35,7 +36,12 @@ pub struct MemoryEngine {
     started: Instant,
     /// Milliseconds after `started` when the next sweep is due.
     next_sweep_ms: AtomicU64,
+    /// Idempotency keys of recent publishes.
+    remembered: Remembered,
 }
+
+/// The most idempotency keys the in-memory engine remembers at once.
+const REMEMBERED_KEYS: usize = 100_000;
 
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -54,6 +60,7 @@ impl MemoryEngine {
             idle_ttl,
             started: Instant::now(),
             next_sweep_ms: AtomicU64::new(SWEEP_EVERY.as_millis() as u64),
+            remembered: Remembered::new(DEFAULT_IDEMPOTENCY_WINDOW, REMEMBERED_KEYS),
         }
     }
 
@@ -120,16 +127,27 @@ impl Default for MemoryEngine {
 }
 
 impl Engine for MemoryEngine {
-    fn publish(&self, channel: &ChannelName, payload: Payload) -> PublishFuture {
-        let message = self.with_log(channel, |log| log.append(payload));
-        let position = Position::new(channel, message.epoch(), message.offset());
+    fn publish(
+        &self,
+        channel: &ChannelName,
+        payload: Payload,
+        idempotency_key: Option<&IdempotencyKey>,
+    ) -> PublishFuture {
+        let append = || {
+            let message = self.with_log(channel, |log| log.append(payload));
+            Position::new(channel, message.epoch(), message.offset())
+        };
+        let position = match idempotency_key {
+            Some(key) => self.remembered.get_or_publish(channel.key(), key, append),
+            None => append(),
+        };
         Box::pin(std::future::ready(Ok(position)))
     }
 
     fn attach(
         &self,
         channel: &ChannelName,
-        _from: Option<Position>,
+        _from: Option<Resume>,
     ) -> EngineFuture<Arc<ChannelLog>> {
         let log = self.with_log(channel, |log| {
             log.attach();
@@ -160,6 +178,10 @@ impl Engine for MemoryEngine {
             log.wake();
         }
     }
+
+    // No cursor key: one process has no other node whose cursors it must
+    // verify, and a restarted process must take its old cursors (with one
+    // gap, for the new epoch), not refuse them as forged.
 }
 
 impl fmt::Debug for MemoryEngine {
@@ -193,7 +215,7 @@ mod tests {
         let with_history = ChannelName::new("history").unwrap();
         let epoch = engine.log(&with_history).epoch();
         engine
-            .publish(&with_history, Payload::text("x"))
+            .publish(&with_history, Payload::text("x"), None)
             .await
             .unwrap();
         assert_eq!(engine.channel_count(), 1002);

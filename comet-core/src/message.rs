@@ -21,6 +21,9 @@ pub struct Message {
     pub(crate) event: Option<Box<str>>,
     pub(crate) data: Bytes,
     pub(crate) published_at: Instant,
+    /// Set by an engine that numbers messages elsewhere, to tell two
+    /// messages apart that claim one position (0: none).
+    identity: u64,
     encodings: [OnceLock<Bytes>; Encoding::COUNT],
     /// Encodings of formats outside the crate, by key; allocated on first use.
     custom: OnceLock<Mutex<Vec<(&'static str, Bytes)>>>,
@@ -87,6 +90,7 @@ impl Message {
             event,
             data,
             published_at: Instant::now(),
+            identity: 0,
             encodings: Default::default(),
             custom: OnceLock::new(),
         }
@@ -98,6 +102,21 @@ impl Message {
     pub fn published_at_instant(mut self, at: Instant) -> Self {
         self.published_at = at;
         self
+    }
+
+    /// Gives it an identity: a value drawn once per publish, by an engine
+    /// whose nodes mirror a shared history, so that they can tell the
+    /// message they hold at a position from another one that the backplane
+    /// (having lost writes) put at the same position later.
+    pub fn with_identity(mut self, identity: u64) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    /// Its identity, or 0 if its engine gave it none
+    /// (see [`with_identity`](Self::with_identity)).
+    pub fn identity(&self) -> u64 {
+        self.identity
     }
 
     /// The channel it was published to.

@@ -80,8 +80,9 @@ pub(crate) struct SubscriberState {
     /// Set by [`Hub::shutdown`](crate::Hub::shutdown): every stream ends.
     pub(crate) shutting_down: AtomicBool,
     /// The hub's engine, kept alive while a subscription lives (an engine
-    /// with a backplane stops feeding its logs when dropped).
-    pub(crate) _engine: Arc<dyn crate::Engine>,
+    /// with a backplane stops feeding its logs when dropped); it also holds
+    /// the key that tags cursors.
+    pub(crate) engine: Arc<dyn crate::Engine>,
 }
 
 /// A live subscription to one or more channels; see [`Hub::subscribe`](crate::Hub::subscribe).
@@ -129,6 +130,7 @@ impl Subscription {
     /// The position after everything delivered so far, in every channel.
     pub fn cursor(&self) -> Cursor {
         Cursor::from_positions(self.channels.iter().map(|c| c.position))
+            .signed(self.state.engine.cursor_key())
     }
 
     /// The channels subscribed to, in request order.

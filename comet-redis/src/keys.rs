@@ -6,7 +6,11 @@
 //! - `<prefix>:{<name>}:log`, a stream whose entry IDs are `<offset>-0`,
 //!   with fields `k` (kind: `j` JSON, `t` text), `e` (event, empty for
 //!   none), `d` (payload) and `t` (publish time, Unix milliseconds);
-//! - `<prefix>:{<name>}`, the pub/sub channel every publish announces on.
+//! - `<prefix>:{<name>}`, the pub/sub channel every publish announces on;
+//! - `<prefix>:{<name>}:idem:<key>`, a string `<epoch> <offset> <time ms>`
+//!   for each idempotency key a publish carried, while it is remembered.
+//!
+//! Beside them, `<prefix>:cursor-key` holds the key that tags cursors.
 //!
 //! Channel names cannot hold `{` or `}`, so the tag is always the name.
 
@@ -15,6 +19,7 @@ use comet_core::ChannelName;
 /// The Redis names of one channel.
 #[derive(Debug, Clone)]
 pub(crate) struct ChannelKeys {
+    channel: ChannelName,
     pub(crate) meta: String,
     pub(crate) log: String,
     pub(crate) pubsub: String,
@@ -24,10 +29,22 @@ impl ChannelKeys {
     pub(crate) fn new(prefix: &str, channel: &ChannelName) -> Self {
         let pubsub = format!("{prefix}:{{{}}}", channel.as_str());
         Self {
+            channel: channel.clone(),
             meta: format!("{pubsub}:meta"),
             log: format!("{pubsub}:log"),
             pubsub,
         }
+    }
+
+    /// The channel they belong to.
+    pub(crate) fn channel(&self) -> &ChannelName {
+        &self.channel
+    }
+
+    /// The key remembering a publish's idempotency key (in the channel's
+    /// slot, as the publish script that reads it needs).
+    pub(crate) fn idempotency(&self, key: &comet_core::IdempotencyKey) -> String {
+        format!("{}:idem:{}", self.pubsub, key.as_str())
     }
 }
 

@@ -49,8 +49,8 @@ mod scripts;
 mod wire;
 
 use comet_core::{
-    ChannelLog, ChannelName, Engine, EngineError, EngineFuture, HistoryPolicy, Payload, Position,
-    PublishFuture,
+    ChannelLog, ChannelName, CursorKey, Engine, EngineError, EngineFuture, HistoryPolicy,
+    IdempotencyKey, Payload, Position, PublishFuture, Resume,
 };
 use keys::ChannelKeys;
 use node::{Failure, Mirror, Refresh, State};
@@ -60,11 +60,11 @@ use std::{
     fmt,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, RwLock, RwLockReadGuard, RwLockWriteGuard,
+        Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard,
     },
     time::Duration,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 /// How long a backplane operation may take by default (a publish, or
 /// loading a channel for a new subscriber) before it fails with 503.
@@ -73,6 +73,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_MIRROR_IDLE: Duration = Duration::from_secs(10);
 /// The default prefix of every Redis key and pub/sub channel comet uses.
 pub const DEFAULT_PREFIX: &str = "comet";
+/// How many requests for channel loads may wait for the node's task before
+/// new subscribers are refused (503) rather than queued.
+pub const DEFAULT_QUEUE: usize = 4096;
 
 /// The engine; hand it to [`HubBuilder::engine`](comet_core::HubBuilder::engine).
 ///
@@ -100,6 +103,8 @@ struct Config {
     timeout: Duration,
     mirror_idle: Duration,
     idle_ttl: Duration,
+    idempotency_window: Duration,
+    queue: usize,
 }
 
 impl Config {
@@ -137,6 +142,11 @@ pub struct RedisStats {
     /// Times this node moved a channel to a new epoch because Redis had gone
     /// back in its history.
     pub epochs_renewed: u64,
+    /// Times the node opened new connections to Redis because the ones it
+    /// had failed (died, or reached a server that is no longer the primary).
+    pub reconnects: u64,
+    /// Requests refused at once because the node's queue was full.
+    pub refused: u64,
 }
 
 #[derive(Default)]
@@ -144,25 +154,36 @@ struct Counters {
     malformed: AtomicU64,
     refreshes: AtomicU64,
     epochs_renewed: AtomicU64,
+    reconnects: AtomicU64,
+    refused: AtomicU64,
 }
 
 /// What the engine handles and its task share.
 struct Shared {
     config: Config,
     client: redis::Client,
-    /// Commands and scripts (multiplexed: concurrent calls are pipelined).
-    /// Replaced when Redis stops answering on it, since a connection that
-    /// died in silence would otherwise time out every call for good.
-    commands: RwLock<ConnectionManager>,
+    /// Commands and scripts (multiplexed: concurrent calls are pipelined),
+    /// with its generation. Replaced when Redis stops answering on it (a
+    /// connection that died in silence would otherwise time out every call
+    /// for good) or answers that it is no longer the primary.
+    commands: RwLock<(u64, ConnectionManager)>,
     commands_config: redis::aio::ConnectionManagerConfig,
     scripts: scripts::Scripts,
+    /// The server knows script flags (Redis 7 and later), as found at connect.
+    script_flags: AtomicBool,
+    /// The key that tags cursors, as Redis holds it for every node; fixed
+    /// once known (a node restores it where Redis lost it).
+    cursor_key: OnceLock<CursorKey>,
+    /// Asks the task to reconnect (a command found the server no longer the
+    /// primary): its pub/sub connection is likely on the old one too.
+    reconnect: Notify,
     mirrors: RwLock<HashMap<ChannelName, Arc<Mirror>>>,
     /// The pub/sub connection is up and every mirror is current.
     connected: AtomicBool,
     dropped: AtomicBool,
     /// A round of key TTL refreshes is under way (one at a time).
     touching: AtomicBool,
-    requests: mpsc::UnboundedSender<Refresh>,
+    requests: mpsc::Sender<Refresh>,
     stats: Counters,
 }
 
@@ -180,17 +201,33 @@ impl Drop for Handle {
 
 /// Why the engine could not be built.
 #[derive(Debug)]
-pub struct BuildError(redis::RedisError);
+pub struct BuildError(BuildErrorKind);
+
+#[derive(Debug)]
+enum BuildErrorKind {
+    Url(redis::RedisError),
+    Prefix(String),
+}
 
 impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "bad Redis URL: {}", self.0)
+        match &self.0 {
+            BuildErrorKind::Url(error) => write!(f, "bad Redis URL: {error}"),
+            BuildErrorKind::Prefix(prefix) => write!(
+                f,
+                "bad key prefix {prefix:?}: it may not hold `{{` or `}}`, which would move \
+                 the hash tag that keeps a channel's keys in one Cluster slot"
+            ),
+        }
     }
 }
 
 impl std::error::Error for BuildError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
+        match &self.0 {
+            BuildErrorKind::Url(error) => Some(error),
+            BuildErrorKind::Prefix(_) => None,
+        }
     }
 }
 
@@ -229,6 +266,8 @@ impl RedisEngine {
                 timeout: DEFAULT_TIMEOUT,
                 mirror_idle: DEFAULT_MIRROR_IDLE,
                 idle_ttl: comet_core::DEFAULT_IDLE_TTL,
+                idempotency_window: comet_core::DEFAULT_IDEMPOTENCY_WINDOW,
+                queue: DEFAULT_QUEUE,
             },
         }
     }
@@ -242,6 +281,8 @@ impl RedisEngine {
             malformed: stats.malformed.load(Ordering::Relaxed),
             refreshes: stats.refreshes.load(Ordering::Relaxed),
             epochs_renewed: stats.epochs_renewed.load(Ordering::Relaxed),
+            reconnects: stats.reconnects.load(Ordering::Relaxed),
+            refused: stats.refused.load(Ordering::Relaxed),
         }
     }
 }
@@ -258,7 +299,8 @@ impl RedisEngineBuilder {
     }
 
     /// The prefix of every key and pub/sub channel (default `comet`), to
-    /// share one Redis between applications.
+    /// share one Redis between applications. It may not hold `{` or `}`
+    /// ([`build`](Self::build) refuses it).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.config.prefix = prefix.into();
         self
@@ -286,6 +328,21 @@ impl RedisEngineBuilder {
         self
     }
 
+    /// How long a publish's idempotency key is remembered (default 5
+    /// minutes), in Redis beside the channel's keys.
+    pub fn idempotency_window(mut self, window: Duration) -> Self {
+        self.config.idempotency_window = window;
+        self
+    }
+
+    /// How many channel loads may wait for the node's task (default 4,096);
+    /// past that, new subscribers are refused with 503 at once rather than
+    /// queued without bound.
+    pub fn queue(mut self, requests: usize) -> Self {
+        self.config.queue = requests.max(1);
+        self
+    }
+
     /// Builds the engine and starts its task; it connects in the background,
     /// so this succeeds whether or not Redis is up yet.
     ///
@@ -293,7 +350,11 @@ impl RedisEngineBuilder {
     ///
     /// Outside a Tokio runtime.
     pub fn build(self) -> Result<RedisEngine, BuildError> {
-        let client = redis::Client::open(self.url.as_str()).map_err(BuildError)?;
+        if self.config.prefix.contains(['{', '}']) {
+            return Err(BuildError(BuildErrorKind::Prefix(self.config.prefix)));
+        }
+        let url_error = |error| BuildError(BuildErrorKind::Url(error));
+        let client = redis::Client::open(self.url.as_str()).map_err(url_error)?;
         let manager = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.config.timeout))
             // The engine's own timeout governs every call (see `invoke`).
@@ -302,14 +363,17 @@ impl RedisEngineBuilder {
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
         let commands = ConnectionManager::new_lazy_with_config(client.clone(), manager.clone())
-            .map_err(BuildError)?;
-        let (requests, receiver) = mpsc::unbounded_channel();
+            .map_err(url_error)?;
+        let (requests, receiver) = mpsc::channel(self.config.queue);
         let shared = Arc::new(Shared {
             config: self.config,
             client,
-            commands: RwLock::new(commands),
+            commands: RwLock::new((0, commands)),
             commands_config: manager,
             scripts: scripts::Scripts::new(),
+            script_flags: AtomicBool::new(false),
+            cursor_key: OnceLock::new(),
+            reconnect: Notify::new(),
             mirrors: RwLock::default(),
             connected: AtomicBool::new(false),
             dropped: AtomicBool::new(false),
@@ -328,6 +392,41 @@ impl RedisEngineBuilder {
     }
 }
 
+/// The most entries one read returns, and about the most payload bytes: a
+/// channel with a long history of large messages loads in pages, none of
+/// which holds the command connection for long.
+const PAGE_ENTRIES: usize = 256;
+const PAGE_BYTES: usize = 1 << 20;
+
+/// What a failed command says about the connection it ran on.
+pub(crate) enum Verdict {
+    /// The connection died (or never came up): a fresh one may well work
+    /// at once, and what was not sent can be sent again.
+    Dead,
+    /// The server answered that it cannot take writes or commands now
+    /// (`READONLY`: it is a replica now, as after a failover behind a
+    /// stable address; `MASTERDOWN`; `LOADING`): the node must reach the
+    /// primary again, on new connections.
+    NotPrimary,
+    /// The server refused this command alone (`OOM`, a script error about
+    /// one channel's keys): the connection is fine.
+    Refused,
+}
+
+pub(crate) fn verdict(error: &redis::RedisError) -> Verdict {
+    match error.code() {
+        Some("READONLY" | "MASTERDOWN" | "LOADING") => Verdict::NotPrimary,
+        Some(_) => Verdict::Refused,
+        None if error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_unrecoverable_error() =>
+        {
+            Verdict::Dead
+        }
+        None => Verdict::Refused,
+    }
+}
+
 impl Shared {
     fn mirrors(&self) -> RwLockReadGuard<'_, HashMap<ChannelName, Arc<Mirror>>> {
         self.mirrors.read().unwrap_or_else(|e| e.into_inner())
@@ -343,80 +442,198 @@ impl Shared {
             .map_or(0, |ttl| ttl.as_millis() as u64)
     }
 
-    /// Runs a script with the engine's timeout.
-    async fn invoke(
-        &self,
-        invocation: redis::ScriptInvocation<'_>,
-    ) -> Result<redis::Value, Failure> {
-        let mut connection = self
-            .commands
+    /// The command connection and its generation.
+    fn commands(&self) -> (u64, ConnectionManager) {
+        self.commands
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match tokio::time::timeout(
-            self.config.timeout,
-            invocation.invoke_async::<redis::Value>(&mut connection),
-        )
-        .await
-        {
-            Ok(Ok(value)) => Ok(value),
-            // Redis answered, with an error about this channel's keys (or a
-            // passing state such as LOADING): the connection is fine.
-            Ok(Err(error)) if error.code().is_some() => {
-                Err(Failure::Channel(format!("redis: {error}")))
+            .clone()
+    }
+
+    /// Runs the script `make(retry)` builds, with the engine's timeout.
+    ///
+    /// A command that failed because its connection had died (Redis
+    /// restarted while the node was idle, say) or reached a server that is
+    /// no longer the primary was not carried out: it is sent once more, at
+    /// once, on a fresh connection, so that no request fails for a
+    /// connection that died while Redis was away. `retry` tells the script
+    /// it is that second attempt (the publish script then checks whether the
+    /// first one landed after all).
+    async fn invoke<'a>(
+        &'a self,
+        make: impl Fn(bool) -> redis::ScriptInvocation<'a>,
+    ) -> Result<redis::Value, Failure> {
+        let mut retry = false;
+        loop {
+            let (generation, mut connection) = self.commands();
+            let invocation = make(retry);
+            let result = tokio::time::timeout(
+                self.config.timeout,
+                invocation.invoke_async::<redis::Value>(&mut connection),
+            )
+            .await;
+            let error = match result {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(error)) => error,
+                Err(_) => {
+                    // It may have been carried out: not sent again.
+                    self.reconnect_commands(generation);
+                    return Err(Failure::Backplane(format!(
+                        "redis did not answer within {:?}",
+                        self.config.timeout
+                    )));
+                }
+            };
+            match verdict(&error) {
+                Verdict::Refused => return Err(Failure::Channel(format!("redis: {error}"))),
+                Verdict::Dead => self.reconnect_commands(generation),
+                Verdict::NotPrimary => {
+                    self.reconnect_commands(generation);
+                    // Its pub/sub connection is on that server too.
+                    self.reconnect.notify_one();
+                }
             }
-            Ok(Err(error)) => {
-                self.reconnect_commands();
-                Err(Failure::Backplane(format!("redis: {error}")))
+            if retry {
+                return Err(Failure::Backplane(format!("redis: {error}")));
             }
-            Err(_) => {
-                self.reconnect_commands();
-                Err(Failure::Backplane(format!(
-                    "redis did not answer within {:?}",
-                    self.config.timeout
-                )))
-            }
+            retry = true;
         }
     }
 
-    /// Opens a new command connection (lazily) in place of the current one.
-    fn reconnect_commands(&self) {
+    /// Opens a new command connection (lazily) in place of the one of
+    /// `generation`, unless another call did already.
+    fn reconnect_commands(&self, generation: u64) {
+        let mut commands = self.commands.write().unwrap_or_else(|e| e.into_inner());
+        if commands.0 != generation {
+            return;
+        }
         match ConnectionManager::new_lazy_with_config(
             self.client.clone(),
             self.commands_config.clone(),
         ) {
-            Ok(fresh) => *self.commands.write().unwrap_or_else(|e| e.into_inner()) = fresh,
+            Ok(fresh) => {
+                *commands = (generation + 1, fresh);
+                self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
             Err(error) => tracing::warn!(%error, "could not make a new redis connection"),
         }
     }
 
     /// A channel's epoch, newest offset and (up to `max` of) its history:
     /// what follows `known` when Redis still has it all, else the newest.
+    /// Read in pages (each one script call of bounded size); a page of
+    /// another epoch than the first starts the read over.
     async fn read(
         &self,
         keys: &ChannelKeys,
         known: Option<Position>,
         max: usize,
     ) -> Result<State, Failure> {
-        let mut invocation = self.scripts.read.key(&keys.meta);
-        invocation
-            .key(&keys.log)
-            .arg(comet_core::random_epoch().to_string())
-            .arg(known.map_or(String::new(), |p| p.epoch.to_string()))
-            .arg(known.map_or(0, |p| p.offset))
-            .arg(max)
-            .arg(millis(self.config.idle_ttl));
-        State::parse(self.invoke(invocation).await?, &self.stats.malformed)
+        let mut state = self.read_page(keys, known, max).await?;
+        for _ in 0..=max {
+            let Some(newest) = state.entries.last() else {
+                break;
+            };
+            if newest.offset >= state.last {
+                break;
+            }
+            let after = Position::new(keys.channel(), state.epoch, newest.offset);
+            let page = self.read_page(keys, Some(after), max).await?;
+            if page.epoch != state.epoch || page.entries.is_empty() {
+                // Moved meanwhile: what was read so far says nothing more.
+                state = self.read_page(keys, None, max).await?;
+                break;
+            }
+            state.last = page.last;
+            state.entries.extend(page.entries);
+        }
+        Ok(state)
     }
 
-    /// Moves a channel from `old` to a new epoch (if no node did already).
+    async fn read_page(
+        &self,
+        keys: &ChannelKeys,
+        known: Option<Position>,
+        max: usize,
+    ) -> Result<State, Failure> {
+        let epoch = comet_core::random_epoch().to_string();
+        let known_epoch = known.map_or(String::new(), |p| p.epoch.to_string());
+        let value = self
+            .invoke(|_| {
+                let mut invocation = self.scripts.read.key(&keys.meta);
+                invocation
+                    .key(&keys.log)
+                    .arg(&epoch)
+                    .arg(&known_epoch)
+                    .arg(known.map_or(0, |p| p.offset))
+                    .arg(max)
+                    .arg(PAGE_ENTRIES)
+                    .arg(PAGE_BYTES)
+                    .arg(millis(self.config.idle_ttl));
+                invocation
+            })
+            .await?;
+        State::parse(value, &self.stats.malformed)
+    }
+
+    /// Moves a channel from `old` to a new epoch (if no node did already),
+    /// and announces it to every node.
     async fn new_epoch(&self, keys: &ChannelKeys, old: u64) -> Result<(), Failure> {
-        let mut invocation = self.scripts.new_epoch.key(&keys.meta);
-        invocation
-            .key(&keys.log)
-            .arg(old.to_string())
-            .arg(comet_core::random_epoch().to_string());
-        self.invoke(invocation).await.map(drop)
+        let new = comet_core::random_epoch().to_string();
+        let old = old.to_string();
+        self.invoke(|_| {
+            let mut invocation = self.scripts.new_epoch.key(&keys.meta);
+            invocation
+                .key(&keys.log)
+                .arg(&old)
+                .arg(&new)
+                .arg(&keys.pubsub);
+            invocation
+        })
+        .await
+        .map(drop)
+    }
+
+    /// The key that tags cursors: Redis's, or this node's own where Redis
+    /// has none (the first node, or Redis lost its data: the node that knew
+    /// it puts it back).
+    async fn load_cursor_key(&self) -> Result<(), Failure> {
+        let ours = self
+            .cursor_key
+            .get()
+            .copied()
+            .unwrap_or_else(CursorKey::random);
+        let hex: String = ours.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let name = format!("{}:cursor-key", self.config.prefix);
+        let value = self
+            .invoke(|_| {
+                let mut invocation = self.scripts.cursor_key.key(&name);
+                invocation.arg(&hex);
+                invocation
+            })
+            .await?;
+        let theirs = wire::bulk(&value)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(parse_key)
+            .ok_or_else(|| Failure::Channel(format!("{name} does not hold a cursor key")))?;
+        if *self.cursor_key.get_or_init(|| theirs) != theirs {
+            tracing::warn!(
+                "redis holds another cursor key than this node's: cursors issued by other \
+                 nodes since will not verify here (was the key deleted by hand?)"
+            );
+        }
+        Ok(())
+    }
+
+    /// Loads the cursor key if this node does not know it yet (before its
+    /// task first connected), so that no cursor goes out untagged.
+    async fn ensure_cursor_key(&self) -> Result<(), EngineError> {
+        if self.cursor_key.get().is_none() {
+            self.load_cursor_key()
+                .await
+                .map_err(|failure| unavailable(failure.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Keeps the keys of channels in use from expiring (best effort: a
@@ -424,10 +641,12 @@ impl Shared {
     async fn touch(&self, mirrors: &[Arc<Mirror>]) {
         let ttl = self.ttl_ms().max(millis(self.config.idle_ttl));
         for chunk in mirrors.chunks(256) {
-            let touches = chunk.iter().map(|mirror| async move {
-                let mut invocation = self.scripts.touch.key(&mirror.keys.meta);
-                invocation.key(&mirror.keys.log).arg(ttl);
-                self.invoke(invocation).await
+            let touches = chunk.iter().map(|mirror| {
+                self.invoke(move |_| {
+                    let mut invocation = self.scripts.touch.key(&mirror.keys.meta);
+                    invocation.key(&mirror.keys.log).arg(ttl);
+                    invocation
+                })
             });
             for result in futures_util::future::join_all(touches).await {
                 if let Err(error) = result {
@@ -462,15 +681,27 @@ impl Shared {
         mirror.clone()
     }
 
-    /// Asks the task to bring `channel`'s mirror up to date.
-    async fn refresh(&self, channel: &ChannelName) -> Result<(), EngineError> {
+    /// Asks the task to bring `channel`'s mirror up to date (and, with an
+    /// issued cursor ahead of it, to move the channel to a new epoch).
+    async fn refresh(
+        &self,
+        channel: &ChannelName,
+        resume: Option<Resume>,
+    ) -> Result<(), EngineError> {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(Refresh {
+            .try_send(Refresh {
                 channel: channel.clone(),
+                resume,
                 reply,
             })
-            .map_err(|_| unavailable("the redis engine has stopped"))?;
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    unavailable("the node has too many channel loads waiting; retry later")
+                }
+                mpsc::error::TrySendError::Closed(_) => unavailable("the redis engine has stopped"),
+            })?;
         match tokio::time::timeout(self.config.timeout, answer).await {
             Ok(Ok(result)) => result.map_err(unavailable),
             Ok(Err(_)) => Err(unavailable("the redis engine has stopped")),
@@ -480,6 +711,18 @@ impl Shared {
             ))),
         }
     }
+}
+
+/// A cursor key from 32 hex digits.
+fn parse_key(hex: &str) -> Option<CursorKey> {
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(CursorKey::from_bytes(bytes))
 }
 
 /// Gives a subscriber count back if attaching does not complete.
@@ -500,32 +743,54 @@ impl Drop for Counted {
 }
 
 impl Engine for RedisEngine {
-    fn publish(&self, channel: &ChannelName, payload: Payload) -> PublishFuture {
+    fn publish(
+        &self,
+        channel: &ChannelName,
+        payload: Payload,
+        idempotency_key: Option<&IdempotencyKey>,
+    ) -> PublishFuture {
         let shared = self.shared.clone();
         let channel = channel.clone();
+        let idempotency_key = idempotency_key.cloned();
         Box::pin(async move {
+            // The hub tags the cursor of this publish with the shared key.
+            shared.ensure_cursor_key().await?;
             let keys = ChannelKeys::new(&shared.config.prefix, &channel);
+            let remembered = idempotency_key.as_ref().map(|key| keys.idempotency(key));
             let history = shared.config.history;
-            let mut invocation = shared.scripts.publish.key(&keys.meta);
-            invocation
-                .key(&keys.log)
-                .arg(comet_core::random_epoch().to_string())
-                .arg(wire::kind_code(payload.kind()))
-                .arg(payload.event_name().unwrap_or(""))
-                .arg(payload.data().as_ref())
-                .arg(history.max_messages)
-                .arg(history.max_age.map_or(0, |age| millis(age).max(1)))
-                .arg(shared.ttl_ms())
-                .arg(&keys.pubsub);
+            let epoch = comet_core::random_epoch().to_string();
+            // Drawn once: a retry of this publish carries the same, so that
+            // the script can tell whether the first attempt landed.
+            let identity = comet_core::random_epoch().max(1).to_string();
+            let flags = shared.script_flags.load(Ordering::Relaxed);
             let reply = shared
-                .invoke(invocation)
+                .invoke(|retry| {
+                    let mut invocation = shared.scripts.publish(flags).key(&keys.meta);
+                    invocation.key(&keys.log);
+                    if let Some(remembered) = &remembered {
+                        invocation.key(remembered);
+                    }
+                    invocation
+                        .arg(&epoch)
+                        .arg(wire::kind_code(payload.kind()))
+                        .arg(payload.event_name().unwrap_or(""))
+                        .arg(payload.data().as_ref())
+                        .arg(history.max_messages)
+                        .arg(history.max_age.map_or(0, |age| millis(age).max(1)))
+                        .arg(shared.ttl_ms())
+                        .arg(&keys.pubsub)
+                        .arg(&identity)
+                        .arg(millis(shared.config.idempotency_window).max(1))
+                        .arg(if retry { "1" } else { "0" });
+                    invocation
+                })
                 .await
                 .map_err(|failure| unavailable(failure.to_string()))?;
             let redis::Value::Array(parts) = &reply else {
                 return Err(unavailable("unexpected reply to the publish script"));
             };
             let numbers: Vec<u64> = parts.iter().filter_map(wire::integer).collect();
-            let [epoch, offset, _time_ms] = numbers[..] else {
+            let [epoch, offset, _time_ms, _repeated] = numbers[..] else {
                 return Err(unavailable("unexpected reply to the publish script"));
             };
             // Local subscribers get the message from the announcement, like
@@ -535,33 +800,40 @@ impl Engine for RedisEngine {
         })
     }
 
-    fn attach(
-        &self,
-        channel: &ChannelName,
-        from: Option<Position>,
-    ) -> EngineFuture<Arc<ChannelLog>> {
+    fn attach(&self, channel: &ChannelName, from: Option<Resume>) -> EngineFuture<Arc<ChannelLog>> {
         let mirror = self.shared.attach(channel);
         let counted = Counted(Some(mirror.log.clone()));
         let current = mirror.current.load(Ordering::SeqCst);
         let head = mirror.log.head();
         // A cursor from another epoch or ahead of this mirror may come from a
-        // node further along: catch up with Redis before judging it.
-        let behind = from.is_some_and(|p| p.epoch != head.epoch || p.offset > head.offset);
-        if current && !behind {
+        // node further along: catch up with Redis before judging it. Only a
+        // cursor a node issued is worth a read: a current mirror answers any
+        // other one itself (with a gap), so that made-up cursors cost Redis
+        // nothing.
+        let elsewhere =
+            from.is_some_and(|r| r.position.epoch != head.epoch || r.position.offset > head.offset);
+        let issued = from.is_some_and(|r| r.issued);
+        if current && (!elsewhere || !issued) {
             return Box::pin(std::future::ready(Ok(counted.keep())));
         }
         let shared = self.shared.clone();
         let channel = channel.clone();
+        let resume = from.filter(|r| r.issued);
         Box::pin(async move {
-            shared.refresh(&channel).await?;
+            shared.refresh(&channel, resume).await?;
             Ok(counted.keep())
         })
+    }
+
+    fn cursor_key(&self) -> Option<CursorKey> {
+        self.shared.cursor_key.get().copied()
     }
 
     fn head(&self, channel: &ChannelName) -> EngineFuture<Position> {
         let shared = self.shared.clone();
         let channel = channel.clone();
         Box::pin(async move {
+            shared.ensure_cursor_key().await?;
             let keys = ChannelKeys::new(&shared.config.prefix, &channel);
             let state = shared
                 .read(&keys, None, 0)

@@ -17,15 +17,19 @@
 //!   back-off, subscribes again and reloads every mirror: subscribers that
 //!   stayed connected get what was published meanwhile, or a gap;
 //! - a mirror whose offsets Redis no longer has (Redis went back in the same
-//!   epoch: a restored snapshot, a promoted replica that lagged) moves the
-//!   channel to a new epoch, so no offset is ever served for two messages;
+//!   epoch: a restored snapshot, a promoted replica that lagged), or holds
+//!   with another message (told apart by the identity each publish draws),
+//!   moves the channel to a new epoch, so no offset is ever served for two
+//!   messages; so does a cursor a node issued that is ahead of Redis, since
+//!   only lost writes explain it;
+//! - a new epoch is announced, so every node learns of it at once;
 //! - mirrors nobody has used for a while are dropped and unsubscribed.
 
 use crate::{
     keys::{self, ChannelKeys},
     wire, Shared,
 };
-use comet_core::{ChannelLog, ChannelName, Extended, Message};
+use comet_core::{ChannelLog, ChannelName, Extended, Message, Resume};
 use futures_util::StreamExt;
 use redis::{aio::PubSubSink, Value};
 use std::{
@@ -56,6 +60,8 @@ pub(crate) struct Mirror {
 /// (load it, or catch up with a cursor from further along).
 pub(crate) struct Refresh {
     pub(crate) channel: ChannelName,
+    /// Where the subscriber resumes, if a node issued its cursor.
+    pub(crate) resume: Option<Resume>,
     pub(crate) reply: oneshot::Sender<Result<(), String>>,
 }
 
@@ -79,15 +85,33 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// A random part of `backoff` (from half to all of it), so that nodes that
+/// lost Redis together do not all come back in the same instant.
+fn jittered(backoff: Duration) -> Duration {
+    let spread = comet_core::random_epoch() % 1024;
+    backoff / 2 + backoff / 2 * spread as u32 / 1024
+}
+
 /// The task: runs until the engine is dropped.
-pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceiver<Refresh>) {
+pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Refresh>) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(50);
     let mut backoff = FIRST_BACKOFF;
+    // Requests that came while the node was disconnected: answered by the
+    // next attempt to connect, not by the failure of the one before it
+    // (Redis may be back by then).
+    let mut waiting: Vec<Refresh> = Vec::new();
     loop {
         let (mut node, stream) = match connect(&shared).await {
             Ok(connected) => connected,
             Err(failure) => {
-                if !wait_out(&shared, &mut requests, backoff, &failure.to_string()).await {
+                tracing::debug!(%failure, "redis unreachable");
+                for request in waiting.drain(..) {
+                    let _ = request
+                        .reply
+                        .send(Err(format!("redis is unreachable: {failure}")));
+                }
+                let wait = jittered(backoff);
+                if !wait_out(&shared, &mut requests, wait, &mut waiting).await {
                     return;
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -97,7 +121,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceiv
         backoff = FIRST_BACKOFF;
         shared.connected.store(true, Ordering::SeqCst);
         tracing::debug!("redis pub/sub connected; mirrors current");
-        let stop = node.serve(stream, &mut requests).await;
+        let stop = match node.sync(std::mem::take(&mut waiting)).await {
+            Ok(()) => node.serve(stream, &mut requests).await,
+            Err(failure) => Stop::Failed(failure),
+        };
         shared.connected.store(false, Ordering::SeqCst);
         for mirror in shared.mirrors().values() {
             mirror.current.store(false, Ordering::SeqCst);
@@ -110,9 +137,49 @@ pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceiv
     }
 }
 
-/// Opens the pub/sub connection, subscribes to every mirrored channel and
-/// reloads every mirror.
+/// Opens the pub/sub connection, learns what the server is (whether it
+/// knows script flags) and the cursor key, subscribes to every mirrored
+/// channel and reloads every mirror.
 async fn connect(shared: &Arc<Shared>) -> Result<(Node, redis::aio::PubSubStream), Failure> {
+    // On the command connection: one that died while Redis was away is
+    // replaced, and asked again at once; one that died in silence (timed
+    // out) is replaced for the next attempt.
+    let mut info = None;
+    for _ in 0..2 {
+        let (generation, mut commands) = shared.commands();
+        let answer = tokio::time::timeout(
+            shared.config.timeout,
+            redis::cmd("INFO")
+                .arg("server")
+                .query_async::<String>(&mut commands),
+        )
+        .await;
+        match answer {
+            Ok(Ok(answer)) => {
+                info = Some(answer);
+                break;
+            }
+            Ok(Err(error)) => {
+                shared.reconnect_commands(generation);
+                if !matches!(crate::verdict(&error), crate::Verdict::Dead) {
+                    return Err(Failure::Backplane(format!("INFO failed: {error}")));
+                }
+            }
+            Err(_) => {
+                shared.reconnect_commands(generation);
+                return Err(Failure::Backplane("INFO timed out".to_owned()));
+            }
+        }
+    }
+    let info = info.ok_or_else(|| Failure::Backplane("INFO failed twice".to_owned()))?;
+    let major = info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))
+        .and_then(|version| version.split('.').next())
+        .and_then(|major| major.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    shared.script_flags.store(major >= 7, Ordering::Relaxed);
+    shared.load_cursor_key().await?;
     let pubsub = tokio::time::timeout(shared.config.timeout, shared.client.get_async_pubsub())
         .await
         .map_err(|_| Failure::Backplane("connecting timed out".to_owned()))?
@@ -128,15 +195,15 @@ async fn connect(shared: &Arc<Shared>) -> Result<(Node, redis::aio::PubSubStream
     Ok((node, stream))
 }
 
-/// Waits `backoff` while disconnected, answering every request at once
-/// with the failure. False when the engine is gone.
+/// Waits `backoff` while disconnected, keeping the requests that come in
+/// `waiting` (dropping those whose subscriber gave up). False when the
+/// engine is gone.
 async fn wait_out(
     shared: &Shared,
-    requests: &mut mpsc::UnboundedReceiver<Refresh>,
+    requests: &mut mpsc::Receiver<Refresh>,
     backoff: Duration,
-    failure: &str,
+    waiting: &mut Vec<Refresh>,
 ) -> bool {
-    tracing::debug!(failure, "redis unreachable");
     let deadline = tokio::time::sleep(backoff);
     tokio::pin!(deadline);
     loop {
@@ -144,7 +211,8 @@ async fn wait_out(
             () = &mut deadline => return !shared.dropped.load(Ordering::SeqCst),
             request = requests.recv() => match request {
                 Some(request) => {
-                    let _ = request.reply.send(Err(format!("redis is unreachable: {failure}")));
+                    waiting.retain(|r| !r.reply.is_closed());
+                    waiting.push(request);
                 }
                 None => return false,
             },
@@ -170,7 +238,7 @@ impl Node {
     async fn serve(
         &mut self,
         mut stream: redis::aio::PubSubStream,
-        requests: &mut mpsc::UnboundedReceiver<Refresh>,
+        requests: &mut mpsc::Receiver<Refresh>,
     ) -> Stop {
         let mut sweep = tokio::time::interval(self.shared.config.sweep_every());
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -191,6 +259,9 @@ impl Node {
                     None => return Stop::EngineDropped,
                 },
                 _ = sweep.tick() => self.sweep().await,
+                () = self.shared.reconnect.notified() => Err(Failure::Backplane(
+                    "redis answered that it is no longer the primary".to_owned(),
+                )),
             };
             if let Err(error) = result {
                 return Stop::Failed(error);
@@ -205,7 +276,16 @@ impl Node {
             return Ok(()); // not a channel of ours
         };
         let numbered = match wire::announcement(message.get_payload_bytes()) {
-            Ok(numbered) => numbered,
+            Ok(wire::Announcement::Message(numbered)) => numbered,
+            Ok(wire::Announcement::NewEpoch(epoch)) => {
+                let Some(mirror) = self.shared.mirrors().get(&channel).cloned() else {
+                    return Ok(());
+                };
+                if mirror.log.epoch() == epoch {
+                    return Ok(()); // this node made it, and has it already
+                }
+                return only_backplane(self.refresh(&mirror).await);
+            }
             Err(reason) => {
                 self.shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%channel, reason, "ignored a message not in comet's format");
@@ -237,6 +317,14 @@ impl Node {
         let mut fresh = Vec::new();
         let mut wanted: Vec<Arc<Mirror>> = Vec::new();
         let mut index: HashMap<ChannelName, usize> = HashMap::new();
+        // A subscriber that gave up waiting needs nothing any more.
+        let mut batch: Vec<Refresh> = batch
+            .into_iter()
+            .filter(|request| !request.reply.is_closed())
+            .collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
         for request in &batch {
             if index.contains_key(&request.channel) {
                 continue;
@@ -258,7 +346,30 @@ impl Node {
                 return Err(failure);
             }
         }
-        let results = self.refresh_all(&wanted).await;
+        let mut results = self.refresh_all(&wanted).await;
+        // An issued cursor ahead of what Redis has in its epoch: Redis lost
+        // writes that a client received. Those offsets will be (or were)
+        // assigned again, so the channel moves to a new epoch.
+        for request in &mut batch {
+            let Some(resume) = request.resume.take() else {
+                continue;
+            };
+            let Some(&i) = index.get(&request.channel) else {
+                continue;
+            };
+            let mirror = &wanted[i];
+            let head = mirror.log.head();
+            if results[i].is_ok()
+                && resume.position.epoch == head.epoch
+                && resume.position.offset > head.offset
+            {
+                tracing::warn!(
+                    channel = %request.channel,
+                    "a cursor a node issued is ahead of redis: redis lost writes"
+                );
+                results[i] = self.renew(mirror, head.epoch).await;
+            }
+        }
         for request in batch {
             let result = match index.get(&request.channel).map(|&i| &results[i]) {
                 Some(Err(failure)) => Err(failure.to_string()),
@@ -348,23 +459,34 @@ impl Node {
             // Redis lost writes that this mirror has: those offsets are (or
             // will be) assigned again, so the channel must move to a new
             // epoch, once, whichever node notices first.
-            shared.new_epoch(&mirror.keys, state.epoch).await?;
-            shared.stats.epochs_renewed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%channel, "redis went back in history: moved to a new epoch");
-            let known = None;
-            let state = shared
-                .read(&mirror.keys, known, mirror.log.policy().max_messages)
-                .await?;
-            let messages = state
-                .entries
-                .into_iter()
-                .map(|n| n.into_message(channel.clone()));
-            if !mirror.log.restart(state.epoch, state.last, messages) {
-                // Another node's new epoch cannot be behind this mirror's.
-                return Err(Failure::Channel(
-                    "redis went back in history again while renewing the epoch".to_owned(),
-                ));
-            }
+            tracing::warn!(%channel, "redis went back in history: moving to a new epoch");
+            return self.renew(mirror, state.epoch).await;
+        }
+        mirror.current.store(true, Ordering::SeqCst);
+        shared.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Moves `mirror`'s channel from `epoch` to a new one (if no node did
+    /// already) and loads it afresh: readers get one gap of unknown size.
+    async fn renew(&self, mirror: &Mirror, epoch: u64) -> Result<(), Failure> {
+        let shared = &self.shared;
+        let channel = mirror.log.name().clone();
+        shared.new_epoch(&mirror.keys, epoch).await?;
+        shared.stats.epochs_renewed.fetch_add(1, Ordering::Relaxed);
+        let state = shared
+            .read(&mirror.keys, None, mirror.log.policy().max_messages)
+            .await?;
+        let messages = state
+            .entries
+            .into_iter()
+            .map(|n| n.into_message(channel.clone()));
+        if !mirror.log.restart(state.epoch, state.last, messages) {
+            // Another node's new epoch cannot be behind this mirror's.
+            mirror.current.store(false, Ordering::SeqCst);
+            return Err(Failure::Channel(
+                "redis went back in history again while renewing the epoch".to_owned(),
+            ));
         }
         mirror.current.store(true, Ordering::SeqCst);
         shared.stats.refreshes.fetch_add(1, Ordering::Relaxed);
@@ -482,11 +604,16 @@ impl State {
 }
 
 /// Whether `log` holds `message` at its offset (or cannot tell: it no
-/// longer holds anything there).
+/// longer holds anything there). Messages that both carry an identity are
+/// the same only if it is: another message with the same bytes under an
+/// offset already served is still another message.
 fn holds(log: &ChannelLog, message: &Message) -> bool {
     let before = comet_core::Position::new(log.name(), message.epoch(), message.offset() - 1);
     match log.read_after(before) {
         comet_core::Read::Message(held) if held.offset() == message.offset() => {
+            if held.identity() != 0 && message.identity() != 0 {
+                return held.identity() == message.identity();
+            }
             held.data() == message.data()
                 && held.kind() == message.kind()
                 && held.event() == message.event()

@@ -2,8 +2,12 @@
 //! stream entries. Anything else on comet's channels is refused with a
 //! reason, never a panic: other clients of the same Redis can publish there.
 //!
-//! An announcement is `c1\n<epoch>\n<offset>\n<time ms>\n<kind>\n<event>\n<data>`
-//! (the publish script writes it); the data, last, may hold any byte.
+//! An announcement is a message,
+//! `c2\n<epoch>\n<offset>\n<time ms>\n<identity>\n<kind>\n<event>\n<data>`
+//! (the publish script writes it; the data, last, may hold any byte), or a
+//! new epoch, `n1\n<epoch>` (the new-epoch script writes it). Messages of
+//! `c1`, the same without the identity, from nodes of an earlier version,
+//! are read too.
 
 use bytes::Bytes;
 use comet_core::{ChannelName, Message, Payload, PayloadKind};
@@ -19,6 +23,9 @@ pub(crate) struct Numbered {
     pub(crate) epoch: u64,
     pub(crate) offset: u64,
     pub(crate) time_ms: u64,
+    /// The publish's random identity (0 for entries written before there
+    /// was one).
+    pub(crate) identity: u64,
     pub(crate) kind: PayloadKind,
     pub(crate) event: Option<Box<str>>,
     pub(crate) data: Bytes,
@@ -35,7 +42,8 @@ impl Numbered {
                 self.event,
                 self.data,
             )
-            .published_at_instant(instant_of(self.time_ms)),
+            .published_at_instant(instant_of(self.time_ms))
+            .with_identity(self.identity),
         )
     }
 }
@@ -96,30 +104,58 @@ fn data_of(kind: PayloadKind, bytes: &[u8]) -> Result<Bytes, &'static str> {
     Ok(payload.data().clone())
 }
 
+/// What a node hears on a channel's pub/sub channel.
+pub(crate) enum Announcement {
+    /// A message was published.
+    Message(Numbered),
+    /// The channel moved to this epoch.
+    NewEpoch(u64),
+}
+
 /// Parses a pub/sub announcement.
-pub(crate) fn announcement(payload: &[u8]) -> Result<Numbered, &'static str> {
-    let mut parts = payload.splitn(7, |b| *b == b'\n');
+pub(crate) fn announcement(payload: &[u8]) -> Result<Announcement, &'static str> {
+    let mut parts = payload.splitn(8, |b| *b == b'\n');
     let mut next = |what| parts.next().ok_or(what);
-    if next("empty")? != b"c1" {
-        return Err("not a comet announcement");
-    }
+    let identified = match next("empty")? {
+        b"c2" => true,
+        b"c1" => false,
+        b"n1" => {
+            let epoch = number(next("no epoch")?, "bad epoch")?;
+            return Ok(Announcement::NewEpoch(epoch));
+        }
+        _ => return Err("not a comet announcement"),
+    };
     let epoch = number(next("no epoch")?, "bad epoch")?;
     let offset = number(next("no offset")?, "bad offset")?;
     let time_ms = number(next("no time")?, "bad time")?;
+    let identity = if identified {
+        number(next("no identity")?, "bad identity")?
+    } else {
+        0
+    };
     let kind = kind_of(next("no kind")?)?;
     let event = event_of(next("no event")?)?;
-    let data = data_of(kind, next("no data")?)?;
+    let mut data = next("no data")?.to_vec();
+    if !identified {
+        // c1 has one field less: what splitting by eight cut off is data.
+        for rest in parts {
+            data.push(b'\n');
+            data.extend_from_slice(rest);
+        }
+    }
+    let data = data_of(kind, &data)?;
     if offset == 0 {
         return Err("offset 0");
     }
-    Ok(Numbered {
+    Ok(Announcement::Message(Numbered {
         epoch,
         offset,
         time_ms,
+        identity,
         kind,
         event,
         data,
-    })
+    }))
 }
 
 /// Parses one stream entry (`[id, [field, value, ...]]`) of epoch `epoch`.
@@ -134,6 +170,7 @@ pub(crate) fn entry(epoch: u64, value: &Value) -> Result<Numbered, &'static str>
     let offset = id.strip_suffix(b"-0").ok_or("entry ID is not <offset>-0")?;
     let offset = number(offset, "entry ID is not <offset>-0")?;
     let (mut kind, mut event, mut data, mut time_ms) = (None, None, None, None);
+    let mut identity = 0;
     for pair in fields.chunks(2) {
         let [name, value] = pair else {
             return Err("odd field list");
@@ -144,6 +181,7 @@ pub(crate) fn entry(epoch: u64, value: &Value) -> Result<Numbered, &'static str>
             b"e" => event = Some(event_of(value)?),
             b"d" => data = Some(value),
             b"t" => time_ms = Some(number(value, "bad time")?),
+            b"i" => identity = number(value, "bad identity")?,
             _ => {}
         }
     }
@@ -152,6 +190,7 @@ pub(crate) fn entry(epoch: u64, value: &Value) -> Result<Numbered, &'static str>
         epoch,
         offset,
         time_ms: time_ms.ok_or("no time")?,
+        identity,
         kind,
         event: event.ok_or("no event")?,
         data: data_of(kind, data.ok_or("no data")?)?,
@@ -181,13 +220,25 @@ mod tests {
 
     #[test]
     fn announcements_parse_and_anything_else_is_refused() {
-        let ok = announcement(b"c1\n42\n7\n1700000000000\nt\njoined\nhello\nworld").unwrap();
+        let message = |bytes: &[u8]| match announcement(bytes) {
+            Ok(Announcement::Message(numbered)) => numbered,
+            Ok(Announcement::NewEpoch(_)) => panic!("not a message"),
+            Err(reason) => panic!("{reason}"),
+        };
+        let ok = message(b"c1\n42\n7\n1700000000000\nt\njoined\nhello\nworld");
         assert_eq!((ok.epoch, ok.offset, ok.kind), (42, 7, PayloadKind::Text));
         assert_eq!(ok.event.as_deref(), Some("joined"));
         assert_eq!(&ok.data[..], b"hello\nworld");
-        let none = announcement(b"c1\n42\n7\n1\nj\n\n{\"a\":\n1}").unwrap();
+        let none = message(b"c1\n42\n7\n1\nj\n\n{\"a\":\n1}");
         assert_eq!(none.event, None);
         assert_eq!(&none.data[..], b"{\"a\":\n1}", "JSON as published");
+        let identified = message(b"c2\n42\n7\n1\n99\nt\n\nline\nbreaks\n");
+        assert_eq!((identified.identity, identified.offset), (99, 7));
+        assert_eq!(&identified.data[..], b"line\nbreaks\n");
+        assert!(matches!(
+            announcement(b"n1\n77"),
+            Ok(Announcement::NewEpoch(77))
+        ));
         for bad in [
             &b""[..],
             b"hello",
@@ -200,6 +251,10 @@ mod tests {
             b"c1\n1\n7\n1\nt\n",
             b"c1\n1\n7\n1\nj\n\n{nope",
             b"c1\n1\n7\n1\nt\ncomet-gap\nx",
+            b"c2\n1\n7\n1\nx\nt\n\nd",
+            b"c2\n1\n7\n1\n5\nt\n",
+            b"n1\nx",
+            b"n1",
             b"c1\n1\n7\n1\nt\nerror\nx",
             b"c1\n1\n7\n1\nt\na\rb\nx",
         ] {

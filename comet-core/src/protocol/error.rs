@@ -231,6 +231,7 @@ impl From<crate::SubscribeError> for ProtocolError {
             TooManySubscribers { .. } => ErrorCode::TooManySubscribers,
             ChannelLimit { .. } => ErrorCode::ChannelLimit,
             ShuttingDown => ErrorCode::ShuttingDown,
+            ForgedCursor => ErrorCode::BadCursor,
             Unavailable { .. } => {
                 return Self::unavailable(error.to_string(), UNAVAILABLE_RETRY_AFTER_SECS)
             }

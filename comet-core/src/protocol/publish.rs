@@ -4,7 +4,7 @@ use super::{
     cors::PendingCors, error::UNAVAILABLE_RETRY_AFTER_SECS, request, CometBody, Cors, ErrorCode,
     ProtocolError, ResponseFuture,
 };
-use crate::{ChannelName, Hub, Payload, PublishError};
+use crate::{ChannelName, Hub, IdempotencyKey, Payload, PublishError};
 use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
 use std::{fmt, sync::Arc};
 
@@ -37,6 +37,10 @@ where
 /// JSON, anything else text; a `Comet-Event` header names the event. The
 /// answer is `201 {"cursor":"..."}`.
 ///
+/// An `Idempotency-Key` header makes a retry safe: a publish that repeats a
+/// key the engine remembers for the channel stores nothing and answers the
+/// first one's cursor (see [`Hub::publish_idempotent`]).
+///
 /// Publishing is refused (403) until an authorizer is set: an open publish
 /// endpoint would let anyone write to every channel.
 ///
@@ -53,6 +57,7 @@ pub struct PublishRoute {
 }
 
 const COMET_EVENT: &str = "comet-event";
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 impl PublishRoute {
     /// A publish route that refuses everyone until [`authorize`](Self::authorize) is set.
@@ -143,10 +148,28 @@ impl PublishRoute {
                     .map_err(|_| ErrorCode::BadEvent.error("Comet-Event must be visible ASCII"))
             })
             .transpose()?;
+        let mut keys = request.headers.get_all(IDEMPOTENCY_KEY).iter();
+        let idempotency_key = match (keys.next(), keys.next()) {
+            (None, _) => None,
+            (Some(_), Some(_)) => {
+                return Err(ErrorCode::BadParameter.error("Idempotency-Key given more than once"))
+            }
+            (Some(value), None) => Some(
+                value
+                    .to_str()
+                    .ok()
+                    .and_then(|key| IdempotencyKey::new(key).ok())
+                    .ok_or_else(|| {
+                        ErrorCode::BadParameter
+                            .error("Idempotency-Key must be 1 to 128 visible ASCII characters")
+                    })?,
+            ),
+        };
         Ok(PublishRequest {
             channel,
             json,
             event,
+            idempotency_key,
             max,
         })
     }
@@ -158,6 +181,7 @@ struct PublishRequest {
     channel: ChannelName,
     json: bool,
     event: Option<String>,
+    idempotency_key: Option<IdempotencyKey>,
     max: usize,
 }
 
@@ -182,7 +206,11 @@ impl PublishRequest {
             payload = payload.event(event);
         }
         let cursor = hub
-            .publish(self.channel.as_str(), payload)
+            .publish_with_key(
+                self.channel.as_str(),
+                payload,
+                self.idempotency_key.as_ref(),
+            )
             .await
             .map_err(|e| match e {
                 PublishError::PayloadTooLarge { max, .. } => request::body_too_large(max),

@@ -1,0 +1,18 @@
+-- Moves a channel to a new epoch if it still has `ARGV[1]`: its offsets went
+-- back (a restored snapshot, a promoted replica that lagged), so the old ones
+-- must never be served again, and neither must the history kept under them
+-- (clients may have it already): the new epoch starts with none, its offsets
+-- continuing from the channel's last one. Announced, so that every node
+-- learns at once rather than at the next publish.
+--
+-- KEYS: meta, log. ARGV: 1 the old epoch, 2 the new one, 3 the pub/sub
+-- channel. Returns the epoch the channel has now.
+
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if epoch == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
+  redis.call('DEL', KEYS[2])
+  redis.call('PUBLISH', ARGV[3], 'n1\n' .. ARGV[2])
+  return ARGV[2]
+end
+return epoch
