@@ -419,6 +419,44 @@ async fn publishing_has_the_same_header_and_query_limits(adapter: Adapter) {
 }
 
 /// PROTOCOL.md, "Requests": `HEAD` as `GET`, without a body or a subscription.
+/// PROTOCOL.md, "Publishing over HTTP" (1.3): a publish retried with its
+/// `Idempotency-Key` answers the first cursor and stores nothing; another
+/// key is another publish; a malformed or repeated header is 400
+/// `bad_parameter`, and stores nothing either.
+async fn a_publish_retried_with_its_idempotency_key_is_stored_once(adapter: Adapter) {
+    let (_hub, server) = start(adapter).await;
+    let publish = |key: Vec<&'static str>| {
+        let mut request = client()
+            .post(server.url("/comet/publish/idem"))
+            .header("content-type", "text/plain")
+            .body("paid");
+        for key in key {
+            request = request.header("idempotency-key", key);
+        }
+        async move { bounded("publish", request.send()).await.unwrap() }
+    };
+    let cursor = |response: reqwest::Response| async move {
+        assert_eq!(response.status(), 201);
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["cursor"].as_str().unwrap().to_owned()
+    };
+    let first = cursor(publish(vec!["order-42"]).await).await;
+    let retried = cursor(publish(vec!["order-42"]).await).await;
+    assert_eq!(first, retried, "the retry answers the first cursor");
+    let other = cursor(publish(vec!["order-43"]).await).await;
+    assert_ne!(other, first);
+    for bad in [vec!["has space"], vec![""], vec!["a", "b"]] {
+        expect_error(publish(bad).await, 400, "bad_parameter").await;
+    }
+    let answer =
+        poll(client().get(server.url("/comet?transport=poll&channel=idem&since=oldest"))).await;
+    assert_eq!(
+        answer.items(),
+        ["idem:paid", "idem:paid"],
+        "two keys, two messages"
+    );
+}
+
 async fn head_is_answered_as_get_without_a_body_or_a_subscription(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
     for (transport, content_type) in [
@@ -633,21 +671,25 @@ fn read(path: &str) -> String {
         .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// The spec is in the repository, at version 1.2 with a changelog that
-/// keeps 1.1's entry, the README links it, and its error table is exactly
+/// The spec is in the repository, at version 1.3 with a changelog that
+/// keeps 1.2's and 1.1's entries, the README links it, and its error table is exactly
 /// `ErrorCode`.
 #[test]
 fn the_spec_is_in_the_repository_and_its_error_table_is_the_code() {
     let spec = read("PROTOCOL.md");
-    assert!(spec.starts_with("# The comet wire protocol, version 1.2\n"));
+    assert!(spec.starts_with("# The comet wire protocol, version 1.3\n"));
     let changelog = &spec[spec.find("## Changelog").expect("a changelog")..];
-    assert!(changelog.contains("**1.2**") && changelog.contains("**1.1**"));
+    assert!(
+        changelog.contains("**1.3**")
+            && changelog.contains("**1.2**")
+            && changelog.contains("**1.1**")
+    );
     assert!(
         read("README.md").contains("](PROTOCOL.md)"),
         "the README links PROTOCOL.md"
     );
     assert!(read("comet-core/client/comet.js")
-        .starts_with("// comet.js: the browser client for the comet wire protocol, version 1.2."));
+        .starts_with("// comet.js: the browser client for the comet wire protocol, version 1.3."));
 
     let errors = &spec[spec.find("## Errors").unwrap()..];
     let errors = &errors[..errors[3..].find("\n## ").unwrap()];
@@ -687,6 +729,7 @@ each_adapter!(
     cross_site_jsonp_is_refused_unless_listed_or_allowed,
     unknown_paths_under_a_comet_mount_get_a_json_404,
     publishing_has_the_same_header_and_query_limits,
+    a_publish_retried_with_its_idempotency_key_is_stored_once,
     head_is_answered_as_get_without_a_body_or_a_subscription,
     every_error_code_of_the_table_is_answered_over_a_socket,
     error_and_open_are_refused_as_channel_and_event_names,

@@ -175,8 +175,12 @@ impl Hub {
 
     /// Publishes as [`publish`](Self::publish) does, once per `key`: a
     /// publish that repeats a key the engine remembers for this channel
-    /// (for [`DEFAULT_IDEMPOTENCY_WINDOW`](crate::DEFAULT_IDEMPOTENCY_WINDOW)
-    /// by default) stores nothing and resolves to the first one's cursor.
+    /// stores nothing and resolves to the first one's cursor. The in-memory
+    /// engine remembers a key for
+    /// [`DEFAULT_IDEMPOTENCY_WINDOW`](crate::DEFAULT_IDEMPOTENCY_WINDOW), and
+    /// at most 100,000 keys at once (the oldest are forgotten first); the
+    /// Redis engine for its `idempotency_window`. A key is forgotten when its
+    /// channel moves to a new epoch (its history was lost).
     ///
     /// Retry with the same key whenever a publish failed without saying
     /// whether it landed (a timeout, [`PublishError::Engine`]).

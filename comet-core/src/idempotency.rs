@@ -3,7 +3,7 @@
 //! key, and the engine answers the first one's position instead of storing
 //! the message twice.
 
-use crate::Position;
+use crate::{ChannelName, Position};
 use std::{
     collections::{HashMap, VecDeque},
     fmt,
@@ -86,9 +86,9 @@ pub(crate) struct Remembered {
 
 #[derive(Default)]
 struct Inner {
-    positions: HashMap<(u64, IdempotencyKey), Position>,
+    positions: HashMap<(ChannelName, IdempotencyKey), Position>,
     /// Keys in the order they were remembered, with when.
-    order: VecDeque<(Instant, (u64, IdempotencyKey))>,
+    order: VecDeque<(Instant, (ChannelName, IdempotencyKey))>,
 }
 
 impl Remembered {
@@ -100,12 +100,12 @@ impl Remembered {
         }
     }
 
-    /// The position remembered for `key` on the channel `channel_key`, or
+    /// The position remembered for `key` on `channel`, or
     /// else the one `publish` gives, remembered from now on. Both run under
     /// one lock, so that two racing retries store one message.
     pub(crate) fn get_or_publish(
         &self,
-        channel_key: u64,
+        channel: &ChannelName,
         key: &IdempotencyKey,
         publish: impl FnOnce() -> Position,
     ) -> Position {
@@ -118,7 +118,7 @@ impl Remembered {
             let (_, old) = inner.order.pop_front().expect("front exists");
             inner.positions.remove(&old);
         }
-        let entry = (channel_key, key.clone());
+        let entry = (channel.clone(), key.clone());
         if let Some(position) = inner.positions.get(&entry) {
             return *position;
         }
@@ -148,21 +148,23 @@ mod tests {
     async fn a_key_is_remembered_for_its_window_and_within_capacity() {
         let remembered = Remembered::new(Duration::from_secs(60), 2);
         let key = |k: &str| IdempotencyKey::new(k).unwrap();
+        let one = ChannelName::new("one").unwrap();
+        let two = ChannelName::new("two").unwrap();
         let at = |offset| Position {
             key: 1,
             epoch: 1,
             offset,
         };
-        assert_eq!(remembered.get_or_publish(1, &key("a"), || at(1)), at(1));
-        assert_eq!(remembered.get_or_publish(1, &key("a"), || at(2)), at(1));
+        assert_eq!(remembered.get_or_publish(&one, &key("a"), || at(1)), at(1));
+        assert_eq!(remembered.get_or_publish(&one, &key("a"), || at(2)), at(1));
         // Another channel, another publish.
-        assert_eq!(remembered.get_or_publish(2, &key("a"), || at(3)), at(3));
+        assert_eq!(remembered.get_or_publish(&two, &key("a"), || at(3)), at(3));
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert_eq!(remembered.get_or_publish(1, &key("a"), || at(4)), at(4));
+        assert_eq!(remembered.get_or_publish(&one, &key("a"), || at(4)), at(4));
         // Past its capacity the oldest key goes first.
-        remembered.get_or_publish(1, &key("b"), || at(5));
-        remembered.get_or_publish(1, &key("c"), || at(6));
-        assert_eq!(remembered.get_or_publish(1, &key("c"), || at(7)), at(6));
-        assert_eq!(remembered.get_or_publish(1, &key("a"), || at(8)), at(8));
+        remembered.get_or_publish(&one, &key("b"), || at(5));
+        remembered.get_or_publish(&one, &key("c"), || at(6));
+        assert_eq!(remembered.get_or_publish(&one, &key("c"), || at(7)), at(6));
+        assert_eq!(remembered.get_or_publish(&one, &key("a"), || at(8)), at(8));
     }
 }

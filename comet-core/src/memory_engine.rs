@@ -138,7 +138,7 @@ impl Engine for MemoryEngine {
             Position::new(channel, message.epoch(), message.offset())
         };
         let position = match idempotency_key {
-            Some(key) => self.remembered.get_or_publish(channel.key(), key, append),
+            Some(key) => self.remembered.get_or_publish(channel, key, append),
             None => append(),
         };
         Box::pin(std::future::ready(Ok(position)))

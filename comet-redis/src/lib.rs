@@ -396,7 +396,7 @@ impl RedisEngineBuilder {
 /// channel with a long history of large messages loads in pages, none of
 /// which holds the command connection for long.
 const PAGE_ENTRIES: usize = 256;
-const PAGE_BYTES: usize = 1 << 20;
+const PAGE_BYTES: usize = 256 << 10;
 
 /// What a failed command says about the connection it ran on.
 pub(crate) enum Verdict {
@@ -414,8 +414,19 @@ pub(crate) enum Verdict {
 }
 
 pub(crate) fn verdict(error: &redis::RedisError) -> Verdict {
+    // Redis 6 reports an error raised inside a script under the code `ERR`,
+    // with the original code in the text.
+    let not_primary = ["READONLY", "MASTERDOWN", "LOADING"];
+    let quoted = |text: &str| {
+        not_primary.iter().any(|code| {
+            text.starts_with(code)
+                || text.contains(&format!(" {code} "))
+                || text.contains(&format!("-{code} "))
+        })
+    };
     match error.code() {
-        Some("READONLY" | "MASTERDOWN" | "LOADING") => Verdict::NotPrimary,
+        Some(code) if not_primary.contains(&code) => Verdict::NotPrimary,
+        Some(_) if error.detail().is_some_and(quoted) => Verdict::NotPrimary,
         Some(_) => Verdict::Refused,
         None if error.is_io_error()
             || error.is_connection_dropped()
@@ -530,22 +541,30 @@ impl Shared {
         max: usize,
     ) -> Result<State, Failure> {
         let mut state = self.read_page(keys, known, max).await?;
+        // Up to the head the first page saw: what was published since comes
+        // in announcements, so a busy channel cannot keep the read going.
+        let target = state.last;
         for _ in 0..=max {
             let Some(newest) = state.entries.last() else {
                 break;
             };
-            if newest.offset >= state.last {
+            if newest.offset >= target {
                 break;
             }
             let after = Position::new(keys.channel(), state.epoch, newest.offset);
             let page = self.read_page(keys, Some(after), max).await?;
-            if page.epoch != state.epoch || page.entries.is_empty() {
-                // Moved meanwhile: what was read so far says nothing more.
-                state = self.read_page(keys, None, max).await?;
+            if page.epoch != state.epoch {
+                // A new epoch meanwhile: what was read says nothing of it.
+                return self.read_page(keys, None, max).await;
+            }
+            if page.entries.is_empty() {
                 break;
             }
-            state.last = page.last;
-            state.entries.extend(page.entries);
+            state.entries.extend(
+                page.entries
+                    .into_iter()
+                    .filter(|entry| entry.offset <= target),
+            );
         }
         Ok(state)
     }

@@ -149,9 +149,7 @@ async fn connect(shared: &Arc<Shared>) -> Result<(Node, redis::aio::PubSubStream
         let (generation, mut commands) = shared.commands();
         let answer = tokio::time::timeout(
             shared.config.timeout,
-            redis::cmd("INFO")
-                .arg("server")
-                .query_async::<String>(&mut commands),
+            redis::cmd("INFO").query_async::<String>(&mut commands),
         )
         .await;
         match answer {
@@ -172,6 +170,16 @@ async fn connect(shared: &Arc<Shared>) -> Result<(Node, redis::aio::PubSubStream
         }
     }
     let info = info.ok_or_else(|| Failure::Backplane("INFO failed twice".to_owned()))?;
+    // A replica (the old primary, behind an address that has not moved
+    // yet) answers all of this, then READONLY to every publish: not a
+    // connection to keep.
+    if info.lines().any(|line| line.trim() == "role:slave") {
+        let (generation, _) = shared.commands();
+        shared.reconnect_commands(generation);
+        return Err(Failure::Backplane(
+            "redis is a replica, not the primary".to_owned(),
+        ));
+    }
     let major = info
         .lines()
         .find_map(|line| line.strip_prefix("redis_version:"))
@@ -211,8 +219,17 @@ async fn wait_out(
             () = &mut deadline => return !shared.dropped.load(Ordering::SeqCst),
             request = requests.recv() => match request {
                 Some(request) => {
-                    waiting.retain(|r| !r.reply.is_closed());
-                    waiting.push(request);
+                    if waiting.len() >= shared.config.queue {
+                        waiting.retain(|r| !r.reply.is_closed());
+                    }
+                    if waiting.len() >= shared.config.queue {
+                        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        let _ = request.reply.send(Err(
+                            "redis is unreachable and the node's queue is full".to_owned(),
+                        ));
+                    } else {
+                        waiting.push(request);
+                    }
                 }
                 None => return false,
             },
@@ -419,6 +436,12 @@ impl Node {
     }
 
     /// Reads `mirror`'s channel from Redis and brings the mirror up to date.
+    ///
+    /// A failure is this channel's alone, whatever failed: the mirror is no
+    /// longer current (its subscribers keep what they have, new ones get
+    /// 503), and it is read again at its next announcement or sweep while it
+    /// has subscribers. The pub/sub connection and every other mirror are
+    /// untouched (the command connection was replaced if it had died).
     async fn refresh(&self, mirror: &Mirror) -> Result<(), Failure> {
         let result = self.read_into(mirror).await;
         if let Err(failure) = &result {
@@ -426,7 +449,7 @@ impl Node {
             let channel = mirror.log.name();
             tracing::warn!(%channel, %failure, "could not read a channel from redis");
         }
-        result
+        result.map_err(|failure| Failure::Channel(failure.to_string()))
     }
 
     async fn read_into(&self, mirror: &Mirror) -> Result<(), Failure> {
@@ -533,6 +556,24 @@ impl Node {
                 }
                 Err(_) => return Err(Failure::Backplane("UNSUBSCRIBE timed out".to_owned())),
             }
+        }
+        // Mirrors whose last read failed, and that subscribers still use,
+        // are read again (a few a sweep, so that a Redis that is struggling
+        // is not asked for everything at once).
+        let stale: Vec<Arc<Mirror>> = self
+            .shared
+            .mirrors()
+            .values()
+            .filter(|m| {
+                m.log.subscriber_count() > 0
+                    && m.subscribed.load(Ordering::SeqCst)
+                    && !m.current.load(Ordering::SeqCst)
+            })
+            .take(16)
+            .cloned()
+            .collect();
+        for mirror in stale {
+            let _ = self.refresh(&mirror).await;
         }
         // Keys expire idle_ttl after their last use at the earliest: touching
         // them every quarter of it is enough.

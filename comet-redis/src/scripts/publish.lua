@@ -98,7 +98,9 @@ if max_age > 0 and offset % 32 == 1 then
   if not keep and #oldest > 0 then
     keep = string.format('%d-0', tonumber(string.match(oldest[#oldest][1], '^(%d+)-')) + 1)
   end
-  if keep then redis.call('XTRIM', KEYS[2], 'MINID', keep) end
+  -- Best effort (XTRIM MINID needs Redis 6.2): the message is stored and
+  -- must still be announced; mirrors drop expired entries themselves.
+  if keep then redis.pcall('XTRIM', KEYS[2], 'MINID', keep) end
 end
 local ttl = tonumber(ARGV[7])
 if ttl > 0 then
