@@ -3,21 +3,21 @@
 //! scale properties, and every fault of the issue that asked for it.
 //! Nodes are hubs on engines of their own, as in separate processes.
 
+#[path = "support/nodes.rs"]
+mod nodes;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 #[path = "support/tcp_proxy.rs"]
 mod tcp_proxy;
 
-use comet_core::{Cursor, HistoryPolicy, Hub, Item, Start, Subscription};
-use comet_redis::RedisEngine;
+use comet_core::{Cursor, HistoryPolicy, Item, Start, Subscription};
+use nodes::*;
 use redis::AsyncCommands;
 use redis_server::RedisServer;
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 use tcp_proxy::TcpProxy;
 use tokio::time::{timeout, Instant};
 use tokio_stream::StreamExt;
-
-const BOUND: Duration = Duration::from_secs(15);
 
 macro_rules! tests {
     ($($name:ident),* $(,)?) => {
@@ -47,60 +47,6 @@ fn main() {
     ]);
 }
 
-async fn bounded<F: Future>(what: &str, f: F) -> F::Output {
-    timeout(BOUND, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    bounded(what, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-}
-
-fn builder(url: &str) -> comet_redis::RedisEngineBuilder {
-    RedisEngine::builder(url)
-        .mirror_idle(Duration::from_millis(300))
-        .history(HistoryPolicy {
-            max_messages: 100,
-            max_age: None,
-        })
-}
-
-/// A node: a hub on an engine of its own.
-fn node(url: &str) -> (Hub, RedisEngine) {
-    node_with(builder(url))
-}
-
-fn node_with(builder: comet_redis::RedisEngineBuilder) -> (Hub, RedisEngine) {
-    let engine = builder.build().unwrap();
-    let hub = Hub::builder().engine(Arc::new(engine.clone())).build();
-    (hub, engine)
-}
-
-/// What a subscription delivers next: `"<offset>:<text>"` or `"gap:<missed>"`.
-async fn next(sub: &mut Subscription) -> String {
-    match bounded("next item", sub.next())
-        .await
-        .expect("stream ended")
-    {
-        Item::Message { message, .. } => format!("{}:{}", message.offset(), message.text()),
-        Item::Gap { missed, .. } => format!("gap:{missed:?}"),
-    }
-}
-
-async fn take(sub: &mut Subscription, n: usize) -> Vec<String> {
-    let mut items = Vec::with_capacity(n);
-    for _ in 0..n {
-        items.push(next(sub).await);
-    }
-    items
-}
-
 /// Nothing more arrives within a short while.
 async fn quiet(sub: &mut Subscription) {
     if let Ok(item) = timeout(Duration::from_millis(300), sub.next()).await {
@@ -117,25 +63,6 @@ async fn numsub(redis: &RedisServer, channel: &str) -> usize {
         .await
         .unwrap();
     counts[0].1
-}
-
-/// Leaves `channel` in Redis as a snapshot taken at offset `to` would: the
-/// same epoch, history and offsets up to `to` only.
-async fn roll_back(connection: &mut redis::aio::MultiplexedConnection, channel: &str, to: u64) {
-    let log = format!("comet:{{{channel}}}:log");
-    let kept: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(&log)
-        .arg("-")
-        .arg(format!("{to}-0"))
-        .query_async(connection)
-        .await
-        .unwrap();
-    let _: i64 = connection.del(&log).await.unwrap();
-    for (id, fields) in kept {
-        let _: String = connection.xadd(&log, id, &fields).await.unwrap();
-    }
-    let meta = format!("comet:{{{channel}}}:meta");
-    let _: () = connection.hset(meta, "last", to).await.unwrap();
 }
 
 /// `CLIENT KILL TYPE pubsub`: every node's pub/sub connection drops.

@@ -5,13 +5,16 @@
 //! separate processes. Where a test checks several things it gathers every
 //! violation (see [`Findings`]) and reports them together.
 
+#[path = "support/nodes.rs"]
+mod nodes;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 #[path = "support/tcp_proxy.rs"]
 mod tcp_proxy;
 
-use comet_core::{ChannelName, Cursor, HistoryPolicy, Hub, Item, Position, Start, Subscription};
+use comet_core::{ChannelName, Cursor, HistoryPolicy, Hub, Position, Start, Subscription};
 use comet_redis::RedisEngine;
+use nodes::*;
 use redis::{aio::MultiplexedConnection, AsyncCommands};
 use redis_server::RedisServer;
 use std::{
@@ -28,8 +31,6 @@ use std::{
 use tcp_proxy::TcpProxy;
 use tokio::time::{timeout, Instant};
 use tokio_stream::StreamExt;
-
-const BOUND: Duration = Duration::from_secs(15);
 
 macro_rules! tests {
     ($($name:ident),* $(,)?) => {
@@ -66,66 +67,7 @@ fn main() {
 }
 
 // ---------------------------------------------------------------------------
-// Harness, as in engine.rs.
-
-async fn bounded<F: Future>(what: &str, f: F) -> F::Output {
-    timeout(BOUND, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    bounded(what, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-}
-
-fn builder(url: &str) -> comet_redis::RedisEngineBuilder {
-    RedisEngine::builder(url)
-        .mirror_idle(Duration::from_millis(300))
-        .history(HistoryPolicy {
-            max_messages: 100,
-            max_age: None,
-        })
-}
-
-/// A node: a hub on an engine of its own.
-fn node(url: &str) -> (Hub, RedisEngine) {
-    node_with(builder(url))
-}
-
-fn node_with(builder: comet_redis::RedisEngineBuilder) -> (Hub, RedisEngine) {
-    let engine = builder.build().unwrap();
-    let hub = Hub::builder().engine(Arc::new(engine.clone())).build();
-    (hub, engine)
-}
-
-fn show(item: Item) -> String {
-    match item {
-        Item::Message { message, .. } => format!("{}:{}", message.offset(), message.text()),
-        Item::Gap { missed, .. } => format!("gap:{missed:?}"),
-    }
-}
-
-/// What a subscription delivers next: `"<offset>:<text>"` or `"gap:<missed>"`.
-async fn next(sub: &mut Subscription) -> String {
-    show(
-        bounded("next item", sub.next())
-            .await
-            .expect("stream ended"),
-    )
-}
-
-async fn take(sub: &mut Subscription, n: usize) -> Vec<String> {
-    let mut items = Vec::with_capacity(n);
-    for _ in 0..n {
-        items.push(next(sub).await);
-    }
-    items
-}
+// Harness beyond support/nodes.rs.
 
 /// Whatever arrives until nothing has for `quiet` (at most `BOUND` in all).
 async fn drain(sub: &mut Subscription, quiet: Duration) -> Vec<String> {
@@ -152,25 +94,6 @@ async fn until_text(sub: &mut Subscription, text: &str) -> Vec<String> {
             return items;
         }
     }
-}
-
-/// Leaves `channel` in Redis as a snapshot taken at offset `to` would: the
-/// same epoch, history and offsets up to `to` only.
-async fn roll_back(connection: &mut MultiplexedConnection, channel: &str, to: u64) {
-    let log = format!("comet:{{{channel}}}:log");
-    let kept: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(&log)
-        .arg("-")
-        .arg(format!("{to}-0"))
-        .query_async(connection)
-        .await
-        .unwrap();
-    let _: i64 = connection.del(&log).await.unwrap();
-    for (id, fields) in kept {
-        let _: String = connection.xadd(&log, id, &fields).await.unwrap();
-    }
-    let meta = format!("comet:{{{channel}}}:meta");
-    let _: () = connection.hset(meta, "last", to).await.unwrap();
 }
 
 /// `INFO <section>` as a map.
