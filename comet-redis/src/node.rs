@@ -68,8 +68,10 @@ pub(crate) struct Refresh {
 /// Why the task could not do something; either way it becomes a 503.
 #[derive(Debug, Clone)]
 pub(crate) enum Failure {
-    /// Redis did not answer (the connection is down, or timed out): the
-    /// task reconnects and reloads every mirror.
+    /// Redis did not answer (the connection is down, or timed out). On the
+    /// pub/sub connection, or while connecting, the task reconnects and
+    /// reloads every mirror; in a channel's read it fails that channel alone
+    /// (the command connection is replaced, see `Shared::invoke`).
     Backplane(String),
     /// Redis answered, but not what one channel needs (its keys hold
     /// something else, a script failed on them): that channel alone fails,
@@ -301,7 +303,9 @@ impl Node {
                 if mirror.log.epoch() == epoch {
                     return Ok(()); // this node made it, and has it already
                 }
-                return only_backplane(self.refresh(&mirror).await);
+                // A failed read is this channel's alone (see `refresh`).
+                let _ = self.refresh(&mirror).await;
+                return Ok(());
             }
             Err(reason) => {
                 self.shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
@@ -312,20 +316,22 @@ impl Node {
         let Some(mirror) = self.shared.mirrors().get(&channel).cloned() else {
             return Ok(()); // unsubscribed meanwhile
         };
-        let result = if !mirror.current.load(Ordering::SeqCst) {
+        if !mirror.current.load(Ordering::SeqCst) {
             // Its last read failed: read it whole (this message included).
-            self.refresh(&mirror).await
-        } else {
-            let message = numbered.into_message(channel);
-            match mirror.log.extend(message.clone()) {
-                Extended::Appended => Ok(()),
-                // Announced again after a refresh: the same message. Another
-                // one under an offset already held means Redis lost writes.
-                Extended::Duplicate if holds(&mirror.log, &message) => Ok(()),
-                Extended::Duplicate | Extended::OutOfOrder => self.refresh(&mirror).await,
+            let _ = self.refresh(&mirror).await;
+            return Ok(());
+        }
+        let message = numbered.into_message(channel);
+        match mirror.log.extend(message.clone()) {
+            Extended::Appended => {}
+            // Announced again after a refresh: the same message. Another
+            // one under an offset already held means Redis lost writes.
+            Extended::Duplicate if holds(&mirror.log, &message) => {}
+            Extended::Duplicate | Extended::OutOfOrder => {
+                let _ = self.refresh(&mirror).await;
             }
-        };
-        only_backplane(result)
+        }
+        Ok(())
     }
 
     /// Brings the mirrors that subscribers asked for up to date: new ones are
@@ -394,7 +400,7 @@ impl Node {
             };
             let _ = request.reply.send(result);
         }
-        results.into_iter().try_for_each(only_backplane)
+        Ok(())
     }
 
     async fn subscribe(&mut self, channels: Vec<String>) -> Result<(), Failure> {
@@ -417,10 +423,10 @@ impl Node {
             self.subscribe(chunk.iter().map(|m| m.keys.pubsub.clone()).collect())
                 .await?;
         }
-        self.refresh_all(&mirrors)
-            .await
-            .into_iter()
-            .try_for_each(only_backplane)
+        // What fails to load fails its channel alone, read again later: a
+        // connect succeeds once SUBSCRIBE does.
+        self.refresh_all(&mirrors).await;
+        Ok(())
     }
 
     /// Refreshes `mirrors`, concurrently on the multiplexed connection (so
@@ -449,7 +455,7 @@ impl Node {
             let channel = mirror.log.name();
             tracing::warn!(%channel, %failure, "could not read a channel from redis");
         }
-        result.map_err(|failure| Failure::Channel(failure.to_string()))
+        result
     }
 
     async fn read_into(&self, mirror: &Mirror) -> Result<(), Failure> {
@@ -558,8 +564,9 @@ impl Node {
             }
         }
         // Mirrors whose last read failed, and that subscribers still use,
-        // are read again (a few a sweep, so that a Redis that is struggling
-        // is not asked for everything at once).
+        // are read again: a few a sweep, and none after one fails, so that a
+        // Redis that is struggling is not asked for everything at once and
+        // the announcements this task delivers wait for one timeout at most.
         let stale: Vec<Arc<Mirror>> = self
             .shared
             .mirrors()
@@ -569,11 +576,13 @@ impl Node {
                     && m.subscribed.load(Ordering::SeqCst)
                     && !m.current.load(Ordering::SeqCst)
             })
-            .take(16)
+            .take(4)
             .cloned()
             .collect();
         for mirror in stale {
-            let _ = self.refresh(&mirror).await;
+            if self.refresh(&mirror).await.is_err() {
+                break;
+            }
         }
         // Keys expire idle_ttl after their last use at the earliest: touching
         // them every quarter of it is enough.
@@ -660,14 +669,5 @@ fn holds(log: &ChannelLog, message: &Message) -> bool {
                 && held.event() == message.event()
         }
         _ => true,
-    }
-}
-
-/// Passes on what needs a reconnect; a failure of one channel is logged
-/// (by `refresh`) and does not disturb the others.
-fn only_backplane(result: Result<(), Failure>) -> Result<(), Failure> {
-    match result {
-        Err(Failure::Backplane(reason)) => Err(Failure::Backplane(reason)),
-        Ok(()) | Err(Failure::Channel(_)) => Ok(()),
     }
 }
