@@ -197,11 +197,10 @@ impl Hub {
     pub(crate) async fn publish_with_key(
         &self,
         channel: &str,
-        payload: Payload,
+        mut payload: Payload,
         key: Option<&IdempotencyKey>,
     ) -> Result<Cursor, PublishError> {
         let channel = ChannelName::new(channel).map_err(PublishError::InvalidChannel)?;
-        let mut payload = payload;
         // History keeps the payload's bytes alone: a body read over HTTP is
         // a slice of the connection's read buffer, and keeping the slice
         // would keep the whole buffer (about 4.7 KB a message for 35-byte
