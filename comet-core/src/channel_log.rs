@@ -112,6 +112,19 @@ struct LogState {
     last_offset: u64,
 }
 
+impl LogState {
+    /// The position at `offset` of this epoch, naming the identity of the
+    /// message there if it is still held.
+    fn position(&self, name: &ChannelName, offset: u64) -> Position {
+        let oldest_before = self.last_offset - self.messages.len() as u64;
+        let identity = offset
+            .checked_sub(oldest_before + 1)
+            .and_then(|index| self.messages.get(index as usize))
+            .map_or(0, |message| message.identity());
+        Position::new(name, self.epoch, offset).with_identity(identity)
+    }
+}
+
 /// What [`ChannelLog::extend`] did with a message numbered elsewhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Extended {
@@ -298,7 +311,7 @@ impl ChannelLog {
     /// The position of the newest message (offset 0 before the first).
     pub fn head(&self) -> Position {
         let state = self.read();
-        Position::new(&self.name, state.epoch, state.last_offset)
+        state.position(&self.name, state.last_offset)
     }
 
     /// Where a subscription starts: at `from` if given, else by `since`.
@@ -316,7 +329,7 @@ impl ChannelLog {
             Since::Oldest => state.last_offset - state.messages.len() as u64,
             Since::Last(n) => state.last_offset - (state.messages.len() as u64).min(n),
         };
-        Position::new(&self.name, state.epoch, offset)
+        state.position(&self.name, offset)
     }
 
     /// The message after `position`, a gap, or nothing yet.
@@ -342,7 +355,7 @@ impl ChannelLog {
             // Ahead of the head: what the reader saw is not this history.
             return Read::Gap {
                 missed: None,
-                resume: Position::new(&self.name, state.epoch, state.last_offset),
+                resume: state.position(&self.name, state.last_offset),
             };
         }
         if position.offset == state.last_offset {

@@ -7,12 +7,17 @@
 //! Fixed-size entries keep decoding trivial and total; 32 channels encode to
 //! about 1 KiB, well under the protocol's 4 KiB. Clients never parse it.
 //!
-//! Version 2 appends a tag: SipHash-2-4 of the entries under a key the
-//! engine's nodes share ([`CursorKey`]). A node can then tell a cursor that a
-//! node issued from one made up: only an issued cursor that is ahead of the
-//! shared history proves that the history lost writes (and moves the channel
-//! to a new epoch); a made-up one is refused, so that nobody can force a gap
-//! on every subscriber. Version 1 (no tag) is still read, as unverified.
+//! Version 3 (tagged) entries are 32 bytes: the same three words and the
+//! identity of the message at that offset (0: none, or unknown). They are
+//! followed by a tag: SipHash-2-4 of the entries under a key the engine's
+//! nodes share ([`CursorKey`]). A node can then tell a cursor that a node
+//! issued from one made up: only an issued cursor proves that the shared
+//! history lost writes, when it is ahead of the history or names another
+//! message than the history holds at its offset (the offset was given
+//! again), and moves the channel to a new epoch; a made-up one is refused,
+//! so that nobody can force a gap on every subscriber. Version 2 (tagged,
+//! 24-byte entries, no identities) is still read and verified; version 1
+//! (no tag, 24-byte entries) is still read and written, as unverified.
 
 use crate::ChannelName;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
@@ -24,9 +29,14 @@ pub const MAX_CURSOR_LEN: usize = 4096;
 
 /// Untagged cursors (from before tags, or from an engine without a key).
 const UNTAGGED: u8 = 1;
-/// Cursors whose entries are followed by an 8-byte tag.
-const TAGGED: u8 = 2;
-const ENTRY_LEN: usize = 24;
+/// Tagged cursors from protocol 1.3, whose entries carry no identity.
+const TAGGED_WITHOUT_IDENTITIES: u8 = 2;
+/// Tagged cursors whose entries carry the identity of the message seen.
+const TAGGED: u8 = 3;
+/// An entry without the message's identity (versions 1 and 2).
+const SHORT_ENTRY_LEN: usize = 24;
+/// An entry with it (version 3).
+const LONG_ENTRY_LEN: usize = 32;
 const TAG_LEN: usize = 8;
 
 /// The secret that tags cursors, shared by every node of one engine.
@@ -90,16 +100,27 @@ pub struct Position {
     pub epoch: u64,
     /// The offset of the last message seen (0: none yet).
     pub offset: u64,
+    /// The [identity](crate::Message::identity) of the message at `offset`,
+    /// as the subscriber received it (0: none, or unknown). With it a node
+    /// can tell that the shared history lost that message and gave its
+    /// offset to another one, which the offset alone cannot show.
+    pub identity: u64,
 }
 
 impl Position {
-    /// A position in `channel`.
+    /// A position in `channel`, of no known message.
     pub fn new(channel: &ChannelName, epoch: u64, offset: u64) -> Self {
         Self {
             key: channel.key(),
             epoch,
             offset,
+            identity: 0,
         }
+    }
+
+    /// The same position, naming the identity of the message at its offset.
+    pub fn with_identity(self, identity: u64) -> Self {
+        Self { identity, ..self }
     }
 }
 
@@ -114,6 +135,10 @@ pub struct Cursor {
     positions: Positions,
     /// The tag of the positions under the issuing engine's key, if any.
     tag: Option<u64>,
+    /// Its entries carry identities (version 3); otherwise they are written
+    /// as versions 1 and 2 wrote them, which the tag of a version 2 cursor
+    /// covers.
+    identities: bool,
 }
 
 /// One position inline (the common one-channel subscription, built per
@@ -142,11 +167,15 @@ impl Cursor {
         Self {
             positions,
             tag: None,
+            identities: false,
         }
     }
 
-    /// The same positions, tagged under `key` (untagged without one).
+    /// The same positions, tagged under `key` with their identities
+    /// (untagged, and without them, when there is no key: nobody could
+    /// trust them).
     pub(crate) fn signed(mut self, key: Option<CursorKey>) -> Self {
+        self.identities = key.is_some();
         self.tag = key.map(|key| self.with_entries(|entries| key.tag(entries)));
         self
     }
@@ -217,16 +246,32 @@ impl Cursor {
 
     /// The unencoded token's length.
     fn raw_len(&self) -> usize {
-        1 + ENTRY_LEN * self.len() + if self.tag.is_some() { TAG_LEN } else { 0 }
+        1 + self.entry_len() * self.len() + if self.tag.is_some() { TAG_LEN } else { 0 }
+    }
+
+    fn entry_len(&self) -> usize {
+        if self.identities {
+            LONG_ENTRY_LEN
+        } else {
+            SHORT_ENTRY_LEN
+        }
+    }
+
+    fn version(&self) -> u8 {
+        match (self.tag, self.identities) {
+            (None, _) => UNTAGGED,
+            (Some(_), false) => TAGGED_WITHOUT_IDENTITIES,
+            (Some(_), true) => TAGGED,
+        }
     }
 
     /// Calls `f` with the unencoded token: on the stack for one channel (the
     /// common case, per delivered item), on the heap for more.
     fn with_raw<T>(&self, f: impl FnOnce(&[u8]) -> T) -> T {
-        let entries = ENTRY_LEN * self.len();
+        let entries = self.entry_len() * self.len();
         self.with_buffer(self.raw_len(), |raw| {
-            raw[0] = if self.tag.is_some() { TAGGED } else { UNTAGGED };
-            fill(&mut raw[1..=entries], self.positions());
+            raw[0] = self.version();
+            fill(&mut raw[1..=entries], self.positions(), self.identities);
             if let Some(tag) = self.tag {
                 raw[1 + entries..].copy_from_slice(&tag.to_be_bytes());
             }
@@ -236,8 +281,8 @@ impl Cursor {
 
     /// Calls `f` with the entries alone (what the tag covers).
     fn with_entries<T>(&self, f: impl FnOnce(&[u8]) -> T) -> T {
-        self.with_buffer(ENTRY_LEN * self.len(), |entries| {
-            fill(entries, self.positions());
+        self.with_buffer(self.entry_len() * self.len(), |entries| {
+            fill(entries, self.positions(), self.identities);
             f(entries)
         })
     }
@@ -245,7 +290,7 @@ impl Cursor {
     /// Calls `f` with a zeroed buffer of `len` bytes: on the stack for up to
     /// one channel, on the heap for more.
     fn with_buffer<T>(&self, len: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
-        const INLINE: usize = 1 + ENTRY_LEN + TAG_LEN;
+        const INLINE: usize = 1 + LONG_ENTRY_LEN + TAG_LEN;
         if len <= INLINE {
             let mut raw = [0u8; INLINE];
             f(&mut raw[..len])
@@ -268,17 +313,23 @@ impl Cursor {
             .decode_slice(token, &mut buffer)
             .map_err(|_| CursorError::Malformed)?;
         let (&version, rest) = buffer[..len].split_first().ok_or(CursorError::Malformed)?;
+        let identities = version == TAGGED;
         let (entries, tag) = match version {
             UNTAGGED => (rest, None),
-            TAGGED if rest.len() >= TAG_LEN => {
+            TAGGED | TAGGED_WITHOUT_IDENTITIES if rest.len() >= TAG_LEN => {
                 let (entries, tag) = rest.split_at(rest.len() - TAG_LEN);
                 let tag = u64::from_be_bytes(tag.try_into().map_err(|_| CursorError::Malformed)?);
                 (entries, Some(tag))
             }
-            TAGGED => return Err(CursorError::Malformed),
+            TAGGED | TAGGED_WITHOUT_IDENTITIES => return Err(CursorError::Malformed),
             _ => return Err(CursorError::UnknownVersion(version)),
         };
-        if entries.len() % ENTRY_LEN != 0 {
+        let entry_len = if identities {
+            LONG_ENTRY_LEN
+        } else {
+            SHORT_ENTRY_LEN
+        };
+        if entries.len() % entry_len != 0 {
             return Err(CursorError::Malformed);
         }
         let position = |entry: &[u8]| {
@@ -291,17 +342,19 @@ impl Cursor {
                 key: word(0),
                 epoch: word(1),
                 offset: word(2),
+                identity: if identities { word(3) } else { 0 },
             }
         };
-        if entries.len() == ENTRY_LEN {
+        if entries.len() == entry_len {
             // One channel, the common case: inline, no allocation.
             return Ok(Self {
                 positions: Positions::One(position(entries)),
                 tag,
+                identities,
             });
         }
-        let mut positions: Vec<Position> = Vec::with_capacity(entries.len() / ENTRY_LEN);
-        for entry in entries.chunks_exact(ENTRY_LEN) {
+        let mut positions: Vec<Position> = Vec::with_capacity(entries.len() / entry_len);
+        for entry in entries.chunks_exact(entry_len) {
             let position = position(entry);
             if positions.iter().any(|p| p.key == position.key) {
                 return Err(CursorError::DuplicateChannel);
@@ -310,17 +363,27 @@ impl Cursor {
         }
         Ok(Self {
             tag,
+            identities,
             ..Self::from_positions(positions)
         })
     }
 }
 
-/// Writes `positions` as entries into `out` (exactly their size).
-fn fill(out: &mut [u8], positions: &[Position]) {
-    for (p, entry) in positions.iter().zip(out.chunks_exact_mut(ENTRY_LEN)) {
+/// Writes `positions` as entries into `out` (exactly their size), with
+/// their identities or without.
+fn fill(out: &mut [u8], positions: &[Position], identities: bool) {
+    let len = if identities {
+        LONG_ENTRY_LEN
+    } else {
+        SHORT_ENTRY_LEN
+    };
+    for (p, entry) in positions.iter().zip(out.chunks_exact_mut(len)) {
         entry[..8].copy_from_slice(&p.key.to_be_bytes());
         entry[8..16].copy_from_slice(&p.epoch.to_be_bytes());
-        entry[16..].copy_from_slice(&p.offset.to_be_bytes());
+        entry[16..24].copy_from_slice(&p.offset.to_be_bytes());
+        if identities {
+            entry[24..].copy_from_slice(&p.identity.to_be_bytes());
+        }
     }
 }
 
@@ -331,6 +394,7 @@ impl From<Position> for Cursor {
         Self {
             positions: Positions::One(position),
             tag: None,
+            identities: false,
         }
     }
 }
@@ -417,7 +481,12 @@ mod tests {
             key,
             epoch,
             offset,
+            identity: 0,
         })
+    }
+
+    fn identified() -> impl Strategy<Value = Position> {
+        (position(), any::<u64>()).prop_map(|(p, identity)| p.with_identity(identity))
     }
 
     proptest! {
@@ -439,6 +508,23 @@ mod tests {
             let mut bytes = bytes::BytesMut::new();
             cursor.encode_into(&mut bytes);
             prop_assert_eq!(&bytes[..], token.as_bytes());
+        }
+
+        #[test]
+        fn tagged_cursors_round_trip_with_identities(
+            positions in proptest::collection::vec(identified(), 0..33),
+            key in any::<[u8; 16]>(),
+        ) {
+            let mut seen = std::collections::HashSet::new();
+            let positions: Vec<_> = positions.into_iter().filter(|p| seen.insert(p.key)).collect();
+            let key = CursorKey::from_bytes(key);
+            let cursor = Cursor::from_positions(positions).signed(Some(key));
+            let token = cursor.encode();
+            prop_assert!(token.len() <= MAX_CURSOR_LEN);
+            prop_assert_eq!(token.len(), cursor.encoded_len());
+            let decoded = Cursor::decode(&token).unwrap();
+            prop_assert_eq!(decoded.provenance(Some(key)), Provenance::Issued);
+            prop_assert_eq!(decoded, cursor);
         }
 
         #[test]
@@ -470,8 +556,9 @@ mod tests {
             Err(CursorError::Malformed),
             "impossible length"
         );
-        assert_eq!(Cursor::decode("Aw"), Err(CursorError::UnknownVersion(3)));
+        assert_eq!(Cursor::decode("BA"), Err(CursorError::UnknownVersion(4)));
         assert_eq!(Cursor::decode("Ag"), Err(CursorError::Malformed), "no tag");
+        assert_eq!(Cursor::decode("Aw"), Err(CursorError::Malformed), "no tag");
         assert_eq!(
             Cursor::decode("AQE"),
             Err(CursorError::Malformed),
@@ -487,6 +574,7 @@ mod tests {
             key: 7,
             epoch: 1,
             offset: 2,
+            identity: 0,
         };
         let twice = Cursor::from_positions(vec![p, p]).encode();
         assert_eq!(Cursor::decode(&twice), Err(CursorError::DuplicateChannel));
@@ -506,9 +594,12 @@ mod tests {
                 key: i,
                 epoch: u64::MAX,
                 offset: u64::MAX,
+                identity: u64::MAX,
             })
             .collect();
-        assert!(Cursor::from_positions(positions).encode().len() < 1100);
+        assert!(Cursor::from_positions(positions.clone()).encode().len() < 1100);
+        let tagged = Cursor::from_positions(positions).signed(Some(CursorKey::random()));
+        assert!(tagged.encode().len() < 1400);
     }
 
     #[test]
@@ -519,6 +610,7 @@ mod tests {
             key: 7,
             epoch: 9,
             offset: 11,
+            identity: 0,
         };
         let issued = Cursor::from(position).signed(Some(key));
         let token = issued.encode();
@@ -533,10 +625,38 @@ mod tests {
                 offset: 12,
                 ..position
             }),
-            tag: issued.tag,
+            ..issued.clone()
         };
         let moved = Cursor::decode(&moved.encode()).unwrap();
         assert_eq!(moved.provenance(Some(key)), Provenance::Forged);
+        // So does naming another message at the same offset.
+        let other_message = Cursor {
+            positions: Positions::One(position.with_identity(99)),
+            ..issued.clone()
+        };
+        let other_message = Cursor::decode(&other_message.encode()).unwrap();
+        assert_eq!(other_message.provenance(Some(key)), Provenance::Forged);
+        // Identities travel in issued cursors.
+        let identified = Cursor::from(position.with_identity(42)).signed(Some(key));
+        let decoded = Cursor::decode(&identified.encode()).unwrap();
+        assert_eq!(decoded.position_by_key(7).map(|p| p.identity), Some(42));
+        // Tagged cursors of protocol 1.3 (version 2: no identities) are still
+        // verified, and name no identity.
+        let v2 = Cursor {
+            positions: Positions::One(position),
+            tag: None,
+            identities: false,
+        };
+        let v2 = Cursor {
+            tag: Some(v2.with_entries(|entries| key.tag(entries))),
+            ..v2
+        };
+        let v2_token = v2.encode();
+        assert_eq!(URL_SAFE_NO_PAD.decode(&v2_token).unwrap()[0], 2);
+        let decoded = Cursor::decode(&v2_token).unwrap();
+        assert_eq!(decoded.provenance(Some(key)), Provenance::Issued);
+        assert_eq!(decoded.position_by_key(7).map(|p| p.identity), Some(0));
+        assert_eq!(decoded.encode(), v2_token);
         // Untagged (version 1) cursors still read, as unverified.
         let untagged = Cursor::decode(&Cursor::from(position).encode()).unwrap();
         assert_eq!(untagged.provenance(Some(key)), Provenance::Unverified);

@@ -154,6 +154,7 @@ mod tests {
             key: 1,
             epoch: 1,
             offset,
+            identity: 0,
         };
         assert_eq!(remembered.get_or_publish(&one, &key("a"), || at(1)), at(1));
         assert_eq!(remembered.get_or_publish(&one, &key("a"), || at(2)), at(1));

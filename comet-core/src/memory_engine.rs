@@ -136,6 +136,7 @@ impl Engine for MemoryEngine {
         let append = || {
             let message = self.with_log(channel, |log| log.append(payload));
             Position::new(channel, message.epoch(), message.offset())
+                .with_identity(message.identity())
         };
         let position = match idempotency_key {
             Some(key) => self.remembered.get_or_publish(channel, key, append),

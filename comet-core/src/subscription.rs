@@ -148,6 +148,7 @@ impl Subscription {
                 Read::Nothing => continue,
                 Read::Message(message) => {
                     subscribed.position.offset = message.offset();
+                    subscribed.position.identity = message.identity();
                     ItemKind::Message(message)
                 }
                 Read::Gap { missed, resume } => {

@@ -7,7 +7,7 @@
 //!   with fields `k` (kind: `j` JSON, `t` text), `e` (event, empty for
 //!   none), `d` (payload) and `t` (publish time, Unix milliseconds);
 //! - `<prefix>:{<name>}`, the pub/sub channel every publish announces on;
-//! - `<prefix>:{<name>}:idem:<key>`, a string `<epoch> <offset> <time ms>`
+//! - `<prefix>:{<name>}:idem:<key>`, a string `<epoch> <offset> <time ms> <identity>`
 //!   for each idempotency key a publish carried, while it is remembered.
 //!
 //! Beside them, `<prefix>:cursor-key` holds the key that tags cursors.

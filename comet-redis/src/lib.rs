@@ -809,13 +809,13 @@ impl Engine for RedisEngine {
                 return Err(unavailable("unexpected reply to the publish script"));
             };
             let numbers: Vec<u64> = parts.iter().filter_map(wire::integer).collect();
-            let [epoch, offset, _time_ms, _repeated] = numbers[..] else {
+            let [epoch, offset, _time_ms, _repeated, identity] = numbers[..] else {
                 return Err(unavailable("unexpected reply to the publish script"));
             };
             // Local subscribers get the message from the announcement, like
             // everyone else's: one writer per mirror keeps offsets in order,
             // and the message is built once per node, there.
-            Ok(Position::new(&channel, epoch, offset))
+            Ok(Position::new(&channel, epoch, offset).with_identity(identity))
         })
     }
 
@@ -829,10 +829,14 @@ impl Engine for RedisEngine {
         // cursor a node issued is worth a read: a current mirror answers any
         // other one itself (with a gap), so that made-up cursors cost Redis
         // nothing.
+        // An issued cursor that names another message at its offset than
+        // the mirror holds proves lost writes: the task moves the channel to
+        // a new epoch.
         let elsewhere =
             from.is_some_and(|r| r.position.epoch != head.epoch || r.position.offset > head.offset);
         let issued = from.is_some_and(|r| r.issued);
-        if current && (!elsewhere || !issued) {
+        let contradicted = from.is_some_and(|r| node::contradicts(&mirror.log, &r));
+        if current && (!elsewhere || !issued) && !contradicted {
             return Box::pin(std::future::ready(Ok(counted.keep())));
         }
         let shared = self.shared.clone();

@@ -370,9 +370,10 @@ impl Node {
             }
         }
         let mut results = self.refresh_all(&wanted).await;
-        // An issued cursor ahead of what Redis has in its epoch: Redis lost
-        // writes that a client received. Those offsets will be (or were)
-        // assigned again, so the channel moves to a new epoch.
+        // An issued cursor ahead of what Redis has in its epoch, or naming
+        // another message at its offset: Redis lost writes that a client
+        // received. Those offsets will be (or were) assigned again, so the
+        // channel moves to a new epoch.
         for request in &mut batch {
             let Some(resume) = request.resume.take() else {
                 continue;
@@ -381,16 +382,13 @@ impl Node {
                 continue;
             };
             let mirror = &wanted[i];
-            let head = mirror.log.head();
-            if results[i].is_ok()
-                && resume.position.epoch == head.epoch
-                && resume.position.offset > head.offset
-            {
+            if results[i].is_ok() && contradicts(&mirror.log, &resume) {
                 tracing::warn!(
                     channel = %request.channel,
-                    "a cursor a node issued is ahead of redis: redis lost writes"
+                    "a cursor a node issued is ahead of redis, or names another message at \
+                     its offset: redis lost writes"
                 );
-                results[i] = self.renew(mirror, head.epoch).await;
+                results[i] = self.renew(mirror, mirror.log.epoch()).await;
             }
         }
         for request in batch {
@@ -650,6 +648,30 @@ impl State {
             entries,
             at,
         })
+    }
+}
+
+/// Whether a cursor position a node issued proves that `log`'s history lost
+/// writes the cursor's holder received: it is in the log's epoch and ahead
+/// of its head, or names another message than the log holds at its offset
+/// (the lost offset was given to a new message since).
+pub(crate) fn contradicts(log: &ChannelLog, resume: &Resume) -> bool {
+    let position = resume.position;
+    if !resume.issued || position.epoch != log.epoch() {
+        return false;
+    }
+    if position.offset > log.head().offset {
+        return true;
+    }
+    if position.identity == 0 || position.offset == 0 {
+        return false;
+    }
+    let before = comet_core::Position::new(log.name(), position.epoch, position.offset - 1);
+    match log.read_after(before) {
+        comet_core::Read::Message(held) if held.offset() == position.offset => {
+            held.identity() != 0 && held.identity() != position.identity
+        }
+        _ => false,
     }
 }
 

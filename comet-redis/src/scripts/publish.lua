@@ -8,8 +8,9 @@
 -- 10 how long the idempotency key is remembered in ms, 11 '1' when this is
 -- the node's own retry of a publish whose first attempt may have landed.
 --
--- Returns {epoch, offset, time_ms, repeated}: repeated is 1 when nothing was
--- stored because the publish had already landed.
+-- Returns {epoch, offset, time_ms, repeated, identity}: repeated is 1 when
+-- nothing was stored because the publish had already landed, and identity is
+-- then the stored message's ('0' if unknown).
 --
 -- Under maxmemory, the first write that grows memory fails and aborts the
 -- script before anything is written (on Redis 7 the node sends it with a
@@ -29,8 +30,9 @@ local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if epoch and KEYS[3] then
   local seen = redis.call('GET', KEYS[3])
   if seen then
-    local e, o, t = string.match(seen, '^(%d+) (%d+) (%d+)$')
-    if e == epoch then return {epoch, tonumber(o), tonumber(t), 1} end
+    local e, o, t, i = string.match(seen, '^(%d+) (%d+) (%d+) ?(%d*)$')
+    if i == nil or i == '' then i = '0' end
+    if e == epoch then return {epoch, tonumber(o), tonumber(t), 1, i} end
   end
 end
 if epoch and ARGV[11] == '1' then
@@ -41,7 +43,7 @@ if epoch and ARGV[11] == '1' then
     for _, entry in ipairs(newest) do
       if field(entry[2], 'i') == ARGV[9] then
         local offset = tonumber(string.match(entry[1], '^(%d+)-'))
-        return {epoch, offset, tonumber(field(entry[2], 't') or '0'), 1}
+        return {epoch, offset, tonumber(field(entry[2], 't') or '0'), 1, ARGV[9]}
       end
     end
   end
@@ -111,9 +113,9 @@ else
 end
 if KEYS[3] then
   redis.call('SET', KEYS[3], epoch .. ' ' .. string.format('%d', offset) .. ' ' ..
-    string.format('%d', now), 'PX', ARGV[10])
+    string.format('%d', now) .. ' ' .. ARGV[9], 'PX', ARGV[10])
 end
 redis.call('PUBLISH', ARGV[8], 'c2\n' .. epoch .. '\n' .. string.format('%d', offset) ..
   '\n' .. string.format('%d', now) .. '\n' .. ARGV[9] .. '\n' .. ARGV[2] .. '\n' ..
   ARGV[3] .. '\n' .. ARGV[4])
-return {epoch, offset, now, 0}
+return {epoch, offset, now, 0, ARGV[9]}
