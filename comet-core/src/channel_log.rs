@@ -6,7 +6,7 @@
 //! the history bound. A subscriber whose position has been evicted is told so
 //! with a gap instead.
 
-use crate::{message::Message, ChannelName, Payload, Position};
+use crate::{epoch::VOID_EPOCH, message::Message, ChannelName, Payload, Position};
 use std::{
     collections::VecDeque,
     sync::{
@@ -110,18 +110,60 @@ struct LogState {
     messages: VecDeque<Arc<Message>>,
     /// The offset of the last message ever published in this epoch.
     last_offset: u64,
+    /// In [`VOID_EPOCH`]: since when, and until when, the engine vouches
+    /// that the channel had no history (engine clock, ms; 0: never said).
+    void_since: u64,
+    void_last: u64,
+    /// In the channel's first epoch: readers at the void position whose
+    /// time is at least this continue at its offset 0 (`u64::MAX`: none do).
+    continues_void_from: u64,
 }
 
 impl LogState {
+    fn empty(epoch: u64) -> Self {
+        Self {
+            epoch,
+            messages: VecDeque::new(),
+            last_offset: 0,
+            void_since: 0,
+            void_last: 0,
+            continues_void_from: u64::MAX,
+        }
+    }
+
     /// The position at `offset` of this epoch, naming the identity of the
-    /// message there if it is still held.
+    /// message there if it is still held (in the void, when the engine last
+    /// saw it so).
     fn position(&self, name: &ChannelName, offset: u64) -> Position {
+        if self.epoch == VOID_EPOCH && offset == 0 {
+            return Position::new(name, VOID_EPOCH, 0).with_identity(self.void_last);
+        }
         let oldest_before = self.last_offset - self.messages.len() as u64;
         let identity = offset
             .checked_sub(oldest_before + 1)
             .and_then(|index| self.messages.get(index as usize))
             .map_or(0, |message| message.identity());
         Position::new(name, self.epoch, offset).with_identity(identity)
+    }
+
+    /// A reader at the void position continues at offset 0 of the first
+    /// epoch when it saw the void late enough that nothing can have come and
+    /// gone since (see [`ChannelLog::restart_from_void`]).
+    fn continuing(&self, position: Position) -> Position {
+        if position.epoch == VOID_EPOCH
+            && position.offset == 0
+            && self.epoch != VOID_EPOCH
+            && position.identity != 0
+            && position.identity >= self.continues_void_from
+        {
+            Position {
+                epoch: self.epoch,
+                identity: 0,
+                ..position
+            }
+        } else {
+            position
+        }
     }
 }
 
@@ -155,11 +197,7 @@ impl ChannelLog {
                 max_messages: policy.max_messages.max(1),
                 ..policy
             },
-            state: RwLock::new(LogState {
-                epoch,
-                messages: VecDeque::new(),
-                last_offset: 0,
-            }),
+            state: RwLock::new(LogState::empty(epoch)),
             notify: Arc::new(Notify::new()),
             subscribers: AtomicUsize::new(0),
             published: AtomicU64::new(0),
@@ -245,15 +283,77 @@ impl ChannelLog {
         last_offset: u64,
         history: impl IntoIterator<Item = Arc<Message>>,
     ) -> bool {
+        self.restart_continuing(epoch, last_offset, history, None)
+    }
+
+    /// [`restart`](Self::restart)s the history as `epoch`, the channel's
+    /// first since it had none ([`VOID_EPOCH`]), and lets readers at the
+    /// void position continue at its offset 0 (with its messages from the
+    /// first, or an exact gap where they are gone) if the time they name is
+    /// `continues_from` or later: the engine vouches that the channel had no
+    /// other history from then until this epoch began. Readers that saw the
+    /// void earlier get one gap of unknown size, as for any other epoch.
+    #[must_use = "a refused restart means the engine must move to a new epoch"]
+    pub fn restart_from_void(
+        &self,
+        epoch: u64,
+        last_offset: u64,
+        history: impl IntoIterator<Item = Arc<Message>>,
+        continues_from: u64,
+    ) -> bool {
+        self.restart_continuing(epoch, last_offset, history, Some(continues_from))
+    }
+
+    /// The engine found the channel with no history ([`VOID_EPOCH`]) at
+    /// `at` (milliseconds on the engine's clock, not 0): the log starts over
+    /// empty in that epoch if it was elsewhere (its readers get one gap of
+    /// unknown size), and positions at its head name `at` from now on.
+    ///
+    /// `continuous`: the engine vouches that the channel had no history
+    /// since it last said so (it would have heard of any). Otherwise the
+    /// readers from before may have missed a whole history since; they get
+    /// a gap when the first epoch begins unless its start shows otherwise.
+    pub fn saw_void(&self, at: u64, continuous: bool) {
+        {
+            let mut state = self.write();
+            if state.epoch != VOID_EPOCH || state.last_offset != 0 {
+                *state = LogState::empty(VOID_EPOCH);
+                self.epoch.store(VOID_EPOCH, Ordering::Release);
+                self.published.store(0, Ordering::Release);
+            }
+            if !continuous || state.void_since == 0 {
+                state.void_since = at;
+            }
+            state.void_last = state.void_last.max(at);
+        }
+        self.notify.notify_waiters();
+    }
+
+    /// Since when the engine has vouched, without a break, that the channel
+    /// has no history ([`saw_void`](Self::saw_void)); `None` when the log is
+    /// not in [`VOID_EPOCH`] or was never told.
+    pub fn void_since(&self) -> Option<u64> {
+        let state = self.read();
+        (state.epoch == VOID_EPOCH && state.void_since != 0).then_some(state.void_since)
+    }
+
+    fn restart_continuing(
+        &self,
+        epoch: u64,
+        last_offset: u64,
+        history: impl IntoIterator<Item = Arc<Message>>,
+        continues_from: Option<u64>,
+    ) -> bool {
         {
             let mut state = self.write();
             if epoch == state.epoch && last_offset < state.last_offset {
                 return false;
             }
             if epoch != state.epoch {
-                state.messages.clear();
-                state.epoch = epoch;
-                state.last_offset = 0;
+                *state = LogState::empty(epoch);
+            }
+            if let Some(from) = continues_from {
+                state.continues_void_from = from.max(1);
             }
             for message in history {
                 if message.epoch != epoch
@@ -343,12 +443,14 @@ impl ChannelLog {
             return Read::Nothing;
         }
         let state = self.live_state();
+        let position = state.continuing(position);
         let retained = state.messages.len() as u64;
         let oldest_before = state.last_offset - retained;
         if position.epoch != state.epoch {
             return Read::Gap {
                 missed: None,
-                resume: Position::new(&self.name, state.epoch, oldest_before),
+                // In the void, naming when the engine saw it so.
+                resume: state.position(&self.name, oldest_before),
             };
         }
         if position.offset > state.last_offset {
@@ -488,7 +590,10 @@ mod tests {
             match log.read_after(at) {
                 Read::Message(m) => {
                     out.push(m.offset().to_string());
+                    // As a subscription does.
+                    at.epoch = m.epoch();
                     at.offset = m.offset();
+                    at.identity = m.identity();
                 }
                 Read::Gap { missed, resume } => {
                     out.push(format!("gap:{missed:?}"));
@@ -585,6 +690,54 @@ mod tests {
         // The same epoch going back would reuse offsets: refused.
         assert!(!log.restart(9, 2, []));
         assert_eq!(log.head().offset, 5);
+    }
+
+    #[test]
+    fn readers_of_the_void_continue_into_the_first_epoch_when_nothing_came_between() {
+        let name = ChannelName::new("c").unwrap();
+        let fresh = || {
+            let log = ChannelLog::with_epoch(name.clone(), HistoryPolicy::default(), VOID_EPOCH);
+            log.saw_void(1_000, true);
+            log
+        };
+        let log = fresh();
+        let at = log.head();
+        assert_eq!((at.epoch, at.offset, at.identity), (VOID_EPOCH, 0, 1_000));
+        assert_eq!(log.void_since(), Some(1_000));
+        assert!(offsets_after(&log, at).is_empty());
+        // Seen since the void at 1,000 was vouched for: no gap.
+        assert!(log.restart_from_void(9, 2, (1..=2).map(|o| numbered(&log, 9, o)), 1_000));
+        assert_eq!(offsets_after(&log, at), ["1", "2"]);
+        // The first messages are gone: an exact gap for them.
+        let log = fresh();
+        assert!(log.restart_from_void(9, 5, (4..=5).map(|o| numbered(&log, 9, o)), 500));
+        assert_eq!(offsets_after(&log, at), ["gap:Some(3)", "4", "5"]);
+        // Seen before the engine can vouch for: one gap of unknown size.
+        let log = fresh();
+        assert!(log.restart_from_void(9, 2, (1..=2).map(|o| numbered(&log, 9, o)), 1_001));
+        assert_eq!(offsets_after(&log, at), ["gap:None", "1", "2"]);
+        // A void position that names no time (an untagged cursor) never
+        // continues; nor does one in an epoch not begun from the void.
+        let log = fresh();
+        assert!(log.restart_from_void(9, 1, [numbered(&log, 9, 1)], 0));
+        let untimed = Position::new(&name, VOID_EPOCH, 0);
+        assert_eq!(offsets_after(&log, untimed), ["gap:None", "1"]);
+        let log = fresh();
+        assert!(log.restart(9, 1, [numbered(&log, 9, 1)]));
+        assert_eq!(offsets_after(&log, at), ["gap:None", "1"]);
+        // A channel whose history went away: its readers get a gap and
+        // stand in the void, at the time it was seen so.
+        let reader = Position::new(&name, 9, 1);
+        log.saw_void(2_000, false);
+        assert_eq!(log.epoch(), VOID_EPOCH);
+        assert_eq!(offsets_after(&log, reader), ["gap:None"]);
+        assert_eq!(log.head().identity, 2_000);
+        // Without a break the void's start stays; after one it moves.
+        log.saw_void(3_000, true);
+        assert_eq!(log.void_since(), Some(2_000));
+        assert_eq!(log.head().identity, 3_000);
+        log.saw_void(4_000, false);
+        assert_eq!(log.void_since(), Some(4_000));
     }
 
     #[test]

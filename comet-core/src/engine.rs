@@ -60,8 +60,10 @@ pub trait Engine: Send + Sync + 'static {
     fn attach(&self, channel: &ChannelName, from: Option<Resume>) -> EngineFuture<Arc<ChannelLog>>;
 
     /// The position of the newest message of `channel`, the same on every
-    /// node that shares the history (a channel never published to gets its
-    /// epoch here, so that the position stays valid).
+    /// node that shares the history. An engine that keeps histories
+    /// elsewhere need not create anything for a channel never published to:
+    /// it may answer offset 0 of [`VOID_EPOCH`](crate::VOID_EPOCH), naming
+    /// when it saw the channel so (see [`ChannelLog::saw_void`]).
     fn head(&self, channel: &ChannelName) -> EngineFuture<Position>;
 
     /// The log of `channel` if this node holds it.

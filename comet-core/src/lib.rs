@@ -60,7 +60,7 @@ mod channel_name;
 mod cursor;
 mod engine;
 mod epoch;
-pub use epoch::random_epoch;
+pub use epoch::{random_epoch, VOID_EPOCH};
 mod hub;
 mod idempotency;
 mod memory_engine;

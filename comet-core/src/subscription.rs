@@ -147,6 +147,9 @@ impl Subscription {
             let item = match subscribed.log.read_after(subscribed.position) {
                 Read::Nothing => continue,
                 Read::Message(message) => {
+                    // The epoch too: a reader at the void position continues
+                    // into the channel's first epoch.
+                    subscribed.position.epoch = message.epoch();
                     subscribed.position.offset = message.offset();
                     subscribed.position.identity = message.identity();
                     ItemKind::Message(message)

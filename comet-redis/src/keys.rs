@@ -1,8 +1,11 @@
 //! Where a channel lives in Redis: two keys and a pub/sub channel, all
 //! hash-tagged with the channel's name so that they share one Cluster slot.
 //!
-//! - `<prefix>:{<name>}:meta`, a hash: `epoch` (decimal `u64`) and `last`
-//!   (the newest offset of that epoch);
+//! - `<prefix>:{<name>}:meta`, a hash: `epoch` (decimal `u64`), `last`
+//!   (the newest offset of that epoch) and, for the channel's first epoch
+//!   since it had no keys, `born` (Redis's clock when it began, ms). Made by
+//!   the first publish, never by a read: a channel without it is in the void
+//!   (epoch 0);
 //! - `<prefix>:{<name>}:log`, a stream whose entry IDs are `<offset>-0`,
 //!   with fields `k` (kind: `j` JSON, `t` text), `e` (event, empty for
 //!   none), `d` (payload) and `t` (publish time, Unix milliseconds);

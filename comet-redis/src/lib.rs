@@ -50,7 +50,7 @@ mod wire;
 
 use comet_core::{
     ChannelLog, ChannelName, CursorKey, Engine, EngineError, EngineFuture, HistoryPolicy,
-    IdempotencyKey, Payload, Position, PublishFuture, Resume,
+    IdempotencyKey, Payload, Position, PublishFuture, Resume, VOID_EPOCH,
 };
 use keys::ChannelKeys;
 use node::{Failure, Mirror, Refresh, State};
@@ -575,14 +575,12 @@ impl Shared {
         known: Option<Position>,
         max: usize,
     ) -> Result<State, Failure> {
-        let epoch = comet_core::random_epoch().to_string();
         let known_epoch = known.map_or(String::new(), |p| p.epoch.to_string());
         let value = self
             .invoke(|_| {
                 let mut invocation = self.scripts.read.key(&keys.meta);
                 invocation
                     .key(&keys.log)
-                    .arg(&epoch)
                     .arg(&known_epoch)
                     .arg(known.map_or(0, |p| p.offset))
                     .arg(max)
@@ -862,7 +860,13 @@ impl Engine for RedisEngine {
                 .read(&keys, None, 0)
                 .await
                 .map_err(|failure| unavailable(failure.to_string()))?;
-            Ok(Position::new(&channel, state.epoch, state.last))
+            // A channel Redis has nothing of is in the void, as seen now.
+            let identity = if state.epoch == VOID_EPOCH {
+                state.now
+            } else {
+                0
+            };
+            Ok(Position::new(&channel, state.epoch, state.last).with_identity(identity))
         })
     }
 

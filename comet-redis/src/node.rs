@@ -29,7 +29,7 @@ use crate::{
     keys::{self, ChannelKeys},
     wire, Shared,
 };
-use comet_core::{ChannelLog, ChannelName, Extended, Message, Resume};
+use comet_core::{ChannelLog, ChannelName, Extended, Message, Resume, VOID_EPOCH};
 use futures_util::StreamExt;
 use redis::{aio::PubSubSink, Value};
 use std::{
@@ -469,6 +469,21 @@ impl Node {
             .read(&mirror.keys, known, mirror.log.policy().max_messages)
             .await?;
         let channel = mirror.log.name().clone();
+        // Vouched for without a break: the mirror was current in the void
+        // (every announcement since its last read reached it).
+        let live_void = mirror
+            .current
+            .load(Ordering::SeqCst)
+            .then(|| mirror.log.void_since())
+            .flatten();
+        if state.epoch == VOID_EPOCH {
+            // Redis has nothing of the channel (never published to, or
+            // expired), and the read made nothing either.
+            mirror.log.saw_void(state.now.max(1), live_void.is_some());
+            mirror.current.store(true, Ordering::SeqCst);
+            shared.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         // Redis may have lost this mirror's newest message and given its
         // offset to another one since (a replica promoted behind its
         // primary, then new publishes): the same epoch, the head at or past
@@ -482,7 +497,20 @@ impl Node {
             .entries
             .into_iter()
             .map(|n| n.into_message(channel.clone()));
-        if diverged || !mirror.log.restart(state.epoch, state.last, messages) {
+        // Nothing of what Redis has now is taken in once it has diverged.
+        let restarted = if diverged {
+            false
+        } else if state.born != 0 && state.epoch != head.epoch {
+            // The channel's first epoch: readers who saw the void continue
+            // into it if nothing can have come and gone since.
+            let continues_from = self.continues_void_from(state.born, live_void);
+            mirror
+                .log
+                .restart_from_void(state.epoch, state.last, messages, continues_from)
+        } else {
+            mirror.log.restart(state.epoch, state.last, messages)
+        };
+        if diverged || !restarted {
             // Redis lost writes that this mirror has: those offsets are (or
             // will be) assigned again, so the channel must move to a new
             // epoch, once, whichever node notices first.
@@ -492,6 +520,20 @@ impl Node {
         mirror.current.store(true, Ordering::SeqCst);
         shared.stats.refreshes.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// From when a reader's sight of the void (Redis's clock, ms) carries
+    /// on into a first epoch that began at `born`: nothing can have come and
+    /// gone in between when the mirror vouched for the void since without a
+    /// break (`live_since`), or when less than a history's shortest life
+    /// separates the two (a channel's keys live at least their TTL after
+    /// its first publish; where they never expire, only a lost Redis ends a
+    /// history, and the idle TTL bounds how long is trusted).
+    fn continues_void_from(&self, born: u64, live_since: Option<u64>) -> u64 {
+        let config = &self.shared.config;
+        let life = crate::millis(config.key_ttl().unwrap_or(config.idle_ttl));
+        let by_life = born.saturating_sub(life).saturating_add(1);
+        live_since.map_or(by_life, |since| since.min(by_life))
     }
 
     /// Moves `mirror`'s channel from `epoch` to a new one (if no node did
@@ -504,6 +546,12 @@ impl Node {
         let state = shared
             .read(&mirror.keys, None, mirror.log.policy().max_messages)
             .await?;
+        if state.epoch == VOID_EPOCH {
+            // Its keys went away meanwhile.
+            mirror.log.saw_void(state.now.max(1), false);
+            mirror.current.store(true, Ordering::SeqCst);
+            return Ok(());
+        }
         let messages = state
             .entries
             .into_iter()
@@ -610,11 +658,17 @@ impl Node {
 
 /// A channel's state as Redis has it.
 pub(crate) struct State {
+    /// [`VOID_EPOCH`] when Redis has nothing of the channel.
     pub(crate) epoch: u64,
     pub(crate) last: u64,
     pub(crate) entries: Vec<wire::Numbered>,
     /// The entry at the reader's own offset, when asked for and still held.
     pub(crate) at: Option<wire::Numbered>,
+    /// When the epoch began, if it is the channel's first since the void
+    /// (Redis's clock, ms; 0 otherwise).
+    pub(crate) born: u64,
+    /// Redis's clock when it answered (ms).
+    pub(crate) now: u64,
 }
 
 impl State {
@@ -626,9 +680,12 @@ impl State {
         let Value::Array(parts) = value else {
             return Err(bad("unexpected reply to the read script"));
         };
-        let [epoch, last, Value::Array(entries), Value::Array(at)] = parts.as_slice() else {
+        let [epoch, last, Value::Array(entries), Value::Array(at), born, now] = parts.as_slice()
+        else {
             return Err(bad("unexpected reply to the read script"));
         };
+        let born = wire::integer(born).ok_or_else(|| bad("the epoch's start is not a number"))?;
+        let now = wire::integer(now).ok_or_else(|| bad("the time is not a number"))?;
         let epoch = wire::integer(epoch).ok_or_else(|| bad("the epoch is not a number"))?;
         let last = wire::integer(last).ok_or_else(|| bad("the offset is not a number"))?;
         let entries = entries
@@ -647,6 +704,8 @@ impl State {
             last,
             entries,
             at,
+            born,
+            now,
         })
     }
 }

@@ -11,6 +11,8 @@
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if epoch == ARGV[1] then
   redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
+  -- Not the channel's first: readers of the void get a gap.
+  redis.call('HDEL', KEYS[1], 'born')
   redis.call('DEL', KEYS[2])
   redis.call('PUBLISH', ARGV[3], 'n1\n' .. ARGV[2])
   return ARGV[2]

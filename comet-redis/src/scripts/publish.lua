@@ -48,15 +48,17 @@ if epoch and ARGV[11] == '1' then
     end
   end
 end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 if not epoch then
+  -- The channel's first epoch since the void: `born` lets readers who saw
+  -- the void shortly before continue into it without a gap.
   epoch = ARGV[1]
   -- HSET first: under maxmemory it is the write that fails, before the DEL.
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'last', 0)
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'last', 0, 'born', now)
   redis.call('DEL', KEYS[2])
 end
 local offset = tonumber(redis.call('HGET', KEYS[1], 'last') or '0') + 1
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local id = string.format('%d-0', offset)
 -- Exact trimming rewrites the stream's first node on every publish; above
 -- a node's worth of entries, trim whole nodes (`~`) instead: Redis keeps up
@@ -79,6 +81,7 @@ if type(added) == 'table' and added.err then
   offset = 1
   id = '1-0'
   redis.call('HSET', KEYS[1], 'epoch', epoch)
+  redis.call('HDEL', KEYS[1], 'born')
   redis.call('XADD', KEYS[2], 'MAXLEN', trim, max, id,
     'k', ARGV[2], 'e', ARGV[3], 'd', ARGV[4], 't', now, 'i', ARGV[9])
 end
