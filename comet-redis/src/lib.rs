@@ -129,7 +129,8 @@ impl Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct RedisStats {
-    /// Whether the node's pub/sub connection is up and its mirrors current.
+    /// Whether the node's pub/sub connection is up (its mirrors are being
+    /// loaded, or are current).
     pub connected: bool,
     /// Channels this node mirrors.
     pub mirrors: usize,
@@ -147,6 +148,9 @@ pub struct RedisStats {
     pub reconnects: u64,
     /// Requests refused at once because the node's queue was full.
     pub refused: u64,
+    /// Times a channel's read failed (it alone; read again after a back-off
+    /// while it has subscribers).
+    pub failed_reads: u64,
 }
 
 #[derive(Default)]
@@ -156,6 +160,7 @@ struct Counters {
     epochs_renewed: AtomicU64,
     reconnects: AtomicU64,
     refused: AtomicU64,
+    failed_reads: AtomicU64,
 }
 
 /// What the engine handles and its task share.
@@ -283,6 +288,7 @@ impl RedisEngine {
             epochs_renewed: stats.epochs_renewed.load(Ordering::Relaxed),
             reconnects: stats.reconnects.load(Ordering::Relaxed),
             refused: stats.refused.load(Ordering::Relaxed),
+            failed_reads: stats.failed_reads.load(Ordering::Relaxed),
         }
     }
 }

@@ -12,9 +12,18 @@
 //!   (an exact gap, or one unknown gap for a new epoch);
 //! - a new mirror is subscribed first, then loaded, so nothing published in
 //!   between is missed (what both bring is deduplicated by offset);
+//! - loads (reads of a channel from Redis, in pages) run beside the task, a
+//!   bounded number at once, and the task applies each when it comes back:
+//!   a long one holds up no other channel's announcements. What is
+//!   announced for a channel while it loads is kept (up to a bound, else
+//!   the channel is read again) and applied after the load, in order;
+//! - a read that fails fails its channel alone (new subscribers get 503),
+//!   which is read again after a jittered back-off while it has
+//!   subscribers;
 //! - when the pub/sub connection drops, the node stops vouching for its
-//!   mirrors (new subscribers get 503 until it is back), reconnects with
-//!   back-off, subscribes again and reloads every mirror: subscribers that
+//!   mirrors (new subscribers wait, or get 503, until it is back),
+//!   reconnects with jittered back-off, subscribes again (a connect succeeds
+//!   once `SUBSCRIBE` does) and reloads every mirror: subscribers that
 //!   stayed connected get what was published meanwhile, or a gap;
 //! - a mirror whose offsets Redis no longer has (Redis went back in the same
 //!   epoch: a restored snapshot, a promoted replica that lagged), or holds
@@ -31,9 +40,10 @@ use crate::{
 };
 use comet_core::{ChannelLog, ChannelName, Extended, Message, Resume, VOID_EPOCH};
 use futures_util::StreamExt;
+use futures_util::{future::BoxFuture, stream::FuturesUnordered};
 use redis::{aio::PubSubSink, Value};
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -125,7 +135,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Refres
         tracing::debug!("redis pub/sub connected; mirrors current");
         let stop = match node.sync(std::mem::take(&mut waiting)).await {
             Ok(()) => node.serve(stream, &mut requests).await,
-            Err(failure) => Stop::Failed(failure),
+            Err(failure) => Stop::Failed(failure, node.abandon()),
         };
         shared.connected.store(false, Ordering::SeqCst);
         for mirror in shared.mirrors().values() {
@@ -134,7 +144,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Refres
         }
         match stop {
             Stop::EngineDropped => return,
-            Stop::Failed(error) => tracing::warn!(%error, "redis pub/sub lost; reconnecting"),
+            Stop::Failed(error, left) => {
+                tracing::warn!(%error, "redis pub/sub lost; reconnecting");
+                waiting.extend(left);
+            }
         }
     }
 }
@@ -195,12 +208,7 @@ async fn connect(shared: &Arc<Shared>) -> Result<(Node, redis::aio::PubSubStream
         .map_err(|_| Failure::Backplane("connecting timed out".to_owned()))?
         .map_err(|error| Failure::Backplane(error.to_string()))?;
     let (sink, stream) = pubsub.split();
-    let mut node = Node {
-        shared: shared.clone(),
-        sink,
-        unused: HashMap::new(),
-        touched: Instant::now(),
-    };
+    let mut node = Node::new(shared.clone(), sink);
     node.resubscribe_all().await?;
     Ok((node, stream))
 }
@@ -241,7 +249,66 @@ async fn wait_out(
 
 enum Stop {
     EngineDropped,
-    Failed(Failure),
+    /// The connection failed; the requests that were waiting on loads are
+    /// answered by the next attempt to connect.
+    Failed(Failure, Vec<Refresh>),
+}
+
+/// The most channel loads in flight at once on the command connection
+/// (pipelined there); more wait their turn.
+const MAX_LOADS: usize = 32;
+/// The most announcements kept for a channel while its load is under way;
+/// past that they are dropped, and the channel read again after the load
+/// (Redis has them).
+const MAX_HEARD: usize = 1024;
+/// Back-off of a channel whose load failed, before it is read again (while
+/// it has subscribers): doubling from the first to the last, jittered.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const LAST_RETRY: Duration = Duration::from_secs(5);
+
+/// What a load does in Redis.
+#[derive(Clone, Copy)]
+enum Job {
+    /// Read the channel's state (after `known`, what the mirror holds).
+    Read { known: Option<comet_core::Position> },
+    /// Move the channel from `epoch` to a new one, then read it afresh.
+    Renew { epoch: u64 },
+}
+
+/// What a load brought back, for the task to apply.
+struct Fetched {
+    channel: ChannelName,
+    mirror: Arc<Mirror>,
+    job: Job,
+    result: Result<State, Failure>,
+}
+
+/// Something announced for a channel while its load was under way.
+enum Heard {
+    Message(Arc<Message>),
+    NewEpoch(u64),
+}
+
+/// A channel's load: under way, or waiting for a free slot.
+struct Load {
+    mirror: Arc<Mirror>,
+    running: bool,
+    /// Answered when this load is applied.
+    waiters: Vec<Refresh>,
+    /// Came while it ran, with a cursor to judge: answered after a read
+    /// that began after them (their cursor may be further along).
+    again: Vec<Refresh>,
+    /// Announced meanwhile, applied after it, in order.
+    heard: Vec<Heard>,
+    /// The channel must be read again after this load.
+    reload: bool,
+}
+
+/// A channel whose last load failed: its back-off, and when it is read
+/// again (`None` while a load is under way).
+struct Retry {
+    at: Option<Instant>,
+    backoff: Duration,
 }
 
 struct Node {
@@ -251,9 +318,31 @@ struct Node {
     unused: HashMap<ChannelName, Instant>,
     /// When the keys of mirrored channels were last kept from expiring.
     touched: Instant,
+    /// Loads under way or waiting, one per channel at most.
+    loads: HashMap<ChannelName, Load>,
+    /// Loads waiting for a slot, in order.
+    queued: VecDeque<ChannelName>,
+    /// The loads in flight: reads on the command connection, off this task,
+    /// so that a long one holds up no other channel's announcements.
+    running: FuturesUnordered<BoxFuture<'static, Fetched>>,
+    /// Channels whose last load failed.
+    retry: HashMap<ChannelName, Retry>,
 }
 
 impl Node {
+    fn new(shared: Arc<Shared>, sink: PubSubSink) -> Self {
+        Self {
+            shared,
+            sink,
+            unused: HashMap::new(),
+            touched: Instant::now(),
+            loads: HashMap::new(),
+            queued: VecDeque::new(),
+            running: FuturesUnordered::new(),
+            retry: HashMap::new(),
+        }
+    }
+
     async fn serve(
         &mut self,
         mut stream: redis::aio::PubSubStream,
@@ -262,11 +351,25 @@ impl Node {
         let mut sweep = tokio::time::interval(self.shared.config.sweep_every());
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let next_retry = self.retry.values().filter_map(|r| r.at).min();
+            let retry_due = async {
+                match next_retry {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let result = tokio::select! {
                 message = stream.next() => match message {
-                    Some(message) => self.announced(&message).await,
+                    Some(message) => {
+                        self.announced(&message);
+                        Ok(())
+                    }
                     None => Err(Failure::Backplane("the pub/sub connection closed".to_owned())),
                 },
+                Some(fetched) = self.running.next(), if !self.running.is_empty() => {
+                    self.loaded(fetched);
+                    Ok(())
+                }
                 request = requests.recv() => match request {
                     Some(first) => {
                         let mut batch = vec![first];
@@ -277,197 +380,317 @@ impl Node {
                     }
                     None => return Stop::EngineDropped,
                 },
+                () = retry_due => {
+                    self.retry_due();
+                    Ok(())
+                }
                 _ = sweep.tick() => self.sweep().await,
                 () = self.shared.reconnect.notified() => Err(Failure::Backplane(
                     "redis answered that it is no longer the primary".to_owned(),
                 )),
             };
             if let Err(error) = result {
-                return Stop::Failed(error);
+                return Stop::Failed(error, self.abandon());
             }
         }
     }
 
+    /// The connection failed: every load stops, and the requests that
+    /// waited on them are handed back.
+    fn abandon(&mut self) -> Vec<Refresh> {
+        self.running.clear();
+        self.queued.clear();
+        self.loads
+            .drain()
+            .flat_map(|(_, load)| load.waiters.into_iter().chain(load.again))
+            .collect()
+    }
+
     /// An announcement from Redis.
-    async fn announced(&mut self, message: &redis::Msg) -> Result<(), Failure> {
+    fn announced(&mut self, message: &redis::Msg) {
         let prefix = &self.shared.config.prefix;
         let Some(channel) = keys::channel_of(prefix, message.get_channel_name()) else {
-            return Ok(()); // not a channel of ours
+            return; // not a channel of ours
         };
-        let numbered = match wire::announcement(message.get_payload_bytes()) {
-            Ok(wire::Announcement::Message(numbered)) => numbered,
-            Ok(wire::Announcement::NewEpoch(epoch)) => {
-                let Some(mirror) = self.shared.mirrors().get(&channel).cloned() else {
-                    return Ok(());
-                };
-                if mirror.log.epoch() == epoch {
-                    return Ok(()); // this node made it, and has it already
-                }
-                // A failed read is this channel's alone (see `refresh`).
-                let _ = self.refresh(&mirror).await;
-                return Ok(());
+        let heard = match wire::announcement(message.get_payload_bytes()) {
+            Ok(wire::Announcement::Message(numbered)) => {
+                Heard::Message(numbered.into_message(channel.clone()))
             }
+            Ok(wire::Announcement::NewEpoch(epoch)) => Heard::NewEpoch(epoch),
             Err(reason) => {
                 self.shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%channel, reason, "ignored a message not in comet's format");
-                return Ok(());
+                return;
             }
         };
         let Some(mirror) = self.shared.mirrors().get(&channel).cloned() else {
-            return Ok(()); // unsubscribed meanwhile
+            return; // unsubscribed meanwhile
         };
-        if !mirror.current.load(Ordering::SeqCst) {
-            // Its last read failed: read it whole (this message included).
-            let _ = self.refresh(&mirror).await;
-            return Ok(());
-        }
-        let message = numbered.into_message(channel);
-        match mirror.log.extend(message.clone()) {
-            Extended::Appended => {}
-            // Announced again after a refresh: the same message. Another
-            // one under an offset already held means Redis lost writes.
-            Extended::Duplicate if holds(&mirror.log, &message) => {}
-            Extended::Duplicate | Extended::OutOfOrder => {
-                let _ = self.refresh(&mirror).await;
+        if let Some(load) = self.loads.get_mut(&channel) {
+            // Applied after the load, in order (Redis has them if dropped).
+            if load.heard.len() < MAX_HEARD {
+                load.heard.push(heard);
+            } else {
+                load.heard.clear();
+                load.reload = true;
             }
+            return;
         }
-        Ok(())
+        if !mirror.current.load(Ordering::SeqCst) {
+            // Its last read failed: read it whole (this message included),
+            // unless it is waiting out its back-off.
+            if self.retry.get(&channel).is_none_or(|r| r.at.is_none()) {
+                self.load(mirror, None);
+            }
+            return;
+        }
+        if !self.hear(&mirror, heard) {
+            self.load(mirror, None);
+        }
+    }
+
+    /// Applies what was announced to a current mirror; false when the
+    /// channel must be read from Redis to make sense of it.
+    fn hear(&self, mirror: &Mirror, heard: Heard) -> bool {
+        match heard {
+            // This node made it, and has it already; or another one did.
+            Heard::NewEpoch(epoch) => mirror.log.epoch() == epoch,
+            Heard::Message(message) => match mirror.log.extend(message.clone()) {
+                Extended::Appended => true,
+                // Announced again after a read: the same message. Another
+                // one under an offset already held means Redis lost writes.
+                Extended::Duplicate => holds(&mirror.log, &message),
+                Extended::OutOfOrder => false,
+            },
+        }
     }
 
     /// Brings the mirrors that subscribers asked for up to date: new ones are
     /// subscribed (in one command) and loaded; the others are read again.
     async fn sync(&mut self, batch: Vec<Refresh>) -> Result<(), Failure> {
         let mut fresh = Vec::new();
-        let mut wanted: Vec<Arc<Mirror>> = Vec::new();
-        let mut index: HashMap<ChannelName, usize> = HashMap::new();
-        // A subscriber that gave up waiting needs nothing any more.
-        let mut batch: Vec<Refresh> = batch
-            .into_iter()
-            .filter(|request| !request.reply.is_closed())
-            .collect();
-        if batch.is_empty() {
-            return Ok(());
-        }
-        for request in &batch {
-            if index.contains_key(&request.channel) {
+        let mut wanted = Vec::new();
+        for request in batch {
+            // A subscriber that gave up waiting needs nothing any more.
+            if request.reply.is_closed() {
                 continue;
             }
             let Some(mirror) = self.shared.mirrors().get(&request.channel).cloned() else {
-                continue; // dropped meanwhile: the subscriber that asked has gone
+                // Dropped meanwhile: the subscriber that asked has gone.
+                let _ = request.reply.send(Ok(()));
+                continue;
             };
             if !mirror.subscribed.swap(true, Ordering::SeqCst) {
                 fresh.push(mirror.keys.pubsub.clone());
             }
-            index.insert(request.channel.clone(), wanted.len());
-            wanted.push(mirror);
+            wanted.push((mirror, request));
         }
         if !fresh.is_empty() {
             if let Err(failure) = self.subscribe(fresh).await {
-                for request in batch {
+                for (_, request) in wanted {
                     let _ = request.reply.send(Err(failure.to_string()));
                 }
                 return Err(failure);
             }
         }
-        let mut results = self.refresh_all(&wanted).await;
+        for (mirror, request) in wanted {
+            self.load(mirror, Some(request));
+        }
+        Ok(())
+    }
+
+    /// Loads `mirror`'s channel (for `request`, if any): joins its load if
+    /// one is waiting, or follows the one under way.
+    fn load(&mut self, mirror: Arc<Mirror>, request: Option<Refresh>) {
+        let channel = mirror.log.name().clone();
+        if let Some(load) = self.loads.get_mut(&channel) {
+            match request {
+                // A cursor to judge needs a read that began after it came.
+                Some(request) if load.running && request.resume.is_some() => {
+                    load.again.push(request);
+                }
+                Some(request) => load.waiters.push(request),
+                None => load.reload |= load.running,
+            }
+            return;
+        }
+        // A subscriber asking does not wait out a failed load's back-off.
+        if let Some(retry) = self.retry.get_mut(&channel) {
+            retry.at = None;
+        }
+        self.loads.insert(
+            channel.clone(),
+            Load {
+                mirror,
+                running: false,
+                waiters: request.into_iter().collect(),
+                again: Vec::new(),
+                heard: Vec::new(),
+                reload: false,
+            },
+        );
+        self.queued.push_back(channel);
+        self.start_queued();
+    }
+
+    /// Starts waiting loads while there are free slots.
+    fn start_queued(&mut self) {
+        while self.running.len() < MAX_LOADS {
+            let Some(channel) = self.queued.pop_front() else {
+                return;
+            };
+            let Some(load) = self.loads.get_mut(&channel) else {
+                continue;
+            };
+            load.running = true;
+            let mirror = load.mirror.clone();
+            let head = mirror.log.head();
+            let known = mirror
+                .current
+                .load(Ordering::SeqCst)
+                .then_some(head)
+                // A mirror never loaded knows nothing yet, whatever it holds.
+                .or_else(|| (head.offset > 0).then_some(head));
+            self.run_job(channel, mirror, Job::Read { known });
+        }
+    }
+
+    /// Runs `job` for `channel` off this task.
+    fn run_job(&mut self, channel: ChannelName, mirror: Arc<Mirror>, job: Job) {
+        let shared = self.shared.clone();
+        self.running.push(Box::pin(async move {
+            let max = mirror.log.policy().max_messages;
+            let result = match job {
+                Job::Read { known } => shared.read(&mirror.keys, known, max).await,
+                Job::Renew { epoch } => match shared.new_epoch(&mirror.keys, epoch).await {
+                    Ok(()) => {
+                        shared.stats.epochs_renewed.fetch_add(1, Ordering::Relaxed);
+                        shared.read(&mirror.keys, None, max).await
+                    }
+                    Err(failure) => Err(failure),
+                },
+            };
+            Fetched {
+                channel,
+                mirror,
+                job,
+                result,
+            }
+        }));
+    }
+
+    /// A load came back: apply it to the mirror, then what was announced
+    /// meanwhile, and answer who waited.
+    fn loaded(&mut self, fetched: Fetched) {
+        let Fetched {
+            channel,
+            mirror,
+            job,
+            result,
+        } = fetched;
+        let Some(mut load) = self.loads.remove(&channel) else {
+            return;
+        };
+        let kept = self
+            .shared
+            .mirrors()
+            .get(&channel)
+            .is_some_and(|m| Arc::ptr_eq(m, &mirror));
+        if !kept {
+            // Dropped meanwhile (no subscribers): nobody needs it.
+            for request in load.waiters.into_iter().chain(load.again) {
+                let _ = request.reply.send(Ok(()));
+            }
+            self.start_queued();
+            return;
+        }
+        let applied = result.and_then(|state| match job {
+            Job::Read { .. } => self.apply(&mirror, state),
+            Job::Renew { .. } => self.apply_renewed(&mirror, state).map(|()| None),
+        });
         // An issued cursor ahead of what Redis has in its epoch, or naming
         // another message at its offset: Redis lost writes that a client
         // received. Those offsets will be (or were) assigned again, so the
         // channel moves to a new epoch.
-        for request in &mut batch {
-            let Some(resume) = request.resume.take() else {
-                continue;
-            };
-            let Some(&i) = index.get(&request.channel) else {
-                continue;
-            };
-            let mirror = &wanted[i];
-            if results[i].is_ok() && contradicts(&mirror.log, &resume) {
-                tracing::warn!(
-                    channel = %request.channel,
-                    "a cursor a node issued is ahead of redis, or names another message at \
-                     its offset: redis lost writes"
+        let renew = match &applied {
+            Ok(Some(epoch)) => Some(*epoch),
+            Ok(None) if matches!(job, Job::Read { .. }) => load
+                .waiters
+                .iter()
+                .filter_map(|request| request.resume.as_ref())
+                .any(|resume| contradicts(&mirror.log, resume))
+                .then(|| {
+                    tracing::warn!(
+                        %channel,
+                        "a cursor a node issued is ahead of redis, or names another message \
+                         at its offset: redis lost writes"
+                    );
+                    mirror.log.epoch()
+                }),
+            _ => None,
+        };
+        if let Some(epoch) = renew {
+            // Once, whichever node notices first; the same waiters.
+            self.run_job(channel.clone(), mirror, Job::Renew { epoch });
+            self.loads.insert(channel, load);
+            return;
+        }
+        match applied {
+            Ok(_) => {
+                mirror.current.store(true, Ordering::SeqCst);
+                self.shared.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+                for heard in load.heard.drain(..) {
+                    if !self.hear(&mirror, heard) {
+                        load.reload = true;
+                    }
+                }
+                for request in load.waiters.drain(..) {
+                    let _ = request.reply.send(Ok(()));
+                }
+            }
+            Err(failure) => {
+                // This channel's alone: its subscribers keep what they
+                // have, new ones get 503, and it is read again after a
+                // back-off while it has subscribers.
+                mirror.current.store(false, Ordering::SeqCst);
+                self.shared
+                    .stats
+                    .failed_reads
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%channel, %failure, "could not read a channel from redis");
+                for request in load.waiters.drain(..).chain(load.again.drain(..)) {
+                    let _ = request.reply.send(Err(failure.to_string()));
+                }
+                let backoff = self
+                    .retry
+                    .get(&channel)
+                    .map_or(FIRST_RETRY, |r| (r.backoff * 2).min(LAST_RETRY));
+                self.retry.insert(
+                    channel.clone(),
+                    Retry {
+                        at: Some(Instant::now() + jittered(backoff)),
+                        backoff,
+                    },
                 );
-                results[i] = self.renew(mirror, mirror.log.epoch()).await;
+                self.start_queued();
+                return;
             }
         }
-        for request in batch {
-            let result = match index.get(&request.channel).map(|&i| &results[i]) {
-                Some(Err(failure)) => Err(failure.to_string()),
-                Some(Ok(())) | None => Ok(()),
-            };
-            let _ = request.reply.send(result);
-        }
-        Ok(())
-    }
-
-    async fn subscribe(&mut self, channels: Vec<String>) -> Result<(), Failure> {
-        let timeout = self.shared.config.timeout;
-        match tokio::time::timeout(timeout, self.sink.subscribe(channels)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(Failure::Backplane(format!("SUBSCRIBE failed: {error}"))),
-            Err(_) => Err(Failure::Backplane("SUBSCRIBE timed out".to_owned())),
-        }
-    }
-
-    /// After (re)connecting: subscribe to every mirrored channel, then load
-    /// every mirror.
-    async fn resubscribe_all(&mut self) -> Result<(), Failure> {
-        let mirrors: Vec<Arc<Mirror>> = self.shared.mirrors().values().cloned().collect();
-        for chunk in mirrors.chunks(1000) {
-            for mirror in chunk {
-                mirror.subscribed.store(true, Ordering::SeqCst);
+        self.retry.remove(&channel);
+        if load.reload || !load.again.is_empty() {
+            let again = std::mem::take(&mut load.again);
+            self.load(mirror.clone(), None);
+            if let Some(next) = self.loads.get_mut(&channel) {
+                next.waiters.extend(again);
             }
-            self.subscribe(chunk.iter().map(|m| m.keys.pubsub.clone()).collect())
-                .await?;
         }
-        // What fails to load fails its channel alone, read again later: a
-        // connect succeeds once SUBSCRIBE does.
-        self.refresh_all(&mirrors).await;
-        Ok(())
+        self.start_queued();
     }
 
-    /// Refreshes `mirrors`, concurrently on the multiplexed connection (so
-    /// pipelined on the wire); one result each.
-    async fn refresh_all(&self, mirrors: &[Arc<Mirror>]) -> Vec<Result<(), Failure>> {
-        let mut results = Vec::with_capacity(mirrors.len());
-        for chunk in mirrors.chunks(256) {
-            results.extend(
-                futures_util::future::join_all(chunk.iter().map(|m| self.refresh(m))).await,
-            );
-        }
-        results
-    }
-
-    /// Reads `mirror`'s channel from Redis and brings the mirror up to date.
-    ///
-    /// A failure is this channel's alone, whatever failed: the mirror is no
-    /// longer current (its subscribers keep what they have, new ones get
-    /// 503), and it is read again at its next announcement or sweep while it
-    /// has subscribers. The pub/sub connection and every other mirror are
-    /// untouched (the command connection was replaced if it had died).
-    async fn refresh(&self, mirror: &Mirror) -> Result<(), Failure> {
-        let result = self.read_into(mirror).await;
-        if let Err(failure) = &result {
-            mirror.current.store(false, Ordering::SeqCst);
-            let channel = mirror.log.name();
-            tracing::warn!(%channel, %failure, "could not read a channel from redis");
-        }
-        result
-    }
-
-    async fn read_into(&self, mirror: &Mirror) -> Result<(), Failure> {
-        let shared = &self.shared;
+    /// Applies a read to `mirror`: `Some(epoch)` when the channel must move
+    /// from `epoch` to a new one (Redis lost writes the mirror has).
+    fn apply(&self, mirror: &Mirror, state: State) -> Result<Option<u64>, Failure> {
         let head = mirror.log.head();
-        let known = mirror
-            .current
-            .load(Ordering::SeqCst)
-            .then_some(head)
-            // A mirror never loaded knows nothing yet, whatever it holds.
-            .or_else(|| (head.offset > 0).then_some(head));
-        let state = shared
-            .read(&mirror.keys, known, mirror.log.policy().max_messages)
-            .await?;
         let channel = mirror.log.name().clone();
         // Vouched for without a break: the mirror was current in the void
         // (every announcement since its last read reached it).
@@ -480,9 +703,7 @@ impl Node {
             // Redis has nothing of the channel (never published to, or
             // expired), and the read made nothing either.
             mirror.log.saw_void(state.now.max(1), live_void.is_some());
-            mirror.current.store(true, Ordering::SeqCst);
-            shared.stats.refreshes.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+            return Ok(None);
         }
         // Redis may have lost this mirror's newest message and given its
         // offset to another one since (a replica promoted behind its
@@ -510,15 +731,35 @@ impl Node {
         } else {
             mirror.log.restart(state.epoch, state.last, messages)
         };
-        if diverged || !restarted {
+        if !restarted {
             // Redis lost writes that this mirror has: those offsets are (or
             // will be) assigned again, so the channel must move to a new
             // epoch, once, whichever node notices first.
             tracing::warn!(%channel, "redis went back in history: moving to a new epoch");
-            return self.renew(mirror, state.epoch).await;
+            return Ok(Some(state.epoch));
         }
-        mirror.current.store(true, Ordering::SeqCst);
-        shared.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+        Ok(None)
+    }
+
+    /// Applies the read after a new epoch: readers get one gap of unknown
+    /// size.
+    fn apply_renewed(&self, mirror: &Mirror, state: State) -> Result<(), Failure> {
+        if state.epoch == VOID_EPOCH {
+            // Its keys went away meanwhile.
+            mirror.log.saw_void(state.now.max(1), false);
+            return Ok(());
+        }
+        let channel = mirror.log.name().clone();
+        let messages = state
+            .entries
+            .into_iter()
+            .map(|n| n.into_message(channel.clone()));
+        if !mirror.log.restart(state.epoch, state.last, messages) {
+            // Another node's new epoch cannot be behind this mirror's.
+            return Err(Failure::Channel(
+                "redis went back in history again while renewing the epoch".to_owned(),
+            ));
+        }
         Ok(())
     }
 
@@ -536,35 +777,57 @@ impl Node {
         live_since.map_or(by_life, |since| since.min(by_life))
     }
 
-    /// Moves `mirror`'s channel from `epoch` to a new one (if no node did
-    /// already) and loads it afresh: readers get one gap of unknown size.
-    async fn renew(&self, mirror: &Mirror, epoch: u64) -> Result<(), Failure> {
-        let shared = &self.shared;
-        let channel = mirror.log.name().clone();
-        shared.new_epoch(&mirror.keys, epoch).await?;
-        shared.stats.epochs_renewed.fetch_add(1, Ordering::Relaxed);
-        let state = shared
-            .read(&mirror.keys, None, mirror.log.policy().max_messages)
-            .await?;
-        if state.epoch == VOID_EPOCH {
-            // Its keys went away meanwhile.
-            mirror.log.saw_void(state.now.max(1), false);
-            mirror.current.store(true, Ordering::SeqCst);
-            return Ok(());
+    /// Reads again the channels whose back-off is over, while they have
+    /// subscribers.
+    fn retry_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<ChannelName> = self
+            .retry
+            .iter()
+            .filter(|(_, retry)| retry.at.is_some_and(|at| at <= now))
+            .map(|(channel, _)| channel.clone())
+            .collect();
+        for channel in due {
+            let mirror = self.shared.mirrors().get(&channel).cloned();
+            match mirror {
+                Some(mirror)
+                    if mirror.log.subscriber_count() > 0
+                        && mirror.subscribed.load(Ordering::SeqCst)
+                        && !mirror.current.load(Ordering::SeqCst) =>
+                {
+                    self.load(mirror, None);
+                }
+                // Read at its next use instead.
+                _ => {
+                    self.retry.remove(&channel);
+                }
+            }
         }
-        let messages = state
-            .entries
-            .into_iter()
-            .map(|n| n.into_message(channel.clone()));
-        if !mirror.log.restart(state.epoch, state.last, messages) {
-            // Another node's new epoch cannot be behind this mirror's.
-            mirror.current.store(false, Ordering::SeqCst);
-            return Err(Failure::Channel(
-                "redis went back in history again while renewing the epoch".to_owned(),
-            ));
+    }
+
+    async fn subscribe(&mut self, channels: Vec<String>) -> Result<(), Failure> {
+        let timeout = self.shared.config.timeout;
+        match tokio::time::timeout(timeout, self.sink.subscribe(channels)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(Failure::Backplane(format!("SUBSCRIBE failed: {error}"))),
+            Err(_) => Err(Failure::Backplane("SUBSCRIBE timed out".to_owned())),
         }
-        mirror.current.store(true, Ordering::SeqCst);
-        shared.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// After (re)connecting: subscribe to every mirrored channel, then load
+    /// every mirror (off this task: a connect succeeds once SUBSCRIBE does).
+    async fn resubscribe_all(&mut self) -> Result<(), Failure> {
+        let mirrors: Vec<Arc<Mirror>> = self.shared.mirrors().values().cloned().collect();
+        for chunk in mirrors.chunks(1000) {
+            for mirror in chunk {
+                mirror.subscribed.store(true, Ordering::SeqCst);
+            }
+            self.subscribe(chunk.iter().map(|m| m.keys.pubsub.clone()).collect())
+                .await?;
+        }
+        for mirror in mirrors {
+            self.load(mirror, None);
+        }
         Ok(())
     }
 
@@ -607,27 +870,6 @@ impl Node {
                     return Err(Failure::Backplane(format!("UNSUBSCRIBE failed: {error}")))
                 }
                 Err(_) => return Err(Failure::Backplane("UNSUBSCRIBE timed out".to_owned())),
-            }
-        }
-        // Mirrors whose last read failed, and that subscribers still use,
-        // are read again: a few a sweep, and none after one fails, so that a
-        // Redis that is struggling is not asked for everything at once and
-        // the announcements this task delivers wait for one timeout at most.
-        let stale: Vec<Arc<Mirror>> = self
-            .shared
-            .mirrors()
-            .values()
-            .filter(|m| {
-                m.log.subscriber_count() > 0
-                    && m.subscribed.load(Ordering::SeqCst)
-                    && !m.current.load(Ordering::SeqCst)
-            })
-            .take(4)
-            .cloned()
-            .collect();
-        for mirror in stale {
-            if self.refresh(&mirror).await.is_err() {
-                break;
             }
         }
         // Keys expire idle_ttl after their last use at the earliest: touching

@@ -48,6 +48,8 @@ fn main() {
             a_cursor_with_a_wrong_tag_is_refused,
             a_publish_with_an_idempotency_key_is_stored_once,
             a_heavy_subscribe_leaves_the_node_connected_and_other_channels_flowing,
+            a_long_load_holds_up_no_other_channels_announcements,
+            a_channel_whose_read_failed_is_read_again_while_it_has_subscribers,
             a_new_epoch_reaches_other_nodes_without_a_publish,
             a_prefix_with_a_brace_is_refused,
             the_first_request_after_redis_comes_back_succeeds,
@@ -527,6 +529,94 @@ return 0
         .query_async(connection)
         .await
         .unwrap();
+}
+
+/// A node loads a channel with a long history over a slow link (Redis's
+/// answer takes seconds to arrive), while another channel it mirrors keeps
+/// being published to. Loads run beside the node's task, never in it: each
+/// announcement of the other channel is delivered as it comes, not after
+/// the load.
+async fn a_long_load_holds_up_no_other_channels_announcements() {
+    const RATE: u64 = 2 << 20; // bytes a second
+    let redis = RedisServer::start();
+    let mut connection = redis.connection().await;
+    fill(&mut connection, "long", 64, 64 * 1024).await; // 4 MiB: about 2 s
+    let link = TcpProxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap()).await;
+    let history = HistoryPolicy {
+        max_messages: 1000,
+        max_age: None,
+    };
+    let (a, _) = node_with(
+        builder(&link.url())
+            .history(history)
+            .timeout(Duration::from_secs(10)),
+    );
+    let (b, _) = node(&redis.url());
+    let mut small = a.subscribe(["small"], Start::head()).await.unwrap();
+    b.publish("small", "0").await.unwrap();
+    assert_eq!(next(&mut small).await, "1:0");
+
+    link.throttle(RATE);
+    let loading = tokio::spawn({
+        let a = a.clone();
+        async move {
+            let started = Instant::now();
+            let sub = a.subscribe(["long"], Start::head()).await;
+            (sub.map(|_| ()), started.elapsed())
+        }
+    });
+    let mut latencies = Vec::new();
+    for n in 1..=8 {
+        let sent = Instant::now();
+        b.publish("small", n.to_string()).await.unwrap();
+        assert_eq!(next(&mut small).await, format!("{}:{n}", n + 1));
+        latencies.push(sent.elapsed());
+        if loading.is_finished() {
+            break;
+        }
+    }
+    let (subscribed, took) = bounded("the long load", loading).await.unwrap();
+    assert!(subscribed.is_ok(), "{subscribed:?}");
+    // Precondition: the load did take long.
+    assert!(
+        took >= Duration::from_secs(1),
+        "the load took only {took:?}"
+    );
+    let worst = latencies.iter().max().copied().unwrap_or_default();
+    assert!(
+        worst < Duration::from_millis(400),
+        "another channel's messages waited for the load ({took:?}): {latencies:?}"
+    );
+}
+
+/// A channel whose read fails (here its keys hold something else) fails
+/// alone: the node stays connected, and reads it again, after a back-off,
+/// for as long as it has subscribers; what Redis holds once the keys are
+/// mended reaches them with no announcement at all.
+async fn a_channel_whose_read_failed_is_read_again_while_it_has_subscribers() {
+    let redis = RedisServer::start();
+    let (a, engine) = node(&redis.url());
+    let mut sub = a.subscribe(["mend"], Start::head()).await.unwrap();
+    a.publish("mend", "1").await.unwrap();
+    assert_eq!(next(&mut sub).await, "1:1");
+    let mut connection = redis.connection().await;
+    let _: () = connection
+        .set("comet:{mend}:meta", "not a hash")
+        .await
+        .unwrap();
+    // An announcement after a hole: the node must read the channel, and
+    // the read fails.
+    let _: i64 = connection
+        .publish("comet:{mend}", "c2\n1\n5\n0\n0\nt\n\nlost")
+        .await
+        .unwrap();
+    eventually("the read failed", || engine.stats().failed_reads >= 1).await;
+    // Mended without a word on pub/sub: another epoch, three messages.
+    let _: () = connection.del("comet:{mend}:meta").await.unwrap();
+    let _: () = connection.del("comet:{mend}:log").await.unwrap();
+    fill(&mut connection, "mend", 3, 1).await;
+    assert_eq!(take(&mut sub, 4).await, ["gap:None", "1:x", "2:x", "3:x"]);
+    assert!(engine.stats().connected);
 }
 
 /// Whether the node is connected, without a break for `hold`, from some

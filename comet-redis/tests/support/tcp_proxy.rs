@@ -1,12 +1,14 @@
 //! A TCP proxy on loopback that a test can cut (drop every connection and
 //! refuse new ones) and restore: a network partition between one node and
-//! Redis, or between clients and nodes.
+//! Redis, or between clients and nodes. It can also slow what the server
+//! sends to a given rate, per connection: a slow link, on which a big
+//! answer takes long while a small one on another connection does not.
 #![allow(dead_code)]
 
 use std::{
     net::SocketAddr,
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
 };
@@ -25,6 +27,9 @@ pub struct TcpProxy {
     pub accepted: Arc<AtomicUsize>,
     /// Where new connections go (see [`retarget`](Self::retarget)).
     targets: Arc<Mutex<Vec<SocketAddr>>>,
+    /// Bytes a second the server's side may send on each connection (0: no
+    /// limit).
+    rate: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -44,8 +49,10 @@ impl TcpProxy {
         let (frozen, _) = watch::channel(0u64);
         let accepted = Arc::new(AtomicUsize::new(0));
         let targets = Arc::new(Mutex::new(targets));
+        let rate = Arc::new(AtomicU64::new(0));
         let task = {
             let targets = targets.clone();
+            let rate = rate.clone();
             let open = open.clone();
             let generation = generation.clone();
             let frozen = frozen.clone();
@@ -68,13 +75,14 @@ impl TcpProxy {
                     accepted.fetch_add(1, Ordering::SeqCst);
                     let mut cut = generation.subscribe();
                     let mut freeze = frozen.subscribe();
+                    let rate = rate.clone();
                     tokio::spawn(async move {
                         let Ok(outbound) = TcpStream::connect(target).await else {
                             return;
                         };
                         let (mut inbound, mut outbound) = (inbound, outbound);
                         tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = forward(&mut inbound, &mut outbound, &rate) => {}
                             _ = cut.changed() => return,
                             // Frozen: both sockets stay open, nothing passes.
                             _ = freeze.changed() => {}
@@ -92,8 +100,15 @@ impl TcpProxy {
             frozen,
             accepted,
             targets,
+            rate,
             task,
         }
+    }
+
+    /// Lets the server's side send at most `bytes_per_second` on each
+    /// connection from now on (0: no limit).
+    pub fn throttle(&self, bytes_per_second: u64) {
+        self.rate.store(bytes_per_second, Ordering::SeqCst);
     }
 
     /// Sends new connections to `target` from now on; connections already
@@ -127,6 +142,37 @@ impl TcpProxy {
 
     pub fn url(&self) -> String {
         format!("redis://{}", self.addr)
+    }
+}
+
+/// Copies both ways; what the server sends, at most `rate` bytes a second
+/// (when not 0), in chunks paced by the clock.
+async fn forward(inbound: &mut TcpStream, outbound: &mut TcpStream, rate: &AtomicU64) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = inbound.split();
+    let (mut server_read, mut server_write) = outbound.split();
+    let up = tokio::io::copy(&mut client_read, &mut server_write);
+    let down = async {
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            let n = match server_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if client_write.write_all(&buffer[..n]).await.is_err() {
+                return;
+            }
+            let rate = rate.load(Ordering::SeqCst);
+            if rate > 0 {
+                // Pacing, not synchronisation: the link's speed.
+                let pause = std::time::Duration::from_secs_f64(n as f64 / rate as f64);
+                tokio::time::sleep(pause).await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        () = down => {}
     }
 }
 
