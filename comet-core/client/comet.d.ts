@@ -63,10 +63,16 @@ export declare class CometMessage {
 
 /** Messages were lost to this client: history no longer held them. */
 export interface Gap {
-  readonly channel: string;
+  /**
+   * The channel, or null for every channel: the server refused the cursor
+   * (400 `bad_cursor`, as after its nodes' shared key changed), and the
+   * client started again at the head.
+   */
+  readonly channel: string | null;
   /** How many, or null when unknown (the channel restarted: a new epoch). */
   readonly missed: number | null;
-  readonly cursor: string;
+  /** The cursor after the gap; null when the client started at the head. */
+  readonly cursor: string | null;
 }
 
 export interface StateChange {

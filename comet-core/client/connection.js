@@ -195,6 +195,17 @@ export class Connection {
 
   #onFailed(transport, info) {
     this.#current = null;
+    if (info.code === "bad_cursor" && this.cursor) {
+      // The server no longer takes a cursor it wrote (its nodes' shared key
+      // changed: Redis lost it while every node restarted): start again at
+      // the head, and say so with a gap of unknown size in every channel,
+      // rather than stop for good.
+      this.cursor = null;
+      this.#event("error", { ...info, fatal: false });
+      this.#report({ t: "item", item: { type: "gap", channel: null, missed: null, cursor: null } });
+      this.#retry(0, "failed");
+      return;
+    }
     if (info.fatal) {
       this.stop();
       this.#report({ t: "fatal", info });

@@ -242,13 +242,19 @@ test("listeners: on returns its removal, off removes, a throwing one costs the o
   assert.deepEqual(reported, ["faulty"]);
 });
 
-test("a refusal nothing can mend: an error, then closed", async (t) => {
+test("a cursor the server refuses: an error and a gap, then the head; a refusal nothing can mend: closed", async (t) => {
   const browser = fakeBrowser(t);
   const { comet, seen } = client({ channels: ["room"], cursor: "forged", transports: ["poll"] });
   (await browser.net.next()).refuse(400, "bad_cursor");
   await browser.clock.tick(0);
+  assert.notEqual(comet.state, "closed");
+  assert.deepEqual(seen.gap, [{ channel: null, missed: null, cursor: null }]);
+  const fresh = await browser.net.next();
+  assert.equal(fresh.param("cursor"), null);
+  fresh.refuse(400, "bad_cursor");
+  await browser.clock.tick(0);
   assert.equal(comet.state, "closed");
-  assert.deepEqual(seen.error.map((e) => [e.code, e.fatal]), [["bad_cursor", true]]);
+  assert.deepEqual(seen.error.map((e) => [e.code, e.fatal]), [["bad_cursor", false], ["bad_cursor", true]]);
 });
 
 test("a cursor given to the constructor is where it resumes, with no bootstrap poll", async (t) => {

@@ -128,6 +128,25 @@ test("a refusal no retry can mend stops it, and says so", async (t) => {
   assert.equal(net.unclaimed, 0);
 });
 
+test("a cursor the server no longer takes: a gap, then the head; refused again, it stops", async (t) => {
+  const { net, clock, reports, connection } = start(t, { transports: ["poll"] });
+  (await net.next()).json({ cursor: "c0", messages: [] });
+  await clock.tick(0);
+  const refused = await net.next();
+  assert.equal(refused.param("cursor"), "c0");
+  refused.refuse(400, "bad_cursor");
+  await clock.tick(0);
+  assert.deepEqual(reports.filter((r) => r.t === "item").map((r) => r.item),
+    [{ type: "gap", channel: null, missed: null, cursor: null }]);
+  assert.equal(connection.cursor, null);
+  assert.ok(!reports.some((r) => r.t === "fatal"));
+  const fresh = await net.next();
+  assert.equal(fresh.param("cursor"), null);
+  fresh.refuse(400, "bad_cursor");
+  await clock.tick(0);
+  assert.equal(reports.at(-1).t, "fatal");
+});
+
 test("a server that is unavailable for a while: errors, and retries", async (t) => {
   const { net, clock, events } = start(t, { transports: ["poll"] });
   (await net.next()).refuse(503, "unavailable");
