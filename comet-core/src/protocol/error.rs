@@ -51,7 +51,7 @@ macro_rules! error_codes {
 
 error_codes! {
     BadParameter = (BAD_REQUEST, "bad_parameter", "A query parameter or header is malformed, or given more than once."),
-    BadCursor = (BAD_REQUEST, "bad_cursor", "The cursor is not one a comet server wrote."),
+    BadCursor = (BAD_REQUEST, "bad_cursor", "The cursor is not one this server wrote, or its nodes' shared key changed since; start again without one (a gap of unknown size)."),
     BadChannel = (BAD_REQUEST, "bad_channel", "A channel name breaks the naming rules (characters, length, the reserved `comet-` prefix, or `error` and `open`)."),
     NoChannels = (BAD_REQUEST, "no_channels", "The request names no channel."),
     BadTransport = (BAD_REQUEST, "bad_transport", "The transport is unknown, or not offered by this route."),
