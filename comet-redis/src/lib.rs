@@ -39,6 +39,14 @@
 //! connected stay connected and, once Redis is back, get what was published
 //! meanwhile or a gap. A node started before Redis works as soon as Redis
 //! answers.
+//!
+//! Behind Redis Sentinel, the URL names the sentinels and the service they
+//! monitor, `redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster` (see
+//! [`RedisEngine::builder`] for the whole form): the node asks the sentinels
+//! where the primary is each time it connects, and moves its connections to
+//! a new primary as soon as they announce one (`+switch-master`), so a
+//! failover costs a reconnect and no restart ([`RedisStats::failovers`]
+//! counts them).
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
