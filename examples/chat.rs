@@ -21,7 +21,9 @@
 //! app on warp.
 //!
 //! With `--redis URL` (or `COMET_REDIS_URL`) the rooms live in Redis, so
-//! several demo nodes behind any load balancer share them. With
+//! several demo nodes behind any load balancer share them; a
+//! `redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE` URL finds the primary
+//! through Redis Sentinel and follows its failovers. With
 //! `--tls-self-signed` (or `--tls-cert FILE --tls-key FILE`) it serves
 //! HTTPS, and browsers speak HTTP/2 to it.
 //!
@@ -30,6 +32,7 @@
 //! cargo run --example chat -- --addr 0.0.0.0:8080
 //! COMET_ADDR=127.0.0.1:4000 cargo run --example chat
 //! cargo run --example chat -- --addr 127.0.0.1:3001 --redis redis://127.0.0.1:6379
+//! cargo run --example chat -- --redis redis+sentinel://127.0.0.1:26379/mymaster
 //! cargo run --example chat -- --tls-self-signed   # https://localhost:3000, HTTP/2
 //! cargo run --example chat -- --http2             # h2c beside HTTP/1.1, for load tools
 //! ```

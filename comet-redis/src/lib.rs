@@ -39,12 +39,21 @@
 //! connected stay connected and, once Redis is back, get what was published
 //! meanwhile or a gap. A node started before Redis works as soon as Redis
 //! answers.
+//!
+//! Behind Redis Sentinel, the URL names the sentinels and the service they
+//! monitor, `redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster` (see
+//! [`RedisEngine::builder`] for the whole form): the node asks the sentinels
+//! where the primary is each time it connects, and moves its connections to
+//! a new primary as soon as they announce one (`+switch-master`), so a
+//! failover costs a reconnect and no restart ([`RedisStats::failovers`]
+//! counts them).
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod keys;
 mod node;
+mod primary;
 mod scripts;
 mod wire;
 
@@ -54,6 +63,7 @@ use comet_core::{
 };
 use keys::ChannelKeys;
 use node::{Failure, Mirror, Refresh, State};
+use primary::Primary;
 use redis::aio::ConnectionManager;
 use std::{
     collections::HashMap,
@@ -64,7 +74,7 @@ use std::{
     },
     time::Duration,
 };
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 /// How long a backplane operation may take by default (a publish, or
 /// loading a channel for a new subscriber) before it fails with 503.
@@ -151,6 +161,9 @@ pub struct RedisStats {
     /// Times a channel's read failed (it alone; read again after a back-off
     /// while it has subscribers).
     pub failed_reads: u64,
+    /// Times the node moved its connections to a new primary that Redis
+    /// Sentinel named (a `redis+sentinel://` URL; a failover).
+    pub failovers: u64,
 }
 
 #[derive(Default)]
@@ -161,17 +174,28 @@ struct Counters {
     reconnects: AtomicU64,
     refused: AtomicU64,
     failed_reads: AtomicU64,
+    failovers: AtomicU64,
+}
+
+/// The command connection: multiplexed (concurrent calls are pipelined),
+/// with its generation and the primary it reaches.
+#[derive(Clone)]
+struct Commands {
+    generation: u64,
+    /// None until Sentinel first named the primary.
+    connection: Option<(ConnectionManager, redis::Client)>,
 }
 
 /// What the engine handles and its task share.
 struct Shared {
     config: Config,
-    client: redis::Client,
-    /// Commands and scripts (multiplexed: concurrent calls are pipelined),
-    /// with its generation. Replaced when Redis stops answering on it (a
+    /// Where the primary is: the node's task asks at each connect.
+    primary: Primary,
+    /// Commands and scripts. Replaced when Redis stops answering on it (a
     /// connection that died in silence would otherwise time out every call
-    /// for good) or answers that it is no longer the primary.
-    commands: RwLock<(u64, ConnectionManager)>,
+    /// for good) or answers that it is no longer the primary, and when the
+    /// node's task finds the primary elsewhere (see [`Shared::follow`]).
+    commands: watch::Sender<Commands>,
     commands_config: redis::aio::ConnectionManagerConfig,
     scripts: scripts::Scripts,
     /// The server knows script flags (Redis 7 and later), as found at connect.
@@ -180,7 +204,8 @@ struct Shared {
     /// once known (a node restores it where Redis lost it).
     cursor_key: OnceLock<CursorKey>,
     /// Asks the task to reconnect (a command found the server no longer the
-    /// primary): its pub/sub connection is likely on the old one too.
+    /// primary, or Sentinel announced another one): its pub/sub connection
+    /// is likely on the old one too.
     reconnect: Notify,
     mirrors: RwLock<HashMap<ChannelName, Arc<Mirror>>>,
     /// The pub/sub connection is up and every mirror is current.
@@ -195,12 +220,18 @@ struct Shared {
 struct Handle {
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
+    /// Listens for Sentinel's announcements of a new primary (behind
+    /// Sentinel only).
+    watch: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
         self.shared.dropped.store(true, Ordering::SeqCst);
         self.task.abort();
+        if let Some(watch) = &self.watch {
+            watch.abort();
+        }
     }
 }
 
@@ -210,7 +241,12 @@ pub struct BuildError(BuildErrorKind);
 
 #[derive(Debug)]
 enum BuildErrorKind {
+    /// The `redis` crate refused the URL.
     Url(redis::RedisError),
+    /// A `redis+sentinel://` URL is malformed: why (never with the
+    /// password).
+    Sentinel(String),
+    /// The key prefix holds a brace.
     Prefix(String),
 }
 
@@ -218,6 +254,11 @@ impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             BuildErrorKind::Url(error) => write!(f, "bad Redis URL: {error}"),
+            BuildErrorKind::Sentinel(reason) => write!(
+                f,
+                "bad Redis Sentinel URL: {reason}; expected \
+                 redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/SERVICE[?db=N]"
+            ),
             BuildErrorKind::Prefix(prefix) => write!(
                 f,
                 "bad key prefix {prefix:?}: it may not hold `{{` or `}}`, which would move \
@@ -231,7 +272,7 @@ impl std::error::Error for BuildError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.0 {
             BuildErrorKind::Url(error) => Some(error),
-            BuildErrorKind::Prefix(_) => None,
+            BuildErrorKind::Sentinel(_) | BuildErrorKind::Prefix(_) => None,
         }
     }
 }
@@ -260,8 +301,23 @@ fn unavailable(reason: impl Into<String>) -> EngineError {
 }
 
 impl RedisEngine {
-    /// Configures an engine on the Redis at `url` (`redis://host:port/db`;
-    /// see the `redis` crate for the URL forms).
+    /// Configures an engine on the Redis at `url`, one of:
+    ///
+    /// - `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]` (or another form the
+    ///   `redis` crate takes): a primary at one address, or behind one that
+    ///   follows it (a DNS name, a virtual IP);
+    /// - `redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/SERVICE[?db=N]`:
+    ///   the primary that Redis Sentinel names for `SERVICE` (the name in
+    ///   the sentinels' `sentinel monitor`), for example
+    ///   `redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster`. The
+    ///   sentinels listed (port 26379 where none is given; an IPv6 address
+    ///   in brackets) are asked where the primary is each time the node
+    ///   connects, and when they announce a new one (`+switch-master`, after
+    ///   a failover) the node moves its connections there at once. The user,
+    ///   password (percent-encoded) and database are the primary's; the
+    ///   sentinels are asked without a password.
+    ///
+    /// [`build`](RedisEngineBuilder::build) checks the URL.
     pub fn builder(url: impl Into<String>) -> RedisEngineBuilder {
         RedisEngineBuilder {
             url: url.into(),
@@ -289,6 +345,7 @@ impl RedisEngine {
             reconnects: stats.reconnects.load(Ordering::Relaxed),
             refused: stats.refused.load(Ordering::Relaxed),
             failed_reads: stats.failed_reads.load(Ordering::Relaxed),
+            failovers: stats.failovers.load(Ordering::Relaxed),
         }
     }
 }
@@ -350,7 +407,12 @@ impl RedisEngineBuilder {
     }
 
     /// Builds the engine and starts its task; it connects in the background,
-    /// so this succeeds whether or not Redis is up yet.
+    /// so this succeeds whether or not Redis (or Sentinel) is up yet.
+    ///
+    /// # Errors
+    ///
+    /// A malformed URL (for a `redis+sentinel://` one the error says what
+    /// is wrong with it), or a key prefix holding `{` or `}`.
     ///
     /// # Panics
     ///
@@ -360,7 +422,7 @@ impl RedisEngineBuilder {
             return Err(BuildError(BuildErrorKind::Prefix(self.config.prefix)));
         }
         let url_error = |error| BuildError(BuildErrorKind::Url(error));
-        let client = redis::Client::open(self.url.as_str()).map_err(url_error)?;
+        let primary = Primary::open(&self.url).map_err(BuildError)?;
         let manager = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.config.timeout))
             // The engine's own timeout governs every call (see `invoke`).
@@ -368,13 +430,25 @@ impl RedisEngineBuilder {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
-        let commands = ConnectionManager::new_lazy_with_config(client.clone(), manager.clone())
-            .map_err(url_error)?;
+        // Behind Sentinel, the node's task opens it once the sentinels named
+        // the primary.
+        let connection = match &primary {
+            Primary::Direct(client) => Some((
+                ConnectionManager::new_lazy_with_config(client.clone(), manager.clone())
+                    .map_err(url_error)?,
+                client.clone(),
+            )),
+            Primary::Sentinel(_) => None,
+        };
+        let (commands, _) = watch::channel(Commands {
+            generation: 0,
+            connection,
+        });
         let (requests, receiver) = mpsc::channel(self.config.queue);
         let shared = Arc::new(Shared {
             config: self.config,
-            client,
-            commands: RwLock::new((0, commands)),
+            primary,
+            commands,
             commands_config: manager,
             scripts: scripts::Scripts::new(),
             script_flags: AtomicBool::new(false),
@@ -388,10 +462,13 @@ impl RedisEngineBuilder {
             stats: Counters::default(),
         });
         let task = tokio::spawn(node::run(shared.clone(), receiver));
+        let watch = matches!(shared.primary, Primary::Sentinel(_))
+            .then(|| tokio::spawn(primary::watch(shared.clone())));
         Ok(RedisEngine {
             _handle: Arc::new(Handle {
                 shared: shared.clone(),
                 task,
+                watch,
             }),
             shared,
         })
@@ -459,12 +536,49 @@ impl Shared {
             .map_or(0, |ttl| ttl.as_millis() as u64)
     }
 
-    /// The command connection and its generation.
-    fn commands(&self) -> (u64, ConnectionManager) {
+    /// The command connection and its generation. Behind Sentinel, until
+    /// the node's task first found the primary, waits for it (up to the
+    /// timeout).
+    async fn commands(&self) -> Result<(u64, ConnectionManager), Failure> {
+        let current = |commands: &Commands| {
+            commands
+                .connection
+                .as_ref()
+                .map(|(connection, _)| (commands.generation, connection.clone()))
+        };
+        if let Some(found) = current(&self.commands.borrow()) {
+            return Ok(found);
+        }
+        let mut changes = self.commands.subscribe();
+        let known = async {
+            let commands = changes.wait_for(|c| c.connection.is_some()).await;
+            commands.ok().and_then(|commands| current(&commands))
+        };
+        match tokio::time::timeout(self.config.timeout, known).await {
+            Ok(Some(found)) => Ok(found),
+            Ok(None) => Err(Failure::Backplane(
+                "the redis engine has stopped".to_owned(),
+            )),
+            Err(_) => Err(Failure::Backplane(format!(
+                "redis sentinel named no primary within {:?}",
+                self.config.timeout
+            ))),
+        }
+    }
+
+    /// The command connection's generation.
+    fn generation(&self) -> u64 {
+        self.commands.borrow().generation
+    }
+
+    /// Where the command connection leads (none yet behind Sentinel before
+    /// the node first connected).
+    fn primary_address(&self) -> Option<redis::ConnectionAddr> {
         self.commands
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .borrow()
+            .connection
+            .as_ref()
+            .map(|(_, client)| client.get_connection_info().addr().clone())
     }
 
     /// Runs the script `make(retry)` builds, with the engine's timeout.
@@ -482,7 +596,7 @@ impl Shared {
     ) -> Result<redis::Value, Failure> {
         let mut retry = false;
         loop {
-            let (generation, mut connection) = self.commands();
+            let (generation, mut connection) = self.commands().await?;
             let invocation = make(retry);
             let result = tokio::time::timeout(
                 self.config.timeout,
@@ -517,23 +631,68 @@ impl Shared {
         }
     }
 
-    /// Opens a new command connection (lazily) in place of the one of
-    /// `generation`, unless another call did already.
+    /// Opens a new command connection (lazily), to the same server, in
+    /// place of the one of `generation`, unless another call did already.
+    /// (Only the node's task asks where the primary is, at its next
+    /// connect: failing calls never query Sentinel.)
     fn reconnect_commands(&self, generation: u64) {
-        let mut commands = self.commands.write().unwrap_or_else(|e| e.into_inner());
-        if commands.0 != generation {
-            return;
-        }
-        match ConnectionManager::new_lazy_with_config(
-            self.client.clone(),
-            self.commands_config.clone(),
-        ) {
-            Ok(fresh) => {
-                *commands = (generation + 1, fresh);
-                self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+        self.commands.send_if_modified(|commands| {
+            let Some((_, client)) = &commands.connection else {
+                return false;
+            };
+            if commands.generation != generation {
+                return false;
             }
-            Err(error) => tracing::warn!(%error, "could not make a new redis connection"),
-        }
+            match ConnectionManager::new_lazy_with_config(
+                client.clone(),
+                self.commands_config.clone(),
+            ) {
+                Ok(fresh) => {
+                    commands.connection = Some((fresh, client.clone()));
+                    commands.generation += 1;
+                    self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not make a new redis connection");
+                    false
+                }
+            }
+        });
+    }
+
+    /// Moves the command connection to `primary` (the node's task just
+    /// found it there) if it leads elsewhere: a new one, lazily, of the next
+    /// generation.
+    fn follow(&self, primary: &redis::Client) {
+        let to = primary.get_connection_info().addr();
+        self.commands.send_if_modified(|commands| {
+            let from = commands
+                .connection
+                .as_ref()
+                .map(|(_, client)| client.get_connection_info().addr());
+            if from == Some(to) {
+                return false;
+            }
+            match ConnectionManager::new_lazy_with_config(
+                primary.clone(),
+                self.commands_config.clone(),
+            ) {
+                Ok(fresh) => {
+                    if let Some(from) = from {
+                        tracing::warn!(%from, %to, "the primary moved: following it");
+                        self.stats.failovers.fetch_add(1, Ordering::Relaxed);
+                    }
+                    commands.connection = Some((fresh, primary.clone()));
+                    commands.generation += 1;
+                    true
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not make a new redis connection");
+                    false
+                }
+            }
+        });
     }
 
     /// A channel's epoch, newest offset and (up to `max` of) its history:

@@ -99,7 +99,7 @@ impl std::fmt::Display for Failure {
 
 /// A random part of `backoff` (from half to all of it), so that nodes that
 /// lost Redis together do not all come back in the same instant.
-fn jittered(backoff: Duration) -> Duration {
+pub(crate) fn jittered(backoff: Duration) -> Duration {
     let spread = comet_core::random_epoch() % 1024;
     backoff / 2 + backoff / 2 * spread as u32 / 1024
 }
@@ -152,16 +152,20 @@ pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Refres
     }
 }
 
-/// Opens the pub/sub connection, learns what the server is (whether it
-/// knows script flags) and the cursor key, subscribes to every mirrored
-/// channel and reloads every mirror.
+/// Finds the primary (behind Sentinel: asks the sentinels, and moves the
+/// command connection there if it was elsewhere), learns what the server is
+/// (a primary; whether it knows script flags) and the cursor key, opens the
+/// pub/sub connection on it, subscribes to every mirrored channel and
+/// reloads every mirror.
 async fn connect(shared: &Arc<Shared>) -> Result<(Node, redis::aio::PubSubStream), Failure> {
+    let primary = shared.primary.resolve(shared.config.timeout).await?;
+    shared.follow(&primary);
     // On the command connection: one that died while Redis was away is
     // replaced, and asked again at once; one that died in silence (timed
     // out) is replaced for the next attempt.
     let mut info = None;
     for _ in 0..2 {
-        let (generation, mut commands) = shared.commands();
+        let (generation, mut commands) = shared.commands().await?;
         let answer = tokio::time::timeout(
             shared.config.timeout,
             redis::cmd("INFO").query_async::<String>(&mut commands),
@@ -189,8 +193,7 @@ async fn connect(shared: &Arc<Shared>) -> Result<(Node, redis::aio::PubSubStream
     // yet) answers all of this, then READONLY to every publish: not a
     // connection to keep.
     if info.lines().any(|line| line.trim() == "role:slave") {
-        let (generation, _) = shared.commands();
-        shared.reconnect_commands(generation);
+        shared.reconnect_commands(shared.generation());
         return Err(Failure::Backplane(
             "redis is a replica, not the primary".to_owned(),
         ));
@@ -203,7 +206,7 @@ async fn connect(shared: &Arc<Shared>) -> Result<(Node, redis::aio::PubSubStream
         .unwrap_or(0);
     shared.script_flags.store(major >= 7, Ordering::Relaxed);
     shared.load_cursor_key().await?;
-    let pubsub = tokio::time::timeout(shared.config.timeout, shared.client.get_async_pubsub())
+    let pubsub = tokio::time::timeout(shared.config.timeout, primary.get_async_pubsub())
         .await
         .map_err(|_| Failure::Backplane("connecting timed out".to_owned()))?
         .map_err(|error| Failure::Backplane(error.to_string()))?;

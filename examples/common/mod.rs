@@ -121,7 +121,9 @@ fn bearer_is(headers: &http::HeaderMap, token: &str) -> bool {
 pub struct Options {
     /// Where to listen (default 127.0.0.1:3000).
     pub addr: SocketAddr,
-    /// The Redis that several nodes share, if any (else the in-memory engine).
+    /// The Redis that several nodes share, if any (else the in-memory
+    /// engine): `redis://...`, or `redis+sentinel://...` for the primary
+    /// that Redis Sentinel names (see `RedisEngine::builder`).
     pub redis: Option<String>,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN), and with what.
     pub tls: Option<Tls>,
@@ -144,7 +146,9 @@ pub enum Tls {
 impl Options {
     /// Reads the command line and the environment.
     pub fn from_args() -> Result<Self, String> {
-        const USAGE: &str = "usage: [--addr HOST:PORT] [--redis redis://HOST:PORT] \
+        const USAGE: &str = "usage: [--addr HOST:PORT] \
+                             [--redis redis://HOST:PORT | \
+                             --redis redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE] \
                              [--tls-self-signed | --tls-cert FILE --tls-key FILE] [--http2]";
         let mut args = std::env::args().skip(1);
         let mut addr = std::env::var("COMET_ADDR").ok();

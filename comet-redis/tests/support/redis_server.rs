@@ -13,25 +13,47 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Where `redis-server` is, if anywhere on `PATH`.
-pub fn redis_server_binary() -> Option<PathBuf> {
+/// Where the program `name` is, if anywhere on `PATH`.
+pub fn binary(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
-        .map(|dir| dir.join("redis-server"))
+        .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
+}
+
+/// Where `redis-server` is, if anywhere on `PATH`.
+pub fn redis_server_binary() -> Option<PathBuf> {
+    binary("redis-server")
 }
 
 /// Whether the Redis tests can run here. Panics (a failure) when CI asked
 /// for them and `redis-server` is missing.
 pub fn redis_tests_enabled() -> bool {
+    binaries_present(&["redis-server"])
+}
+
+/// Whether every program of `names` is on `PATH` (each is the name of its
+/// Debian package too). Panics (a failure) when CI asked for the Redis
+/// tests (`COMET_REDIS_TESTS=1`) and one is missing.
+pub fn binaries_present(names: &[&str]) -> bool {
     let required = std::env::var("COMET_REDIS_TESTS").is_ok_and(|v| v == "1");
-    match redis_server_binary() {
-        Some(_) => true,
-        None if required => panic!(
-            "COMET_REDIS_TESTS=1 but no redis-server on PATH (Debian: apt-get install redis-server)"
+    let missing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|name| binary(name).is_none())
+        .collect();
+    match missing[..] {
+        [] => true,
+        _ if required => panic!(
+            "COMET_REDIS_TESTS=1 but no {} on PATH (Debian: apt-get install {})",
+            missing.join(", no "),
+            missing.join(" ")
         ),
-        None => {
-            eprintln!("Redis tests NOT RUN: no redis-server on PATH; they are reported as ignored");
+        _ => {
+            eprintln!(
+                "Redis tests NOT RUN: no {} on PATH; they are reported as ignored",
+                missing.join(", no ")
+            );
             false
         }
     }
@@ -53,14 +75,28 @@ pub fn run_redis_tests_with_pending(
     tests: Vec<(&'static str, RedisTest)>,
     pending: Vec<(&'static str, RedisTest)>,
 ) -> ! {
+    run_tests_needing(&["redis-server"], tests, pending, Vec::new())
+}
+
+/// As [`run_redis_tests_with_pending`], for `tests` that need every
+/// program of `binaries` (ignored where one is missing), and `plain` ones
+/// that need none (always run).
+pub fn run_tests_needing(
+    binaries: &[&str],
+    tests: Vec<(&'static str, RedisTest)>,
+    pending: Vec<(&'static str, RedisTest)>,
+    plain: Vec<(&'static str, RedisTest)>,
+) -> ! {
     let args = libtest_mimic::Arguments::from_args();
-    let enabled = redis_tests_enabled();
-    let pending = pending.into_iter().map(|test| (test, true));
+    let enabled = binaries_present(binaries);
+    let pending = pending.into_iter().map(|test| (test, true, true));
+    let plain = plain.into_iter().map(|test| (test, false, false));
     let trials = tests
         .into_iter()
-        .map(|test| (test, false))
+        .map(|test| (test, false, true))
         .chain(pending)
-        .map(|((name, test), pending)| {
+        .chain(plain)
+        .map(|((name, test), pending, needs_binaries)| {
             libtest_mimic::Trial::test(name, move || {
                 tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
@@ -70,7 +106,7 @@ pub fn run_redis_tests_with_pending(
                     .block_on(test());
                 Ok(())
             })
-            .with_ignored_flag(!enabled || pending)
+            .with_ignored_flag((needs_binaries && !enabled) || pending)
         })
         .collect();
     libtest_mimic::run(&args, trials).exit()
@@ -79,7 +115,7 @@ pub fn run_redis_tests_with_pending(
 /// A free port below Linux's ephemeral range (32768-60999), so that no
 /// client socket can take it first; spread by process id so that concurrent
 /// test binaries rarely try the same one (a taken port is skipped).
-fn next_port() -> u16 {
+pub fn next_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     loop {
         let n = u32::from(NEXT.fetch_add(1, Ordering::Relaxed));
@@ -158,14 +194,7 @@ impl RedisServer {
     }
 
     fn ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        let mut answer = [0u8; 7];
-        stream.write_all(b"PING\r\n").is_ok()
-            && stream.read_exact(&mut answer).is_ok()
-            && &answer == b"+PONG\r\n"
+        answers_ping(self.port)
     }
 
     pub fn url(&self) -> String {
@@ -208,4 +237,16 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Whether a server on `port` answers `PING` (within half a second).
+pub fn answers_ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut answer = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut answer).is_ok()
+        && &answer == b"+PONG\r\n"
 }
