@@ -19,10 +19,10 @@
 use axum::{extract::Query, routing::post, Router};
 use comet::{
     protocol::{self, Chunks, StreamFormat},
-    CometLayer, Cursor, Hub, Item, Message, Route, Start,
+    CometLayer, Cursor, EncodingSlot, Hub, Item, Message, Route, Start,
 };
 use hyper_util::rt::TokioIo;
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::LazyLock, time::Duration};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::TcpListener,
@@ -32,10 +32,13 @@ use tokio_stream::StreamExt;
 /// 1. `channel<TAB>text` lines; a blank line as heartbeat.
 struct TextLines;
 
+/// Where each message keeps its line, encoded once for every subscriber.
+static TEXT_LINE: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::new);
+
 impl StreamFormat for TextLines {
     fn message(&self, message: &Message, _cursor: &Cursor, out: &mut Chunks) {
         // Each message's line is encoded once and shared by every subscriber.
-        out.push(message.encoded_with("text-lines", |m| {
+        out.push(message.encoded(&TEXT_LINE, |m| {
             format!("{}\t{}\n", m.channel(), m.text().replace(['\r', '\n'], " ")).into()
         }));
     }

@@ -43,7 +43,11 @@
 
 pub use comet_core::*;
 
-pub use comet_core::protocol::{
+/// The wire protocol, for people who write adapters or transports of their
+/// own.
+pub use comet_protocol as protocol;
+
+pub use comet_protocol::{
     Authorize, AuthorizePublish, Cors, ProtocolError, PublishRoute, ResolveChannels, Route,
     Transport,
 };

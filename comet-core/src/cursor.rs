@@ -240,7 +240,7 @@ impl Cursor {
     }
 
     /// The token's length in bytes, so frames around it can be sized exactly.
-    pub(crate) fn encoded_len(&self) -> usize {
+    pub fn encoded_len(&self) -> usize {
         (4 * self.raw_len()).div_ceil(3)
     }
 

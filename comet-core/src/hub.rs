@@ -461,9 +461,11 @@ impl Hub {
         self.shared.max_payload
     }
 
-    /// Validates names, drops duplicates (by cursor key: two names a cursor
-    /// cannot tell apart are one channel) and applies the channel limit.
-    pub(crate) fn channel_names<I>(&self, channels: I) -> Result<Vec<ChannelName>, SubscribeError>
+    /// The channels `channels` name, checked as [`subscribe`](Self::subscribe)
+    /// checks them: valid names, duplicates dropped (two names a cursor
+    /// cannot tell apart are one channel), at least one and at most
+    /// [`max_channels_per_subscription`](Self::max_channels_per_subscription).
+    pub fn channel_names<I>(&self, channels: I) -> Result<Vec<ChannelName>, SubscribeError>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,

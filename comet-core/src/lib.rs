@@ -66,7 +66,6 @@ mod idempotency;
 mod memory_engine;
 mod message;
 mod payload;
-pub mod protocol;
 mod subscription;
 pub mod telemetry;
 
@@ -82,7 +81,6 @@ pub use idempotency::{
     IdempotencyKey, InvalidIdempotencyKey, DEFAULT_IDEMPOTENCY_WINDOW, MAX_IDEMPOTENCY_KEY_LEN,
 };
 pub use memory_engine::{HistoryPolicyFn, MemoryEngine, DEFAULT_IDLE_TTL};
-pub(crate) use message::Encoding;
-pub use message::Message;
+pub use message::{EncodingSlot, Message};
 pub use payload::{validate_event, Payload, PayloadKind, MAX_EVENT_NAME_LEN};
 pub use subscription::{Item, Subscription};

@@ -4,7 +4,10 @@ use crate::{ChannelName, PayloadKind};
 use bytes::Bytes;
 use std::{
     fmt,
-    sync::{Mutex, OnceLock},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex, OnceLock,
+    },
 };
 use tokio::time::Instant;
 
@@ -24,39 +27,44 @@ pub struct Message {
     /// Set by an engine that numbers messages elsewhere, to tell two
     /// messages apart that claim one position (0: none).
     identity: u64,
-    encodings: [OnceLock<Bytes>; Encoding::COUNT],
-    /// Encodings of formats outside the crate, by key; allocated on first use.
-    custom: OnceLock<Mutex<Vec<(&'static str, Bytes)>>>,
+    /// Encodings in the first slots, without a lock.
+    encodings: [OnceLock<Bytes>; INLINE_SLOTS],
+    /// Encodings in later slots; allocated on first use.
+    more: OnceLock<Mutex<Vec<(usize, Bytes)>>>,
 }
 
-/// The per-message encodings the built-in wire formats cache.
+/// Slots kept inline in every message: the built-in wire formats take six.
+const INLINE_SLOTS: usize = 8;
+
+/// A place in every [`Message`] for one wire format's encoding of it.
 ///
-/// Every subscriber of a message shares one encoding per format; only the
-/// cursor, which depends on the subscription, is written per subscriber.
-/// Private to the crate, so that no other format can fill (and poison) an
-/// encoding every subscriber shares; formats of your own cache with
-/// [`Message::encoded_with`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Encoding {
-    /// The SSE `event:` and `data:` lines of the message.
-    SseEvent,
-    /// The JSON envelope of the message, up to its `cursor` value.
-    EnvelopePrefix,
-    /// The same, escaped to be embedded in a `<script>` (forever frame, JSONP).
-    ScriptSafeEnvelopePrefix,
-    /// The whole SSE frame for one-channel subscriptions, whose cursor after
-    /// a message is the same for every subscriber.
-    SseOneChannelFrame,
-    /// The whole one-line envelope and line feed for one-channel subscriptions.
-    OneChannelEnvelopeLine,
-    /// The envelope prefix on one line (ndjson): the same bytes as
-    /// `EnvelopePrefix` unless the JSON payload has line breaks between its
-    /// tokens, which are then written as spaces.
-    OneLineEnvelopePrefix,
-}
+/// The encoding is computed the first time any subscriber needs it
+/// ([`Message::encoded`]) and shared by every later one: a message is
+/// encoded once per wire format, whatever its fan-out. Each slot is distinct
+/// from every other by construction, so no format can fill (and poison) an
+/// encoding another format's subscribers share. Make one per format, once,
+/// and keep it in a `static`:
+///
+/// ```
+/// use comet::{EncodingSlot, Message};
+/// use std::sync::LazyLock;
+///
+/// static LINE: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::new);
+///
+/// fn line(message: &Message) -> bytes::Bytes {
+///     message.encoded(&LINE, |m| format!("{}\n", m.text()).into())
+/// }
+/// ```
+#[derive(Debug, PartialEq, Eq)]
+pub struct EncodingSlot(usize);
 
-impl Encoding {
-    const COUNT: usize = 6;
+impl EncodingSlot {
+    /// A slot no other has.
+    #[allow(clippy::new_without_default)] // each call makes another slot
+    pub fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
 impl Message {
@@ -92,7 +100,7 @@ impl Message {
             published_at: Instant::now(),
             identity: 0,
             encodings: Default::default(),
-            custom: OnceLock::new(),
+            more: OnceLock::new(),
         }
     }
 
@@ -160,40 +168,29 @@ impl Message {
         self.published_at
     }
 
-    /// The message's encoding for one built-in wire format, computed by
-    /// `encode` the first time it is asked for and shared by every later caller.
-    pub(crate) fn encoded(
-        &self,
-        encoding: Encoding,
-        encode: impl FnOnce(&Message) -> Bytes,
-    ) -> Bytes {
-        self.encodings[encoding as usize]
-            .get_or_init(|| encode(self))
-            .clone()
-    }
-
-    /// For wire formats of your own: the encoding under `key` is computed
-    /// once and shared by every subscriber. Use one key per format (its name,
-    /// say). These encodings are kept apart from the built-in formats' own,
-    /// which no key reaches.
-    pub fn encoded_with(&self, key: &'static str, encode: impl FnOnce(&Message) -> Bytes) -> Bytes {
-        let cache = self.custom.get_or_init(Mutex::default);
-        let find = |cache: &Vec<(&'static str, Bytes)>| {
-            cache
-                .iter()
-                .find(|(k, _)| *k == key)
+    /// The message's encoding in `slot` (one wire format's), computed by
+    /// `encode` the first time it is asked for and shared by every later
+    /// caller.
+    pub fn encoded(&self, slot: &EncodingSlot, encode: impl FnOnce(&Message) -> Bytes) -> Bytes {
+        if let Some(inline) = self.encodings.get(slot.0) {
+            return inline.get_or_init(|| encode(self)).clone();
+        }
+        let more = self.more.get_or_init(Mutex::default);
+        let find = |more: &Vec<(usize, Bytes)>| {
+            more.iter()
+                .find(|(s, _)| *s == slot.0)
                 .map(|(_, b)| b.clone())
         };
-        if let Some(bytes) = find(&cache.lock().unwrap_or_else(|e| e.into_inner())) {
+        if let Some(bytes) = find(&more.lock().unwrap_or_else(|e| e.into_inner())) {
             return bytes;
         }
         // Encoded outside the lock; if another subscriber raced us, keep theirs.
         let bytes = encode(self);
-        let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-        match find(&cache) {
+        let mut more = more.lock().unwrap_or_else(|e| e.into_inner());
+        match find(&more) {
             Some(existing) => existing,
             None => {
-                cache.push((key, bytes.clone()));
+                more.push((slot.0, bytes.clone()));
                 bytes
             }
         }
@@ -226,6 +223,23 @@ mod tests {
             None,
             Bytes::from_static(data),
         )
+    }
+
+    #[test]
+    fn each_slot_holds_its_own_encoding_computed_once() {
+        let m = message(b"x");
+        let slots: Vec<EncodingSlot> = (0..INLINE_SLOTS + 3).map(|_| EncodingSlot::new()).collect();
+        for (i, slot) in slots.iter().enumerate() {
+            let mut calls = 0;
+            for _ in 0..2 {
+                let got = m.encoded(slot, |_| {
+                    calls += 1;
+                    Bytes::from(i.to_string())
+                });
+                assert_eq!(got, i.to_string().as_bytes());
+            }
+            assert_eq!(calls, 1, "slot {i}");
+        }
     }
 
     #[test]

@@ -95,12 +95,14 @@ pub(crate) fn gap(missed: Option<u64>) {
     counter!(GAPS, "cause" => cause).increment(1);
 }
 
-pub(crate) fn error(code: &'static str) {
+/// Counts an error answer under its code (adapters: every error response).
+pub fn error(code: &'static str) {
     counter!(ERRORS, "code" => code).increment(1);
 }
 
-/// Counts one subscription in [`SUBSCRIBERS`] for as long as it lives.
-pub(crate) struct SubscriberGauge(metrics::Gauge);
+/// Counts one subscription in [`SUBSCRIBERS`] for as long as it lives
+/// (adapters: one per subscribe request served).
+pub struct SubscriberGauge(metrics::Gauge);
 
 /// The gauge's keys for the built-in transports, built at compile time:
 /// every subscribe registers its gauge, and these cost no allocation.
@@ -120,7 +122,8 @@ static JSONP: [Label; 1] = [Label::from_static_parts("transport", "jsonp")];
 static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, None);
 
 impl SubscriberGauge {
-    pub(crate) fn new(transport: &str) -> Self {
+    /// Counts one more subscriber of `transport` (its `transport=` name).
+    pub fn new(transport: &str) -> Self {
         let gauge = match BUILTIN_KEYS.iter().find(|(name, _)| *name == transport) {
             Some((_, key)) => metrics::with_recorder(|r| r.register_gauge(key, &METADATA)),
             None => gauge!(SUBSCRIBERS, "transport" => transport.to_owned()),

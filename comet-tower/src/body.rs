@@ -1,7 +1,7 @@
 //! The response body of [`Comet`](crate::Comet).
 
 use bytes::Bytes;
-use comet_core::protocol::CometBody;
+use comet_protocol::CometBody;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use std::{

@@ -1,7 +1,7 @@
 //! The response future of [`Comet`](crate::Comet).
 
 use crate::ResponseBody;
-use comet_core::protocol;
+use comet_protocol as protocol;
 use http::Response;
 use pin_project_lite::pin_project;
 use std::{

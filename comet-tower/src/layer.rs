@@ -1,9 +1,7 @@
 //! [`CometLayer`]: the app's comet routes, mounted in front of its own.
 
-use comet_core::{
-    protocol::{self, PublishRoute, Route},
-    Hub,
-};
+use comet_core::Hub;
+use comet_protocol::{self as protocol, PublishRoute, Route};
 use std::{fmt, sync::Arc};
 
 /// Serves comet routes at their paths and passes every other request to the

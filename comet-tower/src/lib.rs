@@ -60,7 +60,7 @@
 //! The crate follows tower-http's anatomy: [`CometLayer`] (the layer),
 //! [`Comet`] (the service), [`ResponseFuture`] and [`ResponseBody`]; and
 //! [`RouteService`] mounts a single route with `Router::route_service`.
-//! The protocol itself lives in [`comet::protocol`](comet_core::protocol), shared by every adapter.
+//! The protocol itself lives in [`comet::protocol`](comet_protocol), shared by every adapter.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -78,5 +78,5 @@ pub use route_service::{RouteFuture, RouteService};
 pub use service::Comet;
 
 /// The protocol types a route is configured with, re-exported for convenience.
-pub use comet_core::protocol::{Cors, ProtocolError, PublishRoute, Route, Transport};
+pub use comet_protocol::{Cors, ProtocolError, PublishRoute, Route, Transport};
 pub use comet_core::Hub;

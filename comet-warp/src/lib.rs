@@ -2,7 +2,7 @@
 //!
 //! Each filter answers a request the way PROTOCOL.md says, errors included,
 //! using the protocol implementation shared with every adapter
-//! ([`comet::protocol`](comet_core::protocol)); this crate only turns a warp request into an
+//! ([`comet::protocol`](comet_protocol)); this crate only turns a warp request into an
 //! `http::request::Parts` and the answer into a warp reply. Compose them
 //! after the path filters you choose:
 //!
@@ -36,10 +36,8 @@
 #![forbid(unsafe_code)]
 
 use bytes::{Buf, Bytes};
-use comet_core::{
-    protocol::{self, CometBody, PublishRoute, Route},
-    Hub,
-};
+use comet_core::Hub;
+use comet_protocol::{self as protocol, CometBody, PublishRoute, Route};
 use futures_util::{Stream, StreamExt};
 use http::request::Parts;
 use http_body::Frame;

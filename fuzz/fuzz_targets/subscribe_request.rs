@@ -1,7 +1,7 @@
 //! Any query string and cursor headers give parameters or a 4xx, never a panic.
 #![no_main]
 
-use comet_core::protocol::{SubscribeParams, Transport};
+use comet_protocol::{SubscribeParams, Transport};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,7 +3,7 @@
 //! page can include a script with the user's cookies, so JSONP from another
 //! site is refused unless the route allows it.
 
-use crate::protocol::{
+use crate::{
     callback, envelope::Json, transport::poll, Cors, ErrorCode, PollFormat, ProtocolError,
 };
 use crate::{Cursor, Item};

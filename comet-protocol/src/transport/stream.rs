@@ -2,7 +2,7 @@
 //! for `fetch` streaming.
 
 use crate::{
-    protocol::{envelope, Chunks, StreamFormat},
+    {envelope, Chunks, StreamFormat},
     Cursor, Message,
 };
 use bytes::Bytes;
@@ -10,7 +10,7 @@ use http::HeaderValue;
 
 /// Default bytes after which a stream a browser buffers whole (ndjson,
 /// forever frame) ends, for the client to resume with its cursor; see
-/// [`Route::byte_budget`](crate::protocol::Route::byte_budget).
+/// [`Route::byte_budget`](crate::Route::byte_budget).
 pub const DEFAULT_BYTE_BUDGET: usize = 256 * 1024;
 
 /// Newline-delimited JSON envelopes.
@@ -38,7 +38,7 @@ impl StreamFormat for Ndjson {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{
+    use crate::{
         envelope::{write, Json},
         transport::{test_frame as frame, test_item as item},
     };

@@ -4,7 +4,7 @@
 //! own origin may frame it.
 
 use crate::{
-    protocol::{
+    {
         envelope::{self, Json},
         Chunks, StreamFormat,
     },
@@ -36,7 +36,7 @@ static FRAME_HEADERS: [(HeaderName, HeaderValue); 2] = [
 ];
 
 impl Iframe {
-    /// `callback` must have passed [`callback::validate`](crate::protocol::callback::validate).
+    /// `callback` must have passed [`callback::validate`](crate::callback::validate).
     pub(crate) fn new(callback: &str) -> Self {
         Self {
             call: Bytes::from(format!("<script>parent.{callback}(")),
@@ -92,7 +92,7 @@ impl StreamFormat for Iframe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::transport::{test_frame as frame, test_item as item};
+    use crate::transport::{test_frame as frame, test_item as item};
     use crate::Payload;
 
     #[tokio::test]

@@ -4,7 +4,7 @@
 //! poll for every poll format, built-in or your own.
 
 use crate::{
-    protocol::{
+    {
         envelope::{self, Json},
         PollFormat,
     },
@@ -16,11 +16,11 @@ use std::time::Duration;
 use tokio_stream::StreamExt;
 
 /// Default longest hold of a long poll; see
-/// [`Route::max_hold`](crate::protocol::Route::max_hold).
+/// [`Route::max_hold`](crate::Route::max_hold).
 pub const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(30);
 
 /// Default most items in one long-poll answer; see
-/// [`Route::max_batch`](crate::protocol::Route::max_batch).
+/// [`Route::max_batch`](crate::Route::max_batch).
 pub const DEFAULT_MAX_BATCH: usize = 100;
 
 /// `{"cursor":"..","messages":[envelope, ...]}`.

@@ -232,9 +232,9 @@ impl From<crate::SubscribeError> for ProtocolError {
             ChannelLimit { .. } => ErrorCode::ChannelLimit,
             ShuttingDown => ErrorCode::ShuttingDown,
             ForgedCursor => ErrorCode::BadCursor,
-            Unavailable { .. } => {
-                return Self::unavailable(error.to_string(), UNAVAILABLE_RETRY_AFTER_SECS)
-            }
+            // The backplane's failure (or one the table does not know yet):
+            // the server's, and worth a retry.
+            _ => return Self::unavailable(error.to_string(), UNAVAILABLE_RETRY_AFTER_SECS),
         };
         code.error(error.to_string())
     }

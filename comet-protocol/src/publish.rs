@@ -205,24 +205,24 @@ impl PublishRequest {
         if let Some(event) = self.event {
             payload = payload.event(event);
         }
-        let cursor = hub
-            .publish_with_key(
-                self.channel.as_str(),
-                payload,
-                self.idempotency_key.as_ref(),
-            )
-            .await
+        let published = match &self.idempotency_key {
+            Some(key) => hub.publish_idempotent(self.channel.as_str(), payload, key).await,
+            None => hub.publish(self.channel.as_str(), payload).await,
+        };
+        let cursor = published
             .map_err(|e| match e {
                 PublishError::PayloadTooLarge { max, .. } => request::body_too_large(max),
                 e @ PublishError::ChannelLimit { .. } => {
                     ErrorCode::ChannelLimit.error(e.to_string())
                 }
-                PublishError::Engine(e) => ProtocolError::unavailable(
+                PublishError::InvalidEvent(reason) => ErrorCode::BadEvent.error(reason),
+                PublishError::InvalidChannel(e) => ErrorCode::BadChannel.error(e.to_string()),
+                // The engine's failure (or one the table does not know yet):
+                // the server's, and worth a retry.
+                e => ProtocolError::unavailable(
                     format!("could not publish: {e}"),
                     UNAVAILABLE_RETRY_AFTER_SECS,
                 ),
-                PublishError::InvalidEvent(reason) => ErrorCode::BadEvent.error(reason),
-                PublishError::InvalidChannel(e) => ErrorCode::BadChannel.error(e.to_string()),
             })?;
         let mut response = Response::new(CometBody::full(
             serde_json::json!({ "cursor": cursor }).to_string(),

@@ -211,7 +211,7 @@ mod tests {
             let err = SubscribeParams::from_query(Some(query)).unwrap_err();
             assert_eq!((err.status().as_u16(), err.code()), (400, code), "{query}");
         }
-        let long = "x".repeat(crate::protocol::MAX_QUERY_LEN + 1);
+        let long = "x".repeat(crate::MAX_QUERY_LEN + 1);
         assert_eq!(
             SubscribeParams::from_query(Some(&long))
                 .unwrap_err()

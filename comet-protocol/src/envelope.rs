@@ -6,11 +6,22 @@
 //! message and shape, cached in the message, and shared as `Bytes` by every
 //! subscriber; only the cursor, which depends on the subscription, is written
 //! per subscriber. The cache is private to this crate's formats: a format of
-//! your own caches under its own key with [`Message::encoded_with`] and cannot
+//! your own caches in its own [`EncodingSlot`](comet_core::EncodingSlot) and cannot
 //! reach these.
 
-use crate::{ChannelName, Cursor, Encoding, Item, Message, PayloadKind};
+use crate::{ChannelName, Cursor, Item, Message, PayloadKind};
 use bytes::{BufMut, Bytes, BytesMut};
+use comet_core::EncodingSlot;
+use std::sync::LazyLock;
+
+/// The JSON envelope of a message, up to its `cursor` value.
+pub(crate) static ENVELOPE_PREFIX: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::new);
+/// The same, escaped to be embedded in a `<script>` (forever frame, JSONP).
+pub(crate) static SCRIPT_SAFE_ENVELOPE_PREFIX: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::new);
+/// The envelope prefix on one line (ndjson): the same bytes as the prefix unless the JSON payload has line breaks between its tokens, which are then written as spaces.
+pub(crate) static ONE_LINE_ENVELOPE_PREFIX: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::new);
+/// The whole one-line envelope and line feed for one-channel subscriptions, whose cursor after a message is the same for every subscriber.
+pub(crate) static ONE_CHANNEL_ENVELOPE_LINE: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::new);
 
 /// Whether JSON must be safe to embed in a `<script>` (forever frame, JSONP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,9 +37,9 @@ pub(crate) const HEARTBEAT: &str = "{\"type\":\"heartbeat\"}";
 /// envelope up to its cursor value, shared by every subscriber.
 pub(crate) fn prefix(message: &Message, json: Json) -> Bytes {
     match json {
-        Json::Plain => message.encoded(Encoding::EnvelopePrefix, encode_prefix),
-        Json::ScriptSafe => message.encoded(Encoding::ScriptSafeEnvelopePrefix, |m| {
-            script_safe(&m.encoded(Encoding::EnvelopePrefix, encode_prefix))
+        Json::Plain => message.encoded(&ENVELOPE_PREFIX, encode_prefix),
+        Json::ScriptSafe => message.encoded(&SCRIPT_SAFE_ENVELOPE_PREFIX, |m| {
+            script_safe(&m.encoded(&ENVELOPE_PREFIX, encode_prefix))
         }),
     }
 }
@@ -96,7 +107,7 @@ fn script_safe(json: &[u8]) -> Bytes {
 /// each as a space keeps every token byte for byte. Without line breaks (the
 /// usual case) this is the very `Bytes` of the plain prefix.
 pub(crate) fn one_line_prefix(message: &Message) -> Bytes {
-    message.encoded(Encoding::OneLineEnvelopePrefix, |m| {
+    message.encoded(&ONE_LINE_ENVELOPE_PREFIX, |m| {
         let prefix = prefix(m, Json::Plain);
         if m.kind() != PayloadKind::Json || !m.data().iter().any(|b| matches!(b, b'\r' | b'\n')) {
             return prefix;
@@ -118,7 +129,7 @@ fn one_line_is_plain(message: &Message) -> bool {
 /// one-channel subscription (`cursor` is its position after the message):
 /// the same for every such subscriber, so encoded once per message and shared.
 pub(crate) fn one_channel_line(message: &Message, cursor: &Cursor) -> Bytes {
-    message.encoded(Encoding::OneChannelEnvelopeLine, |message| {
+    message.encoded(&ONE_CHANNEL_ENVELOPE_LINE, |message| {
         let prefix = one_line_prefix(message);
         [prefix.as_ref(), &cursor_tail(cursor, b"\n")]
             .concat()
@@ -182,7 +193,7 @@ pub(crate) fn write(out: &mut BytesMut, item: &Item, json: Json) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::transport::test_item as item;
+    use crate::transport::test_item as item;
     use crate::Payload;
 
     #[tokio::test]

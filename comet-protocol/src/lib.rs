@@ -25,6 +25,15 @@
 //! - `route.rs` and `policy.rs`: a route's configuration, and the
 //!   application's say in who gets which channels.
 
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+// The core's names the protocol speaks in.
+use comet_core::{
+    telemetry, ChannelName, Cursor, CursorError, Hub, IdempotencyKey, Item, Message, Payload,
+    PayloadKind, PublishError, Since, Start, SubscribeError, Subscription,
+};
+
 mod body;
 mod callback;
 mod client;

@@ -140,7 +140,7 @@ impl Route {
     /// request's parameters (a callback name, say) or refuse it.
     ///
     /// ```
-    /// use comet::{protocol::{Chunks, Route, StreamFormat}, Cursor, Message};
+    /// use comet::{{Chunks, Route, StreamFormat}, Cursor, Message};
     ///
     /// struct Csv;
     /// impl StreamFormat for Csv {
@@ -179,7 +179,7 @@ impl Route {
     ///
     /// ```
     /// use bytes::Bytes;
-    /// use comet::{protocol::{PollFormat, Route}, Cursor, Item};
+    /// use comet::{{PollFormat, Route}, Cursor, Item};
     /// use http::HeaderValue;
     ///
     /// /// The cursor, then one message text per line.

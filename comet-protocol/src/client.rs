@@ -2,7 +2,7 @@
 //!
 //! The script is compiled into the crate, so the client a server hands out
 //! always speaks that server's protocol. It is written as ES modules
-//! (`comet-core/client/*.js`, unit-tested with `node --test`) and served as
+//! (`comet-protocol/client/*.js`, unit-tested with `node --test`) and served as
 //! one file that `build.rs` makes of them: one request, one URL to version,
 //! nothing to mount per module. Its URL without a version is
 //! revalidated by ETag on every load (a 304 when unchanged); with
@@ -14,12 +14,12 @@ use bytes::Bytes;
 use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
 use std::sync::OnceLock;
 
-/// The client: a dependency-free ES module, `comet-core/client/comet.js`
+/// The client: a dependency-free ES module, `comet-protocol/client/comet.js`
 /// with the modules it imports, built into one file by `build.rs`.
 pub const CLIENT_SCRIPT: &str = include_str!(concat!(env!("OUT_DIR"), "/comet.js"));
 
-/// Its TypeScript declarations (`comet-core/client/comet.d.ts`).
-pub const CLIENT_TYPES: &str = include_str!("../../client/comet.d.ts");
+/// Its TypeScript declarations (`comet-protocol/client/comet.d.ts`).
+pub const CLIENT_TYPES: &str = include_str!("../client/comet.d.ts");
 
 /// The file name the client is served as, below a subscribe route's path.
 pub const CLIENT_SCRIPT_NAME: &str = "comet.js";

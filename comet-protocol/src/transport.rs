@@ -222,15 +222,15 @@ mod tests {
     }
 
     fn chunks(format: &dyn StreamFormat, item: &crate::Item) -> Vec<bytes::Bytes> {
-        let mut out = crate::protocol::Chunks::default();
+        let mut out = crate::Chunks::default();
         format.item(item, &mut out);
         out.iter().cloned().collect()
     }
 
     #[tokio::test]
     async fn each_wire_format_encodes_a_message_once_for_every_subscriber() {
-        use crate::protocol::envelope::{self, Json};
-        use crate::{Encoding, Hub, Start};
+        use crate::envelope::{self, Json};
+        use crate::{Hub, Start};
         use bytes::BytesMut;
         use tokio_stream::StreamExt;
 
@@ -253,7 +253,7 @@ mod tests {
 
         let sse = sse::Sse::new(std::time::Duration::ZERO);
         // `retry:` rides on the first event only: send it now.
-        sse.item(&a, &mut crate::protocol::Chunks::default());
+        sse.item(&a, &mut crate::Chunks::default());
         for format in [&sse as &dyn StreamFormat, &stream::Ndjson] {
             // One channel: the whole frame, cursor included, is the same bytes.
             let (fa, fb) = (chunks(format, &a), chunks(format, &b));
@@ -288,7 +288,7 @@ mod tests {
         let prefix = a
             .message()
             .unwrap()
-            .encoded(Encoding::EnvelopePrefix, |_| unreachable!("cached"));
+            .encoded(&crate::envelope::ENVELOPE_PREFIX, |_| unreachable!("cached"));
         assert!(pa.starts_with(&prefix) && pc.starts_with(&prefix));
     }
 }

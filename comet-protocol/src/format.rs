@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 /// The chunks a [`StreamFormat`] writes for one item, in order.
 ///
 /// Push shared bytes (such as a per-message encoding from
-/// [`Message::encoded_with`]) as their own chunk rather than copying them into
+/// [`Message::encoded`] in an [`EncodingSlot`](comet_core::EncodingSlot)) as their own chunk rather than copying them into
 /// a per-subscriber buffer: the server writes chunks without copying.
 #[derive(Debug, Default)]
 pub struct Chunks {
@@ -63,7 +63,7 @@ impl Chunks {
 /// line for gaps, and `text/plain`.
 ///
 /// ```
-/// use comet::{protocol::{Chunks, StreamFormat}, Cursor, Message};
+/// use comet::{{Chunks, StreamFormat}, Cursor, Message};
 ///
 /// /// `channel<TAB>text` lines, for `curl` users.
 /// struct Lines;

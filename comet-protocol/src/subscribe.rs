@@ -61,7 +61,7 @@ pub fn serve(hub: &Hub, route: &Route, request: &Parts) -> ResponseFuture {
             start,
             timeout,
         } = subscribe;
-        match hub.subscribe_names(&names, start).await {
+        match hub.subscribe(&names, start).await {
             Ok(subscription) => {
                 tracing::debug!("subscribed");
                 let gauge = SubscriberGauge::new(&transport_name);

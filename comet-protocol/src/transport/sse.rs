@@ -3,8 +3,8 @@
 //! `id:` as `Last-Event-ID`.
 
 use crate::{
-    protocol::{envelope, Chunks, StreamFormat},
-    ChannelName, Cursor, Encoding, Message,
+    {envelope, Chunks, StreamFormat},
+    ChannelName, Cursor, Message,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use http::HeaderValue;
@@ -12,9 +12,16 @@ use std::{
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
+use comet_core::EncodingSlot;
+use std::sync::LazyLock;
+
+/// The SSE `event:` and `data:` lines of a message.
+pub(crate) static SSE_EVENT: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::new);
+/// The whole SSE frame for one-channel subscriptions, whose cursor after a message is the same for every subscriber.
+pub(crate) static SSE_ONE_CHANNEL_FRAME: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::new);
 
 /// The default reconnection delay SSE clients are told (`retry:`); see
-/// [`Route::retry`](crate::protocol::Route::retry).
+/// [`Route::retry`](crate::Route::retry).
 pub const DEFAULT_RETRY: Duration = Duration::from_secs(2);
 
 /// Server-Sent Events.
@@ -46,11 +53,11 @@ impl StreamFormat for Sse {
     /// every subscriber of the message).
     fn message(&self, message: &Message, cursor: &Cursor, out: &mut Chunks) {
         self.retry_once(out);
-        let body = message.encoded(Encoding::SseEvent, encode_event);
+        let body = message.encoded(&SSE_EVENT, encode_event);
         if cursor.len() == 1 {
             // Every one-channel subscriber has this very cursor after this
             // message: the whole frame is shared, nothing is per subscriber.
-            out.push(message.encoded(Encoding::SseOneChannelFrame, |_| {
+            out.push(message.encoded(&SSE_ONE_CHANNEL_FRAME, |_| {
                 let mut frame = id_line(cursor);
                 frame.extend_from_slice(&body);
                 frame.into()
@@ -148,7 +155,7 @@ fn lines(text: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::transport::{test_frame as frame, test_item as item};
+    use crate::transport::{test_frame as frame, test_item as item};
     use crate::{Item, Payload};
 
     fn sse(item: &Item) -> String {
