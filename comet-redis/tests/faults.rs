@@ -544,16 +544,7 @@ async fn a_long_load_holds_up_no_other_channels_announcements() {
     let redis = RedisServer::start();
     let mut connection = redis.connection().await;
     fill(&mut connection, "long", 64, 64 * 1024).await; // 4 MiB: about 2 s
-    let link = TcpProxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap()).await;
-    let history = HistoryPolicy {
-        max_messages: 1000,
-        max_age: None,
-    };
-    let (a, _) = node_with(
-        builder(&link.url())
-            .history(history)
-            .timeout(Duration::from_secs(10)),
-    );
+    let (a, _, link) = behind_a_link(&redis).await;
     let (b, _) = node(&redis.url());
     let mut small = a.subscribe(["small"], Start::head()).await.unwrap();
     b.publish("small", "0").await.unwrap();
@@ -602,16 +593,7 @@ async fn a_mirror_dropped_and_made_again_during_its_load_is_loaded() {
     let redis = RedisServer::start();
     let mut connection = redis.connection().await;
     fill(&mut connection, "again", 32, 64 * 1024).await; // 2 MiB: about 1 s
-    let link = TcpProxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap()).await;
-    let history = HistoryPolicy {
-        max_messages: 1000,
-        max_age: None,
-    };
-    let (a, engine) = node_with(
-        builder(&link.url())
-            .history(history)
-            .timeout(Duration::from_secs(10)),
-    );
+    let (a, engine, link) = behind_a_link(&redis).await;
     let (b, _) = node(&redis.url());
     eventually("connected", || engine.stats().connected).await;
     link.throttle(2 << 20);
@@ -671,6 +653,22 @@ async fn a_channel_whose_read_failed_is_read_again_while_it_has_subscribers() {
         .unwrap();
     a.publish("mend", "over").await.unwrap();
     assert_eq!(take(&mut sub, 2).await, ["gap:None", "1:over"]);
+}
+
+/// A node that reaches `redis` through a link a test can slow down, with a
+/// long history and time to spare for each call.
+async fn behind_a_link(redis: &RedisServer) -> (Hub, RedisEngine, TcpProxy) {
+    let link = TcpProxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap()).await;
+    let history = HistoryPolicy {
+        max_messages: 1000,
+        max_age: None,
+    };
+    let (hub, engine) = node_with(
+        builder(&link.url())
+            .history(history)
+            .timeout(Duration::from_secs(10)),
+    );
+    (hub, engine, link)
 }
 
 /// Whether the node is connected, without a break for `hold`, from some
