@@ -67,11 +67,31 @@ impl CursorKey {
         self.0
     }
 
-    fn tag(&self, entries: &[u8]) -> u64 {
+    /// The tag of `entries` in a cursor of `version`: version 3 covers its
+    /// version byte too, so that entries cannot be read as another layout
+    /// under the same tag (version 2 did not; its tags still verify).
+    fn tag(&self, version: u8, entries: &[u8]) -> u64 {
         use std::hash::Hasher;
         let mut hasher = siphasher::sip::SipHasher24::new_with_key(&self.0);
+        if version != TAGGED_WITHOUT_IDENTITIES {
+            hasher.write(&[version]);
+        }
         hasher.write(entries);
         hasher.finish()
+    }
+}
+
+impl Provenance {
+    /// This, unless it is forged: then what `other` says (a tag under
+    /// another key the engine still honours).
+    pub(crate) fn or_else(self, other: impl FnOnce() -> Provenance) -> Provenance {
+        match self {
+            Provenance::Forged => match other() {
+                Provenance::Issued => Provenance::Issued,
+                _ => Provenance::Forged,
+            },
+            known => known,
+        }
     }
 }
 
@@ -83,6 +103,7 @@ impl fmt::Debug for CursorKey {
 
 /// What a cursor's tag says of it, under an engine's key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
 pub(crate) enum Provenance {
     /// A node of this engine issued it.
     Issued,
@@ -176,14 +197,14 @@ impl Cursor {
     /// trust them).
     pub(crate) fn signed(mut self, key: Option<CursorKey>) -> Self {
         self.identities = key.is_some();
-        self.tag = key.map(|key| self.with_entries(|entries| key.tag(entries)));
+        self.tag = key.map(|key| self.with_entries(|entries| key.tag(TAGGED, entries)));
         self
     }
 
     /// Whether a node holding `key` issued it.
     pub(crate) fn provenance(&self, key: Option<CursorKey>) -> Provenance {
         match (self.tag, key) {
-            (Some(tag), Some(key)) if self.with_entries(|e| key.tag(e)) == tag => {
+            (Some(tag), Some(key)) if self.with_entries(|e| key.tag(self.version(), e)) == tag => {
                 Provenance::Issued
             }
             (Some(_), Some(_)) => Provenance::Forged,
@@ -384,6 +405,20 @@ fn fill(out: &mut [u8], positions: &[Position], identities: bool) {
         if identities {
             entry[24..].copy_from_slice(&p.identity.to_be_bytes());
         }
+    }
+}
+
+/// A cursor at these positions (the first of each channel), untagged: a
+/// node that holds a key treats it as unverified (see [`CursorKey`]).
+impl FromIterator<Position> for Cursor {
+    fn from_iter<I: IntoIterator<Item = Position>>(positions: I) -> Self {
+        let mut kept: Vec<Position> = Vec::new();
+        for position in positions {
+            if !kept.iter().any(|p| p.key == position.key) {
+                kept.push(position);
+            }
+        }
+        Self::from_positions(kept)
     }
 }
 
@@ -648,7 +683,7 @@ mod tests {
             identities: false,
         };
         let v2 = Cursor {
-            tag: Some(v2.with_entries(|entries| key.tag(entries))),
+            tag: Some(v2.with_entries(|entries| key.tag(TAGGED_WITHOUT_IDENTITIES, entries))),
             ..v2
         };
         let v2_token = v2.encode();
@@ -657,6 +692,15 @@ mod tests {
         assert_eq!(decoded.provenance(Some(key)), Provenance::Issued);
         assert_eq!(decoded.position_by_key(7).map(|p| p.identity), Some(0));
         assert_eq!(decoded.encode(), v2_token);
+        // Three version 3 entries are as many bytes as four version 2 ones:
+        // relabelled, they do not verify under the same tag.
+        let three = Cursor::from_positions([1, 2, 3].map(|k| Position { key: k, ..position }))
+            .signed(Some(key));
+        let mut raw = URL_SAFE_NO_PAD.decode(three.encode()).unwrap();
+        raw[0] = TAGGED_WITHOUT_IDENTITIES;
+        let relabelled = Cursor::decode(&URL_SAFE_NO_PAD.encode(&raw)).unwrap();
+        assert_eq!(relabelled.len(), 4);
+        assert_eq!(relabelled.provenance(Some(key)), Provenance::Forged);
         // Untagged (version 1) cursors still read, as unverified.
         let untagged = Cursor::decode(&Cursor::from(position).encode()).unwrap();
         assert_eq!(untagged.provenance(Some(key)), Provenance::Unverified);

@@ -82,6 +82,14 @@ pub trait Engine: Send + Sync + 'static {
     fn cursor_key(&self) -> Option<CursorKey> {
         None
     }
+
+    /// The key the nodes shared before [`cursor_key`](Self::cursor_key), if
+    /// it changed (its holder in the backplane lost it, say): cursors tagged
+    /// under it still count as issued, so that a key change refuses none of
+    /// the cursors out there. New cursors are tagged under the current key.
+    fn previous_cursor_key(&self) -> Option<CursorKey> {
+        None
+    }
 }
 
 /// Where a subscriber resumes in one channel, as its cursor says.

@@ -286,7 +286,10 @@ impl Hub {
         // A cursor with a wrong tag was made up or altered: refused, so that
         // nobody can pass one off as proof that history lost writes.
         let issued = match &start.cursor {
-            Some(cursor) => match cursor.provenance(self.shared.engine.cursor_key()) {
+            Some(cursor) => match cursor
+                .provenance(self.shared.engine.cursor_key())
+                .or_else(|| cursor.provenance(self.shared.engine.previous_cursor_key()))
+            {
                 Provenance::Issued => true,
                 Provenance::Unverified => false,
                 Provenance::Forged => return Err(SubscribeError::ForgedCursor),

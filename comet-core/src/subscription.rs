@@ -101,6 +101,12 @@ pub struct Subscription {
 struct Subscribed {
     log: Arc<ChannelLog>,
     position: Position,
+    /// The position is one this node can vouch for: the log's own, or a
+    /// cursor's that is not ahead of the log. One ahead (from an untagged
+    /// cursor, say) is vouched for once a read moves it; until then the
+    /// subscription's cursors go untagged, so that nobody can have a node
+    /// tag a made-up position and pass it off as proof of lost writes.
+    vouched: bool,
     waiter: Pin<Box<OwnedNotified>>,
 }
 
@@ -115,6 +121,7 @@ impl Subscription {
             .map(|(log, position)| Subscribed {
                 // Armed now, before the first read.
                 waiter: Box::pin(log.waiter()),
+                vouched: position.epoch != log.epoch() || position.offset <= log.head().offset,
                 log,
                 position,
             })
@@ -129,8 +136,9 @@ impl Subscription {
 
     /// The position after everything delivered so far, in every channel.
     pub fn cursor(&self) -> Cursor {
+        let vouched = self.channels.iter().all(|c| c.vouched);
         Cursor::from_positions(self.channels.iter().map(|c| c.position))
-            .signed(self.state.engine.cursor_key())
+            .signed(self.state.engine.cursor_key().filter(|_| vouched))
     }
 
     /// The channels subscribed to, in request order.
@@ -152,10 +160,12 @@ impl Subscription {
                     subscribed.position.epoch = message.epoch();
                     subscribed.position.offset = message.offset();
                     subscribed.position.identity = message.identity();
+                    subscribed.vouched = true;
                     ItemKind::Message(message)
                 }
                 Read::Gap { missed, resume } => {
                     subscribed.position = resume;
+                    subscribed.vouched = true;
                     crate::telemetry::gap(missed);
                     ItemKind::Gap(missed)
                 }

@@ -70,7 +70,7 @@ use std::{
     fmt,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard,
+        Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard,
     },
     time::Duration,
 };
@@ -100,10 +100,31 @@ pub struct RedisEngine {
 
 /// Configures a [`RedisEngine`].
 #[must_use]
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisEngineBuilder {
     url: String,
     config: Config,
+}
+
+impl fmt::Debug for RedisEngineBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisEngineBuilder")
+            .field("url", &redacted(&self.url))
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// `url` without the password it may hold, for logs.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_owned(),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -189,6 +210,8 @@ struct Commands {
 /// What the engine handles and its task share.
 struct Shared {
     config: Config,
+    /// The URL it was built from, without a password (for `Debug`).
+    url: String,
     /// Where the primary is: the node's task asks at each connect.
     primary: Primary,
     /// Commands and scripts. Replaced when Redis stops answering on it (a
@@ -200,19 +223,31 @@ struct Shared {
     scripts: scripts::Scripts,
     /// The server knows script flags (Redis 7 and later), as found at connect.
     script_flags: AtomicBool,
+    /// The server may evict keys before they expire (a `maxmemory-policy`
+    /// other than `noeviction`), as found at connect: a history may then end
+    /// before its keys' TTL.
+    evicting: AtomicBool,
     /// The key that tags cursors, as Redis holds it for every node; fixed
     /// once known (a node restores it where Redis lost it).
-    cursor_key: OnceLock<CursorKey>,
+    cursor_key: SharedKey,
+    /// The key before it, whose cursors still verify (see
+    /// `Engine::previous_cursor_key`).
+    previous_cursor_key: SharedKey,
     /// Asks the task to reconnect (a command found the server no longer the
     /// primary, or Sentinel announced another one): its pub/sub connection
     /// is likely on the old one too.
     reconnect: Notify,
+    /// How many times a reconnect was asked for: the task acts on those
+    /// asked since its connect began, not on a permit left from before.
+    reconnects_asked: AtomicU64,
     mirrors: RwLock<HashMap<ChannelName, Arc<Mirror>>>,
     /// The pub/sub connection is up and every mirror is current.
     connected: AtomicBool,
     dropped: AtomicBool,
     /// A round of key TTL refreshes is under way (one at a time).
     touching: AtomicBool,
+    /// A read of the cursor key is under way (one at a time).
+    keying: AtomicBool,
     requests: mpsc::Sender<Refresh>,
     stats: Counters,
 }
@@ -446,18 +481,23 @@ impl RedisEngineBuilder {
         });
         let (requests, receiver) = mpsc::channel(self.config.queue);
         let shared = Arc::new(Shared {
+            url: redacted(&self.url),
             config: self.config,
             primary,
             commands,
             commands_config: manager,
             scripts: scripts::Scripts::new(),
             script_flags: AtomicBool::new(false),
-            cursor_key: OnceLock::new(),
+            evicting: AtomicBool::new(false),
+            cursor_key: SharedKey::default(),
+            previous_cursor_key: SharedKey::default(),
             reconnect: Notify::new(),
+            reconnects_asked: AtomicU64::new(0),
             mirrors: RwLock::default(),
             connected: AtomicBool::new(false),
             dropped: AtomicBool::new(false),
             touching: AtomicBool::new(false),
+            keying: AtomicBool::new(false),
             requests,
             stats: Counters::default(),
         });
@@ -534,6 +574,12 @@ impl Shared {
         self.config
             .key_ttl()
             .map_or(0, |ttl| ttl.as_millis() as u64)
+    }
+
+    /// Asks the node's task to reconnect both connections.
+    pub(crate) fn ask_reconnect(&self) {
+        self.reconnects_asked.fetch_add(1, Ordering::SeqCst);
+        self.reconnect.notify_one();
     }
 
     /// The command connection and its generation. Behind Sentinel, until
@@ -621,7 +667,7 @@ impl Shared {
                 Verdict::NotPrimary => {
                     self.reconnect_commands(generation);
                     // Its pub/sub connection is on that server too.
-                    self.reconnect.notify_one();
+                    self.ask_reconnect();
                 }
             }
             if retry {
@@ -722,14 +768,22 @@ impl Shared {
                 // A new epoch meanwhile: what was read says nothing of it.
                 return self.read_page(keys, None, max).await;
             }
-            if page.entries.is_empty() {
-                break;
-            }
+            // Stops after a page that does not follow on (the history moved
+            // past the reader meanwhile: the mirror gets an exact gap for
+            // the hole) or brings nothing up to the target.
+            let follows = page
+                .entries
+                .first()
+                .is_some_and(|first| first.offset == newest.offset + 1 && first.offset <= target);
+            let before = state.entries.len();
             state.entries.extend(
                 page.entries
                     .into_iter()
                     .filter(|entry| entry.offset <= target),
             );
+            if !follows || state.entries.len() == before {
+                break;
+            }
         }
         Ok(state)
     }
@@ -776,34 +830,57 @@ impl Shared {
         .map(drop)
     }
 
-    /// The key that tags cursors: Redis's, or this node's own where Redis
-    /// has none (the first node, or Redis lost its data: the node that knew
-    /// it puts it back).
+    /// Learns the key that tags cursors from Redis, putting this node's
+    /// back if Redis has none (the first node, or Redis lost its data: the
+    /// node that knew it puts it back). A node whose key Redis no longer
+    /// holds (another node put a fresh one first) takes Redis's, and keeps
+    /// honouring its own as the previous one; so do the others, through
+    /// Redis.
     async fn load_cursor_key(&self) -> Result<(), Failure> {
-        let ours = self
-            .cursor_key
-            .get()
-            .copied()
-            .unwrap_or_else(CursorKey::random);
-        let hex: String = ours.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let ours = self.cursor_key.get();
+        let ours_hex = ours.map(hex).unwrap_or_default();
+        let fresh_hex = hex(CursorKey::random());
         let name = format!("{}:cursor-key", self.config.prefix);
+        let previous_name = format!("{name}:previous");
         let value = self
             .invoke(|_| {
                 let mut invocation = self.scripts.cursor_key.key(&name);
-                invocation.arg(&hex);
+                invocation
+                    .key(&previous_name)
+                    .arg(&ours_hex)
+                    .arg(&fresh_hex);
                 invocation
             })
             .await?;
-        let theirs = wire::bulk(&value)
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(parse_key)
-            .ok_or_else(|| Failure::Channel(format!("{name} does not hold a cursor key")))?;
-        if *self.cursor_key.get_or_init(|| theirs) != theirs {
-            tracing::warn!(
-                "redis holds another cursor key than this node's: cursors issued by other \
-                 nodes since will not verify here (was the key deleted by hand?)"
-            );
+        let text = |value: &redis::Value| {
+            wire::bulk(value)
+                .and_then(|bytes| std::str::from_utf8(bytes).ok())
+                .map(str::to_owned)
+        };
+        let (theirs, previous) = match &value {
+            redis::Value::Array(parts) if parts.len() == 2 => (
+                text(&parts[0]).as_deref().and_then(parse_key),
+                text(&parts[1]).as_deref().and_then(parse_key),
+            ),
+            _ => (None, None),
+        };
+        let theirs =
+            theirs.ok_or_else(|| Failure::Channel(format!("{name} does not hold a cursor key")))?;
+        match ours {
+            Some(ours) if ours != theirs => {
+                tracing::warn!(
+                    "redis holds another cursor key than this node's (redis lost it, and \
+                     another node put a fresh one first): taking it, and honouring the old one"
+                );
+                self.previous_cursor_key.set(ours);
+            }
+            _ => {
+                if let Some(previous) = previous {
+                    self.previous_cursor_key.set(previous);
+                }
+            }
         }
+        self.cursor_key.set(theirs);
         Ok(())
     }
 
@@ -892,6 +969,62 @@ impl Shared {
                 self.config.timeout
             ))),
         }
+    }
+}
+
+/// A cursor key as 32 hex digits.
+fn hex(key: CursorKey) -> String {
+    key.to_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A cursor key that every request reads (each cursor a node issues is
+/// tagged under it) and that changes rarely: read without a lock, as a
+/// sequence lock over its two words.
+#[derive(Default)]
+struct SharedKey {
+    /// Even when stable, odd while written; 0 while there is no key.
+    sequence: AtomicU64,
+    words: [AtomicU64; 2],
+    /// One writer at a time (the node's task, or a first publish before it
+    /// connected).
+    writer: Mutex<()>,
+}
+
+impl SharedKey {
+    fn get(&self) -> Option<CursorKey> {
+        loop {
+            let before = self.sequence.load(Ordering::Acquire);
+            if before == 0 {
+                return None;
+            }
+            if before % 2 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let words = [
+                self.words[0].load(Ordering::Acquire),
+                self.words[1].load(Ordering::Acquire),
+            ];
+            if self.sequence.load(Ordering::Acquire) == before {
+                let mut bytes = [0u8; 16];
+                bytes[..8].copy_from_slice(&words[0].to_le_bytes());
+                bytes[8..].copy_from_slice(&words[1].to_le_bytes());
+                return Some(CursorKey::from_bytes(bytes));
+            }
+        }
+    }
+
+    fn set(&self, key: CursorKey) {
+        let _writing = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if self.get() == Some(key) {
+            return;
+        }
+        let bytes = key.to_bytes();
+        let word = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8"));
+        self.sequence.fetch_add(1, Ordering::AcqRel);
+        self.words[0].store(word(0), Ordering::Release);
+        self.words[1].store(word(1), Ordering::Release);
+        self.sequence.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -1012,7 +1145,11 @@ impl Engine for RedisEngine {
     }
 
     fn cursor_key(&self) -> Option<CursorKey> {
-        self.shared.cursor_key.get().copied()
+        self.shared.cursor_key.get()
+    }
+
+    fn previous_cursor_key(&self) -> Option<CursorKey> {
+        self.shared.previous_cursor_key.get()
     }
 
     fn head(&self, channel: &ChannelName) -> EngineFuture<Position> {
@@ -1029,7 +1166,7 @@ impl Engine for RedisEngine {
             let identity = if state.epoch == VOID_EPOCH {
                 state.now
             } else {
-                0
+                state.newest
             };
             Ok(Position::new(&channel, state.epoch, state.last).with_identity(identity))
         })
@@ -1053,8 +1190,62 @@ impl Engine for RedisEngine {
 impl fmt::Debug for RedisEngine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisEngine")
+            .field("url", &self.shared.url)
             .field("prefix", &self.shared.config.prefix)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_logged_without_their_password() {
+        assert_eq!(redacted("redis://:secret@h:6379/0"), "redis://***@h:6379/0");
+        assert_eq!(
+            redacted("redis+sentinel://u:p@a:1,b:2/mymaster"),
+            "redis+sentinel://***@a:1,b:2/mymaster"
+        );
+        assert_eq!(redacted("redis://h:6379"), "redis://h:6379");
+        assert_eq!(redacted("redis://h/0?x=a@b"), "redis://h/0?x=a@b");
+        let builder = RedisEngine::builder("redis://:secret@h:6379");
+        assert!(!format!("{builder:?}").contains("secret"));
+    }
+
+    #[test]
+    fn a_shared_key_is_never_read_torn_while_it_changes() {
+        let keys = [CursorKey::random(), CursorKey::random()];
+        let shared = Arc::new(SharedKey::default());
+        assert_eq!(shared.get(), None);
+        shared.set(keys[0]);
+        let reads = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (shared, stop, reads) = (shared.clone(), stop.clone(), reads.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = shared.get().expect("set");
+                        assert!(keys.contains(&key), "a torn key");
+                        reads.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        // Keys change under the readers until they read many times (bounded
+        // in time, on a busy machine too).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut i = 0;
+        while reads.load(Ordering::Relaxed) < 100_000 && std::time::Instant::now() < deadline {
+            shared.set(keys[i % 2]);
+            i += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        for reader in readers {
+            reader.join().expect("no torn key");
+        }
+        assert!(reads.load(Ordering::Relaxed) >= 100_000);
     }
 }

@@ -130,7 +130,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Refres
                 continue;
             }
         };
-        backoff = FIRST_BACKOFF;
+        let connected_at = Instant::now();
         shared.connected.store(true, Ordering::SeqCst);
         tracing::debug!("redis pub/sub connected; mirrors current");
         let stop = match node.sync(std::mem::take(&mut waiting)).await {
@@ -149,6 +149,16 @@ pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Refres
                 waiting.extend(left);
             }
         }
+        // A connection that fails as soon as it is made (a server that
+        // takes connections and drops them) is not made again at once.
+        if connected_at.elapsed() < Duration::from_secs(1) {
+            if !wait_out(&shared, &mut requests, jittered(backoff), &mut waiting).await {
+                return;
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        } else {
+            backoff = FIRST_BACKOFF;
+        }
     }
 }
 
@@ -158,6 +168,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Refres
 /// pub/sub connection on it, subscribes to every mirrored channel and
 /// reloads every mirror.
 async fn connect(shared: &Arc<Shared>) -> Result<(Node, redis::aio::PubSubStream), Failure> {
+    // Reconnects asked for before this one began are done by it.
+    let asked = shared.reconnects_asked.load(Ordering::SeqCst);
     let primary = shared.primary.resolve(shared.config.timeout).await?;
     shared.follow(&primary);
     // On the command connection: one that died while Redis was away is
@@ -205,13 +217,20 @@ async fn connect(shared: &Arc<Shared>) -> Result<(Node, redis::aio::PubSubStream
         .and_then(|major| major.trim().parse::<u32>().ok())
         .unwrap_or(0);
     shared.script_flags.store(major >= 7, Ordering::Relaxed);
+    let policy = info
+        .lines()
+        .find_map(|line| line.strip_prefix("maxmemory_policy:"))
+        .map(str::trim);
+    shared
+        .evicting
+        .store(policy.is_some_and(|p| p != "noeviction"), Ordering::Relaxed);
     shared.load_cursor_key().await?;
     let pubsub = tokio::time::timeout(shared.config.timeout, primary.get_async_pubsub())
         .await
         .map_err(|_| Failure::Backplane("connecting timed out".to_owned()))?
         .map_err(|error| Failure::Backplane(error.to_string()))?;
     let (sink, stream) = pubsub.split();
-    let mut node = Node::new(shared.clone(), sink);
+    let mut node = Node::new(shared.clone(), sink, asked);
     node.resubscribe_all().await?;
     Ok((node, stream))
 }
@@ -330,11 +349,14 @@ struct Node {
     running: FuturesUnordered<BoxFuture<'static, Fetched>>,
     /// Channels whose last load failed.
     retry: HashMap<ChannelName, Retry>,
+    /// Reconnects asked for before this connection began.
+    asked: u64,
 }
 
 impl Node {
-    fn new(shared: Arc<Shared>, sink: PubSubSink) -> Self {
+    fn new(shared: Arc<Shared>, sink: PubSubSink, asked: u64) -> Self {
         Self {
+            asked,
             shared,
             sink,
             unused: HashMap::new(),
@@ -388,9 +410,17 @@ impl Node {
                     Ok(())
                 }
                 _ = sweep.tick() => self.sweep().await,
-                () = self.shared.reconnect.notified() => Err(Failure::Backplane(
-                    "redis answered that it is no longer the primary".to_owned(),
-                )),
+                () = self.shared.reconnect.notified() => {
+                    if self.shared.reconnects_asked.load(Ordering::SeqCst) > self.asked {
+                        Err(Failure::Backplane(
+                            "redis is elsewhere now (it answered that it is no longer the \
+                             primary, or Sentinel named another)"
+                                .to_owned(),
+                        ))
+                    } else {
+                        Ok(()) // a permit left from before this connection
+                    }
+                }
             };
             if let Err(error) = result {
                 return Stop::Failed(error, self.abandon());
@@ -507,13 +537,33 @@ impl Node {
     fn load(&mut self, mirror: Arc<Mirror>, request: Option<Refresh>) {
         let channel = mirror.log.name().clone();
         if let Some(load) = self.loads.get_mut(&channel) {
+            let same = Arc::ptr_eq(&load.mirror, &mirror);
+            if !load.running && !same {
+                // The mirror was dropped and made again before its load
+                // began: load the one in use.
+                load.mirror = mirror;
+            }
             match request {
-                // A cursor to judge needs a read that began after it came.
-                Some(request) if load.running && request.resume.is_some() => {
+                // A cursor to judge needs a read that began after it came;
+                // a mirror made again needs a read of its own.
+                Some(request) if load.running && (request.resume.is_some() || !same) => {
                     load.again.push(request);
                 }
                 Some(request) => load.waiters.push(request),
                 None => load.reload |= load.running,
+            }
+            return;
+        }
+        if self.loads.len() >= self.shared.config.queue {
+            // As many channels wait for a load as the node's queue holds.
+            if let Some(request) = request {
+                self.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                let _ = request.reply.send(Err(
+                    "the node has too many channel loads waiting; retry later".to_owned(),
+                ));
+            } else {
+                // Read at its next use instead.
+                mirror.current.store(false, Ordering::SeqCst);
             }
             return;
         }
@@ -545,6 +595,15 @@ impl Node {
             let Some(load) = self.loads.get_mut(&channel) else {
                 continue;
             };
+            // Nobody waits for it any more, and nobody uses the channel:
+            // not worth a read.
+            if load.mirror.log.subscriber_count() == 0
+                && load.again.is_empty()
+                && load.waiters.iter().all(|r| r.reply.is_closed())
+            {
+                self.loads.remove(&channel);
+                continue;
+            }
             load.running = true;
             let mirror = load.mirror.clone();
             let head = mirror.log.head();
@@ -600,9 +659,22 @@ impl Node {
             .get(&channel)
             .is_some_and(|m| Arc::ptr_eq(m, &mirror));
         if !kept {
-            // Dropped meanwhile (no subscribers): nobody needs it.
-            for request in load.waiters.into_iter().chain(load.again) {
-                let _ = request.reply.send(Ok(()));
+            // Dropped meanwhile (no subscribers). If it was made again since,
+            // whoever waits is waiting for the new one: it is loaded now.
+            let waiting = load.waiters.into_iter().chain(load.again);
+            let current = self.shared.mirrors().get(&channel).cloned();
+            match current {
+                Some(current) => {
+                    self.load(current, None);
+                    if let Some(next) = self.loads.get_mut(&channel) {
+                        next.waiters.extend(waiting);
+                    }
+                }
+                None => {
+                    for request in waiting {
+                        let _ = request.reply.send(Ok(()));
+                    }
+                }
             }
             self.start_queued();
             return;
@@ -773,10 +845,18 @@ impl Node {
     /// separates the two (a channel's keys live at least their TTL after
     /// its first publish; where they never expire, only a lost Redis ends a
     /// history, and the idle TTL bounds how long is trusted).
+    ///
+    /// A Redis that may evict keys before they expire (`maxmemory-policy`
+    /// other than `noeviction`) can end a history at any time: only the
+    /// mirror's own vouching counts then.
     fn continues_void_from(&self, born: u64, live_since: Option<u64>) -> u64 {
         let config = &self.shared.config;
-        let life = crate::millis(config.key_ttl().unwrap_or(config.idle_ttl));
-        let by_life = born.saturating_sub(life).saturating_add(1);
+        let by_life = if self.shared.evicting.load(Ordering::Relaxed) {
+            u64::MAX
+        } else {
+            let life = crate::millis(config.key_ttl().unwrap_or(config.idle_ttl));
+            born.saturating_sub(life).saturating_add(1)
+        };
         live_since.map_or(by_life, |since| since.min(by_life))
     }
 
@@ -897,6 +977,18 @@ impl Node {
                 shared.touching.store(false, Ordering::SeqCst);
             });
         }
+        // The cursor key again, now and then: a node that put a fresh one
+        // into a Redis that lost the old one, and nodes that still tag with
+        // the old one, converge on one key and honour the other.
+        if !self.shared.keying.swap(true, Ordering::SeqCst) {
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                if let Err(failure) = shared.load_cursor_key().await {
+                    tracing::debug!(%failure, "could not read the cursor key again");
+                }
+                shared.keying.store(false, Ordering::SeqCst);
+            });
+        }
         Ok(())
     }
 }
@@ -914,6 +1006,9 @@ pub(crate) struct State {
     pub(crate) born: u64,
     /// Redis's clock when it answered (ms).
     pub(crate) now: u64,
+    /// The identity of the newest entry, when the read asked for no
+    /// history (0 otherwise, or unknown).
+    pub(crate) newest: u64,
 }
 
 impl State {
@@ -925,10 +1020,12 @@ impl State {
         let Value::Array(parts) = value else {
             return Err(bad("unexpected reply to the read script"));
         };
-        let [epoch, last, Value::Array(entries), Value::Array(at), born, now] = parts.as_slice()
+        let [epoch, last, Value::Array(entries), Value::Array(at), born, now, newest] =
+            parts.as_slice()
         else {
             return Err(bad("unexpected reply to the read script"));
         };
+        let newest = wire::integer(newest).unwrap_or(0);
         let born = wire::integer(born).ok_or_else(|| bad("the epoch's start is not a number"))?;
         let now = wire::integer(now).ok_or_else(|| bad("the time is not a number"))?;
         let epoch = wire::integer(epoch).ok_or_else(|| bad("the epoch is not a number"))?;
@@ -951,6 +1048,7 @@ impl State {
             at,
             born,
             now,
+            newest,
         })
     }
 }

@@ -331,7 +331,7 @@ fn switched(message: &redis::Msg, service: &str) -> Option<ConnectionAddr> {
 /// primary is) if its connections are on another server than `to`.
 fn moved_to(shared: &Shared, to: &ConnectionAddr) {
     if shared.primary_address().is_some_and(|at| at != *to) {
-        shared.reconnect.notify_one();
+        shared.ask_reconnect();
     }
 }
 

@@ -46,9 +46,12 @@ fn main() {
             a_mirror_tells_a_republished_identical_message_from_the_one_it_has,
             an_issued_cursor_ahead_of_redis_moves_the_channel_to_a_new_epoch,
             a_cursor_with_a_wrong_tag_is_refused,
+            an_untagged_cursor_cannot_be_laundered_into_an_issued_one,
+            a_cursor_key_redis_lost_and_replaced_still_verifies_everywhere,
             a_publish_with_an_idempotency_key_is_stored_once,
             a_heavy_subscribe_leaves_the_node_connected_and_other_channels_flowing,
             a_long_load_holds_up_no_other_channels_announcements,
+            a_mirror_dropped_and_made_again_during_its_load_is_loaded,
             a_channel_whose_read_failed_is_read_again_while_it_has_subscribers,
             a_new_epoch_reaches_other_nodes_without_a_publish,
             a_prefix_with_a_brace_is_refused,
@@ -541,16 +544,7 @@ async fn a_long_load_holds_up_no_other_channels_announcements() {
     let redis = RedisServer::start();
     let mut connection = redis.connection().await;
     fill(&mut connection, "long", 64, 64 * 1024).await; // 4 MiB: about 2 s
-    let link = TcpProxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap()).await;
-    let history = HistoryPolicy {
-        max_messages: 1000,
-        max_age: None,
-    };
-    let (a, _) = node_with(
-        builder(&link.url())
-            .history(history)
-            .timeout(Duration::from_secs(10)),
-    );
+    let (a, _, link) = behind_a_link(&redis).await;
     let (b, _) = node(&redis.url());
     let mut small = a.subscribe(["small"], Start::head()).await.unwrap();
     b.publish("small", "0").await.unwrap();
@@ -589,10 +583,44 @@ async fn a_long_load_holds_up_no_other_channels_announcements() {
     );
 }
 
-/// A channel whose read fails (here its keys hold something else) fails
+/// A subscriber gives up while its channel loads over a slow link; the
+/// unused mirror is dropped, and another subscriber makes it again while the
+/// first load still runs. The new mirror must be loaded for the new
+/// subscriber (not answered by the old load, which filled the dropped one):
+/// subscribed at the head, it gets what is published next, with no gap and
+/// no replay of the history.
+async fn a_mirror_dropped_and_made_again_during_its_load_is_loaded() {
+    let redis = RedisServer::start();
+    let mut connection = redis.connection().await;
+    fill(&mut connection, "again", 32, 64 * 1024).await; // 2 MiB: about 1 s
+    let (a, engine, link) = behind_a_link(&redis).await;
+    let (b, _) = node(&redis.url());
+    eventually("connected", || engine.stats().connected).await;
+    link.throttle(2 << 20);
+    // Gives up at once; its load goes on.
+    let gave_up = timeout(
+        Duration::from_millis(50),
+        a.subscribe(["again"], Start::head()),
+    )
+    .await;
+    assert!(gave_up.is_err(), "precondition: the load takes longer");
+    eventually("the unused mirror is dropped", || {
+        engine.stats().mirrors == 0
+    })
+    .await;
+    let mut sub = bounded("subscribed", a.subscribe(["again"], Start::head()))
+        .await
+        .unwrap();
+    link.throttle(0);
+    b.publish("again", "next").await.unwrap();
+    assert_eq!(next(&mut sub).await, "33:next");
+}
+
+/// A channel whose read fails (here its log key holds something else) fails
 /// alone: the node stays connected, and reads it again, after a back-off,
 /// for as long as it has subscribers; what Redis holds once the keys are
-/// mended reaches them with no announcement at all.
+/// mended reaches them with no announcement at all. A meta key that holds
+/// something else is no state of comet's: the next publish starts over.
 async fn a_channel_whose_read_failed_is_read_again_while_it_has_subscribers() {
     let redis = RedisServer::start();
     let (a, engine) = node(&redis.url());
@@ -600,8 +628,9 @@ async fn a_channel_whose_read_failed_is_read_again_while_it_has_subscribers() {
     a.publish("mend", "1").await.unwrap();
     assert_eq!(next(&mut sub).await, "1:1");
     let mut connection = redis.connection().await;
+    let _: () = connection.del("comet:{mend}:log").await.unwrap();
     let _: () = connection
-        .set("comet:{mend}:meta", "not a hash")
+        .set("comet:{mend}:log", "not a stream")
         .await
         .unwrap();
     // An announcement after a hole: the node must read the channel, and
@@ -617,6 +646,29 @@ async fn a_channel_whose_read_failed_is_read_again_while_it_has_subscribers() {
     fill(&mut connection, "mend", 3, 1).await;
     assert_eq!(take(&mut sub, 4).await, ["gap:None", "1:x", "2:x", "3:x"]);
     assert!(engine.stats().connected);
+
+    let _: () = connection
+        .set("comet:{mend}:meta", "not a hash")
+        .await
+        .unwrap();
+    a.publish("mend", "over").await.unwrap();
+    assert_eq!(take(&mut sub, 2).await, ["gap:None", "1:over"]);
+}
+
+/// A node that reaches `redis` through a link a test can slow down, with a
+/// long history and time to spare for each call.
+async fn behind_a_link(redis: &RedisServer) -> (Hub, RedisEngine, TcpProxy) {
+    let link = TcpProxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap()).await;
+    let history = HistoryPolicy {
+        max_messages: 1000,
+        max_age: None,
+    };
+    let (hub, engine) = node_with(
+        builder(&link.url())
+            .history(history)
+            .timeout(Duration::from_secs(10)),
+    );
+    (hub, engine, link)
 }
 
 /// Whether the node is connected, without a break for `hold`, from some
@@ -1015,6 +1067,77 @@ async fn an_issued_cursor_ahead_of_redis_moves_the_channel_to_a_new_epoch() {
         "never (E, 9) again"
     );
     assert_eq!(next(&mut resumed).await, "9:9'");
+}
+
+/// An untagged cursor is taken as unverified: a position it names ahead of
+/// the head is a gap for its holder alone. A node never tags such a
+/// position for it either (say in the cursor of an item of another channel
+/// of the same subscription), or the holder could present it again as one
+/// a node issued and move the channel to a new epoch, a gap for everyone.
+async fn an_untagged_cursor_cannot_be_laundered_into_an_issued_one() {
+    let redis = RedisServer::start();
+    let (a, engine) = node(&redis.url());
+    let mut connection = redis.connection().await;
+    a.publish("first", "1").await.unwrap();
+    let head = a.publish("victim", "1").await.unwrap();
+    let epoch = position(&head, "victim").epoch;
+    // `first` in an old epoch (a gap comes first), `victim` far ahead.
+    let made_up: Cursor = [
+        Position::new(&ChannelName::new("first").unwrap(), 7, 3),
+        Position::new(&ChannelName::new("victim").unwrap(), epoch, 1_000_000),
+    ]
+    .into_iter()
+    .collect();
+    let mut sub = a.subscribe(["first", "victim"], made_up).await.unwrap();
+    let Some(comet_core::Item::Gap { cursor, .. }) = bounded("an item", sub.next()).await else {
+        panic!("a gap first");
+    };
+    drop(sub);
+    // Presented again, its positions are still unverified: no new epoch.
+    let mut again = a.subscribe(["first", "victim"], cursor).await.unwrap();
+    let _ = drain(&mut again, Duration::from_millis(200)).await;
+    assert_eq!(meta_epoch(&mut connection, "victim").await, Some(epoch));
+    assert_eq!(engine.stats().epochs_renewed, 0);
+}
+
+/// Redis loses the cursor key (it restarted without persistence) and a new
+/// node puts a fresh one first. The nodes converge on the new key and keep
+/// honouring the old one: cursors issued before still verify on every node.
+async fn a_cursor_key_redis_lost_and_replaced_still_verifies_everywhere() {
+    let redis = RedisServer::start();
+    let (a, _) = node(&redis.url());
+    let old = a.publish("k", "1").await.unwrap();
+    let mut connection = redis.connection().await;
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let (b, _) = node(&redis.url());
+    b.publish("k", "2").await.unwrap(); // b puts a fresh key
+    bounded("b honours a's old key", async {
+        loop {
+            match b.subscribe(["k"], old.clone()).await {
+                Ok(_) => break,
+                Err(comet_core::SubscribeError::ForgedCursor) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(error) => panic!("{error}"),
+            }
+        }
+    })
+    .await;
+    // And a's cursors from now on verify on b.
+    bounded("a tags with the new key", async {
+        loop {
+            let fresh = a.publish("k", "3").await.unwrap();
+            a.publish("k", "4").await.unwrap();
+            let mut sub = b.subscribe(["k"], fresh).await.unwrap();
+            if next(&mut sub).await.ends_with(":4") {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// A cursor whose tag does not match its positions was not issued by any

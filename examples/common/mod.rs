@@ -226,7 +226,11 @@ impl Options {
             return Ok(builder.build());
         };
         let engine = comet_redis::RedisEngine::builder(url.as_str()).build()?;
-        tracing::info!(%url, "channels live in Redis, shared with every node on it");
+        // The engine's Debug shows the URL without its password.
+        tracing::info!(
+            ?engine,
+            "channels live in Redis, shared with every node on it"
+        );
         Ok(builder.engine(std::sync::Arc::new(engine)).build())
     }
 

@@ -26,7 +26,16 @@ local function field(fields, name)
   return nil
 end
 
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local epoch = redis.pcall('HGET', KEYS[1], 'epoch')
+if type(epoch) == 'table' and epoch.err then
+  -- The meta key holds something else (written by another program): proof
+  -- that the channel's state is unusable, so it starts over in a new epoch.
+  if not string.find(epoch.err, 'WRONGTYPE', 1, true) then
+    return redis.error_reply(epoch.err)
+  end
+  redis.call('DEL', KEYS[1], KEYS[2])
+  epoch = false
+end
 if epoch and KEYS[3] then
   local seen = redis.call('GET', KEYS[3])
   if seen then

@@ -8,20 +8,29 @@
 -- least one entry is returned), 6 the least TTL in ms the channel's expiring
 -- keys are left with (a channel being read is in use).
 --
--- Returns {epoch, last, entries, at, born, now}: entries from just after
+-- Returns {epoch, last, entries, at, born, now, identity}: entries from just after
 -- the caller's offset when it knows this epoch and is at most a history
 -- behind, else from the oldest one a history holds (the caller gets a gap),
 -- oldest first, as `XRANGE` gives them, at most one page; the entry at the
 -- caller's own offset, if Redis still has it, for the caller to check that
 -- it is the message it has (Redis may have lost it and assigned the offset
 -- again); when the epoch began, if it was the channel's first (ms, else
--- 0); and Redis's clock (ms).
+-- 0); Redis's clock (ms); and, for a caller that asks for no history (the
+-- head alone), the identity of the newest entry ('0' if unknown).
 
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local epoch = redis.pcall('HGET', KEYS[1], 'epoch')
+if type(epoch) == 'table' and epoch.err then
+  -- The meta key holds something else (written by another program): no
+  -- state of comet's, as if none (the next publish starts the channel over).
+  if not string.find(epoch.err, 'WRONGTYPE', 1, true) then
+    return redis.error_reply(epoch.err)
+  end
+  epoch = false
+end
 if not epoch then
-  return {'0', 0, {}, {}, 0, now}
+  return {'0', 0, {}, {}, 0, now, '0'}
 end
 local want = tonumber(ARGV[6])
 for _, key in ipairs(KEYS) do
@@ -58,4 +67,14 @@ if epoch == ARGV[1] and after > 0 and after <= last then
   local id = string.format('%d-0', after)
   at = redis.call('XRANGE', KEYS[2], id, id)
 end
-return {epoch, last, entries, at, born, now}
+local identity = '0'
+if max == 0 and last > 0 then
+  local id = string.format('%d-0', last)
+  local newest = redis.call('XRANGE', KEYS[2], id, id)
+  if #newest > 0 then
+    for i = 1, #newest[1][2], 2 do
+      if newest[1][2][i] == 'i' then identity = newest[1][2][i + 1] end
+    end
+  end
+end
+return {epoch, last, entries, at, born, now, identity}
