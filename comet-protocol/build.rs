@@ -21,7 +21,9 @@ fn main() {
     // The entry's opening comment opens the file.
     let header: Vec<&str> = entry.lines().take_while(|l| l.starts_with("//")).collect();
     let mut out = header.join("\n");
-    out.push_str("\n//\n// Built from the modules in comet-protocol/client/ by comet-protocol/build.rs.\n");
+    out.push_str(
+        "\n//\n// Built from the modules in comet-protocol/client/ by comet-protocol/build.rs.\n",
+    );
     let mut declared: HashMap<String, &str> = HashMap::new();
     for name in &order {
         let source = read(name);

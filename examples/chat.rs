@@ -52,11 +52,7 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use comet::{
-    protocol::{PublishRoute, Route},
-    tower::CometLayer,
-    Hub,
-};
+use comet::{tower::CometLayer, Hub};
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
@@ -112,25 +108,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// The whole app: the page, the chat API, the reference comet routes, and
 /// comet's metrics for Prometheus at `/metrics`.
 fn app(hub: Hub, publish_token: Option<String>, metrics: PrometheusHandle) -> Router {
-    let comet = CometLayer::new(hub.clone())
-        .sse("/comet/sse")
-        .long_poll("/comet/poll")
-        .route("/comet/stream", Route::stream())
-        .route("/comet/iframe", Route::iframe())
-        .route("/comet/jsonp", Route::jsonp())
-        // Every transport at one path, as the page's client uses it; the
-        // client itself is served at /comet/comet.js.
-        .route("/comet", common::client_route())
-        .publish(
-            "/comet/publish",
-            PublishRoute::new().authorize(move |request, _channel| {
-                let peer = request
-                    .extensions
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map(|c| c.0);
-                common::may_publish(peer, &request.headers, publish_token.as_deref())
-            }),
-        );
+    let comet = CometLayer::mount(
+        hub.clone(),
+        common::mount(publish_token, |request| {
+            let peer = request.extensions.get::<ConnectInfo<SocketAddr>>();
+            peer.map(|c| c.0)
+        }),
+    );
     Router::new()
         .route("/", get(|| async { Html(common::PAGE) }))
         .route("/rooms/{room}/messages", post(say))

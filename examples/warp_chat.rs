@@ -16,7 +16,7 @@ mod common;
 #[path = "../bench/runtime.rs"]
 mod runtime;
 
-use comet::{Hub, PublishRoute, Route};
+use comet::Hub;
 use comet_warp::RemoteAddr;
 use serde::Deserialize;
 use warp::{http::StatusCode, reply::Response, Filter, Reply};
@@ -83,43 +83,13 @@ fn routes(
             answer(common::join(&hub, &room, &joined.name).await)
         });
 
-    let comet = |path: &'static str, route: Route| {
-        warp::path("comet")
-            .and(warp::path(path))
-            .and(warp::path::end())
-            .and(comet_warp::route(hub.clone(), route))
-    };
-    let publish = warp::path!("comet" / "publish" / ..).and(comet_warp::publish(
-        hub.clone(),
-        PublishRoute::new().authorize(move |request, _channel| {
-            let peer = request.extensions.get::<RemoteAddr>().map(|a| a.0);
-            common::may_publish(peer, &request.headers, publish_token.as_deref())
+    let comet = comet_warp::mount(
+        hub,
+        common::mount(publish_token, |request| {
+            request.extensions.get::<RemoteAddr>().map(|a| a.0)
         }),
-    ));
-    page.or(say)
-        .unify()
-        .or(join)
-        .unify()
-        .or(comet("sse", Route::sse()))
-        .unify()
-        .or(comet("poll", Route::long_poll()))
-        .unify()
-        .or(comet("stream", Route::stream()))
-        .unify()
-        .or(comet("iframe", Route::iframe()))
-        .unify()
-        .or(comet("jsonp", Route::jsonp()))
-        .unify()
-        // Every transport at one path, for the page's client, and the client.
-        .or(warp::path!("comet").and(comet_warp::route(hub.clone(), common::client_route())))
-        .unify()
-        .or(warp::path!("comet" / "comet.js").and(comet_warp::client(common::client_route())))
-        .unify()
-        .or(publish)
-        .unify()
-        // Any other path under /comet: the protocol's JSON 404.
-        .or(warp::path("comet").and(comet_warp::not_found()))
-        .unify()
+    );
+    comet.or(page).unify().or(say).unify().or(join).unify()
 }
 
 fn answer(result: Result<String, common::Refusal>) -> Response {

@@ -17,11 +17,14 @@ use std::sync::LazyLock;
 /// The JSON envelope of a message, up to its `cursor` value.
 pub(crate) static ENVELOPE_PREFIX: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::new);
 /// The same, escaped to be embedded in a `<script>` (forever frame, JSONP).
-pub(crate) static SCRIPT_SAFE_ENVELOPE_PREFIX: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::new);
+pub(crate) static SCRIPT_SAFE_ENVELOPE_PREFIX: LazyLock<EncodingSlot> =
+    LazyLock::new(EncodingSlot::new);
 /// The envelope prefix on one line (ndjson): the same bytes as the prefix unless the JSON payload has line breaks between its tokens, which are then written as spaces.
-pub(crate) static ONE_LINE_ENVELOPE_PREFIX: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::new);
+pub(crate) static ONE_LINE_ENVELOPE_PREFIX: LazyLock<EncodingSlot> =
+    LazyLock::new(EncodingSlot::new);
 /// The whole one-line envelope and line feed for one-channel subscriptions, whose cursor after a message is the same for every subscriber.
-pub(crate) static ONE_CHANNEL_ENVELOPE_LINE: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::new);
+pub(crate) static ONE_CHANNEL_ENVELOPE_LINE: LazyLock<EncodingSlot> =
+    LazyLock::new(EncodingSlot::new);
 
 /// Whether JSON must be safe to embed in a `<script>` (forever frame, JSONP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

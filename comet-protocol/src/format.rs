@@ -63,7 +63,7 @@ impl Chunks {
 /// line for gaps, and `text/plain`.
 ///
 /// ```
-/// use comet::{{Chunks, StreamFormat}, Cursor, Message};
+/// use comet::{protocol::{Chunks, StreamFormat}, Cursor, Message};
 ///
 /// /// `channel<TAB>text` lines, for `curl` users.
 /// struct Lines;

@@ -41,6 +41,7 @@ mod cors;
 mod envelope;
 mod error;
 mod format;
+mod mount;
 mod params;
 mod policy;
 mod publish;
@@ -58,6 +59,7 @@ pub use client::{
 pub use cors::Cors;
 pub use error::{not_found, ErrorCode, ProtocolError};
 pub use format::{Chunks, PollFormat, StreamFormat};
+pub use mount::{Endpoint, Mount};
 pub use params::SubscribeParams;
 pub use policy::{AllowAll, Authorize, QueryChannels, ResolveChannels};
 pub use publish::{AuthorizePublish, PublishRoute};

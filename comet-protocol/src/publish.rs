@@ -206,24 +206,24 @@ impl PublishRequest {
             payload = payload.event(event);
         }
         let published = match &self.idempotency_key {
-            Some(key) => hub.publish_idempotent(self.channel.as_str(), payload, key).await,
+            Some(key) => {
+                hub.publish_idempotent(self.channel.as_str(), payload, key)
+                    .await
+            }
             None => hub.publish(self.channel.as_str(), payload).await,
         };
-        let cursor = published
-            .map_err(|e| match e {
-                PublishError::PayloadTooLarge { max, .. } => request::body_too_large(max),
-                e @ PublishError::ChannelLimit { .. } => {
-                    ErrorCode::ChannelLimit.error(e.to_string())
-                }
-                PublishError::InvalidEvent(reason) => ErrorCode::BadEvent.error(reason),
-                PublishError::InvalidChannel(e) => ErrorCode::BadChannel.error(e.to_string()),
-                // The engine's failure (or one the table does not know yet):
-                // the server's, and worth a retry.
-                e => ProtocolError::unavailable(
-                    format!("could not publish: {e}"),
-                    UNAVAILABLE_RETRY_AFTER_SECS,
-                ),
-            })?;
+        let cursor = published.map_err(|e| match e {
+            PublishError::PayloadTooLarge { max, .. } => request::body_too_large(max),
+            e @ PublishError::ChannelLimit { .. } => ErrorCode::ChannelLimit.error(e.to_string()),
+            PublishError::InvalidEvent(reason) => ErrorCode::BadEvent.error(reason),
+            PublishError::InvalidChannel(e) => ErrorCode::BadChannel.error(e.to_string()),
+            // The engine's failure (or one the table does not know yet):
+            // the server's, and worth a retry.
+            e => ProtocolError::unavailable(
+                format!("could not publish: {e}"),
+                UNAVAILABLE_RETRY_AFTER_SECS,
+            ),
+        })?;
         let mut response = Response::new(CometBody::full(
             serde_json::json!({ "cursor": cursor }).to_string(),
         ));

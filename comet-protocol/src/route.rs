@@ -140,7 +140,7 @@ impl Route {
     /// request's parameters (a callback name, say) or refuse it.
     ///
     /// ```
-    /// use comet::{{Chunks, Route, StreamFormat}, Cursor, Message};
+    /// use comet::{protocol::{Chunks, StreamFormat}, Cursor, Message, Route};
     ///
     /// struct Csv;
     /// impl StreamFormat for Csv {
@@ -179,7 +179,7 @@ impl Route {
     ///
     /// ```
     /// use bytes::Bytes;
-    /// use comet::{{PollFormat, Route}, Cursor, Item};
+    /// use comet::{protocol::PollFormat, Cursor, Item, Route};
     /// use http::HeaderValue;
     ///
     /// /// The cursor, then one message text per line.

@@ -288,7 +288,9 @@ mod tests {
         let prefix = a
             .message()
             .unwrap()
-            .encoded(&crate::envelope::ENVELOPE_PREFIX, |_| unreachable!("cached"));
+            .encoded(&crate::envelope::ENVELOPE_PREFIX, |_| {
+                unreachable!("cached")
+            });
         assert!(pa.starts_with(&prefix) && pc.starts_with(&prefix));
     }
 }

@@ -1,7 +1,7 @@
 //! [`CometLayer`]: the app's comet routes, mounted in front of its own.
 
 use comet_core::Hub;
-use comet_protocol::{self as protocol, PublishRoute, Route};
+use comet_protocol::{Mount, PublishRoute, Route};
 use std::{fmt, sync::Arc};
 
 /// Serves comet routes at their paths and passes every other request to the
@@ -26,120 +26,21 @@ use std::{fmt, sync::Arc};
 #[derive(Clone)]
 pub struct CometLayer {
     pub(crate) hub: Hub,
-    pub(crate) routes: Arc<Routes>,
-}
-
-/// Paths and their routes.
-#[derive(Clone, Default)]
-pub(crate) struct Routes {
-    routes: Vec<(String, Endpoint)>,
-}
-
-#[derive(Clone, Debug)]
-pub(crate) enum Endpoint {
-    Subscribe(Route),
-    Publish(PublishRoute),
-    /// The browser client alone, with this route's CORS.
-    Client(Route),
-    /// A path under a subscribe route's mount that no route serves: the
-    /// protocol's JSON 404.
-    NotFound,
-}
-
-/// What a path under a mount that serves nothing gets.
-static NOT_FOUND: Endpoint = Endpoint::NotFound;
-
-impl Endpoint {
-    /// Answers `request` to this endpoint mounted at `mount` (for publishing,
-    /// the rest of the path names the channel; a subscribe body is never read).
-    pub(crate) fn serve<B>(
-        &self,
-        hub: &Hub,
-        mount: &str,
-        request: http::Request<B>,
-    ) -> protocol::ResponseFuture
-    where
-        B: http_body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let (parts, body) = request.into_parts();
-        match self {
-            // `<route>/comet.js`: the browser client for this route.
-            Endpoint::Client(route) => {
-                Box::pin(std::future::ready(protocol::serve_client(route, &parts)))
-            }
-            // The layer also matches `<mount>/comet.js` (see `Routes::find`);
-            // a `RouteService` (no mount) serves its route at any path.
-            Endpoint::Subscribe(route) if !mount.is_empty() && parts.uri.path() != mount => {
-                Box::pin(std::future::ready(protocol::serve_client(route, &parts)))
-            }
-            Endpoint::Subscribe(route) => protocol::serve(hub, route, &parts),
-            Endpoint::Publish(route) => route.serve(hub, mount, &parts, body),
-            Endpoint::NotFound => Box::pin(std::future::ready(protocol::not_found(&parts))),
-        }
-    }
-}
-
-impl Routes {
-    /// The route for `path` and its mount path, most specific first: a
-    /// route's own path; `<subscribe route>/comet.js` (the browser client);
-    /// any path below a publish route (the rest names the channel); then any
-    /// other path below a subscribe route, which the layer answers with the
-    /// protocol's JSON 404 (a route at `/` claims only `/` and `/comet.js`).
-    pub(crate) fn find(&self, path: &str) -> Option<(&str, &Endpoint)> {
-        let below = |mount: &str| {
-            path.strip_prefix(mount.trim_end_matches('/'))
-                .and_then(|rest| rest.strip_prefix('/'))
-        };
-        let found = |pick: &dyn Fn(&str, &Endpoint) -> bool| {
-            self.routes
-                .iter()
-                .filter(|(mount, endpoint)| pick(mount, endpoint))
-                // The longest mount is the most specific.
-                .max_by_key(|(mount, _)| mount.len())
-                .map(|(mount, endpoint)| (mount.as_str(), endpoint))
-        };
-        found(&|mount, _| path == mount)
-            .or_else(|| {
-                found(&|mount, endpoint| {
-                    matches!(endpoint, Endpoint::Subscribe(_))
-                        && below(mount) == Some(protocol::CLIENT_SCRIPT_NAME)
-                })
-            })
-            .or_else(|| {
-                found(&|mount, endpoint| {
-                    matches!(endpoint, Endpoint::Publish(_)) && below(mount).is_some()
-                })
-            })
-            .or_else(|| {
-                found(&|mount, endpoint| {
-                    matches!(endpoint, Endpoint::Subscribe(_))
-                        && mount != "/"
-                        && below(mount).is_some()
-                })
-                .map(|(mount, _)| (mount, &NOT_FOUND))
-            })
-    }
-
-    fn insert(&mut self, path: &str, endpoint: Endpoint) {
-        assert!(
-            path.starts_with('/'),
-            "comet route paths start with '/': {path:?}"
-        );
-        let path = path.trim_end_matches('/');
-        let path = if path.is_empty() { "/" } else { path };
-        self.routes.retain(|(p, _)| p != path);
-        self.routes.push((path.to_owned(), endpoint));
-    }
+    pub(crate) mount: Arc<Mount>,
 }
 
 impl CometLayer {
     /// A layer with no routes yet, serving `hub`'s channels.
     pub fn new(hub: Hub) -> Self {
+        Self::mount(hub, Mount::new())
+    }
+
+    /// A layer serving `mount`'s routes (the same rules on every adapter;
+    /// see [`Mount`]).
+    pub fn mount(hub: Hub, mount: Mount) -> Self {
         Self {
             hub,
-            routes: Arc::default(),
+            mount: Arc::new(mount),
         }
     }
 
@@ -153,7 +54,8 @@ impl CometLayer {
     ///
     /// If `path` does not start with `/`.
     pub fn route(mut self, path: &str, route: Route) -> Self {
-        Arc::make_mut(&mut self.routes).insert(path, Endpoint::Subscribe(route));
+        let mount = Arc::make_mut(&mut self.mount);
+        *mount = std::mem::take(mount).subscribe(path, route);
         self
     }
 
@@ -164,7 +66,8 @@ impl CometLayer {
     ///
     /// If `path` does not start with `/`.
     pub fn publish(mut self, path: &str, route: PublishRoute) -> Self {
-        Arc::make_mut(&mut self.routes).insert(path, Endpoint::Publish(route));
+        let mount = Arc::make_mut(&mut self.mount);
+        *mount = std::mem::take(mount).publish(path, route);
         self
     }
 
@@ -188,7 +91,7 @@ impl fmt::Debug for CometLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CometLayer")
             .field("hub", &self.hub)
-            .field("routes", &self.routes.routes)
+            .field("mount", &self.mount)
             .finish()
     }
 }

@@ -77,6 +77,6 @@ pub use layer::CometLayer;
 pub use route_service::{RouteFuture, RouteService};
 pub use service::Comet;
 
+pub use comet_core::Hub;
 /// The protocol types a route is configured with, re-exported for convenience.
 pub use comet_protocol::{Cors, ProtocolError, PublishRoute, Route, Transport};
-pub use comet_core::Hub;

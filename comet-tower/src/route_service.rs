@@ -1,8 +1,7 @@
 //! [`RouteService`]: one comet route as a plain service, for `route_service`.
 
-use crate::layer::Endpoint;
 use comet_core::Hub;
-use comet_protocol::{self as protocol, CometBody, PublishRoute, Route};
+use comet_protocol::{self as protocol, CometBody, Endpoint, PublishRoute, Route};
 use http::{Request, Response};
 use std::{
     convert::Infallible,

@@ -62,7 +62,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        match self.layer.routes.find(request.uri().path()) {
+        match self.layer.mount.find(request.uri().path()) {
             Some((mount, endpoint)) => {
                 ResponseFuture::comet(endpoint.serve(&self.layer.hub, mount, request))
             }

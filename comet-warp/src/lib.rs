@@ -3,33 +3,38 @@
 //! Each filter answers a request the way PROTOCOL.md says, errors included,
 //! using the protocol implementation shared with every adapter
 //! ([`comet::protocol`](comet_protocol)); this crate only turns a warp request into an
-//! `http::request::Parts` and the answer into a warp reply. Compose them
-//! after the path filters you choose:
+//! `http::request::Parts` and the answer into a warp reply.
+//!
+//! [`mount`] serves a whole [`Mount`] (comet's routes at their paths, by the
+//! same rules as the tower layer's) and rejects every other path, so the
+//! app's own filters follow it with `or`:
 //!
 //! ```
-//! use comet::{Hub, PublishRoute, Route};
+//! use comet::{protocol::Mount, Hub, PublishRoute, Route};
 //! use warp::Filter;
 //!
 //! let hub = Hub::new();
-//! let events = warp::path!("events").and(comet::warp::sse(hub.clone()));
-//! let poll = warp::path!("poll").and(comet::warp::long_poll(hub.clone()));
-//! let push = warp::path!("push").and(comet::warp::route(hub.clone(), Route::all()));
-//! // POST /publish/room/lobby publishes to `room/lobby`.
-//! let publish = warp::path("publish").and(comet::warp::publish(
+//! let comet = comet::warp::mount(
 //!     hub.clone(),
-//!     PublishRoute::new().authorize(|request, _| request.headers.contains_key("x-admin")),
-//! ));
-//! // The browser client, for `import { Comet } from "/push/comet.js"`.
-//! let client = warp::path!("push" / "comet.js").and(comet::warp::client(Route::all()));
-//! // Any other path under /push: the protocol's JSON 404.
-//! let unknown = warp::path("push").and(comet::warp::not_found());
-//! let routes = events.or(poll).or(push).or(publish).or(client).or(unknown);
+//!     Mount::new()
+//!         .subscribe("/events", Route::sse())
+//!         .subscribe("/push", Route::all())
+//!         // POST /publish/room/lobby publishes to `room/lobby`.
+//!         .publish(
+//!             "/publish",
+//!             PublishRoute::new().authorize(|request, _| request.headers.contains_key("x-admin")),
+//!         ),
+//! );
+//! let app = warp::path!("hello").map(|| "hello");
+//! let routes = comet.or(app);
 //! // warp::serve(routes).run(([127, 0, 0, 1], 3000)).await;
 //! ```
 //!
-//! Because a comet filter answers every request it sees (a wrong method gets
-//! the protocol's 405, not a warp rejection), put it after any filter of your
-//! own that shares its path. On warp the client's address is in the request
+//! The single filters ([`route`], [`publish`], [`client`], [`not_found`])
+//! compose after path filters of your own choosing instead. Because such a
+//! filter answers every request it sees (a wrong method gets the protocol's
+//! 405, not a warp rejection), put it after any filter of your own that
+//! shares its path. On warp the client's address is in the request
 //! extensions as [`RemoteAddr`], for policies that need it.
 
 #![warn(missing_docs)]
@@ -37,7 +42,7 @@
 
 use bytes::{Buf, Bytes};
 use comet_core::Hub;
-use comet_protocol::{self as protocol, CometBody, PublishRoute, Route};
+use comet_protocol::{self as protocol, CometBody, Mount, PublishRoute, Route};
 use futures_util::{Stream, StreamExt};
 use http::request::Parts;
 use http_body::Frame;
@@ -127,6 +132,29 @@ pub fn publish(
             async move { into_reply(answer.await) }
         },
     )
+}
+
+/// Serves every route of `mount` at its path (the tower layer's rules; see
+/// [`Mount`]) and rejects every other request, for the app's filters that
+/// follow with `or`.
+pub fn mount(
+    hub: Hub,
+    mount: Mount,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    let mount = std::sync::Arc::new(mount);
+    request_parts()
+        .and(body())
+        .and_then(move |parts: Parts, body: RequestBody| {
+            let answer = mount.find(parts.uri.path()).map(|(at, endpoint)| {
+                endpoint.serve(&hub, at, http::Request::from_parts(parts, body))
+            });
+            async move {
+                match answer {
+                    Some(answer) => Ok(into_reply(answer.await)),
+                    None => Err(warp::reject::not_found()),
+                }
+            }
+        })
 }
 
 /// The request's parts as `http` types: method, URI, headers, and the

@@ -2,8 +2,8 @@
 //! chat's message rules, the listen address and the shutdown signal.
 
 use comet::{
-    protocol::{Cors, Route},
-    Hub, Payload, PublishError,
+    protocol::{Cors, Mount, Route},
+    Hub, Payload, PublishError, PublishRoute,
 };
 use std::{net::SocketAddr, time::SystemTime};
 
@@ -77,6 +77,30 @@ pub fn client_route() -> Route {
         return route;
     }
     route.cors(Cors::allow_origins(origins).allow_credentials(true))
+}
+
+/// The demo's comet routes, the same on every adapter: one path per
+/// transport under `/comet`, every transport at `/comet` (with the browser
+/// client at `/comet/comet.js`), and publishing at `/comet/publish/<channel>`
+/// for [`may_publish`]. `peer` finds the client's address in a request
+/// (each adapter keeps it in an extension of its own).
+pub fn mount(
+    publish_token: Option<String>,
+    peer: fn(&http::request::Parts) -> Option<SocketAddr>,
+) -> Mount {
+    Mount::new()
+        .subscribe("/comet/sse", Route::sse())
+        .subscribe("/comet/poll", Route::long_poll())
+        .subscribe("/comet/stream", Route::stream())
+        .subscribe("/comet/iframe", Route::iframe())
+        .subscribe("/comet/jsonp", Route::jsonp())
+        .subscribe("/comet", client_route())
+        .publish(
+            "/comet/publish",
+            PublishRoute::new().authorize(move |request, _channel| {
+                may_publish(peer(request), &request.headers, publish_token.as_deref())
+            }),
+        )
 }
 
 /// Publishing over HTTP is allowed from loopback clients, and from anyone

@@ -105,14 +105,18 @@ impl Drop for TestServer {
     }
 }
 
+/// The routes of `mounts`, by the rules every adapter shares.
+fn comet_mount(mounts: Vec<Mount>) -> comet::protocol::Mount {
+    mounts
+        .into_iter()
+        .fold(comet::protocol::Mount::new(), |all, mount| match mount {
+            Mount::Subscribe(path, route) => all.subscribe(path, route),
+            Mount::Publish(path, route) => all.publish(path, route),
+        })
+}
+
 pub fn axum_app(hub: &Hub, mounts: Vec<Mount>) -> axum::Router {
-    let layer = mounts.into_iter().fold(
-        comet::tower::CometLayer::new(hub.clone()),
-        |layer, mount| match mount {
-            Mount::Subscribe(path, route) => layer.route(path, route),
-            Mount::Publish(path, route) => layer.publish(path, route),
-        },
-    );
+    let layer = comet::tower::CometLayer::mount(hub.clone(), comet_mount(mounts));
     axum::Router::new()
         .route(
             "/hello",
@@ -125,49 +129,11 @@ pub fn warp_app(
     hub: &Hub,
     mounts: Vec<Mount>,
 ) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
-    // `/a/b` as warp path segments.
-    let at = |path: &'static str| {
-        path.split('/')
-            .filter(|s| !s.is_empty())
-            .fold(warp::any().boxed(), |filter, segment| {
-                filter.and(warp::path(segment)).boxed()
-            })
-    };
-    let hello = warp::path!("hello")
-        .map(|| "hello from the app".into_response())
-        .boxed();
-    // As the tower layer does: any other path under a subscribe route's
-    // mount gets the protocol's JSON 404, after every comet route.
-    let prefixes: Vec<&'static str> = mounts
-        .iter()
-        .filter_map(|mount| match mount {
-            Mount::Subscribe(path, _) if *path != "/" => Some(*path),
-            _ => None,
-        })
-        .collect();
-    let routes = mounts.into_iter().fold(hello, |routes, mount| {
-        let route = match mount {
-            // As the tower layer does: the route, and its client script.
-            Mount::Subscribe(path, route) => at(path)
-                .and(warp::path::end())
-                .and(comet_warp::route(hub.clone(), route.clone()))
-                .or(at(path)
-                    .and(warp::path!("comet.js"))
-                    .and(comet_warp::client(route)))
-                .unify()
-                .boxed(),
-            Mount::Publish(path, route) => at(path)
-                .and(comet_warp::publish(hub.clone(), route))
-                .boxed(),
-        };
-        routes.or(route).unify().boxed()
-    });
-    prefixes.into_iter().fold(routes, |routes, path| {
-        routes
-            .or(at(path).and(comet_warp::not_found()))
-            .unify()
-            .boxed()
-    })
+    let hello = warp::path!("hello").map(|| "hello from the app".into_response());
+    comet_warp::mount(hub.clone(), comet_mount(mounts))
+        .or(hello)
+        .unify()
+        .boxed()
 }
 
 pub fn client() -> reqwest::Client {

@@ -4,11 +4,11 @@
 //! own origin may frame it.
 
 use crate::{
+    ChannelName, Cursor, Message,
     {
         envelope::{self, Json},
         Chunks, StreamFormat,
     },
-    ChannelName, Cursor, Message,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, HeaderName, HeaderValue};

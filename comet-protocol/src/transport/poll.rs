@@ -4,11 +4,11 @@
 //! poll for every poll format, built-in or your own.
 
 use crate::{
+    Cursor, Item, Subscription,
     {
         envelope::{self, Json},
         PollFormat,
     },
-    Cursor, Item, Subscription,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use http::HeaderValue;

@@ -3,17 +3,16 @@
 //! `id:` as `Last-Event-ID`.
 
 use crate::{
-    {envelope, Chunks, StreamFormat},
-    ChannelName, Cursor, Message,
+    ChannelName, Cursor, Message, {envelope, Chunks, StreamFormat},
 };
 use bytes::{BufMut, Bytes, BytesMut};
+use comet_core::EncodingSlot;
 use http::HeaderValue;
+use std::sync::LazyLock;
 use std::{
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
-use comet_core::EncodingSlot;
-use std::sync::LazyLock;
 
 /// The SSE `event:` and `data:` lines of a message.
 pub(crate) static SSE_EVENT: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::new);

@@ -2,8 +2,7 @@
 //! for `fetch` streaming.
 
 use crate::{
-    {envelope, Chunks, StreamFormat},
-    Cursor, Message,
+    Cursor, Message, {envelope, Chunks, StreamFormat},
 };
 use bytes::Bytes;
 use http::HeaderValue;
@@ -38,11 +37,11 @@ impl StreamFormat for Ndjson {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Payload;
     use crate::{
         envelope::{write, Json},
         transport::{test_frame as frame, test_item as item},
     };
-    use crate::Payload;
     use bytes::BytesMut;
 
     #[tokio::test]

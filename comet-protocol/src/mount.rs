@@ -1,0 +1,169 @@
+//! [`Mount`]: comet's routes under their paths, written once for every
+//! adapter. The tower layer serves one in front of an app; warp serves one
+//! as a filter; an adapter of your own finds a request's endpoint with
+//! [`Mount::find`] and answers with [`Endpoint::serve`].
+
+use crate::{
+    not_found, serve, serve_client, PublishRoute, ResponseFuture, Route, CLIENT_SCRIPT_NAME,
+};
+use comet_core::Hub;
+use std::fmt;
+
+/// Subscribe routes and publish routes at their paths, and the browser
+/// client beside each subscribe route.
+///
+/// The rules, for every adapter alike:
+///
+/// - a subscribe route answers at its exact path, and serves the browser
+///   client at `<path>/comet.js`; every other path below it that no comet
+///   route serves gets the protocol's JSON 404, not the app (unless the
+///   route is at `/`);
+/// - a publish route answers at its path and every path below it: the rest
+///   of the path names the channel (`POST /publish/room/lobby` publishes to
+///   `room/lobby`), or the `channel` parameter does;
+/// - where several match, the route's own path wins, then the client, then
+///   the longest publish path, then the longest subscribe path's 404.
+///
+/// ```
+/// use comet::{protocol::Mount, PublishRoute, Route};
+///
+/// let mount = Mount::new()
+///     .subscribe("/events", Route::sse())
+///     .publish("/publish", PublishRoute::new());
+/// assert!(mount.find("/events").is_some());
+/// assert!(mount.find("/events/comet.js").is_some());
+/// assert!(mount.find("/publish/room/lobby").is_some());
+/// assert!(mount.find("/app").is_none());
+/// ```
+#[derive(Clone, Default)]
+pub struct Mount {
+    routes: Vec<(String, Endpoint)>,
+}
+
+/// What a path under a [`Mount`] leads to.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// A subscribe route.
+    Subscribe(Route),
+    /// A publish route.
+    Publish(PublishRoute),
+    /// The browser client alone, with this route's CORS.
+    Client(Route),
+    /// A path under a subscribe route's mount that no route serves: the
+    /// protocol's JSON 404.
+    NotFound,
+}
+
+/// What a path under a mount that serves nothing gets.
+static NOT_FOUND: Endpoint = Endpoint::NotFound;
+
+impl Endpoint {
+    /// Answers `request` to this endpoint mounted at `mount` (for publishing,
+    /// the rest of the path names the channel; a subscribe body is never
+    /// read). An endpoint with no mount (`""`) serves at any path.
+    pub fn serve<B>(&self, hub: &Hub, mount: &str, request: http::Request<B>) -> ResponseFuture
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = request.into_parts();
+        match self {
+            // `<route>/comet.js`: the browser client for this route.
+            Endpoint::Client(route) => Box::pin(std::future::ready(serve_client(route, &parts))),
+            // A mount also matches `<mount>/comet.js` (see `Mount::find`).
+            Endpoint::Subscribe(route) if !mount.is_empty() && parts.uri.path() != mount => {
+                Box::pin(std::future::ready(serve_client(route, &parts)))
+            }
+            Endpoint::Subscribe(route) => serve(hub, route, &parts),
+            Endpoint::Publish(route) => route.serve(hub, mount, &parts, body),
+            Endpoint::NotFound => Box::pin(std::future::ready(not_found(&parts))),
+        }
+    }
+}
+
+impl Mount {
+    /// No routes yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serves `route` at `path` (an exact path such as `/comet/sse`; a later
+    /// route for the same path replaces it), and the browser client at
+    /// `path/comet.js`.
+    ///
+    /// # Panics
+    ///
+    /// If `path` does not start with `/`.
+    pub fn subscribe(mut self, path: &str, route: Route) -> Self {
+        self.insert(path, Endpoint::Subscribe(route));
+        self
+    }
+
+    /// Accepts publishing at `path` and below it.
+    ///
+    /// # Panics
+    ///
+    /// If `path` does not start with `/`.
+    pub fn publish(mut self, path: &str, route: PublishRoute) -> Self {
+        self.insert(path, Endpoint::Publish(route));
+        self
+    }
+
+    /// The endpoint for a request's `path`, and the path it is mounted at;
+    /// `None` for a path that is the app's.
+    pub fn find(&self, path: &str) -> Option<(&str, &Endpoint)> {
+        let below = |mount: &str| {
+            path.strip_prefix(mount.trim_end_matches('/'))
+                .and_then(|rest| rest.strip_prefix('/'))
+        };
+        let found = |pick: &dyn Fn(&str, &Endpoint) -> bool| {
+            self.routes
+                .iter()
+                .filter(|(mount, endpoint)| pick(mount, endpoint))
+                // The longest mount is the most specific.
+                .max_by_key(|(mount, _)| mount.len())
+                .map(|(mount, endpoint)| (mount.as_str(), endpoint))
+        };
+        found(&|mount, _| path == mount)
+            .or_else(|| {
+                found(&|mount, endpoint| {
+                    matches!(endpoint, Endpoint::Subscribe(_))
+                        && below(mount) == Some(CLIENT_SCRIPT_NAME)
+                })
+            })
+            .or_else(|| {
+                found(&|mount, endpoint| {
+                    matches!(endpoint, Endpoint::Publish(_)) && below(mount).is_some()
+                })
+            })
+            .or_else(|| {
+                found(&|mount, endpoint| {
+                    matches!(endpoint, Endpoint::Subscribe(_))
+                        && mount != "/"
+                        && below(mount).is_some()
+                })
+                .map(|(mount, _)| (mount, &NOT_FOUND))
+            })
+    }
+
+    fn insert(&mut self, path: &str, endpoint: Endpoint) {
+        assert!(
+            path.starts_with('/'),
+            "comet route paths start with '/': {path:?}"
+        );
+        let path = path.trim_end_matches('/');
+        let path = if path.is_empty() { "/" } else { path };
+        self.routes.retain(|(p, _)| p != path);
+        self.routes.push((path.to_owned(), endpoint));
+    }
+}
+
+impl fmt::Debug for Mount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.routes.iter().map(|(path, endpoint)| (path, endpoint)))
+            .finish()
+    }
+}
