@@ -7,9 +7,9 @@
 mod support;
 
 use comet::{
+    engine::{ChannelLog, Engine, EngineFuture, PublishFuture, Resume},
     protocol::{Cors, ErrorCode, PublishRoute, Route, MAX_HEADER_BYTES, MAX_QUERY_LEN},
-    ChannelLog, ChannelName, Engine, EngineFuture, HistoryPolicy, Hub, IdempotencyKey,
-    MemoryEngine, Payload, Position, PublishFuture, Resume,
+    ChannelName, HistoryPolicy, Hub, IdempotencyKey, MemoryEngine, Payload, Position,
 };
 use std::{sync::Arc, time::Duration};
 use support::*;

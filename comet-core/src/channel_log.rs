@@ -486,7 +486,7 @@ impl ChannelLog {
     }
 
     /// Counts one more subscriber. Engines call this from
-    /// [`Engine::attach`](crate::Engine::attach), under the same lock that
+    /// [`Engine::attach`](crate::engine::Engine::attach), under the same lock that
     /// finds the log, so that no sweep drops a log being attached.
     pub fn attach(&self) {
         self.subscribers.fetch_add(1, Ordering::Relaxed);

@@ -6,8 +6,18 @@
 //! shared by several nodes (the Redis engine of `comet-redis`) appends through
 //! its backplane and feeds each node's logs from it. Swapping engines touches
 //! no transport.
+//!
+//! This module holds what engine authors need and apps do not: the trait,
+//! the channel log it hands out, epochs and the key that tags cursors. An
+//! app picks an engine ([`MemoryEngine`](crate::MemoryEngine), the default, or
+//! another crate's) and passes it to
+//! [`HubBuilder::engine`](crate::HubBuilder::engine).
 
-use crate::{ChannelLog, ChannelName, CursorKey, IdempotencyKey, Payload, Position};
+pub use crate::channel_log::{ChannelLog, Extended, Read};
+pub use crate::cursor::CursorKey;
+pub use crate::epoch::{random_epoch, VOID_EPOCH};
+
+use crate::{ChannelName, IdempotencyKey, Payload, Position};
 use std::{future::Future, pin::Pin, sync::Arc};
 
 /// The future an engine's publish returns: where the stored message stands
@@ -62,7 +72,7 @@ pub trait Engine: Send + Sync + 'static {
     /// The position of the newest message of `channel`, the same on every
     /// node that shares the history. An engine that keeps histories
     /// elsewhere need not create anything for a channel never published to:
-    /// it may answer offset 0 of [`VOID_EPOCH`](crate::VOID_EPOCH), naming
+    /// it may answer offset 0 of [`VOID_EPOCH`], naming
     /// when it saw the channel so (see [`ChannelLog::saw_void`]).
     fn head(&self, channel: &ChannelName) -> EngineFuture<Position>;
 

@@ -8,10 +8,10 @@ pub use error::{PublishError, SubscribeError};
 
 use crate::{
     cursor::Provenance,
-    engine::{Engine, EngineError, EngineFuture, Resume},
+    engine::{ChannelLog, Engine, EngineError, EngineFuture, Resume},
     payload::validate_event,
     subscription::SubscriberState,
-    ChannelLog, ChannelName, Cursor, IdempotencyKey, MemoryEngine, Payload, Since, Subscription,
+    ChannelName, Cursor, IdempotencyKey, MemoryEngine, Payload, Since, Subscription,
 };
 use std::{
     fmt,
@@ -397,7 +397,7 @@ impl Hub {
         Ok(self.signed(Cursor::from_positions(positions)))
     }
 
-    /// `cursor`, tagged with the engine's key (see [`CursorKey`](crate::CursorKey)).
+    /// `cursor`, tagged with the engine's key (see [`CursorKey`](crate::engine::CursorKey)).
     fn signed(&self, cursor: Cursor) -> Cursor {
         cursor.signed(self.shared.engine.cursor_key())
     }

@@ -1,9 +1,9 @@
 //! The default engine: all history in this process's memory.
 
 use crate::{
-    engine::{Engine, EngineFuture, PublishFuture, Resume},
+    engine::{ChannelLog, Engine, EngineFuture, PublishFuture, Resume},
     idempotency::{Remembered, DEFAULT_IDEMPOTENCY_WINDOW},
-    ChannelLog, ChannelName, HistoryPolicy, IdempotencyKey, Payload, Position,
+    ChannelName, HistoryPolicy, IdempotencyKey, Payload, Position,
 };
 use std::{
     collections::HashMap,

@@ -57,10 +57,10 @@ mod primary;
 mod scripts;
 mod wire;
 
-use comet_core::{
-    ChannelLog, ChannelName, CursorKey, Engine, EngineError, EngineFuture, HistoryPolicy,
-    IdempotencyKey, Payload, Position, PublishFuture, Resume, VOID_EPOCH,
+use comet_core::engine::{
+    ChannelLog, CursorKey, Engine, EngineError, EngineFuture, PublishFuture, Resume, VOID_EPOCH,
 };
+use comet_core::{ChannelName, HistoryPolicy, IdempotencyKey, Payload, Position};
 use keys::ChannelKeys;
 use node::{Failure, Mirror, Refresh, State};
 use primary::Primary;
@@ -761,7 +761,7 @@ impl Shared {
     /// Moves a channel from `old` to a new epoch (if no node did already),
     /// and announces it to every node.
     async fn new_epoch(&self, keys: &ChannelKeys, old: u64) -> Result<(), Failure> {
-        let new = comet_core::random_epoch().to_string();
+        let new = comet_core::engine::random_epoch().to_string();
         let old = old.to_string();
         self.invoke(|_| {
             let mut invocation = self.scripts.new_epoch.key(&keys.meta);
@@ -940,10 +940,10 @@ impl Engine for RedisEngine {
             let keys = ChannelKeys::new(&shared.config.prefix, &channel);
             let remembered = idempotency_key.as_ref().map(|key| keys.idempotency(key));
             let history = shared.config.history;
-            let epoch = comet_core::random_epoch().to_string();
+            let epoch = comet_core::engine::random_epoch().to_string();
             // Drawn once: a retry of this publish carries the same, so that
             // the script can tell whether the first attempt landed.
-            let identity = comet_core::random_epoch().max(1).to_string();
+            let identity = comet_core::engine::random_epoch().max(1).to_string();
             let flags = shared.script_flags.load(Ordering::Relaxed);
             let reply = shared
                 .invoke(|retry| {

@@ -87,7 +87,7 @@ pub enum SubscribeError {
         reason: String,
     },
     /// The cursor's tag does not match its positions: no node of this
-    /// engine issued it (see [`CursorKey`](crate::CursorKey)).
+    /// engine issued it (see [`CursorKey`](crate::engine::CursorKey)).
     ForgedCursor,
 }
 
