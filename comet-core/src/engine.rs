@@ -13,7 +13,7 @@
 //! another crate's) and passes it to
 //! [`HubBuilder::engine`](crate::HubBuilder::engine).
 
-pub use crate::channel_log::{ChannelLog, Extended, Read};
+pub use crate::channel_log::{Attachment, ChannelLog, Extended, Read};
 pub use crate::cursor::CursorKey;
 pub use crate::epoch::{random_epoch, VOID_EPOCH};
 
@@ -57,7 +57,9 @@ pub trait Engine: Send + Sync + 'static {
 
     /// The log of `channel`, created if needed, with one more subscriber
     /// counted ([`ChannelLog::attach`]). Counting happens with the lookup, so
-    /// that the engine never drops a log a subscription is about to hold.
+    /// that the engine never drops a log a subscription is about to hold; the
+    /// [`Attachment`] gives the count back if the future or its caller drops
+    /// it before the subscription takes it over.
     ///
     /// `from` is where the subscriber resumes, if it has a cursor: an engine
     /// whose logs mirror a shared history must bring the log up to date with
@@ -67,7 +69,7 @@ pub trait Engine: Send + Sync + 'static {
     /// in its epoch proves that the history lost writes: the engine must move
     /// the channel to a new epoch before it answers, so that the offsets the
     /// client saw are never served again with other content.
-    fn attach(&self, channel: &ChannelName, from: Option<Resume>) -> EngineFuture<Arc<ChannelLog>>;
+    fn attach(&self, channel: &ChannelName, from: Option<Resume>) -> EngineFuture<Attachment>;
 
     /// The position of the newest message of `channel`, the same on every
     /// node that shares the history. An engine that keeps histories

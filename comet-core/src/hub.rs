@@ -8,7 +8,7 @@ pub use error::{PublishError, SubscribeError};
 
 use crate::{
     cursor::Provenance,
-    engine::{ChannelLog, Engine, EngineError, EngineFuture, Resume},
+    engine::{Engine, EngineError, EngineFuture, Resume},
     payload::validate_event,
     subscription::SubscriberState,
     ChannelName, Cursor, IdempotencyKey, MemoryEngine, Payload, Since, Subscription,
@@ -275,12 +275,10 @@ impl Hub {
                 max: self.shared.max_subscribers,
             });
         }
-        // Undoes the counting if attaching fails or the future is dropped.
-        let mut attached = Attached {
-            hub: &self.shared,
-            logs: Vec::with_capacity(names.len()),
-            complete: false,
-        };
+        // Undo the counting if attaching fails or the future is dropped: the
+        // hub's here, each channel's by its attachment (dropped first).
+        let counted = CountedOnHub(Some(&self.shared.state));
+        let mut attached = Vec::with_capacity(names.len());
         // A cursor with a wrong tag was made up or altered: refused, so that
         // nobody can pass one off as proof that history lost writes.
         let issued = match &start.cursor {
@@ -307,7 +305,8 @@ impl Hub {
         let mut refusal = None;
         for (name, result) in names.iter().zip(results) {
             match result {
-                Ok(log) => {
+                Ok(attachment) => {
+                    let log = attachment.log();
                     if log.subscriber_count() > self.shared.max_channel_subscribers {
                         refusal.get_or_insert(SubscribeError::TooManySubscribers {
                             channel: Some(name.clone()),
@@ -315,7 +314,7 @@ impl Hub {
                         });
                     }
                     let position = log.start(from(name), start.since);
-                    attached.logs.push((log, position));
+                    attached.push((attachment, position));
                 }
                 Err(error) => {
                     refusal.get_or_insert(SubscribeError::Unavailable {
@@ -325,12 +324,14 @@ impl Hub {
             }
         }
         if let Some(refusal) = refusal {
-            return Err(refusal); // `attached` gives every count back
+            return Err(refusal); // `attached` and `counted` give every count back
         }
-        Ok(Subscription::new(
-            self.shared.state.clone(),
-            attached.complete(),
-        ))
+        counted.complete();
+        let channels = attached
+            .into_iter()
+            .map(|(attachment, position)| (attachment.keep(), position))
+            .collect();
+        Ok(Subscription::new(self.shared.state.clone(), channels))
     }
 
     /// Refuses when `names` would add channels past [`HubBuilder::max_channels`].
@@ -510,31 +511,22 @@ async fn join_all<T>(mut futures: Vec<EngineFuture<T>>) -> Vec<Result<T, EngineE
     done.into_iter().flatten().collect()
 }
 
-/// Channels attached so far by a subscribe in progress: if it fails or is
-/// dropped before it completes, their counts and the hub's are given back.
-struct Attached<'a> {
-    hub: &'a HubShared,
-    logs: Vec<(Arc<ChannelLog>, crate::Position)>,
-    complete: bool,
-}
+/// One subscriber counted on the hub by a subscribe in progress: given back
+/// if the subscribe fails or is dropped before it completes.
+struct CountedOnHub<'a>(Option<&'a SubscriberState>);
 
-impl Attached<'_> {
-    /// Every channel is attached: the subscription takes the counts over.
-    fn complete(mut self) -> Vec<(Arc<ChannelLog>, crate::Position)> {
-        self.complete = true;
-        std::mem::take(&mut self.logs)
+impl CountedOnHub<'_> {
+    /// The subscription takes the count over.
+    fn complete(mut self) {
+        self.0 = None;
     }
 }
 
-impl Drop for Attached<'_> {
+impl Drop for CountedOnHub<'_> {
     fn drop(&mut self) {
-        if self.complete {
-            return;
+        if let Some(state) = self.0 {
+            state.subscribers.fetch_sub(1, Ordering::Relaxed);
         }
-        for (log, _) in &self.logs {
-            log.detach();
-        }
-        self.hub.state.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -58,7 +58,8 @@ mod scripts;
 mod wire;
 
 use comet_core::engine::{
-    ChannelLog, CursorKey, Engine, EngineError, EngineFuture, PublishFuture, Resume, VOID_EPOCH,
+    Attachment, ChannelLog, CursorKey, Engine, EngineError, EngineFuture, PublishFuture, Resume,
+    VOID_EPOCH,
 };
 use comet_core::{ChannelName, HistoryPolicy, IdempotencyKey, Payload, Position};
 use keys::ChannelKeys;
@@ -841,10 +842,9 @@ impl Shared {
 
     /// The mirror of `channel`, created if needed, with one more subscriber
     /// counted (under the map's lock, so that no sweep drops it meanwhile).
-    fn attach(&self, channel: &ChannelName) -> Arc<Mirror> {
+    fn attach(&self, channel: &ChannelName) -> (Arc<Mirror>, Attachment) {
         if let Some(mirror) = self.mirrors().get(channel) {
-            mirror.log.attach();
-            return mirror.clone();
+            return (mirror.clone(), mirror.log.attach());
         }
         let mut mirrors = self.mirrors_mut();
         let mirror = mirrors.entry(channel.clone()).or_insert_with(|| {
@@ -859,8 +859,7 @@ impl Shared {
                 subscribed: AtomicBool::new(false),
             })
         });
-        mirror.log.attach();
-        mirror.clone()
+        (mirror.clone(), mirror.log.attach())
     }
 
     /// Asks the task to bring `channel`'s mirror up to date (and, with an
@@ -905,23 +904,6 @@ fn parse_key(hex: &str) -> Option<CursorKey> {
         *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(CursorKey::from_bytes(bytes))
-}
-
-/// Gives a subscriber count back if attaching does not complete.
-struct Counted(Option<Arc<ChannelLog>>);
-
-impl Counted {
-    fn keep(mut self) -> Arc<ChannelLog> {
-        self.0.take().expect("kept once")
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        if let Some(log) = &self.0 {
-            log.detach();
-        }
-    }
 }
 
 impl Engine for RedisEngine {
@@ -982,9 +964,8 @@ impl Engine for RedisEngine {
         })
     }
 
-    fn attach(&self, channel: &ChannelName, from: Option<Resume>) -> EngineFuture<Arc<ChannelLog>> {
-        let mirror = self.shared.attach(channel);
-        let counted = Counted(Some(mirror.log.clone()));
+    fn attach(&self, channel: &ChannelName, from: Option<Resume>) -> EngineFuture<Attachment> {
+        let (mirror, attachment) = self.shared.attach(channel);
         let current = mirror.current.load(Ordering::SeqCst);
         let head = mirror.log.head();
         // A cursor from another epoch or ahead of this mirror may come from a
@@ -1000,14 +981,14 @@ impl Engine for RedisEngine {
         let issued = from.is_some_and(|r| r.issued);
         let contradicted = from.is_some_and(|r| node::contradicts(&mirror.log, &r));
         if current && (!elsewhere || !issued) && !contradicted {
-            return Box::pin(std::future::ready(Ok(counted.keep())));
+            return Box::pin(std::future::ready(Ok(attachment)));
         }
         let shared = self.shared.clone();
         let channel = channel.clone();
         let resume = from.filter(|r| r.issued);
         Box::pin(async move {
             shared.refresh(&channel, resume).await?;
-            Ok(counted.keep())
+            Ok(attachment)
         })
     }
 
