@@ -201,8 +201,8 @@ impl Hub {
         let channel = ChannelName::new(channel).map_err(PublishError::InvalidChannel)?;
         // History keeps the payload's bytes alone: a body read over HTTP is
         // a slice of the connection's read buffer, and keeping the slice
-        // would keep the whole buffer (about 4.7 KB a message for 35-byte
-        // bodies, a publish flood found).
+        // would keep the whole buffer: kilobytes a message for bodies of a
+        // few dozen bytes (`bench/MEASUREMENTS.md` has what a flood found).
         payload.data = bytes::Bytes::copy_from_slice(&payload.data);
         if payload.data.len() > self.shared.max_payload {
             return Err(PublishError::PayloadTooLarge {
