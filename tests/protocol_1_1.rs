@@ -7,9 +7,9 @@
 mod support;
 
 use comet::{
+    engine::{Attachment, ChannelLog, Engine, EngineFuture, PublishFuture, Resume},
     protocol::{Cors, ErrorCode, PublishRoute, Route, MAX_HEADER_BYTES, MAX_QUERY_LEN},
-    ChannelLog, ChannelName, Engine, EngineFuture, HistoryPolicy, Hub, IdempotencyKey,
-    MemoryEngine, Payload, Position, PublishFuture, Resume,
+    ChannelName, HistoryPolicy, Hub, IdempotencyKey, MemoryEngine, Payload, Position,
 };
 use std::{sync::Arc, time::Duration};
 use support::*;
@@ -50,7 +50,7 @@ impl Engine for Unreachable {
     fn publish(&self, _: &ChannelName, _: Payload, _: Option<&IdempotencyKey>) -> PublishFuture {
         Box::pin(async { Err("the backplane is unreachable".into()) })
     }
-    fn attach(&self, channel: &ChannelName, from: Option<Resume>) -> EngineFuture<Arc<ChannelLog>> {
+    fn attach(&self, channel: &ChannelName, from: Option<Resume>) -> EngineFuture<Attachment> {
         self.0.attach(channel, from)
     }
     fn head(&self, channel: &ChannelName) -> EngineFuture<Position> {

@@ -4,8 +4,9 @@
 mod support;
 
 use comet::{
+    engine::Engine,
     protocol::{Cors, PublishRoute, Route},
-    Engine, HistoryPolicy, Hub, MemoryEngine, Payload,
+    HistoryPolicy, Hub, MemoryEngine, Payload,
 };
 use serde_json::{json, Value};
 use std::{sync::Arc, time::Duration};

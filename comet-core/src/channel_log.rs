@@ -53,6 +53,47 @@ pub enum Since {
     Last(u64),
 }
 
+/// One subscriber counted on a channel's log ([`ChannelLog::attach`]), and
+/// counted off again ([`ChannelLog::detach`]) when dropped, unless kept.
+///
+/// [`Engine::attach`](crate::engine::Engine::attach) hands one out, so that
+/// the count goes back by itself wherever attaching does not complete: an
+/// engine's load that fails, a subscribe refused or dropped half-way.
+#[must_use = "dropping an attachment detaches its log at once"]
+pub struct Attachment(Option<Arc<ChannelLog>>);
+
+impl Attachment {
+    /// The attached log.
+    pub fn log(&self) -> &Arc<ChannelLog> {
+        self.0
+            .as_ref()
+            .expect("an attachment holds its log until kept")
+    }
+
+    /// Keeps the count: whoever holds the log now detaches it when done.
+    pub fn keep(mut self) -> Arc<ChannelLog> {
+        self.0
+            .take()
+            .expect("an attachment holds its log until kept")
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        if let Some(log) = &self.0 {
+            log.detach();
+        }
+    }
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Attachment")
+            .field(&self.log().name())
+            .finish()
+    }
+}
+
 /// What reading after a position found.
 #[derive(Debug)]
 pub enum Read {
@@ -485,14 +526,17 @@ impl ChannelLog {
         self.notify.clone().notified_owned()
     }
 
-    /// Counts one more subscriber. Engines call this from
-    /// [`Engine::attach`](crate::Engine::attach), under the same lock that
+    /// Counts one more subscriber, until the [`Attachment`] is dropped or
+    /// kept. Engines call this from
+    /// [`Engine::attach`](crate::engine::Engine::attach), under the same lock that
     /// finds the log, so that no sweep drops a log being attached.
-    pub fn attach(&self) {
+    pub fn attach(self: &Arc<Self>) -> Attachment {
         self.subscribers.fetch_add(1, Ordering::Relaxed);
+        Attachment(Some(self.clone()))
     }
 
-    /// Counts one subscriber less (a subscription dropping does this).
+    /// Counts one subscriber less (a subscription dropping does this, and an
+    /// [`Attachment`] that is dropped unkept).
     pub fn detach(&self) {
         self.subscribers.fetch_sub(1, Ordering::Relaxed);
         self.touch();
@@ -780,14 +824,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idleness() {
-        let log = log(10);
+        let log = Arc::new(log(10));
         let ttl = Duration::from_secs(5);
         assert!(!log.is_idle(Instant::now(), ttl), "just created");
         tokio::time::advance(ttl).await;
         assert!(log.is_idle(Instant::now(), ttl));
-        log.attach();
+        let attached = log.attach();
         assert!(!log.is_idle(Instant::now() + ttl, ttl), "has a subscriber");
-        log.detach();
+        drop(attached);
         log.append(Payload::text("x"));
         assert!(!log.is_idle(Instant::now() + ttl * 100, ttl), "has history");
     }

@@ -41,7 +41,7 @@ const TAG_LEN: usize = 8;
 
 /// The secret that tags cursors, shared by every node of one engine.
 ///
-/// Engines hand it out with [`Engine::cursor_key`](crate::Engine::cursor_key):
+/// Engines hand it out with [`Engine::cursor_key`](crate::engine::Engine::cursor_key):
 /// the Redis engine keeps one in Redis for all its nodes. The in-memory
 /// engine has none (one process has no other node to trust, and a restarted
 /// one must take its old cursors, with a gap).
@@ -57,8 +57,8 @@ impl CursorKey {
     /// A fresh, unpredictable key.
     pub fn random() -> Self {
         let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&crate::random_epoch().to_le_bytes());
-        bytes[8..].copy_from_slice(&crate::random_epoch().to_le_bytes());
+        bytes[..8].copy_from_slice(&crate::epoch::random_epoch().to_le_bytes());
+        bytes[8..].copy_from_slice(&crate::epoch::random_epoch().to_le_bytes());
         Self(bytes)
     }
 

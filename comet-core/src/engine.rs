@@ -6,8 +6,18 @@
 //! shared by several nodes (the Redis engine of `comet-redis`) appends through
 //! its backplane and feeds each node's logs from it. Swapping engines touches
 //! no transport.
+//!
+//! This module holds what engine authors need and apps do not: the trait,
+//! the channel log it hands out, epochs and the key that tags cursors. An
+//! app picks an engine ([`MemoryEngine`](crate::MemoryEngine), the default, or
+//! another crate's) and passes it to
+//! [`HubBuilder::engine`](crate::HubBuilder::engine).
 
-use crate::{ChannelLog, ChannelName, CursorKey, IdempotencyKey, Payload, Position};
+pub use crate::channel_log::{Attachment, ChannelLog, Extended, Read};
+pub use crate::cursor::CursorKey;
+pub use crate::epoch::{random_epoch, VOID_EPOCH};
+
+use crate::{ChannelName, IdempotencyKey, Payload, Position};
 use std::{future::Future, pin::Pin, sync::Arc};
 
 /// The future an engine's publish returns: where the stored message stands
@@ -47,7 +57,9 @@ pub trait Engine: Send + Sync + 'static {
 
     /// The log of `channel`, created if needed, with one more subscriber
     /// counted ([`ChannelLog::attach`]). Counting happens with the lookup, so
-    /// that the engine never drops a log a subscription is about to hold.
+    /// that the engine never drops a log a subscription is about to hold; the
+    /// [`Attachment`] gives the count back if the future or its caller drops
+    /// it before the subscription takes it over.
     ///
     /// `from` is where the subscriber resumes, if it has a cursor: an engine
     /// whose logs mirror a shared history must bring the log up to date with
@@ -57,12 +69,12 @@ pub trait Engine: Send + Sync + 'static {
     /// in its epoch proves that the history lost writes: the engine must move
     /// the channel to a new epoch before it answers, so that the offsets the
     /// client saw are never served again with other content.
-    fn attach(&self, channel: &ChannelName, from: Option<Resume>) -> EngineFuture<Arc<ChannelLog>>;
+    fn attach(&self, channel: &ChannelName, from: Option<Resume>) -> EngineFuture<Attachment>;
 
     /// The position of the newest message of `channel`, the same on every
     /// node that shares the history. An engine that keeps histories
     /// elsewhere need not create anything for a channel never published to:
-    /// it may answer offset 0 of [`VOID_EPOCH`](crate::VOID_EPOCH), naming
+    /// it may answer offset 0 of [`VOID_EPOCH`], naming
     /// when it saw the channel so (see [`ChannelLog::saw_void`]).
     fn head(&self, channel: &ChannelName) -> EngineFuture<Position>;
 

@@ -36,8 +36,8 @@ pub fn random_epoch() -> u64 {
 /// can have come and gone in between (see [`ChannelLog::saw_void`] and
 /// [`ChannelLog::restart_from_void`]).
 ///
-/// [`ChannelLog::saw_void`]: crate::ChannelLog::saw_void
-/// [`ChannelLog::restart_from_void`]: crate::ChannelLog::restart_from_void
+/// [`ChannelLog::saw_void`]: crate::engine::ChannelLog::saw_void
+/// [`ChannelLog::restart_from_void`]: crate::engine::ChannelLog::restart_from_void
 pub const VOID_EPOCH: u64 = 0;
 
 #[cfg(test)]

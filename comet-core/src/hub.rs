@@ -1,27 +1,25 @@
 //! The hub: the application's handle to publish and subscribe.
 
+mod builder;
+mod error;
+
+pub use builder::{HubBuilder, DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION, DEFAULT_MAX_PAYLOAD_BYTES};
+pub use error::{PublishError, SubscribeError};
+
 use crate::{
     cursor::Provenance,
     engine::{Engine, EngineError, EngineFuture, Resume},
-    memory_engine::{HistoryPolicyFn, DEFAULT_IDLE_TTL},
     payload::validate_event,
     subscription::SubscriberState,
-    ChannelLog, ChannelName, Cursor, HistoryPolicy, IdempotencyKey, InvalidChannelName,
-    MemoryEngine, Payload, Since, Subscription,
+    ChannelName, Cursor, IdempotencyKey, MemoryEngine, Payload, Since, Subscription,
 };
 use std::{
     fmt,
     sync::{
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::Duration,
 };
-
-/// Default limit of channels in one subscription.
-pub const DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION: usize = 32;
-/// Default limit of a payload's size in bytes.
-pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 
 /// Publishes to and subscribes from named channels.
 ///
@@ -203,8 +201,8 @@ impl Hub {
         let channel = ChannelName::new(channel).map_err(PublishError::InvalidChannel)?;
         // History keeps the payload's bytes alone: a body read over HTTP is
         // a slice of the connection's read buffer, and keeping the slice
-        // would keep the whole buffer (about 4.7 KB a message for 35-byte
-        // bodies, a publish flood found).
+        // would keep the whole buffer: kilobytes a message for bodies of a
+        // few dozen bytes (`bench/MEASUREMENTS.md` has what a flood found).
         payload.data = bytes::Bytes::copy_from_slice(&payload.data);
         if payload.data.len() > self.shared.max_payload {
             return Err(PublishError::PayloadTooLarge {
@@ -277,12 +275,10 @@ impl Hub {
                 max: self.shared.max_subscribers,
             });
         }
-        // Undoes the counting if attaching fails or the future is dropped.
-        let mut attached = Attached {
-            hub: &self.shared,
-            logs: Vec::with_capacity(names.len()),
-            complete: false,
-        };
+        // Undo the counting if attaching fails or the future is dropped: the
+        // hub's here, each channel's by its attachment (dropped first).
+        let counted = CountedOnHub(Some(&self.shared.state));
+        let mut attached = Vec::with_capacity(names.len());
         // A cursor with a wrong tag was made up or altered: refused, so that
         // nobody can pass one off as proof that history lost writes.
         let issued = match &start.cursor {
@@ -312,7 +308,8 @@ impl Hub {
         let mut refusal = None;
         for (name, result) in names.iter().zip(results) {
             match result {
-                Ok(log) => {
+                Ok(attachment) => {
+                    let log = attachment.log();
                     if log.subscriber_count() > self.shared.max_channel_subscribers {
                         refusal.get_or_insert(SubscribeError::TooManySubscribers {
                             channel: Some(name.clone()),
@@ -320,7 +317,7 @@ impl Hub {
                         });
                     }
                     let position = log.start(from(name), start.since);
-                    attached.logs.push((log, position));
+                    attached.push((attachment, position));
                 }
                 Err(error) => {
                     refusal.get_or_insert(SubscribeError::Unavailable {
@@ -330,12 +327,14 @@ impl Hub {
             }
         }
         if let Some(refusal) = refusal {
-            return Err(refusal); // `attached` gives every count back
+            return Err(refusal); // `attached` and `counted` give every count back
         }
-        Ok(Subscription::new(
-            self.shared.state.clone(),
-            attached.complete(),
-        ))
+        counted.complete();
+        let channels = attached
+            .into_iter()
+            .map(|(attachment, position)| (attachment.keep(), position))
+            .collect();
+        Ok(Subscription::new(self.shared.state.clone(), channels))
     }
 
     /// Refuses when `names` would add channels past [`HubBuilder::max_channels`].
@@ -402,7 +401,7 @@ impl Hub {
         Ok(self.signed(Cursor::from_positions(positions)))
     }
 
-    /// `cursor`, tagged with the engine's key (see [`CursorKey`](crate::CursorKey)).
+    /// `cursor`, tagged with the engine's key (see [`CursorKey`](crate::engine::CursorKey)).
     fn signed(&self, cursor: Cursor) -> Cursor {
         cursor.signed(self.shared.engine.cursor_key())
     }
@@ -494,13 +493,6 @@ impl Hub {
     }
 }
 
-fn channel_limit(f: &mut fmt::Formatter<'_>, max: usize) -> fmt::Result {
-    write!(
-        f,
-        "the server holds its maximum of {max} channels; retry later"
-    )
-}
-
 /// Awaits every future at once, in order of the input.
 async fn join_all<T>(mut futures: Vec<EngineFuture<T>>) -> Vec<Result<T, EngineError>> {
     let mut done: Vec<Option<Result<T, EngineError>>> = futures.iter().map(|_| None).collect();
@@ -524,31 +516,22 @@ async fn join_all<T>(mut futures: Vec<EngineFuture<T>>) -> Vec<Result<T, EngineE
     done.into_iter().flatten().collect()
 }
 
-/// Channels attached so far by a subscribe in progress: if it fails or is
-/// dropped before it completes, their counts and the hub's are given back.
-struct Attached<'a> {
-    hub: &'a HubShared,
-    logs: Vec<(Arc<ChannelLog>, crate::Position)>,
-    complete: bool,
-}
+/// One subscriber counted on the hub by a subscribe in progress: given back
+/// if the subscribe fails or is dropped before it completes.
+struct CountedOnHub<'a>(Option<&'a SubscriberState>);
 
-impl Attached<'_> {
-    /// Every channel is attached: the subscription takes the counts over.
-    fn complete(mut self) -> Vec<(Arc<ChannelLog>, crate::Position)> {
-        self.complete = true;
-        std::mem::take(&mut self.logs)
+impl CountedOnHub<'_> {
+    /// The subscription takes the count over.
+    fn complete(mut self) {
+        self.0 = None;
     }
 }
 
-impl Drop for Attached<'_> {
+impl Drop for CountedOnHub<'_> {
     fn drop(&mut self) {
-        if self.complete {
-            return;
+        if let Some(state) = self.0 {
+            state.subscribers.fetch_sub(1, Ordering::Relaxed);
         }
-        for (log, _) in &self.logs {
-            log.detach();
-        }
-        self.hub.state.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -564,282 +547,5 @@ impl fmt::Debug for Hub {
             .field("channels", &self.channel_count())
             .field("subscribers", &self.subscriber_count())
             .finish_non_exhaustive()
-    }
-}
-
-/// Configures a [`Hub`].
-#[must_use]
-pub struct HubBuilder {
-    history: HistoryPolicy,
-    history_fn: Option<HistoryPolicyFn>,
-    idle_ttl: Duration,
-    max_channels: usize,
-    max_held_channels: usize,
-    max_payload: usize,
-    max_subscribers: usize,
-    max_channel_subscribers: usize,
-    engine: Option<Arc<dyn Engine>>,
-}
-
-impl Default for HubBuilder {
-    fn default() -> Self {
-        Self {
-            history: HistoryPolicy::default(),
-            history_fn: None,
-            idle_ttl: DEFAULT_IDLE_TTL,
-            max_channels: DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION,
-            max_held_channels: usize::MAX,
-            max_payload: DEFAULT_MAX_PAYLOAD_BYTES,
-            max_subscribers: usize::MAX,
-            max_channel_subscribers: usize::MAX,
-            engine: None,
-        }
-    }
-}
-
-impl HubBuilder {
-    /// The history every channel keeps (default: 1,000 messages, 15 minutes).
-    pub fn history(mut self, policy: HistoryPolicy) -> Self {
-        self.history = policy;
-        self
-    }
-
-    /// Chooses a channel's history by its name, overriding [`history`](Self::history).
-    ///
-    /// ```
-    /// use comet::{Hub, HistoryPolicy};
-    /// let hub = Hub::builder()
-    ///     .history_for(|name| match name.as_str().starts_with("ticker/") {
-    ///         true => HistoryPolicy { max_messages: 10, max_age: None },
-    ///         false => HistoryPolicy::default(),
-    ///     })
-    ///     .build();
-    /// ```
-    pub fn history_for<F>(mut self, policy: F) -> Self
-    where
-        F: Fn(&ChannelName) -> HistoryPolicy + Send + Sync + 'static,
-    {
-        self.history_fn = Some(Arc::new(policy));
-        self
-    }
-
-    /// How long a channel with no subscribers and no history is kept (and so
-    /// keeps its epoch) before it is dropped. Default: 60 s.
-    pub fn idle_ttl(mut self, ttl: Duration) -> Self {
-        self.idle_ttl = ttl;
-        self
-    }
-
-    /// The most channels one subscription may name (default 32).
-    pub fn max_channels_per_subscription(mut self, max: usize) -> Self {
-        self.max_channels = max.max(1);
-        self
-    }
-
-    /// The most channels held at once (default: no limit). A publish or
-    /// subscribe that would make one more fails (idle channels are swept
-    /// first to make room): [`PublishError::ChannelLimit`] and
-    /// [`SubscribeError::ChannelLimit`], a 429 `channel_limit` on the wire. Bounds the memory a
-    /// flood of distinct channel names can take to this many histories.
-    pub fn max_channels(mut self, max: usize) -> Self {
-        self.max_held_channels = max;
-        self
-    }
-
-    /// The largest payload accepted, in bytes (default 64 KiB).
-    pub fn max_payload_bytes(mut self, max: usize) -> Self {
-        self.max_payload = max;
-        self
-    }
-
-    /// The most live subscriptions on the hub (default: no limit). Past it,
-    /// subscribing fails with [`SubscribeError::TooManySubscribers`] (a 429).
-    pub fn max_subscribers(mut self, max: usize) -> Self {
-        self.max_subscribers = max;
-        self
-    }
-
-    /// The most live subscriptions to any one channel (default: no limit).
-    pub fn max_subscribers_per_channel(mut self, max: usize) -> Self {
-        self.max_channel_subscribers = max;
-        self
-    }
-
-    /// Uses `engine` instead of the in-memory one (history settings then
-    /// belong to that engine). Several hubs may share one engine: they see the
-    /// same channels, and each shuts down on its own.
-    pub fn engine(mut self, engine: Arc<dyn Engine>) -> Self {
-        self.engine = Some(engine);
-        self
-    }
-
-    /// Builds the hub.
-    pub fn build(self) -> Hub {
-        let (engine, memory): (Arc<dyn Engine>, _) = match self.engine {
-            Some(engine) => (engine, None),
-            None => {
-                let history = self.history;
-                let policy = self
-                    .history_fn
-                    .unwrap_or_else(|| Arc::new(move |_| history));
-                let memory = Arc::new(MemoryEngine::with_policy_fn(policy, self.idle_ttl));
-                (memory.clone(), Some(memory))
-            }
-        };
-        Hub {
-            shared: Arc::new(HubShared {
-                engine: engine.clone(),
-                memory,
-                max_channels: self.max_channels,
-                max_held_channels: self.max_held_channels,
-                started: tokio::time::Instant::now(),
-                next_limit_sweep_ms: AtomicU64::new(0),
-                max_payload: self.max_payload,
-                max_subscribers: self.max_subscribers,
-                max_channel_subscribers: self.max_channel_subscribers,
-                state: Arc::new(SubscriberState {
-                    subscribers: AtomicUsize::new(0),
-                    delivered: AtomicU64::new(0),
-                    shutting_down: AtomicBool::new(false),
-                    engine,
-                }),
-                published: AtomicU64::new(0),
-            }),
-        }
-    }
-}
-
-/// Why a publish failed.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum PublishError {
-    /// The channel name breaks the protocol's rules.
-    InvalidChannel(InvalidChannelName),
-    /// The event name is unusable; the text says why.
-    InvalidEvent(String),
-    /// The payload is larger than the hub allows.
-    PayloadTooLarge {
-        /// Its size in bytes.
-        size: usize,
-        /// The limit in bytes.
-        max: usize,
-    },
-    /// Publishing would make a channel past the hub's limit
-    /// ([`HubBuilder::max_channels`]); retry later.
-    ChannelLimit {
-        /// The limit.
-        max: usize,
-    },
-    /// The engine could not store it.
-    Engine(EngineError),
-}
-
-impl fmt::Display for PublishError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::InvalidChannel(e) => e.fmt(f),
-            Self::InvalidEvent(reason) => f.write_str(reason),
-            Self::PayloadTooLarge { size, max } => {
-                write!(f, "payload is {size} bytes, the limit is {max}")
-            }
-            Self::ChannelLimit { max } => channel_limit(f, *max),
-            Self::Engine(e) => write!(f, "engine failed to publish: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for PublishError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::InvalidChannel(e) => Some(e),
-            Self::Engine(e) => Some(&**e),
-            _ => None,
-        }
-    }
-}
-
-/// Why a subscription was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SubscribeError {
-    /// A channel name breaks the protocol's rules.
-    InvalidChannel(InvalidChannelName),
-    /// No channel was named.
-    NoChannels,
-    /// More distinct channels than the hub allows in one subscription.
-    TooManyChannels {
-        /// The limit.
-        max: usize,
-    },
-    /// A subscriber limit was reached.
-    TooManySubscribers {
-        /// The channel whose limit was reached, or `None` for the hub's.
-        channel: Option<ChannelName>,
-        /// The limit.
-        max: usize,
-    },
-    /// The subscription would make a channel past the hub's limit
-    /// ([`HubBuilder::max_channels`]); retry later.
-    ChannelLimit {
-        /// The limit.
-        max: usize,
-    },
-    /// The hub is shutting down.
-    ShuttingDown,
-    /// The engine could not reach what it needs (its backplane is down, say);
-    /// retry later.
-    Unavailable {
-        /// What failed.
-        reason: String,
-    },
-    /// The cursor's tag does not match its positions: no node of this
-    /// engine issued it (see [`CursorKey`](crate::CursorKey)).
-    ForgedCursor,
-}
-
-impl fmt::Display for SubscribeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::InvalidChannel(e) => e.fmt(f),
-            Self::NoChannels => f.write_str("no channel named"),
-            Self::TooManyChannels { max } => {
-                write!(f, "too many channels: at most {max} per subscription")
-            }
-            Self::TooManySubscribers { channel: None, max } => {
-                write!(
-                    f,
-                    "the server holds its maximum of {max} subscribers; retry later"
-                )
-            }
-            Self::TooManySubscribers {
-                channel: Some(channel),
-                max,
-            } => write!(
-                f,
-                "channel {channel} has its maximum of {max} subscribers; retry later"
-            ),
-            Self::ChannelLimit { max } => channel_limit(f, *max),
-            Self::ShuttingDown => {
-                f.write_str("the server is shutting down; reconnect with your cursor")
-            }
-            Self::Unavailable { reason } => {
-                write!(
-                    f,
-                    "the channel engine is unavailable ({reason}); retry later"
-                )
-            }
-            Self::ForgedCursor => {
-                f.write_str("cursor was not issued by this server: pass back a cursor it sent")
-            }
-        }
-    }
-}
-
-impl std::error::Error for SubscribeError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::InvalidChannel(e) => Some(e),
-            _ => None,
-        }
     }
 }

@@ -22,7 +22,7 @@
 //!   it reads the history, and moves its position only when it hands out an
 //!   item, so dropping a pending `next()` loses nothing.
 //! - **Pluggable engine.** Where history lives and how publishes fan out is an
-//!   [`Engine`]; the [`MemoryEngine`] is the default, and an engine shared by
+//!   [`Engine`](engine::Engine) ([`engine`] has what engine authors need); the [`MemoryEngine`] is the default, and an engine shared by
 //!   several nodes can replace it without touching any transport.
 //!
 //! ```
@@ -58,9 +58,8 @@
 mod channel_log;
 mod channel_name;
 mod cursor;
-mod engine;
+pub mod engine;
 mod epoch;
-pub use epoch::{random_epoch, VOID_EPOCH};
 mod hub;
 mod idempotency;
 mod memory_engine;
@@ -69,10 +68,9 @@ mod payload;
 mod subscription;
 pub mod telemetry;
 
-pub use channel_log::{ChannelLog, Extended, HistoryPolicy, Read, Since};
+pub use channel_log::{HistoryPolicy, Since};
 pub use channel_name::{ChannelName, InvalidChannelName, MAX_CHANNEL_NAME_LEN};
-pub use cursor::{Cursor, CursorError, CursorKey, Position, MAX_CURSOR_LEN};
-pub use engine::{Engine, EngineError, EngineFuture, PublishFuture, Resume};
+pub use cursor::{Cursor, CursorError, Position, MAX_CURSOR_LEN};
 pub use hub::{
     Hub, HubBuilder, HubStats, PublishError, Start, SubscribeError,
     DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION, DEFAULT_MAX_PAYLOAD_BYTES,

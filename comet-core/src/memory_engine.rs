@@ -1,9 +1,9 @@
 //! The default engine: all history in this process's memory.
 
 use crate::{
-    engine::{Engine, EngineFuture, PublishFuture, Resume},
+    engine::{Attachment, ChannelLog, Engine, EngineFuture, PublishFuture, Resume},
     idempotency::{Remembered, DEFAULT_IDEMPOTENCY_WINDOW},
-    ChannelLog, ChannelName, HistoryPolicy, IdempotencyKey, Payload, Position,
+    ChannelName, HistoryPolicy, IdempotencyKey, Payload, Position,
 };
 use std::{
     collections::HashMap,
@@ -145,16 +145,9 @@ impl Engine for MemoryEngine {
         Box::pin(std::future::ready(Ok(position)))
     }
 
-    fn attach(
-        &self,
-        channel: &ChannelName,
-        _from: Option<Resume>,
-    ) -> EngineFuture<Arc<ChannelLog>> {
-        let log = self.with_log(channel, |log| {
-            log.attach();
-            log.clone()
-        });
-        Box::pin(std::future::ready(Ok(log)))
+    fn attach(&self, channel: &ChannelName, _from: Option<Resume>) -> EngineFuture<Attachment> {
+        let attachment = self.with_log(channel, |log| log.attach());
+        Box::pin(std::future::ready(Ok(attachment)))
     }
 
     fn head(&self, channel: &ChannelName) -> EngineFuture<Position> {
@@ -212,7 +205,7 @@ mod tests {
             engine.log(&ChannelName::new(&format!("tmp{i}")).unwrap());
         }
         let kept = ChannelName::new("kept").unwrap();
-        let log = engine.attach(&kept, None).await.unwrap();
+        let attached = engine.attach(&kept, None).await.unwrap();
         let with_history = ChannelName::new("history").unwrap();
         let epoch = engine.log(&with_history).epoch();
         engine
@@ -232,7 +225,7 @@ mod tests {
         assert_eq!(engine.log(&with_history).epoch(), epoch);
 
         tokio::time::advance(Duration::from_secs(11)).await;
-        log.detach();
+        drop(attached);
         tokio::time::advance(Duration::from_secs(6)).await;
         assert_eq!(engine.sweep(), 2);
         assert_eq!(engine.channel_count(), 0);

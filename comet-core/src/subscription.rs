@@ -6,7 +6,10 @@
 //! between the read and the wait still wakes it. Positions move only when an
 //! item is returned, so dropping a pending `next()` loses nothing.
 
-use crate::{channel_log::Read, ChannelLog, ChannelName, Cursor, Message, Position};
+use crate::{
+    engine::{ChannelLog, Read},
+    ChannelName, Cursor, Message, Position,
+};
 use std::{
     fmt,
     future::Future,
@@ -82,7 +85,7 @@ pub(crate) struct SubscriberState {
     /// The hub's engine, kept alive while a subscription lives (an engine
     /// with a backplane stops feeding its logs when dropped); it also holds
     /// the key that tags cursors.
-    pub(crate) engine: Arc<dyn crate::Engine>,
+    pub(crate) engine: Arc<dyn crate::engine::Engine>,
 }
 
 /// A live subscription to one or more channels; see [`Hub::subscribe`](crate::Hub::subscribe).

@@ -6,10 +6,11 @@
 //! `metrics-exporter-prometheus`); until then each report is a check of the
 //! facade's global recorder, and the hot paths report in batches (a
 //! subscription adds its deliveries when it has caught up) or sampled (the
-//! publish latency). With no recorder, a publish to the memory engine costs
-//! about 20 ns more for them (285 against 305 ns, `cargo bench -p
-//! comet-core --bench fanout`; 352 ns when every publish was timed). [`describe`]
-//! gives each metric its help text and unit, for exporters that show them.
+//! publish latency), so that with no recorder they add little to a publish
+//! to the memory engine, where timing every publish added several times as
+//! much (`bench/MEASUREMENTS.md` has the figures, from `cargo bench -p
+//! comet-core --bench fanout`). [`describe`] gives each metric its help
+//! text and unit, for exporters that show them.
 //! [`Hub::stats`](crate::Hub::stats) stays, for apps without a recorder.
 
 use metrics::{

@@ -57,10 +57,11 @@ mod primary;
 mod scripts;
 mod wire;
 
-use comet_core::{
-    ChannelLog, ChannelName, CursorKey, Engine, EngineError, EngineFuture, HistoryPolicy,
-    IdempotencyKey, Payload, Position, PublishFuture, Resume, VOID_EPOCH,
+use comet_core::engine::{
+    Attachment, ChannelLog, CursorKey, Engine, EngineError, EngineFuture, PublishFuture, Resume,
+    VOID_EPOCH,
 };
+use comet_core::{ChannelName, HistoryPolicy, IdempotencyKey, Payload, Position};
 use keys::ChannelKeys;
 use node::{Failure, Mirror, Refresh, State};
 use primary::Primary;
@@ -815,7 +816,7 @@ impl Shared {
     /// Moves a channel from `old` to a new epoch (if no node did already),
     /// and announces it to every node.
     async fn new_epoch(&self, keys: &ChannelKeys, old: u64) -> Result<(), Failure> {
-        let new = comet_core::random_epoch().to_string();
+        let new = comet_core::engine::random_epoch().to_string();
         let old = old.to_string();
         self.invoke(|_| {
             let mut invocation = self.scripts.new_epoch.key(&keys.meta);
@@ -918,10 +919,9 @@ impl Shared {
 
     /// The mirror of `channel`, created if needed, with one more subscriber
     /// counted (under the map's lock, so that no sweep drops it meanwhile).
-    fn attach(&self, channel: &ChannelName) -> Arc<Mirror> {
+    fn attach(&self, channel: &ChannelName) -> (Arc<Mirror>, Attachment) {
         if let Some(mirror) = self.mirrors().get(channel) {
-            mirror.log.attach();
-            return mirror.clone();
+            return (mirror.clone(), mirror.log.attach());
         }
         let mut mirrors = self.mirrors_mut();
         let mirror = mirrors.entry(channel.clone()).or_insert_with(|| {
@@ -936,8 +936,7 @@ impl Shared {
                 subscribed: AtomicBool::new(false),
             })
         });
-        mirror.log.attach();
-        mirror.clone()
+        (mirror.clone(), mirror.log.attach())
     }
 
     /// Asks the task to bring `channel`'s mirror up to date (and, with an
@@ -1040,23 +1039,6 @@ fn parse_key(hex: &str) -> Option<CursorKey> {
     Some(CursorKey::from_bytes(bytes))
 }
 
-/// Gives a subscriber count back if attaching does not complete.
-struct Counted(Option<Arc<ChannelLog>>);
-
-impl Counted {
-    fn keep(mut self) -> Arc<ChannelLog> {
-        self.0.take().expect("kept once")
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        if let Some(log) = &self.0 {
-            log.detach();
-        }
-    }
-}
-
 impl Engine for RedisEngine {
     fn publish(
         &self,
@@ -1073,10 +1055,10 @@ impl Engine for RedisEngine {
             let keys = ChannelKeys::new(&shared.config.prefix, &channel);
             let remembered = idempotency_key.as_ref().map(|key| keys.idempotency(key));
             let history = shared.config.history;
-            let epoch = comet_core::random_epoch().to_string();
+            let epoch = comet_core::engine::random_epoch().to_string();
             // Drawn once: a retry of this publish carries the same, so that
             // the script can tell whether the first attempt landed.
-            let identity = comet_core::random_epoch().max(1).to_string();
+            let identity = comet_core::engine::random_epoch().max(1).to_string();
             let flags = shared.script_flags.load(Ordering::Relaxed);
             let reply = shared
                 .invoke(|retry| {
@@ -1115,9 +1097,8 @@ impl Engine for RedisEngine {
         })
     }
 
-    fn attach(&self, channel: &ChannelName, from: Option<Resume>) -> EngineFuture<Arc<ChannelLog>> {
-        let mirror = self.shared.attach(channel);
-        let counted = Counted(Some(mirror.log.clone()));
+    fn attach(&self, channel: &ChannelName, from: Option<Resume>) -> EngineFuture<Attachment> {
+        let (mirror, attachment) = self.shared.attach(channel);
         let current = mirror.current.load(Ordering::SeqCst);
         let head = mirror.log.head();
         // A cursor from another epoch or ahead of this mirror may come from a
@@ -1133,14 +1114,14 @@ impl Engine for RedisEngine {
         let issued = from.is_some_and(|r| r.issued);
         let contradicted = from.is_some_and(|r| node::contradicts(&mirror.log, &r));
         if current && (!elsewhere || !issued) && !contradicted {
-            return Box::pin(std::future::ready(Ok(counted.keep())));
+            return Box::pin(std::future::ready(Ok(attachment)));
         }
         let shared = self.shared.clone();
         let channel = channel.clone();
         let resume = from.filter(|r| r.issued);
         Box::pin(async move {
             shared.refresh(&channel, resume).await?;
-            Ok(counted.keep())
+            Ok(attachment)
         })
     }
 

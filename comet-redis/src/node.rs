@@ -38,7 +38,8 @@ use crate::{
     keys::{self, ChannelKeys},
     wire, Shared,
 };
-use comet_core::{ChannelLog, ChannelName, Extended, Message, Resume, VOID_EPOCH};
+use comet_core::engine::{ChannelLog, Extended, Resume, VOID_EPOCH};
+use comet_core::{ChannelName, Message};
 use futures_util::StreamExt;
 use futures_util::{future::BoxFuture, stream::FuturesUnordered};
 use redis::{aio::PubSubSink, Value};
@@ -100,7 +101,7 @@ impl std::fmt::Display for Failure {
 /// A random part of `backoff` (from half to all of it), so that nodes that
 /// lost Redis together do not all come back in the same instant.
 pub(crate) fn jittered(backoff: Duration) -> Duration {
-    let spread = comet_core::random_epoch() % 1024;
+    let spread = comet_core::engine::random_epoch() % 1024;
     backoff / 2 + backoff / 2 * spread as u32 / 1024
 }
 
@@ -1070,7 +1071,7 @@ pub(crate) fn contradicts(log: &ChannelLog, resume: &Resume) -> bool {
     }
     let before = comet_core::Position::new(log.name(), position.epoch, position.offset - 1);
     match log.read_after(before) {
-        comet_core::Read::Message(held) if held.offset() == position.offset => {
+        comet_core::engine::Read::Message(held) if held.offset() == position.offset => {
             held.identity() != 0 && held.identity() != position.identity
         }
         _ => false,
@@ -1084,7 +1085,7 @@ pub(crate) fn contradicts(log: &ChannelLog, resume: &Resume) -> bool {
 fn holds(log: &ChannelLog, message: &Message) -> bool {
     let before = comet_core::Position::new(log.name(), message.epoch(), message.offset() - 1);
     match log.read_after(before) {
-        comet_core::Read::Message(held) if held.offset() == message.offset() => {
+        comet_core::engine::Read::Message(held) if held.offset() == message.offset() => {
             if held.identity() != 0 && message.identity() != 0 {
                 return held.identity() == message.identity();
             }

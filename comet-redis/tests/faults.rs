@@ -528,7 +528,7 @@ return 0
         .arg(format!("comet:{{{channel}}}:log"))
         .arg(count)
         .arg(size)
-        .arg(comet_core::random_epoch().to_string())
+        .arg(comet_core::engine::random_epoch().to_string())
         .query_async(connection)
         .await
         .unwrap();
@@ -861,7 +861,7 @@ async fn reading_a_channel_never_published_to_creates_no_key() {
     let before = dbsize(&mut connection).await;
     for n in 0..200u64 {
         let channel = format!("unknown{n}");
-        let cursor = cursor_at(&channel, comet_core::random_epoch(), 1 + n % 50);
+        let cursor = cursor_at(&channel, comet_core::engine::random_epoch(), 1 + n % 50);
         drop(hub.subscribe([&channel], cursor).await.unwrap());
     }
     let size = dbsize(&mut connection).await;
@@ -891,7 +891,7 @@ async fn a_cursor_from_before_the_first_publish_resumes_without_a_gap_unless_a_h
     let (a, _) = node_with(builder(&redis.url()).idle_ttl(life));
     let (b, engine_b) = node_with(builder(&redis.url()).idle_ttl(life));
     let void = b.current_cursor(["v"]).await.unwrap();
-    assert_eq!(position(&void, "v").epoch, comet_core::VOID_EPOCH);
+    assert_eq!(position(&void, "v").epoch, comet_core::engine::VOID_EPOCH);
     a.publish("v", "1").await.unwrap();
     a.publish("v", "2").await.unwrap();
     let mut resumed = b.subscribe(["v"], void).await.unwrap();

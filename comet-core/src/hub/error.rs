@@ -1,0 +1,146 @@
+//! Why a publish or a subscription failed.
+
+use crate::{engine::EngineError, ChannelName, InvalidChannelName};
+use std::fmt;
+
+/// Why a publish failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The channel name breaks the protocol's rules.
+    InvalidChannel(InvalidChannelName),
+    /// The event name is unusable; the text says why.
+    InvalidEvent(String),
+    /// The payload is larger than the hub allows.
+    PayloadTooLarge {
+        /// Its size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// Publishing would make a channel past the hub's limit
+    /// ([`HubBuilder::max_channels`](super::HubBuilder::max_channels)); retry later.
+    ChannelLimit {
+        /// The limit.
+        max: usize,
+    },
+    /// The engine could not store it.
+    Engine(EngineError),
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidChannel(e) => e.fmt(f),
+            Self::InvalidEvent(reason) => f.write_str(reason),
+            Self::PayloadTooLarge { size, max } => {
+                write!(f, "payload is {size} bytes, the limit is {max}")
+            }
+            Self::ChannelLimit { max } => channel_limit(f, *max),
+            Self::Engine(e) => write!(f, "engine failed to publish: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PublishError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::InvalidChannel(e) => Some(e),
+            Self::Engine(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// A channel name breaks the protocol's rules.
+    InvalidChannel(InvalidChannelName),
+    /// No channel was named.
+    NoChannels,
+    /// More distinct channels than the hub allows in one subscription.
+    TooManyChannels {
+        /// The limit.
+        max: usize,
+    },
+    /// A subscriber limit was reached.
+    TooManySubscribers {
+        /// The channel whose limit was reached, or `None` for the hub's.
+        channel: Option<ChannelName>,
+        /// The limit.
+        max: usize,
+    },
+    /// The subscription would make a channel past the hub's limit
+    /// ([`HubBuilder::max_channels`](super::HubBuilder::max_channels)); retry later.
+    ChannelLimit {
+        /// The limit.
+        max: usize,
+    },
+    /// The hub is shutting down.
+    ShuttingDown,
+    /// The engine could not reach what it needs (its backplane is down, say);
+    /// retry later.
+    Unavailable {
+        /// What failed.
+        reason: String,
+    },
+    /// The cursor's tag does not match its positions: no node of this
+    /// engine issued it (see [`CursorKey`](crate::engine::CursorKey)).
+    ForgedCursor,
+}
+
+impl fmt::Display for SubscribeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidChannel(e) => e.fmt(f),
+            Self::NoChannels => f.write_str("no channel named"),
+            Self::TooManyChannels { max } => {
+                write!(f, "too many channels: at most {max} per subscription")
+            }
+            Self::TooManySubscribers { channel: None, max } => {
+                write!(
+                    f,
+                    "the server holds its maximum of {max} subscribers; retry later"
+                )
+            }
+            Self::TooManySubscribers {
+                channel: Some(channel),
+                max,
+            } => write!(
+                f,
+                "channel {channel} has its maximum of {max} subscribers; retry later"
+            ),
+            Self::ChannelLimit { max } => channel_limit(f, *max),
+            Self::ShuttingDown => {
+                f.write_str("the server is shutting down; reconnect with your cursor")
+            }
+            Self::Unavailable { reason } => {
+                write!(
+                    f,
+                    "the channel engine is unavailable ({reason}); retry later"
+                )
+            }
+            Self::ForgedCursor => {
+                f.write_str("cursor was not issued by this server: pass back a cursor it sent")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SubscribeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::InvalidChannel(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+fn channel_limit(f: &mut fmt::Formatter<'_>, max: usize) -> fmt::Result {
+    write!(
+        f,
+        "the server holds its maximum of {max} channels; retry later"
+    )
+}
