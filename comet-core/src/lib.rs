@@ -5,8 +5,9 @@
 //! names a position in every channel of a subscription, so a client that
 //! reconnects with the last cursor it saw gets exactly what it missed, or an
 //! explicit [`Item::Gap`] when history no longer holds it. Nothing here knows
-//! about a web framework; the HTTP wire protocol on top, written once on the
-//! `http` crate's types for every adapter, is in [`protocol`].
+//! about HTTP or a web framework; the wire protocol on top, written once on
+//! the `http` crate's types for every adapter, is the `comet-protocol` crate
+//! (`comet::protocol`).
 //!
 //! # Why it is built this way
 //!
@@ -46,10 +47,9 @@
 //! # });
 //! ```
 //!
-//! Any server stack can serve subscriptions: [`protocol::serve`] answers an
-//! `http::request::Parts` with an `http::Response<CometBody>` that hyper sends
-//! as is, and a [`Subscription`] can be driven by hand for transports that
-//! are not HTTP at all. See the wire protocol (`PROTOCOL.md`) for how cursors
+//! Any server stack can serve subscriptions through `comet-protocol`, and a
+//! [`Subscription`] can be driven by hand for transports that are not HTTP
+//! at all. See the wire protocol (`PROTOCOL.md`) for how cursors
 //! and gaps look to clients.
 
 #![warn(missing_docs)]
