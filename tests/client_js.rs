@@ -1,4 +1,4 @@
-//! comet.js's unit tests, `comet-core/client/tests/*.test.js`, under Node's
+//! comet.js's unit tests, `comet-protocol/client/tests/*.test.js`, under Node's
 //! own test runner (`node --test`; no npm packages): each module of the
 //! client with fakes of EventSource, fetch, BroadcastChannel and Web Locks,
 //! and the file servers hand out (`CLIENT_SCRIPT`, which `build.rs` makes of
@@ -15,7 +15,7 @@ use std::{
 };
 
 fn client_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("comet-core/client")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("comet-protocol/client")
 }
 
 fn node() -> Option<PathBuf> {
@@ -41,12 +41,15 @@ fn main() {
         );
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(client_dir().join("tests"))
-        .expect("comet-core/client/tests")
+        .expect("comet-protocol/client/tests")
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.to_string_lossy().ends_with(".test.js"))
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "no comet-core/client/tests/*.test.js");
+    assert!(
+        !files.is_empty(),
+        "no comet-protocol/client/tests/*.test.js"
+    );
     // The served file, where Node can import it as a module.
     let bundle = std::env::temp_dir().join(format!("comet-client-{}.mjs", std::process::id()));
     std::fs::write(&bundle, comet::protocol::CLIENT_SCRIPT).unwrap();

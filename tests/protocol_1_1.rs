@@ -688,7 +688,7 @@ fn the_spec_is_in_the_repository_and_its_error_table_is_the_code() {
         read("README.md").contains("](PROTOCOL.md)"),
         "the README links PROTOCOL.md"
     );
-    assert!(read("comet-core/client/comet.js")
+    assert!(read("comet-protocol/client/comet.js")
         .starts_with("// comet.js: the browser client for the comet wire protocol, version 1.3."));
 
     let errors = &spec[spec.find("## Errors").unwrap()..];

@@ -42,7 +42,7 @@
 
 use bytes::{Buf, Bytes};
 use comet_core::Hub;
-use comet_protocol::{self as protocol, CometBody, Mount, PublishRoute, Route};
+use comet_protocol::{self as protocol, CometBody, Endpoint, Mount, PublishRoute, Route};
 use futures_util::{Stream, StreamExt};
 use http::request::Parts;
 use http_body::Frame;
@@ -142,19 +142,20 @@ pub fn mount(
     mount: Mount,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
     let mount = std::sync::Arc::new(mount);
-    request_parts()
-        .and(body())
-        .and_then(move |parts: Parts, body: RequestBody| {
-            let answer = mount.find(parts.uri.path()).map(|(at, endpoint)| {
-                endpoint.serve(&hub, at, http::Request::from_parts(parts, body))
-            });
-            async move {
-                match answer {
-                    Some(answer) => Ok(into_reply(answer.await)),
-                    None => Err(warp::reject::not_found()),
-                }
-            }
-        })
+    // Paths that are the app's are rejected before anything else is read:
+    // the app's own filters still find the body there.
+    let endpoint = warp::path::full().and_then(move |path: FullPath| {
+        let found = mount
+            .find(path.as_str())
+            .map(|(at, endpoint)| (at.to_owned(), endpoint.clone()));
+        async move { found.ok_or_else(warp::reject::not_found) }
+    });
+    endpoint.and(request_parts()).and(body()).then(
+        move |(at, endpoint): (String, Endpoint), parts: Parts, body: RequestBody| {
+            let answer = endpoint.serve(&hub, &at, http::Request::from_parts(parts, body));
+            async move { into_reply(answer.await) }
+        },
+    )
 }
 
 /// The request's parts as `http` types: method, URI, headers, and the
