@@ -5,7 +5,7 @@
 //! (default 127.0.0.1:3300).
 
 use comet::{
-    protocol::{self, PublishRoute, Route},
+    protocol::{PublishRoute, SubscribeRoute},
     Hub,
 };
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
@@ -27,12 +27,12 @@ async fn run() -> std::io::Result<()> {
         listener.local_addr()?
     );
     let hub = Hub::new();
-    let routes: Arc<HashMap<&str, Route>> = Arc::new(HashMap::from([
-        ("/comet/sse", Route::sse()),
-        ("/comet/poll", Route::long_poll()),
-        ("/comet/stream", Route::stream()),
-        ("/comet/iframe", Route::iframe()),
-        ("/comet/jsonp", Route::jsonp()),
+    let routes: Arc<HashMap<&str, SubscribeRoute>> = Arc::new(HashMap::from([
+        ("/comet/sse", SubscribeRoute::sse()),
+        ("/comet/poll", SubscribeRoute::long_poll()),
+        ("/comet/stream", SubscribeRoute::ndjson()),
+        ("/comet/iframe", SubscribeRoute::iframe()),
+        ("/comet/jsonp", SubscribeRoute::jsonp()),
     ]));
     // Served as the chat demo is (HTTP/1.1 only, the same connection
     // settings), so the two differ only by the router.
@@ -42,7 +42,7 @@ async fn run() -> std::io::Result<()> {
         hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
             let (parts, body) = request.into_parts();
             let answer = match routes.get(parts.uri.path()) {
-                Some(route) => protocol::serve(&hub, route, &parts),
+                Some(route) => route.serve(&hub, &parts),
                 None => publish.serve(&hub, "/comet/publish", &parts, body),
             };
             async move { Ok::<_, std::convert::Infallible>(answer.await) }

@@ -2,7 +2,7 @@
 //!
 //! 1. **A wire format of your own** on axum: `GET /text?channel=news` streams
 //!    `channel<TAB>text` lines, readable with plain `curl -N`.
-//! 2. **A hyper-only server** (no framework): `protocol::serve` answers every
+//! 2. **A hyper-only server** (no framework): `SubscribeRoute::serve` answers every
 //!    comet request, so an adapter is a `service_fn`.
 //! 3. **A non-HTTP transport**: a TCP line protocol driving a `Subscription`
 //!    directly. Send `SUB <channel> [cursor]`; receive `<cursor> <text>`
@@ -18,8 +18,8 @@
 
 use axum::{extract::Query, routing::post, Router};
 use comet::{
-    protocol::{self, Chunks, StreamFormat},
-    CometLayer, Cursor, EncodingSlot, Hub, Item, Message, Route, Start,
+    protocol::{Chunks, StreamFormat, Transport},
+    CometLayer, Cursor, EncodingSlot, Hub, Item, Message, Start, SubscribeRoute,
 };
 use hyper_util::rt::TokioIo;
 use std::{collections::HashMap, sync::LazyLock, time::Duration};
@@ -62,8 +62,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("hyper listening on http://{}", hyper_listener.local_addr()?);
     println!("tcp listening on {}", tcp_listener.local_addr()?);
 
-    let text_route =
-        Route::custom("text", |_request, _params| Ok(TextLines)).heartbeat(Duration::from_secs(15));
+    let text_route = SubscribeRoute::new([Transport::streaming("text", |_request, _params| {
+        Ok(TextLines)
+    })])
+    .heartbeat(Duration::from_secs(15));
     let publish_hub = hub.clone();
     let app = Router::new()
         .route(
@@ -86,14 +88,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// 2. A comet adapter for hyper alone: SSE at every path.
 async fn serve_hyper(listener: TcpListener, hub: Hub) -> std::io::Result<()> {
-    let route = Route::sse();
+    let route = SubscribeRoute::sse();
     loop {
         let (stream, _) = listener.accept().await?;
         let (hub, route) = (hub.clone(), route.clone());
         let service =
             hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
                 let (parts, _body) = request.into_parts();
-                let answer = protocol::serve(&hub, &route, &parts);
+                let answer = route.serve(&hub, &parts);
                 async move { Ok::<_, std::convert::Infallible>(answer.await) }
             });
         tokio::spawn(

@@ -3,12 +3,12 @@
 //! exactly after a reconnect.
 //!
 //! An app needs the names at this crate's root: a [`Hub`] to publish to,
-//! [`Route`]s that browsers subscribe through, and, with the default `tower`
+//! [`SubscribeRoute`]s that browsers subscribe through, and, with the default `tower`
 //! feature, the [`CometLayer`] that serves them in front of an axum app.
 //!
 //! ```
 //! use axum::{extract::State, routing::post, Router};
-//! use comet::{CometLayer, Hub, Payload, Route};
+//! use comet::{CometLayer, Hub, Payload, SubscribeRoute};
 //!
 //! async fn say(State(hub): State<Hub>, text: String) -> &'static str {
 //!     match hub.publish("news", Payload::text(text)).await {
@@ -22,7 +22,7 @@
 //!     .route("/say", post(say))
 //!     .with_state(hub.clone())
 //!     // GET /events?channel=news: text/event-stream, resumable by Last-Event-ID.
-//!     .layer(CometLayer::new(hub).route("/events", Route::sse()));
+//!     .layer(CometLayer::new(hub).route("/events", SubscribeRoute::sse()));
 //! ```
 //!
 //! # Features
@@ -48,8 +48,8 @@ pub use comet_core::*;
 pub use comet_protocol as protocol;
 
 pub use comet_protocol::{
-    Authorize, AuthorizePublish, Cors, ProtocolError, PublishRoute, ResolveChannels, Route,
-    Transport,
+    Authorize, AuthorizePublish, Cors, ProtocolError, PublishRoute, ResolveChannels,
+    SubscribeRoute, Transport,
 };
 
 #[cfg(feature = "tower")]

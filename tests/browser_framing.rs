@@ -13,7 +13,7 @@
 mod support;
 
 use axum::{response::Html, routing::get, Router};
-use comet::{protocol::Route, tower::CometLayer, Hub};
+use comet::{protocol::SubscribeRoute, tower::CometLayer, Hub};
 use support::{browser::Browser, TestServer};
 
 fn main() {
@@ -91,7 +91,7 @@ async fn a_page_of_another_origin_cannot_make_the_forever_frame_call_into_the_pu
         .route("/victim", get(|| async { Html(VICTIM) }))
         .route("/attack", get(|| async { Html(ATTACK) }))
         .route("/own", get(|| async { Html(OWN) }))
-        .layer(CometLayer::new(hub.clone()).route("/comet", Route::iframe()));
+        .layer(CometLayer::new(hub.clone()).route("/comet", SubscribeRoute::iframe()));
     let server = TestServer::axum(app).await;
     let port = server.addr.port();
     // The push host is 127.0.0.1:P; the attacker is localhost:P.

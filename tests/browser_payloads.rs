@@ -9,7 +9,7 @@
 mod support;
 
 use axum::{response::Html, routing::get, Router};
-use comet::{protocol::Route, tower::CometLayer, Hub, Payload};
+use comet::{protocol::SubscribeRoute, tower::CometLayer, Hub, Payload};
 use serde_json::Value;
 use support::{browser::Browser, TestServer};
 
@@ -51,7 +51,7 @@ async fn comet_js_hands_json_over_as_published() {
             "/",
             get(|| async { Html("<!doctype html><title>payloads</title>") }),
         )
-        .layer(CometLayer::new(hub.clone()).route("/comet", Route::all()));
+        .layer(CometLayer::new(hub.clone()).route("/comet", SubscribeRoute::all()));
     let server = TestServer::axum(app).await;
     let tab = browser.tab(&server.url("/")).await;
     assert_eq!(tab.eval(HARNESS).await, true);

@@ -13,7 +13,7 @@ mod http2;
 mod support;
 
 use bytes::Bytes;
-use comet::{protocol::Route, Hub, MemoryEngine};
+use comet::{protocol::SubscribeRoute, Hub, MemoryEngine};
 use http_body_util::{BodyExt, Empty};
 use hyper::{body::Incoming, client::conn::http2::SendRequest, Request, Response};
 use hyper_util::{
@@ -27,8 +27,8 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 fn mounts() -> Vec<Mount> {
     vec![
-        Mount::Subscribe("/sse", Route::sse()),
-        Mount::Subscribe("/poll", Route::long_poll()),
+        Mount::Subscribe("/sse", SubscribeRoute::sse()),
+        Mount::Subscribe("/poll", SubscribeRoute::long_poll()),
     ]
 }
 

@@ -8,7 +8,7 @@
 mod support;
 
 use comet::{
-    protocol::{PublishRoute, Route},
+    protocol::{PublishRoute, SubscribeRoute},
     Hub, Payload,
 };
 use serde_json::Value;
@@ -51,10 +51,10 @@ async fn server(hub: &Hub) -> TestServer {
         Adapter::Axum,
         hub,
         vec![
-            Mount::Subscribe("/comet/sse", Route::sse()),
+            Mount::Subscribe("/comet/sse", SubscribeRoute::sse()),
             Mount::Subscribe(
                 "/comet/sse-fast",
-                Route::sse().heartbeat(Duration::from_millis(20)),
+                SubscribeRoute::sse().heartbeat(Duration::from_millis(20)),
             ),
             Mount::Publish("/comet/publish", PublishRoute::new().authorize(|_, _| true)),
         ],

@@ -8,7 +8,7 @@ mod support;
 
 use comet::{
     engine::{Attachment, ChannelLog, Engine, EngineFuture, PublishFuture, Resume},
-    protocol::{Cors, ErrorCode, PublishRoute, Route, MAX_HEADER_BYTES, MAX_QUERY_LEN},
+    protocol::{Cors, ErrorCode, PublishRoute, SubscribeRoute, MAX_HEADER_BYTES, MAX_QUERY_LEN},
     ChannelName, HistoryPolicy, Hub, IdempotencyKey, MemoryEngine, Payload, Position,
 };
 use std::{sync::Arc, time::Duration};
@@ -18,23 +18,23 @@ const APP_ORIGIN: &str = "https://app.example";
 
 fn mounts() -> Vec<Mount> {
     vec![
-        Mount::Subscribe("/comet", Route::all().max_hold(Duration::ZERO)),
-        Mount::Subscribe("/comet/sse", Route::sse()),
+        Mount::Subscribe("/comet", SubscribeRoute::all().max_hold(Duration::ZERO)),
+        Mount::Subscribe("/comet/sse", SubscribeRoute::sse()),
         Mount::Subscribe(
             "/comet/listed",
-            Route::jsonp()
+            SubscribeRoute::jsonp()
                 .max_hold(Duration::ZERO)
                 .cors(Cors::allow_origins([APP_ORIGIN])),
         ),
         Mount::Subscribe(
             "/comet/open-jsonp",
-            Route::jsonp()
+            SubscribeRoute::jsonp()
                 .max_hold(Duration::ZERO)
                 .allow_cross_site_jsonp(true),
         ),
         Mount::Subscribe(
             "/comet/own-registry",
-            Route::all()
+            SubscribeRoute::all()
                 .max_hold(Duration::ZERO)
                 .callback_registry("app_cb"),
         ),

@@ -4,7 +4,7 @@
 mod support;
 
 use comet::{
-    protocol::{ProtocolError, Route, Transport},
+    protocol::{ProtocolError, SubscribeRoute, Transport},
     tower::RouteService,
     HistoryPolicy, Hub, Payload,
 };
@@ -28,22 +28,22 @@ fn hub() -> Hub {
 /// The comet routes under test, mounted the same way on every adapter.
 fn mounts() -> Vec<Mount> {
     vec![
-        Mount::Subscribe("/comet/sse", Route::sse()),
+        Mount::Subscribe("/comet/sse", SubscribeRoute::sse()),
         Mount::Subscribe(
             "/comet/sse-fast",
-            Route::sse().heartbeat(Duration::from_millis(50)),
+            SubscribeRoute::sse().heartbeat(Duration::from_millis(50)),
         ),
         Mount::Subscribe(
             "/comet/poll",
-            Route::long_poll().max_hold(Duration::from_secs(5)),
+            SubscribeRoute::long_poll().max_hold(Duration::from_secs(5)),
         ),
         Mount::Subscribe(
             "/comet/either",
-            Route::new([Transport::Poll, Transport::Sse]),
+            SubscribeRoute::new([Transport::long_poll(), Transport::sse()]),
         ),
         Mount::Subscribe(
             "/private",
-            Route::long_poll().authorize(|request, channels| {
+            SubscribeRoute::long_poll().authorize(|request, channels| {
                 request
                     .headers
                     .get("authorization")
@@ -53,7 +53,7 @@ fn mounts() -> Vec<Mount> {
         ),
         Mount::Subscribe(
             "/me",
-            Route::long_poll().channels(|request, _| {
+            SubscribeRoute::long_poll().channels(|request, _| {
                 let user = request.headers.get("x-user").and_then(|v| v.to_str().ok());
                 let user = user.ok_or_else(|| ProtocolError::forbidden("who are you?"))?;
                 Ok(vec![format!("user/{user}")])
@@ -548,8 +548,10 @@ async fn the_apps_own_routes_still_work(adapter: Adapter) {
 async fn a_route_can_be_mounted_as_a_plain_service() {
     // Tower only: `RouteService` with axum's `route_service`.
     let hub = hub();
-    let app =
-        axum::Router::new().route_service("/svc/sse", RouteService::new(hub.clone(), Route::sse()));
+    let app = axum::Router::new().route_service(
+        "/svc/sse",
+        RouteService::new(hub.clone(), SubscribeRoute::sse()),
+    );
     let server = TestServer::axum(app).await;
     let response = client()
         .get(server.url("/svc/sse?channel=svc"))

@@ -5,7 +5,7 @@ mod support;
 
 use comet::{
     engine::Engine,
-    protocol::{Cors, PublishRoute, Route},
+    protocol::{Cors, PublishRoute, SubscribeRoute},
     HistoryPolicy, Hub, MemoryEngine, Payload,
 };
 use serde_json::{json, Value};
@@ -40,18 +40,24 @@ fn engine() -> Arc<dyn Engine> {
 fn mounts() -> Vec<Mount> {
     let fast = Duration::from_millis(50);
     vec![
-        Mount::Subscribe("/stream", Route::stream().heartbeat(fast)),
-        Mount::Subscribe("/stream-small", Route::stream().byte_budget(600)),
-        Mount::Subscribe("/iframe", Route::iframe().heartbeat(fast)),
-        Mount::Subscribe("/iframe-small", Route::iframe().byte_budget(1500)),
-        Mount::Subscribe("/jsonp", Route::jsonp().max_hold(Duration::from_secs(5))),
-        Mount::Subscribe("/sse", Route::sse()),
-        Mount::Subscribe("/poll", Route::long_poll()),
+        Mount::Subscribe("/stream", SubscribeRoute::ndjson().heartbeat(fast)),
+        Mount::Subscribe("/stream-small", SubscribeRoute::ndjson().byte_budget(600)),
+        Mount::Subscribe("/iframe", SubscribeRoute::iframe().heartbeat(fast)),
+        Mount::Subscribe("/iframe-small", SubscribeRoute::iframe().byte_budget(1500)),
+        Mount::Subscribe(
+            "/jsonp",
+            SubscribeRoute::jsonp().max_hold(Duration::from_secs(5)),
+        ),
+        Mount::Subscribe("/sse", SubscribeRoute::sse()),
+        Mount::Subscribe("/poll", SubscribeRoute::long_poll()),
         Mount::Subscribe(
             "/cors",
-            Route::all().cors(Cors::allow_origins([ORIGIN]).allow_credentials(true)),
+            SubscribeRoute::all().cors(Cors::allow_origins([ORIGIN]).allow_credentials(true)),
         ),
-        Mount::Subscribe("/cors-any", Route::long_poll().cors(Cors::any_origin())),
+        Mount::Subscribe(
+            "/cors-any",
+            SubscribeRoute::long_poll().cors(Cors::any_origin()),
+        ),
         Mount::Publish(
             "/publish",
             PublishRoute::new()

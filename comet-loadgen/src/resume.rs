@@ -1,6 +1,6 @@
 //! A subscriber that resumes, as `comet.js` does: it keeps the cursor of the
 //! last item it read and reconnects with it, over any transport of a comet
-//! route that offers them all (`Route::all()`, the demo's `/comet`). It
+//! route that offers them all (`SubscribeRoute::all()`, the demo's `/comet`). It
 //! counts every message (by its stamp), every gap and what the gap says was
 //! missed, so that a scenario can tell a loss the server owned up to from
 //! one it kept quiet about.

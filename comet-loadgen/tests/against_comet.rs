@@ -2,7 +2,7 @@
 //! loopback: what it reports must add up.
 
 use comet::{
-    protocol::{PublishRoute, Route},
+    protocol::{PublishRoute, SubscribeRoute},
     tower::CometLayer,
     Hub,
 };
@@ -34,7 +34,7 @@ async fn serve(hub: Hub, hits: Arc<[AtomicUsize; 2]>) -> String {
         .layer(
             CometLayer::new(hub)
                 .sse("/sse")
-                .route("/poll", Route::long_poll())
+                .route("/poll", SubscribeRoute::long_poll())
                 .publish("/publish", PublishRoute::new().authorize(|_, _| true)),
         )
         .layer(axum::middleware::from_fn(count));

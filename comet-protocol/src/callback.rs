@@ -9,7 +9,7 @@ use super::{ErrorCode, ProtocolError};
 pub const MAX_CALLBACK_LEN: usize = 64;
 
 /// The registry object `comet.js` keeps its callbacks in, and the default of
-/// [`Route::callback_registry`](super::Route::callback_registry).
+/// [`SubscribeRoute::callback_registry`](super::SubscribeRoute::callback_registry).
 pub const DEFAULT_CALLBACK_REGISTRY: &str = "__comet_cb";
 
 /// Names that reach an object's prototype chain or its constructor (and so

@@ -9,7 +9,7 @@
 //! `?v=<CLIENT_VERSION>`, as [`client_script_url`] writes it, it is cached
 //! for a year, since another version has another URL.
 
-use super::{cors::PendingCors, request, CometBody, Route};
+use super::{cors::PendingCors, request, CometBody, SubscribeRoute};
 use bytes::Bytes;
 use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
 use std::sync::OnceLock;
@@ -49,12 +49,15 @@ pub fn client_script_url(mount: &str) -> String {
     )
 }
 
-/// Answers a request for the client script, with `route`'s CORS (a module
-/// script from another origin is fetched in CORS mode).
-pub fn serve_client(route: &Route, request: &Parts) -> Response<CometBody> {
-    let cors = route.cors.as_ref();
-    PendingCors::preflight(cors, request, Method::GET)
-        .unwrap_or_else(|| PendingCors::for_request(cors, request).apply(answer(request)))
+impl SubscribeRoute {
+    /// Answers a request for the browser client, `comet.js`, with this
+    /// route's CORS (a module script from another origin is fetched in CORS
+    /// mode).
+    pub fn serve_client(&self, request: &Parts) -> Response<CometBody> {
+        let cors = self.cors.as_ref();
+        PendingCors::preflight(cors, request, Method::GET)
+            .unwrap_or_else(|| PendingCors::for_request(cors, request).apply(answer(request)))
+    }
 }
 
 fn answer(request: &Parts) -> Response<CometBody> {
@@ -124,7 +127,7 @@ mod tests {
         if let Some(tag) = if_none_match {
             request = request.header(header::IF_NONE_MATCH, tag);
         }
-        serve_client(&Route::all(), &request.body(()).unwrap().into_parts().0)
+        SubscribeRoute::all().serve_client(&request.body(()).unwrap().into_parts().0)
     }
 
     #[test]
@@ -181,7 +184,7 @@ mod tests {
     #[test]
     fn other_methods_are_refused() {
         let request = http::Request::post("/comet/comet.js").body(()).unwrap();
-        let response = serve_client(&Route::all(), &request.into_parts().0);
+        let response = SubscribeRoute::all().serve_client(&request.into_parts().0);
         assert_eq!(response.status(), 405);
     }
 }

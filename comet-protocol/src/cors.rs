@@ -10,8 +10,8 @@ use std::{fmt, sync::Arc, time::Duration};
 /// (cookies, HTTP authentication).
 ///
 /// ```
-/// use comet::{Cors, Route};
-/// let route = Route::sse().cors(
+/// use comet::{Cors, SubscribeRoute};
+/// let route = SubscribeRoute::sse().cors(
 ///     Cors::allow_origins(["https://www.example.com", "https://app.example.com"])
 ///         .allow_credentials(true),
 /// );

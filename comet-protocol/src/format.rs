@@ -1,10 +1,13 @@
 //! The two traits every transport implements, built-in or your own:
 //! [`StreamFormat`] frames items on a response that stays open, and
-//! [`PollFormat`] writes the one answer of a long poll. A route serves a
-//! format of your own with [`Route::format`](super::Route::format) or
-//! [`Route::poll_format`](super::Route::poll_format); the built-in transports
-//! (`transport/sse.rs`, `stream.rs`, `iframe.rs`, `poll.rs`, `jsonp.rs`) are
-//! implementations of these same traits.
+//! [`LongPollFormat`] writes the one answer of a long poll. A transport of
+//! your own makes one for each request ([`Transport::streaming`],
+//! [`Transport::long_polling`]); the built-in transports
+//! (`transport/sse.rs`, `ndjson.rs`, `iframe.rs`, `long_poll.rs`, `jsonp.rs`)
+//! make theirs the same way.
+//!
+//! [`Transport::streaming`]: crate::Transport::streaming
+//! [`Transport::long_polling`]: crate::Transport::long_polling
 
 use crate::{ChannelName, Cursor, Item, Message};
 use bytes::Bytes;
@@ -137,13 +140,13 @@ pub trait StreamFormat: Send + Sync + 'static {
 ///
 /// ```
 /// use bytes::Bytes;
-/// use comet::{protocol::PollFormat, Cursor, Item};
+/// use comet::{protocol::LongPollFormat, Cursor, Item};
 /// use http::HeaderValue;
 ///
 /// /// One `channel<TAB>text` line per message, then the cursor.
 /// struct TextPoll;
 ///
-/// impl PollFormat for TextPoll {
+/// impl LongPollFormat for TextPoll {
 ///     fn answer(&self, items: &[Item], cursor: &Cursor) -> Bytes {
 ///         let mut body = String::new();
 ///         for message in items.iter().filter_map(Item::message) {
@@ -158,7 +161,7 @@ pub trait StreamFormat: Send + Sync + 'static {
 ///     }
 /// }
 /// ```
-pub trait PollFormat: Send + Sync + 'static {
+pub trait LongPollFormat: Send + Sync + 'static {
     /// The answer's body: `items` (possibly none), then `cursor`, where the
     /// next poll resumes.
     fn answer(&self, items: &[Item], cursor: &Cursor) -> Bytes;

@@ -3,19 +3,26 @@
 //! who write adapters and transports; an app needs only the names at the
 //! crate's root.
 //!
-//! An adapter matches its routes' paths and calls [`serve`] (subscribe
-//! routes), [`PublishRoute::serve`] or [`serve_client`] with the request; the
-//! answer is an `http::Response<CometBody>`, where [`CometBody`] is an
-//! `http_body::Body` any hyper-based server can send.
+//! An adapter finds a request's endpoint in a [`Mount`] (comet's routes at
+//! their paths, by one set of rules) and calls [`Endpoint::serve`], or calls
+//! [`SubscribeRoute::serve`], [`SubscribeRoute::serve_client`] or
+//! [`PublishRoute::serve`] itself; the answer is an
+//! `http::Response<CometBody>`, where [`CometBody`] is an `http_body::Body`
+//! any hyper-based server can send.
 //!
 //! Where things are:
 //!
+//! - `mount.rs`: the mount rules, for every adapter.
 //! - `subscribe.rs`: a subscribe request, checked, dispatched to its
 //!   transport; `publish.rs`: `POST` a message; `client.rs`: `comet.js`.
-//! - `transport/`: one module per built-in transport (`sse`, `stream`,
-//!   `iframe`, `poll`, `jsonp`), each an implementation of [`StreamFormat`]
-//!   or [`PollFormat`] (`format.rs`), the traits a transport of your own
-//!   implements too.
+//! - `transport.rs`: [`Transport`], the one shape of every transport (a
+//!   name, maybe a media type, and how it makes its format for a request);
+//!   `transport/`: one module per built-in transport ([`transport::sse`],
+//!   [`transport::ndjson`], [`transport::iframe`],
+//!   [`transport::long_poll`], [`transport::jsonp`]), each whole: its
+//!   transport, framing, parameters, defaults and tests. Formats implement
+//!   [`StreamFormat`] or [`LongPollFormat`] (`format.rs`), as a transport of
+//!   your own does.
 //! - `envelope.rs`: the JSON envelope, encoded once per message and shared;
 //!   `callback.rs`: which callback names a page may be called with.
 //! - `request.rs`: method and size limits, and body bounding, for every
@@ -48,27 +55,21 @@ mod publish;
 mod request;
 mod route;
 mod subscribe;
-mod transport;
+pub mod transport;
 
 pub use body::CometBody;
 pub use callback::{DEFAULT_CALLBACK_REGISTRY, MAX_CALLBACK_LEN};
 pub use client::{
-    client_script_url, client_version, serve_client, CLIENT_SCRIPT, CLIENT_SCRIPT_NAME,
-    CLIENT_TYPES,
+    client_script_url, client_version, CLIENT_SCRIPT, CLIENT_SCRIPT_NAME, CLIENT_TYPES,
 };
 pub use cors::Cors;
 pub use error::{not_found, ErrorCode, ProtocolError};
-pub use format::{Chunks, PollFormat, StreamFormat};
+pub use format::{Chunks, LongPollFormat, StreamFormat};
 pub use mount::{Endpoint, Mount};
 pub use params::SubscribeParams;
 pub use policy::{AllowAll, Authorize, QueryChannels, ResolveChannels};
 pub use publish::{AuthorizePublish, PublishRoute};
 pub use request::{MAX_HEADER_BYTES, MAX_QUERY_LEN};
-pub use route::{Route, DEFAULT_HEARTBEAT};
-pub use subscribe::{serve, ResponseFuture};
-pub use transport::{
-    poll::{DEFAULT_MAX_BATCH, DEFAULT_MAX_HOLD},
-    sse::DEFAULT_RETRY,
-    stream::DEFAULT_BYTE_BUDGET,
-    Transport,
-};
+pub use route::{SubscribeRoute, DEFAULT_BYTE_BUDGET, DEFAULT_HEARTBEAT};
+pub use subscribe::ResponseFuture;
+pub use transport::Transport;

@@ -3,9 +3,7 @@
 //! as a filter; an adapter of your own finds a request's endpoint with
 //! [`Mount::find`] and answers with [`Endpoint::serve`].
 
-use crate::{
-    not_found, serve, serve_client, PublishRoute, ResponseFuture, Route, CLIENT_SCRIPT_NAME,
-};
+use crate::{not_found, PublishRoute, ResponseFuture, SubscribeRoute, CLIENT_SCRIPT_NAME};
 use comet_core::Hub;
 use std::fmt;
 
@@ -25,10 +23,10 @@ use std::fmt;
 ///   the longest publish path, then the longest subscribe path's 404.
 ///
 /// ```
-/// use comet::{protocol::Mount, PublishRoute, Route};
+/// use comet::{protocol::Mount, PublishRoute, SubscribeRoute};
 ///
 /// let mount = Mount::new()
-///     .subscribe("/events", Route::sse())
+///     .subscribe("/events", SubscribeRoute::sse())
 ///     .publish("/publish", PublishRoute::new());
 /// assert!(mount.find("/events").is_some());
 /// assert!(mount.find("/events/comet.js").is_some());
@@ -45,11 +43,11 @@ pub struct Mount {
 #[non_exhaustive]
 pub enum Endpoint {
     /// A subscribe route.
-    Subscribe(Route),
+    Subscribe(SubscribeRoute),
     /// A publish route.
     Publish(PublishRoute),
     /// The browser client alone, with this route's CORS.
-    Client(Route),
+    Client(SubscribeRoute),
     /// A path under a subscribe route's mount that no route serves: the
     /// protocol's JSON 404.
     NotFound,
@@ -71,12 +69,12 @@ impl Endpoint {
         let (parts, body) = request.into_parts();
         match self {
             // `<route>/comet.js`: the browser client for this route.
-            Endpoint::Client(route) => Box::pin(std::future::ready(serve_client(route, &parts))),
+            Endpoint::Client(route) => Box::pin(std::future::ready(route.serve_client(&parts))),
             // A mount also matches `<mount>/comet.js` (see `Mount::find`).
             Endpoint::Subscribe(route) if !mount.is_empty() && parts.uri.path() != mount => {
-                Box::pin(std::future::ready(serve_client(route, &parts)))
+                Box::pin(std::future::ready(route.serve_client(&parts)))
             }
-            Endpoint::Subscribe(route) => serve(hub, route, &parts),
+            Endpoint::Subscribe(route) => route.serve(hub, &parts),
             Endpoint::Publish(route) => route.serve(hub, mount, &parts, body),
             Endpoint::NotFound => Box::pin(std::future::ready(not_found(&parts))),
         }
@@ -96,7 +94,7 @@ impl Mount {
     /// # Panics
     ///
     /// If `path` does not start with `/`.
-    pub fn subscribe(mut self, path: &str, route: Route) -> Self {
+    pub fn subscribe(mut self, path: &str, route: SubscribeRoute) -> Self {
         self.insert(path, Endpoint::Subscribe(route));
         self
     }

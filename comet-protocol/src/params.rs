@@ -83,7 +83,7 @@ impl SubscribeParams {
     /// `Last-Event-ID`, then `If-None-Match` (long polls only), then the query.
     pub fn from_request(
         parts: &Parts,
-        transport: Option<Transport>,
+        transport: Option<&Transport>,
     ) -> Result<Self, ProtocolError> {
         Self::from_query(parts.uri.query())?.with_header_cursor(&parts.headers, transport)
     }
@@ -93,7 +93,7 @@ impl SubscribeParams {
     pub fn with_header_cursor(
         self,
         headers: &HeaderMap,
-        transport: Option<Transport>,
+        transport: Option<&Transport>,
     ) -> Result<Self, ProtocolError> {
         self.with_header_cursor_for(headers, transport.is_some_and(Transport::is_long_poll))
     }
@@ -231,22 +231,22 @@ mod tests {
             &uri,
             &[("last-event-id", &a.encode()), ("if-none-match", &etag)],
         );
-        let cursor = |p: &Parts, t| {
-            SubscribeParams::from_request(p, Some(t))
+        let cursor = |p: &Parts, t: Transport| {
+            SubscribeParams::from_request(p, Some(&t))
                 .unwrap()
                 .cursor
                 .unwrap()
         };
-        assert_eq!(cursor(&all, Transport::Poll), a);
+        assert_eq!(cursor(&all, Transport::long_poll()), a);
         let no_id = parts(&uri, &[("if-none-match", &format!("W/{etag}, \"x\""))]);
-        assert_eq!(cursor(&no_id, Transport::Poll), b);
+        assert_eq!(cursor(&no_id, Transport::long_poll()), b);
         assert_eq!(
-            cursor(&no_id, Transport::Sse),
+            cursor(&no_id, Transport::sse()),
             c,
             "If-None-Match is for long polls"
         );
         let star = parts(&uri, &[("if-none-match", "*")]);
-        assert_eq!(cursor(&star, Transport::Poll), c);
+        assert_eq!(cursor(&star, Transport::long_poll()), c);
         let bad = parts("/", &[("last-event-id", "garbage!")]);
         assert_eq!(
             SubscribeParams::from_request(&bad, None)

@@ -4,17 +4,19 @@
 use super::{
     callback::{is_function_name, DEFAULT_CALLBACK_REGISTRY},
     transport::{
-        poll::{DEFAULT_MAX_BATCH, DEFAULT_MAX_HOLD},
+        long_poll::{DEFAULT_MAX_BATCH, DEFAULT_MAX_HOLD},
         sse::DEFAULT_RETRY,
-        stream::DEFAULT_BYTE_BUDGET,
-        Delivery,
     },
-    AllowAll, Authorize, Cors, PollFormat, ProtocolError, QueryChannels, ResolveChannels,
-    StreamFormat, SubscribeParams, Transport,
+    AllowAll, Authorize, Cors, ProtocolError, QueryChannels, ResolveChannels, Transport,
 };
 use crate::{ChannelName, Since};
 use http::request::Parts;
 use std::{fmt, sync::Arc, time::Duration};
+
+/// Default bytes after which a stream a browser buffers whole (ndjson,
+/// forever frame) ends, for the client to resume with its cursor; see
+/// [`SubscribeRoute::byte_budget`].
+pub const DEFAULT_BYTE_BUDGET: usize = 256 * 1024;
 
 /// Default interval of heartbeats on an idle stream (every streaming transport).
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
@@ -22,17 +24,16 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 /// How one comet route serves subscribers. Cheap to clone.
 ///
 /// ```
-/// use comet::{Route, Since, Transport};
+/// use comet::{protocol::Transport, SubscribeRoute, Since};
 /// use std::time::Duration;
 ///
-/// let events = Route::sse().heartbeat(Duration::from_secs(20));
-/// let poll = Route::long_poll().max_hold(Duration::from_secs(25));
-/// let either = Route::new([Transport::Sse, Transport::Poll]).since(Since::Last(10));
+/// let events = SubscribeRoute::sse().heartbeat(Duration::from_secs(20));
+/// let poll = SubscribeRoute::long_poll().max_hold(Duration::from_secs(25));
+/// let either = SubscribeRoute::new([Transport::sse(), Transport::long_poll()]).since(Since::Last(10));
 /// ```
 #[derive(Clone)]
-pub struct Route {
+pub struct SubscribeRoute {
     pub(crate) transports: Arc<[Transport]>,
-    pub(crate) custom: Arc<[CustomTransport]>,
     pub(crate) heartbeat: Duration,
     pub(crate) max_hold: Duration,
     pub(crate) max_batch: usize,
@@ -46,9 +47,11 @@ pub struct Route {
     pub(crate) cross_site_jsonp: bool,
 }
 
-impl Route {
-    /// A route offering `transports`; the first is the default when a request
-    /// neither names one nor asks for one by `Accept`.
+impl SubscribeRoute {
+    /// A route offering `transports` (built in, or your own: see
+    /// [`Transport`]); the first is the default when a request neither
+    /// names one nor asks for one by `Accept`. A transport given twice is
+    /// offered once.
     ///
     /// # Panics
     ///
@@ -64,13 +67,8 @@ impl Route {
             !offered.is_empty(),
             "a comet route must offer at least one transport"
         );
-        Self::offering(offered)
-    }
-
-    fn offering(transports: Vec<Transport>) -> Self {
         Self {
-            transports: transports.into(),
-            custom: Arc::from([]),
+            transports: offered.into(),
             heartbeat: DEFAULT_HEARTBEAT,
             max_hold: DEFAULT_MAX_HOLD,
             max_batch: DEFAULT_MAX_BATCH,
@@ -87,153 +85,35 @@ impl Route {
 
     /// A Server-Sent Events route.
     pub fn sse() -> Self {
-        Self::new([Transport::Sse])
+        Self::new([Transport::sse()])
     }
 
     /// A long-poll (JSON) route.
     pub fn long_poll() -> Self {
-        Self::new([Transport::Poll])
+        Self::new([Transport::long_poll()])
     }
 
     /// A newline-delimited JSON streaming route.
-    pub fn stream() -> Self {
-        Self::new([Transport::Stream])
+    pub fn ndjson() -> Self {
+        Self::new([Transport::ndjson()])
     }
 
     /// A forever-frame (hidden iframe) route.
     pub fn iframe() -> Self {
-        Self::new([Transport::Iframe])
+        Self::new([Transport::iframe()])
     }
 
     /// A JSONP long-poll route.
     pub fn jsonp() -> Self {
-        Self::new([Transport::Jsonp])
+        Self::new([Transport::jsonp()])
     }
 
-    /// A route offering every transport, SSE by default.
+    /// A route offering every built-in transport, SSE by default.
     pub fn all() -> Self {
-        Self::new(Transport::ALL)
+        Self::new(Transport::all())
     }
 
-    /// A route serving only a wire format of your own; see [`format`](Self::format).
-    pub fn custom<F, S>(name: &str, make: F) -> Self
-    where
-        F: Fn(&Parts, &SubscribeParams) -> Result<S, ProtocolError> + Send + Sync + 'static,
-        S: StreamFormat,
-    {
-        Self::offering(Vec::new()).format(name, make)
-    }
-
-    /// A route serving only a long-poll format of your own; see
-    /// [`poll_format`](Self::poll_format).
-    pub fn custom_poll<F, P>(name: &str, make: F) -> Self
-    where
-        F: Fn(&Parts, &SubscribeParams) -> Result<P, ProtocolError> + Send + Sync + 'static,
-        P: PollFormat,
-    {
-        Self::offering(Vec::new()).poll_format(name, make)
-    }
-
-    /// Also offers a streaming wire format of your own, chosen by
-    /// `transport=<name>` (or by default on a route offering nothing else).
-    /// `make` builds the format for each request, so it can read the
-    /// request's parameters (a callback name, say) or refuse it.
-    ///
-    /// ```
-    /// use comet::{protocol::{Chunks, StreamFormat}, Cursor, Message, Route};
-    ///
-    /// struct Csv;
-    /// impl StreamFormat for Csv {
-    ///     fn message(&self, m: &Message, _: &Cursor, out: &mut Chunks) {
-    ///         out.push(format!("{},{},{:?}\n", m.channel(), m.offset(), m.text()));
-    ///     }
-    /// }
-    ///
-    /// let route = Route::sse().format("csv", |_request, _params| Ok(Csv));
-    /// ```
-    ///
-    /// # Panics
-    ///
-    /// If `name` is a built-in transport's name.
-    pub fn format<F, S>(self, name: &str, make: F) -> Self
-    where
-        F: Fn(&Parts, &SubscribeParams) -> Result<S, ProtocolError> + Send + Sync + 'static,
-        S: StreamFormat,
-    {
-        self.offer(
-            name,
-            Arc::new(move |request: &Parts, params: &SubscribeParams| {
-                make(request, params).map(|format| Delivery::Stream {
-                    format: Box::new(format),
-                    byte_budget: None,
-                })
-            }),
-        )
-    }
-
-    /// Also offers a long-poll wire format of your own, chosen by
-    /// `transport=<name>` (or by default on a route offering nothing else).
-    /// Requests are held, batched and resumed as for the built-in long poll
-    /// (`timeout`, `If-None-Match`, [`max_hold`](Self::max_hold),
-    /// [`max_batch`](Self::max_batch)); the format writes the answer's body.
-    ///
-    /// ```
-    /// use bytes::Bytes;
-    /// use comet::{protocol::PollFormat, Cursor, Item, Route};
-    /// use http::HeaderValue;
-    ///
-    /// /// The cursor, then one message text per line.
-    /// struct Lines;
-    /// impl PollFormat for Lines {
-    ///     fn answer(&self, items: &[Item], cursor: &Cursor) -> Bytes {
-    ///         let texts = items.iter().filter_map(Item::message).map(|m| m.text());
-    ///         std::iter::once(cursor.encode()).chain(texts.map(str::to_owned))
-    ///             .collect::<Vec<_>>().join("\n").into()
-    ///     }
-    ///     fn content_type(&self) -> HeaderValue {
-    ///         HeaderValue::from_static("text/plain; charset=utf-8")
-    ///     }
-    /// }
-    ///
-    /// let route = Route::long_poll().poll_format("lines", |_request, _params| Ok(Lines));
-    /// ```
-    ///
-    /// # Panics
-    ///
-    /// If `name` is a built-in transport's name.
-    pub fn poll_format<F, P>(self, name: &str, make: F) -> Self
-    where
-        F: Fn(&Parts, &SubscribeParams) -> Result<P, ProtocolError> + Send + Sync + 'static,
-        P: PollFormat,
-    {
-        self.offer(
-            name,
-            Arc::new(move |request: &Parts, params: &SubscribeParams| {
-                make(request, params).map(|format| Delivery::Poll(Box::new(format)))
-            }),
-        )
-    }
-
-    fn offer(mut self, name: &str, make: MakeDelivery) -> Self {
-        assert!(
-            Transport::ALL.iter().all(|t| t.name() != name),
-            "{name:?} is a built-in transport"
-        );
-        let mut custom: Vec<CustomTransport> = self
-            .custom
-            .iter()
-            .filter(|f| &*f.name != name)
-            .cloned()
-            .collect();
-        custom.push(CustomTransport {
-            name: name.into(),
-            make,
-        });
-        self.custom = custom.into();
-        self
-    }
-
-    /// The built-in transports offered, the default first.
+    /// The transports offered, the default first.
     pub fn transports(&self) -> &[Transport] {
         &self.transports
     }
@@ -320,10 +200,10 @@ impl Route {
     /// and its `channel` parameters (the default keeps the parameters).
     ///
     /// ```
-    /// use comet::{ProtocolError, Route};
+    /// use comet::{ProtocolError, SubscribeRoute};
     /// // GET /user-events: the user's own channel, from a header set by an
     /// // earlier authentication middleware.
-    /// let route = Route::sse().channels(|request, _requested| {
+    /// let route = SubscribeRoute::sse().channels(|request, _requested| {
     ///     let user = request.headers.get("x-user").and_then(|v| v.to_str().ok());
     ///     let user = user.ok_or_else(|| ProtocolError::forbidden("sign in first"))?;
     ///     Ok(vec![format!("user/{user}")])
@@ -347,8 +227,8 @@ impl Route {
     /// Checked on every request, long polls included. Default: allow all.
     ///
     /// ```
-    /// use comet::Route;
-    /// let route = Route::sse().authorize(|request, channels| {
+    /// use comet::SubscribeRoute;
+    /// let route = SubscribeRoute::sse().authorize(|request, channels| {
     ///     let signed_in = request.headers.contains_key("authorization");
     ///     channels.iter().all(|c| c.as_str().starts_with("public/") || signed_in)
     /// });
@@ -368,25 +248,10 @@ impl Route {
     }
 }
 
-/// Builds a custom transport's format for one request.
-pub(crate) type MakeDelivery =
-    Arc<dyn Fn(&Parts, &SubscribeParams) -> Result<Delivery, ProtocolError> + Send + Sync>;
-
-/// A transport of the application's own, offered under `name`.
-#[derive(Clone)]
-pub(crate) struct CustomTransport {
-    pub(crate) name: Arc<str>,
-    pub(crate) make: MakeDelivery,
-}
-
-impl fmt::Debug for Route {
+impl fmt::Debug for SubscribeRoute {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Route")
+        f.debug_struct("SubscribeRoute")
             .field("transports", &self.transports)
-            .field(
-                "custom",
-                &self.custom.iter().map(|f| &*f.name).collect::<Vec<_>>(),
-            )
             .field("heartbeat", &self.heartbeat)
             .field("max_hold", &self.max_hold)
             .field("max_batch", &self.max_batch)

@@ -1,119 +1,273 @@
-//! The built-in transports, one module each, and how a request picks one.
+//! Transports: the ways a route answers subscribe requests, built in or an
+//! application's own, all of one shape: a [`Transport`] has a name
+//! (`transport=`), maybe a media type that picks it by `Accept`, and makes
+//! its format ([`StreamFormat`] or [`LongPollFormat`]) for each request.
 //!
-//! Each transport is an implementation of the traits a format of your own
-//! implements ([`StreamFormat`], [`PollFormat`]): read `sse.rs`, `stream.rs`,
-//! `iframe.rs`, `poll.rs` or `jsonp.rs` to see one whole, framing,
-//! parameters, defaults and tests.
+//! Each built-in transport is one module, whole (framing, parameters,
+//! defaults, tests): [`sse`], [`ndjson`], [`iframe`], [`long_poll`] (which
+//! also holds long polls for every long-poll format) and [`jsonp`].
 
-pub(crate) mod iframe;
-pub(crate) mod jsonp;
-pub(crate) mod poll;
-pub(crate) mod sse;
-pub(crate) mod stream;
+pub mod iframe;
+pub mod jsonp;
+pub mod long_poll;
+pub mod ndjson;
+pub mod sse;
 
-use super::{ErrorCode, PollFormat, ProtocolError, StreamFormat};
-use http::{header, HeaderMap};
-use std::fmt;
+use super::{
+    ErrorCode, LongPollFormat, ProtocolError, StreamFormat, SubscribeParams, SubscribeRoute,
+};
+use http::{header, request::Parts, HeaderMap};
+use std::{borrow::Cow, fmt, sync::Arc};
 
-/// How one request is answered: a format on a stream that stays open, or
-/// one long-poll answer.
-pub(crate) enum Delivery {
+/// A format made for one request: a stream that stays open, or the answer of
+/// one long poll.
+pub(crate) enum Format {
     /// A streaming format; the stream ends after `byte_budget` bytes, if set.
     Stream {
         format: Box<dyn StreamFormat>,
         byte_budget: Option<usize>,
     },
     /// A long-poll format.
-    Poll(Box<dyn PollFormat>),
+    LongPoll(Box<dyn LongPollFormat>),
 }
 
-impl Delivery {
-    /// True for long polls (they read `If-None-Match` as a cursor).
-    pub(crate) fn is_long_poll(&self) -> bool {
-        matches!(self, Delivery::Poll(_))
-    }
+/// Makes a transport's format for one request on a route.
+type Make = dyn Fn(&Parts, &SubscribeParams, &SubscribeRoute) -> Result<Format, ProtocolError>
+    + Send
+    + Sync;
+
+/// One way a route answers subscribe requests: a name (`transport=`), the
+/// media type that picks it by `Accept` (if any), and how it makes its
+/// format for each request. Cheap to clone; two transports are the same when
+/// their names are.
+///
+/// The built-in ones: [`sse`](Self::sse), [`ndjson`](Self::ndjson),
+/// [`iframe`](Self::iframe), [`long_poll`](Self::long_poll) and
+/// [`jsonp`](Self::jsonp). An application's own:
+/// [`streaming`](Self::streaming) and [`long_polling`](Self::long_polling).
+///
+/// ```
+/// use comet::{protocol::{Chunks, StreamFormat, Transport}, Cursor, Message, SubscribeRoute};
+///
+/// /// `channel<TAB>text` lines, for `curl` users.
+/// struct Lines;
+/// impl StreamFormat for Lines {
+///     fn message(&self, m: &Message, _: &Cursor, out: &mut Chunks) {
+///         out.push(format!("{}\t{}\n", m.channel(), m.text().replace('\n', " ")));
+///     }
+/// }
+///
+/// let route = SubscribeRoute::new([
+///     Transport::sse(),
+///     Transport::long_poll(),
+///     Transport::streaming("lines", |_request, _params| Ok(Lines)),
+/// ]);
+/// ```
+#[derive(Clone)]
+pub struct Transport(Arc<Offer>);
+
+struct Offer {
+    name: Cow<'static, str>,
+    media_type: Option<Cow<'static, str>>,
+    long_poll: bool,
+    make: Arc<Make>,
 }
 
-/// A Comet technique.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Transport {
-    /// Server-Sent Events (`text/event-stream`): one response, many events.
-    Sse,
-    /// Newline-delimited JSON envelopes (`application/x-ndjson`), for
-    /// `fetch` streaming.
-    Stream,
-    /// The hidden-iframe "forever frame" (`text/html`): one `<script>` call
-    /// per item, for browsers with nothing better.
-    Iframe,
-    /// Long polling (`application/json`): held until something arrives or
-    /// the timeout passes, then re-issued with the cursor.
-    Poll,
-    /// Long polling through a `<script>` tag (`application/javascript`).
-    Jsonp,
-}
+/// The names of the built-in transports, which an application's own may not
+/// take.
+const BUILT_IN: [&str; 5] = ["sse", "stream", "iframe", "poll", "jsonp"];
 
 impl Transport {
-    /// The name used in `transport=`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Transport::Sse => "sse",
-            Transport::Stream => "stream",
-            Transport::Iframe => "iframe",
-            Transport::Poll => "poll",
-            Transport::Jsonp => "jsonp",
-        }
+    pub(crate) fn built_in(
+        name: &'static str,
+        media_type: Option<&'static str>,
+        long_poll: bool,
+        make: impl Fn(&Parts, &SubscribeParams, &SubscribeRoute) -> Result<Format, ProtocolError>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        Self(Arc::new(Offer {
+            name: Cow::Borrowed(name),
+            media_type: media_type.map(Cow::Borrowed),
+            long_poll,
+            make: Arc::new(make),
+        }))
     }
 
-    /// True for transports that call a JavaScript function (`callback=`).
-    pub fn needs_callback(self) -> bool {
-        matches!(self, Transport::Iframe | Transport::Jsonp)
+    /// Server-Sent Events (`text/event-stream`, `transport=sse`): one
+    /// response, many events. See [its module](self::sse).
+    pub fn sse() -> Self {
+        sse::transport()
     }
 
-    /// True for streaming transports a browser may buffer whole, which
-    /// therefore end after the route's byte budget.
-    pub fn has_byte_budget(self) -> bool {
-        matches!(self, Transport::Stream | Transport::Iframe)
+    /// Newline-delimited JSON envelopes (`application/x-ndjson`,
+    /// `transport=stream`), for `fetch` streaming. See [its module](self::ndjson).
+    pub fn ndjson() -> Self {
+        ndjson::transport()
     }
 
-    /// True for transports that hold one request per batch (they read
-    /// `If-None-Match` as a cursor).
-    pub fn is_long_poll(self) -> bool {
-        matches!(self, Transport::Poll | Transport::Jsonp)
+    /// The hidden-iframe "forever frame" (`text/html`, `transport=iframe`):
+    /// one `<script>` call per item, for browsers with nothing better. See
+    /// [its module](self::iframe).
+    pub fn iframe() -> Self {
+        iframe::transport()
     }
 
-    /// The Accept media type that selects this transport, if any.
-    fn media_type(self) -> Option<&'static str> {
-        match self {
-            Transport::Sse => Some("text/event-stream"),
-            Transport::Stream => Some("application/x-ndjson"),
-            Transport::Iframe | Transport::Poll | Transport::Jsonp => None,
-        }
+    /// Long polling (`application/json`, `transport=poll`): held until
+    /// something arrives or the timeout passes, then re-issued with the
+    /// cursor. See [its module](self::long_poll).
+    pub fn long_poll() -> Self {
+        long_poll::transport()
+    }
+
+    /// Long polling through a `<script>` tag (`application/javascript`,
+    /// `transport=jsonp`). See [its module](self::jsonp).
+    pub fn jsonp() -> Self {
+        jsonp::transport()
+    }
+
+    /// Every built-in transport, SSE first.
+    pub fn all() -> [Self; 5] {
+        [
+            Self::sse(),
+            Self::ndjson(),
+            Self::iframe(),
+            Self::long_poll(),
+            Self::jsonp(),
+        ]
+    }
+
+    /// A streaming transport of your own, chosen by `transport=<name>` (or
+    /// by default when it is the route's first). `make` builds its format
+    /// for each request, so it can read the request's parameters or refuse
+    /// it.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is a built-in transport's.
+    pub fn streaming<F, S>(name: &str, make: F) -> Self
+    where
+        F: Fn(&Parts, &SubscribeParams) -> Result<S, ProtocolError> + Send + Sync + 'static,
+        S: StreamFormat,
+    {
+        Self::own(name, false, move |request, params, _route| {
+            make(request, params).map(|format| Format::Stream {
+                format: Box::new(format),
+                byte_budget: None,
+            })
+        })
+    }
+
+    /// A long-poll transport of your own, chosen by `transport=<name>` (or
+    /// by default when it is the route's first). Requests are held, batched
+    /// and resumed as for the built-in long poll (`timeout`, `If-None-Match`,
+    /// [`SubscribeRoute::max_hold`], [`SubscribeRoute::max_batch`]); the format writes the
+    /// answer's body.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use comet::{protocol::{LongPollFormat, Transport}, Cursor, Item, SubscribeRoute};
+    /// use http::HeaderValue;
+    ///
+    /// /// The cursor, then one message text per line.
+    /// struct Lines;
+    /// impl LongPollFormat for Lines {
+    ///     fn answer(&self, items: &[Item], cursor: &Cursor) -> Bytes {
+    ///         let texts = items.iter().filter_map(Item::message).map(|m| m.text());
+    ///         std::iter::once(cursor.encode()).chain(texts.map(str::to_owned))
+    ///             .collect::<Vec<_>>().join("\n").into()
+    ///     }
+    ///     fn content_type(&self) -> HeaderValue {
+    ///         HeaderValue::from_static("text/plain; charset=utf-8")
+    ///     }
+    /// }
+    ///
+    /// let route = SubscribeRoute::new([Transport::long_polling("lines", |_request, _params| Ok(Lines))]);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `name` is a built-in transport's.
+    pub fn long_polling<F, P>(name: &str, make: F) -> Self
+    where
+        F: Fn(&Parts, &SubscribeParams) -> Result<P, ProtocolError> + Send + Sync + 'static,
+        P: LongPollFormat,
+    {
+        Self::own(name, true, move |request, params, _route| {
+            make(request, params).map(|format| Format::LongPoll(Box::new(format)))
+        })
+    }
+
+    fn own(
+        name: &str,
+        long_poll: bool,
+        make: impl Fn(&Parts, &SubscribeParams, &SubscribeRoute) -> Result<Format, ProtocolError>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        assert!(
+            !BUILT_IN.contains(&name),
+            "{name:?} is a built-in transport"
+        );
+        Self(Arc::new(Offer {
+            name: Cow::Owned(name.to_owned()),
+            media_type: None,
+            long_poll,
+            make: Arc::new(make),
+        }))
+    }
+
+    /// The same transport, also picked by requests that `Accept`
+    /// `media_type` (and name no transport).
+    pub fn media_type(self, media_type: &str) -> Self {
+        Self(Arc::new(Offer {
+            name: self.0.name.clone(),
+            media_type: Some(Cow::Owned(media_type.to_owned())),
+            long_poll: self.0.long_poll,
+            make: self.0.make.clone(),
+        }))
+    }
+
+    /// The name requests give in `transport=`.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// True for transports that answer once per request, held until
+    /// something arrives (they read `If-None-Match` as a cursor).
+    pub fn is_long_poll(&self) -> bool {
+        self.0.long_poll
+    }
+
+    /// Makes this transport's format for one request on `route`.
+    pub(crate) fn make(
+        &self,
+        request: &Parts,
+        params: &SubscribeParams,
+        route: &SubscribeRoute,
+    ) -> Result<Format, ProtocolError> {
+        (self.0.make)(request, params, route)
     }
 
     /// Picks the transport for a request on a route offering `offered`
     /// (the first is the default): `transport=` if given, else by `Accept`.
-    pub fn negotiate(
-        offered: &[Transport],
+    pub fn negotiate<'a>(
+        offered: &'a [Transport],
         requested: Option<&str>,
         headers: &HeaderMap,
-    ) -> Result<Transport, ProtocolError> {
+    ) -> Result<&'a Transport, ProtocolError> {
         if let Some(name) = requested {
-            let transport = Transport::ALL
-                .into_iter()
-                .find(|t| t.name() == name)
-                .ok_or_else(|| {
-                    ErrorCode::BadTransport.error(format!(
-                        "unknown transport {name:?}; known are sse, stream, iframe, poll, jsonp"
-                    ))
-                })?;
-            return match transport {
-                t if offered.contains(&t) => Ok(t),
-                _ => Err(ErrorCode::BadTransport.error(format!(
-                    "transport {name:?} is not offered here; this route offers {}",
-                    Names(offered)
-                ))),
-            };
+            return offered.iter().find(|t| t.name() == name).ok_or_else(|| {
+                let why = if BUILT_IN.contains(&name) {
+                    format!("transport {name:?} is not offered here")
+                } else {
+                    format!("unknown transport {name:?}")
+                };
+                ErrorCode::BadTransport
+                    .error(format!("{why}; this route offers {}", Names(offered)))
+            });
         }
         let accept = headers
             .get_all(header::ACCEPT)
@@ -132,21 +286,23 @@ impl Transport {
         };
         Ok(offered
             .iter()
-            .copied()
-            .find(|t| t.media_type().is_some_and(accepted))
-            .unwrap_or(offered[0]))
+            .find(|t| t.0.media_type.as_deref().is_some_and(accepted))
+            .unwrap_or(&offered[0]))
     }
 }
 
-impl Transport {
-    /// Every transport PROTOCOL.md defines.
-    pub const ALL: [Transport; 5] = [
-        Transport::Sse,
-        Transport::Stream,
-        Transport::Iframe,
-        Transport::Poll,
-        Transport::Jsonp,
-    ];
+impl PartialEq for Transport {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Transport {}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Transport").field(&self.name()).finish()
+    }
 }
 
 impl fmt::Display for Transport {
@@ -169,7 +325,6 @@ impl fmt::Display for Names<'_> {
     }
 }
 
-/// Test helpers shared by the transports' tests.
 #[cfg(test)]
 pub(crate) async fn test_item(payload: crate::Payload) -> crate::Item {
     use tokio_stream::StreamExt;
@@ -200,25 +355,50 @@ mod tests {
 
     #[test]
     fn negotiation() {
-        let both = [Transport::Poll, Transport::Sse];
+        let both = [Transport::long_poll(), Transport::sse()];
         let none = HeaderMap::new();
+        let name = |t: Result<&Transport, ProtocolError>| t.map(|t| t.name().to_owned());
         assert_eq!(
-            Transport::negotiate(&both, None, &none),
-            Ok(Transport::Poll)
+            name(Transport::negotiate(&both, None, &none)),
+            Ok("poll".into())
         );
         assert_eq!(
-            Transport::negotiate(&both, None, &accept("text/html, Text/Event-Stream;q=0.9")),
-            Ok(Transport::Sse)
+            name(Transport::negotiate(
+                &both,
+                None,
+                &accept("text/html, Text/Event-Stream;q=0.9")
+            )),
+            Ok("sse".into())
         );
         assert_eq!(
-            Transport::negotiate(&both, Some("sse"), &none),
-            Ok(Transport::Sse)
+            name(Transport::negotiate(&both, Some("sse"), &none)),
+            Ok("sse".into())
         );
-        let err = Transport::negotiate(&[Transport::Sse], Some("poll"), &none).unwrap_err();
+        let err = Transport::negotiate(&[Transport::sse()], Some("poll"), &none).unwrap_err();
         assert_eq!(err.code(), "bad_transport");
         assert!(err.message().contains("offers sse"), "{err}");
         let err = Transport::negotiate(&both, Some("carrier-pigeon"), &none).unwrap_err();
         assert!(err.message().contains("unknown transport"), "{err}");
+        // An application's own is picked by name, and by its media type.
+        let own = [
+            Transport::sse(),
+            Transport::streaming("lines", |_, _| Ok(crate::transport::ndjson::Ndjson))
+                .media_type("text/x-lines"),
+        ];
+        assert_eq!(
+            name(Transport::negotiate(&own, Some("lines"), &none)),
+            Ok("lines".into())
+        );
+        assert_eq!(
+            name(Transport::negotiate(&own, None, &accept("text/x-lines"))),
+            Ok("lines".into())
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "built-in")]
+    fn an_own_transport_may_not_take_a_built_in_name() {
+        let _ = Transport::streaming("sse", |_, _| Ok(crate::transport::ndjson::Ndjson));
     }
 
     fn chunks(format: &dyn StreamFormat, item: &crate::Item) -> Vec<bytes::Bytes> {
@@ -254,7 +434,7 @@ mod tests {
         let sse = sse::Sse::new(std::time::Duration::ZERO);
         // `retry:` rides on the first event only: send it now.
         sse.item(&a, &mut crate::Chunks::default());
-        for format in [&sse as &dyn StreamFormat, &stream::Ndjson] {
+        for format in [&sse as &dyn StreamFormat, &ndjson::Ndjson] {
             // One channel: the whole frame, cursor included, is the same bytes.
             let (fa, fb) = (chunks(format, &a), chunks(format, &b));
             assert_eq!(fa.len(), 1);
@@ -263,7 +443,7 @@ mod tests {
         // Several channels: the message's part is shared, the cursor is not.
         let formats: [(&dyn StreamFormat, usize); 3] = [
             (&sse, 1),
-            (&stream::Ndjson, 0),
+            (&ndjson::Ndjson, 0),
             (&iframe::Iframe::new("cb"), 1),
         ];
         for (format, shared) in formats {

@@ -1,7 +1,7 @@
 //! [`CometLayer`]: the app's comet routes, mounted in front of its own.
 
 use comet_core::Hub;
-use comet_protocol::{Mount, PublishRoute, Route};
+use comet_protocol::{Mount, PublishRoute, SubscribeRoute};
 use std::{fmt, sync::Arc};
 
 /// Serves comet routes at their paths and passes every other request to the
@@ -9,7 +9,7 @@ use std::{fmt, sync::Arc};
 ///
 /// ```
 /// use axum::{routing::get, Router};
-/// use comet::{Hub, Route};
+/// use comet::{Hub, SubscribeRoute};
 /// use comet::CometLayer;
 /// use std::time::Duration;
 ///
@@ -20,7 +20,7 @@ use std::{fmt, sync::Arc};
 ///         CometLayer::new(hub.clone())
 ///             .sse("/events")
 ///             .long_poll("/poll")
-///             .route("/push", Route::sse().heartbeat(Duration::from_secs(20))),
+///             .route("/push", SubscribeRoute::sse().heartbeat(Duration::from_secs(20))),
 ///     );
 /// ```
 #[derive(Clone)]
@@ -53,7 +53,7 @@ impl CometLayer {
     /// # Panics
     ///
     /// If `path` does not start with `/`.
-    pub fn route(mut self, path: &str, route: Route) -> Self {
+    pub fn route(mut self, path: &str, route: SubscribeRoute) -> Self {
         let mount = Arc::make_mut(&mut self.mount);
         *mount = std::mem::take(mount).subscribe(path, route);
         self
@@ -73,12 +73,12 @@ impl CometLayer {
 
     /// Serves Server-Sent Events at `path`, with default options.
     pub fn sse(self, path: &str) -> Self {
-        self.route(path, Route::sse())
+        self.route(path, SubscribeRoute::sse())
     }
 
     /// Serves long polling (JSON) at `path`, with default options.
     pub fn long_poll(self, path: &str) -> Self {
-        self.route(path, Route::long_poll())
+        self.route(path, SubscribeRoute::long_poll())
     }
 
     /// The hub whose channels are served.

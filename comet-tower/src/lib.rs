@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use axum::{extract::State, routing::post, Router};
-//! use comet::{Hub, Payload, Route};
+//! use comet::{Hub, Payload, SubscribeRoute};
 //! use comet::CometLayer;
 //!
 //! #[derive(serde::Deserialize)]
@@ -36,7 +36,7 @@
 //!             // Only rooms may be subscribed to, checked on every request.
 //!             .route(
 //!                 "/rooms",
-//!                 Route::sse().authorize(|_request, channels| {
+//!                 SubscribeRoute::sse().authorize(|_request, channels| {
 //!                     channels.iter().all(|c| c.as_str().starts_with("room/"))
 //!                 }),
 //!             ),
@@ -59,7 +59,8 @@
 //!
 //! The crate follows tower-http's anatomy: [`CometLayer`] (the layer),
 //! [`Comet`] (the service), [`ResponseFuture`] and [`ResponseBody`]; and
-//! [`RouteService`] mounts a single route with `Router::route_service`.
+//! [`RouteService`] mounts a single route with `Router::route_service`
+//! (its future is [`route_service::ResponseFuture`]).
 //! The protocol itself lives in [`comet::protocol`](comet_protocol), shared by every adapter.
 
 #![warn(missing_docs)]
@@ -68,15 +69,15 @@
 mod body;
 mod future;
 mod layer;
-mod route_service;
+pub mod route_service;
 mod service;
 
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
 pub use layer::CometLayer;
-pub use route_service::{RouteFuture, RouteService};
+pub use route_service::RouteService;
 pub use service::Comet;
 
 pub use comet_core::Hub;
 /// The protocol types a route is configured with, re-exported for convenience.
-pub use comet_protocol::{Cors, ProtocolError, PublishRoute, Route, Transport};
+pub use comet_protocol::{Cors, ProtocolError, PublishRoute, SubscribeRoute, Transport};

@@ -1,7 +1,7 @@
 //! [`RouteService`]: one comet route as a plain service, for `route_service`.
 
 use comet_core::Hub;
-use comet_protocol::{self as protocol, CometBody, Endpoint, PublishRoute, Route};
+use comet_protocol::{self as protocol, CometBody, Endpoint, PublishRoute, SubscribeRoute};
 use http::{Request, Response};
 use std::{
     convert::Infallible,
@@ -15,13 +15,13 @@ use tower_service::Service;
 ///
 /// ```
 /// use axum::Router;
-/// use comet::{Hub, PublishRoute, Route};
+/// use comet::{Hub, PublishRoute, SubscribeRoute};
 /// use comet::RouteService;
 ///
 /// let hub = Hub::new();
 /// let publish = PublishRoute::new().authorize(|request, _| request.headers.contains_key("x-admin"));
 /// let app: Router = Router::new()
-///     .route_service("/events", RouteService::new(hub.clone(), Route::sse()))
+///     .route_service("/events", RouteService::new(hub.clone(), SubscribeRoute::sse()))
 ///     .route_service("/publish/{*channel}", RouteService::publish(hub.clone(), "/publish", publish));
 /// ```
 #[derive(Clone, Debug)]
@@ -34,7 +34,7 @@ pub struct RouteService {
 
 impl RouteService {
     /// Serves the subscribe route `route` from `hub`.
-    pub fn new(hub: Hub, route: Route) -> Self {
+    pub fn new(hub: Hub, route: SubscribeRoute) -> Self {
         Self {
             hub,
             mount: String::new(),
@@ -44,7 +44,7 @@ impl RouteService {
 
     /// Serves the browser client, `comet.js`, with `route`'s CORS (the
     /// layer serves it at `<route>/comet.js` by itself).
-    pub fn client(hub: Hub, route: Route) -> Self {
+    pub fn client(hub: Hub, route: SubscribeRoute) -> Self {
         Self {
             hub,
             mount: String::new(),
@@ -71,25 +71,25 @@ where
 {
     type Response = Response<CometBody>;
     type Error = Infallible;
-    type Future = RouteFuture;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<B>) -> RouteFuture {
-        RouteFuture {
+    fn call(&mut self, request: Request<B>) -> ResponseFuture {
+        ResponseFuture {
             future: self.endpoint.serve(&self.hub, &self.mount, request),
         }
     }
 }
 
 /// The response future of [`RouteService`]: it never fails.
-pub struct RouteFuture {
+pub struct ResponseFuture {
     future: protocol::ResponseFuture,
 }
 
-impl Future for RouteFuture {
+impl Future for ResponseFuture {
     type Output = Result<Response<CometBody>, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {

@@ -10,15 +10,15 @@
 //! app's own filters follow it with `or`:
 //!
 //! ```
-//! use comet::{protocol::Mount, Hub, PublishRoute, Route};
+//! use comet::{protocol::Mount, Hub, PublishRoute, SubscribeRoute};
 //! use warp::Filter;
 //!
 //! let hub = Hub::new();
 //! let comet = comet::warp::mount(
 //!     hub.clone(),
 //!     Mount::new()
-//!         .subscribe("/events", Route::sse())
-//!         .subscribe("/push", Route::all())
+//!         .subscribe("/events", SubscribeRoute::sse())
+//!         .subscribe("/push", SubscribeRoute::all())
 //!         // POST /publish/room/lobby publishes to `room/lobby`.
 //!         .publish(
 //!             "/publish",
@@ -42,7 +42,7 @@
 
 use bytes::{Buf, Bytes};
 use comet_core::Hub;
-use comet_protocol::{self as protocol, CometBody, Endpoint, Mount, PublishRoute, Route};
+use comet_protocol::{self as protocol, CometBody, Endpoint, Mount, PublishRoute, SubscribeRoute};
 use futures_util::{Stream, StreamExt};
 use http::request::Parts;
 use http_body::Frame;
@@ -58,10 +58,10 @@ pub struct RemoteAddr(pub SocketAddr);
 /// Serves `route`: a subscribe route with any transports and options.
 pub fn route(
     hub: Hub,
-    route: Route,
+    route: SubscribeRoute,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
     request_parts().then(move |parts: Parts| {
-        let answer = protocol::serve(&hub, &route, &parts);
+        let answer = route.serve(&hub, &parts);
         async move { into_reply(answer.await) }
     })
 }
@@ -70,43 +70,44 @@ pub fn route(
 pub fn sse(
     hub: Hub,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
-    route(hub, Route::sse())
+    route(hub, SubscribeRoute::sse())
 }
 
 /// Serves long polling (JSON) with default options.
 pub fn long_poll(
     hub: Hub,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
-    route(hub, Route::long_poll())
+    route(hub, SubscribeRoute::long_poll())
 }
 
-/// Serves the ndjson stream with default options.
-pub fn stream(
+/// Serves newline-delimited JSON (`transport=stream` on the wire) with
+/// default options.
+pub fn ndjson(
     hub: Hub,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
-    route(hub, Route::stream())
+    route(hub, SubscribeRoute::ndjson())
 }
 
 /// Serves the forever frame with default options.
 pub fn iframe(
     hub: Hub,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
-    route(hub, Route::iframe())
+    route(hub, SubscribeRoute::iframe())
 }
 
 /// Serves JSONP long polling with default options.
 pub fn jsonp(
     hub: Hub,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
-    route(hub, Route::jsonp())
+    route(hub, SubscribeRoute::jsonp())
 }
 
 /// Serves the browser client, `comet.js`, with `route`'s CORS:
-/// `warp::path!("push" / "comet.js").and(comet::warp::client(Route::all()))`.
+/// `warp::path!("push" / "comet.js").and(comet::warp::client(SubscribeRoute::all()))`.
 pub fn client(
-    route: Route,
+    route: SubscribeRoute,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
-    request_parts().map(move |parts: Parts| into_reply(protocol::serve_client(&route, &parts)))
+    request_parts().map(move |parts: Parts| into_reply(route.serve_client(&parts)))
 }
 
 /// Answers every request with the protocol's JSON 404 (`not_found`): put it

@@ -2,7 +2,7 @@
 //! chat's message rules, the listen address and the shutdown signal.
 
 use comet::{
-    protocol::{Cors, Mount, Route},
+    protocol::{Cors, Mount, SubscribeRoute},
     Hub, Payload, PublishError, PublishRoute,
 };
 use std::{net::SocketAddr, time::SystemTime};
@@ -57,7 +57,7 @@ fn now_ms() -> u64 {
 /// Pages of the origins in `COMET_CORS_ORIGINS` (comma-separated) may use
 /// it too, with credentials; `COMET_HEARTBEAT_SECS` sets how often idle
 /// streams carry a heartbeat (15 by default).
-pub fn client_route() -> Route {
+pub fn client_route() -> SubscribeRoute {
     let heartbeat = std::env::var("COMET_HEARTBEAT_SECS")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
@@ -72,7 +72,7 @@ pub fn client_route() -> Route {
         .map(|o| o.trim().to_owned())
         .filter(|o| !o.is_empty())
         .collect();
-    let route = Route::all().heartbeat(heartbeat);
+    let route = SubscribeRoute::all().heartbeat(heartbeat);
     if origins.is_empty() {
         return route;
     }
@@ -89,11 +89,11 @@ pub fn mount(
     peer: fn(&http::request::Parts) -> Option<SocketAddr>,
 ) -> Mount {
     Mount::new()
-        .subscribe("/comet/sse", Route::sse())
-        .subscribe("/comet/poll", Route::long_poll())
-        .subscribe("/comet/stream", Route::stream())
-        .subscribe("/comet/iframe", Route::iframe())
-        .subscribe("/comet/jsonp", Route::jsonp())
+        .subscribe("/comet/sse", SubscribeRoute::sse())
+        .subscribe("/comet/poll", SubscribeRoute::long_poll())
+        .subscribe("/comet/stream", SubscribeRoute::ndjson())
+        .subscribe("/comet/iframe", SubscribeRoute::iframe())
+        .subscribe("/comet/jsonp", SubscribeRoute::jsonp())
         .subscribe("/comet", client_route())
         .publish(
             "/comet/publish",

@@ -19,8 +19,8 @@ fuzz_target!(|data: &[u8]| {
     }
     let Ok(request) = request.body(()) else { return };
     let (parts, ()) = request.into_parts();
-    for transport in Transport::ALL {
-        if let Err(error) = SubscribeParams::from_request(&parts, Some(transport)) {
+    for transport in Transport::all() {
+        if let Err(error) = SubscribeParams::from_request(&parts, Some(&transport)) {
             assert!(error.status().is_client_error());
         }
     }

@@ -8,7 +8,7 @@ pub mod tool_tests;
 
 use bytes::Bytes;
 use comet::{
-    protocol::{PublishRoute, Route},
+    protocol::{PublishRoute, SubscribeRoute},
     Hub,
 };
 use futures_util::StreamExt;
@@ -52,7 +52,7 @@ pub enum Adapter {
 
 /// A comet route at a path, in adapter-neutral terms.
 pub enum Mount {
-    Subscribe(&'static str, Route),
+    Subscribe(&'static str, SubscribeRoute),
     Publish(&'static str, PublishRoute),
 }
 

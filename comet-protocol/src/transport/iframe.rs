@@ -4,14 +4,26 @@
 //! own origin may frame it.
 
 use crate::{
-    ChannelName, Cursor, Message,
-    {
-        envelope::{self, Json},
-        Chunks, StreamFormat,
-    },
+    callback,
+    envelope::{self, Json},
+    transport::{Format, Transport},
+    ChannelName, Chunks, Cursor, Message, StreamFormat,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, HeaderName, HeaderValue};
+
+/// The forever frame: its callback (`callback=`) must name a function in
+/// the route's registry. Browsers keep the page whole, so it ends after the
+/// route's byte budget.
+pub(crate) fn transport() -> Transport {
+    Transport::built_in("iframe", None, false, |_request, params, route| {
+        let callback = callback::checked(params.callback.as_deref(), &route.callback_registry)?;
+        Ok(Format::Stream {
+            format: Box::new(Iframe::new(&callback)),
+            byte_budget: Some(route.byte_budget),
+        })
+    })
+}
 
 /// The forever frame.
 pub(crate) struct Iframe {

@@ -4,11 +4,28 @@
 //! site is refused unless the route allows it.
 
 use crate::{
-    callback, envelope::Json, transport::poll, Cors, ErrorCode, PollFormat, ProtocolError,
+    callback,
+    envelope::Json,
+    transport::{long_poll, Format, Transport},
+    Cors, Cursor, ErrorCode, Item, LongPollFormat, ProtocolError,
 };
-use crate::{Cursor, Item};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, request::Parts, HeaderName, HeaderValue};
+
+/// JSONP: its callback must name a function in the route's registry, and a
+/// request from another site is refused unless the route allows it.
+pub(crate) fn transport() -> Transport {
+    Transport::built_in("jsonp", None, true, |request, params, route| {
+        let jsonp = Jsonp::for_request(
+            request,
+            params.callback.as_deref(),
+            &route.callback_registry,
+            route.cross_site_jsonp,
+            route.cors.as_ref(),
+        )?;
+        Ok(Format::LongPoll(Box::new(jsonp)))
+    })
+}
 
 /// `/**/<callback>(<poll answer>);`
 pub(crate) struct Jsonp {
@@ -40,10 +57,10 @@ impl Jsonp {
     }
 }
 
-impl PollFormat for Jsonp {
+impl LongPollFormat for Jsonp {
     /// The comment guards against content sniffing of the first bytes.
     fn answer(&self, items: &[Item], cursor: &Cursor) -> Bytes {
-        let json = poll::batch(items, cursor, Json::ScriptSafe);
+        let json = long_poll::batch(items, cursor, Json::ScriptSafe);
         let mut out = BytesMut::with_capacity(json.len() + self.callback.len() + 8);
         out.put_slice(b"/**/");
         out.put_slice(self.callback.as_bytes());

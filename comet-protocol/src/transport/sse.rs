@@ -3,7 +3,9 @@
 //! `id:` as `Last-Event-ID`.
 
 use crate::{
-    ChannelName, Cursor, Message, {envelope, Chunks, StreamFormat},
+    envelope,
+    transport::{Format, Transport},
+    ChannelName, Chunks, Cursor, Message, StreamFormat,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use comet_core::EncodingSlot;
@@ -20,8 +22,23 @@ pub(crate) static SSE_EVENT: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot
 pub(crate) static SSE_ONE_CHANNEL_FRAME: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::new);
 
 /// The default reconnection delay SSE clients are told (`retry:`); see
-/// [`Route::retry`](crate::Route::retry).
+/// [`SubscribeRoute::retry`](crate::SubscribeRoute::retry).
 pub const DEFAULT_RETRY: Duration = Duration::from_secs(2);
+
+/// Server-Sent Events, picked by `Accept: text/event-stream` too.
+pub(crate) fn transport() -> Transport {
+    Transport::built_in(
+        "sse",
+        Some("text/event-stream"),
+        false,
+        |_request, _params, route| {
+            Ok(Format::Stream {
+                format: Box::new(Sse::new(route.retry)),
+                byte_budget: None,
+            })
+        },
+    )
+}
 
 /// Server-Sent Events.
 pub(crate) struct Sse {

@@ -4,11 +4,9 @@
 //! poll for every poll format, built-in or your own.
 
 use crate::{
-    Cursor, Item, Subscription,
-    {
-        envelope::{self, Json},
-        PollFormat,
-    },
+    envelope::{self, Json},
+    transport::{Format, Transport},
+    Cursor, Item, LongPollFormat, Subscription,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use http::HeaderValue;
@@ -16,17 +14,25 @@ use std::time::Duration;
 use tokio_stream::StreamExt;
 
 /// Default longest hold of a long poll; see
-/// [`Route::max_hold`](crate::Route::max_hold).
+/// [`SubscribeRoute::max_hold`](crate::SubscribeRoute::max_hold).
 pub const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(30);
 
 /// Default most items in one long-poll answer; see
-/// [`Route::max_batch`](crate::Route::max_batch).
+/// [`SubscribeRoute::max_batch`](crate::SubscribeRoute::max_batch).
 pub const DEFAULT_MAX_BATCH: usize = 100;
 
-/// `{"cursor":"..","messages":[envelope, ...]}`.
-pub(crate) struct Poll;
+/// The built-in long poll: held as every long poll is (see [`hold`]), its
+/// answer the JSON below.
+pub(crate) fn transport() -> Transport {
+    Transport::built_in("poll", None, true, |_request, _params, _route| {
+        Ok(Format::LongPoll(Box::new(JsonLongPoll)))
+    })
+}
 
-impl PollFormat for Poll {
+/// `{"cursor":"..","messages":[envelope, ...]}`.
+pub(crate) struct JsonLongPoll;
+
+impl LongPollFormat for JsonLongPoll {
     fn answer(&self, items: &[Item], cursor: &Cursor) -> Bytes {
         batch(items, cursor, Json::Plain).freeze()
     }
@@ -103,7 +109,7 @@ mod tests {
 
     #[test]
     fn an_empty_answer_is_the_cursor_and_no_messages() {
-        let body = Poll.answer(&[], &Cursor::default());
+        let body = JsonLongPoll.answer(&[], &Cursor::default());
         assert_eq!(body, "{\"cursor\":\"AQ\",\"messages\":[]}");
     }
 }

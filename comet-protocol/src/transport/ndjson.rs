@@ -1,16 +1,29 @@
 //! Newline-delimited JSON envelopes (`application/x-ndjson`), one per line,
-//! for `fetch` streaming.
+//! for `fetch` streaming. On the wire it is `transport=stream`.
 
 use crate::{
-    Cursor, Message, {envelope, Chunks, StreamFormat},
+    envelope,
+    transport::{Format, Transport},
+    Chunks, Cursor, Message, StreamFormat,
 };
 use bytes::Bytes;
 use http::HeaderValue;
 
-/// Default bytes after which a stream a browser buffers whole (ndjson,
-/// forever frame) ends, for the client to resume with its cursor; see
-/// [`Route::byte_budget`](crate::Route::byte_budget).
-pub const DEFAULT_BYTE_BUDGET: usize = 256 * 1024;
+/// ndjson, picked by `Accept: application/x-ndjson` too. Browsers keep the
+/// response whole, so it ends after the route's byte budget.
+pub(crate) fn transport() -> Transport {
+    Transport::built_in(
+        "stream",
+        Some("application/x-ndjson"),
+        false,
+        |_request, _params, route| {
+            Ok(Format::Stream {
+                format: Box::new(Ndjson),
+                byte_budget: Some(route.byte_budget),
+            })
+        },
+    )
+}
 
 /// Newline-delimited JSON envelopes.
 pub(crate) struct Ndjson;
