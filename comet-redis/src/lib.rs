@@ -64,7 +64,7 @@ use comet_core::engine::{
 use comet_core::{ChannelName, HistoryPolicy, IdempotencyKey, Payload, Position};
 use keys::ChannelKeys;
 use node::{Failure, Mirror, Refresh, State};
-use primary::Primary;
+use primary::{BadUrl, Primary};
 use redis::aio::ConnectionManager;
 use std::{
     collections::HashMap,
@@ -304,6 +304,15 @@ impl fmt::Display for BuildError {
     }
 }
 
+impl From<BadUrl> for BuildErrorKind {
+    fn from(bad: BadUrl) -> Self {
+        match bad {
+            BadUrl::Redis(error) => Self::Url(error),
+            BadUrl::Sentinel(reason) => Self::Sentinel(reason),
+        }
+    }
+}
+
 impl std::error::Error for BuildError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.0 {
@@ -458,7 +467,7 @@ impl RedisEngineBuilder {
             return Err(BuildError(BuildErrorKind::Prefix(self.config.prefix)));
         }
         let url_error = |error| BuildError(BuildErrorKind::Url(error));
-        let primary = Primary::open(&self.url).map_err(BuildError)?;
+        let primary = Primary::open(&self.url).map_err(|bad| BuildError(bad.into()))?;
         let manager = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.config.timeout))
             // The engine's own timeout governs every call (see `invoke`).

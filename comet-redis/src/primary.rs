@@ -33,6 +33,15 @@ pub(crate) enum Primary {
     Sentinel(Sentinel),
 }
 
+/// Why a URL names no primary.
+pub(crate) enum BadUrl {
+    /// The `redis` crate refused it.
+    Redis(redis::RedisError),
+    /// A `redis+sentinel://` URL is malformed: why (never with the
+    /// password).
+    Sentinel(String),
+}
+
 /// A service the sentinels monitor.
 pub(crate) struct Sentinel {
     /// The primary's name in the sentinels' `sentinel monitor`.
@@ -46,13 +55,13 @@ pub(crate) struct Sentinel {
 impl Primary {
     /// Reads `url`: `redis+sentinel://…` (see [`parse_sentinel_url`]), or
     /// any URL the `redis` crate takes.
-    pub(crate) fn open(url: &str) -> Result<Self, crate::BuildErrorKind> {
+    pub(crate) fn open(url: &str) -> Result<Self, BadUrl> {
         if !is_sentinel_url(url) {
             return redis::Client::open(url)
                 .map(Self::Direct)
-                .map_err(crate::BuildErrorKind::Url);
+                .map_err(BadUrl::Redis);
         }
-        let parsed = parse_sentinel_url(url).map_err(crate::BuildErrorKind::Sentinel)?;
+        let parsed = parse_sentinel_url(url).map_err(BadUrl::Sentinel)?;
         let mut primary = RedisConnectionInfo::default().set_db(parsed.db);
         if let Some(username) = &parsed.username {
             primary = primary.set_username(username);
@@ -65,14 +74,14 @@ impl Primary {
             .into_iter()
             .map(|(host, port)| ConnectionAddr::Tcp(host, port).into_connection_info())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| crate::BuildErrorKind::Sentinel(error.to_string()))?;
+            .map_err(|error| BadUrl::Sentinel(error.to_string()))?;
         let client = SentinelClient::build(
             sentinels.clone(),
             parsed.service.clone(),
             Some(SentinelNodeConnectionInfo::default().set_redis_connection_info(primary)),
             SentinelServerType::Master,
         )
-        .map_err(|error| crate::BuildErrorKind::Sentinel(error.to_string()))?;
+        .map_err(|error| BadUrl::Sentinel(error.to_string()))?;
         Ok(Self::Sentinel(Sentinel {
             service: parsed.service,
             sentinels,
