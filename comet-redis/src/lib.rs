@@ -63,7 +63,8 @@ use comet_core::engine::{
 };
 use comet_core::{ChannelName, HistoryPolicy, IdempotencyKey, Payload, Position};
 use keys::ChannelKeys;
-use node::{Failure, Mirror, Refresh, State};
+use node::{Failure, Mirror, Refresh};
+use wire::State;
 use primary::{BadUrl, Primary};
 use redis::aio::ConnectionManager;
 use std::{
@@ -820,6 +821,7 @@ impl Shared {
             })
             .await?;
         State::parse(value, &self.stats.malformed)
+            .map_err(|reason| Failure::Channel(format!("channel state in Redis: {reason}")))
     }
 
     /// Moves a channel from `old` to a new epoch (if no node did already),

@@ -36,7 +36,8 @@
 
 use crate::{
     keys::{self, ChannelKeys},
-    wire, Shared,
+    wire::{self, State},
+    Shared,
 };
 use comet_core::engine::{ChannelLog, Extended, Resume, VOID_EPOCH};
 use comet_core::{ChannelName, Message};
@@ -45,10 +46,7 @@ use futures_util::{future::BoxFuture, stream::FuturesUnordered};
 use redis::{aio::PubSubSink, Value};
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::{atomic::Ordering, Arc},
     time::Duration,
 };
 use tokio::{
@@ -991,66 +989,6 @@ impl Node {
             });
         }
         Ok(())
-    }
-}
-
-/// A channel's state as Redis has it.
-pub(crate) struct State {
-    /// [`VOID_EPOCH`] when Redis has nothing of the channel.
-    pub(crate) epoch: u64,
-    pub(crate) last: u64,
-    pub(crate) entries: Vec<wire::Numbered>,
-    /// The entry at the reader's own offset, when asked for and still held.
-    pub(crate) at: Option<wire::Numbered>,
-    /// When the epoch began, if it is the channel's first since the void
-    /// (Redis's clock, ms; 0 otherwise).
-    pub(crate) born: u64,
-    /// Redis's clock when it answered (ms).
-    pub(crate) now: u64,
-    /// The identity of the newest entry, when the read asked for no
-    /// history (0 otherwise, or unknown).
-    pub(crate) newest: u64,
-}
-
-impl State {
-    /// Reads the read script's answer. An entry that is not comet's
-    /// (written by something else) is left out and counted in `unreadable`:
-    /// readers get an exact gap where it was.
-    pub(crate) fn parse(value: Value, unreadable: &AtomicU64) -> Result<Self, Failure> {
-        let bad = |reason: &str| Failure::Channel(format!("channel state in Redis: {reason}"));
-        let Value::Array(parts) = value else {
-            return Err(bad("unexpected reply to the read script"));
-        };
-        let [epoch, last, Value::Array(entries), Value::Array(at), born, now, newest] =
-            parts.as_slice()
-        else {
-            return Err(bad("unexpected reply to the read script"));
-        };
-        let newest = wire::integer(newest).unwrap_or(0);
-        let born = wire::integer(born).ok_or_else(|| bad("the epoch's start is not a number"))?;
-        let now = wire::integer(now).ok_or_else(|| bad("the time is not a number"))?;
-        let epoch = wire::integer(epoch).ok_or_else(|| bad("the epoch is not a number"))?;
-        let last = wire::integer(last).ok_or_else(|| bad("the offset is not a number"))?;
-        let entries = entries
-            .iter()
-            .filter_map(|entry| match wire::entry(epoch, entry) {
-                Ok(entry) if entry.offset <= last => Some(entry),
-                Ok(_) | Err(_) => {
-                    unreadable.fetch_add(1, Ordering::Relaxed);
-                    None
-                }
-            })
-            .collect();
-        let at = at.first().and_then(|entry| wire::entry(epoch, entry).ok());
-        Ok(Self {
-            epoch,
-            last,
-            entries,
-            at,
-            born,
-            now,
-            newest,
-        })
     }
 }
 
