@@ -10,13 +10,13 @@
 //! then loses) for about ten seconds, until Sentinel reconfigures it and
 //! closes its clients' connections.
 
-use crate::{node::Failure, Shared};
+use crate::backplane::{jittered, Backplane, Failure};
 use futures_util::StreamExt;
 use redis::{
     sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
     ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo,
 };
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 /// The scheme of a Sentinel URL.
 const SCHEME: &str = "redis+sentinel://";
@@ -251,11 +251,11 @@ fn percent_decoded(text: &str) -> Result<String, String> {
 /// the one the node uses. Each time it subscribes it also asks where the
 /// primary is, in case it moved while nobody was listening. Runs until the
 /// engine is dropped (the task is aborted).
-pub(crate) async fn watch(shared: Arc<Shared>) {
-    let Primary::Sentinel(sentinel) = &shared.primary else {
+pub(crate) async fn watch(primary: &Primary, backplane: &Backplane) {
+    let Primary::Sentinel(sentinel) = primary else {
         return;
     };
-    let timeout = shared.config.timeout;
+    let timeout = backplane.config.timeout;
     const FIRST_BACKOFF: Duration = Duration::from_millis(50);
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -264,10 +264,10 @@ pub(crate) async fn watch(shared: Arc<Shared>) {
                 backoff = FIRST_BACKOFF;
                 // Announcements from here on are heard; one made before is
                 // found by asking.
-                if let Ok(client) = shared.primary.resolve(timeout).await {
-                    moved_to(&shared, client.get_connection_info().addr());
+                if let Ok(client) = primary.resolve(timeout).await {
+                    moved_to(backplane, client.get_connection_info().addr());
                 }
-                let mut ping = tokio::time::interval(shared.config.sweep_every());
+                let mut ping = tokio::time::interval(backplane.config.sweep_every());
                 ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
@@ -275,7 +275,7 @@ pub(crate) async fn watch(shared: Arc<Shared>) {
                             Some(message) => {
                                 if let Some(to) = switched(&message, &sentinel.service) {
                                     tracing::info!(%to, "sentinel announced a new primary");
-                                    moved_to(&shared, &to);
+                                    moved_to(backplane, &to);
                                 }
                             }
                             None => break,
@@ -294,7 +294,7 @@ pub(crate) async fn watch(shared: Arc<Shared>) {
             }
             Err(error) => tracing::debug!(%error, "no sentinel to watch"),
         }
-        tokio::time::sleep(crate::node::jittered(backoff)).await;
+        tokio::time::sleep(jittered(backoff)).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
@@ -338,9 +338,9 @@ fn switched(message: &redis::Msg, service: &str) -> Option<ConnectionAddr> {
 
 /// Tells the node's task to reconnect (and so ask the sentinels where the
 /// primary is) if its connections are on another server than `to`.
-fn moved_to(shared: &Shared, to: &ConnectionAddr) {
-    if shared.primary_address().is_some_and(|at| at != *to) {
-        shared.ask_reconnect();
+fn moved_to(backplane: &Backplane, to: &ConnectionAddr) {
+    if backplane.primary_address().is_some_and(|at| at != *to) {
+        backplane.ask_reconnect();
     }
 }
 
