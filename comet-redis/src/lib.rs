@@ -47,6 +47,14 @@
 //! a new primary as soon as they announce one (`+switch-master`), so a
 //! failover costs a reconnect and no restart ([`RedisStats::failovers`]
 //! counts them).
+//!
+//! Inside (for contributors), modules depend one way: `lib.rs`, this API,
+//! on `node`, the node's task (connect, serve, loads, retries, sweep); it
+//! on `mirror` (a `ChannelLog` per channel in use, and what a read does to
+//! it) and `primary` (one address, or the one Sentinel names); they on
+//! `backplane` (commands and scripts on the command connection); and that
+//! on `wire` (Redis's replies and announcements), `keys`, `scripts` and
+//! `cursor_key`. No module imports one that imports it.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
