@@ -1,5 +1,6 @@
-//! One node's view of the channels its subscribers use: a mirror (a
-//! [`ChannelLog`]) per channel, fed from Redis by one task.
+//! The node's task: it keeps the node's view of the channels its
+//! subscribers use, a mirror (a `ChannelLog`, see `mirror.rs`) per
+//! channel, fed from Redis.
 //!
 //! The task owns the node's one pub/sub connection: one `SUBSCRIBE` per
 //! mirrored channel, however many local subscribers it has. It alone writes
@@ -35,10 +36,13 @@
 //! - mirrors nobody has used for a while are dropped and unsubscribed.
 
 use crate::{
+    backplane::{jittered, Backplane, Config, Counters, Failure},
     keys::{self, ChannelKeys},
-    wire, Shared,
+    mirror::{contradicts, holds, Mirror, Mirrors, Refresh},
+    primary::Primary,
+    wire::{self, State},
 };
-use comet_core::engine::{ChannelLog, Extended, Resume, VOID_EPOCH};
+use comet_core::engine::Extended;
 use comet_core::{ChannelName, Message};
 use futures_util::StreamExt;
 use futures_util::{future::BoxFuture, stream::FuturesUnordered};
@@ -46,63 +50,64 @@ use redis::{aio::PubSubSink, Value};
 use std::{
     collections::{HashMap, VecDeque},
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc,
     },
     time::Duration,
 };
-use tokio::{
-    sync::{mpsc, oneshot},
-    time::Instant,
-};
+use tokio::{sync::mpsc, time::Instant};
 
-/// A channel this node mirrors.
-pub(crate) struct Mirror {
-    pub(crate) log: Arc<ChannelLog>,
-    pub(crate) keys: ChannelKeys,
-    /// Loaded from Redis and kept current since (false until the first load,
-    /// again while the pub/sub connection is down, and after a failed read).
-    pub(crate) current: std::sync::atomic::AtomicBool,
-    /// Its pub/sub channel is subscribed on the current connection.
-    pub(crate) subscribed: std::sync::atomic::AtomicBool,
+/// What the engine handles and its task share.
+pub(crate) struct Shared {
+    pub(crate) config: Arc<Config>,
+    /// The URL it was built from, without a password (for `Debug`).
+    pub(crate) url: String,
+    /// Where the primary is: the node's task asks at each connect.
+    pub(crate) primary: Primary,
+    /// Commands and scripts, on the command connection.
+    pub(crate) backplane: Backplane,
+    /// The channels this node mirrors.
+    pub(crate) mirrors: Mirrors,
+    /// The pub/sub connection is up and every mirror is current.
+    pub(crate) connected: AtomicBool,
+    pub(crate) dropped: AtomicBool,
+    /// A round of key TTL refreshes is under way (one at a time).
+    touching: AtomicBool,
+    /// A read of the cursor key is under way (one at a time).
+    keying: AtomicBool,
+    pub(crate) stats: Arc<Counters>,
 }
 
-/// What a subscriber asks of the task: bring `channel`'s mirror up to date
-/// (load it, or catch up with a cursor from further along).
-pub(crate) struct Refresh {
-    pub(crate) channel: ChannelName,
-    /// Where the subscriber resumes, if a node issued its cursor.
-    pub(crate) resume: Option<Resume>,
-    pub(crate) reply: oneshot::Sender<Result<(), String>>,
-}
-
-/// Why the task could not do something; either way it becomes a 503.
-#[derive(Debug, Clone)]
-pub(crate) enum Failure {
-    /// Redis did not answer (the connection is down, or timed out). On the
-    /// pub/sub connection, or while connecting, the task reconnects and
-    /// reloads every mirror; in a channel's read it fails that channel alone
-    /// (the command connection is replaced, see `Shared::invoke`).
-    Backplane(String),
-    /// Redis answered, but not what one channel needs (its keys hold
-    /// something else, a script failed on them): that channel alone fails,
-    /// and is read again at its next use.
-    Channel(String),
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Backplane(reason) | Self::Channel(reason) => f.write_str(reason),
-        }
+impl Shared {
+    /// What a node on `primary` shares, and the receiving end of its
+    /// requests, for [`run`]. Connects lazily.
+    pub(crate) fn new(
+        url: String,
+        config: Config,
+        primary: Primary,
+    ) -> Result<(Arc<Self>, mpsc::Receiver<Refresh>), redis::RedisError> {
+        let config = Arc::new(config);
+        let stats = Arc::new(Counters::default());
+        let direct = match &primary {
+            Primary::Direct(client) => Some(client),
+            Primary::Sentinel(_) => None,
+        };
+        let backplane = Backplane::new(config.clone(), stats.clone(), direct)?;
+        let (requests, receiver) = mpsc::channel(config.queue);
+        let shared = Arc::new(Self {
+            mirrors: Mirrors::new(config.clone(), stats.clone(), requests),
+            config,
+            url,
+            primary,
+            backplane,
+            connected: AtomicBool::new(false),
+            dropped: AtomicBool::new(false),
+            touching: AtomicBool::new(false),
+            keying: AtomicBool::new(false),
+            stats,
+        });
+        Ok((shared, receiver))
     }
-}
-
-/// A random part of `backoff` (from half to all of it), so that nodes that
-/// lost Redis together do not all come back in the same instant.
-pub(crate) fn jittered(backoff: Duration) -> Duration {
-    let spread = comet_core::engine::random_epoch() % 1024;
-    backoff / 2 + backoff / 2 * spread as u32 / 1024
 }
 
 /// The task: runs until the engine is dropped.
@@ -139,7 +144,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Refres
             Err(failure) => Stop::Failed(failure, node.abandon()),
         };
         shared.connected.store(false, Ordering::SeqCst);
-        for mirror in shared.mirrors().values() {
+        for mirror in shared.mirrors.read().values() {
             mirror.current.store(false, Ordering::SeqCst);
             mirror.subscribed.store(false, Ordering::SeqCst);
         }
@@ -165,67 +170,17 @@ pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Refres
 
 /// Finds the primary (behind Sentinel: asks the sentinels, and moves the
 /// command connection there if it was elsewhere), learns what the server is
-/// (a primary; whether it knows script flags) and the cursor key, opens the
+/// (a primary; whether it knows script flags; whether it may evict keys)
+/// and the cursor key, opens the
 /// pub/sub connection on it, subscribes to every mirrored channel and
 /// reloads every mirror.
 async fn connect(shared: &Arc<Shared>) -> Result<(Node, redis::aio::PubSubStream), Failure> {
     // Reconnects asked for before this one began are done by it.
-    let asked = shared.reconnects_asked.load(Ordering::SeqCst);
+    let asked = shared.backplane.reconnects_asked.load(Ordering::SeqCst);
     let primary = shared.primary.resolve(shared.config.timeout).await?;
-    shared.follow(&primary);
-    // On the command connection: one that died while Redis was away is
-    // replaced, and asked again at once; one that died in silence (timed
-    // out) is replaced for the next attempt.
-    let mut info = None;
-    for _ in 0..2 {
-        let (generation, mut commands) = shared.commands().await?;
-        let answer = tokio::time::timeout(
-            shared.config.timeout,
-            redis::cmd("INFO").query_async::<String>(&mut commands),
-        )
-        .await;
-        match answer {
-            Ok(Ok(answer)) => {
-                info = Some(answer);
-                break;
-            }
-            Ok(Err(error)) => {
-                shared.reconnect_commands(generation);
-                if !matches!(crate::verdict(&error), crate::Verdict::Dead) {
-                    return Err(Failure::Backplane(format!("INFO failed: {error}")));
-                }
-            }
-            Err(_) => {
-                shared.reconnect_commands(generation);
-                return Err(Failure::Backplane("INFO timed out".to_owned()));
-            }
-        }
-    }
-    let info = info.ok_or_else(|| Failure::Backplane("INFO failed twice".to_owned()))?;
-    // A replica (the old primary, behind an address that has not moved
-    // yet) answers all of this, then READONLY to every publish: not a
-    // connection to keep.
-    if info.lines().any(|line| line.trim() == "role:slave") {
-        shared.reconnect_commands(shared.generation());
-        return Err(Failure::Backplane(
-            "redis is a replica, not the primary".to_owned(),
-        ));
-    }
-    let major = info
-        .lines()
-        .find_map(|line| line.strip_prefix("redis_version:"))
-        .and_then(|version| version.split('.').next())
-        .and_then(|major| major.trim().parse::<u32>().ok())
-        .unwrap_or(0);
-    shared.script_flags.store(major >= 7, Ordering::Relaxed);
-    let policy = info
-        .lines()
-        .find_map(|line| line.strip_prefix("maxmemory_policy:"))
-        .map(str::trim);
-    shared
-        .evicting
-        .store(policy.is_some_and(|p| p != "noeviction"), Ordering::Relaxed);
-    shared.load_cursor_key().await?;
+    shared.backplane.follow(&primary);
+    shared.backplane.learn_server().await?;
+    shared.backplane.load_cursor_key().await?;
     let pubsub = tokio::time::timeout(shared.config.timeout, primary.get_async_pubsub())
         .await
         .map_err(|_| Failure::Backplane("connecting timed out".to_owned()))?
@@ -411,8 +366,8 @@ impl Node {
                     Ok(())
                 }
                 _ = sweep.tick() => self.sweep().await,
-                () = self.shared.reconnect.notified() => {
-                    if self.shared.reconnects_asked.load(Ordering::SeqCst) > self.asked {
+                () = self.shared.backplane.reconnect.notified() => {
+                    if self.shared.backplane.reconnects_asked.load(Ordering::SeqCst) > self.asked {
                         Err(Failure::Backplane(
                             "redis is elsewhere now (it answered that it is no longer the \
                              primary, or Sentinel named another)"
@@ -457,7 +412,7 @@ impl Node {
                 return;
             }
         };
-        let Some(mirror) = self.shared.mirrors().get(&channel).cloned() else {
+        let Some(mirror) = self.shared.mirrors.read().get(&channel).cloned() else {
             return; // unsubscribed meanwhile
         };
         if let Some(load) = self.loads.get_mut(&channel) {
@@ -509,7 +464,7 @@ impl Node {
             if request.reply.is_closed() {
                 continue;
             }
-            let Some(mirror) = self.shared.mirrors().get(&request.channel).cloned() else {
+            let Some(mirror) = self.shared.mirrors.read().get(&request.channel).cloned() else {
                 // Dropped meanwhile: the subscriber that asked has gone.
                 let _ = request.reply.send(Ok(()));
                 continue;
@@ -624,11 +579,12 @@ impl Node {
         self.running.push(Box::pin(async move {
             let max = mirror.log.policy().max_messages;
             let result = match job {
-                Job::Read { known } => shared.read(&mirror.keys, known, max).await,
-                Job::Renew { epoch } => match shared.new_epoch(&mirror.keys, epoch).await {
+                Job::Read { known } => shared.backplane.read(&mirror.keys, known, max).await,
+                Job::Renew { epoch } => match shared.backplane.new_epoch(&mirror.keys, epoch).await
+                {
                     Ok(()) => {
                         shared.stats.epochs_renewed.fetch_add(1, Ordering::Relaxed);
-                        shared.read(&mirror.keys, None, max).await
+                        shared.backplane.read(&mirror.keys, None, max).await
                     }
                     Err(failure) => Err(failure),
                 },
@@ -656,14 +612,15 @@ impl Node {
         };
         let kept = self
             .shared
-            .mirrors()
+            .mirrors
+            .read()
             .get(&channel)
             .is_some_and(|m| Arc::ptr_eq(m, &mirror));
         if !kept {
             // Dropped meanwhile (no subscribers). If it was made again since,
             // whoever waits is waiting for the new one: it is loaded now.
             let waiting = load.waiters.into_iter().chain(load.again);
-            let current = self.shared.mirrors().get(&channel).cloned();
+            let current = self.shared.mirrors.read().get(&channel).cloned();
             match current {
                 Some(current) => {
                     self.load(current, None);
@@ -681,8 +638,8 @@ impl Node {
             return;
         }
         let applied = result.and_then(|state| match job {
-            Job::Read { .. } => self.apply(&mirror, state),
-            Job::Renew { .. } => self.apply_renewed(&mirror, state).map(|()| None),
+            Job::Read { .. } => mirror.apply(state, self.shared.backplane.shortest_life()),
+            Job::Renew { .. } => mirror.apply_renewed(state).map(|()| None),
         });
         // An issued cursor ahead of what Redis has in its epoch, or naming
         // another message at its offset: Redis lost writes that a client
@@ -763,104 +720,6 @@ impl Node {
         self.start_queued();
     }
 
-    /// Applies a read to `mirror`: `Some(epoch)` when the channel must move
-    /// from `epoch` to a new one (Redis lost writes the mirror has).
-    fn apply(&self, mirror: &Mirror, state: State) -> Result<Option<u64>, Failure> {
-        let head = mirror.log.head();
-        let channel = mirror.log.name().clone();
-        // Vouched for without a break: the mirror was current in the void
-        // (every announcement since its last read reached it).
-        let live_void = mirror
-            .current
-            .load(Ordering::SeqCst)
-            .then(|| mirror.log.void_since())
-            .flatten();
-        if state.epoch == VOID_EPOCH {
-            // Redis has nothing of the channel (never published to, or
-            // expired), and the read made nothing either.
-            mirror.log.saw_void(state.now.max(1), live_void.is_some());
-            return Ok(None);
-        }
-        // Redis may have lost this mirror's newest message and given its
-        // offset to another one since (a replica promoted behind its
-        // primary, then new publishes): the same epoch, the head at or past
-        // the mirror's, and a different message where the mirror's was.
-        let diverged = state.at.is_some_and(|at| {
-            at.epoch == head.epoch
-                && at.offset == head.offset
-                && !holds(&mirror.log, &at.into_message(channel.clone()))
-        });
-        let messages = state
-            .entries
-            .into_iter()
-            .map(|n| n.into_message(channel.clone()));
-        // Nothing of what Redis has now is taken in once it has diverged.
-        let restarted = if diverged {
-            false
-        } else if state.born != 0 && state.epoch != head.epoch {
-            // The channel's first epoch: readers who saw the void continue
-            // into it if nothing can have come and gone since.
-            let continues_from = self.continues_void_from(state.born, live_void);
-            mirror
-                .log
-                .restart_from_void(state.epoch, state.last, messages, continues_from)
-        } else {
-            mirror.log.restart(state.epoch, state.last, messages)
-        };
-        if !restarted {
-            // Redis lost writes that this mirror has: those offsets are (or
-            // will be) assigned again, so the channel must move to a new
-            // epoch, once, whichever node notices first.
-            tracing::warn!(%channel, "redis went back in history: moving to a new epoch");
-            return Ok(Some(state.epoch));
-        }
-        Ok(None)
-    }
-
-    /// Applies the read after a new epoch: readers get one gap of unknown
-    /// size.
-    fn apply_renewed(&self, mirror: &Mirror, state: State) -> Result<(), Failure> {
-        if state.epoch == VOID_EPOCH {
-            // Its keys went away meanwhile.
-            mirror.log.saw_void(state.now.max(1), false);
-            return Ok(());
-        }
-        let channel = mirror.log.name().clone();
-        let messages = state
-            .entries
-            .into_iter()
-            .map(|n| n.into_message(channel.clone()));
-        if !mirror.log.restart(state.epoch, state.last, messages) {
-            // Another node's new epoch cannot be behind this mirror's.
-            return Err(Failure::Channel(
-                "redis went back in history again while renewing the epoch".to_owned(),
-            ));
-        }
-        Ok(())
-    }
-
-    /// From when a reader's sight of the void (Redis's clock, ms) carries
-    /// on into a first epoch that began at `born`: nothing can have come and
-    /// gone in between when the mirror vouched for the void since without a
-    /// break (`live_since`), or when less than a history's shortest life
-    /// separates the two (a channel's keys live at least their TTL after
-    /// its first publish; where they never expire, only a lost Redis ends a
-    /// history, and the idle TTL bounds how long is trusted).
-    ///
-    /// A Redis that may evict keys before they expire (`maxmemory-policy`
-    /// other than `noeviction`) can end a history at any time: only the
-    /// mirror's own vouching counts then.
-    fn continues_void_from(&self, born: u64, live_since: Option<u64>) -> u64 {
-        let config = &self.shared.config;
-        let by_life = if self.shared.evicting.load(Ordering::Relaxed) {
-            u64::MAX
-        } else {
-            let life = crate::millis(config.key_ttl().unwrap_or(config.idle_ttl));
-            born.saturating_sub(life).saturating_add(1)
-        };
-        live_since.map_or(by_life, |since| since.min(by_life))
-    }
-
     /// Reads again the channels whose back-off is over, while they have
     /// subscribers.
     fn retry_due(&mut self) {
@@ -872,7 +731,7 @@ impl Node {
             .map(|(channel, _)| channel.clone())
             .collect();
         for channel in due {
-            let mirror = self.shared.mirrors().get(&channel).cloned();
+            let mirror = self.shared.mirrors.read().get(&channel).cloned();
             match mirror {
                 Some(mirror)
                     if mirror.log.subscriber_count() > 0
@@ -901,7 +760,7 @@ impl Node {
     /// After (re)connecting: subscribe to every mirrored channel, then load
     /// every mirror (off this task: a connect succeeds once SUBSCRIBE does).
     async fn resubscribe_all(&mut self) -> Result<(), Failure> {
-        let mirrors: Vec<Arc<Mirror>> = self.shared.mirrors().values().cloned().collect();
+        let mirrors: Vec<Arc<Mirror>> = self.shared.mirrors.read().values().cloned().collect();
         for chunk in mirrors.chunks(1000) {
             for mirror in chunk {
                 mirror.subscribed.store(true, Ordering::SeqCst);
@@ -929,7 +788,7 @@ impl Node {
         let keep = self.shared.config.mirror_idle;
         let mut dropped = Vec::new();
         {
-            let mut mirrors = self.shared.mirrors_mut();
+            let mut mirrors = self.shared.mirrors.write();
             mirrors.retain(|name, mirror| {
                 if mirror.log.subscriber_count() > 0 {
                     self.unused.remove(name);
@@ -965,7 +824,8 @@ impl Node {
             self.touched = now;
             let used: Vec<Arc<Mirror>> = self
                 .shared
-                .mirrors()
+                .mirrors
+                .read()
                 .values()
                 .filter(|m| m.log.subscriber_count() > 0)
                 .cloned()
@@ -974,7 +834,8 @@ impl Node {
             // the announcements this task delivers.
             let shared = self.shared.clone();
             tokio::spawn(async move {
-                shared.touch(&used).await;
+                let keys: Vec<&ChannelKeys> = used.iter().map(|mirror| &mirror.keys).collect();
+                shared.backplane.touch(&keys).await;
                 shared.touching.store(false, Ordering::SeqCst);
             });
         }
@@ -984,115 +845,12 @@ impl Node {
         if !self.shared.keying.swap(true, Ordering::SeqCst) {
             let shared = self.shared.clone();
             tokio::spawn(async move {
-                if let Err(failure) = shared.load_cursor_key().await {
+                if let Err(failure) = shared.backplane.load_cursor_key().await {
                     tracing::debug!(%failure, "could not read the cursor key again");
                 }
                 shared.keying.store(false, Ordering::SeqCst);
             });
         }
         Ok(())
-    }
-}
-
-/// A channel's state as Redis has it.
-pub(crate) struct State {
-    /// [`VOID_EPOCH`] when Redis has nothing of the channel.
-    pub(crate) epoch: u64,
-    pub(crate) last: u64,
-    pub(crate) entries: Vec<wire::Numbered>,
-    /// The entry at the reader's own offset, when asked for and still held.
-    pub(crate) at: Option<wire::Numbered>,
-    /// When the epoch began, if it is the channel's first since the void
-    /// (Redis's clock, ms; 0 otherwise).
-    pub(crate) born: u64,
-    /// Redis's clock when it answered (ms).
-    pub(crate) now: u64,
-    /// The identity of the newest entry, when the read asked for no
-    /// history (0 otherwise, or unknown).
-    pub(crate) newest: u64,
-}
-
-impl State {
-    /// Reads the read script's answer. An entry that is not comet's
-    /// (written by something else) is left out and counted in `unreadable`:
-    /// readers get an exact gap where it was.
-    pub(crate) fn parse(value: Value, unreadable: &AtomicU64) -> Result<Self, Failure> {
-        let bad = |reason: &str| Failure::Channel(format!("channel state in Redis: {reason}"));
-        let Value::Array(parts) = value else {
-            return Err(bad("unexpected reply to the read script"));
-        };
-        let [epoch, last, Value::Array(entries), Value::Array(at), born, now, newest] =
-            parts.as_slice()
-        else {
-            return Err(bad("unexpected reply to the read script"));
-        };
-        let newest = wire::integer(newest).unwrap_or(0);
-        let born = wire::integer(born).ok_or_else(|| bad("the epoch's start is not a number"))?;
-        let now = wire::integer(now).ok_or_else(|| bad("the time is not a number"))?;
-        let epoch = wire::integer(epoch).ok_or_else(|| bad("the epoch is not a number"))?;
-        let last = wire::integer(last).ok_or_else(|| bad("the offset is not a number"))?;
-        let entries = entries
-            .iter()
-            .filter_map(|entry| match wire::entry(epoch, entry) {
-                Ok(entry) if entry.offset <= last => Some(entry),
-                Ok(_) | Err(_) => {
-                    unreadable.fetch_add(1, Ordering::Relaxed);
-                    None
-                }
-            })
-            .collect();
-        let at = at.first().and_then(|entry| wire::entry(epoch, entry).ok());
-        Ok(Self {
-            epoch,
-            last,
-            entries,
-            at,
-            born,
-            now,
-            newest,
-        })
-    }
-}
-
-/// Whether a cursor position a node issued proves that `log`'s history lost
-/// writes the cursor's holder received: it is in the log's epoch and ahead
-/// of its head, or names another message than the log holds at its offset
-/// (the lost offset was given to a new message since).
-pub(crate) fn contradicts(log: &ChannelLog, resume: &Resume) -> bool {
-    let position = resume.position;
-    if !resume.issued || position.epoch != log.epoch() {
-        return false;
-    }
-    if position.offset > log.head().offset {
-        return true;
-    }
-    if position.identity == 0 || position.offset == 0 {
-        return false;
-    }
-    let before = comet_core::Position::new(log.name(), position.epoch, position.offset - 1);
-    match log.read_after(before) {
-        comet_core::engine::Read::Message(held) if held.offset() == position.offset => {
-            held.identity() != 0 && held.identity() != position.identity
-        }
-        _ => false,
-    }
-}
-
-/// Whether `log` holds `message` at its offset (or cannot tell: it no
-/// longer holds anything there). Messages that both carry an identity are
-/// the same only if it is: another message with the same bytes under an
-/// offset already served is still another message.
-fn holds(log: &ChannelLog, message: &Message) -> bool {
-    let before = comet_core::Position::new(log.name(), message.epoch(), message.offset() - 1);
-    match log.read_after(before) {
-        comet_core::engine::Read::Message(held) if held.offset() == message.offset() => {
-            if held.identity() != 0 && message.identity() != 0 {
-                return held.identity() == message.identity();
-            }
-            held.data() == message.data()
-                && held.kind() == message.kind()
-                && held.event() == message.event()
-        }
-        _ => true,
     }
 }

@@ -10,13 +10,13 @@
 //! then loses) for about ten seconds, until Sentinel reconfigures it and
 //! closes its clients' connections.
 
-use crate::{node::Failure, Shared};
+use crate::backplane::{jittered, Backplane, Failure};
 use futures_util::StreamExt;
 use redis::{
     sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
     ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo,
 };
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 /// The scheme of a Sentinel URL.
 const SCHEME: &str = "redis+sentinel://";
@@ -33,6 +33,15 @@ pub(crate) enum Primary {
     Sentinel(Sentinel),
 }
 
+/// Why a URL names no primary.
+pub(crate) enum BadUrl {
+    /// The `redis` crate refused it.
+    Redis(redis::RedisError),
+    /// A `redis+sentinel://` URL is malformed: why (never with the
+    /// password).
+    Sentinel(String),
+}
+
 /// A service the sentinels monitor.
 pub(crate) struct Sentinel {
     /// The primary's name in the sentinels' `sentinel monitor`.
@@ -46,13 +55,13 @@ pub(crate) struct Sentinel {
 impl Primary {
     /// Reads `url`: `redis+sentinel://…` (see [`parse_sentinel_url`]), or
     /// any URL the `redis` crate takes.
-    pub(crate) fn open(url: &str) -> Result<Self, crate::BuildErrorKind> {
+    pub(crate) fn open(url: &str) -> Result<Self, BadUrl> {
         if !is_sentinel_url(url) {
             return redis::Client::open(url)
                 .map(Self::Direct)
-                .map_err(crate::BuildErrorKind::Url);
+                .map_err(BadUrl::Redis);
         }
-        let parsed = parse_sentinel_url(url).map_err(crate::BuildErrorKind::Sentinel)?;
+        let parsed = parse_sentinel_url(url).map_err(BadUrl::Sentinel)?;
         let mut primary = RedisConnectionInfo::default().set_db(parsed.db);
         if let Some(username) = &parsed.username {
             primary = primary.set_username(username);
@@ -65,14 +74,14 @@ impl Primary {
             .into_iter()
             .map(|(host, port)| ConnectionAddr::Tcp(host, port).into_connection_info())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| crate::BuildErrorKind::Sentinel(error.to_string()))?;
+            .map_err(|error| BadUrl::Sentinel(error.to_string()))?;
         let client = SentinelClient::build(
             sentinels.clone(),
             parsed.service.clone(),
             Some(SentinelNodeConnectionInfo::default().set_redis_connection_info(primary)),
             SentinelServerType::Master,
         )
-        .map_err(|error| crate::BuildErrorKind::Sentinel(error.to_string()))?;
+        .map_err(|error| BadUrl::Sentinel(error.to_string()))?;
         Ok(Self::Sentinel(Sentinel {
             service: parsed.service,
             sentinels,
@@ -242,11 +251,11 @@ fn percent_decoded(text: &str) -> Result<String, String> {
 /// the one the node uses. Each time it subscribes it also asks where the
 /// primary is, in case it moved while nobody was listening. Runs until the
 /// engine is dropped (the task is aborted).
-pub(crate) async fn watch(shared: Arc<Shared>) {
-    let Primary::Sentinel(sentinel) = &shared.primary else {
+pub(crate) async fn watch(primary: &Primary, backplane: &Backplane) {
+    let Primary::Sentinel(sentinel) = primary else {
         return;
     };
-    let timeout = shared.config.timeout;
+    let timeout = backplane.config.timeout;
     const FIRST_BACKOFF: Duration = Duration::from_millis(50);
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -255,10 +264,10 @@ pub(crate) async fn watch(shared: Arc<Shared>) {
                 backoff = FIRST_BACKOFF;
                 // Announcements from here on are heard; one made before is
                 // found by asking.
-                if let Ok(client) = shared.primary.resolve(timeout).await {
-                    moved_to(&shared, client.get_connection_info().addr());
+                if let Ok(client) = primary.resolve(timeout).await {
+                    moved_to(backplane, client.get_connection_info().addr());
                 }
-                let mut ping = tokio::time::interval(shared.config.sweep_every());
+                let mut ping = tokio::time::interval(backplane.config.sweep_every());
                 ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
@@ -266,7 +275,7 @@ pub(crate) async fn watch(shared: Arc<Shared>) {
                             Some(message) => {
                                 if let Some(to) = switched(&message, &sentinel.service) {
                                     tracing::info!(%to, "sentinel announced a new primary");
-                                    moved_to(&shared, &to);
+                                    moved_to(backplane, &to);
                                 }
                             }
                             None => break,
@@ -285,7 +294,7 @@ pub(crate) async fn watch(shared: Arc<Shared>) {
             }
             Err(error) => tracing::debug!(%error, "no sentinel to watch"),
         }
-        tokio::time::sleep(crate::node::jittered(backoff)).await;
+        tokio::time::sleep(jittered(backoff)).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
@@ -329,9 +338,9 @@ fn switched(message: &redis::Msg, service: &str) -> Option<ConnectionAddr> {
 
 /// Tells the node's task to reconnect (and so ask the sentinels where the
 /// primary is) if its connections are on another server than `to`.
-fn moved_to(shared: &Shared, to: &ConnectionAddr) {
-    if shared.primary_address().is_some_and(|at| at != *to) {
-        shared.ask_reconnect();
+fn moved_to(backplane: &Backplane, to: &ConnectionAddr) {
+    if backplane.primary_address().is_some_and(|at| at != *to) {
+        backplane.ask_reconnect();
     }
 }
 

@@ -1,6 +1,7 @@
-//! Turning what Redis sends back into messages: pub/sub announcements and
-//! stream entries. Anything else on comet's channels is refused with a
-//! reason, never a panic: other clients of the same Redis can publish there.
+//! Turning what Redis sends back into messages: pub/sub announcements,
+//! stream entries, and the read script's reply (a channel's [`State`]).
+//! Anything else on comet's channels is refused with a reason, never a
+//! panic: other clients of the same Redis can publish there.
 //!
 //! An announcement is a message,
 //! `c2\n<epoch>\n<offset>\n<time ms>\n<identity>\n<kind>\n<event>\n<data>`
@@ -13,7 +14,10 @@ use bytes::Bytes;
 use comet_core::{ChannelName, Message, Payload, PayloadKind};
 use redis::Value;
 use std::{
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 use tokio::time::Instant;
@@ -211,6 +215,66 @@ pub(crate) fn integer(value: &Value) -> Option<u64> {
     match value {
         Value::Int(n) => u64::try_from(*n).ok(),
         other => bulk(other).and_then(|b| number(b, "").ok()),
+    }
+}
+
+/// A channel's state as Redis has it.
+pub(crate) struct State {
+    /// [`VOID_EPOCH`](comet_core::engine::VOID_EPOCH) when Redis has nothing
+    /// of the channel.
+    pub(crate) epoch: u64,
+    pub(crate) last: u64,
+    pub(crate) entries: Vec<Numbered>,
+    /// The entry at the reader's own offset, when asked for and still held.
+    pub(crate) at: Option<Numbered>,
+    /// When the epoch began, if it is the channel's first since the void
+    /// (Redis's clock, ms; 0 otherwise).
+    pub(crate) born: u64,
+    /// Redis's clock when it answered (ms).
+    pub(crate) now: u64,
+    /// The identity of the newest entry, when the read asked for no
+    /// history (0 otherwise, or unknown).
+    pub(crate) newest: u64,
+}
+
+impl State {
+    /// Reads the read script's answer. An entry that is not comet's
+    /// (written by something else) is left out and counted in `unreadable`:
+    /// readers get an exact gap where it was.
+    pub(crate) fn parse(value: Value, unreadable: &AtomicU64) -> Result<Self, &'static str> {
+        let Value::Array(parts) = value else {
+            return Err("unexpected reply to the read script");
+        };
+        let [epoch, last, Value::Array(entries), Value::Array(at), born, now, newest] =
+            parts.as_slice()
+        else {
+            return Err("unexpected reply to the read script");
+        };
+        let newest = integer(newest).unwrap_or(0);
+        let born = integer(born).ok_or("the epoch's start is not a number")?;
+        let now = integer(now).ok_or("the time is not a number")?;
+        let epoch = integer(epoch).ok_or("the epoch is not a number")?;
+        let last = integer(last).ok_or("the offset is not a number")?;
+        let entries = entries
+            .iter()
+            .filter_map(|value| match entry(epoch, value) {
+                Ok(entry) if entry.offset <= last => Some(entry),
+                Ok(_) | Err(_) => {
+                    unreadable.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            })
+            .collect();
+        let at = at.first().and_then(|value| entry(epoch, value).ok());
+        Ok(Self {
+            epoch,
+            last,
+            entries,
+            at,
+            born,
+            now,
+            newest,
+        })
     }
 }
 
