@@ -31,6 +31,23 @@ pub(crate) enum Format {
     LongPoll(Box<dyn LongPollFormat>),
 }
 
+/// How a transport makes its format for one request on a route.
+pub(crate) trait MakeFormat:
+    Fn(&Parts, &SubscribeParams, &SubscribeRoute) -> Result<Format, ProtocolError>
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<F> MakeFormat for F where
+    F: Fn(&Parts, &SubscribeParams, &SubscribeRoute) -> Result<Format, ProtocolError>
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Makes a transport's format for one request on a route.
 type Make = dyn Fn(&Parts, &SubscribeParams, &SubscribeRoute) -> Result<Format, ProtocolError>
     + Send
@@ -78,20 +95,32 @@ struct Offer {
 const BUILT_IN: [&str; 5] = ["sse", "stream", "iframe", "poll", "jsonp"];
 
 impl Transport {
+    /// A built-in transport: `name` is one of [`BUILT_IN`].
     pub(crate) fn built_in(
         name: &'static str,
         media_type: Option<&'static str>,
         long_poll: bool,
-        make: impl Fn(&Parts, &SubscribeParams, &SubscribeRoute) -> Result<Format, ProtocolError>
-            + Send
-            + Sync
-            + 'static,
+        make: impl MakeFormat,
+    ) -> Self {
+        Self::offer(
+            Cow::Borrowed(name),
+            media_type.map(Cow::Borrowed),
+            long_poll,
+            Arc::new(make),
+        )
+    }
+
+    fn offer(
+        name: Cow<'static, str>,
+        media_type: Option<Cow<'static, str>>,
+        long_poll: bool,
+        make: Arc<Make>,
     ) -> Self {
         Self(Arc::new(Offer {
-            name: Cow::Borrowed(name),
-            media_type: media_type.map(Cow::Borrowed),
+            name,
+            media_type,
             long_poll,
-            make: Arc::new(make),
+            make,
         }))
     }
 
@@ -199,35 +228,23 @@ impl Transport {
         })
     }
 
-    fn own(
-        name: &str,
-        long_poll: bool,
-        make: impl Fn(&Parts, &SubscribeParams, &SubscribeRoute) -> Result<Format, ProtocolError>
-            + Send
-            + Sync
-            + 'static,
-    ) -> Self {
+    fn own(name: &str, long_poll: bool, make: impl MakeFormat) -> Self {
         assert!(
             !BUILT_IN.contains(&name),
             "{name:?} is a built-in transport"
         );
-        Self(Arc::new(Offer {
-            name: Cow::Owned(name.to_owned()),
-            media_type: None,
-            long_poll,
-            make: Arc::new(make),
-        }))
+        Self::offer(Cow::Owned(name.to_owned()), None, long_poll, Arc::new(make))
     }
 
     /// The same transport, also picked by requests that `Accept`
     /// `media_type` (and name no transport).
     pub fn media_type(self, media_type: &str) -> Self {
-        Self(Arc::new(Offer {
-            name: self.0.name.clone(),
-            media_type: Some(Cow::Owned(media_type.to_owned())),
-            long_poll: self.0.long_poll,
-            make: self.0.make.clone(),
-        }))
+        Self::offer(
+            self.0.name.clone(),
+            Some(Cow::Owned(media_type.to_owned())),
+            self.0.long_poll,
+            self.0.make.clone(),
+        )
     }
 
     /// The name requests give in `transport=`.
