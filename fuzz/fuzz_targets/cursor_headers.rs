@@ -3,10 +3,8 @@
 //! one its token decodes to.
 #![no_main]
 
-use comet_core::{
-    protocol::{SubscribeParams, Transport},
-    Cursor,
-};
+use comet_core::{Cursor};
+use comet_protocol::{SubscribeParams, Transport};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

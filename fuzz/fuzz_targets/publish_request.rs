@@ -4,7 +4,8 @@
 #![no_main]
 
 use bytes::Bytes;
-use comet_core::{protocol::PublishRoute, Hub, Item, Start};
+use comet_core::{Hub, Item, Start};
+use comet_protocol::PublishRoute;
 use http_body_util::Full;
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
