@@ -503,8 +503,9 @@ async fn a_node_started_before_redis_answers_503_then_works_without_a_restart() 
 async fn a_killed_pubsub_connection_resubscribes_and_loses_nothing() {
     let redis = RedisServer::start();
     // History holds all 200: the subscriber reads only once they are out.
+    // Both nodes keep the same history (the publisher's trims Redis's).
     let (a, engine_a) = node_with(builder(&redis.url()).history(HistoryPolicy::default()));
-    let (b, _) = node(&redis.url());
+    let (b, _) = node_with(builder(&redis.url()).history(HistoryPolicy::default()));
     let mut sub = a.subscribe(["k"], Start::head()).await.unwrap();
     let publisher = tokio::spawn({
         let b = b.clone();
