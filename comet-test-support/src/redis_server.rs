@@ -1,116 +1,15 @@
 //! A real `redis-server`, started by the test on a free port without
-//! persistence, and stopped (killed) when dropped; and the rule for tests
-//! that need one: where it is missing they are reported as ignored, never
-//! as passed, and with `COMET_REDIS_TESTS=1` (CI) a missing one fails.
-#![allow(dead_code)]
+//! persistence, and stopped (killed) when dropped. Tests that need one run
+//! under [`crate::tool`], which reports them ignored where it is missing.
 
+use crate::tool::binary;
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
-    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicU16, Ordering},
     time::{Duration, Instant},
 };
-
-/// Where the program `name` is, if anywhere on `PATH`.
-pub fn binary(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-}
-
-/// Where `redis-server` is, if anywhere on `PATH`.
-pub fn redis_server_binary() -> Option<PathBuf> {
-    binary("redis-server")
-}
-
-/// Whether the Redis tests can run here. Panics (a failure) when CI asked
-/// for them and `redis-server` is missing.
-pub fn redis_tests_enabled() -> bool {
-    binaries_present(&["redis-server"])
-}
-
-/// Whether every program of `names` is on `PATH` (each is the name of its
-/// Debian package too). Panics (a failure) when CI asked for the Redis
-/// tests (`COMET_REDIS_TESTS=1`) and one is missing.
-pub fn binaries_present(names: &[&str]) -> bool {
-    let required = std::env::var("COMET_REDIS_TESTS").is_ok_and(|v| v == "1");
-    let missing: Vec<&str> = names
-        .iter()
-        .copied()
-        .filter(|name| binary(name).is_none())
-        .collect();
-    match missing[..] {
-        [] => true,
-        _ if required => panic!(
-            "COMET_REDIS_TESTS=1 but no {} on PATH (Debian: apt-get install {})",
-            missing.join(", no "),
-            missing.join(" ")
-        ),
-        _ => {
-            eprintln!(
-                "Redis tests NOT RUN: no {} on PATH; they are reported as ignored",
-                missing.join(", no ")
-            );
-            false
-        }
-    }
-}
-
-/// One test of a Redis suite: its body, run on a runtime of its own.
-pub type RedisTest = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
-/// Runs `tests` (name, async body) as a libtest-compatible harness: each on
-/// its own runtime, ignored where there is no `redis-server`.
-pub fn run_redis_tests(tests: Vec<(&'static str, RedisTest)>) -> ! {
-    run_redis_tests_with_pending(tests, Vec::new())
-}
-
-/// As [`run_redis_tests`], with `pending` tests of an open issue that the
-/// code does not meet yet: reported as ignored (never as passed), and run
-/// with `--include-ignored`.
-pub fn run_redis_tests_with_pending(
-    tests: Vec<(&'static str, RedisTest)>,
-    pending: Vec<(&'static str, RedisTest)>,
-) -> ! {
-    run_tests_needing(&["redis-server"], tests, pending, Vec::new())
-}
-
-/// As [`run_redis_tests_with_pending`], for `tests` that need every
-/// program of `binaries` (ignored where one is missing), and `plain` ones
-/// that need none (always run).
-pub fn run_tests_needing(
-    binaries: &[&str],
-    tests: Vec<(&'static str, RedisTest)>,
-    pending: Vec<(&'static str, RedisTest)>,
-    plain: Vec<(&'static str, RedisTest)>,
-) -> ! {
-    let args = libtest_mimic::Arguments::from_args();
-    let enabled = binaries_present(binaries);
-    let pending = pending.into_iter().map(|test| (test, true, true));
-    let plain = plain.into_iter().map(|test| (test, false, false));
-    let trials = tests
-        .into_iter()
-        .map(|test| (test, false, true))
-        .chain(pending)
-        .chain(plain)
-        .map(|((name, test), pending, needs_binaries)| {
-            libtest_mimic::Trial::test(name, move || {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .unwrap()
-                    .block_on(test());
-                Ok(())
-            })
-            .with_ignored_flag((needs_binaries && !enabled) || pending)
-        })
-        .collect();
-    libtest_mimic::run(&args, trials).exit()
-}
 
 /// A free port below Linux's ephemeral range (32768-60999), so that no
 /// client socket can take it first; spread by process id so that concurrent
@@ -147,7 +46,7 @@ impl RedisServer {
     /// Starts one on `port` (after a restart, or for a node that was
     /// configured before Redis came up); `None` if it did not come up.
     pub fn start_on(port: u16) -> Option<Self> {
-        let binary = redis_server_binary().expect("redis-server on PATH");
+        let binary = binary("redis-server").expect("redis-server on PATH");
         let child = Command::new(binary)
             .args([
                 "--port",

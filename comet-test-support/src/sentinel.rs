@@ -1,9 +1,11 @@
 //! A real `redis-sentinel`, started by the test on a free port with a
 //! config file of its own (in a temporary directory, since Sentinel
-//! rewrites it), and killed when dropped. Needs `redis_server.rs` beside it.
-#![allow(dead_code)]
+//! rewrites it), and killed when dropped.
 
-use crate::redis_server::{answers_ping, binary, next_port};
+use crate::{
+    redis_server::{answers_ping, next_port},
+    tool::binary,
+};
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
