@@ -76,24 +76,7 @@ impl RedisServer {
             child: Some(child),
             port,
         };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if server.ping() {
-                return Some(server);
-            }
-            if let Some(child) = &mut server.child {
-                if child.try_wait().ok().flatten().is_some() {
-                    server.child = None;
-                    return None; // exited: the port was taken
-                }
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
-    }
-
-    fn ping(&self) -> bool {
-        answers_ping(self.port)
+        comes_up(&mut server.child, port).then_some(server)
     }
 
     pub fn url(&self) -> String {
@@ -136,6 +119,25 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Whether the server `child` started on `port` answers `PING` within 5 s;
+/// if it exits first (the port was taken), `child` becomes `None`.
+pub(crate) fn comes_up(child: &mut Option<Child>, port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if answers_ping(port) {
+            return true;
+        }
+        if let Some(running) = child {
+            if running.try_wait().ok().flatten().is_some() {
+                *child = None;
+                return false;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
 }
 
 /// Whether a server on `port` answers `PING` (within half a second).

@@ -3,13 +3,12 @@
 //! rewrites it), and killed when dropped.
 
 use crate::{
-    redis_server::{answers_ping, next_port},
+    redis_server::{comes_up, next_port},
     tool::binary,
 };
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
 };
 
 /// A running `redis-sentinel` monitoring one primary.
@@ -65,20 +64,7 @@ impl SentinelServer {
             port,
             dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if answers_ping(port) {
-                return Some(sentinel);
-            }
-            if let Some(child) = &mut sentinel.child {
-                if child.try_wait().ok().flatten().is_some() {
-                    sentinel.child = None;
-                    return None; // exited: the port was taken
-                }
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
+        comes_up(&mut sentinel.child, port).then_some(sentinel)
     }
 
     /// The engine's URL for `service` behind this sentinel.
