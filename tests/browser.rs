@@ -4,51 +4,45 @@
 //! are blocked, one connection shared by two tabs, a push host on another
 //! origin, and the demo page's own panel and controls.
 //!
-//! Chromium missing: these tests are reported as ignored (tests/support/
-//! tool_tests.rs), unless `COMET_BROWSER_TESTS=1`, where a missing browser
+//! Chromium missing: these tests are reported as ignored
+//! (`comet_test_support::tool`), unless `COMET_BROWSER_TESTS=1`, where a missing browser
 //! fails them (CI sets it).
 //! The same for `redis-server` and `COMET_REDIS_TESTS=1`, for the case of
 //! two nodes on Redis.
 
-#[path = "../comet-redis/tests/support/redis_server.rs"]
-mod redis_server;
-mod support;
-#[path = "../comet-redis/tests/support/tcp_proxy.rs"]
-mod tcp_proxy;
-
-use serde_json::{json, Value};
-use std::{net::SocketAddr, time::Duration};
-use support::{
+use comet_test_support::{
     browser::{Browser, Proxy, Tab},
     client, Running,
 };
+use serde_json::{json, Value};
+use std::{net::SocketAddr, time::Duration};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 fn main() {
-    support::tool_tests::run(vec![
-        tool_test!(sse_survives_drops_restarts_and_reports_gaps, [Chromium]),
-        tool_test!(stream_survives_drops_restarts_and_reports_gaps, [Chromium]),
-        tool_test!(poll_survives_drops_restarts_and_reports_gaps, [Chromium]),
-        tool_test!(jsonp_survives_drops_restarts_and_reports_gaps, [Chromium]),
-        tool_test!(iframe_survives_drops_restarts_and_reports_gaps, [Chromium]),
-        tool_test!(
+    comet_test_support::tool::run(vec![
+        comet_test_support::tool_test!(sse_survives_drops_restarts_and_reports_gaps, [Chromium]),
+        comet_test_support::tool_test!(stream_survives_drops_restarts_and_reports_gaps, [Chromium]),
+        comet_test_support::tool_test!(poll_survives_drops_restarts_and_reports_gaps, [Chromium]),
+        comet_test_support::tool_test!(jsonp_survives_drops_restarts_and_reports_gaps, [Chromium]),
+        comet_test_support::tool_test!(iframe_survives_drops_restarts_and_reports_gaps, [Chromium]),
+        comet_test_support::tool_test!(
             falls_back_in_order_and_returns_to_the_better_transport,
             [Chromium]
         ),
-        tool_test!(two_chat_tabs_share_one_connection, [Chromium]),
-        tool_test!(
+        comet_test_support::tool_test!(two_chat_tabs_share_one_connection, [Chromium]),
+        comet_test_support::tool_test!(
             the_chat_demo_joins_at_once_and_its_controls_show_resume_and_fallback,
             [Chromium]
         ),
-        tool_test!(
+        comet_test_support::tool_test!(
             a_push_host_on_another_origin_works_with_credentials,
             [Chromium]
         ),
-        tool_test!(
+        comet_test_support::tool_test!(
             comet_js_across_two_redis_nodes_behind_a_round_robin_proxy,
             [Chromium, RedisServer]
         ),
-        tool_test!(
+        comet_test_support::tool_test!(
             ten_event_sources_are_live_at_once_over_http2_and_six_over_http1,
             [Chromium]
         ),
@@ -543,20 +537,20 @@ async fn a_push_host_on_another_origin_works_with_credentials() {
 /// what both nodes publish, in order, with no gap.
 async fn comet_js_across_two_redis_nodes_behind_a_round_robin_proxy() {
     let _slot = browser_slot().await;
-    if !redis_server::redis_tests_enabled() {
-        return;
-    }
     let Some(browser) = Browser::launch("redis nodes").await else {
         return;
     };
-    let redis = redis_server::RedisServer::start();
+    let redis = comet_test_support::redis_server::RedisServer::start();
     let env = [
         ("COMET_REDIS_URL", redis.url()),
         ("COMET_HEARTBEAT_SECS", "1".into()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let nodes = [Chat::start(&env), Chat::start(&env)];
-    let proxy = tcp_proxy::TcpProxy::round_robin(nodes.iter().map(|n| n.addr).collect()).await;
+    let proxy = comet_test_support::tcp_proxy::TcpProxy::round_robin(
+        nodes.iter().map(|n| n.addr).collect(),
+    )
+    .await;
     let url = |path: &str| format!("http://{}{path}", proxy.addr);
     let tab = browser.tab(&url("/")).await;
     harness(&tab, &url("/comet/comet.js")).await;

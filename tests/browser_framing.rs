@@ -10,14 +10,12 @@
 //! Chromium missing: reported as ignored, unless `COMET_BROWSER_TESTS=1`
 //! (CI sets it).
 
-mod support;
-
 use axum::{response::Html, routing::get, Router};
 use comet::{protocol::SubscribeRoute, tower::CometLayer, Hub};
-use support::{browser::Browser, TestServer};
+use comet_test_support::{browser::Browser, TestServer};
 
 fn main() {
-    support::tool_tests::run(vec![tool_test!(
+    comet_test_support::tool::run(vec![comet_test_support::tool_test!(
         a_page_of_another_origin_cannot_make_the_forever_frame_call_into_the_push_hosts_pages,
         [Chromium]
     )]);

@@ -6,15 +6,13 @@
 //! Chromium missing: reported as ignored, unless `COMET_BROWSER_TESTS=1`
 //! (CI sets it).
 
-mod support;
-
 use axum::{response::Html, routing::get, Router};
 use comet::{protocol::SubscribeRoute, tower::CometLayer, Hub, Payload};
+use comet_test_support::{browser::Browser, TestServer};
 use serde_json::Value;
-use support::{browser::Browser, TestServer};
 
 fn main() {
-    support::tool_tests::run(vec![tool_test!(
+    comet_test_support::tool::run(vec![comet_test_support::tool_test!(
         comet_js_hands_json_over_as_published,
         [Chromium]
     )]);

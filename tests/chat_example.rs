@@ -3,10 +3,8 @@
 //! stopped with Ctrl-C.
 #![cfg(unix)]
 
-mod support;
-
+use comet_test_support::*;
 use std::process::Command;
-use support::*;
 
 #[tokio::test]
 async fn the_axum_chat_demo_serves_its_page_relays_messages_and_stops_cleanly() {

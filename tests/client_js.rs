@@ -6,9 +6,11 @@
 //! test file.
 //!
 //! Without Node they are reported as ignored, never as passed; with
-//! `COMET_CLIENT_TESTS=1` (CI sets it) a missing Node fails them.
+//! `COMET_CLIENT_TESTS=1` (CI sets it) a missing Node fails them
+//! (`comet_test_support::tool`).
 
-use libtest_mimic::{Arguments, Failed, Trial};
+use comet_test_support::tool::{binary, Tool, ToolTest};
+use libtest_mimic::Failed;
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -18,28 +20,7 @@ fn client_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("comet-protocol/client")
 }
 
-fn node() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("node"))
-        .find(|candidate| candidate.is_file())
-}
-
 fn main() {
-    let args = Arguments::from_args();
-    let required = std::env::var("COMET_CLIENT_TESTS").is_ok_and(|v| v == "1");
-    let node = node();
-    if node.is_none() {
-        eprintln!(
-            "comet.js unit tests NOT RUN: no node on PATH (.ci/run installs it); \
-             they are reported as ignored{}",
-            if required {
-                ", and fail: COMET_CLIENT_TESTS=1"
-            } else {
-                ""
-            }
-        );
-    }
     let mut files: Vec<PathBuf> = std::fs::read_dir(client_dir().join("tests"))
         .expect("comet-protocol/client/tests")
         .map(|entry| entry.unwrap().path())
@@ -53,29 +34,26 @@ fn main() {
     // The served file, where Node can import it as a module.
     let bundle = std::env::temp_dir().join(format!("comet-client-{}.mjs", std::process::id()));
     std::fs::write(&bundle, comet::protocol::CLIENT_SCRIPT).unwrap();
-    let trials = files
+    let tests = files
         .into_iter()
         .map(|file| {
             let name = file.file_name().unwrap().to_string_lossy();
             let name = name.trim_end_matches(".test.js").replace('-', "_");
-            let ignored = node.is_none() && !required;
-            let (node, bundle) = (node.clone(), bundle.clone());
-            Trial::test(format!("node_test::{name}"), move || {
-                run(node.as_deref(), &file, &bundle)
+            let bundle = bundle.clone();
+            ToolTest::blocking(format!("node_test::{name}"), &[Tool::Node], move || {
+                run(&file, &bundle)
             })
-            .with_ignored_flag(ignored)
         })
         .collect();
-    let conclusion = libtest_mimic::run(&args, trials);
+    let conclusion = comet_test_support::tool::conclude(tests);
     let _ = std::fs::remove_file(&bundle);
     conclusion.exit()
 }
 
 /// `node --test` on one file: passes when every test in it passed.
-fn run(node: Option<&Path>, file: &Path, bundle: &Path) -> Result<(), Failed> {
-    let node =
-        node.ok_or("COMET_CLIENT_TESTS=1 but no node on PATH (Debian: apt-get install nodejs)")?;
-    let output = Command::new(node)
+fn run(file: &Path, bundle: &Path) -> Result<(), Failed> {
+    let node = binary("node").ok_or("no node on PATH")?;
+    let output = Command::new(&node)
         .current_dir(client_dir())
         .args(["--test", "--test-reporter=spec"])
         .arg(file)

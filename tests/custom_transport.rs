@@ -3,9 +3,7 @@
 //! a subscription directly, all on one hub, run as the real binary.
 #![cfg(unix)]
 
-mod support;
-
-use support::*;
+use comet_test_support::*;
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines},
     net::{tcp::OwnedReadHalf, TcpStream},

@@ -10,10 +10,10 @@ mod http1;
 #[allow(dead_code)]
 #[path = "../examples/common/http2.rs"]
 mod http2;
-mod support;
 
 use bytes::Bytes;
 use comet::{protocol::SubscribeRoute, Hub, MemoryEngine};
+use comet_test_support::{bounded, each_adapter, eventually, Adapter, Mount};
 use http_body_util::{BodyExt, Empty};
 use hyper::{body::Incoming, client::conn::http2::SendRequest, Request, Response};
 use hyper_util::{
@@ -22,7 +22,6 @@ use hyper_util::{
 };
 use serde_json::Value;
 use std::{net::SocketAddr, sync::Arc};
-use support::{bounded, eventually, Adapter, Mount};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 fn mounts() -> Vec<Mount> {
@@ -54,7 +53,7 @@ impl Server {
         };
         let task = match adapter {
             Adapter::Axum => {
-                let app = support::axum_app(hub, mounts());
+                let app = comet_test_support::axum_app(hub, mounts());
                 tokio::spawn(http2::serve(
                     listener,
                     tls,
@@ -63,7 +62,7 @@ impl Server {
                 ))
             }
             Adapter::Warp => {
-                let service = warp::service(support::warp_app(hub, mounts()));
+                let service = warp::service(comet_test_support::warp_app(hub, mounts()));
                 tokio::spawn(http2::serve(
                     listener,
                     tls,
@@ -382,7 +381,7 @@ async fn graceful_shutdown_sends_goaway_and_clients_resume_without_loss(adapter:
 async fn http_1_1_still_works_on_the_same_listener() {
     let hub = Hub::new();
     let server = Server::start(Adapter::Axum, &hub, None).await;
-    let response = support::client()
+    let response = comet_test_support::client()
         .get(format!("http://{}/poll?channel=h&timeout=0", server.addr))
         .send()
         .await

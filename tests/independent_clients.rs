@@ -1,31 +1,29 @@
 //! SSE as clients nobody here wrote read it (PROTOCOL.md, "Payloads",
 //! "Streaming transports", "Event types"): the npm `eventsource` package
-//! under Node, and Python's httpx-sse, run by `tests/support/clients.rs`.
+//! under Node, and Python's httpx-sse, run by `comet_test_support::clients`.
 //!
 //! A missing client: reported as ignored, unless `COMET_CLIENT_TESTS=1`
 //! (CI sets it), where it fails.
-
-mod support;
 
 use comet::{
     protocol::{PublishRoute, SubscribeRoute},
     Hub, Payload,
 };
-use serde_json::Value;
-use std::time::Duration;
-use support::{
+use comet_test_support::{
     bounded, client,
     clients::{node_eventsource, python_httpx_sse},
     eventually, expect_error, Adapter, Mount, SseReader, TestServer,
 };
+use serde_json::Value;
+use std::time::Duration;
 
 fn main() {
-    support::tool_tests::run(vec![
-        tool_test!(
+    comet_test_support::tool::run(vec![
+        comet_test_support::tool_test!(
             npm_eventsource_gets_every_payload_as_published_and_no_open_or_error_from_a_message,
             [NodeEventSource]
         ),
-        tool_test!(
+        comet_test_support::tool_test!(
             httpx_sse_yields_exactly_the_messages_not_the_opening_or_heartbeats,
             [HttpxSse]
         ),

@@ -3,11 +3,9 @@
 //! binary, with the property it holds asserted. Seconds each, on loopback.
 #![cfg(target_os = "linux")]
 
-mod support;
-
+use comet_test_support::*;
 use serde_json::Value;
 use std::{process::Command, time::Duration};
-use support::*;
 
 /// The load generator, built beside the test binaries by `cargo test
 /// --workspace` (it is a binary of the workspace's `comet-loadgen`).

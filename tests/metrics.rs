@@ -2,9 +2,7 @@
 //! serves them at `/metrics` for Prometheus: scraped here after real traffic.
 #![cfg(unix)]
 
-mod support;
-
-use support::*;
+use comet_test_support::*;
 
 /// The value of the sample `name{labels}` in a Prometheus text page.
 fn sample(page: &str, name_and_labels: &str) -> Option<f64> {

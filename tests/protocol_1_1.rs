@@ -4,15 +4,13 @@
 //! frame's framing policy, one error table walked request by request,
 //! `HEAD`, the JSON 404 under a mount, and the spec in the repository.
 
-mod support;
-
 use comet::{
     engine::{Attachment, ChannelLog, Engine, EngineFuture, PublishFuture, Resume},
     protocol::{Cors, ErrorCode, PublishRoute, SubscribeRoute, MAX_HEADER_BYTES, MAX_QUERY_LEN},
     ChannelName, HistoryPolicy, Hub, IdempotencyKey, MemoryEngine, Payload, Position,
 };
+use comet_test_support::*;
 use std::{sync::Arc, time::Duration};
-use support::*;
 
 const APP_ORIGIN: &str = "https://app.example";
 

@@ -8,18 +8,12 @@
 //! `redis-server`, and fail with `COMET_REDIS_TESTS=1` (CI).
 #![cfg(unix)]
 
-#[path = "../comet-redis/tests/support/redis_server.rs"]
-mod redis_server;
-mod support;
-#[path = "../comet-redis/tests/support/tcp_proxy.rs"]
-mod tcp_proxy;
-
+use comet_test_support::redis_server::RedisServer;
+use comet_test_support::tcp_proxy::TcpProxy;
+use comet_test_support::{client, Running};
 use futures_util::StreamExt;
-use redis_server::RedisServer;
 use serde_json::Value;
-use std::{future::Future, pin::Pin, time::Duration};
-use support::{client, Running};
-use tcp_proxy::TcpProxy;
+use std::time::Duration;
 
 const CHANNEL: &str = "room/e2e";
 const MESSAGES: usize = 60;
@@ -27,10 +21,10 @@ const MESSAGES: usize = 60;
 const SCENARIO: Duration = Duration::from_secs(60);
 
 fn main() {
-    redis_server::run_redis_tests(vec![(
+    comet_test_support::tool::run(vec![comet_test_support::tool::ToolTest::new(
         "every_subscriber_gets_exactly_1_to_n_through_a_round_robin_proxy_across_cuts",
-        (|| Box::pin(across_nodes()) as Pin<Box<dyn Future<Output = ()> + Send>>)
-            as redis_server::RedisTest,
+        &[comet_test_support::tool::Tool::RedisServer],
+        || Box::pin(across_nodes()),
     )]);
 }
 

@@ -1,15 +1,13 @@
 //! End-to-end, over real sockets, on every adapter: PROTOCOL.md's SSE and
 //! long-poll rules, errors, authorization, and the app's own routes.
 
-mod support;
-
 use comet::{
     protocol::{ProtocolError, SubscribeRoute, Transport},
     tower::RouteService,
     HistoryPolicy, Hub, Payload,
 };
+use comet_test_support::*;
 use std::time::Duration;
-use support::*;
 
 fn hub() -> Hub {
     Hub::builder()

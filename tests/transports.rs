@@ -1,16 +1,14 @@
 //! End-to-end over real sockets: the ndjson stream, forever frame and JSONP
 //! transports, publishing over HTTP, CORS, limits and graceful shutdown.
 
-mod support;
-
 use comet::{
     engine::Engine,
     protocol::{Cors, PublishRoute, SubscribeRoute},
     HistoryPolicy, Hub, MemoryEngine, Payload,
 };
+use comet_test_support::*;
 use serde_json::{json, Value};
 use std::{sync::Arc, time::Duration};
-use support::*;
 
 const ORIGIN: &str = "https://www.example.com";
 

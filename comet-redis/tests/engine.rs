@@ -3,30 +3,18 @@
 //! scale properties, and every fault of the issue that asked for it.
 //! Nodes are hubs on engines of their own, as in separate processes.
 
-#[path = "support/nodes.rs"]
-mod nodes;
-#[path = "support/redis_server.rs"]
-mod redis_server;
-#[path = "support/tcp_proxy.rs"]
-mod tcp_proxy;
-
 use comet_core::{Cursor, HistoryPolicy, Item, Start, Subscription};
-use nodes::*;
+use comet_test_support::nodes::*;
+use comet_test_support::redis_server::RedisServer;
+use comet_test_support::tcp_proxy::TcpProxy;
+use comet_test_support::tool_tests;
 use redis::AsyncCommands;
-use redis_server::RedisServer;
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
-use tcp_proxy::TcpProxy;
+use std::{sync::Arc, time::Duration};
 use tokio::time::{timeout, Instant};
 use tokio_stream::StreamExt;
 
-macro_rules! tests {
-    ($($name:ident),* $(,)?) => {
-        vec![$((stringify!($name), (|| Box::pin($name()) as Pin<Box<dyn Future<Output = ()> + Send>>) as redis_server::RedisTest)),*]
-    };
-}
-
 fn main() {
-    redis_server::run_redis_tests(tests![
+    comet_test_support::tool::run(tool_tests![[RedisServer];
         a_publish_on_any_node_reaches_every_subscriber_on_every_node_in_order_once,
         a_cursor_from_one_node_resumes_on_another_and_head_is_the_same_everywhere,
         payloads_cross_nodes_byte_for_byte,

@@ -5,42 +5,26 @@
 //! separate processes. Where a test checks several things it gathers every
 //! violation (see [`Findings`]) and reports them together.
 
-#[path = "support/nodes.rs"]
-mod nodes;
-#[path = "support/redis_server.rs"]
-mod redis_server;
-#[path = "support/tcp_proxy.rs"]
-mod tcp_proxy;
-
 use comet_core::{ChannelName, Cursor, HistoryPolicy, Hub, Position, Start, Subscription};
 use comet_redis::RedisEngine;
-use nodes::*;
+use comet_test_support::redis_server::RedisServer;
+use comet_test_support::tcp_proxy::TcpProxy;
+use comet_test_support::{nodes::*, tool_tests};
 use redis::{aio::MultiplexedConnection, AsyncCommands};
-use redis_server::RedisServer;
 use std::{
     collections::HashMap,
-    future::Future,
     net::SocketAddr,
-    pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
     time::Duration,
 };
-use tcp_proxy::TcpProxy;
 use tokio::time::{timeout, Instant};
 use tokio_stream::StreamExt;
 
-macro_rules! tests {
-    ($($name:ident),* $(,)?) => {
-        vec![$((stringify!($name), (|| Box::pin($name()) as Pin<Box<dyn Future<Output = ()> + Send>>) as redis_server::RedisTest)),*]
-    };
-}
-
 fn main() {
-    redis_server::run_redis_tests_with_pending(
-        tests![
+    comet_test_support::tool::run(tool_tests![[RedisServer];
             a_publish_past_maxmemory_fails_and_leaves_history_and_epoch_untouched,
             publishes_work_again_after_a_failover_behind_the_same_address,
             a_mirror_tells_a_republished_identical_message_from_the_one_it_has,
@@ -59,13 +43,11 @@ fn main() {
             a_cursor_past_lost_writes_whose_offsets_were_reassigned_resumes_with_a_gap,
             reading_a_channel_never_published_to_creates_no_key,
             a_cursor_from_before_the_first_publish_resumes_without_a_gap_unless_a_history_came_and_went,
-        ],
-        tests![],
-    );
+    ]);
 }
 
 // ---------------------------------------------------------------------------
-// Harness beyond support/nodes.rs.
+// Harness beyond comet_test_support::nodes.
 
 /// Whatever arrives until nothing has for `quiet` (at most `BOUND` in all).
 async fn drain(sub: &mut Subscription, quiet: Duration) -> Vec<String> {

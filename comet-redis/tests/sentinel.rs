@@ -4,39 +4,26 @@
 //! its own ports. Nodes are hubs on engines of their own, as in separate
 //! processes.
 
-#[path = "support/nodes.rs"]
-mod nodes;
-#[path = "support/redis_server.rs"]
-mod redis_server;
-#[path = "support/sentinel.rs"]
-mod sentinel;
-
 use comet_core::{ChannelName, Cursor, Position, PublishError, Start};
 use comet_redis::RedisEngine;
-use nodes::*;
+use comet_test_support::nodes::*;
+use comet_test_support::redis_server::{self, RedisServer};
+use comet_test_support::sentinel::SentinelServer;
+use comet_test_support::tool_tests;
 use redis::{aio::MultiplexedConnection, AsyncCommands};
-use redis_server::RedisServer;
-use sentinel::SentinelServer;
-use std::{future::Future, pin::Pin, time::Duration};
+use std::{future::Future, time::Duration};
 use tokio::time::Instant;
 
-macro_rules! tests {
-    ($($name:ident),* $(,)?) => {
-        vec![$((stringify!($name), (|| Box::pin($name()) as Pin<Box<dyn Future<Output = ()> + Send>>) as redis_server::RedisTest)),*]
-    };
-}
-
 fn main() {
-    redis_server::run_tests_needing(
-        &["redis-server", "redis-sentinel"],
-        tests![publishes_follow_a_sentinel_failover_to_the_promoted_replica],
-        Vec::new(),
-        // These start no process.
-        tests![
-            a_malformed_sentinel_url_is_a_build_error,
-            with_no_sentinel_answering_a_publish_fails_within_the_timeout,
-        ],
-    );
+    let mut tests = tool_tests![[RedisServer, RedisSentinel];
+        publishes_follow_a_sentinel_failover_to_the_promoted_replica,
+    ];
+    // These start no process.
+    tests.extend(tool_tests![[];
+        a_malformed_sentinel_url_is_a_build_error,
+        with_no_sentinel_answering_a_publish_fails_within_the_timeout,
+    ]);
+    comet_test_support::tool::run(tests);
 }
 
 /// The service the sentinel monitors.

@@ -1,13 +1,14 @@
 //! A real `redis-sentinel`, started by the test on a free port with a
 //! config file of its own (in a temporary directory, since Sentinel
-//! rewrites it), and killed when dropped. Needs `redis_server.rs` beside it.
-#![allow(dead_code)]
+//! rewrites it), and killed when dropped.
 
-use crate::redis_server::{answers_ping, binary, next_port};
+use crate::{
+    redis_server::{comes_up, next_port},
+    tool::binary,
+};
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
 };
 
 /// A running `redis-sentinel` monitoring one primary.
@@ -63,20 +64,7 @@ impl SentinelServer {
             port,
             dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if answers_ping(port) {
-                return Some(sentinel);
-            }
-            if let Some(child) = &mut sentinel.child {
-                if child.try_wait().ok().flatten().is_some() {
-                    sentinel.child = None;
-                    return None; // exited: the port was taken
-                }
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
+        comes_up(&mut sentinel.child, port).then_some(sentinel)
     }
 
     /// The engine's URL for `service` behind this sentinel.

@@ -5,6 +5,7 @@
 //! `COMET_BROWSER_TESTS=1` makes a missing browser a failure; without it a
 //! machine lacking Chromium skips the browser tests and says so.
 
+use crate::tool::{binary, Tool};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::{
@@ -50,34 +51,24 @@ pub fn find_chromium() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("COMET_CHROMIUM") {
         return Some(PathBuf::from(path));
     }
-    let path = std::env::var_os("PATH")?;
     [
         "chromium",
         "chromium-browser",
         "google-chrome",
         "google-chrome-stable",
     ]
-    .iter()
-    .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
-    .find(|candidate| candidate.is_file())
+    .into_iter()
+    .find_map(binary)
 }
 
 impl Browser {
     /// Starts Chromium, or returns `None` (saying so) when there is none and
     /// `COMET_BROWSER_TESTS=1` is not set.
     pub async fn launch(test: &str) -> Option<Self> {
-        let required = std::env::var("COMET_BROWSER_TESTS").is_ok_and(|v| v == "1");
-        let Some(binary) = find_chromium() else {
-            assert!(
-                !required,
-                "COMET_BROWSER_TESTS=1 but no Chromium was found (install the `chromium` package or set COMET_CHROMIUM)"
-            );
-            eprintln!(
-                "browser test {test} NOT RUN: no Chromium on this machine \
-                 (apt-get install chromium; COMET_BROWSER_TESTS=1 makes this a failure)"
-            );
+        if !Tool::Chromium.present_for(&format!("browser test {test}")) {
             return None;
-        };
+        }
+        let binary = find_chromium()?;
         static PROFILES: AtomicU64 = AtomicU64::new(0);
         let profile = std::env::temp_dir().join(format!(
             "comet-browser-{}-{}",

@@ -1,10 +1,18 @@
-//! Test support: a real server on an ephemeral loopback port, and small
-//! clients that read what a browser would.
-#![allow(dead_code)]
+//! What comet's tests share (unpublished): a real server on an ephemeral
+//! loopback port for every adapter, and small clients that read what a
+//! browser would (here); the runner for tests that need a tool and its
+//! policy ([`tool`]); headless Chromium ([`browser`]); clients nobody here
+//! wrote ([`clients`]); real `redis-server` and `redis-sentinel` processes
+//! ([`redis_server`], [`sentinel`]); Redis engine nodes ([`nodes`]); and a
+//! TCP proxy that cuts and slows connections ([`tcp_proxy`]).
 
 pub mod browser;
 pub mod clients;
-pub mod tool_tests;
+pub mod nodes;
+pub mod redis_server;
+pub mod sentinel;
+pub mod tcp_proxy;
+pub mod tool;
 
 use bytes::Bytes;
 use comet::{
@@ -20,20 +28,37 @@ use warp::{Filter, Reply};
 pub const BOUND: Duration = Duration::from_secs(10);
 
 pub async fn bounded<F: Future>(what: &str, f: F) -> F::Output {
-    timeout(BOUND, f)
+    within(BOUND, what, f).await
+}
+
+/// `f`, or a panic naming `what` after `limit`.
+pub async fn within<F: Future>(limit: Duration, what: &str, f: F) -> F::Output {
+    timeout(limit, f)
         .await
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
 /// Waits until `condition` holds, checking every few milliseconds (for
 /// counters, which offer nothing to await), for at most [`BOUND`].
-pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    bounded(what, async {
+pub async fn eventually(what: &str, condition: impl FnMut() -> bool) {
+    eventually_within(BOUND, what, condition).await
+}
+
+/// [`eventually`], for at most `limit`.
+pub async fn eventually_within(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    within(limit, what, async {
         while !condition() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await
+}
+
+/// The workspace's root directory (where `tests/` and `comet-core/` are).
+pub fn workspace_root() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("comet-test-support sits in the workspace")
 }
 
 /// A server running on 127.0.0.1, stopped when dropped.
@@ -61,10 +86,10 @@ pub enum Mount {
 macro_rules! each_adapter {
     ($($name:ident),* $(,)?) => {
         mod on_axum {
-            $( #[tokio::test] async fn $name() { super::$name(super::Adapter::Axum).await } )*
+            $( #[tokio::test] async fn $name() { super::$name($crate::Adapter::Axum).await } )*
         }
         mod on_warp {
-            $( #[tokio::test] async fn $name() { super::$name(super::Adapter::Warp).await } )*
+            $( #[tokio::test] async fn $name() { super::$name($crate::Adapter::Warp).await } )*
         }
     };
 }
@@ -425,7 +450,7 @@ pub fn example_binary(name: &str) -> std::path::PathBuf {
         .unwrap_or_else(|_| panic!("{} is missing: {rebuild}", path.display()));
     // cargo's dep-info file lists exactly the sources the binary was built
     // from; any of this repository's that changed since means a stale binary.
-    let root = env!("CARGO_MANIFEST_DIR");
+    let root = workspace_root().to_str().unwrap();
     let dep_info = std::fs::read_to_string(path.with_extension("d"))
         .unwrap_or_else(|_| panic!("{} has no dep-info file: {rebuild}", path.display()));
     let sources = dep_info

@@ -3,7 +3,6 @@
 //! Redis, or between clients and nodes. It can also slow what the server
 //! sends to a given rate, per connection: a slow link, on which a big
 //! answer takes long while a small one on another connection does not.
-#![allow(dead_code)]
 
 use std::{
     net::SocketAddr,

@@ -1,13 +1,11 @@
 //! What every Redis engine test does: bounded waits, nodes (hubs on engines
 //! of their own, as in separate processes), reading what a subscription
 //! delivers as text, and leaving a channel in Redis as a lost write would.
-#![allow(dead_code)]
 
 use comet_core::{HistoryPolicy, Hub, Item, Subscription};
 use comet_redis::RedisEngine;
 use redis::{aio::MultiplexedConnection, AsyncCommands};
 use std::{future::Future, sync::Arc, time::Duration};
-use tokio::time::timeout;
 use tokio_stream::StreamExt;
 
 /// The longest any one wait of a test may take.
@@ -15,19 +13,12 @@ pub const BOUND: Duration = Duration::from_secs(15);
 
 /// `f`, or a panic naming `what` after [`BOUND`].
 pub async fn bounded<F: Future>(what: &str, f: F) -> F::Output {
-    timeout(BOUND, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
+    crate::within(BOUND, what, f).await
 }
 
 /// Waits (within [`BOUND`]) until `condition` holds.
-pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    bounded(what, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
+pub async fn eventually(what: &str, condition: impl FnMut() -> bool) {
+    crate::eventually_within(BOUND, what, condition).await
 }
 
 /// The tests' engine: mirrors dropped after 300 ms unused, 100 messages kept.

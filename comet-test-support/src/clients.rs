@@ -6,26 +6,19 @@
 //! which CI sets, makes a missing one a failure; without it a machine
 //! lacking one says NOT RUN and skips the test.
 
-use super::BOUND;
-use serde_json::Value;
-use std::{
-    path::{Path, PathBuf},
-    process::Stdio,
+use crate::{
+    tool::{binary, Tool},
+    workspace_root, BOUND,
 };
+use serde_json::Value;
+use std::{path::PathBuf, process::Stdio};
 use tokio::{
     io::{AsyncBufReadExt, BufReader, Lines},
     process::{Child, ChildStdout, Command},
 };
 
 fn clients_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
+    workspace_root().join("tests/clients")
 }
 
 /// Node, where the npm `eventsource` package is installed for it.
@@ -33,7 +26,7 @@ pub fn node_with_eventsource() -> Option<PathBuf> {
     let installed = clients_dir()
         .join("node_modules/eventsource/package.json")
         .is_file();
-    on_path("node").filter(|_| installed)
+    binary("node").filter(|_| installed)
 }
 
 /// The venv's Python, where there is one (with httpx-sse).
@@ -42,22 +35,13 @@ pub fn python_with_httpx_sse() -> Option<PathBuf> {
     python.is_file().then_some(python)
 }
 
-/// `Some(tool)` when it is installed; else fails under `COMET_CLIENT_TESTS=1`
-/// or says NOT RUN.
-fn require(test: &str, tool: Option<PathBuf>, what: &str) -> Option<PathBuf> {
-    if tool.is_some() {
-        return tool;
+/// The tool's path when it is installed; else `None` after
+/// [`Tool::present_for`] (a failure under `COMET_CLIENT_TESTS=1`).
+fn require(test: &str, tool: Tool, path: fn() -> Option<PathBuf>) -> Option<PathBuf> {
+    if !tool.present_for(&format!("independent-client test {test}")) {
+        return None;
     }
-    let required = std::env::var("COMET_CLIENT_TESTS").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "COMET_CLIENT_TESTS=1 but {what} is not installed (run .ci/run, or see tests/clients/)"
-    );
-    eprintln!(
-        "independent-client test {test} NOT RUN: {what} is not installed \
-         (.ci/run installs it; COMET_CLIENT_TESTS=1 makes this a failure)"
-    );
-    None
+    path()
 }
 
 /// A client process and its stdout, killed when dropped.
@@ -114,11 +98,7 @@ impl ClientProcess {
 /// listening for `types` besides `message`, `open` and `error`.
 pub fn node_eventsource(test: &str, url: &str, types: &[&str]) -> Option<ClientProcess> {
     let dir = clients_dir();
-    let node = require(
-        test,
-        node_with_eventsource(),
-        "Node with the npm eventsource package (npm ci in tests/clients)",
-    )?;
+    let node = require(test, Tool::NodeEventSource, node_with_eventsource)?;
     let mut command = Command::new(node);
     command
         .current_dir(&dir)
@@ -132,11 +112,7 @@ pub fn node_eventsource(test: &str, url: &str, types: &[&str]) -> Option<ClientP
 /// event whose data is `end`.
 pub fn python_httpx_sse(test: &str, url: &str) -> Option<ClientProcess> {
     let dir = clients_dir();
-    let python = require(
-        test,
-        python_with_httpx_sse(),
-        "Python's httpx-sse (a venv in tests/clients/.venv)",
-    )?;
+    let python = require(test, Tool::HttpxSse, python_with_httpx_sse)?;
     let mut command = Command::new(python);
     command.current_dir(&dir).arg("sse_httpx.py").arg(url);
     Some(ClientProcess::spawn(command))
