@@ -321,26 +321,7 @@ async fn publish_until_accepted(hub: &Hub, text: &str, within: Duration) -> Resu
 /// restart, subscribers on every node get them, and nothing published
 /// before the failover is lost.
 async fn publishes_work_again_after_a_failover_behind_the_same_address() {
-    let primary = RedisServer::start();
-    let replica = RedisServer::start();
-    let mut p = primary.connection().await;
-    let mut r = replica.connection().await;
-    for connection in [&mut p, &mut r] {
-        // Full syncs start at once, not after the default 5 s.
-        let () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("repl-diskless-sync-delay")
-            .arg(0)
-            .query_async(connection)
-            .await
-            .unwrap();
-    }
-    let () = redis::cmd("REPLICAOF")
-        .arg("127.0.0.1")
-        .arg(primary.port)
-        .query_async(&mut r)
-        .await
-        .unwrap();
+    let (primary, replica, mut p, mut r) = comet_test_support::redis_server::replicated().await;
     caught_up(&mut p, &mut r).await;
     let link = TcpProxy::start(addr(&primary)).await;
     let (a, _) = node(&link.url());

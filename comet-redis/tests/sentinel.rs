@@ -7,7 +7,7 @@
 use comet_core::{ChannelName, Cursor, Position, PublishError, Start};
 use comet_redis::RedisEngine;
 use comet_test_support::nodes::*;
-use comet_test_support::redis_server::{self, RedisServer};
+use comet_test_support::redis_server;
 use comet_test_support::sentinel::SentinelServer;
 use comet_test_support::tool_tests;
 use redis::{aio::MultiplexedConnection, AsyncCommands};
@@ -70,26 +70,7 @@ async fn role(connection: &mut MultiplexedConnection) -> String {
 /// new primary and reaches the other node's subscriber as the next offset of
 /// the same epoch: no gap, nothing lost.
 async fn publishes_follow_a_sentinel_failover_to_the_promoted_replica() {
-    let primary = RedisServer::start();
-    let replica = RedisServer::start();
-    let mut p = primary.connection().await;
-    let mut r = replica.connection().await;
-    for connection in [&mut p, &mut r] {
-        // Full syncs start at once, not after the default 5 s.
-        let () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("repl-diskless-sync-delay")
-            .arg(0)
-            .query_async(connection)
-            .await
-            .unwrap();
-    }
-    let () = redis::cmd("REPLICAOF")
-        .arg("127.0.0.1")
-        .arg(primary.port)
-        .query_async(&mut r)
-        .await
-        .unwrap();
+    let (primary, replica, mut p, _) = redis_server::replicated().await;
     let sentinel = SentinelServer::start(SERVICE, primary.port);
     let mut s = sentinel.connection().await;
 

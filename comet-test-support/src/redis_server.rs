@@ -115,6 +115,36 @@ impl RedisServer {
     }
 }
 
+/// A primary and a replica of it (`REPLICAOF`), with a connection to each;
+/// full syncs start at once rather than after Redis's default 5 s.
+pub async fn replicated() -> (
+    RedisServer,
+    RedisServer,
+    redis::aio::MultiplexedConnection,
+    redis::aio::MultiplexedConnection,
+) {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start();
+    let mut p = primary.connection().await;
+    let mut r = replica.connection().await;
+    for connection in [&mut p, &mut r] {
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("repl-diskless-sync-delay")
+            .arg(0)
+            .query_async(connection)
+            .await
+            .unwrap();
+    }
+    let () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(primary.port)
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    (primary, replica, p, r)
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
