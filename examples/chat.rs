@@ -108,7 +108,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// The whole app: the page, the chat API, the reference comet routes, and
 /// comet's metrics for Prometheus at `/metrics`.
 fn app(hub: Hub, publish_token: Option<String>, metrics: PrometheusHandle) -> Router {
-    let comet = CometLayer::mount(
+    let comet = CometLayer::from_mount(
         hub.clone(),
         common::mount(publish_token, |request| {
             let peer = request.extensions.get::<ConnectInfo<SocketAddr>>();

@@ -62,10 +62,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("hyper listening on http://{}", hyper_listener.local_addr()?);
     println!("tcp listening on {}", tcp_listener.local_addr()?);
 
-    let text_route = SubscribeRoute::new([Transport::streaming("text", |_request, _params| {
-        Ok(TextLines)
-    })])
-    .heartbeat(Duration::from_secs(15));
+    let text_route =
+        SubscribeRoute::new([Transport::custom_stream("text", |_request, _params| {
+            Ok(TextLines)
+        })])
+        .heartbeat(Duration::from_secs(15));
     let publish_hub = hub.clone();
     let app = Router::new()
         .route(

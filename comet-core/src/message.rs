@@ -59,7 +59,10 @@ const INLINE_SLOTS: usize = 8;
 pub struct EncodingSlot(usize);
 
 impl EncodingSlot {
-    /// A slot no other has.
+    /// A slot no other has. Make one per format, once, in a `static`:
+    /// slots are never given back, and a message keeps the encodings of the
+    /// first eight slots a process makes without a lock (the built-in
+    /// formats take six), later ones behind one.
     #[allow(clippy::new_without_default)] // each call makes another slot
     pub fn new() -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);

@@ -14,6 +14,18 @@ use bytes::{BufMut, Bytes, BytesMut};
 use comet_core::EncodingSlot;
 use std::sync::LazyLock;
 
+/// Makes the envelope's encoding slots now (see [`crate::SubscribeRoute::new`]).
+pub(crate) fn reserve_slots() {
+    for slot in [
+        &ENVELOPE_PREFIX,
+        &SCRIPT_SAFE_ENVELOPE_PREFIX,
+        &ONE_LINE_ENVELOPE_PREFIX,
+        &ONE_CHANNEL_ENVELOPE_LINE,
+    ] {
+        LazyLock::force(slot);
+    }
+}
+
 /// The JSON envelope of a message, up to its `cursor` value.
 pub(crate) static ENVELOPE_PREFIX: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::new);
 /// The same, escaped to be embedded in a `<script>` (forever frame, JSONP).

@@ -1,13 +1,13 @@
 //! The two traits every transport implements, built-in or your own:
 //! [`StreamFormat`] frames items on a response that stays open, and
 //! [`LongPollFormat`] writes the one answer of a long poll. A transport of
-//! your own makes one for each request ([`Transport::streaming`],
-//! [`Transport::long_polling`]); the built-in transports
+//! your own makes one for each request ([`Transport::custom_stream`],
+//! [`Transport::custom_long_poll`]); the built-in transports
 //! (`transport/sse.rs`, `ndjson.rs`, `iframe.rs`, `long_poll.rs`, `jsonp.rs`)
 //! make theirs the same way.
 //!
-//! [`Transport::streaming`]: crate::Transport::streaming
-//! [`Transport::long_polling`]: crate::Transport::long_polling
+//! [`Transport::custom_stream`]: crate::Transport::custom_stream
+//! [`Transport::custom_long_poll`]: crate::Transport::custom_long_poll
 
 use crate::{ChannelName, Cursor, Item, Message};
 use bytes::Bytes;

@@ -1,7 +1,7 @@
 //! The comet wire protocol (PROTOCOL.md), written once on the `http` crate's
-//! types so that every server adapter stays thin. This module is for people
-//! who write adapters and transports; an app needs only the names at the
-//! crate's root.
+//! types so that every server adapter stays thin. This crate is for people
+//! who write adapters and transports (apps reach it as `comet::protocol`);
+//! an app needs only the names at the root of the `comet` facade.
 //!
 //! An adapter finds a request's endpoint in a [`Mount`] (comet's routes at
 //! their paths, by one set of rules) and calls [`Endpoint::serve`], or calls

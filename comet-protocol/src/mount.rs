@@ -19,14 +19,15 @@ use std::fmt;
 /// - a publish route answers at its path and every path below it: the rest
 ///   of the path names the channel (`POST /publish/room/lobby` publishes to
 ///   `room/lobby`), or the `channel` parameter does;
-/// - where several match, the route's own path wins, then the client, then
-///   the longest publish path, then the longest subscribe path's 404.
+/// - where several match, a path of its own wins (a route's, or the client
+///   beside one: [`Endpoint::Client`]), then the longest publish path, then
+///   the longest subscribe path's 404.
 ///
 /// ```
 /// use comet::{protocol::Mount, PublishRoute, SubscribeRoute};
 ///
 /// let mount = Mount::new()
-///     .subscribe("/events", SubscribeRoute::sse())
+///     .route("/events", SubscribeRoute::sse())
 ///     .publish("/publish", PublishRoute::new());
 /// assert!(mount.find("/events").is_some());
 /// assert!(mount.find("/events/comet.js").is_some());
@@ -70,10 +71,6 @@ impl Endpoint {
         match self {
             // `<route>/comet.js`: the browser client for this route.
             Endpoint::Client(route) => Box::pin(std::future::ready(route.serve_client(&parts))),
-            // A mount also matches `<mount>/comet.js` (see `Mount::find`).
-            Endpoint::Subscribe(route) if !mount.is_empty() && parts.uri.path() != mount => {
-                Box::pin(std::future::ready(route.serve_client(&parts)))
-            }
             Endpoint::Subscribe(route) => route.serve(hub, &parts),
             Endpoint::Publish(route) => route.serve(hub, mount, &parts, body),
             Endpoint::NotFound => Box::pin(std::future::ready(not_found(&parts))),
@@ -94,8 +91,17 @@ impl Mount {
     /// # Panics
     ///
     /// If `path` does not start with `/`.
-    pub fn subscribe(mut self, path: &str, route: SubscribeRoute) -> Self {
-        self.insert(path, Endpoint::Subscribe(route));
+    pub fn route(mut self, path: &str, route: SubscribeRoute) -> Self {
+        let path = self.insert(path, Endpoint::Subscribe(route.clone()));
+        let client = format!("{}/{CLIENT_SCRIPT_NAME}", path.trim_end_matches('/'));
+        // A route of its own at that path wins over the client.
+        let taken = self
+            .routes
+            .iter()
+            .any(|(p, e)| *p == client && !matches!(e, Endpoint::Client(_)));
+        if !taken {
+            self.insert(&client, Endpoint::Client(route));
+        }
         self
     }
 
@@ -124,13 +130,8 @@ impl Mount {
                 .max_by_key(|(mount, _)| mount.len())
                 .map(|(mount, endpoint)| (mount.as_str(), endpoint))
         };
+        // A path is in the list once: a route, or the client beside one.
         found(&|mount, _| path == mount)
-            .or_else(|| {
-                found(&|mount, endpoint| {
-                    matches!(endpoint, Endpoint::Subscribe(_))
-                        && below(mount) == Some(CLIENT_SCRIPT_NAME)
-                })
-            })
             .or_else(|| {
                 found(&|mount, endpoint| {
                     matches!(endpoint, Endpoint::Publish(_)) && below(mount).is_some()
@@ -146,7 +147,9 @@ impl Mount {
             })
     }
 
-    fn insert(&mut self, path: &str, endpoint: Endpoint) {
+    /// Puts `endpoint` at `path` (in place of what was there); returns the
+    /// path as kept.
+    fn insert(&mut self, path: &str, endpoint: Endpoint) -> String {
         assert!(
             path.starts_with('/'),
             "comet route paths start with '/': {path:?}"
@@ -155,6 +158,7 @@ impl Mount {
         let path = if path.is_empty() { "/" } else { path };
         self.routes.retain(|(p, _)| p != path);
         self.routes.push((path.to_owned(), endpoint));
+        path.to_owned()
     }
 }
 
@@ -163,5 +167,58 @@ impl fmt::Debug for Mount {
         f.debug_map()
             .entries(self.routes.iter().map(|(path, endpoint)| (path, endpoint)))
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(mount: &Mount, path: &str) -> Option<(String, &'static str)> {
+        mount.find(path).map(|(at, endpoint)| {
+            let kind = match endpoint {
+                Endpoint::Subscribe(_) => "subscribe",
+                Endpoint::Publish(_) => "publish",
+                Endpoint::Client(_) => "client",
+                Endpoint::NotFound => "not found",
+            };
+            (at.to_owned(), kind)
+        })
+    }
+
+    #[test]
+    fn the_rules_every_adapter_shares() {
+        let mount = Mount::new()
+            .route("/events/", SubscribeRoute::sse())
+            .route("/", SubscribeRoute::long_poll())
+            .publish("/events/publish", PublishRoute::new());
+        let at = |path: &str, kind: &str| Some((path.to_owned(), kind.to_owned()));
+        let found = |path: &str| kind(&mount, path).map(|(p, k)| (p, k.to_owned()));
+        assert_eq!(found("/events"), at("/events", "subscribe"));
+        assert_eq!(found("/events/comet.js"), at("/events/comet.js", "client"));
+        assert_eq!(found("/events/other"), at("/events", "not found"));
+        assert_eq!(
+            found("/events/publish/room/a"),
+            at("/events/publish", "publish")
+        );
+        assert_eq!(found("/"), at("/", "subscribe"));
+        assert_eq!(found("/comet.js"), at("/comet.js", "client"));
+        // A route at `/` claims only `/` and its client: the rest is the app's.
+        assert_eq!(found("/app"), None);
+        // A route of its own at a client's path wins, whichever came first.
+        let mount = Mount::new()
+            .route("/x", SubscribeRoute::sse())
+            .route("/x/comet.js", SubscribeRoute::long_poll());
+        assert_eq!(
+            kind(&mount, "/x/comet.js").map(|(_, k)| k),
+            Some("subscribe")
+        );
+        let mount = Mount::new()
+            .route("/x/comet.js", SubscribeRoute::long_poll())
+            .route("/x", SubscribeRoute::sse());
+        assert_eq!(
+            kind(&mount, "/x/comet.js").map(|(_, k)| k),
+            Some("subscribe")
+        );
     }
 }

@@ -50,17 +50,24 @@ pub struct SubscribeRoute {
 impl SubscribeRoute {
     /// A route offering `transports` (built in, or your own: see
     /// [`Transport`]); the first is the default when a request neither
-    /// names one nor asks for one by `Accept`. A transport given twice is
-    /// offered once.
+    /// names one nor asks for one by `Accept`. A name given twice is
+    /// offered once, by the last transport of that name, in the place of
+    /// the first.
     ///
     /// # Panics
     ///
     /// If `transports` is empty: a route must offer something.
     pub fn new(transports: impl IntoIterator<Item = Transport>) -> Self {
+        // The built-in formats' encoding slots are made before any of the
+        // app's (made when first used, while serving), so that theirs are
+        // among the slots every message keeps without a lock.
+        crate::envelope::reserve_slots();
+        crate::transport::sse::reserve_slots();
         let mut offered: Vec<Transport> = Vec::new();
         for t in transports {
-            if !offered.contains(&t) {
-                offered.push(t);
+            match offered.iter_mut().find(|o| **o == t) {
+                Some(earlier) => *earlier = t,
+                None => offered.push(t),
             }
         }
         assert!(

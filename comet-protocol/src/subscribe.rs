@@ -310,7 +310,7 @@ mod tests {
     #[tokio::test]
     async fn a_poll_format_of_your_own_is_held_and_resumed_like_the_built_in_one() {
         let hub = Hub::new();
-        let route = SubscribeRoute::new([Transport::long_polling("lines", |_, _| Ok(Lines))])
+        let route = SubscribeRoute::new([Transport::custom_long_poll("lines", |_, _| Ok(Lines))])
             .max_hold(Duration::from_secs(3));
         // A bootstrap poll (timeout=0) answers at once with the cursor alone.
         let first = get(&hub, &route, "/c?channel=a&timeout=0", None).await;

@@ -61,7 +61,7 @@ type Make = dyn Fn(&Parts, &SubscribeParams, &SubscribeRoute) -> Result<Format, 
 /// The built-in ones: [`sse`](Self::sse), [`ndjson`](Self::ndjson),
 /// [`iframe`](Self::iframe), [`long_poll`](Self::long_poll) and
 /// [`jsonp`](Self::jsonp). An application's own:
-/// [`streaming`](Self::streaming) and [`long_polling`](Self::long_polling).
+/// [`custom_stream`](Self::custom_stream) and [`custom_long_poll`](Self::custom_long_poll).
 ///
 /// ```
 /// use comet::{protocol::{Chunks, StreamFormat, Transport}, Cursor, Message, SubscribeRoute};
@@ -77,7 +77,7 @@ type Make = dyn Fn(&Parts, &SubscribeParams, &SubscribeRoute) -> Result<Format, 
 /// let route = SubscribeRoute::new([
 ///     Transport::sse(),
 ///     Transport::long_poll(),
-///     Transport::streaming("lines", |_request, _params| Ok(Lines)),
+///     Transport::custom_stream("lines", |_request, _params| Ok(Lines)),
 /// ]);
 /// ```
 #[derive(Clone)]
@@ -175,7 +175,7 @@ impl Transport {
     /// # Panics
     ///
     /// If `name` is a built-in transport's.
-    pub fn streaming<F, S>(name: &str, make: F) -> Self
+    pub fn custom_stream<F, S>(name: &str, make: F) -> Self
     where
         F: Fn(&Parts, &SubscribeParams) -> Result<S, ProtocolError> + Send + Sync + 'static,
         S: StreamFormat,
@@ -212,13 +212,13 @@ impl Transport {
     ///     }
     /// }
     ///
-    /// let route = SubscribeRoute::new([Transport::long_polling("lines", |_request, _params| Ok(Lines))]);
+    /// let route = SubscribeRoute::new([Transport::custom_long_poll("lines", |_request, _params| Ok(Lines))]);
     /// ```
     ///
     /// # Panics
     ///
     /// If `name` is a built-in transport's.
-    pub fn long_polling<F, P>(name: &str, make: F) -> Self
+    pub fn custom_long_poll<F, P>(name: &str, make: F) -> Self
     where
         F: Fn(&Parts, &SubscribeParams) -> Result<P, ProtocolError> + Send + Sync + 'static,
         P: LongPollFormat,
@@ -399,7 +399,7 @@ mod tests {
         // An application's own is picked by name, and by its media type.
         let own = [
             Transport::sse(),
-            Transport::streaming("lines", |_, _| Ok(crate::transport::ndjson::Ndjson))
+            Transport::custom_stream("lines", |_, _| Ok(crate::transport::ndjson::Ndjson))
                 .media_type("text/x-lines"),
         ];
         assert_eq!(
@@ -415,7 +415,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "built-in")]
     fn an_own_transport_may_not_take_a_built_in_name() {
-        let _ = Transport::streaming("sse", |_, _| Ok(crate::transport::ndjson::Ndjson));
+        let _ = Transport::custom_stream("sse", |_, _| Ok(crate::transport::ndjson::Ndjson));
     }
 
     fn chunks(format: &dyn StreamFormat, item: &crate::Item) -> Vec<bytes::Bytes> {

@@ -135,13 +135,13 @@ fn comet_mount(mounts: Vec<Mount>) -> comet::protocol::Mount {
     mounts
         .into_iter()
         .fold(comet::protocol::Mount::new(), |all, mount| match mount {
-            Mount::Subscribe(path, route) => all.subscribe(path, route),
+            Mount::Subscribe(path, route) => all.route(path, route),
             Mount::Publish(path, route) => all.publish(path, route),
         })
 }
 
 pub fn axum_app(hub: &Hub, mounts: Vec<Mount>) -> axum::Router {
-    let layer = comet::tower::CometLayer::mount(hub.clone(), comet_mount(mounts));
+    let layer = comet::tower::CometLayer::from_mount(hub.clone(), comet_mount(mounts));
     axum::Router::new()
         .route(
             "/hello",

@@ -32,12 +32,12 @@ pub struct CometLayer {
 impl CometLayer {
     /// A layer with no routes yet, serving `hub`'s channels.
     pub fn new(hub: Hub) -> Self {
-        Self::mount(hub, Mount::new())
+        Self::from_mount(hub, Mount::new())
     }
 
     /// A layer serving `mount`'s routes (the same rules on every adapter;
     /// see [`Mount`]).
-    pub fn mount(hub: Hub, mount: Mount) -> Self {
+    pub fn from_mount(hub: Hub, mount: Mount) -> Self {
         Self {
             hub,
             mount: Arc::new(mount),
@@ -55,7 +55,7 @@ impl CometLayer {
     /// If `path` does not start with `/`.
     pub fn route(mut self, path: &str, route: SubscribeRoute) -> Self {
         let mount = Arc::make_mut(&mut self.mount);
-        *mount = std::mem::take(mount).subscribe(path, route);
+        *mount = std::mem::take(mount).route(path, route);
         self
     }
 

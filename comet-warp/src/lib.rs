@@ -17,8 +17,8 @@
 //! let comet = comet::warp::mount(
 //!     hub.clone(),
 //!     Mount::new()
-//!         .subscribe("/events", SubscribeRoute::sse())
-//!         .subscribe("/push", SubscribeRoute::all())
+//!         .route("/events", SubscribeRoute::sse())
+//!         .route("/push", SubscribeRoute::all())
 //!         // POST /publish/room/lobby publishes to `room/lobby`.
 //!         .publish(
 //!             "/publish",

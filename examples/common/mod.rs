@@ -89,12 +89,12 @@ pub fn mount(
     peer: fn(&http::request::Parts) -> Option<SocketAddr>,
 ) -> Mount {
     Mount::new()
-        .subscribe("/comet/sse", SubscribeRoute::sse())
-        .subscribe("/comet/poll", SubscribeRoute::long_poll())
-        .subscribe("/comet/stream", SubscribeRoute::ndjson())
-        .subscribe("/comet/iframe", SubscribeRoute::iframe())
-        .subscribe("/comet/jsonp", SubscribeRoute::jsonp())
-        .subscribe("/comet", client_route())
+        .route("/comet/sse", SubscribeRoute::sse())
+        .route("/comet/poll", SubscribeRoute::long_poll())
+        .route("/comet/stream", SubscribeRoute::ndjson())
+        .route("/comet/iframe", SubscribeRoute::iframe())
+        .route("/comet/jsonp", SubscribeRoute::jsonp())
+        .route("/comet", client_route())
         .publish(
             "/comet/publish",
             PublishRoute::new().authorize(move |request, _channel| {

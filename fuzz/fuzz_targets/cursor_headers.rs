@@ -3,7 +3,7 @@
 //! one its token decodes to.
 #![no_main]
 
-use comet_core::{Cursor};
+use comet_core::Cursor;
 use comet_protocol::{SubscribeParams, Transport};
 use libfuzzer_sys::fuzz_target;
 

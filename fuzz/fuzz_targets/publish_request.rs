@@ -26,7 +26,9 @@ fuzz_target!(|data: &[u8]| {
     let mut fields = data.splitn(5, |b| *b == 0);
     let mut next = || fields.next().unwrap_or_default();
     let (path, content_type, event, length, body) = (next(), next(), next(), next(), next());
-    let Ok(path) = std::str::from_utf8(path) else { return };
+    let Ok(path) = std::str::from_utf8(path) else {
+        return;
+    };
     let Ok(uri) = http::Uri::builder()
         .path_and_query(format!("/publish/{}", path.trim_start_matches('/')))
         .build()
@@ -34,14 +36,20 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut request = http::Request::post(uri);
-    for (name, value) in [("content-type", content_type), ("comet-event", event), ("content-length", length)] {
+    for (name, value) in [
+        ("content-type", content_type),
+        ("comet-event", event),
+        ("content-length", length),
+    ] {
         if let Ok(value) = http::HeaderValue::from_bytes(value) {
             if !value.is_empty() {
                 request = request.header(name, value);
             }
         }
     }
-    let Ok(request) = request.body(()) else { return };
+    let Ok(request) = request.body(()) else {
+        return;
+    };
     let (parts, ()) = request.into_parts();
     let hub = Hub::builder().max_payload_bytes(1024).build();
     let route = PublishRoute::new().authorize(|_, _| true);
@@ -56,7 +64,11 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(hub.stats().published, 1);
             // The one channel that now holds a message: the rest of the
             // path, else the `channel` parameter (PROTOCOL.md, "Publishing").
-            let rest = parts.uri.path().trim_start_matches("/publish").trim_start_matches('/');
+            let rest = parts
+                .uri
+                .path()
+                .trim_start_matches("/publish")
+                .trim_start_matches('/');
             let channel = if rest.is_empty() {
                 let query = parts.uri.query().unwrap_or("");
                 form_urlencoded::parse(query.as_bytes())
@@ -69,7 +81,10 @@ fuzz_target!(|data: &[u8]| {
                     .unwrap()
                     .into_owned()
             };
-            let mut sub = hub.subscribe([channel.as_str()], Start::oldest()).await.unwrap();
+            let mut sub = hub
+                .subscribe([channel.as_str()], Start::oldest())
+                .await
+                .unwrap();
             let Some(Item::Message { message, .. }) = sub.next().await else {
                 panic!("no message after a 201")
             };

@@ -16,6 +16,12 @@ use std::{
     time::Duration,
 };
 
+/// Makes SSE's encoding slots now (see [`crate::SubscribeRoute::new`]).
+pub(crate) fn reserve_slots() {
+    LazyLock::force(&SSE_EVENT);
+    LazyLock::force(&SSE_ONE_CHANNEL_FRAME);
+}
+
 /// The SSE `event:` and `data:` lines of a message.
 pub(crate) static SSE_EVENT: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::new);
 /// The whole SSE frame for one-channel subscriptions, whose cursor after a message is the same for every subscriber.
