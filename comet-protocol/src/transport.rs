@@ -169,8 +169,9 @@ impl Transport {
 
     /// A streaming transport of your own, chosen by `transport=<name>` (or
     /// by default when it is the route's first). `make` builds its format
-    /// for each request, so it can read the request's parameters or refuse
-    /// it.
+    /// for each request, so it can read the request's parameters (the
+    /// cursor from `Last-Event-ID` or `If-None-Match` included, already
+    /// checked) or refuse it.
     ///
     /// # Panics
     ///
