@@ -1,0 +1,226 @@
+//! End-to-end over real sockets, on every adapter: publishing over HTTP
+//! (PROTOCOL.md, "Publishing"): answers, authorization, refusals, payload
+//! validation and idempotency keys.
+
+mod common;
+
+use comet::Payload;
+use comet_test_support::*;
+use common::{protocol, transports};
+use serde_json::{json, Value};
+
+async fn publish_answers_201_with_a_cursor_and_marks_json_and_text(adapter: Adapter) {
+    let (hub, server) = transports::start(adapter).await;
+    let mut sub = hub
+        .subscribe(["room/p"], comet::Start::head())
+        .await
+        .unwrap();
+    let text = bounded(
+        "publish",
+        transports::publish(&server, "/publish/room/p")
+            .header("comet-event", "said")
+            .body("hi <b>")
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(text.status(), 201);
+    assert_eq!(text.headers()["content-type"], "application/json");
+    let cursor: Value = text.json().await.unwrap();
+    let json = transports::publish(&server, "/publish?channel=room/p")
+        .header("content-type", "application/json; charset=utf-8")
+        .body("{\n  \"a\": [1, 2]\n}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json.status(), 201);
+
+    use futures_util::StreamExt;
+    let first = bounded("first", sub.next()).await.unwrap();
+    let message = first.message().unwrap();
+    assert_eq!(
+        (message.kind(), message.text(), message.event()),
+        (comet::PayloadKind::Text, "hi <b>", Some("said"))
+    );
+    assert_eq!(
+        first.cursor().encode(),
+        cursor["cursor"].as_str().unwrap(),
+        "the cursor of the published message"
+    );
+    let second = bounded("second", sub.next()).await.unwrap();
+    let message = second.message().unwrap();
+    assert_eq!(
+        (message.kind(), message.text()),
+        // PROTOCOL.md, "Payloads": the publisher's bytes, as they came.
+        (comet::PayloadKind::Json, "{\n  \"a\": [1, 2]\n}")
+    );
+
+    // Subscribers see JSON as JSON and text as a string.
+    let answer = poll(client().get(server.url("/poll?channel=room/p&since=oldest"))).await;
+    let messages = answer.body["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["data"], "hi <b>");
+    assert_eq!(messages[1]["data"], json!({"a": [1, 2]}));
+}
+
+async fn publishing_is_refused_unless_authorized(adapter: Adapter) {
+    let (hub, server) = transports::start(adapter).await;
+    let closed = client()
+        .post(server.url("/closed/x"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_error(closed, 403, "forbidden").await,
+        "publishing is not enabled on this route"
+    );
+    let anonymous = client()
+        .post(server.url("/publish/x"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    expect_error(anonymous, 403, "forbidden").await;
+    let readonly = transports::publish(&server, "/publish/readonly/x")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    expect_error(readonly, 403, "forbidden").await;
+    assert_eq!(hub.stats().published, 0);
+}
+
+async fn publish_rejects_bad_requests_with_reasons(adapter: Adapter) {
+    let (hub, server) = transports::start(adapter).await;
+    // Declared too large: refused before the body is read.
+    let big = transports::publish(&server, "/publish/x")
+        .body("z".repeat(2000))
+        .send()
+        .await
+        .unwrap();
+    expect_error(big, 413, "payload_too_large").await;
+    // Too large without a declared length (a chunked stream): refused while reading.
+    let chunks = futures_util::stream::iter(
+        (0..40).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'z'; 100]))),
+    );
+    let streamed = transports::publish(&server, "/publish/x")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    expect_error(streamed, 413, "payload_too_large").await;
+    let not_json = transports::publish(&server, "/publish/x")
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    expect_error(not_json, 400, "bad_payload").await;
+    let not_utf8 = transports::publish(&server, "/publish/x")
+        .body(vec![0xff, 0xfe])
+        .send()
+        .await
+        .unwrap();
+    expect_error(not_utf8, 400, "bad_payload").await;
+    let bad_channel = transports::publish(&server, "/publish/no%20spaces")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    expect_error(bad_channel, 400, "bad_channel").await;
+    let no_channel = transports::publish(&server, "/publish")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    expect_error(no_channel, 400, "no_channels").await;
+    let bad_event = transports::publish(&server, "/publish/x")
+        .header("comet-event", "comet-gap")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    expect_error(bad_event, 400, "bad_event").await;
+    let wrong_method = client().get(server.url("/publish/x")).send().await.unwrap();
+    assert_eq!(wrong_method.headers()["allow"], "POST");
+    expect_error(wrong_method, 405, "method_not_allowed").await;
+    assert_eq!(hub.stats().published, 0, "nothing was published");
+}
+
+/// PROTOCOL.md, "Payloads": every payload UTF-8, JSON valid per RFC 8259.
+async fn payloads_that_are_not_utf8_or_not_json_are_refused(adapter: Adapter) {
+    let (hub, server) = protocol::start(adapter).await;
+    for (content_type, body) in [
+        ("application/json", &b"{\"k\":\"\xff\xfe\"}"[..]),
+        ("application/json", b"[\"\xc3\x28\"]"),
+        ("application/json", b"\"\xed\xa0\x80\""),
+        ("application/json", b"{\"a\":1,}"),
+        ("application/json", b"\"raw\ttab\""),
+        ("application/json", b"NaN"),
+        ("application/json", b"{} {}"),
+        ("application/vnd.x+json", b"{\"k\":\"\xff\"}"),
+        ("text/plain", b"caf\xe9"),
+    ] {
+        let response =
+            protocol::post(&server, "/comet/publish/p", content_type, body.to_vec()).await;
+        let message = expect_error(response, 400, "bad_payload").await;
+        assert!(!message.is_empty(), "{body:?}");
+    }
+    let answer =
+        poll(client().get(server.url("/comet?transport=poll&channel=p&since=oldest"))).await;
+    assert_eq!(
+        answer.items(),
+        Vec::<String>::new(),
+        "nothing was published"
+    );
+    assert!(Payload::json_bytes(&b"{\"k\":\"\xff\"}"[..]).is_err());
+    assert!(Payload::text_bytes(&b"\xff"[..]).is_err());
+    drop(hub);
+}
+
+/// PROTOCOL.md, "Requests": `HEAD` as `GET`, without a body or a subscription.
+/// PROTOCOL.md, "Publishing over HTTP" (1.3): a publish retried with its
+/// `Idempotency-Key` answers the first cursor and stores nothing; another
+/// key is another publish; a malformed or repeated header is 400
+/// `bad_parameter`, and stores nothing either.
+async fn a_publish_retried_with_its_idempotency_key_is_stored_once(adapter: Adapter) {
+    let (_hub, server) = protocol::start(adapter).await;
+    let publish = |key: Vec<&'static str>| {
+        let mut request = client()
+            .post(server.url("/comet/publish/idem"))
+            .header("content-type", "text/plain")
+            .body("paid");
+        for key in key {
+            request = request.header("idempotency-key", key);
+        }
+        async move { bounded("publish", request.send()).await.unwrap() }
+    };
+    let cursor = |response: reqwest::Response| async move {
+        assert_eq!(response.status(), 201);
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["cursor"].as_str().unwrap().to_owned()
+    };
+    let first = cursor(publish(vec!["order-42"]).await).await;
+    let retried = cursor(publish(vec!["order-42"]).await).await;
+    assert_eq!(first, retried, "the retry answers the first cursor");
+    let other = cursor(publish(vec!["order-43"]).await).await;
+    assert_ne!(other, first);
+    for bad in [vec!["has space"], vec![""], vec!["a", "b"]] {
+        expect_error(publish(bad).await, 400, "bad_parameter").await;
+    }
+    let answer =
+        poll(client().get(server.url("/comet?transport=poll&channel=idem&since=oldest"))).await;
+    assert_eq!(
+        answer.items(),
+        ["idem:paid", "idem:paid"],
+        "two keys, two messages"
+    );
+}
+
+each_adapter!(
+    publish_answers_201_with_a_cursor_and_marks_json_and_text,
+    publishing_is_refused_unless_authorized,
+    publish_rejects_bad_requests_with_reasons,
+    payloads_that_are_not_utf8_or_not_json_are_refused,
+    a_publish_retried_with_its_idempotency_key_is_stored_once,
+);
