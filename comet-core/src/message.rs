@@ -33,8 +33,10 @@ pub struct Message {
     more: OnceLock<Mutex<Vec<(usize, Bytes)>>>,
 }
 
-/// Slots kept inline in every message: the built-in wire formats take six.
-const INLINE_SLOTS: usize = 8;
+/// Slots kept inline in every message, as many as the built-in wire formats
+/// take (every stored message pays for each): other formats' encodings are
+/// kept behind a lock.
+const INLINE_SLOTS: usize = 6;
 
 /// A place in every [`Message`] for one wire format's encoding of it.
 ///
@@ -61,8 +63,8 @@ pub struct EncodingSlot(usize);
 impl EncodingSlot {
     /// A slot no other has. Make one per format, once, in a `static`:
     /// slots are never given back, and a message keeps the encodings of the
-    /// first eight slots a process makes without a lock (the built-in
-    /// formats take six), later ones behind one.
+    /// first six slots a process makes (the built-in formats', made with the
+    /// first route) without a lock, later ones behind one.
     #[allow(clippy::new_without_default)] // each call makes another slot
     pub fn new() -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
