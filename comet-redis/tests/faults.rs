@@ -33,6 +33,7 @@ fn main() {
             an_untagged_cursor_cannot_be_laundered_into_an_issued_one,
             a_cursor_key_redis_lost_and_replaced_still_verifies_everywhere,
             a_publish_with_an_idempotency_key_is_stored_once,
+            a_publish_whose_reply_was_lost_is_stored_once,
             a_heavy_subscribe_leaves_the_node_connected_and_other_channels_flowing,
             a_long_load_holds_up_no_other_channels_announcements,
             a_mirror_dropped_and_made_again_during_its_load_is_loaded,
@@ -1137,6 +1138,35 @@ async fn a_cursor_with_a_wrong_tag_is_refused() {
         3,
         "meta, log and the cursor key: nothing made for the refused cursor"
     );
+}
+
+/// A publish reaches Redis and is stored, but its reply is lost with the
+/// connection. The node sends it again once, at once, on a fresh connection
+/// (the app sees no error), and the script finds the first attempt by the
+/// publish's identity among the newest entries: stored once, not twice.
+async fn a_publish_whose_reply_was_lost_is_stored_once() {
+    let redis = RedisServer::start();
+    let link = TcpProxy::start(addr(&redis)).await;
+    // Default timings: the node's pub/sub connection is quiet for seconds
+    // after it connects, so the reply lost is the publish's.
+    let engine = RedisEngine::builder(link.url()).build().unwrap();
+    let hub = Hub::builder().engine(Arc::new(engine.clone())).build();
+    eventually("connected", || engine.stats().connected).await;
+    hub.publish("once", "0").await.unwrap();
+    let reconnects = engine.stats().reconnects;
+    link.lose_next_reply();
+    let cursor = bounded("the publish", hub.publish("once", "1"))
+        .await
+        .unwrap();
+    assert!(
+        engine.stats().reconnects > reconnects,
+        "precondition: the reply was lost and the connection replaced; {:?}",
+        engine.stats()
+    );
+    assert_eq!(position(&cursor, "once").offset, 2);
+    let mut connection = redis.connection().await;
+    let length: usize = connection.xlen("comet:{once}:log").await.unwrap();
+    assert_eq!(length, 2, "the retried publish was stored twice");
 }
 
 /// A publish retried with the same idempotency key is stored once: the

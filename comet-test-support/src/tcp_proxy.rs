@@ -29,6 +29,9 @@ pub struct TcpProxy {
     /// Bytes a second the server's side may send on each connection (0: no
     /// limit).
     rate: Arc<AtomicU64>,
+    /// The next answer the server sends is not passed on: its connection
+    /// is dropped instead (a reply lost with the link).
+    lose: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -49,9 +52,11 @@ impl TcpProxy {
         let accepted = Arc::new(AtomicUsize::new(0));
         let targets = Arc::new(Mutex::new(targets));
         let rate = Arc::new(AtomicU64::new(0));
+        let lose = Arc::new(AtomicBool::new(false));
         let task = {
             let targets = targets.clone();
             let rate = rate.clone();
+            let lose = lose.clone();
             let open = open.clone();
             let generation = generation.clone();
             let frozen = frozen.clone();
@@ -75,13 +80,18 @@ impl TcpProxy {
                     let mut cut = generation.subscribe();
                     let mut freeze = frozen.subscribe();
                     let rate = rate.clone();
+                    let lose = lose.clone();
                     tokio::spawn(async move {
                         let Ok(outbound) = TcpStream::connect(target).await else {
                             return;
                         };
                         let (mut inbound, mut outbound) = (inbound, outbound);
                         tokio::select! {
-                            _ = forward(&mut inbound, &mut outbound, &rate) => {}
+                            lost = forward(&mut inbound, &mut outbound, &rate, &lose) => {
+                                if lost {
+                                    return; // both sockets dropped: the link died
+                                }
+                            }
                             _ = cut.changed() => return,
                             // Frozen: both sockets stay open, nothing passes.
                             _ = freeze.changed() => {}
@@ -100,8 +110,16 @@ impl TcpProxy {
             accepted,
             targets,
             rate,
+            lose,
             task,
         }
+    }
+
+    /// Drops, instead of passing on, the next answer the server sends on
+    /// any connection, and that connection with it: a request that reached
+    /// the server, and a reply lost with the link.
+    pub fn lose_next_reply(&self) {
+        self.lose.store(true, Ordering::SeqCst);
     }
 
     /// Lets the server's side send at most `bytes_per_second` on each
@@ -145,8 +163,14 @@ impl TcpProxy {
 }
 
 /// Copies both ways; what the server sends, at most `rate` bytes a second
-/// (when not 0), in chunks paced by the clock.
-async fn forward(inbound: &mut TcpStream, outbound: &mut TcpStream, rate: &AtomicU64) {
+/// (when not 0), in chunks paced by the clock. True when it stopped to lose
+/// a reply (see [`TcpProxy::lose_next_reply`]).
+async fn forward(
+    inbound: &mut TcpStream,
+    outbound: &mut TcpStream,
+    rate: &AtomicU64,
+    lose: &AtomicBool,
+) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut client_read, mut client_write) = inbound.split();
     let (mut server_read, mut server_write) = outbound.split();
@@ -155,11 +179,14 @@ async fn forward(inbound: &mut TcpStream, outbound: &mut TcpStream, rate: &Atomi
         let mut buffer = vec![0u8; 16 * 1024];
         loop {
             let n = match server_read.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => return false,
                 Ok(n) => n,
             };
+            if lose.swap(false, Ordering::SeqCst) {
+                return true;
+            }
             if client_write.write_all(&buffer[..n]).await.is_err() {
-                return;
+                return false;
             }
             let rate = rate.load(Ordering::SeqCst);
             if rate > 0 {
@@ -170,8 +197,8 @@ async fn forward(inbound: &mut TcpStream, outbound: &mut TcpStream, rate: &Atomi
         }
     };
     tokio::select! {
-        _ = up => {}
-        () = down => {}
+        _ = up => false,
+        lost = down => lost,
     }
 }
 
