@@ -12,7 +12,7 @@ use super::{
 use crate::{telemetry::SubscriberGauge, ChannelName, Hub, Start, Subscription};
 use bytes::Bytes;
 use http::{header, request::Parts, HeaderMap, HeaderName, HeaderValue, Method, Response};
-use std::{borrow::Cow, future::Future, pin::Pin, time::Duration};
+use std::{future::Future, pin::Pin, time::Duration};
 use tracing::Instrument;
 
 /// The future of a comet answer.
@@ -46,7 +46,7 @@ impl SubscribeRoute {
         }
         let span = tracing::debug_span!(
             "comet.subscription",
-            transport = &*subscribe.transport_name,
+            transport = subscribe.transport.name(),
             channels = ?subscribe.names.iter().map(ChannelName::as_str).collect::<Vec<_>>(),
         );
         let hub = hub.clone();
@@ -54,7 +54,7 @@ impl SubscribeRoute {
         let answer = async move {
             let SubscribeRequest {
                 format,
-                transport_name,
+                transport,
                 names,
                 start,
                 timeout,
@@ -62,7 +62,7 @@ impl SubscribeRoute {
             match hub.subscribe(&names, start).await {
                 Ok(subscription) => {
                     tracing::debug!("subscribed");
-                    let gauge = SubscriberGauge::new(&transport_name);
+                    let gauge = SubscriberGauge::new(transport.name());
                     answer(subscription, format, timeout, holding, gauge).await
                 }
                 Err(error) => {
@@ -196,8 +196,8 @@ fn cors_headers(route: &SubscribeRoute) -> usize {
 /// A subscribe request that passed every check; subscribing is what is left.
 struct SubscribeRequest {
     format: Format,
-    /// For traces: the transport's name.
-    transport_name: Cow<'static, str>,
+    /// For traces and the subscriber gauge: its name.
+    transport: Transport,
     names: Vec<ChannelName>,
     start: Start,
     timeout: Option<Duration>,
@@ -217,7 +217,7 @@ impl SubscribeRequest {
         )?;
         let mut params = query.with_header_cursor(&request.headers, Some(transport))?;
         let format = transport.make(request, &params, route)?;
-        let transport_name = Cow::Owned(transport.name().to_owned());
+        let transport = transport.clone(); // an `Arc`: no copy of its name
         let requested = std::mem::take(&mut params.channels);
         let channels = route.channels.resolve(request, requested)?;
         let names = hub.channel_names(&channels).map_err(|error| match error {
@@ -234,7 +234,7 @@ impl SubscribeRequest {
             Start::from(params.since.unwrap_or(route.since)).with_cursor(params.cursor.clone());
         Ok(Self {
             format,
-            transport_name,
+            transport,
             names,
             start,
             timeout: params.timeout,
