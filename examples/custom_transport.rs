@@ -148,6 +148,7 @@ async fn serve_lines(listener: TcpListener, hub: Hub) -> Result<(), Box<dyn std:
                         format!("{cursor} {}\n", message.text().replace('\n', " "))
                     }
                     Item::Gap { missed, cursor, .. } => format!("{cursor} GAP {missed:?}\n"),
+                    _ => continue, // presence events: this protocol asks for none
                 };
                 if write.write_all(line.as_bytes()).await.is_err() {
                     return; // Client gone: dropping the subscription unsubscribes.

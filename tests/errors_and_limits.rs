@@ -73,7 +73,7 @@ async fn subscriber_limits_answer_429_and_disturb_no_one(adapter: Adapter) {
     assert_eq!(first.next_event().await.data, "still delivered");
     assert_eq!(second.next_event().await.data, "still delivered");
     drop(first);
-    eventually("slot freed", || hub.channel_subscriber_count("full") == 1).await;
+    eventually("slot freed", || hub.local_subscriber_count("full") == 1).await;
     let _again = transports::open_sse(&server, "/sse?channel=full").await;
 }
 
@@ -84,7 +84,7 @@ async fn the_total_subscriber_limit_answers_429(adapter: Adapter) {
         let reader = transports::open_sse(&server, &format!("/sse?channel=t{i}")).await;
         held.push(reader);
     }
-    assert_eq!(hub.subscriber_count(), 20);
+    assert_eq!(hub.local_subscribers(), 20);
     let over = transports::get(&server, "/poll?channel=one-more&timeout=0").await;
     expect_error(over, 429, "too_many_subscribers").await;
 }
@@ -179,7 +179,7 @@ async fn head_is_answered_as_get_without_a_body_or_a_subscription(adapter: Adapt
         assert_eq!(response.headers()["content-type"], content_type);
         assert!(response.bytes().await.unwrap().is_empty());
         assert_eq!(
-            hub.subscriber_count(),
+            hub.local_subscribers(),
             0,
             "HEAD subscribed over {transport}"
         );

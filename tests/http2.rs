@@ -268,10 +268,7 @@ async fn one_connection(adapter: Adapter, tls: Option<Tls>) {
             poll_answer(sender.send_request(request).await.unwrap()).await
         }));
     }
-    eventually("200 subscribers", || {
-        hub.channel_subscriber_count("c") == 200
-    })
-    .await;
+    eventually("200 subscribers", || hub.local_subscriber_count("c") == 200).await;
     hub.publish("c", "to all").await.unwrap();
     for stream in &mut streams {
         assert_eq!(stream.next().await.1, "to all");
@@ -294,16 +291,16 @@ async fn a_reset_stream_frees_its_subscription(adapter: Adapter) {
     let client = Client::connect(server.addr, None, 1024 * 1024).await;
     let kept = Events::open(&client, "/sse?channel=r").await;
     let reset = Events::open(&client, "/sse?channel=r").await;
-    eventually("two subscribers", || hub.channel_subscriber_count("r") == 2).await;
+    eventually("two subscribers", || hub.local_subscriber_count("r") == 2).await;
     drop(reset); // hyper's client resets a stream whose body is dropped
     eventually("the reset one is gone", || {
-        hub.channel_subscriber_count("r") == 1
+        hub.local_subscriber_count("r") == 1
     })
     .await;
     let mut kept = kept;
     hub.publish("r", "still here").await.unwrap();
     assert_eq!(kept.next().await.1, "still here");
-    assert_eq!(hub.subscriber_count(), 1);
+    assert_eq!(hub.local_subscribers(), 1);
 }
 
 /// A stream whose client stopped reading fills its window (the client's
@@ -314,7 +311,7 @@ async fn a_stalled_stream_does_not_hold_up_the_others(adapter: Adapter) {
     let client = Client::connect(server.addr, None, 64 * 1024).await;
     let stalled = Events::open(&client, "/sse?channel=stalled").await;
     let mut live = Events::open(&client, "/sse?channel=live").await;
-    eventually("both subscribed", || hub.subscriber_count() == 2).await;
+    eventually("both subscribed", || hub.local_subscribers() == 2).await;
     let big = "x".repeat(8 * 1024);
     for _ in 0..40 {
         hub.publish("stalled", big.as_str()).await.unwrap();
@@ -324,7 +321,7 @@ async fn a_stalled_stream_does_not_hold_up_the_others(adapter: Adapter) {
         hub.publish("live", format!("live {n}")).await.unwrap();
         assert_eq!(live.next().await.1, format!("live {n}"));
     }
-    assert_eq!(hub.channel_subscriber_count("stalled"), 1);
+    assert_eq!(hub.local_subscriber_count("stalled"), 1);
     drop(stalled);
 }
 
@@ -352,7 +349,7 @@ async fn graceful_shutdown_sends_goaway_and_clients_resume_without_loss(adapter:
         tokio::spawn(async move { poll_answer(sender.send_request(request).await.unwrap()).await })
     };
     eventually("stream and poll held", || {
-        old.channel_subscriber_count("g") == 2
+        old.local_subscriber_count("g") == 2
     })
     .await;
     server.stop().await;

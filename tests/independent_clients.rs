@@ -157,7 +157,7 @@ async fn httpx_sse_yields_exactly_the_messages_not_the_opening_or_heartbeats() {
     };
     assert_eq!(source.next().await["kind"], "opened");
     eventually("httpx-sse subscribed", || {
-        hub.channel_subscriber_count("hb") == 1
+        hub.local_subscriber_count("hb") == 1
     })
     .await;
     // A reader of the raw bytes on the same route, to know when heartbeats

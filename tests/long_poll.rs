@@ -85,7 +85,7 @@ async fn long_poll_holds_until_a_message_arrives(adapter: Adapter) {
     let url = server.url(&format!("/comet/poll?channel=chat&cursor={cursor}"));
     let held = tokio::spawn(poll(client().get(url)));
     eventually("poll subscribed", || {
-        hub.channel_subscriber_count("chat") == 1
+        hub.local_subscriber_count("chat") == 1
     })
     .await;
     assert!(!held.is_finished(), "a poll with nothing to say is held");

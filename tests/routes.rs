@@ -60,7 +60,7 @@ async fn authorization_is_checked_on_every_request(adapter: Adapter) {
     .await;
     assert_eq!(allowed.items(), ["team/a:secret"]);
     assert_eq!(
-        hub.subscriber_count(),
+        hub.local_subscribers(),
         0,
         "denied requests never subscribed"
     );

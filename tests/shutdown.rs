@@ -16,9 +16,9 @@ async fn a_disconnected_sse_client_frees_its_subscription(adapter: Adapter) {
         .unwrap();
     let mut events = SseReader::new(response);
     events.opened().await;
-    assert_eq!(hub.channel_subscriber_count("gone"), 1);
+    assert_eq!(hub.local_subscriber_count("gone"), 1);
     drop(events);
-    eventually("SSE subscription freed", || hub.subscriber_count() == 0).await;
+    eventually("SSE subscription freed", || hub.local_subscribers() == 0).await;
 }
 
 async fn a_disconnected_long_poll_frees_its_subscription(adapter: Adapter) {
@@ -26,11 +26,11 @@ async fn a_disconnected_long_poll_frees_its_subscription(adapter: Adapter) {
     let url = server.url("/comet/poll?channel=gone&timeout=5");
     let held = tokio::spawn(async move { client().get(url).send().await });
     eventually("poll subscribed", || {
-        hub.channel_subscriber_count("gone") == 1
+        hub.local_subscriber_count("gone") == 1
     })
     .await;
     held.abort();
-    eventually("poll subscription freed", || hub.subscriber_count() == 0).await;
+    eventually("poll subscription freed", || hub.local_subscribers() == 0).await;
 }
 
 async fn shutdown_ends_streams_and_answers_held_polls_with_their_cursor(adapter: Adapter) {
@@ -39,7 +39,7 @@ async fn shutdown_ends_streams_and_answers_held_polls_with_their_cursor(adapter:
     let cursor = hub.current_cursor(["s"]).await.unwrap().encode();
     let url = server.url(&format!("/comet/poll?channel=s&cursor={cursor}"));
     let held = tokio::spawn(poll(client().get(url)));
-    eventually("both subscribed", || hub.channel_subscriber_count("s") == 2).await;
+    eventually("both subscribed", || hub.local_subscriber_count("s") == 2).await;
     hub.shutdown();
     let answer = bounded("held poll on shutdown", held).await.unwrap();
     assert_eq!((answer.status, answer.cursor()), (200, &*cursor));
@@ -81,7 +81,7 @@ async fn shutdown_answers_every_held_client_and_resuming_elsewhere_loses_nothing
         seen.id.clone().unwrap()
     ));
     let held_jsonp = tokio::spawn(get_text(url));
-    eventually("all four held", || old.channel_subscriber_count("d") == 4).await;
+    eventually("all four held", || old.local_subscriber_count("d") == 4).await;
 
     old.shutdown();
     let answer = bounded("poll answered", held).await.unwrap();

@@ -335,7 +335,7 @@ async fn jsonp_holds_batches_and_resumes_by_cursor(adapter: Adapter) {
         "/jsonp?channel=j&callback=__comet_cb.cb&cursor={cursor}"
     ));
     let held = tokio::spawn(get_text(url));
-    eventually("jsonp held", || hub.channel_subscriber_count("j") == 1).await;
+    eventually("jsonp held", || hub.local_subscriber_count("j") == 1).await;
     hub.publish("j", "first").await.unwrap();
     let script = bounded("jsonp answer", held).await.unwrap();
     let body = transports::parse(

@@ -6,12 +6,12 @@
 //! the history bound. A subscriber whose position has been evicted is told so
 //! with a gap instead.
 
-use crate::{epoch::VOID_EPOCH, message::Message, ChannelName, Payload, Position};
+use crate::{epoch::VOID_EPOCH, message::Message, ChannelName, Payload, Position, PresenceEvent};
 use std::{
     collections::VecDeque,
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
-        Arc, RwLock, RwLockReadGuard, RwLockWriteGuard,
+        Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard,
     },
     time::Duration,
 };
@@ -60,9 +60,14 @@ pub enum Since {
 /// the count goes back by itself wherever attaching does not complete: an
 /// engine's load that fails, a subscribe refused or dropped half-way.
 #[must_use = "dropping an attachment detaches its log at once"]
-pub struct Attachment(Option<Arc<ChannelLog>>);
+pub struct Attachment(Option<Arc<ChannelLog>>, bool);
 
 impl Attachment {
+    /// The log had no other subscriber when this one was counted.
+    pub fn was_first(&self) -> bool {
+        self.1
+    }
+
     /// The attached log.
     pub fn log(&self) -> &Arc<ChannelLog> {
         self.0
@@ -138,6 +143,23 @@ pub struct ChannelLog {
     /// When the channel last had a publish, a subscriber leave, or a look
     /// (nanoseconds after `created`); atomic so that leaving takes no lock.
     last_active: AtomicU64,
+    /// Recent join and leave events, for subscribers that asked for them.
+    presence: Mutex<PresenceFeed>,
+    /// A copy of `PresenceFeed::next`, stored (under its lock) before
+    /// waiters are woken: readers with nothing new learn so without locking.
+    announced: AtomicU64,
+}
+
+/// The join and leave events a channel keeps for readers that are behind:
+/// a reader more than this many behind skips the oldest (presence is a
+/// live view; the client's list can be fetched again).
+pub const PRESENCE_FEED: usize = 256;
+
+#[derive(Debug, Default)]
+struct PresenceFeed {
+    events: VecDeque<Arc<PresenceEvent>>,
+    /// The number of the next event (events are numbered from 0, per log).
+    next: u64,
 }
 
 /// Channels with more subscribers than this are woken from a spawned task,
@@ -244,7 +266,46 @@ impl ChannelLog {
             published: AtomicU64::new(0),
             created: Instant::now(),
             last_active: AtomicU64::new(0),
+            presence: Mutex::default(),
+            announced: AtomicU64::new(0),
         }
+    }
+
+    /// Delivers join and leave events to the subscribers that asked for
+    /// them (not to history: they take no offset). Engines call this with
+    /// what their [`PresenceStore`](crate::engine::PresenceStore) carried;
+    /// the in-memory one, with what its node saw.
+    pub fn announce(&self, events: impl IntoIterator<Item = PresenceEvent>) {
+        {
+            let mut feed = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+            for event in events {
+                feed.events.push_back(Arc::new(event));
+                feed.next += 1;
+                if feed.events.len() > PRESENCE_FEED {
+                    feed.events.pop_front();
+                }
+            }
+            self.announced.store(feed.next, Ordering::Release);
+        }
+        self.wake_waiters();
+    }
+
+    /// The number of the next presence event: a new reader starts here.
+    pub(crate) fn presence_mark(&self) -> u64 {
+        self.announced.load(Ordering::Acquire)
+    }
+
+    /// The presence event numbered `seen` (or the oldest kept, if that one
+    /// is gone), and the number after it; `None` when there is none yet.
+    pub(crate) fn presence_after(&self, seen: u64) -> Option<(Arc<PresenceEvent>, u64)> {
+        if seen >= self.announced.load(Ordering::Acquire) {
+            return None;
+        }
+        let feed = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+        let oldest = feed.next - feed.events.len() as u64;
+        let at = seen.max(oldest);
+        let event = feed.events.get((at - oldest) as usize)?.clone();
+        Some((event, at + 1))
     }
 
     /// The channel's name.
@@ -531,15 +592,16 @@ impl ChannelLog {
     /// [`Engine::attach`](crate::engine::Engine::attach), under the same lock that
     /// finds the log, so that no sweep drops a log being attached.
     pub fn attach(self: &Arc<Self>) -> Attachment {
-        self.subscribers.fetch_add(1, Ordering::Relaxed);
-        Attachment(Some(self.clone()))
+        let before = self.subscribers.fetch_add(1, Ordering::Relaxed);
+        Attachment(Some(self.clone()), before == 0)
     }
 
     /// Counts one subscriber less (a subscription dropping does this, and an
-    /// [`Attachment`] that is dropped unkept).
-    pub fn detach(&self) {
-        self.subscribers.fetch_sub(1, Ordering::Relaxed);
+    /// [`Attachment`] that is dropped unkept); true if it was the last.
+    pub fn detach(&self) -> bool {
+        let before = self.subscribers.fetch_sub(1, Ordering::Relaxed);
         self.touch();
+        before == 1
     }
 
     /// Nanoseconds from the log's creation to `at`.

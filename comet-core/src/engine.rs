@@ -16,6 +16,7 @@
 pub use crate::channel_log::{Attachment, ChannelLog, Extended, Read};
 pub use crate::cursor::CursorKey;
 pub use crate::epoch::{random_epoch, VOID_EPOCH};
+pub use crate::presence::{NodeUpdate, Observer, PresenceStore, Transition, UserUpdate};
 
 use crate::{ChannelName, IdempotencyKey, Payload, Position};
 use std::{future::Future, pin::Pin, sync::Arc};
@@ -100,6 +101,13 @@ pub trait Engine: Send + Sync + 'static {
     /// under it still count as issued, so that a key change refuses none of
     /// the cursors out there. New cursors are tagged under the current key.
     fn previous_cursor_key(&self) -> Option<CursorKey> {
+        None
+    }
+
+    /// Where this engine's nodes share presence and occupancy, if they are
+    /// several. Without one (the default), the hub's node is taken to be
+    /// the only one: what it sees is everyone's.
+    fn presence_store(&self) -> Option<Arc<dyn PresenceStore>> {
         None
     }
 }

@@ -4,14 +4,15 @@ mod builder;
 mod error;
 
 pub use builder::{HubBuilder, DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION, DEFAULT_MAX_PAYLOAD_BYTES};
-pub use error::{PublishError, SubscribeError};
+pub use error::{PublishError, QueryError, SubscribeError};
 
 use crate::{
     cursor::Provenance,
-    engine::{Engine, EngineError, EngineFuture, Resume},
+    engine::{Engine, Resume},
     payload::validate_event,
+    presence::{ChannelInfo, Presence},
     subscription::SubscriberState,
-    ChannelName, Cursor, IdempotencyKey, MemoryEngine, Payload, Since, Subscription,
+    ChannelName, Cursor, IdempotencyKey, MemoryEngine, Payload, Since, Subscriber, Subscription,
 };
 use std::{
     fmt,
@@ -62,6 +63,7 @@ pub(crate) struct HubShared {
     max_payload: usize,
     max_subscribers: usize,
     max_channel_subscribers: usize,
+    max_presence_listed: usize,
     /// Shared with every subscription.
     state: Arc<SubscriberState>,
     published: AtomicU64,
@@ -244,12 +246,56 @@ impl Hub {
         I::Item: AsRef<str>,
     {
         let names = self.channel_names(channels)?;
-        self.subscribe_names(&names, start.into()).await
+        self.subscribe_names(Subscriber::anonymous(), &names, start.into())
+            .await
+    }
+
+    /// Subscribes as [`subscribe`](Self::subscribe) does, as `subscriber`:
+    /// an identity that presence counts on the channels that have it
+    /// ([`HubBuilder::presence_for`]), join and leave events if asked for,
+    /// and a grace window.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use comet::{Hub, Identity, Item, PresenceKind, Start, Subscriber};
+    /// use tokio_stream::StreamExt;
+    ///
+    /// let hub = Hub::builder().presence(true).build();
+    /// let watcher = Subscriber::from(Identity::new("ann").unwrap()).presence_events(true);
+    /// let mut ann = hub.subscribe_as(watcher, ["room"], Start::head()).await.unwrap();
+    /// let bob = Subscriber::from(Identity::new("bob").unwrap());
+    /// let _bob = hub.subscribe_as(bob, ["room"], Start::head()).await.unwrap();
+    ///
+    /// let mut joined = Vec::new();
+    /// while joined.len() < 2 {
+    ///     let event = ann.next().await.unwrap().presence().unwrap().clone();
+    ///     assert_eq!(event.kind(), PresenceKind::Join);
+    ///     joined.push(event.identity().user().to_owned());
+    /// }
+    /// joined.sort();
+    /// assert_eq!(joined, ["ann", "bob"]);
+    /// assert_eq!(hub.presence("room").await.unwrap().users, 2);
+    /// # });
+    /// ```
+    pub async fn subscribe_as<I>(
+        &self,
+        subscriber: impl Into<Subscriber>,
+        channels: I,
+        start: impl Into<Start>,
+    ) -> Result<Subscription, SubscribeError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let names = self.channel_names(channels)?;
+        self.subscribe_names(subscriber.into(), &names, start.into())
+            .await
     }
 
     /// Subscribes to names [`channel_names`](Self::channel_names) already checked.
     pub(crate) async fn subscribe_names(
         &self,
+        subscriber: Subscriber,
         names: &[ChannelName],
         start: Start,
     ) -> Result<Subscription, SubscribeError> {
@@ -332,9 +378,17 @@ impl Hub {
         counted.complete();
         let channels = attached
             .into_iter()
-            .map(|(attachment, position)| (attachment.keep(), position))
+            .map(|(attachment, position)| {
+                let first = attachment.was_first();
+                (attachment.keep(), position, first)
+            })
             .collect();
-        Ok(Subscription::new(self.shared.state.clone(), channels))
+        self.shared.state.tracker.start();
+        Ok(Subscription::new(
+            self.shared.state.clone(),
+            channels,
+            subscriber,
+        ))
     }
 
     /// Refuses when `names` would add channels past [`HubBuilder::max_channels`].
@@ -428,7 +482,7 @@ impl Hub {
     /// items delivered.
     pub fn stats(&self) -> HubStats {
         HubStats {
-            subscribers: self.subscriber_count(),
+            subscribers: self.local_subscribers(),
             channels: self.channel_count(),
             published: self.shared.published.load(Ordering::Relaxed),
             delivered: self.shared.state.delivered.load(Ordering::Relaxed),
@@ -436,16 +490,87 @@ impl Hub {
     }
 
     /// Live subscriptions on this hub.
-    pub fn subscriber_count(&self) -> usize {
+    pub fn local_subscribers(&self) -> usize {
         self.shared.state.subscribers.load(Ordering::Relaxed)
     }
 
-    /// Live subscriptions including `channel`.
-    pub fn channel_subscriber_count(&self, channel: &str) -> usize {
+    /// Live subscriptions including `channel`, on this node.
+    pub fn local_subscriber_count(&self, channel: &str) -> usize {
         ChannelName::new(channel)
             .ok()
             .and_then(|name| self.shared.engine.existing(&name))
             .map_or(0, |log| log.subscriber_count())
+    }
+
+    /// Live subscriptions including `channel`, on every node that shares
+    /// the engine. An engine shared by several nodes counts each node's
+    /// share as of its last refresh (the Redis engine: at most a second old).
+    pub async fn subscriber_count(&self, channel: &str) -> Result<usize, QueryError> {
+        let name = ChannelName::new(channel).map_err(QueryError::InvalidChannel)?;
+        self.count_subscribers(&name).await
+    }
+
+    async fn count_subscribers(&self, name: &ChannelName) -> Result<usize, QueryError> {
+        match self.shared.state.tracker.store() {
+            Some(store) => store
+                .subscriber_count(name)
+                .await
+                .map_err(QueryError::unavailable),
+            None => Ok(self
+                .shared
+                .engine
+                .existing(name)
+                .map_or(0, |log| log.subscriber_count())),
+        }
+    }
+
+    /// The users on `channel`, on every node, with their info and their
+    /// connections; at most [`HubBuilder::max_presence_listed`] are listed.
+    /// A user whose subscriptions all ended stays for their grace window.
+    ///
+    /// Fails with [`QueryError::NoPresence`] for a channel without presence
+    /// ([`HubBuilder::presence_for`]).
+    pub async fn presence(&self, channel: &str) -> Result<Presence, QueryError> {
+        let name = ChannelName::new(channel).map_err(QueryError::InvalidChannel)?;
+        self.presence_of(&name).await
+    }
+
+    async fn presence_of(&self, name: &ChannelName) -> Result<Presence, QueryError> {
+        let tracker = &self.shared.state.tracker;
+        if !tracker.has_presence(name) {
+            return Err(QueryError::NoPresence(name.clone()));
+        }
+        let max = self.shared.max_presence_listed;
+        match tracker.store() {
+            Some(store) => store
+                .presence(name, max)
+                .await
+                .map_err(QueryError::unavailable),
+            None => Ok(tracker.local_presence(name, max)),
+        }
+    }
+
+    /// What `channel` looks like on every node: its head cursor, its
+    /// subscribers and, if it has presence, who is there. The publish
+    /// route answers `GET <publish>/<channel>` with it.
+    pub async fn channel_info(&self, channel: &str) -> Result<ChannelInfo, QueryError> {
+        let name = ChannelName::new(channel).map_err(QueryError::InvalidChannel)?;
+        let head = self.shared.engine.head(&name);
+        let (head, subscribers) = (head.await, self.count_subscribers(&name).await);
+        let cursor = self.signed(Cursor::from_positions([
+            head.map_err(QueryError::unavailable)?
+        ]));
+        let presence = match self.presence_of(&name).await {
+            Ok(presence) => Some(presence),
+            Err(QueryError::NoPresence(_)) => None,
+            Err(error) => return Err(error),
+        };
+        Ok(ChannelInfo {
+            channel: name,
+            cursor,
+            subscribers: subscribers?,
+            presence,
+        })
     }
 
     /// Channels currently held (with history, subscribers or recent use).
@@ -494,14 +619,17 @@ impl Hub {
 }
 
 /// Awaits every future at once, in order of the input.
-async fn join_all<T>(mut futures: Vec<EngineFuture<T>>) -> Vec<Result<T, EngineError>> {
-    let mut done: Vec<Option<Result<T, EngineError>>> = futures.iter().map(|_| None).collect();
+pub(crate) async fn join_all<F>(mut futures: Vec<F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Unpin,
+{
+    let mut done: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
         let mut pending = false;
         for (future, slot) in futures.iter_mut().zip(done.iter_mut()) {
             if slot.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(result) => *slot = Some(result),
+                match std::pin::Pin::new(&mut *future).poll(cx) {
+                    std::task::Poll::Ready(output) => *slot = Some(output),
                     std::task::Poll::Pending => pending = true,
                 }
             }
@@ -545,7 +673,7 @@ impl fmt::Debug for Hub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Hub")
             .field("channels", &self.channel_count())
-            .field("subscribers", &self.subscriber_count())
+            .field("subscribers", &self.local_subscribers())
             .finish_non_exhaustive()
     }
 }

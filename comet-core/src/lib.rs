@@ -62,23 +62,30 @@ pub mod engine;
 mod epoch;
 mod hub;
 mod idempotency;
+mod identity;
 mod memory_engine;
 mod message;
 mod payload;
+mod presence;
 mod subscription;
 pub mod telemetry;
 
-pub use channel_log::{HistoryPolicy, Since};
+pub use channel_log::{HistoryPolicy, Since, PRESENCE_FEED};
 pub use channel_name::{ChannelName, InvalidChannelName, MAX_CHANNEL_NAME_LEN};
 pub use cursor::{Cursor, CursorError, Position, MAX_CURSOR_LEN};
 pub use hub::{
-    Hub, HubBuilder, HubStats, PublishError, Start, SubscribeError,
+    Hub, HubBuilder, HubStats, PublishError, QueryError, Start, SubscribeError,
     DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION, DEFAULT_MAX_PAYLOAD_BYTES,
 };
 pub use idempotency::{
     IdempotencyKey, InvalidIdempotencyKey, DEFAULT_IDEMPOTENCY_WINDOW, MAX_IDEMPOTENCY_KEY_LEN,
 };
+pub use identity::{Identity, InvalidIdentity, MAX_INFO_BYTES, MAX_USER_LEN};
 pub use memory_engine::{HistoryPolicyFn, MemoryEngine, DEFAULT_IDLE_TTL};
 pub use message::{EncodingSlot, Message};
 pub use payload::{validate_event, Payload, PayloadKind, MAX_EVENT_NAME_LEN};
-pub use subscription::{Item, Subscription};
+pub use presence::{
+    ChannelInfo, HubEvent, Member, Presence, PresenceEvent, PresenceFn, PresenceKind, COALESCE,
+    DEFAULT_MAX_PRESENCE_LISTED, DEFAULT_PRESENCE_GRACE,
+};
+pub use subscription::{Item, Subscriber, Subscription};

@@ -27,10 +27,45 @@ pub struct Message {
     /// Set by an engine that numbers messages elsewhere, to tell two
     /// messages apart that claim one position (0: none).
     identity: u64,
+    encodings: Encodings,
+}
+
+/// The encodings of one thing every subscriber shares (a message, a
+/// presence event), one per [`EncodingSlot`].
+#[derive(Default)]
+pub(crate) struct Encodings {
     /// Encodings in the first slots, without a lock.
-    encodings: [OnceLock<Bytes>; INLINE_SLOTS],
+    inline: [OnceLock<Bytes>; INLINE_SLOTS],
     /// Encodings in later slots; allocated on first use.
     more: OnceLock<Mutex<Vec<(usize, Bytes)>>>,
+}
+
+impl Encodings {
+    /// The encoding in `slot`, computed by `encode` the first time.
+    pub(crate) fn get(&self, slot: &EncodingSlot, encode: impl FnOnce() -> Bytes) -> Bytes {
+        if let Some(inline) = self.inline.get(slot.0) {
+            return inline.get_or_init(encode).clone();
+        }
+        let more = self.more.get_or_init(Mutex::default);
+        let find = |more: &Vec<(usize, Bytes)>| {
+            more.iter()
+                .find(|(s, _)| *s == slot.0)
+                .map(|(_, b)| b.clone())
+        };
+        if let Some(bytes) = find(&more.lock().unwrap_or_else(|e| e.into_inner())) {
+            return bytes;
+        }
+        // Encoded outside the lock; if another subscriber raced us, keep theirs.
+        let bytes = encode();
+        let mut more = more.lock().unwrap_or_else(|e| e.into_inner());
+        match find(&more) {
+            Some(existing) => existing,
+            None => {
+                more.push((slot.0, bytes.clone()));
+                bytes
+            }
+        }
+    }
 }
 
 /// Slots kept inline in every message, as many as the built-in wire formats
@@ -104,8 +139,7 @@ impl Message {
             data,
             published_at: Instant::now(),
             identity: 0,
-            encodings: Default::default(),
-            more: OnceLock::new(),
+            encodings: Encodings::default(),
         }
     }
 
@@ -177,28 +211,7 @@ impl Message {
     /// `encode` the first time it is asked for and shared by every later
     /// caller.
     pub fn encoded(&self, slot: &EncodingSlot, encode: impl FnOnce(&Message) -> Bytes) -> Bytes {
-        if let Some(inline) = self.encodings.get(slot.0) {
-            return inline.get_or_init(|| encode(self)).clone();
-        }
-        let more = self.more.get_or_init(Mutex::default);
-        let find = |more: &Vec<(usize, Bytes)>| {
-            more.iter()
-                .find(|(s, _)| *s == slot.0)
-                .map(|(_, b)| b.clone())
-        };
-        if let Some(bytes) = find(&more.lock().unwrap_or_else(|e| e.into_inner())) {
-            return bytes;
-        }
-        // Encoded outside the lock; if another subscriber raced us, keep theirs.
-        let bytes = encode(self);
-        let mut more = more.lock().unwrap_or_else(|e| e.into_inner());
-        match find(&more) {
-            Some(existing) => existing,
-            None => {
-                more.push((slot.0, bytes.clone()));
-                bytes
-            }
-        }
+        self.encodings.get(slot, || encode(self))
     }
 }
 

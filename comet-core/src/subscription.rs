@@ -8,7 +8,8 @@
 
 use crate::{
     engine::{ChannelLog, Read},
-    ChannelName, Cursor, Message, Position,
+    presence::{tracker::Tracker, HubEvent, DEFAULT_PRESENCE_GRACE},
+    ChannelName, Cursor, Identity, Message, Position, PresenceEvent,
 };
 use std::{
     fmt,
@@ -19,12 +20,18 @@ use std::{
         Arc,
     },
     task::{Context, Poll},
+    time::Duration,
 };
 use tokio::sync::futures::OwnedNotified;
 use tokio_stream::Stream;
 
 /// One thing a subscription delivers.
+///
+/// More kinds may come (a match needs a `_` arm): a format that meets one
+/// it does not know can skip it, as a client skips an envelope type it
+/// does not know.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Item {
     /// A message, in its channel's order.
     Message {
@@ -44,6 +51,83 @@ pub enum Item {
         /// The subscription's position after this gap.
         cursor: Cursor,
     },
+    /// A user joined or left a channel with presence; only for
+    /// subscriptions that asked ([`Subscriber::presence_events`]). Not in
+    /// history, no offset of its own.
+    Presence {
+        /// The event, shared with every other subscriber.
+        event: Arc<PresenceEvent>,
+        /// The subscription's position, which a presence event leaves as it was.
+        cursor: Cursor,
+    },
+}
+
+/// Who subscribes, and how: an identity (or none), whether they get join
+/// and leave events, and how long they stay present after their
+/// subscription ends. See [`Hub::subscribe_as`](crate::Hub::subscribe_as).
+///
+/// ```
+/// use comet::{Identity, Subscriber};
+/// use std::time::Duration;
+/// let alice = Identity::new("alice").unwrap();
+/// let subscriber = Subscriber::from(alice)
+///     .presence_events(true)
+///     .grace(Duration::from_secs(35));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    pub(crate) identity: Option<Identity>,
+    pub(crate) presence_events: bool,
+    pub(crate) grace: Duration,
+}
+
+impl Default for Subscriber {
+    fn default() -> Self {
+        Self {
+            identity: None,
+            presence_events: false,
+            grace: DEFAULT_PRESENCE_GRACE,
+        }
+    }
+}
+
+impl Subscriber {
+    /// Nobody in particular: counted as a subscriber, never as a user.
+    pub fn anonymous() -> Self {
+        Self::default()
+    }
+
+    /// Subscribes as `identity` (or anonymously).
+    pub fn identity(mut self, identity: Option<Identity>) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    /// Delivers join and leave events of the channels that have presence
+    /// ([`Item::Presence`]); default: no.
+    pub fn presence_events(mut self, on: bool) -> Self {
+        self.presence_events = on;
+        self
+    }
+
+    /// How long the user stays present (and the channels occupied) after
+    /// the subscription ends, so that a reconnect or the next long poll
+    /// finds them still there (default: [`DEFAULT_PRESENCE_GRACE`]).
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// The identity, if any.
+    pub fn identity_ref(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+}
+
+impl From<Identity> for Subscriber {
+    fn from(identity: Identity) -> Self {
+        Self::default().identity(Some(identity))
+    }
 }
 
 impl Item {
@@ -51,7 +135,9 @@ impl Item {
     /// nothing and repeats nothing.
     pub fn cursor(&self) -> &Cursor {
         match self {
-            Item::Message { cursor, .. } | Item::Gap { cursor, .. } => cursor,
+            Item::Message { cursor, .. }
+            | Item::Gap { cursor, .. }
+            | Item::Presence { cursor, .. } => cursor,
         }
     }
 
@@ -60,6 +146,7 @@ impl Item {
         match self {
             Item::Message { message, .. } => message.channel(),
             Item::Gap { channel, .. } => channel,
+            Item::Presence { event, .. } => event.channel(),
         }
     }
 
@@ -67,7 +154,15 @@ impl Item {
     pub fn message(&self) -> Option<&Arc<Message>> {
         match self {
             Item::Message { message, .. } => Some(message),
-            Item::Gap { .. } => None,
+            Item::Gap { .. } | Item::Presence { .. } => None,
+        }
+    }
+
+    /// The presence event, if this is one.
+    pub fn presence(&self) -> Option<&Arc<PresenceEvent>> {
+        match self {
+            Item::Presence { event, .. } => Some(event),
+            _ => None,
         }
     }
 }
@@ -86,6 +181,8 @@ pub(crate) struct SubscriberState {
     /// with a backplane stops feeding its logs when dropped); it also holds
     /// the key that tags cursors.
     pub(crate) engine: Arc<dyn crate::engine::Engine>,
+    /// Who is where, on this node.
+    pub(crate) tracker: Arc<Tracker>,
 }
 
 /// A live subscription to one or more channels; see [`Hub::subscribe`](crate::Hub::subscribe).
@@ -99,6 +196,12 @@ pub struct Subscription {
     /// batches, so fan-out does not contend on one shared counter).
     delivered: u64,
     state: Arc<SubscriberState>,
+    /// Who subscribed, if anyone in particular.
+    identity: Option<Identity>,
+    /// How long they linger after this ends, in milliseconds.
+    grace_ms: u32,
+    /// They asked for join and leave events.
+    presence_events: bool,
 }
 
 struct Subscribed {
@@ -110,31 +213,58 @@ struct Subscribed {
     /// subscription's cursors go untagged, so that nobody can have a node
     /// tag a made-up position and pass it off as proof of lost writes.
     vouched: bool,
+    /// The channel has presence and the subscriber an identity: the
+    /// tracker counts them there.
+    tracked: bool,
+    /// The number of the next presence event to hand out.
+    presence_seen: u64,
     waiter: Pin<Box<OwnedNotified>>,
 }
 
 impl Subscription {
     /// `hub.subscribers` already counts this subscription, and each log its channel.
+    /// `first`: the subscription is the log's first subscriber.
     pub(crate) fn new(
         state: Arc<SubscriberState>,
-        channels: Vec<(Arc<ChannelLog>, Position)>,
+        channels: Vec<(Arc<ChannelLog>, Position, bool)>,
+        subscriber: Subscriber,
     ) -> Self {
+        let tracker = &state.tracker;
         let channels = channels
             .into_iter()
-            .map(|(log, position)| Subscribed {
-                // Armed now, before the first read.
-                waiter: Box::pin(log.waiter()),
-                vouched: position.epoch != log.epoch() || position.offset <= log.head().offset,
-                log,
-                position,
+            .map(|(log, position, first)| {
+                let tracked = subscriber.identity.is_some() && tracker.has_presence(log.name());
+                let identity = subscriber.identity.as_ref().filter(|_| tracked);
+                tracker.attached(&log, first, identity);
+                Subscribed {
+                    // Armed now, before the first read.
+                    waiter: Box::pin(log.waiter()),
+                    vouched: position.epoch != log.epoch() || position.offset <= log.head().offset,
+                    tracked,
+                    presence_seen: log.presence_mark(),
+                    log,
+                    position,
+                }
             })
             .collect();
-        Self {
+        let subscription = Self {
             channels,
             next: 0,
             delivered: 0,
             state,
+            identity: subscriber.identity,
+            grace_ms: subscriber.grace.as_millis().min(u32::MAX as u128) as u32,
+            presence_events: subscriber.presence_events,
+        };
+        if let Some(hook) = subscription.state.tracker.hook() {
+            hook(&HubEvent::Subscribed(&subscription));
         }
+        subscription
+    }
+
+    /// Who subscribed, if anyone in particular.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
     }
 
     /// The position after everything delivered so far, in every channel.
@@ -155,6 +285,18 @@ impl Subscription {
         for i in 0..n {
             let index = (self.next + i) % n;
             let subscribed = &mut self.channels[index];
+            if self.presence_events {
+                if let Some((event, next)) = subscribed.log.presence_after(subscribed.presence_seen)
+                {
+                    subscribed.presence_seen = next;
+                    self.next = (index + 1) % n;
+                    self.delivered += 1;
+                    return Some(Item::Presence {
+                        event,
+                        cursor: self.cursor(),
+                    });
+                }
+            }
             let item = match subscribed.log.read_after(subscribed.position) {
                 Read::Nothing => continue,
                 Read::Message(message) => {
@@ -238,10 +380,17 @@ impl Stream for Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.flush_delivered();
+        let tracker = &self.state.tracker;
+        let grace = Duration::from_millis(self.grace_ms.into());
         for subscribed in self.channels.iter() {
-            subscribed.log.detach();
+            let last = subscribed.log.detach();
+            let identity = self.identity.as_ref().filter(|_| subscribed.tracked);
+            tracker.released(&subscribed.log, last, identity, grace);
         }
         self.state.subscribers.fetch_sub(1, Ordering::Relaxed);
+        if let Some(hook) = tracker.hook() {
+            hook(&HubEvent::Unsubscribed(self));
+        }
     }
 }
 

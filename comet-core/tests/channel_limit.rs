@@ -32,7 +32,7 @@ async fn new_channels_past_the_limit_are_refused_until_idle_ones_expire() {
     );
     assert_eq!(hub.channel_count(), 3);
     assert_eq!(
-        hub.subscriber_count(),
+        hub.local_subscribers(),
         1,
         "the refused subscribe gave its count back"
     );

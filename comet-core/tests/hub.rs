@@ -45,6 +45,7 @@ fn describe(item: &Item) -> String {
             Some(n) => format!("{channel}:gap:{n}"),
             None => format!("{channel}:gap:?"),
         },
+        other => format!("{other:?}"),
     }
 }
 
@@ -279,15 +280,15 @@ async fn subscriber_counts_follow_drops() {
     let hub = Hub::new();
     let a = hub.subscribe(["x", "y"], Start::head()).await.unwrap();
     let b = hub.subscribe(["x"], Start::head()).await.unwrap();
-    assert_eq!(hub.subscriber_count(), 2);
-    assert_eq!(hub.channel_subscriber_count("x"), 2);
-    assert_eq!(hub.channel_subscriber_count("y"), 1);
+    assert_eq!(hub.local_subscribers(), 2);
+    assert_eq!(hub.local_subscriber_count("x"), 2);
+    assert_eq!(hub.local_subscriber_count("y"), 1);
     drop(a);
-    assert_eq!(hub.subscriber_count(), 1);
-    assert_eq!(hub.channel_subscriber_count("y"), 0);
+    assert_eq!(hub.local_subscribers(), 1);
+    assert_eq!(hub.local_subscriber_count("y"), 0);
     drop(b);
-    assert_eq!(hub.subscriber_count(), 0);
-    assert_eq!(hub.channel_subscriber_count("nope"), 0);
+    assert_eq!(hub.local_subscribers(), 0);
+    assert_eq!(hub.local_subscriber_count("nope"), 0);
 }
 
 #[tokio::test]

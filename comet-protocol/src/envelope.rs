@@ -9,7 +9,7 @@
 //! your own caches in its own [`EncodingSlot`](comet_core::EncodingSlot) and cannot
 //! reach these.
 
-use crate::{ChannelName, Cursor, Item, Message, PayloadKind};
+use crate::{ChannelName, Cursor, Item, Message, PayloadKind, PresenceEvent};
 use bytes::{BufMut, Bytes, BytesMut};
 use comet_core::EncodingSlot;
 use std::sync::LazyLock;
@@ -77,7 +77,7 @@ fn encode_prefix(message: &Message) -> Bytes {
     out.freeze()
 }
 
-fn push_json_string(out: &mut BytesMut, text: &str) {
+pub(crate) fn push_json_string(out: &mut BytesMut, text: &str) {
     // Writing a string to a growable buffer cannot fail.
     let _ = serde_json::to_writer(out.writer(), text);
 }
@@ -169,6 +169,39 @@ pub(crate) fn gap(channel: &ChannelName, missed: Option<u64>, cursor: &Cursor) -
     out.freeze()
 }
 
+/// The envelope of a join or leave, `{"type":"join"|"leave","channel":..,
+/// "user":..,"info":..}` (`info` is `null` when the user has none), shared
+/// by every subscriber. A presence event keeps its encodings in the slots
+/// the same formats use for messages: they are its own, not a message's.
+pub(crate) fn presence(event: &PresenceEvent, json: Json) -> Bytes {
+    match json {
+        Json::Plain => event.encoded(&ENVELOPE_PREFIX, encode_presence),
+        Json::ScriptSafe => event.encoded(&SCRIPT_SAFE_ENVELOPE_PREFIX, |e| {
+            script_safe(&e.encoded(&ENVELOPE_PREFIX, encode_presence))
+        }),
+    }
+}
+
+fn encode_presence(event: &PresenceEvent) -> Bytes {
+    let mut out = BytesMut::with_capacity(64);
+    out.put_slice(b"{\"type\":\"");
+    out.put_slice(event.kind().as_str().as_bytes());
+    out.put_slice(b"\",\"channel\":");
+    push_json_string(&mut out, event.channel().as_str());
+    out.put_slice(b",");
+    push_member(&mut out, event);
+    out.put_slice(b"}");
+    out.freeze()
+}
+
+/// `"user":..,"info":..` of a presence event (info is compact JSON: one line).
+pub(crate) fn push_member(out: &mut BytesMut, event: &PresenceEvent) {
+    out.put_slice(b"\"user\":");
+    push_json_string(out, event.identity().user());
+    out.put_slice(b",\"info\":");
+    out.put_slice(event.identity().info().unwrap_or("null").as_bytes());
+}
+
 /// The end of a message envelope after its shared prefix: the cursor, the
 /// closing `"}`, then `suffix`. Sized exactly: a `Vec` that is full becomes
 /// `Bytes` without a second allocation.
@@ -202,6 +235,8 @@ pub(crate) fn write(out: &mut BytesMut, item: &Item, json: Json) {
             missed,
             cursor,
         } => out.put_slice(&gap(channel, *missed, cursor)),
+        Item::Presence { event, .. } => out.put_slice(&presence(event, json)),
+        _ => {} // a kind this version does not know: nothing on the wire
     }
 }
 

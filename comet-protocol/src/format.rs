@@ -9,7 +9,7 @@
 //! [`Transport::custom_stream`]: crate::Transport::custom_stream
 //! [`Transport::custom_long_poll`]: crate::Transport::custom_long_poll
 
-use crate::{ChannelName, Cursor, Item, Message};
+use crate::{ChannelName, Cursor, Item, Message, PresenceEvent};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use std::collections::VecDeque;
@@ -89,6 +89,18 @@ pub trait StreamFormat: Send + Sync + 'static {
         out.push(Bytes::from_static(b"\n"));
     }
 
+    /// Encodes a join or leave (only subscribers that asked for them get
+    /// any; `cursor` is their position, which the event does not move).
+    /// Default: the JSON presence envelope and a line feed.
+    fn presence(&self, event: &PresenceEvent, cursor: &Cursor, out: &mut Chunks) {
+        let _ = cursor;
+        out.push(super::envelope::presence(
+            event,
+            super::envelope::Json::Plain,
+        ));
+        out.push(Bytes::from_static(b"\n"));
+    }
+
     /// The first bytes of the response. Default: none.
     fn preamble(&self) -> Option<Bytes> {
         None
@@ -117,8 +129,8 @@ pub trait StreamFormat: Send + Sync + 'static {
         &[]
     }
 
-    /// Encodes any item, dispatching to [`message`](Self::message) or
-    /// [`gap`](Self::gap).
+    /// Encodes any item, dispatching to [`message`](Self::message),
+    /// [`gap`](Self::gap) or [`presence`](Self::presence).
     fn item(&self, item: &Item, out: &mut Chunks) {
         match item {
             Item::Message { message, cursor } => self.message(message, cursor, out),
@@ -127,6 +139,8 @@ pub trait StreamFormat: Send + Sync + 'static {
                 missed,
                 cursor,
             } => self.gap(channel, *missed, cursor, out),
+            Item::Presence { event, cursor } => self.presence(event, cursor, out),
+            _ => {} // a kind this version does not know: nothing on the wire
         }
     }
 }

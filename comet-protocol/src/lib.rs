@@ -37,8 +37,9 @@
 
 // The core's names the protocol speaks in.
 use comet_core::{
-    telemetry, ChannelName, Cursor, CursorError, Hub, IdempotencyKey, Item, Message, Payload,
-    PayloadKind, PublishError, Since, Start, SubscribeError, Subscription,
+    telemetry, ChannelName, Cursor, CursorError, Hub, IdempotencyKey, Identity, Item, Message,
+    Payload, PayloadKind, PresenceEvent, PresenceKind, PublishError, QueryError, Since, Start,
+    SubscribeError, Subscriber, Subscription,
 };
 
 mod body;

@@ -461,7 +461,7 @@ async fn a_node_started_before_redis_answers_503_then_works_without_a_restart() 
         .is_err());
     assert!(started.elapsed() < Duration::from_secs(7));
     assert_eq!(
-        hub.subscriber_count(),
+        hub.local_subscribers(),
         0,
         "failed subscribes leave nothing counted"
     );

@@ -48,6 +48,10 @@ pub fn show(item: Item) -> String {
     match item {
         Item::Message { message, .. } => format!("{}:{}", message.offset(), message.text()),
         Item::Gap { missed, .. } => format!("gap:{missed:?}"),
+        Item::Presence { event, .. } => {
+            format!("{}:{}", event.kind().as_str(), event.identity().user())
+        }
+        other => format!("{other:?}"),
     }
 }
 

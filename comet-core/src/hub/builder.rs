@@ -4,6 +4,7 @@ use super::{Hub, HubShared};
 use crate::{
     engine::Engine,
     memory_engine::{HistoryPolicyFn, DEFAULT_IDLE_TTL},
+    presence::{tracker::Tracker, Hook, HubEvent, PresenceFn, DEFAULT_MAX_PRESENCE_LISTED},
     subscription::SubscriberState,
     ChannelName, HistoryPolicy, MemoryEngine,
 };
@@ -31,6 +32,9 @@ pub struct HubBuilder {
     max_payload: usize,
     max_subscribers: usize,
     max_channel_subscribers: usize,
+    max_presence_listed: usize,
+    presence: Option<PresenceFn>,
+    hook: Option<Hook>,
     engine: Option<Arc<dyn Engine>>,
 }
 
@@ -45,6 +49,9 @@ impl Default for HubBuilder {
             max_payload: DEFAULT_MAX_PAYLOAD_BYTES,
             max_subscribers: usize::MAX,
             max_channel_subscribers: usize::MAX,
+            max_presence_listed: DEFAULT_MAX_PRESENCE_LISTED,
+            presence: None,
+            hook: None,
             engine: None,
         }
     }
@@ -123,6 +130,63 @@ impl HubBuilder {
         self
     }
 
+    /// Gives every channel presence (`true`) or none (the default); see
+    /// [`presence_for`](Self::presence_for).
+    pub fn presence(self, on: bool) -> Self {
+        self.presence_for(move |_| on)
+    }
+
+    /// Chooses which channels have presence, by name: the users of their
+    /// identified subscriptions are listed ([`Hub::presence`]) and their
+    /// joins and leaves delivered to subscribers that ask
+    /// ([`Subscriber::presence_events`](crate::Subscriber::presence_events)).
+    /// Each costs a little on every subscribe and unsubscribe, and on Redis
+    /// a write per batch, so turn it on where it is shown.
+    ///
+    /// ```
+    /// use comet::Hub;
+    /// let hub = Hub::builder()
+    ///     .presence_for(|name| name.as_str().starts_with("room/"))
+    ///     .build();
+    /// ```
+    pub fn presence_for<F>(mut self, on: F) -> Self
+    where
+        F: Fn(&ChannelName) -> bool + Send + Sync + 'static,
+    {
+        self.presence = Some(Arc::new(on));
+        self
+    }
+
+    /// The most users a presence list names (default 1,000); past it,
+    /// [`Presence`](crate::Presence) has the counts and this many members.
+    pub fn max_presence_listed(mut self, max: usize) -> Self {
+        self.max_presence_listed = max;
+        self
+    }
+
+    /// Calls `hook` with each [`HubEvent`]: subscriptions starting and
+    /// ending on this node, channels occupied and vacated, users joining
+    /// and leaving (those three once across every node that shares the
+    /// engine). The hook runs inline: keep it short, spawn what awaits.
+    ///
+    /// ```
+    /// use comet::{Hub, HubEvent};
+    /// let hub = Hub::builder()
+    ///     .on_event(|event| match event {
+    ///         HubEvent::Occupied { channel } => tracing::info!(%channel, "first subscriber"),
+    ///         HubEvent::Vacated { channel } => tracing::info!(%channel, "last one gone"),
+    ///         _ => {}
+    ///     })
+    ///     .build();
+    /// ```
+    pub fn on_event<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&HubEvent<'_>) + Send + Sync + 'static,
+    {
+        self.hook = Some(Arc::new(hook));
+        self
+    }
+
     /// Uses `engine` instead of the in-memory one (history settings then
     /// belong to that engine). Several hubs may share one engine: they see the
     /// same channels, and each shuts down on its own.
@@ -155,10 +219,12 @@ impl HubBuilder {
                 max_payload: self.max_payload,
                 max_subscribers: self.max_subscribers,
                 max_channel_subscribers: self.max_channel_subscribers,
+                max_presence_listed: self.max_presence_listed,
                 state: Arc::new(SubscriberState {
                     subscribers: AtomicUsize::new(0),
                     delivered: AtomicU64::new(0),
                     shutting_down: AtomicBool::new(false),
+                    tracker: Tracker::new(engine.clone(), self.presence, self.hook),
                     engine,
                 }),
                 published: AtomicU64::new(0),

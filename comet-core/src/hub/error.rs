@@ -144,3 +144,47 @@ fn channel_limit(f: &mut fmt::Formatter<'_>, max: usize) -> fmt::Result {
         "the server holds its maximum of {max} channels; retry later"
     )
 }
+
+/// Why a question about a channel ([`Hub::presence`](super::Hub::presence),
+/// [`Hub::subscriber_count`](super::Hub::subscriber_count),
+/// [`Hub::channel_info`](super::Hub::channel_info)) has no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// The channel name breaks the protocol's rules.
+    InvalidChannel(InvalidChannelName),
+    /// The channel has no presence ([`HubBuilder::presence_for`](super::HubBuilder::presence_for)).
+    NoPresence(ChannelName),
+    /// The engine could not answer (its backplane is unreachable, say).
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl QueryError {
+    pub(crate) fn unavailable(error: EngineError) -> Self {
+        Self::Unavailable {
+            reason: error.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for QueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidChannel(e) => e.fmt(f),
+            Self::NoPresence(channel) => write!(f, "channel {channel:?} has no presence"),
+            Self::Unavailable { reason } => write!(f, "the engine could not answer: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for QueryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::InvalidChannel(e) => Some(e),
+            _ => None,
+        }
+    }
+}

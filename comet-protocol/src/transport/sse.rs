@@ -5,7 +5,7 @@
 use crate::{
     envelope,
     transport::{Format, Transport},
-    ChannelName, Chunks, Cursor, Message, StreamFormat,
+    ChannelName, Chunks, Cursor, Message, PresenceEvent, PresenceKind, StreamFormat,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use comet_core::EncodingSlot;
@@ -100,6 +100,25 @@ impl StreamFormat for Sse {
         frame.put_slice(&data);
         frame.put_slice(b"\n\n");
         out.push(frame.freeze());
+    }
+
+    /// A `comet-join` or `comet-leave` event, with no `id:` (it takes no
+    /// offset: the stream's `Last-Event-ID` stays the cursor), shared by
+    /// every subscriber.
+    fn presence(&self, event: &PresenceEvent, _cursor: &Cursor, out: &mut Chunks) {
+        self.retry_once(out);
+        out.push(event.encoded(&SSE_EVENT, |event| {
+            let mut frame = BytesMut::with_capacity(96);
+            frame.put_slice(match event.kind() {
+                PresenceKind::Join => b"event: comet-join\ndata: {\"channel\":",
+                PresenceKind::Leave => b"event: comet-leave\ndata: {\"channel\":",
+            });
+            envelope::push_json_string(&mut frame, event.channel().as_str());
+            frame.put_slice(b",");
+            envelope::push_member(&mut frame, event);
+            frame.put_slice(b"}\n\n");
+            frame.freeze()
+        }));
     }
 
     /// A comment line alone (it flushes proxies that wait for a first
