@@ -266,6 +266,10 @@ impl Hub {
     /// let bob = Subscriber::from(Identity::new("bob").unwrap());
     /// let _bob = hub.subscribe_as(bob, ["room"], Start::head()).await.unwrap();
     ///
+    /// // First, who was there when ann subscribed: ann herself.
+    /// let Some(Item::Members { presence, .. }) = ann.next().await else { unreachable!() };
+    /// assert_eq!(presence.members[0].identity.user(), "ann");
+    /// // Then each join, as it happens.
     /// let mut joined = Vec::new();
     /// while joined.len() < 2 {
     ///     let event = ann.next().await.unwrap().presence().unwrap().clone();
@@ -384,11 +388,28 @@ impl Hub {
             })
             .collect();
         self.shared.state.tracker.start();
-        Ok(Subscription::new(
-            self.shared.state.clone(),
-            channels,
-            subscriber,
-        ))
+        let mut subscription = Subscription::new(self.shared.state.clone(), channels, subscriber);
+        // Read after the subscription marked where its events begin: a
+        // change between the two is in both, and a list is a set.
+        let asked = subscription.presence_channels();
+        if !asked.is_empty() {
+            let lists = join_all(
+                asked
+                    .iter()
+                    .map(|name| Box::pin(self.presence_of(name)))
+                    .collect(),
+            )
+            .await;
+            let mut members = Vec::with_capacity(asked.len());
+            for (name, list) in asked.into_iter().zip(lists) {
+                let list = list.map_err(|error| SubscribeError::Unavailable {
+                    reason: error.to_string(),
+                })?;
+                members.push((name, Arc::new(list)));
+            }
+            subscription.set_members(members);
+        }
+        Ok(subscription)
     }
 
     /// Refuses when `names` would add channels past [`HubBuilder::max_channels`].

@@ -9,7 +9,7 @@
 use crate::{
     engine::{ChannelLog, Read},
     presence::{tracker::Tracker, HubEvent, DEFAULT_PRESENCE_GRACE},
-    ChannelName, Cursor, Identity, Message, Position, PresenceEvent,
+    ChannelName, Cursor, Identity, Message, Position, Presence, PresenceEvent,
 };
 use std::{
     fmt,
@@ -58,6 +58,19 @@ pub enum Item {
         /// The event, shared with every other subscriber.
         event: Arc<PresenceEvent>,
         /// The subscription's position, which a presence event leaves as it was.
+        cursor: Cursor,
+    },
+    /// Who is on a channel with presence when the subscription starts: the
+    /// first item for each such channel of a subscription that asked for
+    /// presence events, before any join or leave. A client sets its list
+    /// from it (a reconnect's list replaces the old one), then keeps it by
+    /// the events.
+    Members {
+        /// The channel.
+        channel: ChannelName,
+        /// Who is there, across every node.
+        presence: Arc<Presence>,
+        /// The subscription's position, which this leaves as it was.
         cursor: Cursor,
     },
 }
@@ -137,7 +150,8 @@ impl Item {
         match self {
             Item::Message { cursor, .. }
             | Item::Gap { cursor, .. }
-            | Item::Presence { cursor, .. } => cursor,
+            | Item::Presence { cursor, .. }
+            | Item::Members { cursor, .. } => cursor,
         }
     }
 
@@ -145,7 +159,7 @@ impl Item {
     pub fn channel(&self) -> &ChannelName {
         match self {
             Item::Message { message, .. } => message.channel(),
-            Item::Gap { channel, .. } => channel,
+            Item::Gap { channel, .. } | Item::Members { channel, .. } => channel,
             Item::Presence { event, .. } => event.channel(),
         }
     }
@@ -154,7 +168,7 @@ impl Item {
     pub fn message(&self) -> Option<&Arc<Message>> {
         match self {
             Item::Message { message, .. } => Some(message),
-            Item::Gap { .. } | Item::Presence { .. } => None,
+            _ => None,
         }
     }
 
@@ -202,7 +216,13 @@ pub struct Subscription {
     grace_ms: u32,
     /// They asked for join and leave events.
     presence_events: bool,
+    /// Who was on each channel with presence when it started, not yet
+    /// handed out, last first.
+    members: Vec<ChannelPresence>,
 }
+
+/// A channel and who was on it.
+pub(crate) type ChannelPresence = (ChannelName, Arc<Presence>);
 
 struct Subscribed {
     log: Arc<ChannelLog>,
@@ -255,11 +275,31 @@ impl Subscription {
             identity: subscriber.identity,
             grace_ms: subscriber.grace.as_millis().min(u32::MAX as u128) as u32,
             presence_events: subscriber.presence_events,
+            members: Vec::new(),
         };
         if let Some(hook) = subscription.state.tracker.hook() {
             hook(&HubEvent::Subscribed(&subscription));
         }
         subscription
+    }
+
+    /// Hands out `members` (each channel's presence as it started) first.
+    pub(crate) fn set_members(&mut self, members: Vec<ChannelPresence>) {
+        self.members = members;
+        self.members.reverse();
+    }
+
+    /// The channels whose presence events it asked for (those with presence).
+    pub(crate) fn presence_channels(&self) -> Vec<ChannelName> {
+        if !self.presence_events {
+            return Vec::new();
+        }
+        self.channels
+            .iter()
+            .map(|c| c.log.name())
+            .filter(|name| self.state.tracker.has_presence(name))
+            .cloned()
+            .collect()
     }
 
     /// Who subscribed, if anyone in particular.
@@ -281,6 +321,13 @@ impl Subscription {
 
     /// Returns the next item if one is ready, without waiting.
     pub fn try_next(&mut self) -> Option<Item> {
+        if let Some((channel, presence)) = self.members.pop() {
+            return Some(Item::Members {
+                channel,
+                presence,
+                cursor: self.cursor(),
+            });
+        }
         let n = self.channels.len();
         for i in 0..n {
             let index = (self.next + i) % n;

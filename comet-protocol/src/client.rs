@@ -55,7 +55,7 @@ impl SubscribeRoute {
     /// mode).
     pub fn serve_client(&self, request: &Parts) -> Response<CometBody> {
         let cors = self.cors.as_ref();
-        PendingCors::preflight(cors, request, Method::GET)
+        PendingCors::preflight(cors, request, &[Method::GET])
             .unwrap_or_else(|| PendingCors::for_request(cors, request).apply(answer(request)))
     }
 }

@@ -131,7 +131,12 @@ impl Cors {
     }
 
     /// Answers a preflight (`OPTIONS`) for a route accepting `method`.
-    fn preflight(&self, request: &Parts, method: Method) -> Response<CometBody> {
+    fn preflight(&self, request: &Parts, methods: &[Method]) -> Response<CometBody> {
+        let listed = methods
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
         let origin = request.headers.get(header::ORIGIN);
         let requested = request.headers.get(header::ACCESS_CONTROL_REQUEST_METHOD);
         let refusal = match (origin, requested) {
@@ -140,7 +145,7 @@ impl Cors {
             )),
             (Some(origin), _) if !self.allows(origin) => Some(ErrorCode::CorsDenied.error(format!("origin {} may not use this route", String::from_utf8_lossy(origin.as_bytes())),
             )),
-            (_, Some(m)) if m.as_bytes() != method.as_str().as_bytes() => Some(ErrorCode::CorsDenied.error(format!("this route accepts {method} only"),
+            (_, Some(m)) if !methods.iter().any(|method| m.as_bytes() == method.as_str().as_bytes()) => Some(ErrorCode::CorsDenied.error(format!("this route accepts {listed} only"),
             )),
             _ => None,
         };
@@ -152,7 +157,7 @@ impl Cors {
                 let headers = response.headers_mut();
                 headers.insert(
                     header::ACCESS_CONTROL_ALLOW_METHODS,
-                    HeaderValue::from_str(method.as_str()).expect("a method is a header value"),
+                    HeaderValue::from_str(&listed).expect("methods are a header value"),
                 );
                 if let Some(wanted) = request.headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
                     headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, wanted.clone());
@@ -190,10 +195,10 @@ impl PendingCors {
     pub(crate) fn preflight(
         cors: Option<&Cors>,
         request: &Parts,
-        method: Method,
+        methods: &[Method],
     ) -> Option<Response<CometBody>> {
         let cors = cors?;
-        (request.method == Method::OPTIONS).then(|| cors.preflight(request, method))
+        (request.method == Method::OPTIONS).then(|| cors.preflight(request, methods))
     }
 
     /// What the answer to `request` owes to `cors`.

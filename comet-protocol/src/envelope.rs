@@ -9,7 +9,7 @@
 //! your own caches in its own [`EncodingSlot`](comet_core::EncodingSlot) and cannot
 //! reach these.
 
-use crate::{ChannelName, Cursor, Item, Message, PayloadKind, PresenceEvent};
+use crate::{ChannelName, Cursor, Item, Message, PayloadKind, Presence, PresenceEvent};
 use bytes::{BufMut, Bytes, BytesMut};
 use comet_core::EncodingSlot;
 use std::sync::LazyLock;
@@ -194,6 +194,63 @@ fn encode_presence(event: &PresenceEvent) -> Bytes {
     out.freeze()
 }
 
+/// The envelope of a presence list, `{"type":"presence","channel":..,
+/// "users":..,"connections":..,"presence":[{"user":..,"info":..,
+/// "connections":..},..]}`: once per subscription and channel, so encoded
+/// for each.
+pub(crate) fn members(channel: &ChannelName, presence: &Presence, json: Json) -> Bytes {
+    let mut out = BytesMut::with_capacity(96 + 64 * presence.members.len());
+    out.put_slice(b"{\"type\":\"presence\",\"channel\":");
+    push_json_string(&mut out, channel.as_str());
+    out.put_slice(b",");
+    push_presence(&mut out, presence);
+    out.put_slice(b"}");
+    match json {
+        Json::Plain => out.freeze(),
+        Json::ScriptSafe => script_safe(&out),
+    }
+}
+
+/// The body of a channel-info answer: `{"channel":..,"cursor":..,
+/// "subscribers":..}`, with the presence fields when the channel has it.
+pub(crate) fn channel_info(info: &comet_core::ChannelInfo) -> Bytes {
+    let mut out = BytesMut::with_capacity(128);
+    out.put_slice(b"{\"channel\":");
+    push_json_string(&mut out, info.channel.as_str());
+    out.put_slice(b",\"cursor\":\"");
+    info.cursor.encode_into(&mut out);
+    out.put_slice(format!("\",\"subscribers\":{}", info.subscribers).as_bytes());
+    if let Some(presence) = &info.presence {
+        out.put_slice(b",");
+        push_presence(&mut out, presence);
+    }
+    out.put_slice(b"}");
+    out.freeze()
+}
+
+/// `"users":..,"connections":..,"presence":[..]` of a presence list, as
+/// the channel-info answer has it too.
+pub(crate) fn push_presence(out: &mut BytesMut, presence: &Presence) {
+    out.put_slice(
+        format!(
+            "\"users\":{},\"connections\":{},\"presence\":[",
+            presence.users, presence.connections
+        )
+        .as_bytes(),
+    );
+    for (i, member) in presence.members.iter().enumerate() {
+        if i > 0 {
+            out.put_slice(b",");
+        }
+        out.put_slice(b"{\"user\":");
+        push_json_string(out, member.identity.user());
+        out.put_slice(b",\"info\":");
+        out.put_slice(member.identity.info().unwrap_or("null").as_bytes());
+        out.put_slice(format!(",\"connections\":{}}}", member.connections).as_bytes());
+    }
+    out.put_slice(b"]");
+}
+
 /// `"user":..,"info":..` of a presence event (info is compact JSON: one line).
 pub(crate) fn push_member(out: &mut BytesMut, event: &PresenceEvent) {
     out.put_slice(b"\"user\":");
@@ -236,6 +293,9 @@ pub(crate) fn write(out: &mut BytesMut, item: &Item, json: Json) {
             cursor,
         } => out.put_slice(&gap(channel, *missed, cursor)),
         Item::Presence { event, .. } => out.put_slice(&presence(event, json)),
+        Item::Members {
+            channel, presence, ..
+        } => out.put_slice(&members(channel, presence, json)),
         _ => {} // a kind this version does not know: nothing on the wire
     }
 }

@@ -9,7 +9,7 @@
 //! [`Transport::custom_stream`]: crate::Transport::custom_stream
 //! [`Transport::custom_long_poll`]: crate::Transport::custom_long_poll
 
-use crate::{ChannelName, Cursor, Item, Message, PresenceEvent};
+use crate::{ChannelName, Cursor, Item, Message, Presence, PresenceEvent};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use std::collections::VecDeque;
@@ -101,6 +101,25 @@ pub trait StreamFormat: Send + Sync + 'static {
         out.push(Bytes::from_static(b"\n"));
     }
 
+    /// Encodes who is on `channel` as the subscription starts (only for
+    /// subscribers that asked for presence events). Default: the JSON
+    /// presence envelope and a line feed.
+    fn members(
+        &self,
+        channel: &ChannelName,
+        presence: &Presence,
+        cursor: &Cursor,
+        out: &mut Chunks,
+    ) {
+        let _ = cursor;
+        out.push(super::envelope::members(
+            channel,
+            presence,
+            super::envelope::Json::Plain,
+        ));
+        out.push(Bytes::from_static(b"\n"));
+    }
+
     /// The first bytes of the response. Default: none.
     fn preamble(&self) -> Option<Bytes> {
         None
@@ -140,6 +159,11 @@ pub trait StreamFormat: Send + Sync + 'static {
                 cursor,
             } => self.gap(channel, *missed, cursor, out),
             Item::Presence { event, cursor } => self.presence(event, cursor, out),
+            Item::Members {
+                channel,
+                presence,
+                cursor,
+            } => self.members(channel, presence, cursor, out),
             _ => {} // a kind this version does not know: nothing on the wire
         }
     }

@@ -38,8 +38,8 @@
 // The core's names the protocol speaks in.
 use comet_core::{
     telemetry, ChannelName, Cursor, CursorError, Hub, IdempotencyKey, Identity, Item, Message,
-    Payload, PayloadKind, PresenceEvent, PresenceKind, PublishError, QueryError, Since, Start,
-    SubscribeError, Subscriber, Subscription,
+    Payload, PayloadKind, Presence, PresenceEvent, PresenceKind, PublishError, QueryError, Since,
+    Start, SubscribeError, Subscriber, Subscription,
 };
 
 mod body;
@@ -68,7 +68,7 @@ pub use error::{not_found, ErrorCode, ProtocolError};
 pub use format::{Chunks, LongPollFormat, StreamFormat};
 pub use mount::{Endpoint, Mount};
 pub use params::SubscribeParams;
-pub use policy::{AllowAll, Authorize, QueryChannels, ResolveChannels};
+pub use policy::{AllowAll, Anonymous, Authorize, Identify, QueryChannels, ResolveChannels};
 pub use publish::{AuthorizePublish, PublishRoute};
 pub use request::{MAX_HEADER_BYTES, MAX_QUERY_LEN};
 pub use route::{SubscribeRoute, DEFAULT_BYTE_BUDGET, DEFAULT_HEARTBEAT};

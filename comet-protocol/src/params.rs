@@ -22,6 +22,8 @@ pub struct SubscribeParams {
     pub callback: Option<String>,
     /// `transport`, as given.
     pub transport: Option<String>,
+    /// `presence=1`: who is on each channel with presence, then joins and leaves.
+    pub presence: bool,
 }
 
 impl SubscribeParams {
@@ -66,6 +68,17 @@ impl SubscribeParams {
                         ));
                     }
                     params.timeout = Some(parse_timeout(&value)?);
+                }
+                "presence" => {
+                    params.presence = match &*value {
+                        "1" => true,
+                        "0" => false,
+                        _ => {
+                            return Err(ProtocolError::bad_request(format!(
+                                "presence is 1 or 0, not {value:?}"
+                            )))
+                        }
+                    }
                 }
                 "callback" => once(&mut params.callback, value.into_owned())?,
                 "transport" => once(&mut params.transport, value.into_owned())?,

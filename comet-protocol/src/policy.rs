@@ -1,4 +1,5 @@
-//! The application's say in a subscription: which channels, and whether it may.
+//! The application's say in a subscription: which channels, whether it
+//! may, and who it is.
 //!
 //! Both run on every request (long polls included) with the request's parts,
 //! so they can read the path, cookies, or whatever an earlier middleware put
@@ -6,7 +7,7 @@
 //! Closures implement both traits, as in tower-http.
 
 use super::ProtocolError;
-use crate::ChannelName;
+use crate::{ChannelName, Identity};
 use http::request::Parts;
 
 /// Decides the channels of a subscribe request.
@@ -71,5 +72,31 @@ pub struct AllowAll;
 impl Authorize for AllowAll {
     fn authorize(&self, _: &Parts, _: &[ChannelName]) -> Result<(), ProtocolError> {
         Ok(())
+    }
+}
+
+/// Tells who a subscribe request comes from, for presence.
+pub trait Identify: Send + Sync + 'static {
+    /// The request's identity; `Ok(None)` subscribes anonymously, an error
+    /// refuses the request.
+    fn identify(&self, request: &Parts) -> Result<Option<Identity>, ProtocolError>;
+}
+
+impl<F> Identify for F
+where
+    F: Fn(&Parts) -> Result<Option<Identity>, ProtocolError> + Send + Sync + 'static,
+{
+    fn identify(&self, request: &Parts) -> Result<Option<Identity>, ProtocolError> {
+        self(request)
+    }
+}
+
+/// The default: every subscription is anonymous.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Anonymous;
+
+impl Identify for Anonymous {
+    fn identify(&self, _: &Parts) -> Result<Option<Identity>, ProtocolError> {
+        Ok(None)
     }
 }

@@ -4,7 +4,7 @@ use super::{
     cors::PendingCors, error::UNAVAILABLE_RETRY_AFTER_SECS, request, CometBody, Cors, ErrorCode,
     ProtocolError, ResponseFuture,
 };
-use crate::{ChannelName, Hub, IdempotencyKey, Payload, PublishError};
+use crate::{ChannelName, Hub, IdempotencyKey, Payload, PublishError, QueryError};
 use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
 use std::{fmt, sync::Arc};
 
@@ -36,6 +36,11 @@ where
 /// parameter. `Content-Type: application/json` (or any `+json` type) marks
 /// JSON, anything else text; a `Comet-Event` header names the event. The
 /// answer is `201 {"cursor":"..."}`.
+///
+/// `GET` on the same path answers what the channel looks like on every
+/// node, authorized as a publish is: `200 {"channel":..,"cursor":..,
+/// "subscribers":..}`, plus `"users"`, `"connections"` and `"presence"`
+/// (who is there) when the channel has presence (see [`Hub::channel_info`]).
 ///
 /// An `Idempotency-Key` header makes a retry safe: a publish that repeats a
 /// key the engine remembers for the channel stores nothing and answers the
@@ -95,10 +100,26 @@ impl PublishRoute {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        if let Some(preflight) = PendingCors::preflight(self.cors.as_ref(), request, Method::POST) {
+        if let Some(preflight) =
+            PendingCors::preflight(self.cors.as_ref(), request, &[Method::GET, Method::POST])
+        {
             return Box::pin(std::future::ready(preflight));
         }
         let cors = PendingCors::for_request(self.cors.as_ref(), request);
+        if request.method == Method::GET {
+            let checked = self.check_info(mount, request);
+            let hub = hub.clone();
+            return Box::pin(async move {
+                let response = match checked {
+                    Err(error) => error.into_response(),
+                    Ok(channel) => match channel_info(&hub, &channel).await {
+                        Ok(response) => response,
+                        Err(error) => error.into_response(),
+                    },
+                };
+                cors.apply(response)
+            });
+        }
         let checked = self.check(hub, mount, request);
         let hub = hub.clone();
         Box::pin(async move {
@@ -113,19 +134,31 @@ impl PublishRoute {
         })
     }
 
+    /// Checks a channel-info request: authorized as a publish to the channel.
+    fn check_info(&self, mount: &str, request: &Parts) -> Result<ChannelName, ProtocolError> {
+        request::check(request, &[Method::GET, Method::POST], "GET, POST")?;
+        let channel = channel(mount, request)?;
+        self.authorized(request, &channel)?;
+        Ok(channel)
+    }
+
+    fn authorized(&self, request: &Parts, channel: &ChannelName) -> Result<(), ProtocolError> {
+        let authorize = self
+            .authorize
+            .as_ref()
+            .ok_or_else(|| ProtocolError::forbidden("publishing is not enabled on this route"))?;
+        authorize.authorize(request, channel)
+    }
+
     fn check(
         &self,
         hub: &Hub,
         mount: &str,
         request: &Parts,
     ) -> Result<PublishRequest, ProtocolError> {
-        request::check(request, &[Method::POST], "POST")?;
+        request::check(request, &[Method::GET, Method::POST], "GET, POST")?;
         let channel = channel(mount, request)?;
-        let authorize = self
-            .authorize
-            .as_ref()
-            .ok_or_else(|| ProtocolError::forbidden("publishing is not enabled on this route"))?;
-        authorize.authorize(request, &channel)?;
+        self.authorized(request, &channel)?;
 
         let max = hub.max_payload_bytes();
         request::check_declared_length(request, max)?;
@@ -236,6 +269,32 @@ impl PublishRequest {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         Ok(response)
     }
+}
+
+/// The answer to a channel-info request.
+async fn channel_info(
+    hub: &Hub,
+    channel: &ChannelName,
+) -> Result<Response<CometBody>, ProtocolError> {
+    let info = hub
+        .channel_info(channel.as_str())
+        .await
+        .map_err(|e| match e {
+            QueryError::InvalidChannel(e) => ErrorCode::BadChannel.error(e.to_string()),
+            e => ProtocolError::unavailable(
+                format!("could not read the channel: {e}"),
+                UNAVAILABLE_RETRY_AFTER_SECS,
+            ),
+        })?;
+    let body = crate::envelope::channel_info(&info);
+    let mut response = Response::new(CometBody::full(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 /// The channel: the path after `mount`, else the `channel` parameter.

@@ -7,7 +7,8 @@ use super::{
         long_poll::{DEFAULT_MAX_BATCH, DEFAULT_MAX_HOLD},
         sse::DEFAULT_RETRY,
     },
-    AllowAll, Authorize, Cors, ProtocolError, QueryChannels, ResolveChannels, Transport,
+    AllowAll, Anonymous, Authorize, Cors, Identify, ProtocolError, QueryChannels, ResolveChannels,
+    Transport,
 };
 use crate::{ChannelName, Since};
 use http::request::Parts;
@@ -43,6 +44,8 @@ pub struct SubscribeRoute {
     pub(crate) cors: Option<Cors>,
     pub(crate) channels: Arc<dyn ResolveChannels>,
     pub(crate) authorize: Arc<dyn Authorize>,
+    pub(crate) identify: Arc<dyn Identify>,
+    pub(crate) presence_grace: Option<Duration>,
     pub(crate) callback_registry: Arc<str>,
     pub(crate) cross_site_jsonp: bool,
 }
@@ -85,6 +88,8 @@ impl SubscribeRoute {
             cors: None,
             channels: Arc::new(QueryChannels),
             authorize: Arc::new(AllowAll),
+            identify: Arc::new(Anonymous),
+            presence_grace: None,
             callback_registry: Arc::from(DEFAULT_CALLBACK_REGISTRY),
             cross_site_jsonp: false,
         }
@@ -252,6 +257,60 @@ impl SubscribeRoute {
     pub fn authorizer(mut self, authorizer: impl Authorize) -> Self {
         self.authorize = Arc::new(authorizer);
         self
+    }
+
+    /// Tells who each subscription belongs to, from the request's head (a
+    /// session an earlier middleware put in its extensions, a verified
+    /// token): presence lists them and announces their joins and leaves on
+    /// the channels that have it. `Ok(None)` subscribes anonymously; an
+    /// error refuses the request. Runs after authorization, on every
+    /// request, long polls included. Default: everyone is anonymous.
+    ///
+    /// ```
+    /// use comet::{Identity, SubscribeRoute};
+    ///
+    /// #[derive(Clone)]
+    /// struct Session { user_id: String, name: String }
+    ///
+    /// let route = SubscribeRoute::sse().identify(|request| {
+    ///     let Some(session) = request.extensions.get::<Session>() else {
+    ///         return Ok(None);
+    ///     };
+    ///     let identity = Identity::new(session.user_id.as_str())
+    ///         .and_then(|i| i.with_info(serde_json::json!({ "name": session.name })))
+    ///         .map_err(|e| comet::ProtocolError::bad_request(e.to_string()))?;
+    ///     Ok(Some(identity))
+    /// });
+    /// ```
+    pub fn identify<F>(self, identify: F) -> Self
+    where
+        F: Fn(&Parts) -> Result<Option<crate::Identity>, ProtocolError> + Send + Sync + 'static,
+    {
+        self.identifier(identify)
+    }
+
+    /// Tells who each subscription belongs to with any [`Identify`].
+    pub fn identifier(mut self, identifier: impl Identify) -> Self {
+        self.identify = Arc::new(identifier);
+        self
+    }
+
+    /// How long a user stays present (and a channel occupied) after a
+    /// subscription of this route ends. Default: for long polls, the
+    /// longest hold plus 5 s, so that a chain of polls is one presence;
+    /// for streams, 5 s, time to reconnect.
+    pub fn presence_grace(mut self, grace: Duration) -> Self {
+        self.presence_grace = Some(grace);
+        self
+    }
+
+    /// The grace window of a subscription by `transport`.
+    pub(crate) fn grace_for(&self, long_poll: bool) -> Duration {
+        self.presence_grace.unwrap_or(if long_poll {
+            self.max_hold + comet_core::DEFAULT_PRESENCE_GRACE
+        } else {
+            comet_core::DEFAULT_PRESENCE_GRACE
+        })
     }
 }
 

@@ -9,7 +9,7 @@ use super::{
     CometBody, Cors, ErrorCode, LongPollFormat, ProtocolError, StreamFormat, SubscribeParams,
     SubscribeRoute, Transport,
 };
-use crate::{telemetry::SubscriberGauge, ChannelName, Hub, Start, Subscription};
+use crate::{telemetry::SubscriberGauge, ChannelName, Hub, Start, Subscriber, Subscription};
 use bytes::Bytes;
 use http::{header, request::Parts, HeaderMap, HeaderName, HeaderValue, Method, Response};
 use std::{future::Future, pin::Pin, time::Duration};
@@ -29,7 +29,9 @@ impl SubscribeRoute {
     /// be, without a body and without subscribing.
     pub fn serve(&self, hub: &Hub, request: &Parts) -> ResponseFuture {
         let route = self;
-        if let Some(preflight) = PendingCors::preflight(route.cors.as_ref(), request, Method::GET) {
+        if let Some(preflight) =
+            PendingCors::preflight(route.cors.as_ref(), request, &[Method::GET])
+        {
             return Box::pin(std::future::ready(preflight));
         }
         let cors = PendingCors::for_request(route.cors.as_ref(), request);
@@ -58,8 +60,9 @@ impl SubscribeRoute {
                 names,
                 start,
                 timeout,
+                subscriber,
             } = subscribe;
-            match hub.subscribe(&names, start).await {
+            match hub.subscribe_as(subscriber, &names, start).await {
                 Ok(subscription) => {
                     tracing::debug!("subscribed");
                     let gauge = SubscriberGauge::new(transport.name());
@@ -201,6 +204,7 @@ struct SubscribeRequest {
     names: Vec<ChannelName>,
     start: Start,
     timeout: Option<Duration>,
+    subscriber: Subscriber,
 }
 
 impl SubscribeRequest {
@@ -230,14 +234,21 @@ impl SubscribeRequest {
             other => other.into(),
         })?;
         route.authorize.authorize(request, &names)?;
+        let identity = route.identify.identify(request)?;
         let start =
             Start::from(params.since.unwrap_or(route.since)).with_cursor(params.cursor.clone());
+        let long_poll = matches!(format, Format::LongPoll(_));
+        let subscriber = Subscriber::anonymous()
+            .identity(identity)
+            .presence_events(params.presence)
+            .grace(route.grace_for(long_poll));
         Ok(Self {
             format,
             transport,
             names,
             start,
             timeout: params.timeout,
+            subscriber,
         })
     }
 

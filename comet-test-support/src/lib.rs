@@ -331,6 +331,23 @@ pub fn describe(envelope: &serde_json::Value) -> String {
         },
         "gap" => format!("{}:gap:{}", channel(), envelope["missed"]),
         "heartbeat" => "heartbeat".into(),
+        kind @ ("join" | "leave") => {
+            format!(
+                "{}:{kind}:{}",
+                channel(),
+                envelope["user"].as_str().unwrap()
+            )
+        }
+        "presence" => {
+            let mut users: Vec<&str> = envelope["presence"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["user"].as_str().unwrap())
+                .collect();
+            users.sort();
+            format!("{}:presence:{}", channel(), users.join(","))
+        }
         other => panic!("unexpected envelope {other}"),
     }
 }

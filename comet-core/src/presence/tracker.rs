@@ -257,7 +257,7 @@ impl Tracker {
                 let empty = self
                     .engine
                     .existing(&name)
-                    .is_none_or(|log| log.subscriber_count() == 0);
+                    .map_or(true, |log| log.subscriber_count() == 0);
                 node.lingers_until = None;
                 if empty && node.occupied {
                     node.occupied = false;
@@ -293,10 +293,9 @@ impl Tracker {
             if node.occupied != node.reported_occupied {
                 node.reported_occupied = node.occupied;
                 update.occupied = Some(node.occupied);
-                here.push(match node.occupied {
-                    true => Transition::Occupied,
-                    false => Transition::Vacated,
-                });
+                if node.occupied {
+                    here.push(Transition::Occupied); // before its users join
+                }
             }
             node.users.retain(|_, user| {
                 if user.gone {
@@ -318,6 +317,9 @@ impl Tracker {
                 }
                 true
             });
+            if update.occupied == Some(false) {
+                here.push(Transition::Vacated); // after its users leave
+            }
             let settled = !node.occupied
                 && !node.reported_occupied
                 && node.users.is_empty()

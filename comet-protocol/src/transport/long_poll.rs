@@ -67,13 +67,22 @@ pub(crate) fn hold_time(requested: Option<Duration>, max_hold: Duration) -> Dura
 /// `hold` passes (or the hub shuts down), then up to `max_batch` items in
 /// all. Returns them and the cursor the next poll resumes from. Dropping the
 /// future (the client left) drops the subscription at once.
+///
+/// Presence lists (`presence=1`) come first and do not end the hold: every
+/// poll carries them, and answering at once for them would turn the chain
+/// of polls into a loop.
 pub(crate) async fn hold(
     mut subscription: Subscription,
     hold: Duration,
     max_batch: usize,
 ) -> (Vec<Item>, Cursor) {
     let mut items = Vec::new();
-    if let Some(item) = subscription.try_next() {
+    let mut first = subscription.try_next();
+    while let Some(item @ Item::Members { .. }) = first {
+        items.push(item);
+        first = subscription.try_next();
+    }
+    if let Some(item) = first {
         items.push(item);
     } else if !hold.is_zero() {
         if let Ok(Some(item)) = tokio::time::timeout(hold, subscription.next()).await {

@@ -5,7 +5,7 @@
 use crate::{
     envelope,
     transport::{Format, Transport},
-    ChannelName, Chunks, Cursor, Message, PresenceEvent, PresenceKind, StreamFormat,
+    ChannelName, Chunks, Cursor, Message, Presence, PresenceEvent, PresenceKind, StreamFormat,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use comet_core::EncodingSlot;
@@ -119,6 +119,23 @@ impl StreamFormat for Sse {
             frame.put_slice(b"}\n\n");
             frame.freeze()
         }));
+    }
+
+    /// A `comet-presence` event with the presence envelope, no `id:`.
+    fn members(
+        &self,
+        channel: &ChannelName,
+        presence: &Presence,
+        _cursor: &Cursor,
+        out: &mut Chunks,
+    ) {
+        self.retry_once(out);
+        let data = envelope::members(channel, presence, envelope::Json::Plain);
+        let mut frame = BytesMut::with_capacity(data.len() + 32);
+        frame.put_slice(b"event: comet-presence\ndata: ");
+        frame.put_slice(&data);
+        frame.put_slice(b"\n\n");
+        out.push(frame.freeze());
     }
 
     /// A comment line alone (it flushes proxies that wait for a first
