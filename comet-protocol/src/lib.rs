@@ -37,9 +37,9 @@
 
 // The core's names the protocol speaks in.
 use comet_core::{
-    telemetry, ChannelName, Cursor, CursorError, Hub, IdempotencyKey, Identity, Item, Message,
-    Payload, PayloadKind, PresenceEvent, PresenceKind, PublishError, QueryError, Since, Start,
-    SubscribeError, Subscriber, Subscription,
+    telemetry, ChannelName, Cursor, CursorError, Hub, IdempotencyKey, Item, Message, Payload,
+    PayloadKind, PresenceEvent, PresenceKind, PublishError, Since, Start, SubscribeError,
+    Subscription,
 };
 
 mod body;

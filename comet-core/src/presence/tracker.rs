@@ -257,7 +257,7 @@ impl Tracker {
                 let empty = self
                     .engine
                     .existing(&name)
-                    .is_none_or(|log| log.subscriber_count() == 0);
+                    .map_or(true, |log| log.subscriber_count() == 0);
                 node.lingers_until = None;
                 if empty && node.occupied {
                     node.occupied = false;
