@@ -60,6 +60,11 @@
 //! holds the channel. Hooks fire once across the nodes: Occupied, Vacated,
 //! Joined and Left on the node whose write caused them, or that found them
 //! expired. A node's subscriber count reaches Redis within a second.
+//! Presence is a live view: join and leave announced while a node's pub/sub
+//! connection is down do not reach its subscribers (the list,
+//! `Hub::presence`, is right again at once), and a Redis that lost its data
+//! hears every user join again at the nodes' next refresh. Give each hub
+//! an engine of its own: hubs sharing one engine share its node's shares.
 //!
 //! Inside (for contributors), modules depend one way: `lib.rs`, this API,
 //! on `presence`, the presence store (every node's share of each channel,

@@ -91,6 +91,12 @@ impl Share {
     }
 }
 
+/// A call that took longer than the engine's timeout in all (a retry
+/// included, or waiting for the channel's previous write).
+fn late(timeout: Duration) -> Failure {
+    Failure::Backplane(format!("redis did not answer within {timeout:?}"))
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -196,11 +202,7 @@ impl Inner {
         };
         tokio::time::timeout(timeout, written)
             .await
-            .unwrap_or_else(|_| {
-                Err(Failure::Backplane(format!(
-                    "redis did not answer within {timeout:?}"
-                )))
-            })
+            .unwrap_or_else(|_| Err(late(timeout)))
     }
 
     /// Writes one channel again from what this node holds: its whole share
@@ -284,11 +286,11 @@ impl Store {
         let inner = self.0.clone();
         let keys = inner.keys(channel);
         Box::pin(async move {
-            let shares = inner
-                .shared
-                .backplane
-                .presence_read(&keys, max)
+            let timeout = inner.shared.config.timeout;
+            let read = inner.shared.backplane.presence_read(&keys, max);
+            let shares = tokio::time::timeout(timeout, read)
                 .await
+                .unwrap_or_else(|_| Err(late(timeout)))
                 .map_err(|failure| unavailable(failure.to_string()))?;
             Ok(pick(shares))
         })

@@ -288,4 +288,10 @@ async fn a_node_cut_off_from_redis_has_its_users_leave_within_the_bound_once() {
     assert_eq!(b.subscriber_count("room").await.unwrap(), 2);
     quiet(&mut on_b, TTL / 2).await;
     assert_eq!(events.count("left room ann"), 1, "{:?}", events.all());
+    // Reads on the node cut off fail, within its timeout.
+    let asked = Instant::now();
+    assert!(a.presence("room").await.is_err());
+    assert!(a.subscriber_count("room").await.is_err());
+    let took = asked.elapsed();
+    assert!(took <= TIMEOUT * 2 + Duration::from_millis(200), "{took:?}");
 }
