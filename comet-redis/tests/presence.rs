@@ -94,12 +94,17 @@ async fn present(hub: &Hub, user: Identity, channel: &str) -> Subscription {
         .unwrap()
 }
 
-/// An anonymous subscriber of `channel` on `hub` that gets join and leave.
+/// An anonymous subscriber of `channel` on `hub` that gets join and leave,
+/// past the list it starts with.
 async fn watcher(hub: &Hub, channel: &str) -> Subscription {
     let subscriber = Subscriber::anonymous().presence_events(true).grace(GRACE);
-    hub.subscribe_as(subscriber, [channel], Start::head())
+    let mut sub = hub
+        .subscribe_as(subscriber, [channel], Start::head())
         .await
-        .unwrap()
+        .unwrap();
+    let list = next(&mut sub).await;
+    assert!(list.starts_with("presence:"), "a list first, not {list}");
+    sub
 }
 
 /// Nothing arrives on `sub` for `period`.
