@@ -104,7 +104,7 @@ async fn until_event(reader: &mut SseReader, event: &str) -> (Option<String>, Va
 
 async fn tokens_are_checked_and_grant_what_they_say(adapter: Adapter) {
     let (_hub, server) = start(adapter).await;
-    let good = token(Claims::new(["room/*"], Duration::from_secs(60)).sub("ann"));
+    let good = token(Claims::new(["room/*"], Duration::from_secs(60)).subject("ann"));
     let ok = get(
         &server,
         &format!("/t?channel=room/1&token={good}&transport=poll&timeout=0"),
@@ -165,7 +165,7 @@ async fn tokens_are_checked_and_grant_what_they_say(adapter: Adapter) {
 
 async fn a_stream_ends_at_its_tokens_expiry_and_resumes_with_a_new_one(adapter: Adapter) {
     let (hub, server) = start(adapter).await;
-    let short = token(Claims::new(["news"], Duration::from_secs(2)).sub("ann"));
+    let short = token(Claims::new(["news"], Duration::from_secs(2)).subject("ann"));
     let mut reader =
         SseReader::new(get(&server, &format!("/t?channel=news&token={short}"), None).await);
     reader.opened().await;
@@ -178,7 +178,7 @@ async fn a_stream_ends_at_its_tokens_expiry_and_resumes_with_a_new_one(adapter: 
     hub.publish("news", "two").await.unwrap();
     let cursor = id.expect("the end carries the cursor as its id");
     assert_eq!(end["cursor"], cursor.as_str());
-    let fresh = token(Claims::new(["news"], Duration::from_secs(60)).sub("ann"));
+    let fresh = token(Claims::new(["news"], Duration::from_secs(60)).subject("ann"));
     let mut again = SseReader::new(
         get(
             &server,

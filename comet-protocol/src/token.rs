@@ -17,7 +17,7 @@
 //! let secret = b"a secret of at least 32 bytes, really!!";
 //! let signer = TokenSigner::hs256(secret).unwrap().kid("2026-12");
 //! let token = signer
-//!     .sign(&Claims::new(["room/*"], Duration::from_secs(600)).sub("u-42"))
+//!     .sign(&Claims::new(["room/*"], Duration::from_secs(600)).subject("u-42"))
 //!     .unwrap();
 //! // Keys by `kid`: tokens signed with the old key stay valid until they expire.
 //! let tokens = Tokens::new()
@@ -84,8 +84,8 @@ impl Claims {
         }
     }
 
-    /// For the user `sub`.
-    pub fn sub(mut self, sub: impl Into<String>) -> Self {
+    /// For the user `sub` (the `sub` claim).
+    pub fn subject(mut self, sub: impl Into<String>) -> Self {
         self.sub = Some(sub.into());
         self
     }
@@ -413,7 +413,7 @@ mod tests {
         let tokens = Tokens::new().key("k1", VerifyingKey::hs256(secret).unwrap());
         let signer = TokenSigner::hs256(secret).unwrap().kid("k1");
         let claims = Claims::new(["room/*", "lobby"], Duration::from_secs(60))
-            .sub("ann")
+            .subject("ann")
             .info(serde_json::json!({"name": "Ann"}));
         let token = signer.sign(&claims).unwrap();
         let access = answer(&tokens, &format!("/c?token={token}"), &["room/1", "lobby"])
