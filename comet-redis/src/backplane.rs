@@ -1,8 +1,9 @@
 //! The backplane: what a node asks of Redis on its command connection, one
-//! script (or `INFO`) at a time, with the engine's timeout. A publish, a
-//! channel's read (in pages) and head, a move to a new epoch, the cursor
-//! key, key TTL refreshes, and presence writes and reads all go through
-//! [`Backplane::invoke`], which tells a dead connection, or a server that
+//! script (or command) at a time, with the engine's timeout. A publish, a
+//! channel's read (in pages) and head, a move to a new epoch (or a clear),
+//! the cursor key, key TTL refreshes, presence writes and reads, and the
+//! `PUBLISH` of an order all go through [`Backplane::call`] (scripts by way
+//! of [`Backplane::invoke`]), which tells a dead connection, or a server that
 //! is no longer the primary, from a command Redis refused ([`verdict`]),
 //! and sends a command that was not carried out once more on a fresh
 //! connection.
@@ -12,7 +13,7 @@
 
 use crate::{
     cursor_key::{self, SharedKey},
-    keys::{ChannelKeys, PresenceKeys},
+    keys::{self, ChannelKeys, PresenceKeys},
     scripts::Scripts,
     wire::{self, Found, Shares, State},
 };
@@ -112,6 +113,12 @@ pub(crate) fn unavailable(reason: impl Into<String>) -> EngineError {
     Box::new(Unavailable(reason.into()))
 }
 
+/// A call that took longer than the engine's timeout in all (a retry
+/// included, or waiting for something before it).
+pub(crate) fn late(timeout: Duration) -> Failure {
+    Failure::Backplane(format!("redis did not answer within {timeout:?}"))
+}
+
 /// Milliseconds, saturating (Redis takes at most `i64::MAX`).
 pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis())
@@ -179,6 +186,21 @@ struct Commands {
     generation: u64,
     /// None until Sentinel first named the primary.
     connection: Option<(ConnectionManager, redis::Client)>,
+}
+
+/// What [`Backplane::call`] sends: a script, or one plain command.
+enum Call<'a> {
+    Script(redis::ScriptInvocation<'a>),
+    Command(redis::Cmd),
+}
+
+impl Call<'_> {
+    async fn send(&self, connection: &mut ConnectionManager) -> redis::RedisResult<redis::Value> {
+        match self {
+            Self::Script(invocation) => invocation.invoke_async(connection).await,
+            Self::Command(command) => command.query_async(connection).await,
+        }
+    }
 }
 
 /// The command connection and what the commands on it need.
@@ -326,7 +348,16 @@ impl Backplane {
             .map(|(_, client)| client.get_connection_info().addr().clone())
     }
 
-    /// Runs the script `make(retry)` builds, with the engine's timeout.
+    /// Runs the script `make(retry)` builds, with the engine's timeout (see
+    /// [`call`](Self::call)).
+    async fn invoke<'a>(
+        &'a self,
+        make: impl Fn(bool) -> redis::ScriptInvocation<'a>,
+    ) -> Result<redis::Value, Failure> {
+        self.call(|retry| Call::Script(make(retry))).await
+    }
+
+    /// Sends `make(retry)`, a script or a command, with the engine's timeout.
     ///
     /// A command that failed because its connection had died (Redis
     /// restarted while the node was idle, say) or reached a server that is
@@ -335,19 +366,13 @@ impl Backplane {
     /// connection that died while Redis was away. `retry` tells the script
     /// it is that second attempt (the publish script then checks whether the
     /// first one landed after all).
-    async fn invoke<'a>(
-        &'a self,
-        make: impl Fn(bool) -> redis::ScriptInvocation<'a>,
-    ) -> Result<redis::Value, Failure> {
+    async fn call<'a>(&'a self, make: impl Fn(bool) -> Call<'a>) -> Result<redis::Value, Failure> {
         let mut retry = false;
         loop {
             let (generation, mut connection) = self.commands().await?;
-            let invocation = make(retry);
-            let result = tokio::time::timeout(
-                self.config.timeout,
-                invocation.invoke_async::<redis::Value>(&mut connection),
-            )
-            .await;
+            let call = make(retry);
+            let result =
+                tokio::time::timeout(self.config.timeout, call.send(&mut connection)).await;
             let error = match result {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(error)) => error,
@@ -642,10 +667,15 @@ impl Backplane {
     }
 
     /// Moves a channel from `old` to a new epoch (if no node did already),
-    /// and announces it to every node.
-    pub(crate) async fn new_epoch(&self, keys: &ChannelKeys, old: u64) -> Result<(), Failure> {
+    /// or from whatever epoch it has with `None` (a clear: nothing to do for
+    /// a channel in the void), and announces it to every node.
+    pub(crate) async fn new_epoch(
+        &self,
+        keys: &ChannelKeys,
+        old: Option<u64>,
+    ) -> Result<(), Failure> {
         let new = comet_core::engine::random_epoch().to_string();
-        let old = old.to_string();
+        let old = old.map_or(String::new(), |old| old.to_string());
         self.invoke(|_| {
             let mut invocation = self.scripts.new_epoch.key(&keys.meta);
             invocation
@@ -657,6 +687,16 @@ impl Backplane {
         })
         .await
         .map(drop)
+    }
+
+    /// Publishes `order` (see `wire::control_message`) on the control
+    /// channel, to every node's task.
+    pub(crate) async fn send_order(&self, order: &str) -> Result<(), Failure> {
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(keys::control(&self.config.prefix)).arg(order);
+        self.call(|_| Call::Command(command.clone()))
+            .await
+            .map(drop)
     }
 
     /// Learns the key that tags cursors from Redis, putting this node's

@@ -29,7 +29,12 @@
 //! They expire (twice the share TTL after the last write) once no node
 //! writes them.
 //!
-//! Beside them, `<prefix>:cursor-key` holds the key that tags cursors.
+//! Beside them, `<prefix>:cursor-key` holds the key that tags cursors, and
+//! `<prefix>:control` is the pub/sub channel (no key) on which orders to
+//! live subscriptions go to every node (`Hub::disconnect` and the like; see
+//! `control.rs`, and `wire.rs` for their form). A clear of a channel's
+//! history writes no key of its own: it moves the channel's meta to a new
+//! epoch and deletes its log (see `scripts/new_epoch.lua`).
 //!
 //! Channel names cannot hold `{` or `}`, so the tag is always the name.
 
@@ -96,6 +101,11 @@ impl PresenceKeys {
     }
 }
 
+/// The pub/sub channel that carries orders to every node.
+pub(crate) fn control(prefix: &str) -> String {
+    format!("{prefix}:control")
+}
+
 /// The channel a pub/sub channel name belongs to, if it is one of ours.
 pub(crate) fn channel_of(prefix: &str, pubsub: &str) -> Option<ChannelName> {
     let name = pubsub
@@ -122,5 +132,8 @@ mod tests {
         let presence = PresenceKeys::new("comet", &name);
         assert_eq!(presence.nodes, "comet:{room/a:b}:nodes");
         assert_eq!(presence.pubsub, keys.pubsub);
+        // No channel's: its name has no braces.
+        assert_eq!(control("comet"), "comet:control");
+        assert_eq!(channel_of("comet", &control("comet")), None);
     }
 }

@@ -66,20 +66,37 @@
 //! hears every user join again at the nodes' next refresh. Give each hub
 //! an engine of its own: hubs sharing one engine share its node's shares.
 //!
+//! Orders to live subscriptions ([`Hub::disconnect`](comet_core::Hub::disconnect),
+//! `unsubscribe`, `subscribe_user`, `close`) reach every node: each is
+//! published on one pub/sub channel, `<prefix>:control`, within the engine's
+//! timeout (an error when Redis cannot be reached), and every node applies
+//! it to its own subscriptions. Pub/sub keeps nothing: a node whose pub/sub
+//! connection is down when an order goes out (cut off from Redis, say, or
+//! reconnecting) never gets it, so its subscriptions carry on
+//! as if it had not been sent; send it again if that matters, or refuse the
+//! user where you authorize (a disconnected user's next subscribe).
+//! [`Hub::close_and_clear`](comet_core::Hub::close_and_clear) deletes the
+//! channel's history at once: it moves to a new epoch, so clients that
+//! resume from before get one gap and then only what is published after.
+//!
 //! Inside (for contributors), modules depend one way: `lib.rs`, this API,
 //! on `presence`, the presence store (every node's share of each channel,
-//! refreshed by a task of its own); it on `node`, the node's task (connect,
-//! serve, loads, retries, sweep, and join and leave handed to mirrors); it
-//! on `mirror` (a `ChannelLog` per channel in use, and what a read does to
-//! it) and `primary` (one address, or the one Sentinel names); they on
-//! `backplane` (commands and scripts on the command connection); and that
-//! on `wire` (Redis's replies and announcements), `keys`, `scripts` and
-//! `cursor_key`. No module imports one that imports it.
+//! refreshed by a task of its own), and on `control`, the control bus
+//! (orders published to every node, heard by each node's task, and clearing
+//! a channel); they on `node`, the node's task (connect, serve, loads,
+//! retries, sweep, join and leave handed to mirrors, and orders handed to
+//! the hubs that listen); it on `mirror` (a `ChannelLog` per channel in
+//! use, and what a read does to it) and `primary` (one address, or the one
+//! Sentinel names); they on `backplane` (commands and scripts on the command
+//! connection); and that on `wire` (Redis's replies, announcements and
+//! orders), `keys`, `scripts` and `cursor_key`. No module imports one that
+//! imports it.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod backplane;
+mod control;
 mod cursor_key;
 mod keys;
 mod mirror;
@@ -91,7 +108,8 @@ mod wire;
 
 use backplane::Config;
 use comet_core::engine::{
-    Attachment, ChannelLog, CursorKey, Engine, EngineFuture, PresenceStore, PublishFuture, Resume,
+    Attachment, ChannelLog, ControlBus, CursorKey, Engine, EngineFuture, PresenceStore,
+    PublishFuture, Resume,
 };
 use comet_core::{ChannelName, HistoryPolicy, IdempotencyKey, Payload, Position};
 use node::Shared;
@@ -483,6 +501,14 @@ impl Engine for RedisEngine {
 
     fn presence_store(&self) -> Option<Arc<dyn PresenceStore>> {
         Some(Arc::new(self.presence.clone()))
+    }
+
+    fn control_bus(&self) -> Option<Arc<dyn ControlBus>> {
+        Some(Arc::new(control::Bus(self.shared.clone())))
+    }
+
+    fn clear(&self, channel: &ChannelName) -> EngineFuture<()> {
+        Box::pin(control::clear(self.shared.clone(), channel.clone()))
     }
 }
 

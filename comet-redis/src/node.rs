@@ -32,11 +32,18 @@
 //!   moves the channel to a new epoch, so no offset is ever served for two
 //!   messages; so does a cursor a node issued that is ahead of Redis, since
 //!   only lost writes explain it;
-//! - a new epoch is announced, so every node learns of it at once;
+//! - a new epoch is announced, so every node learns of it at once (a clear
+//!   of the channel's history too): a mirror that hears of an epoch it does
+//!   not have stops answering new subscribers itself until it has read it,
+//!   so that none resumes into the history that is gone;
 //! - users' join and leave (announced by the presence script, see
 //!   `presence.rs`) go to the mirror's log as they come: they take no
 //!   offset, so no load waits for them;
-//! - mirrors nobody has used for a while are dropped and unsubscribed.
+//! - mirrors nobody has used for a while are dropped and unsubscribed;
+//! - orders to live subscriptions (`Hub::disconnect` and the like, see
+//!   `control.rs`) come on one more pub/sub channel, subscribed at every
+//!   connect, and go to every hub listening on this engine. An order sent
+//!   while the connection is down is lost for this node.
 
 use crate::{
     backplane::{jittered, Backplane, Config, Counters, Failure},
@@ -45,7 +52,7 @@ use crate::{
     primary::Primary,
     wire::{self, State},
 };
-use comet_core::engine::Extended;
+use comet_core::engine::{ControlHandler, Extended};
 use comet_core::{ChannelName, Message, PresenceEvent};
 use futures_util::StreamExt;
 use futures_util::{future::BoxFuture, stream::FuturesUnordered};
@@ -54,7 +61,7 @@ use std::{
     collections::{HashMap, VecDeque},
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, RwLock,
     },
     time::Duration,
 };
@@ -74,6 +81,9 @@ pub(crate) struct Shared {
     /// The pub/sub connection is up and every mirror is current.
     pub(crate) connected: AtomicBool,
     pub(crate) dropped: AtomicBool,
+    /// Who applies the orders heard on the control channel: one per hub
+    /// built on this engine.
+    pub(crate) listeners: RwLock<Vec<ControlHandler>>,
     /// A round of key TTL refreshes is under way (one at a time).
     touching: AtomicBool,
     /// A read of the cursor key is under way (one at a time).
@@ -105,6 +115,7 @@ impl Shared {
             backplane,
             connected: AtomicBool::new(false),
             dropped: AtomicBool::new(false),
+            listeners: RwLock::default(),
             touching: AtomicBool::new(false),
             keying: AtomicBool::new(false),
             stats,
@@ -169,6 +180,17 @@ pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Refres
             backoff = FIRST_BACKOFF;
         }
     }
+}
+
+/// Whether `epoch`, announced for `mirror`'s channel, is another than the
+/// mirror has: then the history it holds is gone (renewed, or cleared), and
+/// it stops answering new subscribers itself until it has read the new one.
+fn moved(mirror: &Mirror, epoch: u64) -> bool {
+    let moved = mirror.log.epoch() != epoch;
+    if moved {
+        mirror.current.store(false, Ordering::SeqCst);
+    }
+    moved
 }
 
 /// Finds the primary (behind Sentinel: asks the sentinels, and moves the
@@ -295,6 +317,8 @@ struct Retry {
 struct Node {
     shared: Arc<Shared>,
     sink: PubSubSink,
+    /// The pub/sub channel of orders.
+    control: String,
     /// Mirrors without subscribers, and since when.
     unused: HashMap<ChannelName, Instant>,
     /// When the keys of mirrored channels were last kept from expiring.
@@ -316,6 +340,7 @@ impl Node {
     fn new(shared: Arc<Shared>, sink: PubSubSink, asked: u64) -> Self {
         Self {
             asked,
+            control: keys::control(&shared.config.prefix),
             shared,
             sink,
             unused: HashMap::new(),
@@ -400,6 +425,10 @@ impl Node {
 
     /// An announcement from Redis.
     fn announced(&mut self, message: &redis::Msg) {
+        if message.get_channel_name() == self.control {
+            self.ordered(message.get_payload_bytes());
+            return;
+        }
         let prefix = &self.shared.config.prefix;
         let Some(channel) = keys::channel_of(prefix, message.get_channel_name()) else {
             return; // not a channel of ours
@@ -429,6 +458,9 @@ impl Node {
         let Some(mirror) = self.shared.mirrors.read().get(&channel).cloned() else {
             return; // unsubscribed meanwhile
         };
+        if let Heard::NewEpoch(epoch) = &heard {
+            moved(&mirror, *epoch);
+        }
         if let Some(load) = self.loads.get_mut(&channel) {
             // Applied after the load, in order (Redis has them if dropped).
             if load.heard.len() < MAX_HEARD {
@@ -440,8 +472,8 @@ impl Node {
             return;
         }
         if !mirror.current.load(Ordering::SeqCst) {
-            // Its last read failed: read it whole (this message included),
-            // unless it is waiting out its back-off.
+            // Its last read failed, or its epoch moved: read it whole (this
+            // message included), unless it is waiting out its back-off.
             if self.retry.get(&channel).is_none_or(|r| r.at.is_none()) {
                 self.load(mirror, None);
             }
@@ -457,7 +489,7 @@ impl Node {
     fn hear(&self, mirror: &Mirror, heard: Heard) -> bool {
         match heard {
             // This node made it, and has it already; or another one did.
-            Heard::NewEpoch(epoch) => mirror.log.epoch() == epoch,
+            Heard::NewEpoch(epoch) => !moved(mirror, epoch),
             Heard::Message(message) => match mirror.log.extend(message.clone()) {
                 Extended::Appended => true,
                 // Announced again after a read: the same message. Another
@@ -465,6 +497,26 @@ impl Node {
                 Extended::Duplicate => holds(&mirror.log, &message),
                 Extended::OutOfOrder => false,
             },
+        }
+    }
+
+    /// An order heard on the control channel: to every hub listening.
+    fn ordered(&self, payload: &[u8]) {
+        match wire::control(payload) {
+            Ok(control) => {
+                let listeners = self
+                    .shared
+                    .listeners
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner());
+                for listener in listeners.iter() {
+                    listener(control.clone());
+                }
+            }
+            Err(reason) => {
+                self.shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(reason, "ignored an order not in comet's format");
+            }
         }
     }
 
@@ -594,14 +646,15 @@ impl Node {
             let max = mirror.log.policy().max_messages;
             let result = match job {
                 Job::Read { known } => shared.backplane.read(&mirror.keys, known, max).await,
-                Job::Renew { epoch } => match shared.backplane.new_epoch(&mirror.keys, epoch).await
-                {
-                    Ok(()) => {
-                        shared.stats.epochs_renewed.fetch_add(1, Ordering::Relaxed);
-                        shared.backplane.read(&mirror.keys, None, max).await
+                Job::Renew { epoch } => {
+                    match shared.backplane.new_epoch(&mirror.keys, Some(epoch)).await {
+                        Ok(()) => {
+                            shared.stats.epochs_renewed.fetch_add(1, Ordering::Relaxed);
+                            shared.backplane.read(&mirror.keys, None, max).await
+                        }
+                        Err(failure) => Err(failure),
                     }
-                    Err(failure) => Err(failure),
-                },
+                }
             };
             Fetched {
                 channel,
@@ -771,9 +824,11 @@ impl Node {
         }
     }
 
-    /// After (re)connecting: subscribe to every mirrored channel, then load
-    /// every mirror (off this task: a connect succeeds once SUBSCRIBE does).
+    /// After (re)connecting: subscribe to the orders and every mirrored
+    /// channel, then load every mirror (off this task: a connect succeeds
+    /// once SUBSCRIBE does).
     async fn resubscribe_all(&mut self) -> Result<(), Failure> {
+        self.subscribe(vec![self.control.clone()]).await?;
         let mirrors: Vec<Arc<Mirror>> = self.shared.mirrors.read().values().cloned().collect();
         for chunk in mirrors.chunks(1000) {
             for mirror in chunk {

@@ -30,7 +30,7 @@
 //! is unknown (timed out) is repaired by the next refresh.
 
 use crate::{
-    backplane::{unavailable, Failure, ShareWrite, UserShare},
+    backplane::{late, unavailable, Failure, ShareWrite, UserShare},
     keys::PresenceKeys,
     node::Shared,
     wire::{Found, Shares},
@@ -89,12 +89,6 @@ impl Share {
     fn is_empty(&self) -> bool {
         !self.occupied && self.users.is_empty()
     }
-}
-
-/// A call that took longer than the engine's timeout in all (a retry
-/// included, or waiting for the channel's previous write).
-fn late(timeout: Duration) -> Failure {
-    Failure::Backplane(format!("redis did not answer within {timeout:?}"))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

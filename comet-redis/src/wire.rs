@@ -14,11 +14,20 @@
 //! too. A node of a version before `p1` counts a `p1` as malformed, warns
 //! and ignores it: it touches no mirror.
 //!
+//! On the node-wide control channel (`<prefix>:control`), orders to live
+//! subscriptions ([`Control`]), `o1\n<op>` then its fields, one a line:
+//! `o1\nd\n<user>` (disconnect), `o1\nu\n<user>\n<channel>` (unsubscribe),
+//! `o1\ns\n<user>\n<channel>` (subscribe) and `o1\nc\n<channel>` (close).
+//! Neither a user id nor a channel name holds a line break (user ids have
+//! no control characters), so every field is one line, and an order is
+//! checked as the hub checks what it sends: anything else is refused whole.
+//! A node of a version before `o1` does not listen there.
+//!
 //! Beside them, the presence scripts' replies: transitions ([`Found`]) and
 //! a channel's presence ([`Shares`]).
 
 use bytes::Bytes;
-use comet_core::engine::Transition;
+use comet_core::engine::{Control, Transition};
 use comet_core::{
     ChannelName, Identity, Member, Message, Payload, PayloadKind, Presence, PresenceKind,
 };
@@ -206,6 +215,49 @@ fn identity_of(user: &[u8], info: &[u8]) -> Result<Identity, &'static str> {
     identity
         .with_info_json(info)
         .map_err(|_| "info the hub refuses")
+}
+
+/// An order as the control channel carries it; `None` for an order this
+/// version cannot carry (`Control` may grow).
+pub(crate) fn control_message(control: &Control) -> Option<String> {
+    Some(match control {
+        Control::Disconnect { user } => format!("o1\nd\n{user}"),
+        Control::Unsubscribe { user, channel } => format!("o1\nu\n{user}\n{channel}"),
+        Control::Subscribe { user, channel } => format!("o1\ns\n{user}\n{channel}"),
+        Control::Close { channel } => format!("o1\nc\n{channel}"),
+        _ => return None,
+    })
+}
+
+/// Parses an order heard on the control channel.
+pub(crate) fn control(payload: &[u8]) -> Result<Control, &'static str> {
+    let fields = payload
+        .strip_prefix(b"o1\n")
+        .ok_or("not a comet order")?
+        .split(|b| *b == b'\n')
+        .map(|field| std::str::from_utf8(field).map_err(|_| "a field is not UTF-8"))
+        .collect::<Result<Vec<&str>, _>>()?;
+    let user = |user: &str| {
+        Identity::new(user)
+            .map(|identity| identity.user_arc().clone())
+            .map_err(|_| "user id the hub refuses")
+    };
+    let channel = |name: &str| ChannelName::new(name).map_err(|_| "channel name the hub refuses");
+    match fields.as_slice() {
+        ["d", who] => Ok(Control::Disconnect { user: user(who)? }),
+        ["u", who, name] => Ok(Control::Unsubscribe {
+            user: user(who)?,
+            channel: channel(name)?,
+        }),
+        ["s", who, name] => Ok(Control::Subscribe {
+            user: user(who)?,
+            channel: channel(name)?,
+        }),
+        ["c", name] => Ok(Control::Close {
+            channel: channel(name)?,
+        }),
+        _ => Err("unknown order, or the wrong number of fields"),
+    }
 }
 
 /// A transition the presence script reported.
@@ -499,6 +551,56 @@ mod tests {
         ] {
             assert!(announcement(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn orders_round_trip_and_anything_else_is_refused() {
+        let user: Arc<str> = Arc::from("ann é:/{x} 😀");
+        let channel = ChannelName::new("room/a:b").unwrap();
+        for order in [
+            Control::Disconnect { user: user.clone() },
+            Control::Unsubscribe {
+                user: user.clone(),
+                channel: channel.clone(),
+            },
+            Control::Subscribe {
+                user: user.clone(),
+                channel: channel.clone(),
+            },
+            Control::Close {
+                channel: channel.clone(),
+            },
+        ] {
+            let wire = control_message(&order).unwrap();
+            assert_eq!(control(wire.as_bytes()), Ok(order), "{wire:?}");
+        }
+        assert_eq!(
+            control(b"o1\nd\nann"),
+            Ok(Control::Disconnect { user: "ann".into() })
+        );
+        for bad in [
+            &b""[..],
+            b"o1",
+            b"o1\n",
+            b"o2\nd\nann",
+            b"c2\n1\n2",
+            b"o1\nx\nann",
+            b"o1\nd\n",
+            b"o1\nd\nann\n",
+            b"o1\nd\nann\nroom",
+            b"o1\nd\na\tb",
+            b"o1\nd\n\xff",
+            b"o1\nu\nann",
+            b"o1\nu\nann\nbad name",
+            b"o1\ns\nann\n",
+            b"o1\nc\n",
+            b"o1\nc\nroom\nmore",
+            b"o1\nc\nbad{name}",
+        ] {
+            assert!(control(bad).is_err(), "{bad:?}");
+        }
+        let long = format!("o1\nd\n{}", "x".repeat(comet_core::MAX_USER_LEN + 1));
+        assert!(control(long.as_bytes()).is_err());
     }
 
     #[test]

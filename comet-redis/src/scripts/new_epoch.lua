@@ -5,11 +5,17 @@
 -- continuing from the channel's last one. Announced, so that every node
 -- learns at once rather than at the next publish.
 --
--- KEYS: meta, log. ARGV: 1 the old epoch, 2 the new one, 3 the pub/sub
--- channel. Returns the epoch the channel has now.
+-- With `ARGV[1]` empty, whatever epoch the channel has (`Engine::clear`: the
+-- app deletes its history): the same move, so that readers from before get
+-- a gap, and idempotency keys remembered for the old epoch answer no publish
+-- (the publish script honours one only in the epoch it names). A channel
+-- with no keys (the void) has no history to clear: nothing happens.
+--
+-- KEYS: meta, log. ARGV: 1 the old epoch ('' for any), 2 the new one, 3 the
+-- pub/sub channel. Returns the epoch the channel has now (nil in the void).
 
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if epoch == ARGV[1] then
+if epoch and (epoch == ARGV[1] or ARGV[1] == '') then
   redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
   -- Not the channel's first: readers of the void get a gap.
   redis.call('HDEL', KEYS[1], 'born')
