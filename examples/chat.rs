@@ -8,7 +8,16 @@
 //! transport, drop the connection, or restart from an older message's
 //! cursor (`?transport=poll`, or sse, stream, jsonp, iframe, in the page's
 //! URL forces one from the start; `?name=` and `?room=` pick those). Messages are posted to an ordinary axum
-//! handler that calls `hub.publish`. `COMET_CORS_ORIGINS` (comma-separated)
+//! handler that calls `hub.publish`.
+//!
+//! Every room has presence: the page lists who is in it, live, and the
+//! room's users and connections on every node. Who a subscriber is comes
+//! from a `user=` parameter the page adds to its comet URL (its name, with
+//! `{"name": ..}` as info; `common::identify_from_query`). That is for the
+//! demo alone and unsafe anywhere else: anyone can claim any name. A real
+//! app takes the identity from its session or a signed token
+//! (`SubscribeRoute::identify`). `GET /comet/publish/room/<room>` answers
+//! the room's cursor, subscribers and presence to whoever may publish. `COMET_CORS_ORIGINS` (comma-separated)
 //! lets pages of other origins use `/comet`, with credentials.
 //!
 //! The app also mounts the project's reference comet routes at fixed paths,
