@@ -353,16 +353,17 @@ fn read(path: &str) -> String {
         .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// The spec is in the repository, at version 1.3 with a changelog that
-/// keeps 1.2's and 1.1's entries, the README links it, and its error table is exactly
+/// The spec is in the repository, at version 1.4 with a changelog that
+/// keeps 1.3's, 1.2's and 1.1's entries, the README links it, and its error table is exactly
 /// `ErrorCode`.
 #[test]
 fn the_spec_is_in_the_repository_and_its_error_table_is_the_code() {
     let spec = read("PROTOCOL.md");
-    assert!(spec.starts_with("# The comet wire protocol, version 1.3\n"));
+    assert!(spec.starts_with("# The comet wire protocol, version 1.4\n"));
     let changelog = &spec[spec.find("## Changelog").expect("a changelog")..];
     assert!(
-        changelog.contains("**1.3**")
+        changelog.contains("**1.4**")
+            && changelog.contains("**1.3**")
             && changelog.contains("**1.2**")
             && changelog.contains("**1.1**")
     );
@@ -371,7 +372,7 @@ fn the_spec_is_in_the_repository_and_its_error_table_is_the_code() {
         "the README links PROTOCOL.md"
     );
     assert!(read("comet-protocol/client/comet.js")
-        .starts_with("// comet.js: the browser client for the comet wire protocol, version 1.3."));
+        .starts_with("// comet.js: the browser client for the comet wire protocol, version 1.4."));
 
     let errors = &spec[spec.find("## Errors").unwrap()..];
     let errors = &errors[..errors[3..].find("\n## ").unwrap()];

@@ -11,7 +11,7 @@ use std::{
     collections::VecDeque,
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
-        Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard,
+        Arc, RwLock, RwLockReadGuard, RwLockWriteGuard,
     },
     time::Duration,
 };
@@ -144,7 +144,7 @@ pub struct ChannelLog {
     /// (nanoseconds after `created`); atomic so that leaving takes no lock.
     last_active: AtomicU64,
     /// Recent join and leave events, for subscribers that asked for them.
-    presence: Mutex<PresenceFeed>,
+    presence: RwLock<PresenceFeed>,
     /// A copy of `PresenceFeed::next`, stored (under its lock) before
     /// waiters are woken: readers with nothing new learn so without locking.
     announced: AtomicU64,
@@ -266,7 +266,7 @@ impl ChannelLog {
             published: AtomicU64::new(0),
             created: Instant::now(),
             last_active: AtomicU64::new(0),
-            presence: Mutex::default(),
+            presence: RwLock::default(),
             announced: AtomicU64::new(0),
         }
     }
@@ -277,7 +277,7 @@ impl ChannelLog {
     /// the in-memory one, with what its node saw.
     pub fn announce(&self, events: impl IntoIterator<Item = PresenceEvent>) {
         {
-            let mut feed = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+            let mut feed = self.presence.write().unwrap_or_else(|e| e.into_inner());
             for event in events {
                 feed.events.push_back(Arc::new(event));
                 feed.next += 1;
@@ -301,7 +301,7 @@ impl ChannelLog {
         if seen >= self.announced.load(Ordering::Acquire) {
             return None;
         }
-        let feed = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+        let feed = self.presence.read().unwrap_or_else(|e| e.into_inner());
         let oldest = feed.next - feed.events.len() as u64;
         let at = seen.max(oldest);
         let event = feed.events.get((at - oldest) as usize)?.clone();

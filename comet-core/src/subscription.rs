@@ -210,12 +210,19 @@ pub struct Subscription {
     /// batches, so fan-out does not contend on one shared counter).
     delivered: u64,
     state: Arc<SubscriberState>,
-    /// Who subscribed, if anyone in particular.
-    identity: Option<Identity>,
+    /// Who subscribed, and who was on each channel as it started: boxed,
+    /// so that an anonymous subscription without presence pays a pointer.
+    about: Option<Box<About>>,
     /// How long they linger after this ends, in milliseconds.
     grace_ms: u32,
     /// They asked for join and leave events.
     presence_events: bool,
+}
+
+/// What only some subscriptions have.
+#[derive(Default)]
+struct About {
+    identity: Option<Identity>,
     /// Who was on each channel with presence when it started, not yet
     /// handed out, last first.
     members: Vec<ChannelPresence>,
@@ -272,10 +279,14 @@ impl Subscription {
             next: 0,
             delivered: 0,
             state,
-            identity: subscriber.identity,
+            about: subscriber.identity.map(|identity| {
+                Box::new(About {
+                    identity: Some(identity),
+                    members: Vec::new(),
+                })
+            }),
             grace_ms: subscriber.grace.as_millis().min(u32::MAX as u128) as u32,
             presence_events: subscriber.presence_events,
-            members: Vec::new(),
         };
         if let Some(hook) = subscription.state.tracker.hook() {
             hook(&HubEvent::Subscribed(&subscription));
@@ -284,9 +295,9 @@ impl Subscription {
     }
 
     /// Hands out `members` (each channel's presence as it started) first.
-    pub(crate) fn set_members(&mut self, members: Vec<ChannelPresence>) {
-        self.members = members;
-        self.members.reverse();
+    pub(crate) fn set_members(&mut self, mut members: Vec<ChannelPresence>) {
+        members.reverse();
+        self.about.get_or_insert_with(Box::default).members = members;
     }
 
     /// The channels whose presence events it asked for (those with presence).
@@ -304,7 +315,7 @@ impl Subscription {
 
     /// Who subscribed, if anyone in particular.
     pub fn identity(&self) -> Option<&Identity> {
-        self.identity.as_ref()
+        self.about.as_ref()?.identity.as_ref()
     }
 
     /// The position after everything delivered so far, in every channel.
@@ -321,7 +332,7 @@ impl Subscription {
 
     /// Returns the next item if one is ready, without waiting.
     pub fn try_next(&mut self) -> Option<Item> {
-        if let Some((channel, presence)) = self.members.pop() {
+        if let Some((channel, presence)) = self.about.as_mut().and_then(|a| a.members.pop()) {
             return Some(Item::Members {
                 channel,
                 presence,
@@ -431,7 +442,7 @@ impl Drop for Subscription {
         let grace = Duration::from_millis(self.grace_ms.into());
         for subscribed in self.channels.iter() {
             let last = subscribed.log.detach();
-            let identity = self.identity.as_ref().filter(|_| subscribed.tracked);
+            let identity = self.identity().filter(|_| subscribed.tracked);
             tracker.released(&subscribed.log, last, identity, grace);
         }
         self.state.subscribers.fetch_sub(1, Ordering::Relaxed);

@@ -1,4 +1,4 @@
-// comet.js: the browser client for the comet wire protocol, version 1.3.
+// comet.js: the browser client for the comet wire protocol, version 1.4.
 //
 // A dependency-free ES module. One `Comet` receives many channels over one
 // connection, picks the best transport that actually works here (SSE, fetch
