@@ -1,4 +1,4 @@
-// Types for comet.js, the browser client for the comet wire protocol v1.3.
+// Types for comet.js, the browser client for the comet wire protocol v1.4.
 
 /** A transport, best first: SSE, fetch streaming (ndjson), long polling,
  * JSONP script tags, the forever frame (same origin only). */
