@@ -99,6 +99,31 @@ async fn chat_demo(example: &str) {
         .unwrap();
     assert!(jsonp.text().await.unwrap().contains("via http"));
 
+    // Presence: the demo knows a subscriber by its `user=` (the demo alone
+    // may: anyone can claim any name), with its name as info; the room's
+    // info, which whoever may publish may GET, lists it.
+    let watcher = client()
+        .get(chat.url("/comet/stream?channel=room/lobby&presence=1&user=ann+b%C3%A9"))
+        .send()
+        .await
+        .unwrap();
+    let mut watcher = LineReader::new(watcher);
+    let member =
+        serde_json::json!({ "user": "ann bé", "info": { "name": "ann bé" }, "connections": 1 });
+    let list: serde_json::Value = serde_json::from_str(&watcher.line().await.unwrap()).unwrap();
+    assert_eq!(list["type"], "presence", "{list}");
+    assert_eq!(list["presence"], serde_json::json!([member]), "{list}");
+    let info = client()
+        .get(chat.url("/comet/publish/room/lobby"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(info.status(), 200);
+    let info: serde_json::Value = info.json().await.unwrap();
+    assert_eq!(info["users"], 1, "{info}");
+    assert_eq!(info["presence"], serde_json::json!([member]), "{info}");
+    drop(watcher);
+
     // Bad input is refused with a reason.
     let empty = post(
         "/rooms/lobby/messages",
