@@ -240,6 +240,7 @@ async fn every_error_code_of_the_table_is_answered_over_a_socket(adapter: Adapte
                 .post(url("/comet/publish/a"))
                 .header("content-type", "application/json")
                 .body("{"),
+            ErrorCode::Unauthorized => c.get(url("/comet/signed?channel=a")),
             ErrorCode::Forbidden => c.post(url("/comet/closed/a")).body("x"),
             ErrorCode::CorsDenied => c
                 .request(reqwest::Method::OPTIONS, url("/comet/listed?channel=a"))

@@ -10,7 +10,7 @@ use crate::{epoch::VOID_EPOCH, message::Message, ChannelName, Payload, Position,
 use std::{
     collections::VecDeque,
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
         Arc, RwLock, RwLockReadGuard, RwLockWriteGuard,
     },
     time::Duration,
@@ -148,6 +148,9 @@ pub struct ChannelLog {
     /// A copy of `PresenceFeed::next`, stored (under its lock) before
     /// waiters are woken: readers with nothing new learn so without locking.
     announced: AtomicU64,
+    /// How many times the channel was closed: a subscription that saw fewer
+    /// when it started reading stops reading it.
+    closings: AtomicU32,
 }
 
 /// The join and leave events a channel keeps for readers that are behind:
@@ -268,7 +271,21 @@ impl ChannelLog {
             last_active: AtomicU64::new(0),
             presence: RwLock::default(),
             announced: AtomicU64::new(0),
+            closings: AtomicU32::new(0),
         }
+    }
+
+    /// Ends every current subscription's reading of this channel (each
+    /// gets an end item saying it was closed); later subscriptions read it
+    /// as before.
+    pub fn close(&self) {
+        self.closings.fetch_add(1, Ordering::AcqRel);
+        self.notify.notify_waiters();
+    }
+
+    /// How many times the channel was closed.
+    pub(crate) fn closings(&self) -> u32 {
+        self.closings.load(Ordering::Acquire)
     }
 
     /// Delivers join and leave events to the subscribers that asked for

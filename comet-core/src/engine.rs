@@ -14,6 +14,7 @@
 //! [`HubBuilder::engine`](crate::HubBuilder::engine).
 
 pub use crate::channel_log::{Attachment, ChannelLog, Extended, Read};
+pub use crate::control::{Control, ControlBus, ControlHandler};
 pub use crate::cursor::CursorKey;
 pub use crate::epoch::{random_epoch, VOID_EPOCH};
 pub use crate::presence::{NodeUpdate, Observer, PresenceStore, Transition, UserUpdate};
@@ -109,6 +110,25 @@ pub trait Engine: Send + Sync + 'static {
     /// the only one: what it sees is everyone's.
     fn presence_store(&self) -> Option<Arc<dyn PresenceStore>> {
         None
+    }
+
+    /// How this engine's nodes carry orders to each other's live
+    /// subscriptions ([`Hub::disconnect`](crate::Hub::disconnect) and the
+    /// like), if they are several. Without one (the default), orders reach
+    /// this hub's subscriptions alone.
+    fn control_bus(&self) -> Option<Arc<dyn ControlBus>> {
+        None
+    }
+
+    /// Deletes the history of `channel`: its next message starts a new
+    /// epoch, so that a client resuming from before gets a gap, never the
+    /// old offsets with other content. The default refuses: an engine that
+    /// can, says so.
+    fn clear(&self, channel: &ChannelName) -> EngineFuture<()> {
+        let _ = channel;
+        Box::pin(std::future::ready(Err(
+            "this engine cannot clear a channel's history".into(),
+        )))
     }
 }
 

@@ -4,9 +4,10 @@ mod builder;
 mod error;
 
 pub use builder::{HubBuilder, DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION, DEFAULT_MAX_PAYLOAD_BYTES};
-pub use error::{PublishError, QueryError, SubscribeError};
+pub use error::{ControlError, PublishError, QueryError, SubscribeError};
 
 use crate::{
+    control::{Command, Control, EndReason},
     cursor::Provenance,
     engine::{Engine, Resume},
     payload::validate_event,
@@ -481,6 +482,77 @@ impl Hub {
         cursor.signed(self.shared.engine.cursor_key())
     }
 
+    /// Ends every live subscription of `user`, on every node, with an
+    /// [`Item::Ended`](crate::Item::Ended) saying
+    /// [`EndReason::Disconnected`](crate::EndReason::Disconnected) (a user
+    /// who logged out, or lost access). Only identified subscriptions have
+    /// a user. It does not stop them subscribing again: refuse that where
+    /// you authorize.
+    pub async fn disconnect(&self, user: &str) -> Result<(), ControlError> {
+        let user = user_id(user)?;
+        self.order(Control::Disconnect { user }).await
+    }
+
+    /// Takes `channel` out of every live subscription of `user`, on every
+    /// node: each gets an [`Item::Ended`](crate::Item::Ended) for that
+    /// channel ([`EndReason::Unsubscribed`](crate::EndReason::Unsubscribed))
+    /// and reads its other channels on; one that read only it ends.
+    pub async fn unsubscribe(&self, user: &str, channel: &str) -> Result<(), ControlError> {
+        let user = user_id(user)?;
+        let channel = ChannelName::new(channel).map_err(ControlError::InvalidChannel)?;
+        self.order(Control::Unsubscribe { user, channel }).await
+    }
+
+    /// Adds `channel` to every live subscription of `user`, on every node,
+    /// from its head now: each gets an [`Item::Added`](crate::Item::Added)
+    /// whose cursor includes it, so that a client resumes it too.
+    pub async fn subscribe_user(&self, user: &str, channel: &str) -> Result<(), ControlError> {
+        let user = user_id(user)?;
+        let channel = ChannelName::new(channel).map_err(ControlError::InvalidChannel)?;
+        self.order(Control::Subscribe { user, channel }).await
+    }
+
+    /// Ends every live subscription's reading of `channel`, on every node
+    /// (each gets an [`Item::Ended`](crate::Item::Ended) saying
+    /// [`EndReason::Closed`](crate::EndReason::Closed)); its history stays,
+    /// and later subscriptions read it as before.
+    pub async fn close(&self, channel: &str) -> Result<(), ControlError> {
+        let channel = ChannelName::new(channel).map_err(ControlError::InvalidChannel)?;
+        self.order(Control::Close { channel }).await
+    }
+
+    /// Closes `channel` as [`close`](Self::close) does, after deleting its
+    /// history: its next message starts a new epoch, so a client that
+    /// resumes from before gets a gap.
+    pub async fn close_and_clear(&self, channel: &str) -> Result<(), ControlError> {
+        let name = ChannelName::new(channel).map_err(ControlError::InvalidChannel)?;
+        self.shared
+            .engine
+            .clear(&name)
+            .await
+            .map_err(|e| ControlError::Unavailable {
+                reason: e.to_string(),
+            })?;
+        self.order(Control::Close { channel: name }).await
+    }
+
+    /// Sends `control` to every node's subscriptions (this one's alone
+    /// without a bus).
+    async fn order(&self, control: Control) -> Result<(), ControlError> {
+        match self.shared.engine.control_bus() {
+            Some(bus) => bus
+                .send(control)
+                .await
+                .map_err(|e| ControlError::Unavailable {
+                    reason: e.to_string(),
+                }),
+            None => {
+                apply(&self.shared.state, &self.shared.engine, control);
+                Ok(())
+            }
+        }
+    }
+
     /// Begins shutdown: every subscription's stream ends (after the item it
     /// may be handing out), held long polls answer at once with their cursor,
     /// and new subscriptions are refused. History stays readable, so a client
@@ -636,6 +708,56 @@ impl Hub {
             return Err(SubscribeError::NoChannels);
         }
         Ok(names)
+    }
+}
+
+/// A user id as an identity would have it.
+fn user_id(user: &str) -> Result<Arc<str>, ControlError> {
+    crate::Identity::new(user)
+        .map(|identity| identity.user_arc().clone())
+        .map_err(ControlError::InvalidUser)
+}
+
+/// Applies `control` to this node's subscriptions.
+pub(crate) fn apply(state: &SubscriberState, engine: &Arc<dyn Engine>, control: Control) {
+    match control {
+        Control::Disconnect { user } => state
+            .registry
+            .tell(&user, || Command::End(EndReason::Disconnected)),
+        Control::Unsubscribe { user, channel } => state.registry.tell(&user, || {
+            Command::Remove(channel.clone(), EndReason::Unsubscribed)
+        }),
+        Control::Close { channel } => {
+            if let Some(log) = engine.existing(&channel) {
+                log.close();
+            }
+        }
+        Control::Subscribe { user, channel } => {
+            let inboxes = state.registry.of(&user);
+            if inboxes.is_empty() {
+                return;
+            }
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                tracing::warn!(%channel, "no runtime to add a channel to live subscriptions");
+                return;
+            };
+            let engine = engine.clone();
+            runtime.spawn(async move {
+                for inbox in inboxes {
+                    match engine.attach(&channel, None).await {
+                        Ok(attachment) => {
+                            let first = attachment.was_first();
+                            let log = attachment.keep();
+                            let position = log.start(None, Since::Head);
+                            inbox.push(Command::Add(log, position, first));
+                        }
+                        Err(error) => {
+                            tracing::warn!(%channel, %error, "could not add a channel to a live subscription");
+                        }
+                    }
+                }
+            });
+        }
     }
 }
 

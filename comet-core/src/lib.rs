@@ -57,6 +57,7 @@
 
 mod channel_log;
 mod channel_name;
+mod control;
 mod cursor;
 pub mod engine;
 mod epoch;
@@ -72,9 +73,10 @@ pub mod telemetry;
 
 pub use channel_log::{HistoryPolicy, Since, PRESENCE_FEED};
 pub use channel_name::{ChannelName, InvalidChannelName, MAX_CHANNEL_NAME_LEN};
+pub use control::EndReason;
 pub use cursor::{Cursor, CursorError, Position, MAX_CURSOR_LEN};
 pub use hub::{
-    Hub, HubBuilder, HubStats, PublishError, QueryError, Start, SubscribeError,
+    ControlError, Hub, HubBuilder, HubStats, PublishError, QueryError, Start, SubscribeError,
     DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION, DEFAULT_MAX_PAYLOAD_BYTES,
 };
 pub use idempotency::{

@@ -166,6 +166,14 @@ impl Engine for MemoryEngine {
             .len()
     }
 
+    fn clear(&self, channel: &ChannelName) -> EngineFuture<()> {
+        if let Some(log) = self.existing(channel) {
+            // A new epoch, empty: nothing of the old history is served again.
+            let _ = log.restart(crate::epoch::random_epoch(), 0, std::iter::empty());
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn wake_all(&self) {
         let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
         for log in channels.values() {

@@ -7,10 +7,12 @@
 //! item is returned, so dropping a pending `next()` loses nothing.
 
 use crate::{
+    control::{Command, EndReason, Inbox, Registry},
     engine::{ChannelLog, Read},
     presence::{tracker::Tracker, HubEvent, DEFAULT_PRESENCE_GRACE},
     ChannelName, Cursor, Identity, Message, Position, Presence, PresenceEvent,
 };
+use std::collections::VecDeque;
 use std::{
     fmt,
     future::Future,
@@ -23,6 +25,7 @@ use std::{
     time::Duration,
 };
 use tokio::sync::futures::OwnedNotified;
+use tokio::time::{Instant, Sleep};
 use tokio_stream::Stream;
 
 /// One thing a subscription delivers.
@@ -73,6 +76,27 @@ pub enum Item {
         /// The subscription's position, which this leaves as it was.
         cursor: Cursor,
     },
+    /// The server stopped the subscription's reading of `channel`, or, with
+    /// no channel, the whole subscription: the stream ends after it. The
+    /// reason tells a client whether to come back (after renewing an
+    /// expired token) or not.
+    Ended {
+        /// The channel it no longer reads, or `None`: all of them.
+        channel: Option<ChannelName>,
+        /// Why.
+        reason: EndReason,
+        /// The position in the channels it still reads (after an expiry:
+        /// all of them, to resume from with a new token).
+        cursor: Cursor,
+    },
+    /// The server added `channel` to the subscription
+    /// ([`Hub::subscribe_user`](crate::Hub::subscribe_user)), from its head.
+    Added {
+        /// The channel.
+        channel: ChannelName,
+        /// The position, the new channel included.
+        cursor: Cursor,
+    },
 }
 
 /// Who subscribes, and how: an identity (or none), whether they get join
@@ -92,6 +116,7 @@ pub struct Subscriber {
     pub(crate) identity: Option<Identity>,
     pub(crate) presence_events: bool,
     pub(crate) grace: Duration,
+    pub(crate) expires: Option<std::time::SystemTime>,
 }
 
 impl Default for Subscriber {
@@ -100,6 +125,7 @@ impl Default for Subscriber {
             identity: None,
             presence_events: false,
             grace: DEFAULT_PRESENCE_GRACE,
+            expires: None,
         }
     }
 }
@@ -131,6 +157,14 @@ impl Subscriber {
         self
     }
 
+    /// Ends the subscription at `at` (a token's `exp`) with an
+    /// [`Item::Ended`] whose reason is [`EndReason::Expired`]; a time
+    /// already past ends it at once.
+    pub fn expires_at(mut self, at: Option<std::time::SystemTime>) -> Self {
+        self.expires = at;
+        self
+    }
+
     /// The identity, if any.
     pub fn identity_ref(&self) -> Option<&Identity> {
         self.identity.as_ref()
@@ -151,16 +185,22 @@ impl Item {
             Item::Message { cursor, .. }
             | Item::Gap { cursor, .. }
             | Item::Presence { cursor, .. }
-            | Item::Members { cursor, .. } => cursor,
+            | Item::Members { cursor, .. }
+            | Item::Ended { cursor, .. }
+            | Item::Added { cursor, .. } => cursor,
         }
     }
 
-    /// The channel this item belongs to.
-    pub fn channel(&self) -> &ChannelName {
+    /// The channel this item belongs to (`None` for the end of a whole
+    /// subscription).
+    pub fn channel(&self) -> Option<&ChannelName> {
         match self {
-            Item::Message { message, .. } => message.channel(),
-            Item::Gap { channel, .. } | Item::Members { channel, .. } => channel,
-            Item::Presence { event, .. } => event.channel(),
+            Item::Message { message, .. } => Some(message.channel()),
+            Item::Gap { channel, .. }
+            | Item::Members { channel, .. }
+            | Item::Added { channel, .. } => Some(channel),
+            Item::Presence { event, .. } => Some(event.channel()),
+            Item::Ended { channel, .. } => channel.as_ref(),
         }
     }
 
@@ -197,13 +237,15 @@ pub(crate) struct SubscriberState {
     pub(crate) engine: Arc<dyn crate::engine::Engine>,
     /// Who is where, on this node.
     pub(crate) tracker: Arc<Tracker>,
+    /// The inboxes of this node's identified subscriptions.
+    pub(crate) registry: Registry,
 }
 
 /// A live subscription to one or more channels; see [`Hub::subscribe`](crate::Hub::subscribe).
 ///
 /// The stream ends only when the hub shuts down. Dropping it unsubscribes.
 pub struct Subscription {
-    channels: Box<[Subscribed]>,
+    channels: Vec<Subscribed>,
     /// Round-robin start, so a busy channel cannot starve the others.
     next: usize,
     /// Items handed out but not yet added to the hub's counter (added in
@@ -226,6 +268,16 @@ struct About {
     /// Who was on each channel with presence when it started, not yet
     /// handed out, last first.
     members: Vec<ChannelPresence>,
+    /// Where the server's orders for an identified subscription arrive.
+    inbox: Option<Arc<Inbox>>,
+    /// Armed before the inbox is read, as the logs' waiters are.
+    inbox_waiter: Option<Pin<Box<OwnedNotified>>>,
+    /// When access expires.
+    expiry: Option<Pin<Box<Sleep>>>,
+    /// Items made by orders, not yet handed out.
+    pending: VecDeque<Item>,
+    /// The subscription ended: nothing after `pending`.
+    ended: bool,
 }
 
 /// A channel and who was on it.
@@ -245,6 +297,8 @@ struct Subscribed {
     tracked: bool,
     /// The number of the next presence event to hand out.
     presence_seen: u64,
+    /// The log's closings when this started reading it.
+    closings: u32,
     waiter: Pin<Box<OwnedNotified>>,
 }
 
@@ -263,28 +317,32 @@ impl Subscription {
                 let tracked = subscriber.identity.is_some() && tracker.has_presence(log.name());
                 let identity = subscriber.identity.as_ref().filter(|_| tracked);
                 tracker.attached(&log, first, identity);
-                Subscribed {
-                    // Armed now, before the first read.
-                    waiter: Box::pin(log.waiter()),
-                    vouched: position.epoch != log.epoch() || position.offset <= log.head().offset,
-                    tracked,
-                    presence_seen: log.presence_mark(),
-                    log,
-                    position,
-                }
+                Subscribed::new(log, position, tracked)
             })
             .collect();
+        let mut about = None;
+        if let Some(identity) = subscriber.identity {
+            let inbox = state.registry.register(identity.user_arc());
+            about = Some(Box::new(About {
+                inbox_waiter: Some(Box::pin(inbox.notify.clone().notified_owned())),
+                inbox: Some(inbox),
+                identity: Some(identity),
+                ..About::default()
+            }));
+        }
+        if let Some(at) = subscriber.expires {
+            let left = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            let about = about.get_or_insert_with(Box::default);
+            about.expiry = Some(Box::pin(tokio::time::sleep(left)));
+        }
         let subscription = Self {
             channels,
             next: 0,
             delivered: 0,
             state,
-            about: subscriber.identity.map(|identity| {
-                Box::new(About {
-                    identity: Some(identity),
-                    members: Vec::new(),
-                })
-            }),
+            about,
             grace_ms: subscriber.grace.as_millis().min(u32::MAX as u128) as u32,
             presence_events: subscriber.presence_events,
         };
@@ -292,6 +350,124 @@ impl Subscription {
             hook(&HubEvent::Subscribed(&subscription));
         }
         subscription
+    }
+
+    /// Applies the server's orders and the expiry; true if that made items.
+    fn take_orders(&mut self) -> bool {
+        let mut made = false;
+        // Closed channels, the only order that reaches anonymous ones too.
+        let mut i = 0;
+        while i < self.channels.len() {
+            if self.channels[i].log.closings() != self.channels[i].closings {
+                let name = self.channels[i].log.name().clone();
+                self.remove(&name, EndReason::Closed);
+                made = true;
+            } else {
+                i += 1;
+            }
+        }
+        let Some(about) = self.about.as_mut() else {
+            return made;
+        };
+        if about.ended {
+            return made;
+        }
+        if about
+            .expiry
+            .as_ref()
+            .is_some_and(|sleep| sleep.deadline() <= Instant::now())
+        {
+            about.expiry = None;
+            self.end(EndReason::Expired);
+            return true;
+        }
+        let commands = match &about.inbox {
+            Some(inbox) => {
+                std::mem::take(&mut *inbox.commands.lock().unwrap_or_else(|e| e.into_inner()))
+            }
+            None => Vec::new(),
+        };
+        for command in commands {
+            made = true;
+            match command {
+                Command::End(reason) => {
+                    self.end(reason);
+                    break; // what comes after an end is dropped, with its counts
+                }
+                Command::Remove(channel, reason) => {
+                    if self.channels.iter().any(|c| c.log.name() == &channel) {
+                        self.remove(&channel, reason);
+                    }
+                }
+                Command::Add(log, position, first) => self.add(log, position, first),
+            }
+        }
+        made
+    }
+
+    /// Ends the whole subscription with `reason`.
+    fn end(&mut self, reason: EndReason) {
+        let cursor = self.cursor();
+        let about = self.about.get_or_insert_with(Box::default);
+        if about.ended {
+            return;
+        }
+        about.pending.push_back(Item::Ended {
+            channel: None,
+            reason,
+            cursor,
+        });
+        about.ended = true;
+    }
+
+    /// Stops reading `channel`; ends the subscription if it was the last.
+    fn remove(&mut self, channel: &ChannelName, reason: EndReason) {
+        let Some(index) = self.channels.iter().position(|c| c.log.name() == channel) else {
+            return;
+        };
+        let removed = self.channels.remove(index);
+        self.next = 0;
+        let last = removed.log.detach();
+        let identity = self.identity().filter(|_| removed.tracked);
+        let grace = Duration::from_millis(self.grace_ms.into());
+        self.state
+            .tracker
+            .released(&removed.log, last, identity, grace);
+        let cursor = self.cursor();
+        let empty = self.channels.is_empty();
+        let about = self.about.get_or_insert_with(Box::default);
+        about.pending.push_back(Item::Ended {
+            channel: Some(channel.clone()),
+            reason,
+            cursor,
+        });
+        if empty {
+            self.end(reason);
+        }
+    }
+
+    /// Starts reading `log` from `position` (already counted on it).
+    fn add(&mut self, log: Arc<ChannelLog>, position: Position, first: bool) {
+        if self.channels.iter().any(|c| c.log.name() == log.name()) {
+            log.detach();
+            return;
+        }
+        let tracker = &self.state.tracker;
+        let tracked = self.identity().is_some() && tracker.has_presence(log.name());
+        tracker.attached(&log, first, self.identity().filter(|_| tracked));
+        let channel = log.name().clone();
+        self.channels.push(Subscribed::new(log, position, tracked));
+        let cursor = self.cursor();
+        self.about
+            .get_or_insert_with(Box::default)
+            .pending
+            .push_back(Item::Added { channel, cursor });
+    }
+
+    fn is_ended(&self) -> bool {
+        self.about
+            .as_ref()
+            .is_some_and(|a| a.ended && a.pending.is_empty())
     }
 
     /// Hands out `members` (each channel's presence as it started) first.
@@ -332,6 +508,17 @@ impl Subscription {
 
     /// Returns the next item if one is ready, without waiting.
     pub fn try_next(&mut self) -> Option<Item> {
+        if let Some(about) = self.about.as_mut() {
+            if let Some(item) = about.pending.pop_front() {
+                return Some(item);
+            }
+            if about.ended {
+                return None;
+            }
+        }
+        if self.take_orders() {
+            return self.try_next();
+        }
         if let Some((channel, presence)) = self.about.as_mut().and_then(|a| a.members.pop()) {
             return Some(Item::Members {
                 channel,
@@ -420,12 +607,26 @@ impl Stream for Subscription {
             if let Some(item) = this.try_next() {
                 return Poll::Ready(Some(item));
             }
+            if this.is_ended() {
+                return Poll::Ready(None);
+            }
             let mut woken = false;
             for subscribed in this.channels.iter_mut() {
                 if subscribed.waiter.as_mut().poll(cx).is_ready() {
                     // Re-arm before the next read.
                     subscribed.waiter.set(subscribed.log.waiter());
                     woken = true;
+                }
+            }
+            if let Some(about) = this.about.as_mut() {
+                if let (Some(waiter), Some(inbox)) = (&mut about.inbox_waiter, &about.inbox) {
+                    if waiter.as_mut().poll(cx).is_ready() {
+                        waiter.set(inbox.notify.clone().notified_owned());
+                        woken = true;
+                    }
+                }
+                if let Some(expiry) = &mut about.expiry {
+                    woken |= expiry.as_mut().poll(cx).is_ready();
                 }
             }
             if !woken {
@@ -446,8 +647,28 @@ impl Drop for Subscription {
             tracker.released(&subscribed.log, last, identity, grace);
         }
         self.state.subscribers.fetch_sub(1, Ordering::Relaxed);
+        if let Some(about) = &self.about {
+            if let (Some(inbox), Some(identity)) = (&about.inbox, &about.identity) {
+                self.state.registry.unregister(identity.user(), inbox);
+            }
+        }
         if let Some(hook) = tracker.hook() {
             hook(&HubEvent::Unsubscribed(self));
+        }
+    }
+}
+
+impl Subscribed {
+    fn new(log: Arc<ChannelLog>, position: Position, tracked: bool) -> Self {
+        Self {
+            // Armed now, before the first read.
+            waiter: Box::pin(log.waiter()),
+            vouched: position.epoch != log.epoch() || position.offset <= log.head().offset,
+            tracked,
+            presence_seen: log.presence_mark(),
+            closings: log.closings(),
+            log,
+            position,
         }
     }
 }

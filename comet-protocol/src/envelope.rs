@@ -9,7 +9,7 @@
 //! your own caches in its own [`EncodingSlot`](comet_core::EncodingSlot) and cannot
 //! reach these.
 
-use crate::{ChannelName, Cursor, Item, Message, PayloadKind, Presence, PresenceEvent};
+use crate::{ChannelName, Cursor, EndReason, Item, Message, PayloadKind, Presence, PresenceEvent};
 use bytes::{BufMut, Bytes, BytesMut};
 use comet_core::EncodingSlot;
 use std::sync::LazyLock;
@@ -211,6 +211,35 @@ pub(crate) fn members(channel: &ChannelName, presence: &Presence, json: Json) ->
     }
 }
 
+/// The envelope of an end: `{"type":"end","channel":..|null,"reason":..,
+/// "cursor":..}` (per subscriber: rare).
+pub(crate) fn ended(channel: Option<&ChannelName>, reason: EndReason, cursor: &Cursor) -> Bytes {
+    let mut out = BytesMut::with_capacity(96);
+    out.put_slice(b"{\"type\":\"end\",\"channel\":");
+    match channel {
+        Some(channel) => push_json_string(&mut out, channel.as_str()),
+        None => out.put_slice(b"null"),
+    }
+    out.put_slice(b",\"reason\":\"");
+    out.put_slice(reason.as_str().as_bytes());
+    out.put_slice(b"\",\"cursor\":\"");
+    cursor.encode_into(&mut out);
+    out.put_slice(b"\"}");
+    out.freeze()
+}
+
+/// The envelope of a channel the server added: `{"type":"subscribed",
+/// "channel":..,"cursor":..}`.
+pub(crate) fn added(channel: &ChannelName, cursor: &Cursor) -> Bytes {
+    let mut out = BytesMut::with_capacity(96);
+    out.put_slice(b"{\"type\":\"subscribed\",\"channel\":");
+    push_json_string(&mut out, channel.as_str());
+    out.put_slice(b",\"cursor\":\"");
+    cursor.encode_into(&mut out);
+    out.put_slice(b"\"}");
+    out.freeze()
+}
+
 /// The body of a channel-info answer: `{"channel":..,"cursor":..,
 /// "subscribers":..}`, with the presence fields when the channel has it.
 pub(crate) fn channel_info(info: &comet_core::ChannelInfo) -> Bytes {
@@ -296,6 +325,13 @@ pub(crate) fn write(out: &mut BytesMut, item: &Item, json: Json) {
         Item::Members {
             channel, presence, ..
         } => out.put_slice(&members(channel, presence, json)),
+        // Channel names and cursors are script-safe as they are.
+        Item::Ended {
+            channel,
+            reason,
+            cursor,
+        } => out.put_slice(&ended(channel.as_ref(), *reason, cursor)),
+        Item::Added { channel, cursor } => out.put_slice(&added(channel, cursor)),
         _ => {} // a kind this version does not know: nothing on the wire
     }
 }

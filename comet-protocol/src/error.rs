@@ -58,6 +58,7 @@ error_codes! {
     BadCallback = (BAD_REQUEST, "bad_callback", "The callback names no function registered for comet (one identifier, or one inside the route's registry object)."),
     BadEvent = (BAD_REQUEST, "bad_event", "An event name (`Comet-Event`) is empty, too long, holds a control character, or is reserved (`comet-*`, `error`, `open`)."),
     BadPayload = (BAD_REQUEST, "bad_payload", "A published body is not UTF-8 text, or is marked JSON and is not valid JSON (RFC 8259)."),
+    Unauthorized = (UNAUTHORIZED, "unauthorized", "The request carries no valid credentials: a token is missing, malformed, signed with an unknown key, or expired; get a new one."),
     Forbidden = (FORBIDDEN, "forbidden", "The application does not authorize this request."),
     CorsDenied = (FORBIDDEN, "cors_denied", "A CORS preflight from an origin or for a method the route does not allow."),
     CrossSite = (FORBIDDEN, "cross_site", "A JSONP request from another site (`Sec-Fetch-Site: cross-site`, or an `Origin` or `Referer` outside the route's CORS list) on a route that does not allow it."),
@@ -144,6 +145,12 @@ impl ProtocolError {
         ErrorCode::Forbidden.error(message)
     }
 
+    /// 401 `unauthorized`, with `WWW-Authenticate: Bearer`: the request's
+    /// credentials are missing, invalid or expired.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        ErrorCode::Unauthorized.error(message)
+    }
+
     /// 405 `method_not_allowed`, naming the one method the route takes.
     pub(crate) fn method_not_allowed(method: &http::Method, allow: &'static str) -> Self {
         Self {
@@ -198,6 +205,9 @@ impl ProtocolError {
         }
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

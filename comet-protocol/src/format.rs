@@ -9,7 +9,7 @@
 //! [`Transport::custom_stream`]: crate::Transport::custom_stream
 //! [`Transport::custom_long_poll`]: crate::Transport::custom_long_poll
 
-use crate::{ChannelName, Cursor, Item, Message, Presence, PresenceEvent};
+use crate::{ChannelName, Cursor, EndReason, Item, Message, Presence, PresenceEvent};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use std::collections::VecDeque;
@@ -120,6 +120,27 @@ pub trait StreamFormat: Send + Sync + 'static {
         out.push(Bytes::from_static(b"\n"));
     }
 
+    /// Encodes an end: the server stopped the subscription's reading of
+    /// `channel`, or of everything (`None`; the stream's last item, before
+    /// [`close`](Self::close)). Default: the JSON end envelope and a line feed.
+    fn ended(
+        &self,
+        channel: Option<&ChannelName>,
+        reason: EndReason,
+        cursor: &Cursor,
+        out: &mut Chunks,
+    ) {
+        out.push(super::envelope::ended(channel, reason, cursor));
+        out.push(Bytes::from_static(b"\n"));
+    }
+
+    /// Encodes a channel the server added to the subscription. Default: the
+    /// JSON `subscribed` envelope and a line feed.
+    fn added(&self, channel: &ChannelName, cursor: &Cursor, out: &mut Chunks) {
+        out.push(super::envelope::added(channel, cursor));
+        out.push(Bytes::from_static(b"\n"));
+    }
+
     /// The first bytes of the response. Default: none.
     fn preamble(&self) -> Option<Bytes> {
         None
@@ -164,6 +185,12 @@ pub trait StreamFormat: Send + Sync + 'static {
                 presence,
                 cursor,
             } => self.members(channel, presence, cursor, out),
+            Item::Ended {
+                channel,
+                reason,
+                cursor,
+            } => self.ended(channel.as_ref(), *reason, cursor, out),
+            Item::Added { channel, cursor } => self.added(channel, cursor, out),
             _ => {} // a kind this version does not know: nothing on the wire
         }
     }

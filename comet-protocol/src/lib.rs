@@ -37,9 +37,9 @@
 
 // The core's names the protocol speaks in.
 use comet_core::{
-    telemetry, ChannelName, Cursor, CursorError, Hub, IdempotencyKey, Identity, Item, Message,
-    Payload, PayloadKind, Presence, PresenceEvent, PresenceKind, PublishError, QueryError, Since,
-    Start, SubscribeError, Subscriber, Subscription,
+    telemetry, ChannelName, Cursor, CursorError, EndReason, Hub, IdempotencyKey, Identity, Item,
+    Message, Payload, PayloadKind, Presence, PresenceEvent, PresenceKind, PublishError, QueryError,
+    Since, Start, SubscribeError, Subscriber, Subscription,
 };
 
 mod body;
@@ -68,7 +68,10 @@ pub use error::{not_found, ErrorCode, ProtocolError};
 pub use format::{Chunks, LongPollFormat, StreamFormat};
 pub use mount::{Endpoint, Mount};
 pub use params::SubscribeParams;
-pub use policy::{AllowAll, Anonymous, Authorize, Identify, QueryChannels, ResolveChannels};
+pub use policy::{
+    Access, AllowAll, Anonymous, Authorization, Authorize, AuthorizeAsync, Identify, QueryChannels,
+    ResolveChannels,
+};
 pub use publish::{AuthorizePublish, PublishRoute};
 pub use request::{MAX_HEADER_BYTES, MAX_QUERY_LEN};
 pub use route::{SubscribeRoute, DEFAULT_BYTE_BUDGET, DEFAULT_HEARTBEAT};

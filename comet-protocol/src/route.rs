@@ -252,8 +252,38 @@ impl SubscribeRoute {
         self.authorizer(allow)
     }
 
+    /// Decides who may subscribe to what with an async closure: it gets the
+    /// request's head and channels and returns a future of the
+    /// [`Access`](crate::Access) it grants (an identity, an expiry) or a
+    /// refusal. The future cannot borrow the request: take what it needs
+    /// first. Checked on every request, long polls included.
+    ///
+    /// ```
+    /// use comet::{protocol::Access, Identity, ProtocolError, SubscribeRoute};
+    ///
+    /// async fn session_user(cookie: Option<String>) -> Option<String> {
+    ///     cookie.map(|c| c.trim_start_matches("sid=").to_owned()) // a store, really
+    /// }
+    ///
+    /// let route = SubscribeRoute::sse().authorize_async(|request, _channels| {
+    ///     let cookie = request.headers.get("cookie").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    ///     async move {
+    ///         let user = session_user(cookie).await.ok_or_else(|| ProtocolError::unauthorized("sign in first"))?;
+    ///         let identity = Identity::new(user).map_err(|e| ProtocolError::bad_request(e.to_string()))?;
+    ///         Ok(Access::granted().identity(identity))
+    ///     }
+    /// });
+    /// ```
+    pub fn authorize_async<F, Fut>(self, authorize: F) -> Self
+    where
+        F: Fn(&Parts, &[ChannelName]) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<crate::Access, ProtocolError>> + Send + 'static,
+    {
+        self.authorizer(crate::AuthorizeAsync(authorize))
+    }
+
     /// Decides who may subscribe to what with any [`Authorize`] (which can
-    /// give its own error, such as a 401 with a reason).
+    /// give its own error, such as a 401 with a reason, and what it grants).
     pub fn authorizer(mut self, authorizer: impl Authorize) -> Self {
         self.authorize = Arc::new(authorizer);
         self

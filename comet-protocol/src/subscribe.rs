@@ -43,8 +43,14 @@ impl SubscribeRoute {
             }
         };
         if request.method == Method::HEAD {
-            let response = subscribe.headers_only(route);
-            return Box::pin(std::future::ready(cors.apply(response)));
+            let cors_headers = cors_headers(route);
+            return Box::pin(async move {
+                let response = match subscribe.authorization.await {
+                    Ok(_) => headers_only(&subscribe.format, cors_headers),
+                    Err(error) => error.into_response(),
+                };
+                cors.apply(response)
+            });
         }
         let span = tracing::debug_span!(
             "comet.subscription",
@@ -61,7 +67,17 @@ impl SubscribeRoute {
                 start,
                 timeout,
                 subscriber,
+                authorization,
             } = subscribe;
+            let access = match authorization.await {
+                Ok(access) => access,
+                Err(error) => {
+                    tracing::debug!(%error, "refused a subscribe request");
+                    return error.into_response();
+                }
+            };
+            let identity = access.identity.or(subscriber.identity_ref().cloned());
+            let subscriber = subscriber.identity(identity).expires_at(access.expires);
             match hub.subscribe_as(subscriber, &names, start).await {
                 Ok(subscription) => {
                     tracing::debug!("subscribed");
@@ -204,7 +220,10 @@ struct SubscribeRequest {
     names: Vec<ChannelName>,
     start: Start,
     timeout: Option<Duration>,
+    /// Its identity from the route's `Identify`; the authorization may give another.
     subscriber: Subscriber,
+    /// The route's answer, which may take a while.
+    authorization: crate::Authorization,
 }
 
 impl SubscribeRequest {
@@ -233,7 +252,7 @@ impl SubscribeRequest {
             }
             other => other.into(),
         })?;
-        route.authorize.authorize(request, &names)?;
+        let authorization = route.authorize.authorize(request, &names);
         let identity = route.identify.identify(request)?;
         let start =
             Start::from(params.since.unwrap_or(route.since)).with_cursor(params.cursor.clone());
@@ -249,21 +268,21 @@ impl SubscribeRequest {
             start,
             timeout: params.timeout,
             subscriber,
+            authorization,
         })
     }
+}
 
-    /// The answer to `HEAD`: the headers `GET` would get, no body, no
-    /// subscription.
-    fn headers_only(self, route: &SubscribeRoute) -> Response<CometBody> {
-        let cors = cors_headers(route);
-        let headers = match &self.format {
-            Format::Stream { format, .. } => stream_headers(&**format, cors),
-            Format::LongPoll(format) => poll_headers(&**format, cors),
-        };
-        let mut response = Response::new(CometBody::empty());
-        *response.headers_mut() = headers;
-        response
-    }
+/// The answer to `HEAD`: the headers `GET` would get, no body, no
+/// subscription.
+fn headers_only(format: &Format, cors: usize) -> Response<CometBody> {
+    let headers = match format {
+        Format::Stream { format, .. } => stream_headers(&**format, cors),
+        Format::LongPoll(format) => poll_headers(&**format, cors),
+    };
+    let mut response = Response::new(CometBody::empty());
+    *response.headers_mut() = headers;
+    response
 }
 
 #[cfg(test)]

@@ -1,19 +1,20 @@
 //! The backplane: what a node asks of Redis on its command connection, one
 //! script (or `INFO`) at a time, with the engine's timeout. A publish, a
 //! channel's read (in pages) and head, a move to a new epoch, the cursor
-//! key, and key TTL refreshes all go through [`Backplane::invoke`], which
-//! tells a dead connection, or a server that is no longer the primary, from
-//! a command Redis refused ([`verdict`]), and sends a command that was not
-//! carried out once more on a fresh connection.
+//! key, key TTL refreshes, and presence writes and reads all go through
+//! [`Backplane::invoke`], which tells a dead connection, or a server that
+//! is no longer the primary, from a command Redis refused ([`verdict`]),
+//! and sends a command that was not carried out once more on a fresh
+//! connection.
 //!
 //! Beside it: the engine's configuration and counters, and the failures
 //! every part reports, since all of them read or count here.
 
 use crate::{
     cursor_key::{self, SharedKey},
-    keys::ChannelKeys,
+    keys::{ChannelKeys, PresenceKeys},
     scripts::Scripts,
-    wire::{self, State},
+    wire::{self, Found, Shares, State},
 };
 use comet_core::engine::{CursorKey, EngineError, VOID_EPOCH};
 use comet_core::{ChannelName, HistoryPolicy, IdempotencyKey, Payload, Position};
@@ -38,6 +39,9 @@ pub(crate) struct Config {
     pub(crate) idle_ttl: Duration,
     pub(crate) idempotency_window: Duration,
     pub(crate) queue: usize,
+    /// How long a node's share of presence and subscriber counts lives in
+    /// Redis unless the node refreshes it.
+    pub(crate) presence_ttl: Duration,
 }
 
 impl Config {
@@ -514,7 +518,7 @@ impl Backplane {
         let flags = self.script_flags.load(Ordering::Relaxed);
         let reply = self
             .invoke(|retry| {
-                let mut invocation = self.scripts.publish(flags).key(&keys.meta);
+                let mut invocation = self.scripts.publish.for_server(flags).key(&keys.meta);
                 invocation.key(&keys.log);
                 if let Some(remembered) = &remembered {
                     invocation.key(remembered);
@@ -740,4 +744,91 @@ impl Backplane {
             }
         }
     }
+
+    /// Writes this node's share of a channel's presence and occupancy with
+    /// the presence script, sweeping expired shares first: what that
+    /// changed across every node.
+    pub(crate) async fn presence_write(
+        &self,
+        keys: &PresenceKeys,
+        write: &ShareWrite<'_>,
+    ) -> Result<Vec<Found>, Failure> {
+        let flags = self.script_flags.load(Ordering::Relaxed);
+        let ttl = millis(self.config.presence_ttl).max(1);
+        let value = self
+            .invoke(|_| {
+                let mut invocation = self.scripts.presence.for_server(flags).prepare_invoke();
+                for key in keys.all() {
+                    invocation.key(key);
+                }
+                invocation
+                    .arg(write.node)
+                    .arg(ttl)
+                    .arg(&keys.pubsub)
+                    .arg(match write.occupied {
+                        Some(true) => "1",
+                        Some(false) => "0",
+                        None => "",
+                    })
+                    .arg(write.count.map_or(String::new(), |n| n.to_string()))
+                    .arg(if write.refresh { "1" } else { "0" });
+                for user in &write.users {
+                    invocation
+                        .arg(if user.present { "p" } else { "g" })
+                        .arg(user.identity.user())
+                        .arg(user.connections)
+                        .arg(user.identity.info().unwrap_or(""));
+                }
+                invocation
+            })
+            .await?;
+        wire::transitions(&value)
+            .map_err(|reason| Failure::Channel(format!("presence in Redis: {reason}")))
+    }
+
+    /// Every node's live shares of a channel: the subscriber count and, when
+    /// `max` is given, the presence, listing at most `max` users.
+    pub(crate) async fn presence_read(
+        &self,
+        keys: &PresenceKeys,
+        max: Option<usize>,
+    ) -> Result<Shares, Failure> {
+        let max = max.map_or(-1, |max| i64::try_from(max).unwrap_or(i64::MAX));
+        let value = self
+            .invoke(|_| {
+                let mut invocation = self.scripts.presence_read.prepare_invoke();
+                for key in keys.all() {
+                    invocation.key(key);
+                }
+                invocation.arg(max);
+                invocation
+            })
+            .await?;
+        Shares::parse(&value, &self.stats.malformed)
+            .map_err(|reason| Failure::Channel(format!("presence in Redis: {reason}")))
+    }
+}
+
+/// What a node writes of its share of one channel (see `presence.lua`).
+pub(crate) struct ShareWrite<'a> {
+    /// The node's id.
+    pub(crate) node: &'a str,
+    /// Whether it holds the channel occupied, if that changed (or on a
+    /// refresh).
+    pub(crate) occupied: Option<bool>,
+    /// Its live subscriptions, if they are to be written.
+    pub(crate) count: Option<usize>,
+    /// A periodic refresh: users listed are all of the node's, and their
+    /// info is written only where Redis has none (another node's newer one
+    /// stays).
+    pub(crate) refresh: bool,
+    pub(crate) users: Vec<UserShare<'a>>,
+}
+
+/// One user's share on this node.
+pub(crate) struct UserShare<'a> {
+    pub(crate) identity: &'a comet_core::Identity,
+    /// False: gone from this node.
+    pub(crate) present: bool,
+    pub(crate) connections: usize,
 }

@@ -13,6 +13,22 @@
 //! - `<prefix>:{<name>}:idem:<key>`, a string `<epoch> <offset> <time ms> <identity>`
 //!   for each idempotency key a publish carried, while it is remembered.
 //!
+//! Presence and occupancy (see `presence.rs`), each node's share of a
+//! channel written with an expiry time (Redis's clock, Unix ms) that the
+//! node refreshes, and ignored (then swept) once past it:
+//!
+//! - `<prefix>:{<name>}:nodes`, a hash: node id to `<expiry> <subscribers>
+//!   <occupied>` (the node's live subscriptions to the channel, and `1`
+//!   while it holds the channel occupied, grace windows included);
+//! - `<prefix>:{<name>}:users`, a sorted set: each present user, scored by
+//!   the latest expiry of its shares (so expired users are a range);
+//! - `<prefix>:{<name>}:shares`, a hash: user to its shares, space-separated
+//!   triples `<node id> <expiry> <connections>`;
+//! - `<prefix>:{<name>}:info`, a hash: user to its info (JSON), if any.
+//!
+//! They expire (twice the share TTL after the last write) once no node
+//! writes them.
+//!
 //! Beside them, `<prefix>:cursor-key` holds the key that tags cursors.
 //!
 //! Channel names cannot hold `{` or `}`, so the tag is always the name.
@@ -51,6 +67,35 @@ impl ChannelKeys {
     }
 }
 
+/// The Redis names of one channel's presence and occupancy, and the
+/// pub/sub channel join and leave are announced on.
+#[derive(Debug, Clone)]
+pub(crate) struct PresenceKeys {
+    pub(crate) nodes: String,
+    pub(crate) users: String,
+    pub(crate) shares: String,
+    pub(crate) info: String,
+    pub(crate) pubsub: String,
+}
+
+impl PresenceKeys {
+    pub(crate) fn new(prefix: &str, channel: &ChannelName) -> Self {
+        let pubsub = format!("{prefix}:{{{}}}", channel.as_str());
+        Self {
+            nodes: format!("{pubsub}:nodes"),
+            users: format!("{pubsub}:users"),
+            shares: format!("{pubsub}:shares"),
+            info: format!("{pubsub}:info"),
+            pubsub,
+        }
+    }
+
+    /// The four keys, in the order the presence scripts take them.
+    pub(crate) fn all(&self) -> [&str; 4] {
+        [&self.nodes, &self.users, &self.shares, &self.info]
+    }
+}
+
 /// The channel a pub/sub channel name belongs to, if it is one of ours.
 pub(crate) fn channel_of(prefix: &str, pubsub: &str) -> Option<ChannelName> {
     let name = pubsub
@@ -71,8 +116,11 @@ mod tests {
         assert_eq!(keys.meta, "comet:{room/a:b}:meta");
         assert_eq!(keys.log, "comet:{room/a:b}:log");
         assert_eq!(keys.pubsub, "comet:{room/a:b}");
-        assert_eq!(channel_of("comet", &keys.pubsub), Some(name));
+        assert_eq!(channel_of("comet", &keys.pubsub), Some(name.clone()));
         assert_eq!(channel_of("comet", "other:{x}"), None);
         assert_eq!(channel_of("comet", "comet:{bad name}"), None);
+        let presence = PresenceKeys::new("comet", &name);
+        assert_eq!(presence.nodes, "comet:{room/a:b}:nodes");
+        assert_eq!(presence.pubsub, keys.pubsub);
     }
 }

@@ -48,8 +48,28 @@
 //! failover costs a reconnect and no restart ([`RedisStats::failovers`]
 //! counts them).
 //!
+//! Presence and occupancy ([`Hub::presence`](comet_core::Hub::presence),
+//! [`Hub::subscriber_count`](comet_core::Hub::subscriber_count), join and
+//! leave events, and the hooks of
+//! [`HubBuilder::on_event`](comet_core::HubBuilder::on_event)) count every
+//! node: each writes its share of a channel to Redis with an expiry
+//! ([`RedisEngineBuilder::presence_ttl`], 20 s by default) and refreshes
+//! it every quarter of that, so that a node that dies, or loses Redis, has
+//! its users leave, and its subscribers stop counting, within 1.25 TTL
+//! (25 s by default) plus the engine's timeout, as long as another node
+//! holds the channel. Hooks fire once across the nodes: Occupied, Vacated,
+//! Joined and Left on the node whose write caused them, or that found them
+//! expired. A node's subscriber count reaches Redis within a second.
+//! Presence is a live view: join and leave announced while a node's pub/sub
+//! connection is down do not reach its subscribers (the list,
+//! `Hub::presence`, is right again at once), and a Redis that lost its data
+//! hears every user join again at the nodes' next refresh. Give each hub
+//! an engine of its own: hubs sharing one engine share its node's shares.
+//!
 //! Inside (for contributors), modules depend one way: `lib.rs`, this API,
-//! on `node`, the node's task (connect, serve, loads, retries, sweep); it
+//! on `presence`, the presence store (every node's share of each channel,
+//! refreshed by a task of its own); it on `node`, the node's task (connect,
+//! serve, loads, retries, sweep, and join and leave handed to mirrors); it
 //! on `mirror` (a `ChannelLog` per channel in use, and what a read does to
 //! it) and `primary` (one address, or the one Sentinel names); they on
 //! `backplane` (commands and scripts on the command connection); and that
@@ -64,13 +84,14 @@ mod cursor_key;
 mod keys;
 mod mirror;
 mod node;
+mod presence;
 mod primary;
 mod scripts;
 mod wire;
 
 use backplane::Config;
 use comet_core::engine::{
-    Attachment, ChannelLog, CursorKey, Engine, EngineFuture, PublishFuture, Resume,
+    Attachment, ChannelLog, CursorKey, Engine, EngineFuture, PresenceStore, PublishFuture, Resume,
 };
 use comet_core::{ChannelName, HistoryPolicy, IdempotencyKey, Payload, Position};
 use node::Shared;
@@ -91,6 +112,9 @@ pub const DEFAULT_PREFIX: &str = "comet";
 /// How many requests for channel loads may wait for the node's task before
 /// new subscribers are refused (503) rather than queued.
 pub const DEFAULT_QUEUE: usize = 4096;
+/// How long a node's share of presence and subscriber counts lives in Redis
+/// by default unless the node refreshes it (it does every quarter of it).
+pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(20);
 
 /// The engine; hand it to [`HubBuilder::engine`](comet_core::HubBuilder::engine).
 ///
@@ -99,6 +123,7 @@ pub const DEFAULT_QUEUE: usize = 4096;
 #[derive(Clone)]
 pub struct RedisEngine {
     shared: Arc<Shared>,
+    presence: presence::Store,
     /// Stops the task when the last handle goes.
     _handle: Arc<Handle>,
 }
@@ -169,12 +194,15 @@ struct Handle {
     /// Listens for Sentinel's announcements of a new primary (behind
     /// Sentinel only).
     watch: Option<tokio::task::JoinHandle<()>>,
+    /// Refreshes this node's presence shares.
+    presence: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
         self.shared.dropped.store(true, Ordering::SeqCst);
         self.task.abort();
+        self.presence.abort();
         if let Some(watch) = &self.watch {
             watch.abort();
         }
@@ -261,6 +289,7 @@ impl RedisEngine {
                 idle_ttl: comet_core::DEFAULT_IDLE_TTL,
                 idempotency_window: comet_core::DEFAULT_IDEMPOTENCY_WINDOW,
                 queue: DEFAULT_QUEUE,
+                presence_ttl: DEFAULT_PRESENCE_TTL,
             },
         }
     }
@@ -338,6 +367,19 @@ impl RedisEngineBuilder {
         self
     }
 
+    /// How long a node's share of each channel's presence and subscriber
+    /// count lives in Redis unless the node refreshes it (default 20 s; the
+    /// node refreshes it every quarter of that). A node that dies, or is cut
+    /// off from Redis, has its users leave (reported once, by another node
+    /// that holds the channel) and stops counting in subscriber counts
+    /// within 1.25 times this, plus the engine's [`timeout`](Self::timeout).
+    /// Shorter means a quicker leave and more writes to Redis. Every node
+    /// must use the same.
+    pub fn presence_ttl(mut self, ttl: Duration) -> Self {
+        self.config.presence_ttl = ttl.max(Duration::from_millis(40));
+        self
+    }
+
     /// Builds the engine and starts its task; it connects in the background,
     /// so this succeeds whether or not Redis (or Sentinel) is up yet.
     ///
@@ -361,13 +403,16 @@ impl RedisEngineBuilder {
             let shared = shared.clone();
             tokio::spawn(async move { primary::watch(&shared.primary, &shared.backplane).await })
         });
+        let presence = presence::Store::new(shared.clone());
         Ok(RedisEngine {
             _handle: Arc::new(Handle {
                 shared: shared.clone(),
                 task,
                 watch,
+                presence: tokio::spawn(presence.clone().run()),
             }),
             shared,
+            presence,
         })
     }
 }
@@ -434,6 +479,10 @@ impl Engine for RedisEngine {
         for mirror in self.shared.mirrors.read().values() {
             mirror.log.wake();
         }
+    }
+
+    fn presence_store(&self) -> Option<Arc<dyn PresenceStore>> {
+        Some(Arc::new(self.presence.clone()))
     }
 }
 

@@ -33,6 +33,9 @@
 //!   messages; so does a cursor a node issued that is ahead of Redis, since
 //!   only lost writes explain it;
 //! - a new epoch is announced, so every node learns of it at once;
+//! - users' join and leave (announced by the presence script, see
+//!   `presence.rs`) go to the mirror's log as they come: they take no
+//!   offset, so no load waits for them;
 //! - mirrors nobody has used for a while are dropped and unsubscribed.
 
 use crate::{
@@ -43,7 +46,7 @@ use crate::{
     wire::{self, State},
 };
 use comet_core::engine::Extended;
-use comet_core::{ChannelName, Message};
+use comet_core::{ChannelName, Message, PresenceEvent};
 use futures_util::StreamExt;
 use futures_util::{future::BoxFuture, stream::FuturesUnordered};
 use redis::{aio::PubSubSink, Value};
@@ -406,6 +409,17 @@ impl Node {
                 Heard::Message(numbered.into_message(channel.clone()))
             }
             Ok(wire::Announcement::NewEpoch(epoch)) => Heard::NewEpoch(epoch),
+            Ok(wire::Announcement::Presence(events)) => {
+                // No offset, no history: straight to the log, loaded or not.
+                if let Some(mirror) = self.shared.mirrors.read().get(&channel) {
+                    mirror
+                        .log
+                        .announce(events.into_iter().map(|(kind, identity)| {
+                            PresenceEvent::new(channel.clone(), kind, identity)
+                        }));
+                }
+                return;
+            }
             Err(reason) => {
                 self.shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%channel, reason, "ignored a message not in comet's format");

@@ -6,12 +6,22 @@
 //! An announcement is a message,
 //! `c2\n<epoch>\n<offset>\n<time ms>\n<identity>\n<kind>\n<event>\n<data>`
 //! (the publish script writes it; the data, last, may hold any byte), or a
-//! new epoch, `n1\n<epoch>` (the new-epoch script writes it). Messages of
-//! `c1`, the same without the identity, from nodes of an earlier version,
-//! are read too.
+//! new epoch, `n1\n<epoch>` (the new-epoch script writes it), or users who
+//! joined or left, `p1` then `\n<join|leave>\n<user>\n<info JSON or empty>`
+//! per event (the presence script writes it; user ids have no control
+//! characters, and compact JSON no raw line break). Messages of `c1`, the
+//! same without the identity, from nodes of an earlier version, are read
+//! too. A node of a version before `p1` counts a `p1` as malformed, warns
+//! and ignores it: it touches no mirror.
+//!
+//! Beside them, the presence scripts' replies: transitions ([`Found`]) and
+//! a channel's presence ([`Shares`]).
 
 use bytes::Bytes;
-use comet_core::{ChannelName, Message, Payload, PayloadKind};
+use comet_core::engine::Transition;
+use comet_core::{
+    ChannelName, Identity, Member, Message, Payload, PayloadKind, Presence, PresenceKind,
+};
 use redis::Value;
 use std::{
     sync::{
@@ -114,10 +124,15 @@ pub(crate) enum Announcement {
     Message(Numbered),
     /// The channel moved to this epoch.
     NewEpoch(u64),
+    /// Users joined or left (at least one event).
+    Presence(Vec<(PresenceKind, Identity)>),
 }
 
 /// Parses a pub/sub announcement.
 pub(crate) fn announcement(payload: &[u8]) -> Result<Announcement, &'static str> {
+    if let Some(events) = payload.strip_prefix(b"p1\n") {
+        return presence_events(events).map(Announcement::Presence);
+    }
     let mut parts = payload.splitn(8, |b| *b == b'\n');
     let mut next = |what| parts.next().ok_or(what);
     let identified = match next("empty")? {
@@ -160,6 +175,134 @@ pub(crate) fn announcement(payload: &[u8]) -> Result<Announcement, &'static str>
         event,
         data,
     }))
+}
+
+/// The events of a `p1` announcement, after its first line.
+fn presence_events(payload: &[u8]) -> Result<Vec<(PresenceKind, Identity)>, &'static str> {
+    let mut fields = payload.split(|b| *b == b'\n');
+    let mut events = Vec::new();
+    while let Some(kind) = fields.next() {
+        let kind = match kind {
+            b"join" => PresenceKind::Join,
+            b"leave" => PresenceKind::Leave,
+            _ => return Err("unknown presence event"),
+        };
+        let user = fields.next().ok_or("no user")?;
+        let info = fields.next().ok_or("no info")?;
+        events.push((kind, identity_of(user, info)?));
+    }
+    Ok(events)
+}
+
+/// A user and their info (empty for none), checked as the hub checks an
+/// identity.
+fn identity_of(user: &[u8], info: &[u8]) -> Result<Identity, &'static str> {
+    let user = std::str::from_utf8(user).map_err(|_| "user is not UTF-8")?;
+    let identity = Identity::new(user).map_err(|_| "user id the hub refuses")?;
+    if info.is_empty() {
+        return Ok(identity);
+    }
+    let info = std::str::from_utf8(info).map_err(|_| "info is not UTF-8")?;
+    identity
+        .with_info_json(info)
+        .map_err(|_| "info the hub refuses")
+}
+
+/// A transition the presence script reported.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Found {
+    pub(crate) transition: Transition,
+    /// Found by expiry (another node's shares, or this node's own after it
+    /// could not refresh them), not caused by the call.
+    pub(crate) expired: bool,
+}
+
+/// Parses the presence script's reply: code, user, info per transition.
+pub(crate) fn transitions(value: &Value) -> Result<Vec<Found>, &'static str> {
+    let Value::Array(parts) = value else {
+        return Err("unexpected reply to the presence script");
+    };
+    if parts.len() % 3 != 0 {
+        return Err("unexpected reply to the presence script");
+    }
+    parts
+        .chunks(3)
+        .map(|part| {
+            let field = |value| bulk(value).ok_or("a transition's field is not a string");
+            let (code, user, info) = (field(&part[0])?, field(&part[1])?, field(&part[2])?);
+            let (transition, expired) = match code {
+                b"O" => (Transition::Occupied, false),
+                b"V" => (Transition::Vacated, false),
+                b"v" => (Transition::Vacated, true),
+                b"J" => (Transition::Joined(identity_of(user, info)?), false),
+                b"L" => (Transition::Left(identity_of(user, info)?), false),
+                b"l" => (Transition::Left(identity_of(user, info)?), true),
+                _ => return Err("unknown transition"),
+            };
+            Ok(Found {
+                transition,
+                expired,
+            })
+        })
+        .collect()
+}
+
+/// A channel's subscribers and presence across nodes, as the presence read
+/// script found them.
+#[derive(Debug)]
+pub(crate) struct Shares {
+    pub(crate) subscribers: usize,
+    /// When asked for.
+    pub(crate) presence: Option<Presence>,
+}
+
+impl Shares {
+    /// Parses the presence read script's reply. A member whose user or info
+    /// is not comet's (written by something else) is left out of the list,
+    /// and counted in `unreadable`.
+    pub(crate) fn parse(value: &Value, unreadable: &AtomicU64) -> Result<Self, &'static str> {
+        let Value::Array(parts) = value else {
+            return Err("unexpected reply to the presence read script");
+        };
+        let count = |value| {
+            integer(value)
+                .map(|n| n as usize)
+                .ok_or("a count is not a number")
+        };
+        let subscribers = count(parts.first().ok_or("no subscriber count")?)?;
+        let presence = match parts.as_slice() {
+            [_] => None,
+            [_, users, connections, Value::Array(members)] => {
+                let mut presence = Presence::default();
+                presence.users = count(users)?;
+                presence.connections = count(connections)?;
+                for member in members.chunks(3) {
+                    let [user, connections, info] = member else {
+                        return Err("odd member list");
+                    };
+                    let identity = bulk(user)
+                        .zip(bulk(info))
+                        .ok_or("a member's field is not a string")
+                        .and_then(|(user, info)| identity_of(user, info));
+                    match identity {
+                        Ok(identity) => presence.members.push(Member {
+                            identity,
+                            connections: count(connections)?,
+                        }),
+                        Err(_) => {
+                            unreadable.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Some(presence)
+            }
+            _ => return Err("unexpected reply to the presence read script"),
+        };
+        Ok(Self {
+            subscribers,
+            presence,
+        })
+    }
 }
 
 /// Parses one stream entry (`[id, [field, value, ...]]`) of epoch `epoch`.
@@ -286,7 +429,7 @@ mod tests {
     fn announcements_parse_and_anything_else_is_refused() {
         let message = |bytes: &[u8]| match announcement(bytes) {
             Ok(Announcement::Message(numbered)) => numbered,
-            Ok(Announcement::NewEpoch(_)) => panic!("not a message"),
+            Ok(_) => panic!("not a message"),
             Err(reason) => panic!("{reason}"),
         };
         let ok = message(b"c1\n42\n7\n1700000000000\nt\njoined\nhello\nworld");
@@ -324,6 +467,105 @@ mod tests {
         ] {
             assert!(announcement(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn presence_announcements_parse_and_anything_else_is_refused() {
+        let Ok(Announcement::Presence(events)) =
+            announcement(b"p1\njoin\nann\n{\"name\":\"Ann\"}\nleave\nbob\n")
+        else {
+            panic!("not presence");
+        };
+        let ann = Identity::new("ann")
+            .unwrap()
+            .with_info(serde_json::json!({"name": "Ann"}))
+            .unwrap();
+        assert_eq!(
+            events,
+            vec![
+                (PresenceKind::Join, ann),
+                (PresenceKind::Leave, Identity::new("bob").unwrap())
+            ]
+        );
+        for bad in [
+            &b"p1"[..],
+            b"p1\n",
+            b"p1\nwave\nann\n",
+            b"p1\njoin\nann",
+            b"p1\njoin\n\n",
+            b"p1\njoin\nann\n[1]",
+            b"p1\njoin\nann\n{nope",
+            b"p1\njoin\n\xff\n",
+        ] {
+            assert!(announcement(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn presence_replies_parse() {
+        let s = |v: &str| Value::BulkString(v.as_bytes().to_vec());
+        let reply = Value::Array(vec![
+            s("v"),
+            s(""),
+            s(""),
+            s("J"),
+            s("ann"),
+            s(""),
+            s("l"),
+            s("bob"),
+            s("{}"),
+        ]);
+        let found = transitions(&reply).unwrap();
+        let bob = Identity::new("bob")
+            .unwrap()
+            .with_info(serde_json::json!({}))
+            .unwrap();
+        assert_eq!(
+            found,
+            vec![
+                Found {
+                    transition: Transition::Vacated,
+                    expired: true
+                },
+                Found {
+                    transition: Transition::Joined(Identity::new("ann").unwrap()),
+                    expired: false
+                },
+                Found {
+                    transition: Transition::Left(bob),
+                    expired: true
+                },
+            ]
+        );
+        assert!(transitions(&Value::Array(vec![s("J"), s("ann")])).is_err());
+        assert!(transitions(&Value::Array(vec![s("X"), s(""), s("")])).is_err());
+        let unreadable = AtomicU64::new(0);
+        let shares = Shares::parse(
+            &Value::Array(vec![
+                Value::Int(5),
+                Value::Int(2),
+                Value::Int(3),
+                Value::Array(vec![
+                    s("ann"),
+                    Value::Int(2),
+                    s(""),
+                    s("bad\nuser"),
+                    Value::Int(1),
+                    s(""),
+                ]),
+            ]),
+            &unreadable,
+        )
+        .unwrap();
+        let presence = shares.presence.unwrap();
+        assert_eq!(
+            (shares.subscribers, presence.users, presence.connections),
+            (5, 2, 3)
+        );
+        assert_eq!(presence.members.len(), 1);
+        assert_eq!(unreadable.load(Ordering::Relaxed), 1);
+        let count = Shares::parse(&Value::Array(vec![Value::Int(4)]), &unreadable).unwrap();
+        assert_eq!((count.subscribers, count.presence), (4, None));
     }
 
     #[test]

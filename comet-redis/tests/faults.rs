@@ -90,12 +90,25 @@ async fn info(connection: &mut MultiplexedConnection, section: &str) -> HashMap<
         .collect()
 }
 
-async fn dbsize(connection: &mut MultiplexedConnection) -> usize {
-    redis::cmd("DBSIZE").query_async(connection).await.unwrap()
+/// Whether `key` holds nodes' presence shares (subscriber counts,
+/// occupancy, users), which every channel with subscribers has while it has
+/// them (and which expire on their own): not history.
+fn presence_key(key: &str) -> bool {
+    [":nodes", ":users", ":shares", ":info"]
+        .iter()
+        .any(|suffix| key.ends_with(suffix))
 }
 
+/// How many keys Redis holds, presence shares left out.
+async fn dbsize(connection: &mut MultiplexedConnection) -> usize {
+    let keys: Vec<String> = connection.keys("*").await.unwrap();
+    keys.iter().filter(|key| !presence_key(key)).count()
+}
+
+/// The first five keys Redis holds, presence shares left out.
 async fn keys(connection: &mut MultiplexedConnection) -> Vec<String> {
     let mut keys: Vec<String> = connection.keys("*").await.unwrap();
+    keys.retain(|key| !presence_key(key));
     keys.sort();
     keys.truncate(5);
     keys

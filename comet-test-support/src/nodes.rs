@@ -43,7 +43,8 @@ pub fn node_with(builder: comet_redis::RedisEngineBuilder) -> (Hub, RedisEngine)
     (hub, engine)
 }
 
-/// An item as `"<offset>:<text>"` or `"gap:<missed>"`.
+/// An item as `"<offset>:<text>"`, `"gap:<missed>"`, `"join:<user>"`,
+/// `"presence:<users>"`, `"end:<reason>[:<channel>]"` or `"added:<channel>"`.
 pub fn show(item: Item) -> String {
     match item {
         Item::Message { message, .. } => format!("{}:{}", message.offset(), message.text()),
@@ -51,6 +52,18 @@ pub fn show(item: Item) -> String {
         Item::Presence { event, .. } => {
             format!("{}:{}", event.kind().as_str(), event.identity().user())
         }
+        Item::Members { presence, .. } => {
+            let mut users: Vec<&str> = presence.members.iter().map(|m| m.identity.user()).collect();
+            users.sort();
+            format!("presence:{}", users.join(","))
+        }
+        Item::Ended {
+            channel, reason, ..
+        } => match channel {
+            Some(channel) => format!("end:{reason}:{channel}"),
+            None => format!("end:{reason}"),
+        },
+        Item::Added { channel, .. } => format!("added:{channel}"),
         other => format!("{other:?}"),
     }
 }

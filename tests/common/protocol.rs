@@ -34,6 +34,22 @@ pub fn mounts() -> Vec<Mount> {
                 .max_hold(Duration::ZERO)
                 .callback_registry("app_cb"),
         ),
+        // Signed in by a session an async lookup finds, or 401.
+        Mount::Subscribe(
+            "/comet/signed",
+            SubscribeRoute::sse().authorize_async(|request, _| {
+                let session = request.headers.contains_key("cookie");
+                async move {
+                    tokio::task::yield_now().await; // a session store, say
+                    match session {
+                        true => Ok(comet::protocol::Access::granted()),
+                        false => Err(comet::protocol::ProtocolError::unauthorized(
+                            "sign in first",
+                        )),
+                    }
+                }
+            }),
+        ),
         Mount::Publish("/comet/publish", PublishRoute::new().authorize(|_, _| true)),
         Mount::Publish("/comet/closed", PublishRoute::new()),
     ]

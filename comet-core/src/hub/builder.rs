@@ -197,6 +197,20 @@ impl HubBuilder {
 
     /// Builds the hub.
     pub fn build(self) -> Hub {
+        let hub = self.build_hub();
+        if let Some(bus) = hub.shared.engine.control_bus() {
+            // Orders from any node reach this hub's subscriptions while it lives.
+            let shared = Arc::downgrade(&hub.shared);
+            bus.listen(Arc::new(move |control| {
+                if let Some(shared) = shared.upgrade() {
+                    super::apply(&shared.state, &shared.engine, control);
+                }
+            }));
+        }
+        hub
+    }
+
+    fn build_hub(self) -> Hub {
         let (engine, memory): (Arc<dyn Engine>, _) = match self.engine {
             Some(engine) => (engine, None),
             None => {
@@ -225,7 +239,8 @@ impl HubBuilder {
                     delivered: AtomicU64::new(0),
                     shutting_down: AtomicBool::new(false),
                     tracker: Tracker::new(engine.clone(), self.presence, self.hook),
-                    engine,
+                    registry: Default::default(),
+                    engine: engine.clone(),
                 }),
                 published: AtomicU64::new(0),
             }),

@@ -188,3 +188,40 @@ impl std::error::Error for QueryError {
         }
     }
 }
+
+/// Why an order to live subscriptions ([`Hub::disconnect`](super::Hub::disconnect)
+/// and the like) was not sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// The channel name breaks the protocol's rules.
+    InvalidChannel(InvalidChannelName),
+    /// The user id is not one an identity can have.
+    InvalidUser(crate::InvalidIdentity),
+    /// The engine could not carry it to every node (its backplane is
+    /// unreachable, say), or cannot do it at all (clear a history).
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl fmt::Display for ControlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidChannel(e) => e.fmt(f),
+            Self::InvalidUser(e) => e.fmt(f),
+            Self::Unavailable { reason } => write!(f, "the engine could not do it: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ControlError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::InvalidChannel(e) => Some(e),
+            Self::InvalidUser(e) => Some(e),
+            Self::Unavailable { .. } => None,
+        }
+    }
+}

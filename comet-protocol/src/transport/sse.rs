@@ -5,7 +5,8 @@
 use crate::{
     envelope,
     transport::{Format, Transport},
-    ChannelName, Chunks, Cursor, Message, Presence, PresenceEvent, PresenceKind, StreamFormat,
+    ChannelName, Chunks, Cursor, EndReason, Message, Presence, PresenceEvent, PresenceKind,
+    StreamFormat,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use comet_core::EncodingSlot;
@@ -44,6 +45,17 @@ pub(crate) fn transport() -> Transport {
             })
         },
     )
+}
+
+/// `event: <name>` and `data: <json>` (one line: JSON without line breaks).
+fn control_event(name: &[u8], data: &[u8]) -> Bytes {
+    let mut frame = BytesMut::with_capacity(data.len() + name.len() + 16);
+    frame.put_slice(b"event: ");
+    frame.put_slice(name);
+    frame.put_slice(b"\ndata: ");
+    frame.put_slice(data);
+    frame.put_slice(b"\n\n");
+    frame.freeze()
 }
 
 /// Server-Sent Events.
@@ -94,12 +106,10 @@ impl StreamFormat for Sse {
     fn gap(&self, channel: &ChannelName, missed: Option<u64>, cursor: &Cursor, out: &mut Chunks) {
         self.retry_once(out);
         out.push(id_line(cursor));
-        let data = envelope::gap(channel, missed, cursor);
-        let mut frame = BytesMut::with_capacity(data.len() + 32);
-        frame.put_slice(b"event: comet-gap\ndata: ");
-        frame.put_slice(&data);
-        frame.put_slice(b"\n\n");
-        out.push(frame.freeze());
+        out.push(control_event(
+            b"comet-gap",
+            &envelope::gap(channel, missed, cursor),
+        ));
     }
 
     /// A `comet-join` or `comet-leave` event, with no `id:` (it takes no
@@ -130,12 +140,37 @@ impl StreamFormat for Sse {
         out: &mut Chunks,
     ) {
         self.retry_once(out);
-        let data = envelope::members(channel, presence, envelope::Json::Plain);
-        let mut frame = BytesMut::with_capacity(data.len() + 32);
-        frame.put_slice(b"event: comet-presence\ndata: ");
-        frame.put_slice(&data);
-        frame.put_slice(b"\n\n");
-        out.push(frame.freeze());
+        out.push(control_event(
+            b"comet-presence",
+            &envelope::members(channel, presence, envelope::Json::Plain),
+        ));
+    }
+
+    /// A `comet-end` event with the end envelope, and the cursor as `id:`
+    /// (after an expiry, a client resumes from it with a new token).
+    fn ended(
+        &self,
+        channel: Option<&ChannelName>,
+        reason: EndReason,
+        cursor: &Cursor,
+        out: &mut Chunks,
+    ) {
+        self.retry_once(out);
+        out.push(id_line(cursor));
+        out.push(control_event(
+            b"comet-end",
+            &envelope::ended(channel, reason, cursor),
+        ));
+    }
+
+    /// A `comet-subscribed` event, and the cursor (with the new channel) as `id:`.
+    fn added(&self, channel: &ChannelName, cursor: &Cursor, out: &mut Chunks) {
+        self.retry_once(out);
+        out.push(id_line(cursor));
+        out.push(control_event(
+            b"comet-subscribed",
+            &envelope::added(channel, cursor),
+        ));
     }
 
     /// A comment line alone (it flushes proxies that wait for a first
