@@ -3,7 +3,7 @@
 //!
 //! The page receives through the comet browser client (`/comet/comet.js`),
 //! which picks the best transport that works and shares one connection
-//! between tabs. Beside the chat, a panel shows the transport, the cursor,
+//! between the tabs of one user (one name). Beside the chat, a panel shows the transport, the cursor,
 //! reconnects, fallbacks and gaps as they happen, with controls to force a
 //! transport, drop the connection, or restart from an older message's
 //! cursor (`?transport=poll`, or sse, stream, jsonp, iframe, in the page's
