@@ -48,8 +48,8 @@ pub use comet_core::*;
 pub use comet_protocol as protocol;
 
 pub use comet_protocol::{
-    Authorize, AuthorizePublish, Cors, ProtocolError, PublishRoute, ResolveChannels,
-    SubscribeRoute, Transport,
+    Access, Authorize, AuthorizePublish, Cors, Identify, ProtocolError, PublishRoute,
+    ResolveChannels, StaticKeys, SubscribeRoute, Transport,
 };
 
 #[cfg(feature = "tower")]

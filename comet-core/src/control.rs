@@ -21,7 +21,10 @@ use crate::{
 use std::{
     collections::HashMap,
     fmt,
-    sync::{Arc, Mutex, Weak},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, Weak,
+    },
 };
 use tokio::sync::Notify;
 
@@ -118,7 +121,10 @@ pub(crate) enum Command {
 /// An identified subscription's orders, waiting for its next poll.
 #[derive(Default)]
 pub(crate) struct Inbox {
-    pub(crate) commands: Mutex<Vec<Command>>,
+    commands: Mutex<Vec<Command>>,
+    /// Set with each command: a subscription reading items checks this,
+    /// not the lock.
+    waiting: AtomicBool,
     pub(crate) notify: Arc<Notify>,
 }
 
@@ -128,7 +134,17 @@ impl Inbox {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(command);
+        self.waiting.store(true, Ordering::Release);
         self.notify.notify_waiters();
+    }
+
+    /// The commands waiting, oldest first (none, without locking, when
+    /// there are none).
+    pub(crate) fn take(&self) -> Vec<Command> {
+        if !self.waiting.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.commands.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 

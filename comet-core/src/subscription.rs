@@ -381,12 +381,7 @@ impl Subscription {
             self.end(EndReason::Expired);
             return true;
         }
-        let commands = match &about.inbox {
-            Some(inbox) => {
-                std::mem::take(&mut *inbox.commands.lock().unwrap_or_else(|e| e.into_inner()))
-            }
-            None => Vec::new(),
-        };
+        let commands = about.inbox.as_ref().map(|i| i.take()).unwrap_or_default();
         for command in commands {
             made = true;
             match command {
@@ -418,6 +413,12 @@ impl Subscription {
             cursor,
         });
         about.ended = true;
+        // No more orders: channels added for it meanwhile give their counts
+        // back when the inbox goes.
+        if let (Some(inbox), Some(identity)) = (about.inbox.take(), &about.identity) {
+            self.state.registry.unregister(identity.user(), &inbox);
+        }
+        about.inbox_waiter = None;
     }
 
     /// Stops reading `channel`; ends the subscription if it was the last.

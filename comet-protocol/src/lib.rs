@@ -37,9 +37,9 @@
 
 // The core's names the protocol speaks in.
 use comet_core::{
-    telemetry, ChannelName, Cursor, CursorError, EndReason, Hub, IdempotencyKey, Identity, Item,
-    Message, Payload, PayloadKind, Presence, PresenceEvent, PresenceKind, PublishError, QueryError,
-    Since, Start, SubscribeError, Subscriber, Subscription,
+    telemetry, ChannelName, ControlError, Cursor, CursorError, EndReason, Hub, IdempotencyKey,
+    Identity, Item, Message, Payload, PayloadKind, Presence, PresenceEvent, PresenceKind,
+    PublishError, QueryError, Since, Start, SubscribeError, Subscriber, Subscription,
 };
 
 mod body;
@@ -56,6 +56,8 @@ mod publish;
 mod request;
 mod route;
 mod subscribe;
+#[cfg(feature = "jwt")]
+pub mod token;
 pub mod transport;
 
 pub use body::CometBody;
@@ -72,7 +74,9 @@ pub use policy::{
     Access, AllowAll, Anonymous, Authorization, Authorize, AuthorizeAsync, Identify, QueryChannels,
     ResolveChannels,
 };
-pub use publish::{AuthorizePublish, PublishRoute};
+pub use publish::{
+    AuthorizeControl, AuthorizePublish, AuthorizePublishAsync, PublishRoute, StaticKeys,
+};
 pub use request::{MAX_HEADER_BYTES, MAX_QUERY_LEN};
 pub use route::{SubscribeRoute, DEFAULT_BYTE_BUDGET, DEFAULT_HEARTBEAT};
 pub use subscribe::ResponseFuture;

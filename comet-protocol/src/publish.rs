@@ -1,31 +1,140 @@
 //! Publishing over HTTP: `POST` a payload to a channel, get its cursor.
 
 use super::{
-    cors::PendingCors, error::UNAVAILABLE_RETRY_AFTER_SECS, request, CometBody, Cors, ErrorCode,
-    ProtocolError, ResponseFuture,
+    cors::PendingCors, error::UNAVAILABLE_RETRY_AFTER_SECS, request, Authorization, CometBody,
+    Cors, ErrorCode, ProtocolError, ResponseFuture,
 };
-use crate::{ChannelName, Hub, IdempotencyKey, Payload, PublishError, QueryError};
+use crate::{ChannelName, ControlError, Hub, IdempotencyKey, Payload, PublishError, QueryError};
+use comet_core::engine::Control;
 use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
-use std::{fmt, sync::Arc};
+use std::{fmt, future::Future, sync::Arc};
 
-/// Decides whether a request may publish to a channel.
+/// Decides whether a request may publish to a channel (or read its info):
+/// at once, or after awaiting, as [`Authorize`](crate::Authorize) does.
 pub trait AuthorizePublish: Send + Sync + 'static {
-    /// `Ok` to allow; an error (usually [`ProtocolError::forbidden`]) to refuse.
-    fn authorize(&self, request: &Parts, channel: &ChannelName) -> Result<(), ProtocolError>;
+    /// `Ok` to allow; an error (usually [`ProtocolError::forbidden`] or
+    /// [`ProtocolError::unauthorized`]) to refuse.
+    fn authorize(&self, request: &Parts, channel: &ChannelName) -> Authorization<()>;
 }
 
 impl<F> AuthorizePublish for F
 where
     F: Fn(&Parts, &ChannelName) -> bool + Send + Sync + 'static,
 {
-    fn authorize(&self, request: &Parts, channel: &ChannelName) -> Result<(), ProtocolError> {
-        if self(request, channel) {
+    fn authorize(&self, request: &Parts, channel: &ChannelName) -> Authorization<()> {
+        Authorization::ready(if self(request, channel) {
             Ok(())
         } else {
             Err(ProtocolError::forbidden(
                 "not authorized to publish to this channel",
             ))
+        })
+    }
+}
+
+/// An async closure as an [`AuthorizePublish`]; see
+/// [`PublishRoute::authorize_async`].
+#[derive(Clone)]
+pub struct AuthorizePublishAsync<F>(F);
+
+impl<F, Fut> AuthorizePublish for AuthorizePublishAsync<F>
+where
+    F: Fn(&Parts, &ChannelName) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), ProtocolError>> + Send + 'static,
+{
+    fn authorize(&self, request: &Parts, channel: &ChannelName) -> Authorization<()> {
+        Authorization::later((self.0)(request, channel))
+    }
+}
+
+/// Decides whether a request may give an order to live subscriptions
+/// (close a channel, disconnect a user, ...) on the publish route.
+pub trait AuthorizeControl: Send + Sync + 'static {
+    /// `Ok` to allow; an error to refuse.
+    fn authorize(&self, request: &Parts, control: &Control) -> Authorization<()>;
+}
+
+impl<F> AuthorizeControl for F
+where
+    F: Fn(&Parts, &Control) -> bool + Send + Sync + 'static,
+{
+    fn authorize(&self, request: &Parts, control: &Control) -> Authorization<()> {
+        Authorization::ready(if self(request, control) {
+            Ok(())
+        } else {
+            Err(ProtocolError::forbidden(
+                "not authorized to give this order",
+            ))
+        })
+    }
+}
+
+/// Services that present one of a few static keys as
+/// `Authorization: Bearer <key>`: for a publish route's publishers
+/// ([`PublishRoute::authorizer`]) and orders ([`PublishRoute::control`]).
+/// A missing or unknown key is a 401. Keys are compared in constant time.
+///
+/// ```
+/// use comet::protocol::{PublishRoute, StaticKeys};
+/// let keys = StaticKeys::new(["key-of-the-billing-service", "key-of-the-chat-bot"]);
+/// let route = PublishRoute::new().authorizer(keys.clone()).control(keys);
+/// ```
+#[derive(Clone)]
+pub struct StaticKeys(Arc<[String]>);
+
+impl StaticKeys {
+    /// Accepts any of `keys`.
+    pub fn new<I>(keys: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        Self(keys.into_iter().map(Into::into).collect())
+    }
+
+    fn check(&self, request: &Parts) -> Result<(), ProtocolError> {
+        let presented = request
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ProtocolError::unauthorized("a key is needed (Authorization: Bearer)")
+            })?;
+        // Every key is compared, each in time independent of where it differs.
+        let known = self.0.iter().fold(false, |found, key| {
+            found | same(key.as_bytes(), presented.as_bytes())
+        });
+        if known {
+            Ok(())
+        } else {
+            Err(ProtocolError::unauthorized(
+                "the key is not one this server knows",
+            ))
         }
+    }
+}
+
+/// Equality of two byte strings in time that depends on their lengths only.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+impl fmt::Debug for StaticKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StaticKeys({} keys)", self.0.len())
+    }
+}
+
+impl AuthorizePublish for StaticKeys {
+    fn authorize(&self, request: &Parts, _: &ChannelName) -> Authorization<()> {
+        Authorization::ready(self.check(request))
+    }
+}
+
+impl AuthorizeControl for StaticKeys {
+    fn authorize(&self, request: &Parts, _: &Control) -> Authorization<()> {
+        Authorization::ready(self.check(request))
     }
 }
 
@@ -58,6 +167,7 @@ where
 #[derive(Clone, Default)]
 pub struct PublishRoute {
     authorize: Option<Arc<dyn AuthorizePublish>>,
+    control: Option<Arc<dyn AuthorizeControl>>,
     cors: Option<Cors>,
 }
 
@@ -79,9 +189,41 @@ impl PublishRoute {
         self.authorizer(allow)
     }
 
-    /// Decides who may publish with any [`AuthorizePublish`].
+    /// Decides who may publish with an async closure (a lookup in a key
+    /// store, say): the future of `Ok(())` allows.
+    pub fn authorize_async<F, Fut>(self, authorize: F) -> Self
+    where
+        F: Fn(&Parts, &ChannelName) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ProtocolError>> + Send + 'static,
+    {
+        self.authorizer(AuthorizePublishAsync(authorize))
+    }
+
+    /// Decides who may publish with any [`AuthorizePublish`] ([`StaticKeys`],
+    /// or tokens with the `jwt` feature).
     pub fn authorizer(mut self, authorizer: impl AuthorizePublish) -> Self {
         self.authorize = Some(Arc::new(authorizer));
+        self
+    }
+
+    /// Takes orders to live subscriptions, from those `authorizer` allows
+    /// (refused with 403 until set):
+    ///
+    /// - `DELETE <route>/<channel>` closes the channel and clears its
+    ///   history ([`Hub::close_and_clear`]);
+    /// - `POST <route>/disconnect?user=<id>` ends the user's subscriptions
+    ///   ([`Hub::disconnect`]);
+    /// - `POST <route>/unsubscribe?user=<id>&channel=<name>` and
+    ///   `POST <route>/subscribe?user=<id>&channel=<name>` take a channel
+    ///   out of, or add one to, the user's subscriptions
+    ///   ([`Hub::unsubscribe`], [`Hub::subscribe_user`]).
+    ///
+    /// Each answers 204 once the order is on its way to every node. (A
+    /// `POST` to `disconnect`, `unsubscribe` or `subscribe` with a `user`
+    /// parameter is an order; publish to channels of those names with
+    /// `?channel=`.)
+    pub fn control(mut self, authorizer: impl AuthorizeControl) -> Self {
+        self.control = Some(Arc::new(authorizer));
         self
     }
 
@@ -100,9 +242,11 @@ impl PublishRoute {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        if let Some(preflight) =
-            PendingCors::preflight(self.cors.as_ref(), request, &[Method::GET, Method::POST])
-        {
+        if let Some(preflight) = PendingCors::preflight(
+            self.cors.as_ref(),
+            request,
+            &[Method::GET, Method::POST, Method::DELETE],
+        ) {
             return Box::pin(std::future::ready(preflight));
         }
         let cors = PendingCors::for_request(self.cors.as_ref(), request);
@@ -112,9 +256,28 @@ impl PublishRoute {
             return Box::pin(async move {
                 let response = match checked {
                     Err(error) => error.into_response(),
-                    Ok(channel) => match channel_info(&hub, &channel).await {
-                        Ok(response) => response,
+                    Ok((channel, authorization)) => match authorization.await {
                         Err(error) => error.into_response(),
+                        Ok(()) => match channel_info(&hub, &channel).await {
+                            Ok(response) => response,
+                            Err(error) => error.into_response(),
+                        },
+                    },
+                };
+                cors.apply(response)
+            });
+        }
+        if let Some(order) = self.order(mount, request) {
+            let hub = hub.clone();
+            return Box::pin(async move {
+                let response = match order {
+                    Err(error) => error.into_response(),
+                    Ok((control, authorization)) => match authorization.await {
+                        Err(error) => error.into_response(),
+                        Ok(()) => match give(&hub, control).await {
+                            Ok(response) => response,
+                            Err(error) => error.into_response(),
+                        },
                     },
                 };
                 cors.apply(response)
@@ -135,19 +298,93 @@ impl PublishRoute {
     }
 
     /// Checks a channel-info request: authorized as a publish to the channel.
-    fn check_info(&self, mount: &str, request: &Parts) -> Result<ChannelName, ProtocolError> {
-        request::check(request, &[Method::GET, Method::POST], "GET, POST")?;
+    fn check_info(
+        &self,
+        mount: &str,
+        request: &Parts,
+    ) -> Result<(ChannelName, Authorization<()>), ProtocolError> {
+        request::check(request, METHODS, ALLOW)?;
         let channel = channel(mount, request)?;
-        self.authorized(request, &channel)?;
-        Ok(channel)
+        let authorization = self.authorized(request, &channel)?;
+        Ok((channel, authorization))
     }
 
-    fn authorized(&self, request: &Parts, channel: &ChannelName) -> Result<(), ProtocolError> {
+    fn authorized(
+        &self,
+        request: &Parts,
+        channel: &ChannelName,
+    ) -> Result<Authorization<()>, ProtocolError> {
         let authorize = self
             .authorize
             .as_ref()
             .ok_or_else(|| ProtocolError::forbidden("publishing is not enabled on this route"))?;
-        authorize.authorize(request, channel)
+        Ok(authorize.authorize(request, channel))
+    }
+
+    /// The order a request gives, if it is one (`DELETE`, or `POST` to
+    /// `disconnect`, `unsubscribe` or `subscribe` with a `user`), checked,
+    /// with its authorization.
+    fn order(
+        &self,
+        mount: &str,
+        request: &Parts,
+    ) -> Option<Result<(Control, Authorization<()>), ProtocolError>> {
+        let verb = request
+            .uri
+            .path()
+            .strip_prefix(mount.trim_end_matches('/'))
+            .map(|rest| rest.trim_matches('/'))
+            .unwrap_or("");
+        let param = |key: &str| {
+            form_urlencoded::parse(request.uri.query().unwrap_or("").as_bytes())
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.into_owned())
+        };
+        let is_order = request.method == Method::DELETE
+            || (request.method == Method::POST
+                && matches!(verb, "disconnect" | "unsubscribe" | "subscribe")
+                && param("user").is_some());
+        if !is_order {
+            return None;
+        }
+        Some((|| {
+            request::check(request, METHODS, ALLOW)?;
+            let control = if request.method == Method::DELETE {
+                Control::Close {
+                    channel: channel(mount, request)?,
+                }
+            } else {
+                let user = param("user").unwrap_or_default();
+                let user = comet_core::Identity::new(user)
+                    .map_err(|e| ErrorCode::BadParameter.error(format!("user: {e}")))?
+                    .user_arc()
+                    .clone();
+                let channel = || -> Result<ChannelName, ProtocolError> {
+                    let name = param("channel").ok_or_else(|| {
+                        ErrorCode::NoChannels.error("name the channel with channel=")
+                    })?;
+                    ChannelName::new(&name)
+                        .map_err(|e| ErrorCode::BadChannel.error(format!("{e}: {name:?}")))
+                };
+                match verb {
+                    "disconnect" => Control::Disconnect { user },
+                    "unsubscribe" => Control::Unsubscribe {
+                        user,
+                        channel: channel()?,
+                    },
+                    _ => Control::Subscribe {
+                        user,
+                        channel: channel()?,
+                    },
+                }
+            };
+            let authorize = self
+                .control
+                .as_ref()
+                .ok_or_else(|| ProtocolError::forbidden("orders are not enabled on this route"))?;
+            let authorization = authorize.authorize(request, &control);
+            Ok((control, authorization))
+        })())
     }
 
     fn check(
@@ -156,9 +393,9 @@ impl PublishRoute {
         mount: &str,
         request: &Parts,
     ) -> Result<PublishRequest, ProtocolError> {
-        request::check(request, &[Method::GET, Method::POST], "GET, POST")?;
+        request::check(request, METHODS, ALLOW)?;
         let channel = channel(mount, request)?;
-        self.authorized(request, &channel)?;
+        let authorization = self.authorized(request, &channel)?;
 
         let max = hub.max_payload_bytes();
         request::check_declared_length(request, max)?;
@@ -199,6 +436,7 @@ impl PublishRoute {
             ),
         };
         Ok(PublishRequest {
+            authorization,
             channel,
             json,
             event,
@@ -211,6 +449,8 @@ impl PublishRoute {
 /// A publish request that passed every check of its parts; its body is
 /// what is left.
 struct PublishRequest {
+    /// Awaited before the body is read.
+    authorization: Authorization<()>,
     channel: ChannelName,
     json: bool,
     event: Option<String>,
@@ -225,6 +465,7 @@ impl PublishRequest {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        self.authorization.await?;
         let bytes = request::read_body(body, self.max).await?;
         let mut payload = if self.json {
             Payload::json_bytes(bytes).map_err(|e| {
@@ -269,6 +510,36 @@ impl PublishRequest {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         Ok(response)
     }
+}
+
+/// The methods a publish route takes.
+const METHODS: &[Method] = &[Method::GET, Method::POST, Method::DELETE];
+const ALLOW: &str = "GET, POST, DELETE";
+
+/// Gives `control` to every node: 204 once it is on its way.
+async fn give(hub: &Hub, control: Control) -> Result<Response<CometBody>, ProtocolError> {
+    let given = match control {
+        Control::Close { channel } => hub.close_and_clear(channel.as_str()).await,
+        Control::Disconnect { user } => hub.disconnect(&user).await,
+        Control::Unsubscribe { user, channel } => hub.unsubscribe(&user, channel.as_str()).await,
+        Control::Subscribe { user, channel } => hub.subscribe_user(&user, channel.as_str()).await,
+        _ => {
+            return Err(ProtocolError::bad_request(
+                "an order this server does not know",
+            ))
+        }
+    };
+    given.map_err(|e| match e {
+        ControlError::InvalidChannel(e) => ErrorCode::BadChannel.error(e.to_string()),
+        ControlError::InvalidUser(e) => ErrorCode::BadParameter.error(e.to_string()),
+        e => ProtocolError::unavailable(
+            format!("could not give the order: {e}"),
+            UNAVAILABLE_RETRY_AFTER_SECS,
+        ),
+    })?;
+    let mut response = Response::new(CometBody::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    Ok(response)
 }
 
 /// The answer to a channel-info request.

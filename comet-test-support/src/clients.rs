@@ -35,6 +35,41 @@ pub fn python_with_httpx_sse() -> Option<PathBuf> {
     python.is_file().then_some(python)
 }
 
+/// The venv's Python, where PyJWT is installed in it.
+pub fn python_with_pyjwt() -> Option<PathBuf> {
+    let python = python_with_httpx_sse()?;
+    let lib = clients_dir().join(".venv/lib");
+    let installed = std::fs::read_dir(lib).ok()?.flatten().any(|version| {
+        version
+            .path()
+            .join("site-packages/jwt/__init__.py")
+            .is_file()
+            && version.path().join("site-packages/cryptography").is_dir()
+    });
+    installed.then_some(python)
+}
+
+/// PyJWT (`tests/clients/jwt_pyjwt.py`) run once with `mode` and `input` on
+/// stdin; its one JSON line of output. `None` (after [`Tool::present_for`])
+/// where it is not installed.
+pub async fn pyjwt(test: &str, mode: &str, input: &Value) -> Option<Value> {
+    let python = require(test, Tool::PyJwt, python_with_pyjwt)?;
+    let mut command = Command::new(python);
+    command
+        .current_dir(clients_dir())
+        .arg("jwt_pyjwt.py")
+        .arg(mode);
+    let mut process = ClientProcess::spawn(command);
+    if let Some(mut stdin) = process.child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        stdin
+            .write_all(input.to_string().as_bytes())
+            .await
+            .expect("PyJWT's stdin");
+    }
+    Some(process.next().await)
+}
+
 /// The tool's path when it is installed; else `None` after
 /// [`Tool::present_for`] (a failure under `COMET_CLIENT_TESTS=1`).
 fn require(test: &str, tool: Tool, path: fn() -> Option<PathBuf>) -> Option<PathBuf> {

@@ -18,6 +18,8 @@ pub enum Tool {
     /// Node with the npm `eventsource` package in `tests/clients`.
     NodeEventSource,
     HttpxSse,
+    /// Python's PyJWT (with cryptography) in the `tests/clients` venv.
+    PyJwt,
 }
 
 impl Tool {
@@ -30,6 +32,7 @@ impl Tool {
             Tool::Node => binary("node").is_some(),
             Tool::NodeEventSource => crate::clients::node_with_eventsource().is_some(),
             Tool::HttpxSse => crate::clients::python_with_httpx_sse().is_some(),
+            Tool::PyJwt => crate::clients::python_with_pyjwt().is_some(),
         }
     }
 
@@ -38,7 +41,9 @@ impl Tool {
         match self {
             Tool::Chromium => "COMET_BROWSER_TESTS",
             Tool::RedisServer | Tool::RedisSentinel => "COMET_REDIS_TESTS",
-            Tool::Node | Tool::NodeEventSource | Tool::HttpxSse => "COMET_CLIENT_TESTS",
+            Tool::Node | Tool::NodeEventSource | Tool::HttpxSse | Tool::PyJwt => {
+                "COMET_CLIENT_TESTS"
+            }
         }
     }
 
@@ -54,7 +59,9 @@ impl Tool {
             Tool::RedisSentinel => "apt-get install redis-sentinel",
             Tool::Node => "apt-get install nodejs",
             Tool::NodeEventSource => "Node, and npm ci in tests/clients",
-            Tool::HttpxSse => "a venv in tests/clients/.venv with its requirements.txt",
+            Tool::HttpxSse | Tool::PyJwt => {
+                "a venv in tests/clients/.venv with its requirements.txt"
+            }
         }
     }
 
