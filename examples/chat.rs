@@ -3,12 +3,21 @@
 //!
 //! The page receives through the comet browser client (`/comet/comet.js`),
 //! which picks the best transport that works and shares one connection
-//! between tabs. Beside the chat, a panel shows the transport, the cursor,
+//! between the tabs of one user (one name). Beside the chat, a panel shows the transport, the cursor,
 //! reconnects, fallbacks and gaps as they happen, with controls to force a
 //! transport, drop the connection, or restart from an older message's
 //! cursor (`?transport=poll`, or sse, stream, jsonp, iframe, in the page's
 //! URL forces one from the start; `?name=` and `?room=` pick those). Messages are posted to an ordinary axum
-//! handler that calls `hub.publish`. `COMET_CORS_ORIGINS` (comma-separated)
+//! handler that calls `hub.publish`.
+//!
+//! Every room has presence: the page lists who is in it, live, and the
+//! room's users and connections on every node. Who a subscriber is comes
+//! from a `user=` parameter the page adds to its comet URL (its name, with
+//! `{"name": ..}` as info; `common::identify_from_query`). That is for the
+//! demo alone and unsafe anywhere else: anyone can claim any name. A real
+//! app takes the identity from its session or a signed token
+//! (`SubscribeRoute::identify`). `GET /comet/publish/room/<room>` answers
+//! the room's cursor, subscribers and presence to whoever may publish. `COMET_CORS_ORIGINS` (comma-separated)
 //! lets pages of other origins use `/comet`, with credentials.
 //!
 //! The app also mounts the project's reference comet routes at fixed paths,

@@ -1,6 +1,10 @@
 //! The chat demo on warp: the same page, the same chat API, and the same
 //! reference comet routes at the same paths as `examples/chat.rs`, so any
-//! client or benchmark pointed at one works on the other.
+//! client or benchmark pointed at one works on the other. Presence too:
+//! every room lists who is in it, each subscriber named by the `user=`
+//! parameter of its comet request, which is for the demo alone (anyone can
+//! claim any name; a real app takes the identity from its session or a
+//! signed token; see `examples/chat.rs` and `common::identify_from_query`).
 //!
 //! ```sh
 //! cargo run --example warp_chat               # http://127.0.0.1:3000

@@ -2,7 +2,8 @@
 //! the DevTools protocol) against the chat example: every transport forced
 //! in turn, network drops, server restarts, gaps, fallback when transports
 //! are blocked, one connection shared by two tabs, a push host on another
-//! origin, and the demo page's own panel and controls.
+//! origin, the demo page's own panel and controls, and its presence list
+//! (on one node, and on two Redis nodes behind a round-robin proxy).
 //!
 //! Chromium missing: these tests are reported as ignored
 //! (`comet_test_support::tool`), unless `COMET_BROWSER_TESTS=1`, where a missing browser
@@ -46,6 +47,14 @@ fn main() {
             ten_event_sources_are_live_at_once_over_http2_and_six_over_http1,
             [Chromium]
         ),
+        comet_test_support::tool_test!(
+            two_chat_users_in_one_room_see_each_other_come_and_go,
+            [Chromium]
+        ),
+        comet_test_support::tool_test!(
+            chat_users_on_two_redis_nodes_see_each_other_come_and_go,
+            [Chromium, RedisServer]
+        ),
     ]);
 }
 
@@ -72,6 +81,14 @@ impl Chat {
             .to_owned();
         let addr = running.base.trim_start_matches("http://").parse().unwrap();
         Self { running, addr }
+    }
+
+    /// What `GET /comet/publish/<channel>` answers: the channel's info.
+    async fn info(&self, channel: &str) -> Value {
+        let url = self.running.url(&format!("/comet/publish/{channel}"));
+        let response = client().get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 200, "channel info of {channel}");
+        response.json().await.unwrap()
     }
 
     /// Publishes `{"n": n}` for each n, in order, straight to the server.
@@ -305,8 +322,9 @@ fn shows(text: &str) -> String {
 
 const OPEN: &str = "new Promise((resolve) => chat.comet.state === 'open' ? resolve(true) : chat.comet.on('open', () => resolve(true)))";
 
-/// The chat page in two tabs holds one comet connection; when the tab that
-/// holds it closes, the other takes over without losing a message.
+/// The chat page in two tabs of one user holds one comet connection; when
+/// the tab that holds it closes, the other takes over without losing a
+/// message.
 async fn two_chat_tabs_share_one_connection() {
     let _slot = browser_slot().await;
     let Some(browser) = Browser::launch("two tabs").await else {
@@ -318,14 +336,17 @@ async fn two_chat_tabs_share_one_connection() {
         .await;
     first.eval(OPEN).await;
     first.eval(&shows("ann joined")).await;
+    say(&chat, "shared", "carl", "before the second tab").await;
+    first.eval(&shows("before the second tab")).await;
+    // Tabs share a connection when their comet URLs are the same, query
+    // included: the page's carries its user, so a second tab of ann's.
     let second = browser
-        .tab(&chat.running.url("/?room=shared&name=bob"))
+        .tab(&chat.running.url("/?room=shared&name=ann"))
         .await;
     second.eval(OPEN).await;
     // The late tab gets the recent history from the tab that leads.
+    second.eval(&shows("before the second tab")).await;
     second.eval(&shows("ann joined")).await;
-    second.eval(&shows("bob joined")).await;
-    first.eval(&shows("bob joined")).await;
     assert_eq!(first.eval("chat.comet.leader").await, true);
     assert_eq!(second.eval("chat.comet.leader").await, false);
 
@@ -641,4 +662,168 @@ async fn ten_event_sources_are_live_at_once_over_http2_and_six_over_http1() {
         }
         tab.close().await;
     }
+}
+
+/// Resolves when `condition` (JavaScript) holds on the chat page, checked
+/// whenever its presence set changes (after the page has shown it).
+fn presence_until(condition: &str) -> String {
+    format!(
+        r#"new Promise((resolve) => {{
+  const check = () => {{ if ({condition}) {{ resolve(true); return true; }} return false; }};
+  if (!check()) chat.here.on('change', check);
+}})"#
+    )
+}
+
+/// The chat page's "who is here" list is exactly `users`.
+fn lists(users: &[&str]) -> String {
+    format!(
+        "[...document.querySelectorAll('#present li')].map((li) => li.dataset.user).join() === {}",
+        Value::from(users.join(","))
+    )
+}
+
+/// The users a channel-info answer lists, sorted.
+fn listed(info: &Value) -> Vec<String> {
+    let mut users: Vec<String> = info["presence"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no presence in {info}"))
+        .iter()
+        .map(|m| m["user"].as_str().unwrap().to_owned())
+        .collect();
+    users.sort();
+    users
+}
+
+/// Two chat pages, two users, in one room: `ann` first, then `bob`. Each
+/// page opens at `url(path)`. Checks that each lists both, with the room's
+/// count, then closes bob's page and waits, within `leave_within` (the
+/// server's grace windows and a margin), for ann's to lose him. `nodes`
+/// are asked for the channel's info (as a publisher may) while both are
+/// there. `exact`: the page's count of connections is exact (on one node;
+/// across nodes a list may come before a node has written its own
+/// connection, and only the next list would count it).
+async fn users_come_and_go(
+    browser: &Browser,
+    url: impl Fn(&str) -> String,
+    nodes: &[&Chat],
+    leave_within: Duration,
+    after_close: impl Fn(),
+    exact: bool,
+) {
+    let room = "presence";
+    let occupancy = |users: &str, connections: &str| {
+        let shown = "document.getElementById('occupancy').textContent";
+        match exact {
+            true => format!("{shown} === '({users}, {connections})'"),
+            false => format!("{shown}.startsWith('({users}, ')"),
+        }
+    };
+    let ann = browser.tab(&url(&format!("/?room={room}&name=ann"))).await;
+    ann.diagnose_with("document.querySelector('aside').innerText");
+    ann.eval(OPEN).await;
+    ann.eval(&presence_until(&lists(&["ann"]))).await;
+    let bob = browser.tab(&url(&format!("/?room={room}&name=bob"))).await;
+    bob.diagnose_with("document.querySelector('aside').innerText");
+    bob.eval(OPEN).await;
+    assert_eq!(
+        bob.eval("chat.comet.leader").await,
+        true,
+        "ann's tab is another user's: no sharing"
+    );
+    bob.eval(&presence_until(&lists(&["ann", "bob"]))).await;
+    ann.eval(&presence_until(&lists(&["ann", "bob"]))).await;
+    for tab in [&ann, &bob] {
+        tab.eval(&presence_until(&occupancy("2 users", "2 connections")))
+            .await;
+        assert_eq!(
+            tab.eval("document.querySelector('#present .you').dataset.user")
+                .await,
+            tab.eval("document.getElementById('name').value").await
+        );
+    }
+    assert_eq!(events_with(&ann, "presence: bob came").await.len(), 1);
+    assert_eq!(text_of(&bob, "present").await, "annbob");
+    // Every node answers the same, whichever one each page is on.
+    let channel = format!("room/{room}");
+    for node in nodes {
+        let info = node.info(&channel).await;
+        assert_eq!(listed(&info), ["ann", "bob"], "{info}");
+        assert_eq!(info["users"], 2, "{info}");
+        for member in info["presence"].as_array().unwrap() {
+            assert_eq!(member["info"], json!({ "name": member["user"] }), "{info}");
+        }
+    }
+
+    // Bob goes: after his connections end and their grace, he leaves.
+    bob.close().await;
+    after_close();
+    ann.eval_within(leave_within, &presence_until(&lists(&["ann"])))
+        .await;
+    assert_eq!(events_with(&ann, "presence: bob left").await.len(), 1);
+    assert_eq!(
+        ann.eval(&occupancy("1 user", "1 connection")).await,
+        true,
+        "{}",
+        text_of(&ann, "occupancy").await
+    );
+    ann.close().await;
+}
+
+/// The chat demo's presence: two users' pages in one room list each other
+/// with the room's count, and one sees the other leave after their page
+/// closes (and the grace window). Their comet URLs name their users, so
+/// the two tabs do not share a connection.
+async fn two_chat_users_in_one_room_see_each_other_come_and_go() {
+    let _slot = browser_slot().await;
+    let Some(browser) = Browser::launch("presence").await else {
+        return;
+    };
+    let chat = Chat::start(&[]);
+    // One node: bob's stream ends last, so its 5 s grace is his.
+    let leave_within = Duration::from_secs(20);
+    users_come_and_go(
+        &browser,
+        |path| chat.running.url(path),
+        &[&chat],
+        leave_within,
+        || {},
+        true,
+    )
+    .await;
+}
+
+/// The same across two chat nodes on one Redis behind a round-robin proxy:
+/// each page's connections land on either node, and each node's presence
+/// is the room's on every node (the Redis engine's presence store).
+async fn chat_users_on_two_redis_nodes_see_each_other_come_and_go() {
+    let _slot = browser_slot().await;
+    let Some(browser) = Browser::launch("redis presence").await else {
+        return;
+    };
+    let redis = comet_test_support::redis_server::RedisServer::start();
+    let env = [("COMET_REDIS_URL", redis.url())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let nodes = [Chat::start(&env), Chat::start(&env)];
+    let proxy = comet_test_support::tcp_proxy::TcpProxy::round_robin(
+        nodes.iter().map(|n| n.addr).collect(),
+    )
+    .await;
+    // Each node keeps a user for the grace of their last subscription
+    // there: bob's first request, the poll that gives his stream its
+    // cursor, may have been on the node his stream is not on, where he
+    // stays the route's longest hold (30 s) plus 5 s after it.
+    let leave_within = Duration::from_secs(50);
+    users_come_and_go(
+        &browser,
+        |path| format!("http://{}{path}", proxy.addr),
+        &[&nodes[0], &nodes[1]],
+        leave_within,
+        // The proxy holds a connection to a node open, once its client
+        // has gone, until it is cut: cut them all (ann reconnects, and her
+        // new list is diffed against what she had).
+        || proxy.reset(),
+        false,
+    )
+    .await;
 }

@@ -23,25 +23,18 @@ async fn chat_demo(example: &str) {
         .strip_prefix("chat listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {:?}", lines[0]))
         .to_owned();
-    let page = client().get(chat.url("/")).send().await.unwrap();
+    let get = |path: &str| client().get(chat.url(path)).send();
+    let page = get("/").await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     // The page receives through the browser client, which the demo serves
     // beside the route it uses (the browser tests drive it for real).
     assert!(html.contains(r#"import { Comet } from "/comet/comet.js""#));
-    let script = client()
-        .get(chat.url("/comet/comet.js"))
-        .send()
-        .await
-        .unwrap();
+    let script = get("/comet/comet.js").await.unwrap();
     assert_eq!(script.status(), 200);
     assert_eq!(script.text().await.unwrap(), comet::protocol::CLIENT_SCRIPT);
 
-    let response = client()
-        .get(chat.url("/comet/sse?channel=room/lobby"))
-        .send()
-        .await
-        .unwrap();
+    let response = get("/comet/sse?channel=room/lobby").await.unwrap();
     let mut events = SseReader::new(response);
     events.opened().await;
 
@@ -89,15 +82,32 @@ async fn chat_demo(example: &str) {
         "/comet/stream?channel=room/lobby&since=1",
         "/comet/iframe?channel=room/lobby&since=1&callback=cb",
     ] {
-        let mut body = LineReader::new(client().get(chat.url(path)).send().await.unwrap());
+        let mut body = LineReader::new(get(path).await.unwrap());
         while !body.line().await.unwrap().contains("via http") {}
     }
-    let jsonp = client()
-        .get(chat.url("/comet/jsonp?channel=room/lobby&since=1&callback=cb"))
-        .send()
+    let jsonp = get("/comet/jsonp?channel=room/lobby&since=1&callback=cb")
         .await
         .unwrap();
     assert!(jsonp.text().await.unwrap().contains("via http"));
+
+    // Presence: the demo knows a subscriber by its `user=` (the demo alone
+    // may: anyone can claim any name), with its name as info; the room's
+    // info, which whoever may publish may GET, lists it.
+    let watcher = get("/comet/stream?channel=room/lobby&presence=1&user=ann+b%C3%A9")
+        .await
+        .unwrap();
+    let mut watcher = LineReader::new(watcher);
+    let member =
+        serde_json::json!({ "user": "ann bé", "info": { "name": "ann bé" }, "connections": 1 });
+    let list: serde_json::Value = serde_json::from_str(&watcher.line().await.unwrap()).unwrap();
+    assert_eq!(list["type"], "presence", "{list}");
+    assert_eq!(list["presence"], serde_json::json!([member]), "{list}");
+    let info = get("/comet/publish/room/lobby").await.unwrap();
+    assert_eq!(info.status(), 200);
+    let info: serde_json::Value = info.json().await.unwrap();
+    assert_eq!(info["users"], 1, "{info}");
+    assert_eq!(info["presence"], serde_json::json!([member]), "{info}");
+    drop(watcher);
 
     // Bad input is refused with a reason.
     let empty = post(

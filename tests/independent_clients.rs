@@ -1,20 +1,22 @@
 //! SSE as clients nobody here wrote read it (PROTOCOL.md, "Payloads",
-//! "Streaming transports", "Event types"): the npm `eventsource` package
-//! under Node, and Python's httpx-sse, run by `comet_test_support::clients`.
+//! "Streaming transports", "Event types", presence's events): the npm
+//! `eventsource` package under Node, and Python's httpx-sse, run by
+//! `comet_test_support::clients`.
 //!
 //! A missing client: reported as ignored, unless `COMET_CLIENT_TESTS=1`
 //! (CI sets it), where it fails.
 
 use comet::{
-    protocol::{PublishRoute, SubscribeRoute},
-    Hub, Payload,
+    protocol::{ProtocolError, PublishRoute, SubscribeRoute},
+    Hub, Identity, Payload,
 };
 use comet_test_support::{
     bounded, client,
-    clients::{node_eventsource, python_httpx_sse},
+    clients::{node_eventsource, python_httpx_sse, ClientProcess},
     eventually, expect_error, Adapter, Mount, SseReader, TestServer,
 };
-use serde_json::Value;
+use http::request::Parts;
+use serde_json::{json, Value};
 use std::time::Duration;
 
 fn main() {
@@ -25,6 +27,14 @@ fn main() {
         ),
         comet_test_support::tool_test!(
             httpx_sse_yields_exactly_the_messages_not_the_opening_or_heartbeats,
+            [HttpxSse]
+        ),
+        comet_test_support::tool_test!(
+            npm_eventsource_gets_presence_joins_and_leaves_as_events_without_an_id,
+            [NodeEventSource]
+        ),
+        comet_test_support::tool_test!(
+            httpx_sse_yields_presence_joins_and_leaves_and_keeps_its_last_event_id,
             [HttpxSse]
         ),
     ]);
@@ -186,4 +196,178 @@ async fn httpx_sse_yields_exactly_the_messages_not_the_opening_or_heartbeats() {
         "heartbeats were yielded as events: {next}"
     );
     source.finish().await;
+}
+
+/// Test only: the user a request names with `user=`, with `{"name": user}`
+/// as info (an app takes it from a session or a signed token).
+fn identify(request: &Parts) -> Result<Option<Identity>, ProtocolError> {
+    let query = request.uri.query().unwrap_or("");
+    let Some(user) = query.split('&').find_map(|pair| pair.strip_prefix("user=")) else {
+        return Ok(None);
+    };
+    Identity::new(user)
+        .and_then(|i| i.with_info(json!({ "name": user })))
+        .map(Some)
+        .map_err(|e| ProtocolError::bad_request(e.to_string()))
+}
+
+/// A hub whose channels have presence, its SSE route at `/comet/presence`
+/// (identity from `user=`, a short grace) and its publish route.
+async fn presence_server() -> (Hub, TestServer) {
+    let hub = Hub::builder().presence(true).build();
+    let route = SubscribeRoute::sse()
+        .identify(identify)
+        .presence_grace(Duration::from_millis(200));
+    let server = TestServer::start(
+        Adapter::Axum,
+        &hub,
+        vec![
+            Mount::Subscribe("/comet/presence", route),
+            Mount::Publish("/comet/publish", PublishRoute::new().authorize(|_, _| true)),
+        ],
+    )
+    .await;
+    (hub, server)
+}
+
+/// What a client printed of one event: its type, its data, and the last
+/// event id it reports with it. `kind` is the client's name for the type.
+fn event(line: &Value, kind: &str) -> (String, String, String) {
+    assert_eq!(line["kind"], "event", "{line}");
+    let text = |v: &Value| v.as_str().unwrap_or_else(|| panic!("{line}")).to_owned();
+    (text(&line[kind]), text(&line["data"]), text(&line["id"]))
+}
+
+/// A presence event's data, parsed.
+fn data(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// How a client reports the id of an event that has no `id:` field.
+#[derive(Clone, Copy)]
+enum NoId {
+    /// As the last event id, unchanged (the SSE spec's `lastEventId`;
+    /// httpx-sse's `ServerSentEvent.id`).
+    LastId,
+    /// As "" (the npm package's `MessageEvent.lastEventId` is the event's
+    /// own; the id it resumes from changes only with an `id:` field).
+    Empty,
+}
+
+impl NoId {
+    /// The id such an event is reported with, after `last_id`.
+    fn after(self, last_id: &str) -> &str {
+        match self {
+            NoId::LastId => last_id,
+            NoId::Empty => "",
+        }
+    }
+}
+
+/// A watcher's events, but its own join: the server may send it after the
+/// list that already names the watcher (set semantics), wherever it comes.
+/// Its id too must be that of an event without one, after `last_id`.
+async fn next_but_own_join(
+    watcher: &mut ClientProcess,
+    kind: &str,
+    no_id: NoId,
+    last_id: &str,
+) -> (String, String, String) {
+    loop {
+        let (type_, text, id) = event(&watcher.next().await, kind);
+        if type_ == "comet-join" && data(&text)["user"] == "watcher" {
+            assert_eq!(id, no_id.after(last_id), "the watcher's join had an id");
+            continue;
+        }
+        return (type_, text, id);
+    }
+}
+
+/// The watcher's next event is bob's `wanted` (`comet-join` or
+/// `comet-leave`), with bob's info and no id of its own.
+async fn expect_bob(
+    watcher: &mut ClientProcess,
+    kind: &str,
+    no_id: NoId,
+    last_id: &str,
+    wanted: &str,
+) {
+    let (type_, text, id) = next_but_own_join(watcher, kind, no_id, last_id).await;
+    assert_eq!(type_, wanted);
+    assert_eq!(
+        data(&text),
+        json!({ "channel": "room", "user": "bob", "info": { "name": "bob" } })
+    );
+    assert_eq!(id, no_id.after(last_id), "{wanted} had an id");
+}
+
+/// Presence as a parser nobody here wrote reads it: the list first, then a
+/// message, bob's join and leave, and a last message. The presence events
+/// carry no id: the client reports them without one of their own (`no_id`),
+/// and the next message has its own, after the first's.
+async fn presence_scenario(
+    server: &TestServer,
+    watcher: &mut ClientProcess,
+    kind: &str,
+    no_id: NoId,
+) {
+    // Who is there as it starts: the watcher, with its info.
+    let (type_, list, id) = next_but_own_join(watcher, kind, no_id, "").await;
+    assert_eq!(type_, "comet-presence");
+    assert_eq!(id, "", "no message yet, no id");
+    assert_eq!(
+        data(&list),
+        json!({ "type": "presence", "channel": "room", "users": 1, "connections": 1,
+                "presence": [{ "user": "watcher", "info": { "name": "watcher" }, "connections": 1 }] })
+    );
+    let published = publish(server, "room", false, None, "first").await;
+    assert_eq!(published.status(), 201);
+    let (type_, text, first_id) = next_but_own_join(watcher, kind, no_id, "").await;
+    assert_eq!((type_.as_str(), text.as_str()), ("room", "first"));
+    assert!(!first_id.is_empty());
+
+    let response = bounded(
+        "bob",
+        client()
+            .get(server.url("/comet/presence?channel=room&user=bob"))
+            .send(),
+    )
+    .await
+    .unwrap();
+    let mut bob = SseReader::new(response);
+    bob.opened().await;
+    expect_bob(watcher, kind, no_id, &first_id, "comet-join").await;
+    drop(bob);
+    expect_bob(watcher, kind, no_id, &first_id, "comet-leave").await;
+
+    assert_eq!(
+        publish(server, "room", false, None, "end").await.status(),
+        201
+    );
+    let (type_, text, end_id) = next_but_own_join(watcher, kind, no_id, &first_id).await;
+    assert_eq!((type_.as_str(), text.as_str()), ("room", "end"));
+    assert!(!end_id.is_empty() && end_id != first_id);
+}
+
+async fn npm_eventsource_gets_presence_joins_and_leaves_as_events_without_an_id() {
+    let (_hub, server) = presence_server().await;
+    let url = server.url("/comet/presence?channel=room&presence=1&user=watcher");
+    let types = ["room", "comet-presence", "comet-join", "comet-leave"];
+    let Some(mut watcher) = node_eventsource("npm eventsource presence", &url, &types) else {
+        return;
+    };
+    assert_eq!(watcher.next().await["kind"], "open");
+    presence_scenario(&server, &mut watcher, "type", NoId::Empty).await;
+    watcher.finish().await;
+}
+
+async fn httpx_sse_yields_presence_joins_and_leaves_and_keeps_its_last_event_id() {
+    let (_hub, server) = presence_server().await;
+    let url = server.url("/comet/presence?channel=room&presence=1&user=watcher");
+    let Some(mut watcher) = python_httpx_sse("httpx-sse presence", &url) else {
+        return;
+    };
+    assert_eq!(watcher.next().await["kind"], "opened");
+    presence_scenario(&server, &mut watcher, "event", NoId::LastId).await;
+    watcher.finish().await;
 }

@@ -1,4 +1,4 @@
-// Types for comet.js, the browser client for the comet wire protocol v1.3.
+// Types for comet.js, the browser client for the comet wire protocol v1.4.
 
 /** A transport, best first: SSE, fetch streaming (ndjson), long polling,
  * JSONP script tags, the forever frame (same origin only). */
@@ -110,6 +110,68 @@ export interface CometError {
   readonly fatal?: boolean;
 }
 
+/** A user present on a channel (`comet.presence(channel)`). */
+export interface PresenceMember {
+  /** The user id the server gave the subscriptions (its route's `identify`). */
+  readonly user: string;
+  /** What the app attached to that identity (a JSON object), or null. */
+  readonly info: Record<string, unknown> | null;
+  /** Their connections to the channel on every node, as of the last list
+   * (1 for a user known from a join alone). */
+  readonly connections: number;
+}
+
+/** A user came to a channel or left it: a `join` or `leave` event. */
+export interface PresenceChange {
+  readonly channel: string;
+  readonly user: string;
+  readonly info: Record<string, unknown> | null;
+}
+
+export interface PresenceEvents {
+  /** The set changed (a list, a join, a leave); the value is the set. */
+  change: CometPresence;
+  join: PresenceChange;
+  leave: PresenceChange;
+}
+
+/**
+ * Who is on a channel, live: user ids to members, read like a `Map`. The
+ * server's presence lists fill it (the first when the client subscribes
+ * with presence, another at each reconnect and with every long poll) and
+ * its joins and leaves keep it. Lists and events have set semantics: a
+ * join of a user already there (the client's own, after the list) changes
+ * nothing. Each list after the first replaces the set, and what it changes
+ * is told as `join` and `leave` (the events between two long polls are not
+ * sent again); the first list fills it with no events. Read-only: only
+ * what the server says changes it.
+ */
+export declare class CometPresence implements Iterable<[string, PresenceMember]> {
+  /** The channel. */
+  readonly channel: string;
+  /** How many users the set holds. */
+  readonly size: number;
+  /** How many users are present on every node: `size`, unless the server
+   * lists fewer than are there (past its `max_presence_listed`; then a list
+   * may also tell unlisted users as leaves). */
+  readonly users: number;
+  /** Their connections on every node: the last list's count, plus one a
+   * join, minus a leaving user's (another connection of a present user is
+   * no event: the next list counts it). */
+  readonly connections: number;
+  /** True once a list has arrived: before it the set is empty, not known. */
+  readonly ready: boolean;
+  has(user: string): boolean;
+  get(user: string): PresenceMember | undefined;
+  keys(): IterableIterator<string>;
+  values(): IterableIterator<PresenceMember>;
+  [Symbol.iterator](): IterableIterator<[string, PresenceMember]>;
+  /** `change`, `join` or `leave` of this channel (joins and leaves only
+   * when the set changes). Returns a function that removes the listener. */
+  on<K extends keyof PresenceEvents>(name: K, listener: (value: PresenceEvents[K]) => void): () => void;
+  off(name: keyof PresenceEvents, listener: (value: any) => void): void;
+}
+
 export interface ClientEvents {
   message: CometMessage;
   gap: Gap;
@@ -123,9 +185,20 @@ export interface ClientEvents {
   cursor: string;
   transport: TransportChange;
   reconnect: Reconnect;
+  /** A user came to a channel this client asked `presence` of (only when
+   * its set changes: never twice for one user). */
+  join: PresenceChange;
+  /** A user left such a channel (after their last connection ended and the
+   * server's grace window passed). */
+  leave: PresenceChange;
 }
 
 export declare class Comet {
+  /** `url`: the comet route. Its query goes with every request (an app's
+   * own parameters, such as the identity a server's `identify` reads), but
+   * may not set the protocol's (`channel`, `cursor`, `since`, `transport`,
+   * `timeout`, `callback`, `presence`: a TypeError). Tabs share a
+   * connection only when their URLs are the same, query included. */
   constructor(url: string | URL, options?: CometOptions);
   readonly state: State;
   readonly transport: Transport | null;
@@ -135,14 +208,22 @@ export declare class Comet {
   /** True when this tab holds the shared connection (or does not share). */
   readonly leader: boolean;
   /** A client event (the names of `ClientEvents`), or messages whose event
-   * name (else channel) is `name`; a channel named like a client event
-   * reaches `message` listeners only. With tab sharing, every tab sees the
+   * name (else channel) is `name`; a channel or event named like a client
+   * event (`join` and `leave` too) reaches `message` listeners only. With tab sharing, every tab sees the
    * shared connection's events. Returns a function that removes the listener. */
   on<K extends keyof ClientEvents>(name: K, listener: (value: ClientEvents[K]) => void): () => void;
   on(name: string, listener: (message: CometMessage) => void): () => void;
   off(name: string, listener: (value: any) => void): void;
   subscribe(...channels: (string | string[])[]): void;
+  /** Removes channels; the presence of one removed ends: its set is emptied. */
   unsubscribe(...channels: (string | string[])[]): void;
+  /** Who is on `channel`, live; the same set at every call. The first call
+   * subscribes to the channel if needed and asks for presence
+   * (`presence=1`), reconnecting from the cursor if the connection was
+   * without it; from then on the client emits the channel's `join` and
+   * `leave`. Only channels the server gives presence list anyone. With tab
+   * sharing, every tab that asks gets the set. */
+  presence(channel: string): CometPresence;
   /** Drops the connection as a network failure would: the client reconnects
    * by itself and resumes from its cursor. (With tab sharing, these three act
    * on the shared connection, whichever tab calls them.) */

@@ -12,14 +12,16 @@
 // protocol.js (the wire format). Servers hand out one file built from them
 // (comet-core/build.rs); tests/ holds their unit tests (`node --test`).
 
-import { TRANSPORTS, checkChannel, checkTransports } from "./protocol.js";
+import { PRESENCE_ITEMS, PROTOCOL_PARAMS, TRANSPORTS, checkChannel, checkTransports } from "./protocol.js";
 import { Connection } from "./connection.js";
 import { Tabs, canShare, shareKey } from "./tabs.js";
+import { CometPresence, applyPresence, presenceList, resetPresence } from "./presence.js";
+import { callEach } from "./listeners.js";
 
 /** Names `on` reserves for the client's own events. */
 const CLIENT_EVENTS = new Set([
   "message", "gap", "state", "error", "connecting", "open", "reconnecting", "closed",
-  "cursor", "transport", "reconnect",
+  "cursor", "transport", "reconnect", "join", "leave",
 ]);
 
 /**
@@ -63,6 +65,8 @@ class Comet {
   #connection = null; // ours when this tab leads (or does not share)
   #tabs = null; // when sharing
   #seen = new Map(); // cursor -> channel (null: SSE could not tell), oldest first
+  #wantsPresence = new Set(); // channels this tab called presence() on
+  #presence = new Map(); // channel -> CometPresence: ours, and (leading) other tabs'
 
   /**
    * @param {string|URL} url the comet route (`/comet`), relative or absolute
@@ -70,6 +74,11 @@ class Comet {
    */
   constructor(url, options = {}) {
     this.#url = new URL(url, globalThis.location?.href);
+    // The URL's own query goes with every request (an app's parameters,
+    // as the demo's `user=`); the protocol's are the client's to write.
+    for (const name of PROTOCOL_PARAMS) {
+      if (this.#url.searchParams.has(name)) throw new TypeError(`comet: the URL may not set ${name}=`);
+    }
     this.#options = {
       transports: checkTransports(options.transports ?? TRANSPORTS),
       since: options.since,
@@ -131,11 +140,36 @@ class Comet {
     if (this.#channels.size !== before) this.#changed();
   }
 
-  /** Removes channels. */
+  /** Removes channels (and their presence: its set is emptied). */
   unsubscribe(...channels) {
     let changed = false;
-    for (const c of channels.flat()) changed = this.#channels.delete(c) || changed;
+    for (const c of channels.flat()) {
+      changed = this.#channels.delete(c) || changed;
+      if (this.#wantsPresence.delete(c)) resetPresence(this.#presence.get(c));
+    }
     if (changed) this.#changed();
+  }
+
+  /**
+   * Who is on `channel`: a live set (see presence.js and comet.d.ts), the
+   * same one at every call. The first call subscribes to the channel if
+   * needed and asks for presence (`presence=1`), reconnecting from the
+   * cursor if the connection did not have it. `join` and `leave` events of
+   * the channel reach this client's listeners from then on.
+   */
+  presence(channel) {
+    checkChannel(channel);
+    let set = this.#presence.get(channel);
+    if (!set) {
+      set = new CometPresence(channel);
+      this.#presence.set(channel, set);
+    }
+    if (!this.#wantsPresence.has(channel)) {
+      this.#wantsPresence.add(channel);
+      this.#channels.add(channel);
+      this.#changed();
+    }
+    return set;
   }
 
   /**
@@ -184,10 +218,16 @@ class Comet {
       return;
     }
     this.#tabs = new Tabs(shareKey(this.#url, this.#options.withCredentials), {
-      wants: () => ({ channels: [...this.#channels], names: this.#names(), since: this.#options.since }),
+      wants: () => ({
+        channels: [...this.#channels],
+        names: this.#names(),
+        presence: [...this.#wantsPresence],
+        since: this.#options.since,
+      }),
       lead: () => this.#lead(),
       changed: (since) => this.#update(since),
       status: () => ({ state: this.#state, transport: this.#transport }),
+      lists: (channels) => channels.map((c) => this.#presence.get(c)).filter(Boolean).map(presenceList).filter(Boolean),
       control: (m) => this.#act(m),
       follow: (m) => this.#follow(m),
     }, { replay: this.#options.since !== undefined });
@@ -216,11 +256,25 @@ class Comet {
     if (!this.#connection) return;
     const channels = new Set(this.#channels);
     const names = new Set(this.#names());
+    const presence = this.#presenceWanted();
     for (const peer of this.#tabs?.peers() ?? []) {
       peer.channels.forEach((c) => channels.add(c));
       peer.names.forEach((n) => names.add(n));
     }
-    this.#connection.update(channels, names, since);
+    // Other tabs' sets this tab kept for them and no one wants now.
+    for (const channel of this.#presence.keys()) {
+      if (!presence.has(channel) && !this.#wantsPresence.has(channel)) this.#presence.delete(channel);
+    }
+    this.#connection.update(channels, names, since, presence.size > 0);
+  }
+
+  /** The channels whose presence this tab keeps: its own, and (leading) every tab's. */
+  #presenceWanted() {
+    const wanted = new Set(this.#wantsPresence);
+    if (this.#connection) {
+      for (const peer of this.#tabs?.peers() ?? []) peer.presence.forEach((c) => wanted.add(c));
+    }
+    return wanted;
   }
 
   #changed() {
@@ -260,6 +314,10 @@ class Comet {
   // ---- delivering
 
   #item(item) {
+    if (PRESENCE_ITEMS.has(item.type)) {
+      this.#presenceItem(item);
+      return;
+    }
     this.#tabs?.remember(item);
     if (item.cursor) this.#setCursor(item.cursor);
     // A gap before the check for duplicates: it is never dropped as one,
@@ -281,6 +339,23 @@ class Comet {
     const name = item.event ?? item.channel;
     if (name !== null && !CLIENT_EVENTS.has(name)) this.#emit(name, message);
     this.#emit("message", message);
+  }
+
+  /**
+   * A presence list, join or leave: kept for this tab's sets (and, leading,
+   * for the lists other tabs ask for); joins and leaves that change one of
+   * this tab's sets are told to its listeners.
+   */
+  #presenceItem(item) {
+    if (!this.#presenceWanted().has(item.channel)) return;
+    let set = this.#presence.get(item.channel);
+    if (!set) {
+      set = new CometPresence(item.channel);
+      this.#presence.set(item.channel, set);
+    }
+    const changes = applyPresence(set, item);
+    if (!this.#wantsPresence.has(item.channel)) return;
+    for (const { type, ...detail } of changes) this.#emit(type, detail);
   }
 
   /**
@@ -315,15 +390,8 @@ class Comet {
   }
 
   #emit(name, value) {
-    for (const listener of [...(this.#listeners.get(name) ?? [])]) {
-      try {
-        listener(value);
-      } catch (error) {
-        // One faulty handler must not cost the others their messages.
-        (globalThis.reportError ?? console.error)(error);
-      }
-    }
+    callEach(this.#listeners.get(name), value);
   }
 }
 
-export { Comet, CometMessage };
+export { Comet, CometMessage, CometPresence };

@@ -1,7 +1,8 @@
 // connection.js: one tab's connection. Opens the transport the policy
 // picks, resumes from the last cursor every time (after a drop, a switch of
 // transport, a server restart), and reports what happens as messages:
-//   { t: "item", item }            a message or a gap, with its cursor
+//   { t: "item", item }            a message or a gap, with its cursor; a
+//                                  presence list, join or leave, without
 //   { t: "cursor", cursor }        the position moved without an item
 //   { t: "state", state, transport }
 //   { t: "event", name, value }    error, transport, reconnect (comet.d.ts)
@@ -26,6 +27,7 @@ export class Connection {
   #policy;
   #channels = new Set();
   #names = new Set();
+  #presence = false;
   #since;
   #current = null;
   #currentOpened = false;
@@ -49,12 +51,19 @@ export class Connection {
     this.#policy = new TransportPolicy(workable(url, options.transports), options, random);
   }
 
-  /** Follows `channels` (reconnecting if they changed) and listens for `names`. */
-  update(channels, names, since) {
+  /**
+   * Follows `channels` (reconnecting if they changed) and listens for
+   * `names`; with `presence`, asks for presence too (`presence=1`,
+   * reconnecting if it did not). Once asked, presence stays until the next
+   * reconnect: dropping it is worth no reconnect of its own.
+   */
+  update(channels, names, since, presence = false) {
     const same = channels.size === this.#channels.size && [...channels].every((c) => this.#channels.has(c));
     names.forEach((n) => this.listen(n));
     this.#since = since ?? this.#since;
-    if (same && this.#current) return;
+    const morePresence = presence && !this.#presence;
+    this.#presence = presence;
+    if (same && !morePresence && this.#current) return;
     this.#channels = channels;
     this.#connect();
   }
@@ -167,6 +176,7 @@ export class Connection {
     for (const c of this.#channels) url.searchParams.append("channel", c);
     if (this.cursor) url.searchParams.set("cursor", this.cursor);
     if (this.#since !== undefined) url.searchParams.set("since", String(this.#since));
+    if (this.#presence) url.searchParams.set("presence", "1");
     url.searchParams.set("transport", transport);
     for (const [k, v] of Object.entries(extra)) url.searchParams.set(k, String(v));
     return url.href;

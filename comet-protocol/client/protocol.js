@@ -1,5 +1,6 @@
 // protocol.js: what the client needs of the wire protocol (PROTOCOL.md):
-// transport and channel names, envelopes, SSE events, the JSON errors.
+// transport and channel names, envelopes (presence's too), SSE events, the
+// JSON errors.
 
 /** Transports, best first. */
 export const TRANSPORTS = ["sse", "stream", "poll", "jsonp", "iframe"];
@@ -16,6 +17,9 @@ const FATAL_STATUS = new Set([400, 404, 405, 414, 431]);
  * only dotted callback a route accepts (PROTOCOL.md, "Callbacks").
  */
 export const REGISTRY = "__comet_cb";
+
+/** Query parameters the client writes itself: a comet URL may not carry them. */
+export const PROTOCOL_PARAMS = ["channel", "cursor", "since", "transport", "timeout", "callback", "presence"];
 
 export function checkChannel(name) {
   if (typeof name !== "string" || !CHANNEL.test(name) || name.startsWith("comet-") || REFUSED_CHANNELS.has(name)) {
@@ -35,6 +39,19 @@ export function checkTransports(transports) {
 }
 
 /**
+ * Presence items (`presence=1`): a channel's presence list, and a join or
+ * leave. They take no cursor: a client keeps them apart from messages.
+ */
+export const PRESENCE_ITEMS = new Set(["presence", "join", "leave"]);
+
+/**
+ * The SSE events of presence, each without an `id:` line (so with
+ * EventSource's `lastEventId` of the message before, never theirs), by the
+ * envelope type each carries.
+ */
+export const SSE_PRESENCE = { "comet-presence": "presence", "comet-join": "join", "comet-leave": "leave" };
+
+/**
  * A protocol envelope as the item every transport hands on. A JSON payload's
  * text is `raw`, as the server sent it, where the transport has it (fetch
  * streaming and polling); JSON.stringify of the parsed value would round
@@ -45,9 +62,25 @@ export function fromEnvelope(envelope, raw) {
   if (envelope.type === "gap") {
     return { type: "gap", channel: envelope.channel, missed: envelope.missed ?? null, cursor: envelope.cursor, event: null, data: null };
   }
+  if (envelope.type === "presence") {
+    const presence = (envelope.presence ?? []).map((m) => ({ user: m.user, info: m.info ?? null, connections: m.connections }));
+    return { type: "presence", channel: envelope.channel, users: envelope.users, connections: envelope.connections, presence, cursor: null };
+  }
+  if (envelope.type === "join" || envelope.type === "leave") {
+    return { type: envelope.type, channel: envelope.channel, user: envelope.user, info: envelope.info ?? null, cursor: null };
+  }
   if (envelope.type !== "message") return null;
   const data = typeof envelope.data === "string" ? envelope.data : (raw ?? JSON.stringify(envelope.data));
   return { type: "message", channel: envelope.channel, event: envelope.event ?? null, data, cursor: envelope.cursor };
+}
+
+/**
+ * An SSE presence event (`comet-presence`, `comet-join`, `comet-leave`) as
+ * an item. A list's data is the whole envelope; a join's or leave's lacks
+ * its `type`, which the event type says.
+ */
+export function fromSsePresence(e) {
+  return fromEnvelope({ ...JSON.parse(e.data), type: SSE_PRESENCE[e.type] });
 }
 
 /**

@@ -4,13 +4,17 @@
 // receives to the others over a BroadcastChannel. A tab that joins late
 // gets the recent items it asked for (`since`) from the leader; when the
 // leader leaves, the next tab to get the lock resumes from the last cursor.
+// Presence passes too: lists, joins and leaves as items, and to a tab that
+// asks for a channel's presence, the leader's current list of it.
 //
 // Messages on the channel, leader to followers:
 //   who                    tell me what you want (a new leader)
 //   replay {to, items}     what a late tab asked for with `since`
+//   lists {to, items}      the presence lists the leader holds of the
+//                          channels a tab asks presence for
 //   item, cursor, state, event, fatal   what the connection reports (connection.js)
 // followers to leader:
-//   hello {from, channels, names, since, replay}   what this tab wants
+//   hello {from, channels, names, presence, since, replay}   what this tab wants
 //   bye {from}             this tab leaves
 //   control {op, ...}      act on the connection (drop, resume, transports)
 
@@ -21,7 +25,7 @@ const RECENT_ITEMS = 256;
  * Part of the lock's and channel's name: tabs whose comet.js speaks another
  * version of these messages elect a leader of their own.
  */
-const TABS_PROTOCOL = 2;
+const TABS_PROTOCOL = 3;
 
 /** Whether `env` (a window) can share: Web Locks and BroadcastChannel. */
 export function canShare(env = globalThis) {
@@ -35,10 +39,12 @@ export function shareKey(url, withCredentials) {
 
 /**
  * One tab's part. `host` is the tab's client:
- *   wants() -> { channels, names, since }   what this tab receives
+ *   wants() -> { channels, names, presence, since }   what this tab receives
+ *                        (presence: the channels it wants presence of)
  *   lead()               this tab got the lock: open the connection
  *   changed(since)       (leader) a follower's wants changed
  *   status() -> { state, transport }        (leader)
+ *   lists(channels) -> items                (leader) presence lists it holds
  *   control(message)     (leader) a follower's control message
  *   follow(message)      (follower) item, cursor, state, event, fatal
  */
@@ -133,12 +139,15 @@ export class Tabs {
     if (this.#closed) return;
     if (this.#leading) {
       switch (m.t) {
-        case "hello":
-          this.#peers.set(m.from, { channels: m.channels, names: m.names });
+        case "hello": {
+          const presence = m.presence ?? [];
+          this.#peers.set(m.from, { channels: m.channels, names: m.names, presence });
           if (m.replay) this.#post({ t: "replay", to: m.from, items: this.#replay(m.channels, m.since) });
+          if (presence.length) this.#post({ t: "lists", to: m.from, items: this.#host.lists(presence) });
           this.#host.changed(m.since);
           this.#post({ t: "state", ...this.#host.status() });
           break;
+        }
         case "bye": this.#peers.delete(m.from); break;
         case "control": this.#host.control(m); break;
       }
@@ -152,8 +161,12 @@ export class Tabs {
           m.items.forEach((item) => this.#host.follow({ t: "item", item }));
         }
         break;
+      case "lists":
+        if (m.to === this.#id) m.items.forEach((item) => this.#host.follow({ t: "item", item }));
+        break;
       case "item":
-        // Sent before the leader read our hello, so it is in the replay too.
+        // Sent before the leader read our hello, so it is in the replay too
+        // (or, presence, in the lists that come with it).
         if (!this.#awaitingReplay) this.#host.follow(m);
         break;
       case "cursor": case "state": case "event": case "fatal": this.#host.follow(m); break;

@@ -1,7 +1,7 @@
 // transport-sse.js: Server-Sent Events through the browser's EventSource
 // (PROTOCOL.md, "Streaming transports").
 
-import { fromEnvelope, fromSse } from "./protocol.js";
+import { SSE_PRESENCE, fromEnvelope, fromSse, fromSsePresence } from "./protocol.js";
 
 /**
  * Types an EventSource dispatches as its own events (`open`, `error`):
@@ -29,6 +29,11 @@ export function openSse(ctx) {
     const gap = fromEnvelope(JSON.parse(e.data));
     ctx.item({ ...gap, cursor: e.lastEventId || gap.cursor });
   });
+  // Presence (with `presence=1`): no id, so EventSource's lastEventId is
+  // the message's before, never a cursor of theirs.
+  for (const type of Object.keys(SSE_PRESENCE)) {
+    source.addEventListener(type, (e) => ctx.item(fromSsePresence(e)));
+  }
   source.onopen = () => {
     state.opened = true;
     ctx.opened();

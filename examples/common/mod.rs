@@ -1,9 +1,10 @@
 //! What the chat demos share, whatever their web framework: the page, the
-//! chat's message rules, the listen address and the shutdown signal.
+//! chat's message rules, who a subscriber is (presence), the listen address
+//! and the shutdown signal.
 
 use comet::{
-    protocol::{Cors, Mount, SubscribeRoute},
-    Hub, Payload, PublishError, PublishRoute,
+    protocol::{Cors, Mount, ProtocolError, SubscribeRoute},
+    Hub, Identity, Payload, PublishError, PublishRoute,
 };
 use std::{net::SocketAddr, time::SystemTime};
 
@@ -53,6 +54,32 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Who a subscribe request is, for presence: the user its `user=` query
+/// parameter names, with `{"name": user}` as info; anonymous without one
+/// (or with a name the chat would refuse).
+///
+/// UNSAFE outside a demo: anyone can claim any name, and be listed under
+/// it in every room. A real app takes the identity from its session (a
+/// cookie an earlier middleware checked, in the request's extensions) or a
+/// signed token, never from a parameter the client picks.
+pub fn identify_from_query(
+    request: &http::request::Parts,
+) -> Result<Option<Identity>, ProtocolError> {
+    let query = request.uri.query().unwrap_or("");
+    let Some(user) = form_urlencoded::parse(query.as_bytes())
+        .find_map(|(key, value)| (key == "user").then_some(value))
+    else {
+        return Ok(None);
+    };
+    let Ok(user) = check("user", &user, MAX_NAME) else {
+        return Ok(None);
+    };
+    let identity = Identity::new(user)
+        .and_then(|i| i.with_info(serde_json::json!({ "name": user })))
+        .map_err(|e| ProtocolError::bad_request(e.to_string()))?;
+    Ok(Some(identity))
+}
+
 /// `/comet`: every transport at one path, as the browser client uses it.
 /// Pages of the origins in `COMET_CORS_ORIGINS` (comma-separated) may use
 /// it too, with credentials; `COMET_HEARTBEAT_SECS` sets how often idle
@@ -72,7 +99,9 @@ pub fn client_route() -> SubscribeRoute {
         .map(|o| o.trim().to_owned())
         .filter(|o| !o.is_empty())
         .collect();
-    let route = SubscribeRoute::all().heartbeat(heartbeat);
+    let route = SubscribeRoute::all()
+        .heartbeat(heartbeat)
+        .identify(identify_from_query);
     if origins.is_empty() {
         return route;
     }
@@ -82,21 +111,31 @@ pub fn client_route() -> SubscribeRoute {
 /// The demo's comet routes, the same on every adapter: one path per
 /// transport under `/comet`, every transport at `/comet` (with the browser
 /// client at `/comet/comet.js`), and publishing at `/comet/publish/<channel>`
-/// for [`may_publish`]. `peer` finds the client's address in a request
-/// (each adapter keeps it in an extension of its own).
+/// for [`may_publish`] (who may publish may also `GET` a channel's info
+/// there: its cursor, subscribers and who is present; the same authorizer
+/// decides both). Every subscribe route takes its identity from `user=`
+/// ([`identify_from_query`]). `peer` finds the client's address in a
+/// request (each adapter keeps it in an extension of its own).
 pub fn mount(
     publish_token: Option<String>,
     peer: fn(&http::request::Parts) -> Option<SocketAddr>,
 ) -> Mount {
-    Mount::new()
-        .route("/comet/sse", SubscribeRoute::sse())
-        .route("/comet/poll", SubscribeRoute::long_poll())
-        .route("/comet/stream", SubscribeRoute::ndjson())
-        .route("/comet/iframe", SubscribeRoute::iframe())
-        .route("/comet/jsonp", SubscribeRoute::jsonp())
+    let identified = [
+        ("/comet/sse", SubscribeRoute::sse()),
+        ("/comet/poll", SubscribeRoute::long_poll()),
+        ("/comet/stream", SubscribeRoute::ndjson()),
+        ("/comet/iframe", SubscribeRoute::iframe()),
+        ("/comet/jsonp", SubscribeRoute::jsonp()),
+    ];
+    identified
+        .into_iter()
+        .fold(Mount::new(), |mount, (path, route)| {
+            mount.route(path, route.identify(identify_from_query))
+        })
         .route("/comet", client_route())
         .publish(
             "/comet/publish",
+            // A publish (POST) and a channel-info request (GET) alike.
             PublishRoute::new().authorize(move |request, _channel| {
                 may_publish(peer(request), &request.headers, publish_token.as_deref())
             }),
@@ -224,7 +263,8 @@ impl Options {
     }
 
     /// The hub: on the Redis engine with `--redis` (several nodes then share
-    /// every room), else in memory.
+    /// every room), else in memory. Every channel has presence: the page
+    /// lists who is in its room.
     ///
     /// Limits for load tests, from the environment: `COMET_MAX_CHANNELS`
     /// (channels held at once; past it a new channel is refused),
@@ -233,7 +273,7 @@ impl Options {
     /// default 60).
     pub fn hub(&self) -> Result<Hub, Box<dyn std::error::Error>> {
         let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
-        let mut builder = Hub::builder();
+        let mut builder = Hub::builder().presence(true);
         if let Some(max) = number("COMET_MAX_CHANNELS") {
             builder = builder.max_channels(max as usize);
         }

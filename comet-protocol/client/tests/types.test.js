@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { fakeBrowser } from "./fakes.js";
-import { Comet, CometMessage } from "../comet.js";
+import { Comet, CometMessage, CometPresence } from "../comet.js";
 
 const types = readFileSync(new URL("../comet.d.ts", import.meta.url), "utf8");
 
@@ -28,6 +28,17 @@ test("class CometMessage: the same fields and json()", () => {
   assert.deepEqual(members("declare class", "CometMessage"), [...fields, ...own(CometMessage.prototype)].sort());
 });
 
+test("class CometPresence: the same members (its iterator aside)", () => {
+  assert.deepEqual(members("declare class", "CometPresence"), own(CometPresence.prototype));
+  assert.equal(typeof CometPresence.prototype[Symbol.iterator], "function");
+});
+
+test("PresenceEvents: the names a presence set's on() takes", () => {
+  const set = new CometPresence("room");
+  for (const name of members("interface", "PresenceEvents")) set.on(name, () => {});
+  assert.throws(() => set.on("message", () => {}), TypeError);
+});
+
 test("CometOptions: exactly the options the constructor reads", () => {
   const read = new Set();
   const options = new Proxy({}, { get: (_, key) => { read.add(key); } });
@@ -43,6 +54,6 @@ test("ClientEvents: the names the client keeps for its own events, never listene
   for (const name of [...events, "said"]) comet.on(name, () => {});
   (await net.next()).json({ cursor: "c0", messages: [] });
   await clock.tick(0);
-  assert.deepEqual(sources[0].listening.sort(), ["comet-gap", "message", "room", "said"]);
+  assert.deepEqual(sources[0].listening.sort(), ["comet-gap", "comet-join", "comet-leave", "comet-presence", "message", "room", "said"]);
   comet.close();
 });
