@@ -326,21 +326,21 @@ impl SubscribeRoute {
     }
 
     /// How long a user stays present (and a channel occupied) after a
-    /// subscription of this route ends. Default: for long polls, the
-    /// longest hold plus 5 s, so that a chain of polls is one presence;
-    /// for streams, 5 s, time to reconnect.
+    /// subscription of this route ends. Default: for a long poll, its hold
+    /// (the `timeout` it asked for, at most the route's longest) plus 5 s,
+    /// so that a chain of polls is one presence; for streams, 5 s, time to
+    /// reconnect.
     pub fn presence_grace(mut self, grace: Duration) -> Self {
         self.presence_grace = Some(grace);
         self
     }
 
-    /// The grace window of a subscription by `transport`.
-    pub(crate) fn grace_for(&self, long_poll: bool) -> Duration {
-        self.presence_grace.unwrap_or(if long_poll {
-            self.max_hold + comet_core::DEFAULT_PRESENCE_GRACE
-        } else {
-            comet_core::DEFAULT_PRESENCE_GRACE
-        })
+    /// The grace window of a subscription: a long poll's is its `hold`
+    /// and more (the next poll comes after the answer); a stream's has no
+    /// hold.
+    pub(crate) fn grace_for(&self, hold: Option<Duration>) -> Duration {
+        self.presence_grace
+            .unwrap_or(hold.unwrap_or_default() + comet_core::DEFAULT_PRESENCE_GRACE)
     }
 }
 

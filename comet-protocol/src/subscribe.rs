@@ -256,11 +256,12 @@ impl SubscribeRequest {
         let identity = route.identify.identify(request)?;
         let start =
             Start::from(params.since.unwrap_or(route.since)).with_cursor(params.cursor.clone());
-        let long_poll = matches!(format, Format::LongPoll(_));
+        let hold = matches!(format, Format::LongPoll(_))
+            .then(|| long_poll::hold_time(params.timeout, route.max_hold));
         let subscriber = Subscriber::anonymous()
             .identity(identity)
             .presence_events(params.presence)
-            .grace(route.grace_for(long_poll));
+            .grace(route.grace_for(hold));
         Ok(Self {
             format,
             transport,
