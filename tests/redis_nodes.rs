@@ -21,18 +21,31 @@ const MESSAGES: usize = 60;
 const SCENARIO: Duration = Duration::from_secs(60);
 
 fn main() {
-    comet_test_support::tool::run(vec![comet_test_support::tool::ToolTest::new(
-        "every_subscriber_gets_exactly_1_to_n_through_a_round_robin_proxy_across_cuts",
-        &[comet_test_support::tool::Tool::RedisServer],
-        || Box::pin(across_nodes()),
-    )]);
+    comet_test_support::tool::run(vec![
+        comet_test_support::tool::ToolTest::new(
+            "every_subscriber_gets_exactly_1_to_n_through_a_round_robin_proxy_across_cuts",
+            &[comet_test_support::tool::Tool::RedisServer],
+            || Box::pin(across_nodes()),
+        ),
+        comet_test_support::tool::ToolTest::new(
+            "the_users_of_a_node_killed_with_sigkill_leave_on_the_other_within_the_bound",
+            &[comet_test_support::tool::Tool::RedisServer],
+            || Box::pin(a_node_killed()),
+        ),
+    ]);
 }
 
 /// A demo node on `redis`; its base URL.
 fn node(redis: &RedisServer) -> (Running, String) {
-    let (node, lines) = Running::start(
+    node_with(redis, &[])
+}
+
+/// A demo node on `redis` with `env`; its base URL.
+fn node_with(redis: &RedisServer, env: &[(&str, &str)]) -> (Running, String) {
+    let (node, lines) = Running::start_with_env(
         "chat",
         &["--addr", "127.0.0.1:0", "--redis", &redis.url()],
+        env,
         1,
     );
     let base = lines[0]
@@ -109,6 +122,73 @@ async fn across_nodes() {
         proxy.accepted.load(std::sync::atomic::Ordering::SeqCst) > 6,
         "reconnected"
     );
+}
+
+/// The presence of a node's users lives in Redis, refreshed by the node:
+/// a node killed with SIGKILL refreshes nothing more, and its users leave
+/// on every other node within 1.25 × the TTL and an engine timeout (2 s),
+/// with a `leave` in-band and out of the channel's info.
+async fn a_node_killed() {
+    const TTL_MS: u64 = 1000;
+    let redis = RedisServer::start();
+    let ttl = ("COMET_PRESENCE_TTL_MS", "1000");
+    let (mut doomed, a) = node_with(&redis, &[ttl]);
+    let (_b, b) = node_with(&redis, &[ttl]);
+    let channel = "room/kill";
+    let watcher = client()
+        .get(format!(
+            "{b}/comet/stream?channel={channel}&user=watcher&presence=1"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let mut watcher = comet_test_support::LineReader::new(watcher);
+    // Until `kind` of `user` comes; the envelopes' other items are skipped.
+    async fn until(watcher: &mut comet_test_support::LineReader, kind: &str, user: &str) {
+        comet_test_support::bounded(kind, async {
+            loop {
+                let line = watcher.line().await.expect("the watcher's stream ended");
+                let envelope: Value = serde_json::from_str(&line).unwrap();
+                if envelope["type"] == kind && envelope["user"] == user {
+                    return;
+                }
+            }
+        })
+        .await
+    }
+    let _ann = client()
+        .get(format!("{a}/comet/stream?channel={channel}&user=ann"))
+        .send()
+        .await
+        .unwrap();
+    until(&mut watcher, "join", "ann").await;
+
+    doomed.child.kill().unwrap(); // SIGKILL: nothing is said to Redis
+    doomed.child.wait().unwrap();
+    let killed = std::time::Instant::now();
+    until(&mut watcher, "leave", "ann").await;
+    let took = killed.elapsed();
+    let bound = Duration::from_millis(TTL_MS * 5 / 4) + Duration::from_secs(2);
+    assert!(
+        took <= bound + Duration::from_millis(500),
+        "ann left {took:?} after the kill, past {bound:?}"
+    );
+    let info: Value = client()
+        .get(format!("{b}/comet/publish/{channel}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let users: Vec<&str> = info["presence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["watcher"], "{info}");
+    assert_eq!(info["subscribers"], 1, "{info}");
 }
 
 /// Records an envelope's message or gap; returns its cursor.

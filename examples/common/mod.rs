@@ -270,7 +270,9 @@ impl Options {
     /// (channels held at once; past it a new channel is refused),
     /// `COMET_HISTORY` (messages each channel keeps, default 1,000) and
     /// `COMET_IDLE_TTL_SECS` (how long an unused empty channel is kept,
-    /// default 60).
+    /// default 60). On Redis, `COMET_PRESENCE_TTL_MS`: how long a node's
+    /// share of presence lives unrefreshed (default 20 s), and so how soon
+    /// the users of a node that died leave.
     pub fn hub(&self) -> Result<Hub, Box<dyn std::error::Error>> {
         let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
         let mut builder = Hub::builder().presence(true);
@@ -289,7 +291,11 @@ impl Options {
         let Some(url) = &self.redis else {
             return Ok(builder.build());
         };
-        let engine = comet_redis::RedisEngine::builder(url.as_str()).build()?;
+        let mut engine = comet_redis::RedisEngine::builder(url.as_str());
+        if let Some(ms) = number("COMET_PRESENCE_TTL_MS") {
+            engine = engine.presence_ttl(std::time::Duration::from_millis(ms));
+        }
+        let engine = engine.build()?;
         // The engine's Debug shows the URL without its password.
         tracing::info!(
             ?engine,
