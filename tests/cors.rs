@@ -96,7 +96,10 @@ async fn cors_answers_preflights(adapter: Adapter) {
     expect_error(wrong_method, 403, "cors_denied").await;
     let publish = preflight("/publish/x", ORIGIN, "POST").await.unwrap();
     assert_eq!(publish.status(), 204);
-    assert_eq!(publish.headers()["access-control-allow-methods"], "POST");
+    assert_eq!(
+        publish.headers()["access-control-allow-methods"],
+        "GET, POST, DELETE"
+    );
     // A route without CORS does not answer OPTIONS.
     let none = preflight("/poll", ORIGIN, "GET").await.unwrap();
     expect_error(none, 405, "method_not_allowed").await;

@@ -141,8 +141,8 @@ async fn publish_rejects_bad_requests_with_reasons(adapter: Adapter) {
         .await
         .unwrap();
     expect_error(bad_event, 400, "bad_event").await;
-    let wrong_method = client().get(server.url("/publish/x")).send().await.unwrap();
-    assert_eq!(wrong_method.headers()["allow"], "POST");
+    let wrong_method = client().put(server.url("/publish/x")).send().await.unwrap();
+    assert_eq!(wrong_method.headers()["allow"], "GET, POST, DELETE");
     expect_error(wrong_method, 405, "method_not_allowed").await;
     assert_eq!(hub.stats().published, 0, "nothing was published");
 }

@@ -177,7 +177,7 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("export"))
             .collect();
-        assert_eq!(exports, ["export { Comet, CometMessage };"]);
+        assert_eq!(exports, ["export { Comet, CometMessage, CometPresence };"]);
         assert!(CLIENT_SCRIPT.contains("class Comet "), "the API is in");
     }
 
