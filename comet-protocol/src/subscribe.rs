@@ -196,7 +196,14 @@ fn answer_headers(
     let mut headers = HeaderMap::with_capacity(3 + own.len() + cors);
     headers.insert(header::CONTENT_TYPE, content_type);
     if answer == Answer::Stream {
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        // `no-transform`: a proxy that recompresses or rewrites a body
+        // holds a stream's bytes until it has enough to work on, and its
+        // messages with them. A long poll's answer is whole: a transform
+        // delays none of it, and `no-store` keeps it out of every cache.
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache, no-transform"),
+        );
         headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     } else {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -75,7 +75,10 @@ pub async fn sse(server: &TestServer, query: &str) -> SseReader {
     )
     .await
     .unwrap();
-    assert_eq!(response.headers()["cache-control"], "no-cache");
+    assert_eq!(
+        response.headers()["cache-control"],
+        "no-cache, no-transform"
+    );
     assert_eq!(response.headers()["x-accel-buffering"], "no");
     let mut reader = SseReader::new(response);
     reader.opened().await;
