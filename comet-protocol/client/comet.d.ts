@@ -142,7 +142,7 @@ export interface End {
    * `unsubscribed`: it took the channel out of them; `closed`: it closed
    * the channel (its history too). A reason this client does not know
    * ends as these do. */
-  readonly reason: EndReason | string;
+  readonly reason: EndReason | (string & {});
   /** The cursor after it (it no longer names an ended channel). */
   readonly cursor: string | null;
 }
