@@ -3,7 +3,9 @@
 //! in turn, network drops, server restarts, gaps, fallback when transports
 //! are blocked, one connection shared by two tabs, a push host on another
 //! origin, the demo page's own panel and controls, and its presence list
-//! (on one node, and on two Redis nodes behind a round-robin proxy).
+//! (on one node, and on two Redis nodes behind a round-robin proxy); and,
+//! on a server of the test's own, a token function that keeps the client
+//! subscribed across its tokens' expiries.
 //!
 //! Chromium missing: these tests are reported as ignored
 //! (`comet_test_support::tool`), unless `COMET_BROWSER_TESTS=1`, where a missing browser
@@ -54,6 +56,10 @@ fn main() {
         comet_test_support::tool_test!(
             chat_users_on_two_redis_nodes_see_each_other_come_and_go,
             [Chromium, RedisServer]
+        ),
+        comet_test_support::tool_test!(
+            a_token_function_keeps_every_transport_subscribed_across_expiries,
+            [Chromium]
         ),
     ]);
 }
@@ -826,4 +832,85 @@ async fn chat_users_on_two_redis_nodes_see_each_other_come_and_go() {
         false,
     )
     .await;
+}
+
+/// A route that takes tokens (PROTOCOL.md, "Access") and a page whose
+/// comet.js gets them from the app's token endpoint, which mints them for
+/// 2 s: on every transport, messages published every 150 ms before, across
+/// and after at least one expiry reach the page exactly once, in order, and
+/// the page asked for a token more than once.
+async fn a_token_function_keeps_every_transport_subscribed_across_expiries() {
+    use axum::{response::Html, routing::get, Router};
+    use comet::{
+        protocol::{
+            token::{Claims, TokenSigner, Tokens, VerifyingKey},
+            SubscribeRoute,
+        },
+        tower::CometLayer,
+        Hub, Payload,
+    };
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    };
+
+    let _slot = browser_slot().await;
+    let Some(browser) = Browser::launch("tokens").await else {
+        return;
+    };
+    const SECRET: &[u8] = b"the browser test's 32-byte secret";
+    let signer = TokenSigner::hs256(SECRET).unwrap().kid("k1");
+    let tokens = Tokens::new().key("k1", VerifyingKey::hs256(SECRET).unwrap());
+    let minted = Arc::new(AtomicUsize::new(0));
+    let hub = Hub::new();
+    let app = Router::new()
+        .route(
+            "/",
+            get(|| async { Html("<!doctype html><title>tokens</title>") }),
+        )
+        .route(
+            "/token",
+            get({
+                let minted = minted.clone();
+                move || async move {
+                    minted.fetch_add(1, Ordering::SeqCst);
+                    let claims = Claims::new(["tokens/*"], Duration::from_secs(2)).subject("ann");
+                    signer.sign(&claims).unwrap()
+                }
+            }),
+        )
+        .layer(
+            CometLayer::new(hub.clone()).route(
+                "/comet",
+                SubscribeRoute::all()
+                    .authorizer(tokens)
+                    .max_hold(Duration::from_secs(10)),
+            ),
+        );
+    let server = comet_test_support::TestServer::axum(app).await;
+    let tab = browser.tab(&server.url("/")).await;
+    harness(&tab, "/comet/comet.js").await;
+    for transport in ["sse", "stream", "poll", "jsonp", "iframe"] {
+        let channel = format!("tokens/{transport}");
+        let before = minted.load(Ordering::SeqCst);
+        tab.eval(&format!(
+            "T.got = [], T.start('/comet', {{ channels: [{channel:?}], transports: [{transport:?}], \
+             share: false, minDelay: 50, maxDelay: 500, \
+             token: () => fetch('/token').then((r) => r.text()) }})"
+        ))
+        .await;
+        tab.eval("T.until(() => T.c.state === 'open')").await;
+        for n in 1..=16 {
+            let payload = Payload::json_bytes(json!({ "n": n }).to_string()).unwrap();
+            hub.publish(&channel, payload).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        expect_messages(&tab, 1..=16).await;
+        let asked = minted.load(Ordering::SeqCst) - before;
+        assert!(asked > 1, "{transport}: one token for 2.4 s of 2-s tokens");
+        assert_eq!(tab.eval("T.gaps.length").await, 0, "{transport}");
+        assert_eq!(tab.eval("T.errors").await, json!([]), "{transport}");
+        tab.eval("T.c.close(), true").await;
+    }
+    tab.close().await;
 }

@@ -5,7 +5,8 @@
 export type Transport = "sse" | "stream" | "poll" | "jsonp" | "iframe";
 
 /** The connection's life: `connecting` until first open, `open`,
- * `reconnecting` after a drop, `closed` after `close()` or a fatal refusal. */
+ * `reconnecting` after a drop, `closed` after `close()`, a fatal refusal
+ * or the server's `end` of the subscription. */
 export type State = "connecting" | "open" | "reconnecting" | "closed";
 
 export interface CometOptions {
@@ -40,6 +41,29 @@ export interface CometOptions {
    * heartbeats are comments EventSource never shows, so SSE relies on the
    * browser noticing the drop.) */
   heartbeatTimeout?: number;
+  /**
+   * A token for routes that take tokens (PROTOCOL.md, "Access"), sent as
+   * `token=` on every request (an EventSource cannot send headers). A
+   * function is called, and awaited, before the first connect, before a
+   * reconnect that asks for more channels than the last, after the
+   * server ended the subscription because the token expired (the client
+   * then resumes from where it was: nothing lost, nothing twice), after a
+   * 401 or a 403 `forbidden`, and after an EventSource or script tag failed
+   * to open (it cannot tell a 401). It gets the channels the connection
+   * will ask for: with tab sharing, the leading tab's function gets every
+   * tab's. Three refusals in a row, each with a fresh token, are fatal; a
+   * function that throws or rejects is an `error` (`token_failed`) and a
+   * retry with back-off. Without a function, a 401 is fatal, as a 403 is.
+   * Tab sharing: tabs with token functions share whatever strings they
+   * return; tabs with a string share only with the same string.
+   */
+  token?: string | ((request: TokenRequest) => string | Promise<string>);
+}
+
+/** What the `token` function is told. */
+export interface TokenRequest {
+  /** The channels the connection will ask for, every sharing tab's. */
+  readonly channels: string[];
 }
 
 /** A message, the same whichever transport carried it. */
@@ -98,13 +122,44 @@ export interface Reconnect {
   readonly delay: number;
   /** `ended`: the server ended the stream cleanly (byte budget, shutdown);
    * `dropped`: an open connection was lost (or `drop()`); `failed`: it
-   * could not open. */
-  readonly reason: "ended" | "dropped" | "failed";
+   * could not open (or its token was refused); `expired`: the server ended
+   * the subscription at its token's expiry (a new token comes first). */
+  readonly reason: "ended" | "dropped" | "failed" | "expired";
+}
+
+/** Why the server ended a subscription or one channel of it. */
+export type EndReason = "expired" | "disconnected" | "unsubscribed" | "closed";
+
+/**
+ * The server ended one channel of the subscription (the client no longer
+ * asks for it, and its presence set is emptied), or all of it (`channel`
+ * null: the client is closed, and reconnects no more). An expiry is not
+ * told: the client gets a new token and resumes.
+ */
+export interface End {
+  readonly channel: string | null;
+  /** `disconnected`: the app ended the user's subscriptions;
+   * `unsubscribed`: it took the channel out of them; `closed`: it closed
+   * the channel (its history too). A reason this client does not know
+   * ends as these do. */
+  readonly reason: EndReason | (string & {});
+  /** The cursor after it (it no longer names an ended channel). */
+  readonly cursor: string | null;
+}
+
+/** The server added a channel to the user's subscriptions: this client now
+ * receives it (and asks for it at every reconnect), from its head. */
+export interface Subscribed {
+  readonly channel: string;
+  /** The cursor after it, naming the channel. */
+  readonly cursor: string;
 }
 
 /** A refusal from the server (the protocol's JSON error), or a fatal one. */
 export interface CometError {
   readonly status?: number;
+  /** The protocol's error code (`unauthorized`, ...), or `token_failed`:
+   * the `token` function threw, rejected or gave no string. */
   readonly code?: string;
   readonly message?: string;
   readonly fatal?: boolean;
@@ -191,13 +246,19 @@ export interface ClientEvents {
   /** A user left such a channel (after their last connection ended and the
    * server's grace window passed). */
   leave: PresenceChange;
+  /** The server ended a channel, or the whole subscription (then `closed`
+   * follows). */
+  end: End;
+  /** The server added a channel to this client's; its messages follow. */
+  subscribed: Subscribed;
 }
 
 export declare class Comet {
   /** `url`: the comet route. Its query goes with every request (an app's
    * own parameters, such as the identity a server's `identify` reads), but
    * may not set the protocol's (`channel`, `cursor`, `since`, `transport`,
-   * `timeout`, `callback`, `presence`: a TypeError). Tabs share a
+   * `timeout`, `callback`, `presence`, `token`: a TypeError; a token goes
+   * in the `token` option). Tabs share a
    * connection only when their URLs are the same, query included. */
   constructor(url: string | URL, options?: CometOptions);
   readonly state: State;
@@ -209,7 +270,7 @@ export declare class Comet {
   readonly leader: boolean;
   /** A client event (the names of `ClientEvents`), or messages whose event
    * name (else channel) is `name`; a channel or event named like a client
-   * event (`join` and `leave` too) reaches `message` listeners only. With tab sharing, every tab sees the
+   * event (`join`, `leave`, `end` and `subscribed` too) reaches `message` listeners only. With tab sharing, every tab sees the
    * shared connection's events. Returns a function that removes the listener. */
   on<K extends keyof ClientEvents>(name: K, listener: (value: ClientEvents[K]) => void): () => void;
   on(name: string, listener: (message: CometMessage) => void): () => void;

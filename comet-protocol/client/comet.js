@@ -4,15 +4,18 @@
 // connection, picks the best transport that actually works here (SSE, fetch
 // streaming, long polling, JSONP, forever frame), resumes from its last
 // cursor after every reconnect, and shares one connection between the tabs
-// of an origin. Types: comet.d.ts. Protocol: PROTOCOL.md.
+// of an origin. It sends a token where the route wants one, gets a new one
+// when it expires, and follows the server's changes to its subscription
+// (ends, channels added). Types: comet.d.ts. Protocol: PROTOCOL.md.
 //
 // This is the public API; the rest is in modules beside it: connection.js
-// (resume, policy.js for fallback and back-off, transports.js and the
-// transport-*.js for each family), tabs.js (one connection for all tabs),
-// protocol.js (the wire format). Servers hand out one file built from them
-// (comet-core/build.rs); tests/ holds their unit tests (`node --test`).
+// (resume and tokens, policy.js for fallback and back-off, transports.js
+// and the transport-*.js for each family), tabs.js (one connection for all
+// tabs), presence.js (who is on a channel), listeners.js, protocol.js (the
+// wire format). Servers hand out one file built from them
+// (comet-protocol/build.rs); tests/ holds their unit tests (`node --test`).
 
-import { PRESENCE_ITEMS, PROTOCOL_PARAMS, TRANSPORTS, checkChannel, checkTransports } from "./protocol.js";
+import { ACCESS_ITEMS, PRESENCE_ITEMS, PROTOCOL_PARAMS, TRANSPORTS, checkChannel, checkTransports } from "./protocol.js";
 import { Connection } from "./connection.js";
 import { Tabs, canShare, shareKey } from "./tabs.js";
 import { CometPresence, applyPresence, presenceList, resetPresence } from "./presence.js";
@@ -21,7 +24,7 @@ import { callEach } from "./listeners.js";
 /** Names `on` reserves for the client's own events. */
 const CLIENT_EVENTS = new Set([
   "message", "gap", "state", "error", "connecting", "open", "reconnecting", "closed",
-  "cursor", "transport", "reconnect", "join", "leave",
+  "cursor", "transport", "reconnect", "join", "leave", "end", "subscribed",
 ]);
 
 /**
@@ -90,6 +93,7 @@ class Comet {
       upgradeAfter: options.upgradeAfter ?? 30000,
       openTimeout: options.openTimeout ?? 10000,
       heartbeatTimeout: options.heartbeatTimeout ?? 45000,
+      token: checkToken(options.token),
     };
     this.#channels = new Set((options.channels ?? []).map(checkChannel));
     this.#cursor = options.cursor ?? null;
@@ -143,10 +147,7 @@ class Comet {
   /** Removes channels (and their presence: its set is emptied). */
   unsubscribe(...channels) {
     let changed = false;
-    for (const c of channels.flat()) {
-      changed = this.#channels.delete(c) || changed;
-      if (this.#wantsPresence.delete(c)) resetPresence(this.#presence.get(c));
-    }
+    for (const c of channels.flat()) changed = this.#drop(c) || changed;
     if (changed) this.#changed();
   }
 
@@ -217,7 +218,7 @@ class Comet {
       this.#lead();
       return;
     }
-    this.#tabs = new Tabs(shareKey(this.#url, this.#options.withCredentials), {
+    this.#tabs = new Tabs(shareKey(this.#url, this.#options.withCredentials, this.#options.token), {
       wants: () => ({
         channels: [...this.#channels],
         names: this.#names(),
@@ -318,6 +319,10 @@ class Comet {
       this.#presenceItem(item);
       return;
     }
+    if (ACCESS_ITEMS.has(item.type)) {
+      this.#access(item);
+      return;
+    }
     this.#tabs?.remember(item);
     if (item.cursor) this.#setCursor(item.cursor);
     // A gap before the check for duplicates: it is never dropped as one,
@@ -359,6 +364,43 @@ class Comet {
   }
 
   /**
+   * An end or a channel added (PROTOCOL.md, "Access"), which the leading
+   * connection has already applied to itself, and every tab applies to its
+   * channels: an added channel is this tab's too (the server added it to
+   * the user's subscriptions, and without sharing each tab would get it),
+   * an ended one is dropped where a tab had it. An expiry is the
+   * connection's to mend (a new token, the resume): nothing to tell. Any
+   * other end of everything closes this client, and no tab reconnects.
+   */
+  #access(item) {
+    if (item.cursor) this.#setCursor(item.cursor);
+    const { channel, cursor } = item;
+    if (item.type === "subscribed") {
+      if (!this.#channels.has(channel)) {
+        this.#channels.add(channel);
+        this.#changed();
+      }
+      this.#emit("subscribed", { channel, cursor });
+      return;
+    }
+    if (channel === null && item.reason === "expired") return;
+    if (channel !== null) {
+      if (!this.#drop(channel)) return; // another tab's
+      this.#changed();
+      this.#emit("end", { channel, reason: item.reason, cursor });
+      return;
+    }
+    this.#emit("end", { channel: null, reason: item.reason, cursor });
+    this.close();
+  }
+
+  /** Stops receiving `channel` and its presence; false if it was not received. */
+  #drop(channel) {
+    if (this.#wantsPresence.delete(channel)) resetPresence(this.#presence.get(channel));
+    return this.#channels.delete(channel);
+  }
+
+  /**
    * Forgets the cursors seen of `channel` (all of them without one), and
    * those whose channel SSE could not tell (several channels, an event
    * name): a message delivered twice is better than one lost.
@@ -392,6 +434,13 @@ class Comet {
   #emit(name, value) {
     callEach(this.#listeners.get(name), value);
   }
+}
+
+/** The `token` option: a string, a function, or none. */
+function checkToken(token) {
+  if (token === undefined || token === null) return null;
+  if ((typeof token === "string" && token) || typeof token === "function") return token;
+  throw new TypeError("comet: token must be a non-empty string or a function");
 }
 
 export { Comet, CometMessage, CometPresence };

@@ -1,17 +1,39 @@
 // connection.js: one tab's connection. Opens the transport the policy
 // picks, resumes from the last cursor every time (after a drop, a switch of
-// transport, a server restart), and reports what happens as messages:
+// transport, a server restart, an expired token), and reports what happens
+// as messages:
 //   { t: "item", item }            a message or a gap, with its cursor; a
-//                                  presence list, join or leave, without
+//                                  presence list, join or leave, without; an
+//                                  end or a channel added, with (already
+//                                  applied to the connection: see #access)
 //   { t: "cursor", cursor }        the position moved without an item
 //   { t: "state", state, transport }
 //   { t: "event", name, value }    error, transport, reconnect (comet.d.ts)
 //   { t: "fatal", info }           a refusal no retry can mend; stopped
+//
+// Tokens (PROTOCOL.md, "Access"): the `token` option, a string or a
+// function, goes as `token=` on every request. A function is called before
+// the first connect, when the channels grow (it is told them), after an
+// `end` for `expired`, after a 401 (or a 403 `forbidden`: a new token may
+// grant more), and after a transport that cannot see a status (EventSource,
+// script tags) failed to open, since that may have been a 401. Refusals of
+// fresh tokens are retried with back-off; the MAX_REFUSALS-th in a row is
+// fatal.
 
 import { fromEnvelope, rawPayloads } from "./protocol.js";
 import { TransportPolicy } from "./policy.js";
 import { RUNNERS, supported } from "./transports.js";
 import { bootstrap } from "./transport-fetch.js";
+
+/**
+ * Refusals in a row, each after getting a new token, that stop the client:
+ * a token endpoint that keeps handing out tokens the server refuses must
+ * not make it retry for ever.
+ */
+const MAX_REFUSALS = 3;
+
+/** Transports that cannot tell a refusal (a 401) from a network failure. */
+const BLIND = new Set(["sse", "jsonp", "iframe"]);
 
 /** Those of `transports` that can work here (at least the first). */
 function workable(url, transports) {
@@ -35,6 +57,10 @@ export class Connection {
   #timer = null;
   #upgradeTimer = null;
   #stopped = false;
+  #token = null; // what goes as token=
+  #tokenStale = false; // the token function is to be called before the next connect
+  #tokenRequest = null; // its answer, while it is being called
+  #refusals = 0; // 401s (and forbidden) in a row, with a token function
   /** The resume position, shared with the transports. */
   cursor = null;
 
@@ -49,6 +75,8 @@ export class Connection {
     this.#options = options;
     this.#report = report;
     this.#policy = new TransportPolicy(workable(url, options.transports), options, random);
+    if (typeof options.token === "string") this.#token = options.token;
+    this.#tokenStale = this.#refreshes();
   }
 
   /**
@@ -64,6 +92,8 @@ export class Connection {
     const morePresence = presence && !this.#presence;
     this.#presence = presence;
     if (same && !morePresence && this.#current) return;
+    // The token function is told the channels: more of them, a new token.
+    if ([...channels].some((c) => !this.#channels.has(c))) this.#tokenStale ||= this.#refreshes();
     this.#channels = channels;
     this.#connect();
   }
@@ -117,6 +147,40 @@ export class Connection {
     this.#currentOpened = false;
     if (this.#stopped || !this.#channels.size) return;
     const generation = ++this.#generation;
+    if (this.#tokenStale) this.#withToken(generation);
+    else this.#open(generation);
+  }
+
+  /** True when the client gets its tokens from a function. */
+  #refreshes() {
+    return typeof this.#options.token === "function";
+  }
+
+  /**
+   * Calls the token function (once for any number of connects waiting on
+   * it), then opens connection `generation` unless another replaced it.
+   * A throw, a rejection or no token is an error event and a retry with
+   * back-off, as a network failure is (the token endpoint may be offline).
+   */
+  #withToken(generation) {
+    this.#tokenRequest ??= Promise.resolve()
+      .then(() => this.#options.token({ channels: [...this.#channels] }))
+      .then((token) => {
+        if (typeof token !== "string" || !token) throw new TypeError("comet: the token function gave no token");
+        this.#token = token;
+        this.#tokenStale = false;
+      })
+      .finally(() => { this.#tokenRequest = null; });
+    this.#tokenRequest.then(() => {
+      if (generation === this.#generation && !this.#stopped) this.#open(generation);
+    }, (error) => {
+      if (generation !== this.#generation || this.#stopped) return;
+      this.#event("error", { code: "token_failed", message: String(error?.message ?? error), fatal: false });
+      this.#retry(this.#policy.backoff(), "failed");
+    });
+  }
+
+  #open(generation) {
     const transport = this.#policy.transport;
     const live = () => generation === this.#generation;
     const ctx = {
@@ -135,7 +199,9 @@ export class Connection {
       item: (item) => {
         if (!live()) return;
         this.cursor = item.cursor || this.cursor;
+        const then = this.#access(item);
         this.#report({ t: "item", item });
+        then?.();
       },
       /** `raw`: the payload's JSON text as sent, when the transport has it. */
       envelope: (envelope, raw) => {
@@ -177,6 +243,7 @@ export class Connection {
     if (this.cursor) url.searchParams.set("cursor", this.cursor);
     if (this.#since !== undefined) url.searchParams.set("since", String(this.#since));
     if (this.#presence) url.searchParams.set("presence", "1");
+    if (this.#token !== null) url.searchParams.set("token", this.#token);
     url.searchParams.set("transport", transport);
     for (const [k, v] of Object.entries(extra)) url.searchParams.set(k, String(v));
     return url.href;
@@ -186,7 +253,42 @@ export class Connection {
     this.#report({ t: "event", name, value });
   }
 
+  /**
+   * Applies an end or a channel added (PROTOCOL.md, "Access") to this
+   * connection before it is reported; returns what to do after the report.
+   * An end of one channel: it is no longer asked for (the stream goes on).
+   * A channel added: asked for at every reconnect, and listened for over
+   * SSE. An end of everything for `expired`: a new token, then the resume
+   * from the end's cursor; for any other reason: stop, for good.
+   */
+  #access(item) {
+    if (item.type === "subscribed") {
+      this.#channels.add(item.channel);
+      this.listen(item.channel);
+      return null;
+    }
+    if (item.type !== "end") return null;
+    if (item.channel !== null) {
+      this.#channels.delete(item.channel);
+      return null;
+    }
+    if (item.reason !== "expired") {
+      this.stop();
+      return null;
+    }
+    // This transport's late reports (the stream's close) are ignored.
+    this.#generation++;
+    this.#current?.close();
+    this.#current = null;
+    return () => {
+      if (this.#stopped) return;
+      this.#tokenStale = this.#refreshes();
+      this.#retry(this.#policy.ended(), "expired");
+    };
+  }
+
   #onOpened(transport) {
+    this.#refusals = 0;
     const upgradeAfter = this.#policy.opened(transport);
     this.#report({ t: "state", state: "open", transport });
     if (upgradeAfter !== null) this.#upgradeTimer = setTimeout(() => this.#upgrade(), upgradeAfter);
@@ -215,6 +317,19 @@ export class Connection {
       this.#report({ t: "item", item: { type: "gap", channel: null, missed: null, cursor: null } });
       this.#retry(0, "failed");
       return;
+    }
+    if ((info.status === 401 || info.code === "forbidden") && this.#refreshes()) {
+      // A new token may mend it: get one, after the back-off, a few times.
+      if (++this.#refusals < MAX_REFUSALS) {
+        this.#tokenStale = true;
+        this.#event("error", { ...info, fatal: false });
+        this.#retry(this.#policy.backoff(), "failed");
+        return;
+      }
+      info = { ...info, fatal: true };
+    }
+    if (!info.opened && info.status === undefined && BLIND.has(transport) && this.#refreshes()) {
+      this.#tokenStale = true; // it may have been a 401
     }
     if (info.fatal) {
       this.stop();

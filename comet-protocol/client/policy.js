@@ -101,7 +101,7 @@ export class TransportPolicy {
       this.#failures++;
       if (this.#failures >= (this.#worked.has(transport) ? 4 : 2)) this.#next();
     }
-    const delay = info.opened ? this.#random() * this.#options.minDelay : this.#backoff();
+    const delay = info.opened ? this.#random() * this.#options.minDelay : this.backoff();
     return { delay, change: this.#change(transport) };
   }
 
@@ -129,8 +129,12 @@ export class TransportPolicy {
     }
   }
 
-  /** Exponential, from minDelay to maxDelay, with jitter in its upper half. */
-  #backoff() {
+  /**
+   * The next delay of the back-off: exponential, from minDelay to maxDelay,
+   * with jitter in its upper half; it starts over once a transport opens.
+   * (For failures that are no transport's: a refused token, say.)
+   */
+  backoff() {
     const ceiling = Math.min(this.#options.maxDelay, this.#options.minDelay * 2 ** this.#attempt++);
     return ceiling / 2 + this.#random() * ceiling / 2;
   }

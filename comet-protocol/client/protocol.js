@@ -1,6 +1,6 @@
 // protocol.js: what the client needs of the wire protocol (PROTOCOL.md):
-// transport and channel names, envelopes (presence's too), SSE events, the
-// JSON errors.
+// transport and channel names, envelopes (presence's and access's too), SSE
+// events, the JSON errors.
 
 /** Transports, best first. */
 export const TRANSPORTS = ["sse", "stream", "poll", "jsonp", "iframe"];
@@ -9,8 +9,12 @@ export const TRANSPORTS = ["sse", "stream", "poll", "jsonp", "iframe"];
 const CHANNEL = /^[A-Za-z0-9_.:@/-]{1,128}$/;
 const REFUSED_CHANNELS = new Set(["error", "open"]);
 
-/** Refusals that no retry or other transport can mend. */
-const FATAL_STATUS = new Set([400, 404, 405, 414, 431]);
+/**
+ * Refusals that no retry or other transport can mend. A 401 or a 403
+ * `forbidden` may be mended by a new token, where the client can get one
+ * (Connection decides).
+ */
+const FATAL_STATUS = new Set([400, 401, 403, 404, 405, 414, 431]);
 
 /**
  * Where JSONP and forever-frame callbacks live: `__comet_cb.<name>`, the
@@ -19,7 +23,7 @@ const FATAL_STATUS = new Set([400, 404, 405, 414, 431]);
 export const REGISTRY = "__comet_cb";
 
 /** Query parameters the client writes itself: a comet URL may not carry them. */
-export const PROTOCOL_PARAMS = ["channel", "cursor", "since", "transport", "timeout", "callback", "presence"];
+export const PROTOCOL_PARAMS = ["channel", "cursor", "since", "transport", "timeout", "callback", "presence", "token"];
 
 export function checkChannel(name) {
   if (typeof name !== "string" || !CHANNEL.test(name) || name.startsWith("comet-") || REFUSED_CHANNELS.has(name)) {
@@ -52,6 +56,16 @@ export const PRESENCE_ITEMS = new Set(["presence", "join", "leave"]);
 export const SSE_PRESENCE = { "comet-presence": "presence", "comet-join": "join", "comet-leave": "leave" };
 
 /**
+ * The server's changes to a live subscription (PROTOCOL.md, "Access"): an
+ * `end` of it or of one channel, and a channel it `subscribed` the user to.
+ * Each carries the cursor after it; neither is a message.
+ */
+export const ACCESS_ITEMS = new Set(["end", "subscribed"]);
+
+/** Their SSE events, each with the cursor as `id:` and the envelope as data. */
+export const SSE_ACCESS = ["comet-end", "comet-subscribed"];
+
+/**
  * A protocol envelope as the item every transport hands on. A JSON payload's
  * text is `raw`, as the server sent it, where the transport has it (fetch
  * streaming and polling); JSON.stringify of the parsed value would round
@@ -68,6 +82,12 @@ export function fromEnvelope(envelope, raw) {
   }
   if (envelope.type === "join" || envelope.type === "leave") {
     return { type: envelope.type, channel: envelope.channel, user: envelope.user, info: envelope.info ?? null, cursor: null };
+  }
+  if (envelope.type === "end") {
+    return { type: "end", channel: envelope.channel ?? null, reason: envelope.reason, cursor: envelope.cursor ?? null };
+  }
+  if (envelope.type === "subscribed") {
+    return { type: "subscribed", channel: envelope.channel, cursor: envelope.cursor };
   }
   if (envelope.type !== "message") return null;
   const data = typeof envelope.data === "string" ? envelope.data : (raw ?? JSON.stringify(envelope.data));
@@ -176,6 +196,8 @@ export async function refusal(response) {
     code = body.error ?? code;
     message = body.message ?? message;
   } catch { /* not the protocol's JSON */ }
-  const unsupported = code === "bad_transport";
+  // A cross-site JSONP request is refused whatever it carries: the other
+  // transports may still work from this page.
+  const unsupported = code === "bad_transport" || code === "cross_site";
   return { status: response.status, code, message, unsupported, fatal: !unsupported && FATAL_STATUS.has(response.status) };
 }

@@ -1,7 +1,7 @@
 // transport-sse.js: Server-Sent Events through the browser's EventSource
 // (PROTOCOL.md, "Streaming transports").
 
-import { SSE_PRESENCE, fromEnvelope, fromSse, fromSsePresence } from "./protocol.js";
+import { SSE_ACCESS, SSE_PRESENCE, fromEnvelope, fromSse, fromSsePresence } from "./protocol.js";
 
 /**
  * Types an EventSource dispatches as its own events (`open`, `error`):
@@ -25,10 +25,13 @@ export function openSse(ctx) {
   };
   source.addEventListener("message", onMessage);
   ctx.names().forEach(listen);
-  source.addEventListener("comet-gap", (e) => {
-    const gap = fromEnvelope(JSON.parse(e.data));
-    ctx.item({ ...gap, cursor: e.lastEventId || gap.cursor });
-  });
+  // A gap, an end, a channel added: the envelope as data, the cursor as id.
+  for (const type of ["comet-gap", ...SSE_ACCESS]) {
+    source.addEventListener(type, (e) => {
+      const item = fromEnvelope(JSON.parse(e.data));
+      if (item) ctx.item({ ...item, cursor: e.lastEventId || item.cursor });
+    });
+  }
   // Presence (with `presence=1`): no id, so EventSource's lastEventId is
   // the message's before, never a cursor of theirs.
   for (const type of Object.keys(SSE_PRESENCE)) {

@@ -2,6 +2,8 @@
 // BroadcastChannel and Web Locks. Each test installs what it needs on
 // globalThis with `install` and gets the originals back after it.
 
+import { REGISTRY } from "../protocol.js";
+
 const realImmediate = globalThis.setImmediate;
 
 /** Lets every pending promise, stream read and bus message run. */
@@ -296,6 +298,26 @@ export function fakeWindow(origin) {
       for (const fn of listeners.get(type) ?? []) fn({ type });
     },
   };
+}
+
+/** A document whose script tags and frames the test answers. */
+export function fakeDocument(t) {
+  const appended = [];
+  const element = () => ({ remove() { this.removed = true; } });
+  install(t, {
+    document: {
+      createElement: element,
+      head: { appendChild: (e) => appended.push(e) },
+      body: { appendChild: (e) => appended.push(e) },
+    },
+    [REGISTRY]: undefined,
+  });
+  return appended;
+}
+
+/** The callback an element's `src` names. */
+export function callbackOf(element) {
+  return globalThis[REGISTRY][new URL(element.src).searchParams.get("callback").split(".")[1]];
 }
 
 /** A message envelope (PROTOCOL.md, "The envelope"). */

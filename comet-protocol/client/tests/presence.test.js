@@ -3,9 +3,8 @@
 // across tabs (PROTOCOL.md, "Presence").
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { fakeBrowser, install, settle } from "./fakes.js";
+import { callbackOf, fakeBrowser, fakeDocument, settle } from "./fakes.js";
 import { Comet, CometPresence } from "../comet.js";
-import { REGISTRY } from "../protocol.js";
 
 const URL_ = "http://push.test/comet";
 const QUICK = { minDelay: 0, maxDelay: 0 };
@@ -215,26 +214,6 @@ test("joins and leaves of channels not asked for are not told; unknown envelope 
   assert.deepEqual(users(), ["cat"]);
   assert.deepEqual(messages, ["still here"]);
 });
-
-/** A document whose script tags and frames the test answers. */
-function fakeDocument(t) {
-  const appended = [];
-  const element = () => ({ remove() { this.removed = true; } });
-  install(t, {
-    document: {
-      createElement: element,
-      head: { appendChild: (e) => appended.push(e) },
-      body: { appendChild: (e) => appended.push(e) },
-    },
-    [REGISTRY]: undefined,
-  });
-  return appended;
-}
-
-/** The callback an element's `src` names. */
-function callbackOf(element) {
-  return globalThis[REGISTRY][new URL(element.src).searchParams.get("callback").split(".")[1]];
-}
 
 test("every transport hands presence on: SSE, fetch stream, poll, JSONP, forever frame", async (t) => {
   const envelopes = [list("room", [["ann", 1]]), change("join", "room", "bob"), change("leave", "room", "ann")];

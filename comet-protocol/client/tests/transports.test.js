@@ -64,7 +64,7 @@ test("SSE: listens to every channel and event name, but never to open or error",
   const runner = openSse(ctx);
   const source = FakeEventSource.last;
   runner.listen("late");
-  assert.deepEqual(source.listening.sort(), ["comet-gap", "comet-join", "comet-leave", "comet-presence", "late", "message", "room", "said", "state"]);
+  assert.deepEqual(source.listening.sort(), ["comet-end", "comet-gap", "comet-join", "comet-leave", "comet-presence", "comet-subscribed", "late", "message", "room", "said", "state"]);
   source.emit("state", "x", "c1");
   assert.equal(ctx.calls[0][1].channel, "state");
 });

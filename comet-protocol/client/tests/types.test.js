@@ -54,6 +54,6 @@ test("ClientEvents: the names the client keeps for its own events, never listene
   for (const name of [...events, "said"]) comet.on(name, () => {});
   (await net.next()).json({ cursor: "c0", messages: [] });
   await clock.tick(0);
-  assert.deepEqual(sources[0].listening.sort(), ["comet-gap", "comet-join", "comet-leave", "comet-presence", "message", "room", "said"]);
+  assert.deepEqual(sources[0].listening.sort(), ["comet-end", "comet-gap", "comet-join", "comet-leave", "comet-presence", "comet-subscribed", "message", "room", "said"]);
   comet.close();
 });
