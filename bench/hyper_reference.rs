@@ -4,7 +4,7 @@
 //! and `POST /comet/publish/{channel}` (loopback only) on `COMET_ADDR`
 //! (default 127.0.0.1:3300).
 
-use comet::{
+use comet_push::{
     protocol::{PublishRoute, SubscribeRoute},
     Hub,
 };

@@ -11,7 +11,7 @@ use axum::{
     routing::post,
     Router,
 };
-use comet::{CometLayer, Hub, Payload};
+use comet_push::{CometLayer, Hub, Payload};
 
 /// Publishes the request's body, as text, to the channel in the path.
 async fn say(State(hub): State<Hub>, Path(channel): Path<String>, text: String) -> StatusCode {

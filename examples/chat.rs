@@ -61,7 +61,7 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use comet::{tower::CometLayer, Hub};
+use comet_push::{tower::CometLayer, Hub};
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
@@ -78,7 +78,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let listener = options.listen().await?;
     let hub = options.hub()?;
     let metrics = PrometheusBuilder::new().install_recorder()?;
-    comet::telemetry::describe();
+    comet_push::telemetry::describe();
     let app = app(hub.clone(), common::publish_token(), metrics);
     // Like `axum::serve(listener, app.into_make_service_with_connect_info())`
     // with graceful shutdown, but HTTP/1.1 only: a held connection then

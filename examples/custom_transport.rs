@@ -17,7 +17,7 @@
 //! ```
 
 use axum::{extract::Query, routing::post, Router};
-use comet::{
+use comet_push::{
     protocol::{Chunks, StreamFormat, Transport},
     CometLayer, Cursor, EncodingSlot, Hub, Item, Message, Start, SubscribeRoute,
 };

@@ -12,15 +12,15 @@
 //! ```
 //!
 //! In an app, turn on the facade's `warp` feature
-//! (`comet = { version = "0.1", features = ["warp"] }`) and write
-//! `comet::warp::route`; this demo names the adapter crate, `comet_warp`,
+//! (`comet-push = { version = "0.1", features = ["warp"] }`) and write
+//! `comet_push::warp::route`; this demo names the adapter crate, `comet_warp`,
 //! so that the tests build it with the default features.
 
 mod common;
 #[path = "../bench/runtime.rs"]
 mod runtime;
 
-use comet::Hub;
+use comet_push::Hub;
 use comet_warp::RemoteAddr;
 use serde::Deserialize;
 use warp::{http::StatusCode, reply::Response, Filter, Reply};

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use axum::{extract::State, routing::post, Router};
-//! use comet::{CometLayer, Hub, Payload, SubscribeRoute};
+//! use comet_push::{CometLayer, Hub, Payload, SubscribeRoute};
 //!
 //! async fn say(State(hub): State<Hub>, text: String) -> &'static str {
 //!     match hub.publish("news", Payload::text(text)).await {
@@ -29,9 +29,11 @@
 //!
 //! - `tower` (default): [`CometLayer`] and [`RouteService`], for axum and
 //!   any tower-based server.
-//! - `warp`: the same routes as warp filters, in `comet::warp`.
-//! - `redis`: the Redis engine, in `comet::redis`, for several
+//! - `warp`: the same routes as warp filters, in `comet_push::warp`.
+//! - `redis`: the Redis engine, in `comet_push::redis`, for several
 //!   nodes that serve one set of channels (needs Rust 1.88).
+//! - `jwt`: tokens (JWT) for subscribers and publishers, in
+//!   `comet_push::protocol::token` (needs Rust 1.88).
 //! - `full`: all of the above.
 //! - `bench-runtime`: jemalloc for the demos that the benchmark scripts run
 //!   (not for apps: pick your allocator yourself).

@@ -4,7 +4,7 @@
 //! unsubscribe, subscribe, close with its history), and publishers by
 //! static key or token. (Across nodes on Redis: `comet-redis/tests/control.rs`.)
 
-use comet::{
+use comet_push::{
     protocol::{
         token::{Claims, TokenSigner, Tokens, VerifyingKey},
         Access, ProtocolError, PublishRoute, StaticKeys, SubscribeRoute,
@@ -249,10 +249,10 @@ async fn orders_reach_live_subscriptions(adapter: Adapter) {
     );
     let (id, added) = until_event(&mut ann, "comet-subscribed").await;
     assert_eq!(added["channel"], "c");
-    let cursor = comet::Cursor::decode(&id.unwrap()).unwrap();
+    let cursor = comet_push::Cursor::decode(&id.unwrap()).unwrap();
     assert_eq!(cursor.len(), 2);
     assert!(cursor
-        .position(&comet::ChannelName::new("c").unwrap())
+        .position(&comet_push::ChannelName::new("c").unwrap())
         .is_some());
     hub.publish("c", "now ann's").await.unwrap();
     assert_eq!(ann.next_event().await.data, "now ann's");

@@ -841,7 +841,7 @@ async fn chat_users_on_two_redis_nodes_see_each_other_come_and_go() {
 /// the page asked for a token more than once.
 async fn a_token_function_keeps_every_transport_subscribed_across_expiries() {
     use axum::{response::Html, routing::get, Router};
-    use comet::{
+    use comet_push::{
         protocol::{
             token::{Claims, TokenSigner, Tokens, VerifyingKey},
             SubscribeRoute,

@@ -11,7 +11,7 @@
 //! (CI sets it).
 
 use axum::{response::Html, routing::get, Router};
-use comet::{protocol::SubscribeRoute, tower::CometLayer, Hub};
+use comet_push::{protocol::SubscribeRoute, tower::CometLayer, Hub};
 use comet_test_support::{browser::Browser, TestServer};
 
 fn main() {

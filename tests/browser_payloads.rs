@@ -7,7 +7,7 @@
 //! (CI sets it).
 
 use axum::{response::Html, routing::get, Router};
-use comet::{protocol::SubscribeRoute, tower::CometLayer, Hub, Payload};
+use comet_push::{protocol::SubscribeRoute, tower::CometLayer, Hub, Payload};
 use comet_test_support::{browser::Browser, TestServer};
 use serde_json::Value;
 

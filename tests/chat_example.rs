@@ -32,7 +32,10 @@ async fn chat_demo(example: &str) {
     assert!(html.contains(r#"import { Comet } from "/comet/comet.js""#));
     let script = get("/comet/comet.js").await.unwrap();
     assert_eq!(script.status(), 200);
-    assert_eq!(script.text().await.unwrap(), comet::protocol::CLIENT_SCRIPT);
+    assert_eq!(
+        script.text().await.unwrap(),
+        comet_push::protocol::CLIENT_SCRIPT
+    );
 
     let response = get("/comet/sse?channel=room/lobby").await.unwrap();
     let mut events = SseReader::new(response);

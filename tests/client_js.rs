@@ -33,7 +33,7 @@ fn main() {
     );
     // The served file, where Node can import it as a module.
     let bundle = std::env::temp_dir().join(format!("comet-client-{}.mjs", std::process::id()));
-    std::fs::write(&bundle, comet::protocol::CLIENT_SCRIPT).unwrap();
+    std::fs::write(&bundle, comet_push::protocol::CLIENT_SCRIPT).unwrap();
     let tests = files
         .into_iter()
         .map(|file| {

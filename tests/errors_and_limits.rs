@@ -5,7 +5,7 @@
 
 mod common;
 
-use comet::{
+use comet_push::{
     protocol::{ErrorCode, MAX_HEADER_BYTES, MAX_QUERY_LEN},
     HistoryPolicy, Hub, MemoryEngine, Payload,
 };
@@ -211,7 +211,7 @@ async fn every_error_code_of_the_table_is_answered_over_a_socket(adapter: Adapte
     let hub = Hub::builder()
         .engine(Arc::new(protocol::Unreachable(MemoryEngine::new(
             HistoryPolicy::default(),
-            comet::DEFAULT_IDLE_TTL,
+            comet_push::DEFAULT_IDLE_TTL,
         ))))
         .max_subscribers_per_channel(1)
         .build();

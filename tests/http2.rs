@@ -12,7 +12,7 @@ mod http1;
 mod http2;
 
 use bytes::Bytes;
-use comet::{protocol::SubscribeRoute, Hub, MemoryEngine};
+use comet_push::{protocol::SubscribeRoute, Hub, MemoryEngine};
 use comet_test_support::{bounded, each_adapter, eventually, Adapter, Mount};
 use http_body_util::{BodyExt, Empty};
 use hyper::{body::Incoming, client::conn::http2::SendRequest, Request, Response};

@@ -6,7 +6,7 @@
 //! A missing client: reported as ignored, unless `COMET_CLIENT_TESTS=1`
 //! (CI sets it), where it fails.
 
-use comet::{
+use comet_push::{
     protocol::{ProtocolError, PublishRoute, SubscribeRoute},
     Hub, Identity, Payload,
 };

@@ -7,7 +7,7 @@
 //! Without PyJWT: reported as ignored, unless `COMET_CLIENT_TESTS=1` (CI
 //! sets it), where it fails.
 
-use comet::{
+use comet_push::{
     protocol::{
         token::{Claims, TokenSigner, Tokens, VerifyingKey},
         SubscribeRoute,

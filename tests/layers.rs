@@ -4,7 +4,7 @@
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use bytes::Bytes;
-use comet::{
+use comet_push::{
     protocol::{Cors, SubscribeRoute},
     Hub,
 };
@@ -551,7 +551,7 @@ async fn a_cors_layer_inside_comet_leaves_comets_routes_to_comet() {
     let app = axum::Router::new()
         .route("/hello", axum::routing::get(|| async { "hello" }))
         .layer(CorsLayer::permissive())
-        .layer(comet::tower::CometLayer::new(hub.clone()).route(
+        .layer(comet_push::tower::CometLayer::new(hub.clone()).route(
             "/cors",
             SubscribeRoute::all().cors(Cors::allow_origins([ORIGIN]).allow_credentials(true)),
         ));

@@ -4,7 +4,7 @@
 
 mod common;
 
-use comet::Payload;
+use comet_push::Payload;
 use comet_test_support::*;
 use common::basics;
 use std::time::Duration;

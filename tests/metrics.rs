@@ -41,7 +41,10 @@ async fn the_chat_demo_serves_subscribers_publishes_deliveries_gaps_and_errors_a
         assert_eq!(events.next_event().await.event.as_deref(), Some("said"));
     }
     // A cursor from another epoch: one gap with an unknown count.
-    let foreign = comet::Hub::new().current_cursor(["room/m"]).await.unwrap();
+    let foreign = comet_push::Hub::new()
+        .current_cursor(["room/m"])
+        .await
+        .unwrap();
     let gap = client()
         .get(chat.url(&format!(
             "/comet/poll?channel=room/m&timeout=0&cursor={foreign}"

@@ -4,7 +4,7 @@
 //! (Across nodes on Redis: `comet-redis/tests/presence.rs` and
 //! `tests/redis_nodes.rs`.)
 
-use comet::{
+use comet_push::{
     protocol::{ProtocolError, PublishRoute, SubscribeRoute},
     Hub, HubEvent, Identity,
 };

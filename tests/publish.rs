@@ -4,7 +4,7 @@
 
 mod common;
 
-use comet::Payload;
+use comet_push::Payload;
 use comet_test_support::*;
 use common::{protocol, transports};
 use serde_json::{json, Value};
@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 async fn publish_answers_201_with_a_cursor_and_marks_json_and_text(adapter: Adapter) {
     let (hub, server) = transports::start(adapter).await;
     let mut sub = hub
-        .subscribe(["room/p"], comet::Start::head())
+        .subscribe(["room/p"], comet_push::Start::head())
         .await
         .unwrap();
     let text = bounded(
@@ -40,7 +40,7 @@ async fn publish_answers_201_with_a_cursor_and_marks_json_and_text(adapter: Adap
     let message = first.message().unwrap();
     assert_eq!(
         (message.kind(), message.text(), message.event()),
-        (comet::PayloadKind::Text, "hi <b>", Some("said"))
+        (comet_push::PayloadKind::Text, "hi <b>", Some("said"))
     );
     assert_eq!(
         first.cursor().encode(),
@@ -52,7 +52,7 @@ async fn publish_answers_201_with_a_cursor_and_marks_json_and_text(adapter: Adap
     assert_eq!(
         (message.kind(), message.text()),
         // PROTOCOL.md, "Payloads": the publisher's bytes, as they came.
-        (comet::PayloadKind::Json, "{\n  \"a\": [1, 2]\n}")
+        (comet_push::PayloadKind::Json, "{\n  \"a\": [1, 2]\n}")
     );
 
     // Subscribers see JSON as JSON and text as a string.

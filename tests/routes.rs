@@ -5,7 +5,7 @@
 
 mod common;
 
-use comet::{protocol::SubscribeRoute, tower::RouteService};
+use comet_push::{protocol::SubscribeRoute, tower::RouteService};
 use comet_test_support::*;
 use common::{
     basics,
@@ -131,7 +131,10 @@ async fn the_client_script_is_served_beside_its_route(adapter: Adapter) {
     assert_eq!(h["cache-control"], "no-cache");
     assert_eq!(h["access-control-allow-origin"], ORIGIN);
     let etag = h["etag"].to_str().unwrap().to_owned();
-    assert_eq!(script.text().await.unwrap(), comet::protocol::CLIENT_SCRIPT);
+    assert_eq!(
+        script.text().await.unwrap(),
+        comet_push::protocol::CLIENT_SCRIPT
+    );
 
     let again = client()
         .get(server.url("/cors/comet.js"))
@@ -142,7 +145,7 @@ async fn the_client_script_is_served_beside_its_route(adapter: Adapter) {
     assert_eq!(again.status(), 304);
 
     let versioned = client()
-        .get(server.url(&comet::protocol::client_script_url("/poll")))
+        .get(server.url(&comet_push::protocol::client_script_url("/poll")))
         .send()
         .await
         .unwrap();

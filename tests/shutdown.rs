@@ -3,7 +3,7 @@
 
 mod common;
 
-use comet::Hub;
+use comet_push::Hub;
 use comet_test_support::*;
 use common::{basics, transports};
 

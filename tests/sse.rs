@@ -5,7 +5,7 @@
 
 mod common;
 
-use comet::Payload;
+use comet_push::Payload;
 use comet_test_support::*;
 use common::{basics, protocol};
 

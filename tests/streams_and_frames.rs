@@ -4,7 +4,7 @@
 
 mod common;
 
-use comet::Payload;
+use comet_push::Payload;
 use comet_test_support::*;
 use common::{
     protocol::{self, APP_ORIGIN, JSON_BODY},
@@ -447,7 +447,7 @@ async fn json_is_delivered_byte_for_byte_on_every_transport(adapter: Adapter) {
 
     // The hub's own view: the same bytes.
     let mut sub = hub
-        .subscribe(["exact"], comet::Start::cursor(cursor))
+        .subscribe(["exact"], comet_push::Start::cursor(cursor))
         .await
         .unwrap();
     use futures_util::StreamExt;

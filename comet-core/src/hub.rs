@@ -30,7 +30,7 @@ use std::{
 ///
 /// ```
 /// # tokio_test_block_on(async {
-/// use comet::{Hub, Item, Payload, Start};
+/// use comet_push::{Hub, Item, Payload, Start};
 /// use tokio_stream::StreamExt;
 ///
 /// let hub = Hub::new();
@@ -258,7 +258,7 @@ impl Hub {
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-    /// use comet::{Hub, Identity, Item, PresenceKind, Start, Subscriber};
+    /// use comet_push::{Hub, Identity, Item, PresenceKind, Start, Subscriber};
     /// use tokio_stream::StreamExt;
     ///
     /// let hub = Hub::builder().presence(true).build();

@@ -17,7 +17,7 @@ pub const MAX_INFO_BYTES: usize = 1024;
 /// anonymous: they count as subscribers, never as users.
 ///
 /// ```
-/// use comet::Identity;
+/// use comet_push::Identity;
 /// let alice = Identity::new("u-42")
 ///     .unwrap()
 ///     .with_info(serde_json::json!({"name": "Alice"}))

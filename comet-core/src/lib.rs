@@ -7,7 +7,7 @@
 //! explicit [`Item::Gap`] when history no longer holds it. Nothing here knows
 //! about HTTP or a web framework; the wire protocol on top, written once on
 //! the `http` crate's types for every adapter, is the `comet-protocol` crate
-//! (`comet::protocol`).
+//! (`comet_push::protocol`).
 //!
 //! # Why it is built this way
 //!
@@ -27,7 +27,7 @@
 //!   several nodes can replace it without touching any transport.
 //!
 //! ```
-//! use comet::{Hub, HistoryPolicy, Item, Start};
+//! use comet_push::{Hub, HistoryPolicy, Item, Start};
 //! use tokio_stream::StreamExt;
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {

@@ -83,7 +83,7 @@ const INLINE_SLOTS: usize = 6;
 /// and keep it in a `static`:
 ///
 /// ```
-/// use comet::{EncodingSlot, Message};
+/// use comet_push::{EncodingSlot, Message};
 /// use std::sync::LazyLock;
 ///
 /// static LINE: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::new);

@@ -104,7 +104,7 @@ pub enum Item {
 /// subscription ends. See [`Hub::subscribe_as`](crate::Hub::subscribe_as).
 ///
 /// ```
-/// use comet::{Identity, Subscriber};
+/// use comet_push::{Identity, Subscriber};
 /// use std::time::Duration;
 /// let alice = Identity::new("alice").unwrap();
 /// let subscriber = Subscriber::from(alice)

@@ -1,7 +1,7 @@
 //! Orders to live subscriptions on one node, in the core: expiry,
 //! disconnect, unsubscribe, subscribe, close; counts given back.
 
-use comet::{EndReason, Hub, Identity, Item, Start, Subscriber, Subscription};
+use comet_push::{EndReason, Hub, Identity, Item, Start, Subscriber, Subscription};
 use std::time::{Duration, SystemTime};
 use tokio_stream::StreamExt;
 

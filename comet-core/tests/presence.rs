@@ -2,7 +2,7 @@
 //! listing bound and the bounded feed. Time is paused, so grace windows
 //! pass when the test says.
 
-use comet::{
+use comet_push::{
     Hub, HubEvent, Identity, Item, PresenceKind, Start, Subscriber, Subscription, PRESENCE_FEED,
 };
 use std::{
@@ -86,7 +86,7 @@ async fn anonymous_subscribers_occupy_channels_but_are_nobody() {
     drop(sub);
     settle().await;
     assert_eq!(take(&log), ["unsubscribed:-:room+lobby"]);
-    tokio::time::sleep(comet::DEFAULT_PRESENCE_GRACE).await;
+    tokio::time::sleep(comet_push::DEFAULT_PRESENCE_GRACE).await;
     let mut vacated = take(&log);
     vacated.sort();
     assert_eq!(vacated, ["vacated:lobby", "vacated:room"]);

@@ -1,7 +1,7 @@
 //! The load generator, run as its real binary against comet on axum over
 //! loopback: what it reports must add up.
 
-use comet::{
+use comet_push::{
     protocol::{PublishRoute, SubscribeRoute},
     tower::CometLayer,
     Hub,

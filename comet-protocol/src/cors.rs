@@ -10,7 +10,7 @@ use std::{fmt, sync::Arc, time::Duration};
 /// (cookies, HTTP authentication).
 ///
 /// ```
-/// use comet::{Cors, SubscribeRoute};
+/// use comet_push::{Cors, SubscribeRoute};
 /// let route = SubscribeRoute::sse().cors(
 ///     Cors::allow_origins(["https://www.example.com", "https://app.example.com"])
 ///         .allow_credentials(true),

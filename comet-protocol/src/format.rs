@@ -66,7 +66,7 @@ impl Chunks {
 /// line for gaps, and `text/plain`.
 ///
 /// ```
-/// use comet::{protocol::{Chunks, StreamFormat}, Cursor, Message};
+/// use comet_push::{protocol::{Chunks, StreamFormat}, Cursor, Message};
 ///
 /// /// `channel<TAB>text` lines, for `curl` users.
 /// struct Lines;
@@ -205,7 +205,7 @@ pub trait StreamFormat: Send + Sync + 'static {
 ///
 /// ```
 /// use bytes::Bytes;
-/// use comet::{protocol::LongPollFormat, Cursor, Item};
+/// use comet_push::{protocol::LongPollFormat, Cursor, Item};
 /// use http::HeaderValue;
 ///
 /// /// One `channel<TAB>text` line per message, then the cursor.

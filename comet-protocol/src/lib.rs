@@ -1,6 +1,6 @@
 //! The comet wire protocol (PROTOCOL.md), written once on the `http` crate's
 //! types so that every server adapter stays thin. This crate is for people
-//! who write adapters and transports (apps reach it as `comet::protocol`);
+//! who write adapters and transports (apps reach it as `comet_push::protocol`);
 //! an app needs only the names at the root of the `comet` facade.
 //!
 //! An adapter finds a request's endpoint in a [`Mount`] (comet's routes at

@@ -24,7 +24,7 @@ use std::fmt;
 ///   the longest subscribe path's 404.
 ///
 /// ```
-/// use comet::{protocol::Mount, PublishRoute, SubscribeRoute};
+/// use comet_push::{protocol::Mount, PublishRoute, SubscribeRoute};
 ///
 /// let mount = Mount::new()
 ///     .route("/events", SubscribeRoute::sse())

@@ -75,7 +75,7 @@ where
 /// A missing or unknown key is a 401. Keys are compared in constant time.
 ///
 /// ```
-/// use comet::protocol::{PublishRoute, StaticKeys};
+/// use comet_push::protocol::{PublishRoute, StaticKeys};
 /// let keys = StaticKeys::new(["key-of-the-billing-service", "key-of-the-chat-bot"]);
 /// let route = PublishRoute::new().authorizer(keys.clone()).control(keys);
 /// ```
@@ -159,7 +159,7 @@ impl AuthorizeControl for StaticKeys {
 /// endpoint would let anyone write to every channel.
 ///
 /// ```
-/// use comet::PublishRoute;
+/// use comet_push::PublishRoute;
 /// let route = PublishRoute::new().authorize(|request, _channel| {
 ///     request.headers.get("authorization").is_some_and(|v| v == "Bearer secret")
 /// });

@@ -25,7 +25,7 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 /// How one comet route serves subscribers. Cheap to clone.
 ///
 /// ```
-/// use comet::{protocol::Transport, SubscribeRoute, Since};
+/// use comet_push::{protocol::Transport, SubscribeRoute, Since};
 /// use std::time::Duration;
 ///
 /// let events = SubscribeRoute::sse().heartbeat(Duration::from_secs(20));
@@ -212,7 +212,7 @@ impl SubscribeRoute {
     /// and its `channel` parameters (the default keeps the parameters).
     ///
     /// ```
-    /// use comet::{ProtocolError, SubscribeRoute};
+    /// use comet_push::{ProtocolError, SubscribeRoute};
     /// // GET /user-events: the user's own channel, from a header set by an
     /// // earlier authentication middleware.
     /// let route = SubscribeRoute::sse().channels(|request, _requested| {
@@ -239,7 +239,7 @@ impl SubscribeRoute {
     /// Checked on every request, long polls included. Default: allow all.
     ///
     /// ```
-    /// use comet::SubscribeRoute;
+    /// use comet_push::SubscribeRoute;
     /// let route = SubscribeRoute::sse().authorize(|request, channels| {
     ///     let signed_in = request.headers.contains_key("authorization");
     ///     channels.iter().all(|c| c.as_str().starts_with("public/") || signed_in)
@@ -259,7 +259,7 @@ impl SubscribeRoute {
     /// first. Checked on every request, long polls included.
     ///
     /// ```
-    /// use comet::{protocol::Access, Identity, ProtocolError, SubscribeRoute};
+    /// use comet_push::{protocol::Access, Identity, ProtocolError, SubscribeRoute};
     ///
     /// async fn session_user(cookie: Option<String>) -> Option<String> {
     ///     cookie.map(|c| c.trim_start_matches("sid=").to_owned()) // a store, really
@@ -297,7 +297,7 @@ impl SubscribeRoute {
     /// request, long polls included. Default: everyone is anonymous.
     ///
     /// ```
-    /// use comet::{Identity, SubscribeRoute};
+    /// use comet_push::{Identity, SubscribeRoute};
     ///
     /// #[derive(Clone)]
     /// struct Session { user_id: String, name: String }
@@ -308,7 +308,7 @@ impl SubscribeRoute {
     ///     };
     ///     let identity = Identity::new(session.user_id.as_str())
     ///         .and_then(|i| i.with_info(serde_json::json!({ "name": session.name })))
-    ///         .map_err(|e| comet::ProtocolError::bad_request(e.to_string()))?;
+    ///         .map_err(|e| comet_push::ProtocolError::bad_request(e.to_string()))?;
     ///     Ok(Some(identity))
     /// });
     /// ```

@@ -10,8 +10,8 @@
 //! (`expired`), and the client comes back with a fresh token and its cursor.
 //!
 //! ```
-//! use comet::protocol::token::{Claims, TokenSigner, Tokens, VerifyingKey};
-//! use comet::SubscribeRoute;
+//! use comet_push::protocol::token::{Claims, TokenSigner, Tokens, VerifyingKey};
+//! use comet_push::SubscribeRoute;
 //! use std::time::Duration;
 //!
 //! let secret = b"a secret of at least 32 bytes, really!!";

@@ -64,7 +64,7 @@ type Make = dyn Fn(&Parts, &SubscribeParams, &SubscribeRoute) -> Result<Format, 
 /// [`custom_stream`](Self::custom_stream) and [`custom_long_poll`](Self::custom_long_poll).
 ///
 /// ```
-/// use comet::{protocol::{Chunks, StreamFormat, Transport}, Cursor, Message, SubscribeRoute};
+/// use comet_push::{protocol::{Chunks, StreamFormat, Transport}, Cursor, Message, SubscribeRoute};
 ///
 /// /// `channel<TAB>text` lines, for `curl` users.
 /// struct Lines;
@@ -197,7 +197,7 @@ impl Transport {
     ///
     /// ```
     /// use bytes::Bytes;
-    /// use comet::{protocol::{LongPollFormat, Transport}, Cursor, Item, SubscribeRoute};
+    /// use comet_push::{protocol::{LongPollFormat, Transport}, Cursor, Item, SubscribeRoute};
     /// use http::HeaderValue;
     ///
     /// /// The cursor, then one message text per line.

@@ -12,8 +12,8 @@
 //! twice or skipped in silence.
 //!
 //! ```
-//! use comet::{HistoryPolicy, Hub};
-//! use comet::redis::RedisEngine;
+//! use comet_push::{HistoryPolicy, Hub};
+//! use comet_push::redis::RedisEngine;
 //! use std::{sync::Arc, time::Duration};
 //!
 //! #[tokio::main]

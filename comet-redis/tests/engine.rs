@@ -359,7 +359,7 @@ async fn redis_down_at_publish_fails_within_the_timeout_and_the_route_answers_50
         comet_tower::CometLayer::new(hub.clone())
             .publish(
                 "/publish",
-                comet::PublishRoute::new().authorize(|_, _| true),
+                comet_push::PublishRoute::new().authorize(|_, _| true),
             )
             .long_poll("/poll"),
     );

@@ -188,7 +188,7 @@ async fn a_publish_past_maxmemory_fails_and_leaves_history_and_epoch_untouched()
 
     let app = axum::Router::new().layer(comet_tower::CometLayer::new(a.clone()).publish(
         "/publish",
-        comet::PublishRoute::new().authorize(|_, _| true),
+        comet_push::PublishRoute::new().authorize(|_, _| true),
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = listener.local_addr().unwrap();

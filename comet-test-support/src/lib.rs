@@ -15,7 +15,7 @@ pub mod tcp_proxy;
 pub mod tool;
 
 use bytes::Bytes;
-use comet::{
+use comet_push::{
     protocol::{PublishRoute, SubscribeRoute},
     Hub,
 };
@@ -131,17 +131,18 @@ impl Drop for TestServer {
 }
 
 /// The routes of `mounts`, by the rules every adapter shares.
-fn comet_mount(mounts: Vec<Mount>) -> comet::protocol::Mount {
-    mounts
-        .into_iter()
-        .fold(comet::protocol::Mount::new(), |all, mount| match mount {
+fn comet_mount(mounts: Vec<Mount>) -> comet_push::protocol::Mount {
+    mounts.into_iter().fold(
+        comet_push::protocol::Mount::new(),
+        |all, mount| match mount {
             Mount::Subscribe(path, route) => all.route(path, route),
             Mount::Publish(path, route) => all.publish(path, route),
-        })
+        },
+    )
 }
 
 pub fn axum_app(hub: &Hub, mounts: Vec<Mount>) -> axum::Router {
-    let layer = comet::tower::CometLayer::from_mount(hub.clone(), comet_mount(mounts));
+    let layer = comet_push::tower::CometLayer::from_mount(hub.clone(), comet_mount(mounts));
     axum::Router::new()
         .route(
             "/hello",

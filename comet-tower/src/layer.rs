@@ -9,8 +9,8 @@ use std::{fmt, sync::Arc};
 ///
 /// ```
 /// use axum::{routing::get, Router};
-/// use comet::{Hub, SubscribeRoute};
-/// use comet::CometLayer;
+/// use comet_push::{Hub, SubscribeRoute};
+/// use comet_push::CometLayer;
 /// use std::time::Duration;
 ///
 /// let hub = Hub::new();

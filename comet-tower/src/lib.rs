@@ -8,8 +8,8 @@
 //!
 //! ```
 //! use axum::{extract::State, routing::post, Router};
-//! use comet::{Hub, Payload, SubscribeRoute};
-//! use comet::CometLayer;
+//! use comet_push::{Hub, Payload, SubscribeRoute};
+//! use comet_push::CometLayer;
 //!
 //! #[derive(serde::Deserialize)]
 //! struct Say { room: String, text: String }
@@ -61,7 +61,7 @@
 //! [`Comet`] (the service), [`ResponseFuture`] and [`ResponseBody`]; and
 //! [`RouteService`] mounts a single route with `Router::route_service`
 //! (its future is [`route_service::ResponseFuture`]).
-//! The protocol itself lives in [`comet::protocol`](comet_protocol), shared by every adapter.
+//! The protocol itself lives in [`comet_push::protocol`](comet_protocol), shared by every adapter.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]

@@ -15,8 +15,8 @@ use tower_service::Service;
 ///
 /// ```
 /// use axum::Router;
-/// use comet::{Hub, PublishRoute, SubscribeRoute};
-/// use comet::RouteService;
+/// use comet_push::{Hub, PublishRoute, SubscribeRoute};
+/// use comet_push::RouteService;
 ///
 /// let hub = Hub::new();
 /// let publish = PublishRoute::new().authorize(|request, _| request.headers.contains_key("x-admin"));

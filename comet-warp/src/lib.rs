@@ -2,7 +2,7 @@
 //!
 //! Each filter answers a request the way PROTOCOL.md says, errors included,
 //! using the protocol implementation shared with every adapter
-//! ([`comet::protocol`](comet_protocol)); this crate only turns a warp request into an
+//! ([`comet_push::protocol`](comet_protocol)); this crate only turns a warp request into an
 //! `http::request::Parts` and the answer into a warp reply.
 //!
 //! [`mount`] serves a whole [`Mount`] (comet's routes at their paths, by the
@@ -10,11 +10,11 @@
 //! app's own filters follow it with `or`:
 //!
 //! ```
-//! use comet::{protocol::Mount, Hub, PublishRoute, SubscribeRoute};
+//! use comet_push::{protocol::Mount, Hub, PublishRoute, SubscribeRoute};
 //! use warp::Filter;
 //!
 //! let hub = Hub::new();
-//! let comet = comet::warp::mount(
+//! let comet = comet_push::warp::mount(
 //!     hub.clone(),
 //!     Mount::new()
 //!         .route("/events", SubscribeRoute::sse())
@@ -103,7 +103,7 @@ pub fn jsonp(
 }
 
 /// Serves the browser client, `comet.js`, with `route`'s CORS:
-/// `warp::path!("push" / "comet.js").and(comet::warp::client(SubscribeRoute::all()))`.
+/// `warp::path!("push" / "comet.js").and(comet_push::warp::client(SubscribeRoute::all()))`.
 pub fn client(
     route: SubscribeRoute,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
@@ -113,7 +113,7 @@ pub fn client(
 /// Answers every request with the protocol's JSON 404 (`not_found`): put it
 /// last under a comet prefix, so that a path there that no comet filter
 /// serves gets the protocol's error rather than warp's empty rejection:
-/// `warp::path("comet").and(comet::warp::not_found())`.
+/// `warp::path("comet").and(comet_push::warp::not_found())`.
 pub fn not_found() -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
     request_parts().map(|parts: Parts| into_reply(protocol::not_found(&parts)))
 }

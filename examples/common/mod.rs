@@ -2,7 +2,7 @@
 //! chat's message rules, who a subscriber is (presence), the listen address
 //! and the shutdown signal.
 
-use comet::{
+use comet_push::{
     protocol::{Cors, Mount, ProtocolError, SubscribeRoute},
     Hub, Identity, Payload, PublishError, PublishRoute,
 };
@@ -90,7 +90,7 @@ pub fn client_route() -> SubscribeRoute {
         .and_then(|s| s.parse::<u64>().ok())
         .filter(|&s| s > 0)
         .map_or(
-            comet::protocol::DEFAULT_HEARTBEAT,
+            comet_push::protocol::DEFAULT_HEARTBEAT,
             std::time::Duration::from_secs,
         );
     let origins: Vec<String> = std::env::var("COMET_CORS_ORIGINS")
@@ -283,9 +283,9 @@ impl Options {
             builder = builder.idle_ttl(std::time::Duration::from_secs(secs));
         }
         if let Some(max_messages) = number("COMET_HISTORY") {
-            builder = builder.history(comet::HistoryPolicy {
+            builder = builder.history(comet_push::HistoryPolicy {
                 max_messages: max_messages as usize,
-                ..comet::HistoryPolicy::default()
+                ..comet_push::HistoryPolicy::default()
             });
         }
         let Some(url) = &self.redis else {

@@ -2,7 +2,7 @@
 //! a hub with small histories under `small/` and at most 4 channels a
 //! subscription, and routes at `/comet/...`, `/private` and `/me`.
 
-use comet::{
+use comet_push::{
     protocol::{ProtocolError, SubscribeRoute, Transport},
     HistoryPolicy, Hub,
 };

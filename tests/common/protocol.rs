@@ -2,7 +2,7 @@
 //! plain hub, routes at `/comet/...` with no hold, a closed and an open
 //! publish route, an engine whose publishes fail, and payload helpers.
 
-use comet::{
+use comet_push::{
     engine::{Attachment, ChannelLog, Engine, EngineFuture, PublishFuture, Resume},
     protocol::{Cors, PublishRoute, SubscribeRoute},
     ChannelName, Hub, IdempotencyKey, MemoryEngine, Payload, Position,
@@ -42,8 +42,8 @@ pub fn mounts() -> Vec<Mount> {
                 async move {
                     tokio::task::yield_now().await; // a session store, say
                     match session {
-                        true => Ok(comet::protocol::Access::granted()),
-                        false => Err(comet::protocol::ProtocolError::unauthorized(
+                        true => Ok(comet_push::protocol::Access::granted()),
+                        false => Err(comet_push::protocol::ProtocolError::unauthorized(
                             "sign in first",
                         )),
                     }

@@ -2,7 +2,7 @@
 //! with payload and subscriber limits, routes for every transport, CORS
 //! and publishing, and request helpers.
 
-use comet::{
+use comet_push::{
     engine::Engine,
     protocol::{Cors, PublishRoute, SubscribeRoute},
     HistoryPolicy, Hub, MemoryEngine,
@@ -24,7 +24,7 @@ pub fn hub_on(engine: Arc<dyn Engine>) -> Hub {
 
 pub fn engine() -> Arc<dyn Engine> {
     Arc::new(MemoryEngine::with_policy_fn(
-        Arc::new(|name: &comet::ChannelName| HistoryPolicy {
+        Arc::new(|name: &comet_push::ChannelName| HistoryPolicy {
             max_messages: if name.as_str().starts_with("small/") {
                 3
             } else {
@@ -32,7 +32,7 @@ pub fn engine() -> Arc<dyn Engine> {
             },
             max_age: None,
         }),
-        comet::DEFAULT_IDLE_TTL,
+        comet_push::DEFAULT_IDLE_TTL,
     ))
 }
 

@@ -67,7 +67,7 @@ impl HubBuilder {
     /// Chooses a channel's history by its name, overriding [`history`](Self::history).
     ///
     /// ```
-    /// use comet::{Hub, HistoryPolicy};
+    /// use comet_push::{Hub, HistoryPolicy};
     /// let hub = Hub::builder()
     ///     .history_for(|name| match name.as_str().starts_with("ticker/") {
     ///         true => HistoryPolicy { max_messages: 10, max_age: None },
@@ -144,7 +144,7 @@ impl HubBuilder {
     /// a write per batch, so turn it on where it is shown.
     ///
     /// ```
-    /// use comet::Hub;
+    /// use comet_push::Hub;
     /// let hub = Hub::builder()
     ///     .presence_for(|name| name.as_str().starts_with("room/"))
     ///     .build();
@@ -170,7 +170,7 @@ impl HubBuilder {
     /// engine). The hook runs inline: keep it short, spawn what awaits.
     ///
     /// ```
-    /// use comet::{Hub, HubEvent};
+    /// use comet_push::{Hub, HubEvent};
     /// let hub = Hub::builder()
     ///     .on_event(|event| match event {
     ///         HubEvent::Occupied { channel } => tracing::info!(%channel, "first subscriber"),
