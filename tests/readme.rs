@@ -18,9 +18,11 @@ fn the_readme_quickstart_is_examples_axum_rs() {
         "README's first Rust block drifted from examples/axum.rs"
     );
     let first_code = readme.find("```").unwrap();
-    let cargo_add = readme.find("```sh\ncargo add comet-push\n```").unwrap();
+    let cargo_add = readme
+        .find("```sh\ncargo add comet-push axum tokio --features tokio/full\n```")
+        .unwrap();
     assert_eq!(
         first_code, cargo_add,
-        "`cargo add comet-push` and the quickstart come first"
+        "`cargo add comet-push ...` and the quickstart come first"
     );
 }
