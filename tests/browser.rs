@@ -61,6 +61,10 @@ fn main() {
             a_token_function_keeps_every_transport_subscribed_across_expiries,
             [Chromium]
         ),
+        comet_test_support::tool_test!(
+            a_page_frozen_or_offline_while_its_connection_died_resumes_at_once_when_back,
+            [Chromium]
+        ),
     ]);
 }
 
@@ -912,5 +916,104 @@ async fn a_token_function_keeps_every_transport_subscribed_across_expiries() {
         assert_eq!(tab.eval("T.errors").await, json!([]), "{transport}");
         tab.eval("T.c.close(), true").await;
     }
+    tab.close().await;
+}
+
+/// The device's comings and goings, as Chromium makes them (DevTools'
+/// `Page.setWebLifecycleState` and `Network.emulateNetworkConditions`),
+/// while the connection dies in silence (a proxy that stops passing bytes
+/// but closes nothing, as a phone's radio does to a frozen page's socket):
+/// when the page is back, it reconnects from its cursor at once and loses
+/// nothing, where before it waited for `heartbeatTimeout` (45 s) or, over
+/// SSE, for ever.
+async fn a_page_frozen_or_offline_while_its_connection_died_resumes_at_once_when_back() {
+    use axum::{response::Html, routing::get, Router};
+    use comet_push::{
+        protocol::{Cors, SubscribeRoute},
+        tower::CometLayer,
+        Hub, Payload,
+    };
+    use comet_test_support::tcp_proxy::TcpProxy;
+
+    let _slot = browser_slot().await;
+    let Some(browser) = Browser::launch("lifecycle").await else {
+        return;
+    };
+    let hub = Hub::new();
+    let app = Router::new()
+        .route(
+            "/",
+            get(|| async { Html("<!doctype html><title>lifecycle</title>") }),
+        )
+        .layer(
+            CometLayer::new(hub.clone())
+                .route("/comet", SubscribeRoute::all().cors(Cors::any_origin())),
+        );
+    let server = comet_test_support::TestServer::axum(app).await;
+    // The push host is the proxy (another origin): the page's own
+    // connections, idle in the browser's pool, are not the ones that die.
+    let proxy = TcpProxy::start(server.addr).await;
+    let url = |path: &str| format!("http://{}{path}", proxy.addr);
+    let tab = browser.tab(&server.url("/")).await;
+    harness(&tab, "/comet/comet.js").await;
+    let publish = |n: u64| {
+        let hub = hub.clone();
+        async move {
+            let payload = Payload::json_bytes(json!({ "n": n }).to_string()).unwrap();
+            hub.publish("life", payload).await.unwrap();
+        }
+    };
+    // Within this, the page is back: far below the 45-s watchdog, which
+    // SSE does not even have (EventSource hides heartbeats).
+    const BACK: Duration = Duration::from_secs(4);
+
+    // Frozen (a background tab on a phone) longer than staleAfter.
+    start(
+        &tab,
+        &url("/comet"),
+        json!({ "channels": ["life"], "transports": ["sse"], "share": false,
+                "staleAfter": 1000, "minDelay": 50, "maxDelay": 500 }),
+    )
+    .await;
+    tab.eval("T.until(() => T.c.state === 'open')").await;
+    publish(1).await;
+    expect_messages(&tab, 1..=1).await;
+    tab.call("Page.setWebLifecycleState", json!({ "state": "frozen" }))
+        .await;
+    proxy.freeze();
+    publish(2).await;
+    // Away longer than staleAfter: a time the scenario needs, not a wait
+    // for an event.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tab.call("Page.setWebLifecycleState", json!({ "state": "active" }))
+        .await;
+    tab.eval_within(BACK, "T.until(() => T.got.length >= 2)")
+        .await;
+    assert_eq!(received(&tab).await, [1, 2]);
+
+    // Offline (a tunnel, a lift), the link dead meanwhile; a slow back-off,
+    // so that only the `online` event can bring it back in time.
+    tab.eval("T.c.close(), T.got = [], true").await;
+    start(
+        &tab,
+        &url("/comet"),
+        json!({ "channels": ["life"], "transports": ["sse"], "share": false,
+                "since": 1, "minDelay": 20000, "maxDelay": 30000 }),
+    )
+    .await;
+    expect_messages(&tab, 2..=2).await;
+    tab.eval("T.until(() => T.c.state === 'open')").await;
+    let conditions = |offline: bool| json!({ "offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1 });
+    tab.call("Network.emulateNetworkConditions", conditions(true))
+        .await;
+    tab.eval("T.until(() => !navigator.onLine)").await;
+    proxy.freeze();
+    publish(3).await;
+    tab.call("Network.emulateNetworkConditions", conditions(false))
+        .await;
+    tab.eval_within(BACK, "T.until(() => T.got.length >= 2)")
+        .await;
+    assert_eq!(received(&tab).await, [2, 3]);
+    assert_eq!(tab.eval("T.gaps.length").await, 0);
     tab.close().await;
 }

@@ -43,7 +43,20 @@ async fn shutdown_ends_streams_and_answers_held_polls_with_their_cursor(adapter:
     hub.shutdown();
     let answer = bounded("held poll on shutdown", held).await.unwrap();
     assert_eq!((answer.status, answer.cursor()), (200, &*cursor));
-    // The SSE stream ends cleanly: the body completes without an error.
+    // Each says why it ends, and over what window to come back.
+    assert_eq!(answer.items(), ["end:shutdown"]);
+    let end = &answer.body["messages"][0];
+    assert_eq!(end["cursor"], cursor.as_str());
+    assert_eq!(end["reconnect_within"], 5000, "the default window");
+    let event = events.next_event().await;
+    assert_eq!(event.event.as_deref(), Some("comet-end"));
+    assert_eq!(event.id.as_deref(), Some(&*cursor));
+    let data: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+    assert_eq!(
+        (&data["reason"], &data["reconnect_within"]),
+        (&"shutdown".into(), &5000.into())
+    );
+    // Then the SSE stream ends cleanly: the body completes without an error.
     events.until_end().await;
     let refused = client()
         .get(server.url("/comet/poll?channel=s"))
@@ -56,7 +69,12 @@ async fn shutdown_ends_streams_and_answers_held_polls_with_their_cursor(adapter:
 async fn shutdown_answers_every_held_client_and_resuming_elsewhere_loses_nothing(adapter: Adapter) {
     // Two servers on one engine: the second plays the restarted node.
     let engine = transports::engine();
-    let unlimited = |engine| Hub::builder().engine(engine).build();
+    let unlimited = |engine| {
+        Hub::builder()
+            .engine(engine)
+            .reconnect_window(std::time::Duration::from_millis(1500))
+            .build()
+    };
     let old = unlimited(engine.clone());
     let old_server = TestServer::start(adapter, &old, transports::mounts()).await;
 
@@ -89,9 +107,14 @@ async fn shutdown_answers_every_held_client_and_resuming_elsewhere_loses_nothing
         (answer.status, answer.cursor()),
         (200, seen.id.as_deref().unwrap())
     );
-    assert!(answer.items().is_empty());
+    assert_eq!(answer.items(), ["end:shutdown"], "the end, and no message");
+    assert_eq!(answer.body["messages"][0]["reconnect_within"], 1500);
     let script = bounded("jsonp answered", held_jsonp).await.unwrap();
     assert!(script.starts_with("/**/cb({\"cursor\":"), "{script}");
+    assert!(
+        script.contains("\"reason\":\"shutdown\",\"cursor\":"),
+        "{script}"
+    );
     sse.until_end().await;
     let stream_lines = stream.until_end().await;
     let stream_cursor = stream_lines

@@ -25,6 +25,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex, Weak,
     },
+    time::Duration,
 };
 use tokio::sync::Notify;
 
@@ -42,17 +43,28 @@ pub enum EndReason {
     /// The app took the channel out of its user's subscriptions
     /// ([`Hub::unsubscribe`](crate::Hub::unsubscribe)).
     Unsubscribed,
+    /// The server is shutting down ([`Hub::shutdown`](crate::Hub::shutdown)):
+    /// the client should resume with its cursor elsewhere (another node,
+    /// or this one restarted) after a random delay within
+    /// `reconnect_within`, so that a node's clients do not all reach the
+    /// others at once; nothing is lost.
+    Shutdown {
+        /// The window to spread the reconnects over
+        /// ([`HubBuilder::reconnect_window`](crate::HubBuilder::reconnect_window)).
+        reconnect_within: Duration,
+    },
 }
 
 impl EndReason {
-    /// `expired`, `disconnected`, `closed` or `unsubscribed`, as the wire
-    /// names them.
+    /// `expired`, `disconnected`, `closed`, `unsubscribed` or `shutdown`,
+    /// as the wire names them.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Expired => "expired",
             Self::Disconnected => "disconnected",
             Self::Closed => "closed",
             Self::Unsubscribed => "unsubscribed",
+            Self::Shutdown { .. } => "shutdown",
         }
     }
 }

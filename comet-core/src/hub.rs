@@ -3,7 +3,10 @@
 mod builder;
 mod error;
 
-pub use builder::{HubBuilder, DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION, DEFAULT_MAX_PAYLOAD_BYTES};
+pub use builder::{
+    HubBuilder, DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION, DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_RECONNECT_WINDOW,
+};
 pub use error::{ControlError, PublishError, QueryError, SubscribeError};
 
 use crate::{

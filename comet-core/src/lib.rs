@@ -77,7 +77,7 @@ pub use control::EndReason;
 pub use cursor::{Cursor, CursorError, Position, MAX_CURSOR_LEN};
 pub use hub::{
     ControlError, Hub, HubBuilder, HubStats, PublishError, QueryError, Start, SubscribeError,
-    DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION, DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_RECONNECT_WINDOW,
 };
 pub use idempotency::{
     IdempotencyKey, InvalidIdempotencyKey, DEFAULT_IDEMPOTENCY_WINDOW, MAX_IDEMPOTENCY_KEY_LEN,

@@ -231,6 +231,8 @@ pub(crate) struct SubscriberState {
     pub(crate) delivered: AtomicU64,
     /// Set by [`Hub::shutdown`](crate::Hub::shutdown): every stream ends.
     pub(crate) shutting_down: AtomicBool,
+    /// What the end at shutdown suggests clients spread their reconnects over.
+    pub(crate) reconnect_window: Duration,
     /// The hub's engine, kept alive while a subscription lives (an engine
     /// with a backplane stops feeding its logs when dropped); it also holds
     /// the key that tags cursors.
@@ -597,13 +599,18 @@ impl Stream for Subscription {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
         let this = self.get_mut();
         loop {
-            // Every waiter was armed before these checks; shutdown wakes them all.
+            // Every waiter was armed before these checks; shutdown wakes them
+            // all. Each ends with an end that says so (after what orders
+            // made before it), and no more messages.
             if this
                 .state
                 .shutting_down
                 .load(std::sync::atomic::Ordering::SeqCst)
             {
-                return Poll::Ready(None);
+                this.end(EndReason::Shutdown {
+                    reconnect_within: this.state.reconnect_window,
+                });
+                return Poll::Ready(this.about.as_mut().and_then(|a| a.pending.pop_front()));
             }
             if let Some(item) = this.try_next() {
                 return Poll::Ready(Some(item));

@@ -5,9 +5,10 @@
 export type Transport = "sse" | "stream" | "poll" | "jsonp" | "iframe";
 
 /** The connection's life: `connecting` until first open, `open`,
- * `reconnecting` after a drop, `closed` after `close()`, a fatal refusal
- * or the server's `end` of the subscription. */
-export type State = "connecting" | "open" | "reconnecting" | "closed";
+ * `reconnecting` after a drop, `paused` while no tab shows it
+ * (`pauseWhenHidden`), `closed` after `close()`, a fatal refusal or the
+ * server's `end` of the subscription. */
+export type State = "connecting" | "open" | "reconnecting" | "paused" | "closed";
 
 export interface CometOptions {
   /** Channels to receive (1 to 128 of `[A-Za-z0-9_.:@/-]`, not `comet-...`,
@@ -41,6 +42,25 @@ export interface CometOptions {
    * heartbeats are comments EventSource never shows, so SSE relies on the
    * browser noticing the drop.) */
   heartbeatTimeout?: number;
+  /**
+   * A page away (hidden, frozen, offline) this long may have lost its
+   * connection in silence: a phone freezes background pages and kills
+   * their sockets without a word. When the page is back, the client
+   * reconnects from its cursor at once (nothing lost), rather than wait for
+   * `heartbeatTimeout`, or for ever over SSE. Whatever the time away, a
+   * retry waiting out its back-off tries at once when the page is back,
+   * and an open connection reconnects when the network comes back
+   * (`online`) or the page leaves the back-forward cache. Default 20000,
+   * above the server's default 15 s heartbeat.
+   */
+  staleAfter?: number;
+  /**
+   * Close the connection while the page is hidden (every sharing tab is),
+   * and resume from the cursor when it shows again: nothing is lost that
+   * history still holds, and a background tab costs the server nothing
+   * (its user leaves presence after the grace window). Default false.
+   */
+  pauseWhenHidden?: boolean;
   /**
    * A token for routes that take tokens (PROTOCOL.md, "Access"), sent as
    * `token=` on every request (an EventSource cannot send headers). A
@@ -120,21 +140,25 @@ export interface Reconnect {
   readonly transport: Transport;
   /** Milliseconds until it starts: the back-off with jitter after a failure. */
   readonly delay: number;
-  /** `ended`: the server ended the stream cleanly (byte budget, shutdown);
+  /** `ended`: the server ended the stream cleanly (byte budget);
    * `dropped`: an open connection was lost (or `drop()`); `failed`: it
    * could not open (or its token was refused); `expired`: the server ended
-   * the subscription at its token's expiry (a new token comes first). */
-  readonly reason: "ended" | "dropped" | "failed" | "expired";
+   * the subscription at its token's expiry (a new token comes first);
+   * `shutdown`: the server is shutting down (the delay is a random part of
+   * the window it suggested); `wake`: the page is back (see `staleAfter`)
+   * or unpaused. */
+  readonly reason: "ended" | "dropped" | "failed" | "expired" | "shutdown" | "wake";
 }
 
 /** Why the server ended a subscription or one channel of it. */
-export type EndReason = "expired" | "disconnected" | "unsubscribed" | "closed";
+export type EndReason = "expired" | "disconnected" | "unsubscribed" | "closed" | "shutdown";
 
 /**
  * The server ended one channel of the subscription (the client no longer
  * asks for it, and its presence set is emptied), or all of it (`channel`
- * null: the client is closed, and reconnects no more). An expiry is not
- * told: the client gets a new token and resumes.
+ * null: the client is closed, and reconnects no more). An expiry and a
+ * server's shutdown are not told: the client gets a new token, or waits a
+ * random part of the server's window, and resumes.
  */
 export interface End {
   readonly channel: string | null;
@@ -235,6 +259,7 @@ export interface ClientEvents {
   connecting: StateChange;
   open: StateChange;
   reconnecting: StateChange;
+  paused: StateChange;
   closed: StateChange;
   /** The last cursor changed: after each message or gap, a poll answer, `resume`. */
   cursor: string;

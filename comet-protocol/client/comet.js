@@ -11,8 +11,8 @@
 // This is the public API; the rest is in modules beside it: connection.js
 // (resume and tokens, policy.js for fallback and back-off, transports.js
 // and the transport-*.js for each family), tabs.js (one connection for all
-// tabs), presence.js (who is on a channel), listeners.js, protocol.js (the
-// wire format). Servers hand out one file built from them
+// tabs), presence.js (who is on a channel), lifecycle.js (the page hidden,
+// frozen, offline, and back), listeners.js, protocol.js (the wire format). Servers hand out one file built from them
 // (comet-protocol/build.rs); tests/ holds their unit tests (`node --test`).
 
 import { ACCESS_ITEMS, PRESENCE_ITEMS, PROTOCOL_PARAMS, TRANSPORTS, checkChannel, checkTransports } from "./protocol.js";
@@ -20,10 +20,11 @@ import { Connection } from "./connection.js";
 import { Tabs, canShare, shareKey } from "./tabs.js";
 import { CometPresence, applyPresence, presenceList, resetPresence } from "./presence.js";
 import { callEach } from "./listeners.js";
+import { Lifecycle } from "./lifecycle.js";
 
 /** Names `on` reserves for the client's own events. */
 const CLIENT_EVENTS = new Set([
-  "message", "gap", "state", "error", "connecting", "open", "reconnecting", "closed",
+  "message", "gap", "state", "error", "connecting", "open", "reconnecting", "paused", "closed",
   "cursor", "transport", "reconnect", "join", "leave", "end", "subscribed",
 ]);
 
@@ -70,6 +71,7 @@ class Comet {
   #seen = new Map(); // cursor -> channel (null: SSE could not tell), oldest first
   #wantsPresence = new Set(); // channels this tab called presence() on
   #presence = new Map(); // channel -> CometPresence: ours, and (leading) other tabs'
+  #lifecycle = null; // the page's comings and goings, where there is a page
 
   /**
    * @param {string|URL} url the comet route (`/comet`), relative or absolute
@@ -93,6 +95,8 @@ class Comet {
       upgradeAfter: options.upgradeAfter ?? 30000,
       openTimeout: options.openTimeout ?? 10000,
       heartbeatTimeout: options.heartbeatTimeout ?? 45000,
+      staleAfter: checkMs("staleAfter", options.staleAfter ?? 20000),
+      pauseWhenHidden: Boolean(options.pauseWhenHidden),
       token: checkToken(options.token),
     };
     this.#channels = new Set((options.channels ?? []).map(checkChannel));
@@ -101,7 +105,7 @@ class Comet {
     queueMicrotask(() => this.#start());
   }
 
-  /** The connection's state: connecting, open, reconnecting or closed. */
+  /** The connection's state: connecting, open, reconnecting, paused or closed. */
   get state() { return this.#state; }
   /** The transport in use (by the leading tab, when shared), or null. */
   get transport() { return this.#transport; }
@@ -206,6 +210,7 @@ class Comet {
     this.#connection?.stop();
     this.#connection = null;
     this.#tabs?.close();
+    this.#lifecycle?.stop();
     this.#setState("closed", null);
   }
 
@@ -214,6 +219,10 @@ class Comet {
   #start() {
     if (this.#closed) return;
     this.#emitState();
+    if (typeof globalThis.document === "object" && globalThis.document) {
+      this.#lifecycle = new Lifecycle({ away: () => this.#away(), back: (b) => this.#back(b) });
+      this.#lifecycle.start();
+    }
     if (!this.#options.share || !canShare()) {
       this.#lead();
       return;
@@ -224,6 +233,7 @@ class Comet {
         names: this.#names(),
         presence: [...this.#wantsPresence],
         since: this.#options.since,
+        hidden: this.#hidden(),
       }),
       lead: () => this.#lead(),
       changed: (since) => this.#update(since),
@@ -266,7 +276,41 @@ class Comet {
     for (const channel of this.#presence.keys()) {
       if (!presence.has(channel) && !this.#wantsPresence.has(channel)) this.#presence.delete(channel);
     }
+    // pauseWhenHidden: no tab shows the connection's messages.
+    const pause = this.#options.pauseWhenHidden && this.#hidden()
+      && (this.#tabs?.peers() ?? []).every((peer) => peer.hidden);
+    if (pause) this.#connection.pause();
     this.#connection.update(channels, names, since, presence.size > 0);
+    if (!pause && this.#connection.paused) this.#connection.wake();
+  }
+
+  // ---- the page hidden, frozen, offline, and back (lifecycle.js)
+
+  #hidden() {
+    return this.#lifecycle?.hidden ?? false;
+  }
+
+  /** The page went: the leader may pause (pauseWhenHidden); a follower tells it. */
+  #away() {
+    if (this.#connection) this.#update(this.#options.since);
+    else this.#tabs?.hello();
+  }
+
+  /**
+   * The page is back after `away` ms: the connection reconnects at once
+   * if it was paused, is waiting to retry, or may have died meanwhile
+   * (Connection.wake). A follower asks the leader's, which the same freeze
+   * or network loss may have cut without its own tab noticing.
+   */
+  #back({ away, force }) {
+    if (this.#closed) return;
+    if (this.#connection) {
+      this.#update(this.#options.since);
+      this.#connection.wake({ away, force });
+      return;
+    }
+    this.#tabs?.hello();
+    this.#act({ op: "wake", away, force });
   }
 
   /** The channels whose presence this tab keeps: its own, and (leading) every tab's. */
@@ -292,6 +336,7 @@ class Comet {
     }
     if (m.op === "drop") this.#connection.drop();
     if (m.op === "resume") this.#connection.resume(m.cursor);
+    if (m.op === "wake") this.#connection.wake({ away: Number(m.away) || 0, force: Boolean(m.force) });
     if (m.op === "transports") {
       this.#options.transports = checkTransports(m.transports);
       this.#connection.setTransports(this.#options.transports);
@@ -383,7 +428,9 @@ class Comet {
       this.#emit("subscribed", { channel, cursor });
       return;
     }
-    if (channel === null && item.reason === "expired") return;
+    // An expiry or a shutdown is the connection's to mend (a new token, a
+    // resume elsewhere, spread over the server's window): nothing to tell.
+    if (channel === null && (item.reason === "expired" || item.reason === "shutdown")) return;
     if (channel !== null) {
       if (!this.#drop(channel)) return; // another tab's
       this.#changed();
@@ -434,6 +481,14 @@ class Comet {
   #emit(name, value) {
     callEach(this.#listeners.get(name), value);
   }
+}
+
+/** An option in ms: a finite number, 0 or more. */
+function checkMs(name, value) {
+  if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
+    throw new TypeError(`comet: ${name} must be a number of ms, 0 or more`);
+  }
+  return value;
 }
 
 /** The `token` option: a string, a function, or none. */

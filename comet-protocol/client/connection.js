@@ -61,6 +61,8 @@ export class Connection {
   #tokenStale = false; // the token function is to be called before the next connect
   #tokenRequest = null; // its answer, while it is being called
   #refusals = 0; // 401s (and forbidden) in a row, with a token function
+  #paused = false; // closed by pause() until wake()
+  #waiting = null; // why the pending retry waits: see #retry
   /** The resume position, shared with the transports. */
   cursor = null;
 
@@ -91,7 +93,8 @@ export class Connection {
     this.#since = since ?? this.#since;
     const morePresence = presence && !this.#presence;
     this.#presence = presence;
-    if (same && !morePresence && this.#current) return;
+    // Nothing new to ask: an open connection goes on, a retry keeps its wait.
+    if (same && !morePresence && (this.#current || this.#waiting !== null)) return;
     // The token function is told the channels: more of them, a new token.
     if ([...channels].some((c) => !this.#channels.has(c))) this.#tokenStale ||= this.#refreshes();
     this.#channels = channels;
@@ -123,6 +126,56 @@ export class Connection {
     this.#onFailed(this.#policy.transport, { opened });
   }
 
+  /**
+   * The page is back (shown, online, resumed, restored from the
+   * back-forward cache) after `away` ms hidden, frozen or offline. A paused
+   * connection reconnects; a retry waiting out its back-off starts now
+   * (not one spreading a server's shutdown: that wait is the point); an
+   * open connection reconnects from its cursor when it may have died in
+   * silence: away `staleAfter` ms or more, or `force` (the network came
+   * back, the page left the back-forward cache). Returns true if it
+   * reconnects.
+   */
+  wake({ away = 0, force = false } = {}) {
+    if (this.#stopped || !this.#channels.size) return false;
+    if (this.#paused) {
+      this.#paused = false;
+      this.#retry(0, "wake");
+      return true;
+    }
+    if (this.#waiting !== null) {
+      if (this.#waiting === "shutdown") return false;
+      this.#retry(0, "wake");
+      return true;
+    }
+    if (!force && away < this.#options.staleAfter) return false;
+    // This transport's late reports are ignored; the cursor resumes it.
+    this.#generation++;
+    this.#current?.close();
+    this.#current = null;
+    this.#retry(0, "wake");
+    return true;
+  }
+
+  /**
+   * Closes the connection until `wake` (`pauseWhenHidden`: no tab shows
+   * it). The cursor stays: the reconnect loses nothing history holds.
+   */
+  pause() {
+    if (this.#stopped || this.#paused) return;
+    this.#paused = true;
+    this.#generation++;
+    this.#current?.close();
+    this.#current = null;
+    this.#waiting = null;
+    clearTimeout(this.#timer);
+    clearTimeout(this.#upgradeTimer);
+    this.#report({ t: "state", state: "paused", transport: this.#policy.transport });
+  }
+
+  /** True between `pause` and `wake`. */
+  get paused() { return this.#paused; }
+
   /** Reconnects at once from `cursor`. */
   resume(cursor) {
     this.cursor = cursor;
@@ -145,7 +198,8 @@ export class Connection {
     this.#current?.close();
     this.#current = null;
     this.#currentOpened = false;
-    if (this.#stopped || !this.#channels.size) return;
+    this.#waiting = null;
+    if (this.#stopped || this.#paused || !this.#channels.size) return;
     const generation = ++this.#generation;
     if (this.#tokenStale) this.#withToken(generation);
     else this.#open(generation);
@@ -259,7 +313,9 @@ export class Connection {
    * An end of one channel: it is no longer asked for (the stream goes on).
    * A channel added: asked for at every reconnect, and listened for over
    * SSE. An end of everything for `expired`: a new token, then the resume
-   * from the end's cursor; for any other reason: stop, for good.
+   * from the end's cursor; for `shutdown`: the resume, after a random part
+   * of the window the server suggests; for any other reason: stop, for
+   * good.
    */
   #access(item) {
     if (item.type === "subscribed") {
@@ -272,7 +328,7 @@ export class Connection {
       this.#channels.delete(item.channel);
       return null;
     }
-    if (item.reason !== "expired") {
+    if (item.reason !== "expired" && item.reason !== "shutdown") {
       this.stop();
       return null;
     }
@@ -280,6 +336,11 @@ export class Connection {
     this.#generation++;
     this.#current?.close();
     this.#current = null;
+    if (item.reason === "shutdown") {
+      return () => {
+        if (!this.#stopped) this.#retry(this.#policy.spread(item.reconnectWithin), "shutdown");
+      };
+    }
     return () => {
       if (this.#stopped) return;
       this.#tokenStale = this.#refreshes();
@@ -342,11 +403,14 @@ export class Connection {
     this.#retry(delay, info.opened ? "dropped" : "failed");
   }
 
+  /** Connects after `delay` ms; `reason` is told, and kept until then (see `wake`). */
   #retry(delay, reason) {
+    if (this.#paused) return;
     const transport = this.#policy.transport;
     this.#report({ t: "state", state: this.#policy.everOpened ? "reconnecting" : "connecting", transport });
     this.#event("reconnect", { transport, delay, reason });
     clearTimeout(this.#timer);
+    this.#waiting = reason;
     this.#timer = setTimeout(() => this.#connect(), delay);
   }
 }

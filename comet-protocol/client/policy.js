@@ -5,6 +5,9 @@
 /** A better transport that keeps failing is tried again at most this rarely (ms). */
 const MAX_UPGRADE_DELAY = 300000;
 
+/** A server's shutdown window is honoured up to this (ms): a bad one must not strand a client. */
+const MAX_SPREAD = 60000;
+
 export class TransportPolicy {
   #options;
   #random;
@@ -108,6 +111,16 @@ export class TransportPolicy {
   /** A clean end (byte budget, server shutdown): the delay to resume after. */
   ended() {
     return this.#random() * Math.min(250, this.#options.minDelay);
+  }
+
+  /**
+   * After a server's shutdown: a random delay within the window it
+   * suggests (ms, at most MAX_SPREAD), so that its clients come back spread
+   * out; without one, as `ended`.
+   */
+  spread(window) {
+    if (!Number.isFinite(window) || window <= 0) return this.ended();
+    return this.#random() * Math.min(window, MAX_SPREAD);
   }
 
   #change(from) {

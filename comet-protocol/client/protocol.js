@@ -84,7 +84,10 @@ export function fromEnvelope(envelope, raw) {
     return { type: envelope.type, channel: envelope.channel, user: envelope.user, info: envelope.info ?? null, cursor: null };
   }
   if (envelope.type === "end") {
-    return { type: "end", channel: envelope.channel ?? null, reason: envelope.reason, cursor: envelope.cursor ?? null };
+    const item = { type: "end", channel: envelope.channel ?? null, reason: envelope.reason, cursor: envelope.cursor ?? null };
+    // A shutdown's window (ms) to spread the reconnect over.
+    if (typeof envelope.reconnect_within === "number") item.reconnectWithin = envelope.reconnect_within;
+    return item;
   }
   if (envelope.type === "subscribed") {
     return { type: "subscribed", channel: envelope.channel, cursor: envelope.cursor };

@@ -16,11 +16,13 @@
 //   item, cursor, state, event, fatal   what the connection reports (connection.js);
 //                          an end or added channel numbered (`access`)
 // followers to leader:
-//   hello {from, channels, names, presence, since, replay, access}
+//   hello {from, channels, names, presence, since, hidden, replay, access}
 //                          what this tab wants, as of the leader's
-//                          `access`-th end or added channel
+//                          `access`-th end or added channel; whether
+//                          it is hidden (pauseWhenHidden)
 //   bye {from}             this tab leaves
-//   control {op, ...}      act on the connection (drop, resume, transports)
+//   control {op, ...}      act on the connection (drop, resume, transports,
+//                          wake: this tab is back, see lifecycle.js)
 //
 // Tokens: the leader's goes with the shared connection. A token function is
 // no part of the key, so tabs whose functions hand out different strings
@@ -64,8 +66,9 @@ function fingerprint(text) {
 
 /**
  * One tab's part. `host` is the tab's client:
- *   wants() -> { channels, names, presence, since }   what this tab receives
- *                        (presence: the channels it wants presence of)
+ *   wants() -> { channels, names, presence, since, hidden }   what this tab
+ *                        receives (presence: the channels it wants presence
+ *                        of; hidden: its page is)
  *   lead()               this tab got the lock: open the connection
  *   changed(since)       (leader) a follower's wants changed
  *   status() -> { state, transport }        (leader)
@@ -192,7 +195,7 @@ export class Tabs {
       switch (m.t) {
         case "hello": {
           const presence = m.presence ?? [];
-          const peer = { channels: m.channels, names: m.names, presence, access: m.access ?? 0 };
+          const peer = { channels: m.channels, names: m.names, presence, access: m.access ?? 0, hidden: Boolean(m.hidden) };
           this.#peers.set(m.from, this.#unwant(peer));
           if (m.replay) this.#post({ t: "replay", to: m.from, items: this.#replay(m.channels, m.since) });
           if (presence.length) this.#post({ t: "lists", to: m.from, items: this.#host.lists(presence) });

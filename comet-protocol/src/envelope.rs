@@ -212,7 +212,8 @@ pub(crate) fn members(channel: &ChannelName, presence: &Presence, json: Json) ->
 }
 
 /// The envelope of an end: `{"type":"end","channel":..|null,"reason":..,
-/// "cursor":..}` (per subscriber: rare).
+/// "cursor":..}`, and for a shutdown `"reconnect_within":<ms>` (per
+/// subscriber: rare).
 pub(crate) fn ended(channel: Option<&ChannelName>, reason: EndReason, cursor: &Cursor) -> Bytes {
     let mut out = BytesMut::with_capacity(96);
     out.put_slice(b"{\"type\":\"end\",\"channel\":");
@@ -224,7 +225,12 @@ pub(crate) fn ended(channel: Option<&ChannelName>, reason: EndReason, cursor: &C
     out.put_slice(reason.as_str().as_bytes());
     out.put_slice(b"\",\"cursor\":\"");
     cursor.encode_into(&mut out);
-    out.put_slice(b"\"}");
+    out.put_slice(b"\"");
+    if let EndReason::Shutdown { reconnect_within } = reason {
+        out.put_slice(b",\"reconnect_within\":");
+        out.put_slice(reconnect_within.as_millis().to_string().as_bytes());
+    }
+    out.put_slice(b"}");
     out.freeze()
 }
 

@@ -389,6 +389,12 @@ impl Tab<'_> {
             .await;
     }
 
+    /// One DevTools call to this tab's session (`Page.setWebLifecycleState`,
+    /// `Network.emulateNetworkConditions`, ...).
+    pub async fn call(&self, method: &str, params: Value) -> Value {
+        self.browser.call(Some(&self.session), method, params).await
+    }
+
     /// The URLs this tab has requested that contain `part`.
     pub fn requests_to(&self, part: &str) -> Vec<String> {
         self.requests

@@ -321,8 +321,8 @@ impl Poll {
     }
 }
 
-/// An envelope as "channel:data", "channel:gap:N" or "heartbeat" (data as
-/// its text when a string, else as JSON).
+/// An envelope as "channel:data", "channel:gap:N", "heartbeat", "end:reason"
+/// (data as its text when a string, else as JSON).
 pub fn describe(envelope: &serde_json::Value) -> String {
     let channel = || envelope["channel"].as_str().unwrap();
     match envelope["type"].as_str().unwrap() {
@@ -349,6 +349,11 @@ pub fn describe(envelope: &serde_json::Value) -> String {
             users.sort();
             format!("{}:presence:{}", channel(), users.join(","))
         }
+        "end" => match envelope["channel"].as_str() {
+            Some(channel) => format!("{channel}:end:{}", envelope["reason"].as_str().unwrap()),
+            None => format!("end:{}", envelope["reason"].as_str().unwrap()),
+        },
+        "subscribed" => format!("{}:subscribed", channel()),
         other => panic!("unexpected envelope {other}"),
     }
 }

@@ -20,6 +20,8 @@ use std::{
 pub const DEFAULT_MAX_CHANNELS_PER_SUBSCRIPTION: usize = 32;
 /// Default limit of a payload's size in bytes.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+/// Default window over which clients spread their reconnects after a shutdown.
+pub const DEFAULT_RECONNECT_WINDOW: Duration = Duration::from_secs(5);
 
 /// Configures a [`Hub`].
 #[must_use]
@@ -33,6 +35,7 @@ pub struct HubBuilder {
     max_subscribers: usize,
     max_channel_subscribers: usize,
     max_presence_listed: usize,
+    reconnect_window: Duration,
     presence: Option<PresenceFn>,
     hook: Option<Hook>,
     engine: Option<Arc<dyn Engine>>,
@@ -50,6 +53,7 @@ impl Default for HubBuilder {
             max_subscribers: usize::MAX,
             max_channel_subscribers: usize::MAX,
             max_presence_listed: DEFAULT_MAX_PRESENCE_LISTED,
+            reconnect_window: DEFAULT_RECONNECT_WINDOW,
             presence: None,
             hook: None,
             engine: None,
@@ -157,6 +161,17 @@ impl HubBuilder {
         self
     }
 
+    /// The window over which clients spread their reconnects after
+    /// [`Hub::shutdown`](crate::Hub::shutdown) (default 5 s): each
+    /// subscription ends with an [`EndReason::Shutdown`](crate::EndReason::Shutdown)
+    /// that suggests it, and comet.js waits a random part of it before it
+    /// resumes, so that a rolling deploy does not send every client of a
+    /// node to the others in the same instant. Zero: at once.
+    pub fn reconnect_window(mut self, window: Duration) -> Self {
+        self.reconnect_window = window;
+        self
+    }
+
     /// The most users a presence list names (default 1,000); past it,
     /// [`Presence`](crate::Presence) has the counts and this many members.
     pub fn max_presence_listed(mut self, max: usize) -> Self {
@@ -238,6 +253,7 @@ impl HubBuilder {
                     subscribers: AtomicUsize::new(0),
                     delivered: AtomicU64::new(0),
                     shutting_down: AtomicBool::new(false),
+                    reconnect_window: self.reconnect_window,
                     tracker: Tracker::new(engine.clone(), self.presence, self.hook),
                     registry: Default::default(),
                     engine: engine.clone(),

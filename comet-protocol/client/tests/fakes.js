@@ -40,6 +40,10 @@ export class Clock {
   #next = 1;
 
   install(t) {
+    // Date.now too: lifecycle.js times how long a page was away.
+    const realNow = Date.now;
+    Date.now = () => this.now;
+    t.after(() => { Date.now = realNow; });
     install(t, {
       setTimeout: (fn, ms = 0, ...args) => {
         const id = this.#next++;
@@ -337,4 +341,37 @@ export function fakeBrowser(t, { share = false } = {}) {
   const origin = share ? fakeOrigin() : { BroadcastChannel: undefined, navigator: undefined };
   install(t, { EventSource: FakeEventSource, fetch: net.fetch, ...origin });
   return { clock, net, origin, sources: FakeEventSource.instances };
+}
+
+/**
+ * A page's comings and goings (lifecycle.js): a document that is shown or
+ * hidden, frozen or resumed, and the window's online, offline, pagehide
+ * and pageshow. Installs the document as globalThis.document (a client
+ * made now keeps it: make the next tab after `page` again) and the window's
+ * events on globalThis.
+ */
+export function fakePage(t) {
+  const doc = new EventTarget();
+  doc.visibilityState = "visible";
+  if (typeof globalThis.addEventListener !== "function") {
+    const win = new EventTarget();
+    install(t, {
+      addEventListener: win.addEventListener.bind(win),
+      removeEventListener: win.removeEventListener.bind(win),
+      dispatchEvent: win.dispatchEvent.bind(win),
+    });
+  }
+  install(t, { document: doc });
+  const fire = (target, type, extra = {}) => target.dispatchEvent(Object.assign(new Event(type), extra));
+  return {
+    doc,
+    hide() { doc.visibilityState = "hidden"; fire(doc, "visibilitychange"); },
+    show() { doc.visibilityState = "visible"; fire(doc, "visibilitychange"); },
+    freeze() { fire(doc, "freeze"); },
+    resume() { fire(doc, "resume"); },
+    offline() { fire(globalThis, "offline"); },
+    online() { fire(globalThis, "online"); },
+    pagehide(persisted) { fire(globalThis, "pagehide", { persisted }); },
+    pageshow(persisted) { fire(globalThis, "pageshow", { persisted }); },
+  };
 }

@@ -49,7 +49,7 @@ test("the first tab leads; the next follows, and the leader learns what it wants
   const second = tab(origin, { channels: ["b"], names: ["said"] });
   await settle();
   assert.equal(second.tabs.leading, false);
-  assert.deepEqual(first.tabs.peers(), [{ channels: ["b"], names: ["said"], presence: [], access: 0 }]);
+  assert.deepEqual(first.tabs.peers(), [{ channels: ["b"], names: ["said"], presence: [], access: 0, hidden: false }]);
   assert.deepEqual(first.log, ["lead", "changed undefined"]);
   assert.deepEqual(second.log, ["state open"], "the leader tells a new tab its state");
 });
@@ -125,7 +125,7 @@ test("when the leader closes, the next tab leads and asks every tab what it want
   assert.equal(second.tabs.leading, true);
   assert.equal(third.tabs.leading, false);
   assert.equal(second.log.at(-2), "lead");
-  assert.deepEqual(second.tabs.peers(), [{ channels: ["c"], names: [], presence: [], access: 0 }], "the closed tab said bye");
+  assert.deepEqual(second.tabs.peers(), [{ channels: ["c"], names: [], presence: [], access: 0, hidden: false }], "the closed tab said bye");
   third.tabs.close();
   await settle();
   assert.deepEqual(second.tabs.peers(), []);
@@ -142,7 +142,7 @@ test("a page put in the back-forward cache says bye, and hello when it is back",
   assert.deepEqual(leader.tabs.peers(), []);
   other.env.dispatch("pageshow");
   await settle();
-  assert.deepEqual(leader.tabs.peers(), [{ channels: ["b"], names: [], presence: [], access: 0 }]);
+  assert.deepEqual(leader.tabs.peers(), [{ channels: ["b"], names: [], presence: [], access: 0, hidden: false }]);
 });
 
 test("a tab closed while waiting for the lock never leads and hears nothing", async () => {
