@@ -97,7 +97,9 @@ async fn get(server: &TestServer, path: &str) -> reqwest::Response {
 /// as [`describe`] writes it ("room:join:bob", "room:presence:a,b").
 enum Watcher {
     Sse(SseReader),
-    Lines(LineReader),
+    /// ndjson, or the forever frame (`true`): there every item must be a
+    /// script call, never bare text in the HTML.
+    Lines(LineReader, bool),
 }
 
 impl Watcher {
@@ -117,7 +119,7 @@ impl Watcher {
                 reader.opened().await;
                 Watcher::Sse(reader)
             }
-            _ => Watcher::Lines(LineReader::new(response)),
+            _ => Watcher::Lines(LineReader::new(response), transport == "iframe"),
         }
     }
 
@@ -137,11 +139,14 @@ impl Watcher {
                     value["type"] = Value::String(kind);
                     value
                 }
-                Watcher::Lines(reader) => {
+                Watcher::Lines(reader, frame) => {
                     let line = reader.line().await.expect("stream ended");
                     let json = match line.strip_prefix("<script>parent.__comet_cb.w(") {
                         Some(call) => call.strip_suffix(");</script>").unwrap().to_owned(),
-                        None if line.starts_with('{') => line,
+                        None if !*frame => line,
+                        None if line.starts_with('{') => {
+                            panic!("bare JSON in the frame's HTML: {line}")
+                        }
                         None => continue, // the frame's preamble and padding
                     };
                     serde_json::from_str(&json).unwrap()
