@@ -9,7 +9,7 @@ use comet_push::{
         token::{Claims, TokenSigner, Tokens, VerifyingKey},
         Access, ProtocolError, PublishRoute, StaticKeys, SubscribeRoute,
     },
-    Hub, Identity,
+    Control, Hub, Identity,
 };
 use comet_test_support::*;
 use serde_json::Value;
@@ -63,6 +63,15 @@ async fn start(adapter: Adapter) -> (Hub, TestServer) {
                 .control(StaticKeys::new([SERVICE_KEY])),
         ),
         Mount::Publish("/by-token", PublishRoute::new().authorizer(tokens)),
+        // Orders allowed but the one that destroys history.
+        Mount::Publish(
+            "/no-clearing",
+            PublishRoute::new()
+                .authorizer(StaticKeys::new([SERVICE_KEY]))
+                .control(|_: &http::request::Parts, control: &Control| {
+                    !matches!(control, Control::Clear { .. })
+                }),
+        ),
     ];
     let server = TestServer::start(adapter, &hub, mounts).await;
     (hub, server)
@@ -372,7 +381,35 @@ async fn publishers_need_a_key_or_a_publisher_token(adapter: Adapter) {
     );
 }
 
+/// `DELETE` deletes history as well as closing: its authorizer is shown
+/// that order (`Control::Clear`), not the `Close` that keeps history.
+async fn an_authorizer_sees_a_delete_as_the_clearing_it_is(adapter: Adapter) {
+    let (hub, server) = start(adapter).await;
+    hub.publish("kept", "history").await.unwrap();
+    assert_eq!(
+        order(&server, reqwest::Method::DELETE, "/no-clearing/kept").await,
+        403
+    );
+    let answer = poll(
+        client()
+            .get(server.url("/s?channel=kept&since=oldest&transport=poll"))
+            .header("x-session", "ann"),
+    )
+    .await;
+    assert_eq!(answer.items(), ["kept:history"], "nothing cleared");
+    assert_eq!(
+        order(
+            &server,
+            reqwest::Method::POST,
+            "/no-clearing/disconnect?user=ann"
+        )
+        .await,
+        204
+    );
+}
+
 each_adapter!(
+    an_authorizer_sees_a_delete_as_the_clearing_it_is,
     tokens_are_checked_and_grant_what_they_say,
     a_stream_ends_at_its_tokens_expiry_and_resumes_with_a_new_one,
     a_held_poll_is_answered_at_its_tokens_expiry,

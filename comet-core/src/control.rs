@@ -103,6 +103,15 @@ pub enum Control {
         /// The channel.
         channel: ChannelName,
     },
+    /// Close `channel` as [`Close`](Self::Close) does, after deleting its
+    /// history ([`Hub::close_and_clear`](crate::Hub::close_and_clear); over
+    /// HTTP, `DELETE <publish>/<channel>`). Apart from `Close`, so that an
+    /// authorizer that allows closing does not allow destroying history:
+    /// nodes hear only the `Close` that follows the clearing.
+    Clear {
+        /// The channel.
+        channel: ChannelName,
+    },
 }
 
 /// Applies the orders a [`ControlBus`] hears (each node's hub registers one).

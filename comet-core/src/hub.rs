@@ -730,7 +730,7 @@ pub(crate) fn apply(state: &SubscriberState, engine: &Arc<dyn Engine>, control: 
         Control::Unsubscribe { user, channel } => state.registry.tell(&user, || {
             Command::Remove(channel.clone(), EndReason::Unsubscribed)
         }),
-        Control::Close { channel } => {
+        Control::Close { channel } | Control::Clear { channel } => {
             if let Some(log) = engine.existing(&channel) {
                 log.close();
             }

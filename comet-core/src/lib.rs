@@ -73,7 +73,7 @@ pub mod telemetry;
 
 pub use channel_log::{HistoryPolicy, Since, PRESENCE_FEED};
 pub use channel_name::{ChannelName, InvalidChannelName, MAX_CHANNEL_NAME_LEN};
-pub use control::EndReason;
+pub use control::{Control, EndReason};
 pub use cursor::{Cursor, CursorError, Position, MAX_CURSOR_LEN};
 pub use hub::{
     ControlError, Hub, HubBuilder, HubStats, PublishError, QueryError, Start, SubscribeError,

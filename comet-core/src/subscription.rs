@@ -383,20 +383,33 @@ impl Subscription {
             self.end(EndReason::Expired);
             return true;
         }
-        let commands = about.inbox.as_ref().map(|i| i.take()).unwrap_or_default();
-        for command in commands {
+        let mut commands = about
+            .inbox
+            .as_ref()
+            .map(|i| i.take())
+            .unwrap_or_default()
+            .into_iter();
+        for command in commands.by_ref() {
             made = true;
             match command {
-                Command::End(reason) => {
-                    self.end(reason);
-                    break; // what comes after an end is dropped, with its counts
-                }
+                Command::End(reason) => self.end(reason),
                 Command::Remove(channel, reason) => {
                     if self.channels.iter().any(|c| c.log.name() == &channel) {
                         self.remove(&channel, reason);
                     }
                 }
                 Command::Add(log, position, first) => self.add(log, position, first),
+            }
+            // An end (ordered, or the last channel removed) is the last item.
+            if self.about.as_ref().is_some_and(|a| a.ended) {
+                break;
+            }
+        }
+        // What came after the end is dropped; a channel added for it gives
+        // back the count it took.
+        for command in commands {
+            if let Command::Add(log, ..) = command {
+                log.detach();
             }
         }
         made

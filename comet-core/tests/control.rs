@@ -164,3 +164,31 @@ async fn closing_a_channel_ends_its_readers_and_clearing_it_starts_a_new_epoch()
         "new"
     );
 }
+
+/// A channel added after an end, both waiting for a subscription that was
+/// not reading (a slow client): the end is its last item, and the added
+/// channel gives back the count it took (before, it was counted for ever,
+/// and never vacated).
+#[tokio::test]
+async fn a_channel_added_after_an_end_gives_its_count_back() {
+    let hub = Hub::new();
+    let mut sub = hub
+        .subscribe_as(as_user("ann"), ["a"], Start::head())
+        .await
+        .unwrap();
+    hub.disconnect("ann").await.unwrap();
+    hub.subscribe_user("ann", "b").await.unwrap();
+    // The added channel is counted once the spawned attach ran.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while hub.local_subscriber_count("b") == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the channel added in time");
+    assert_eq!(ended(next(&mut sub).await), (None, EndReason::Disconnected));
+    assert!(next(&mut sub).await.is_none(), "nothing after the end");
+    assert_eq!(hub.local_subscriber_count("b"), 0, "the count given back");
+    drop(sub);
+    assert_eq!(hub.local_subscriber_count("a"), 0);
+}

@@ -350,7 +350,7 @@ impl PublishRoute {
         Some((|| {
             request::check(request, METHODS, ALLOW)?;
             let control = if request.method == Method::DELETE {
-                Control::Close {
+                Control::Clear {
                     channel: channel(mount, request)?,
                 }
             } else {
@@ -519,7 +519,8 @@ const ALLOW: &str = "GET, POST, DELETE";
 /// Gives `control` to every node: 204 once it is on its way.
 async fn give(hub: &Hub, control: Control) -> Result<Response<CometBody>, ProtocolError> {
     let given = match control {
-        Control::Close { channel } => hub.close_and_clear(channel.as_str()).await,
+        Control::Clear { channel } => hub.close_and_clear(channel.as_str()).await,
+        Control::Close { channel } => hub.close(channel.as_str()).await,
         Control::Disconnect { user } => hub.disconnect(&user).await,
         Control::Unsubscribe { user, channel } => hub.unsubscribe(&user, channel.as_str()).await,
         Control::Subscribe { user, channel } => hub.subscribe_user(&user, channel.as_str()).await,

@@ -127,11 +127,15 @@ impl Claims {
         Ok(Some(identity))
     }
 
-    /// When the token expires.
+    /// When the token expires (at the latest the end of year 9999: an `exp`
+    /// past what a clock can hold must not overflow it).
     pub fn expiry(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(self.exp)
+        UNIX_EPOCH + Duration::from_secs(self.exp.min(LAST_EXPIRY))
     }
 }
+
+/// 9999-12-31T23:59:59Z, in seconds since the Unix epoch.
+const LAST_EXPIRY: u64 = 253_402_300_799;
 
 /// Why a key could not be read, or a token signed.
 #[derive(Debug)]
@@ -405,6 +409,26 @@ mod tests {
         channels: &[&str],
     ) -> Result<Access, ProtocolError> {
         Authorize::authorize(tokens, &parts(uri, None), &names(channels)).await
+    }
+
+    #[tokio::test]
+    async fn an_expiry_past_any_clock_is_granted_not_a_panic() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let tokens = Tokens::new().key("k1", VerifyingKey::hs256(secret).unwrap());
+        let mut claims = Claims::new(["lobby"], Duration::from_secs(60));
+        claims.exp = u64::MAX;
+        let token = TokenSigner::hs256(secret)
+            .unwrap()
+            .kid("k1")
+            .sign(&claims)
+            .unwrap();
+        let access = answer(&tokens, &format!("/c?token={token}"), &["lobby"])
+            .await
+            .unwrap();
+        assert_eq!(
+            access.expiry(),
+            Some(UNIX_EPOCH + Duration::from_secs(LAST_EXPIRY))
+        );
     }
 
     #[tokio::test]
