@@ -186,7 +186,8 @@ impl Events {
     }
 }
 
-/// A held long poll's answer: its cursor and its messages' data.
+/// A held long poll's answer: its cursor and its messages' data (an end as
+/// `end:<reason>`).
 async fn poll_answer(response: Response<Incoming>) -> (String, Vec<String>) {
     assert_eq!(response.status(), 200);
     let body = bounded("poll body", response.into_body().collect())
@@ -198,7 +199,10 @@ async fn poll_answer(response: Response<Incoming>) -> (String, Vec<String>) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| m["data"].as_str().unwrap().to_owned())
+        .map(|m| match m["type"].as_str() {
+            Some("end") => format!("end:{}", m["reason"].as_str().unwrap()),
+            _ => m["data"].as_str().unwrap().to_owned(),
+        })
         .collect();
     (body["cursor"].as_str().unwrap().to_owned(), data)
 }
@@ -354,7 +358,11 @@ async fn graceful_shutdown_sends_goaway_and_clients_resume_without_loss(adapter:
     .await;
     server.stop().await;
     let (cursor, data) = bounded("poll answered", held).await.unwrap();
-    assert!(data.is_empty(), "answered at shutdown, with its cursor");
+    assert_eq!(
+        data,
+        ["end:shutdown"],
+        "answered at shutdown, with its cursor"
+    );
     assert_eq!(cursor, seen);
     let Client { connection, .. } = client;
     bounded("the connection closes", connection)

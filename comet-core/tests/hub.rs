@@ -2,8 +2,8 @@
 //! through the public API.
 
 use comet_core::{
-    Cursor, HistoryPolicy, Hub, Item, Payload, PublishError, Since, Start, SubscribeError,
-    Subscription,
+    Cursor, EndReason, HistoryPolicy, Hub, Item, Payload, PublishError, Since, Start,
+    SubscribeError, Subscription, DEFAULT_RECONNECT_WINDOW,
 };
 use std::{future::Future, time::Duration};
 use tokio::time::timeout;
@@ -391,15 +391,28 @@ async fn shutdown_ends_streams_and_refuses_new_subscriptions() {
     let hub = Hub::new();
     let mut idle = hub.subscribe(["a"], Start::head()).await.unwrap();
     let mut other = hub.subscribe(["b"], Start::head()).await.unwrap();
-    let waiting = tokio::spawn(async move { idle.next().await.is_none() });
-    // Let the waiter register, then shut down: it must wake and end.
+    let waiting = tokio::spawn(async move {
+        let last = idle.next().await;
+        (last, idle.next().await.is_none())
+    });
+    // Let the waiter register, then shut down: it must wake and end, after
+    // an end that says why and when to come back.
     tokio::task::yield_now().await;
     hub.shutdown();
-    assert!(bounded(waiting).await.unwrap(), "a waiting stream ends");
+    let shutdown = EndReason::Shutdown {
+        reconnect_within: DEFAULT_RECONNECT_WINDOW,
+    };
+    let (last, ended) = bounded(waiting).await.unwrap();
     assert!(
-        bounded(other.next()).await.is_none(),
-        "a stream polled after shutdown ends"
+        matches!(last, Some(Item::Ended { channel: None, reason, .. }) if reason == shutdown),
+        "{last:?}"
     );
+    assert!(ended, "a waiting stream ends");
+    assert!(
+        matches!(bounded(other.next()).await, Some(Item::Ended { reason, .. }) if reason == shutdown),
+        "a stream polled after shutdown ends so too"
+    );
+    assert!(bounded(other.next()).await.is_none());
     assert_eq!(
         hub.subscribe(["a"], Start::head()).await.unwrap_err(),
         SubscribeError::ShuttingDown

@@ -416,6 +416,14 @@ pub(crate) fn fire(hook: &Hook, channel: &ChannelName, transitions: &[Transition
     }
 }
 
+impl Drop for Tracker {
+    /// The batching task waits on `wake` with nothing due: told, it finds
+    /// the tracker gone and ends, rather than wait for ever.
+    fn drop(&mut self) {
+        self.wake.notify_one();
+    }
+}
+
 /// The tracker's task: ends grace windows and sends batches, until the hub
 /// is gone.
 async fn run(tracker: Weak<Tracker>, wake: Arc<Notify>) {
