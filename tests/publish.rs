@@ -217,7 +217,150 @@ async fn a_publish_retried_with_its_idempotency_key_is_stored_once(adapter: Adap
     );
 }
 
+/// POSTs a JSON batch to the publish route itself.
+async fn batch(server: &TestServer, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    let request = transports::publish(server, "/publish")
+        .header("content-type", "application/json")
+        .body(body);
+    bounded("batch", request.send()).await.unwrap()
+}
+
+/// One publish to many channels (PROTOCOL.md, "Publishing over HTTP"):
+/// several `channel=`, or a JSON batch; each channel its own offset, or
+/// its own error.
+async fn one_publish_reaches_many_channels_each_with_its_own_offset_or_error(adapter: Adapter) {
+    let (hub, server) = transports::start(adapter).await;
+    hub.publish("fan/b", "earlier").await.unwrap();
+    let answer = bounded(
+        "broadcast",
+        transports::publish(
+            &server,
+            "/publish?channel=fan/a&channel=fan/b&channel=readonly/c&channel=fan/a",
+        )
+        .header("comet-event", "said")
+        .body("hello")
+        .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), 200);
+    let body: Value = answer.json().await.unwrap();
+    let results = body["channels"].as_array().unwrap();
+    assert_eq!(results.len(), 3, "each channel once: {body}");
+    assert_eq!(results[0]["channel"], "fan/a");
+    assert_eq!(results[1]["channel"], "fan/b");
+    assert_eq!(
+        (
+            &results[2]["channel"],
+            &results[2]["status"],
+            &results[2]["error"]
+        ),
+        (&json!("readonly/c"), &json!(403), &json!("forbidden"))
+    );
+    assert!(results[2].get("cursor").is_none());
+    // Each cursor names its own channel's message, at its own offset.
+    for (channel, before) in [("fan/a", vec![]), ("fan/b", vec!["fan/b:earlier"])] {
+        let answer = poll(
+            client().get(server.url(&format!("/poll?channel={channel}&since=oldest&timeout=0"))),
+        )
+        .await;
+        let mut expected = before;
+        let said = format!("{channel}:hello");
+        expected.push(&said);
+        assert_eq!(answer.items(), expected);
+        let result = results.iter().find(|r| r["channel"] == channel).unwrap();
+        assert_eq!(answer.cursor(), result["cursor"].as_str().unwrap());
+        assert_eq!(
+            answer.body["messages"].as_array().unwrap().last().unwrap()["event"],
+            "said"
+        );
+    }
+    let a = results[0]["cursor"].as_str().unwrap();
+    let b = results[1]["cursor"].as_str().unwrap();
+    assert_ne!(a, b);
+
+    // A JSON batch: the payload's bytes as sent, an event.
+    let kept = r#"{"channels": ["fan/a", "fan/b"], "data": {"n": 1,  "kept": "as sent"}, "event": "json"}"#;
+    let answer = transports::publish(&server, "/publish")
+        .header("content-type", "application/json")
+        .header("idempotency-key", "batch-1")
+        .body(kept)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let first: Value = answer.json().await.unwrap();
+    assert_eq!(first["channels"].as_array().unwrap().len(), 2);
+    // Retried with its key: stored once, the same cursors.
+    let again = transports::publish(&server, "/publish")
+        .header("content-type", "application/json")
+        .header("idempotency-key", "batch-1")
+        .body(kept)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    let answer =
+        poll(client().get(server.url(&format!("/poll?channel=fan/a&cursor={a}&timeout=0")))).await;
+    let messages = answer.body["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "once");
+    assert_eq!(messages[0]["data"], json!({ "n": 1, "kept": "as sent" }));
+    assert_eq!(messages[0]["event"], "json");
+
+    // Refused on every channel: refused as a whole, not a list of refusals.
+    let refused = transports::publish(&server, "/publish?channel=readonly/x&channel=readonly/y")
+        .body("no")
+        .send()
+        .await
+        .unwrap();
+    expect_error(refused, 403, "forbidden").await;
+    let readonly = r#"{"channels": ["readonly/x"], "data": 1}"#;
+    let refused = batch(&server, readonly).await;
+    expect_error(refused, 403, "forbidden").await;
+
+    // Malformed batches and too many channels: 400, nothing published.
+    for (body, code) in [
+        (r#"{"channels": [], "data": 1}"#, "no_channels"),
+        (r#"{"channels": ["fan/a"]}"#, "bad_payload"),
+        (
+            r#"{"channels": ["fan/a"], "data": 1, "extra": 2}"#,
+            "bad_payload",
+        ),
+        (r#"{"channels": ["no spaces"], "data": 1}"#, "bad_channel"),
+        (r#"[1, 2]"#, "bad_payload"),
+    ] {
+        let answer = batch(&server, body).await;
+        expect_error(answer, 400, code).await;
+    }
+    let many: Vec<String> = (0..=comet_push::protocol::MAX_BROADCAST_CHANNELS)
+        .map(|n| format!("\"m/{n}\""))
+        .collect();
+    let answer = batch(
+        &server,
+        format!(r#"{{"channels": [{}], "data": 1}}"#, many.join(",")),
+    )
+    .await;
+    expect_error(answer, 400, "bad_parameter").await;
+    // A payload past the limit is refused as a whole.
+    let big = "x".repeat(hub.max_payload_bytes());
+    let answer = batch(
+        &server,
+        format!(r#"{{"channels": ["fan/a", "fan/b"], "data": "{big}"}}"#),
+    )
+    .await;
+    assert_eq!(answer.status(), 413);
+    // Text with no channel named is no batch.
+    let answer = transports::publish(&server, "/publish")
+        .body("where to?")
+        .send()
+        .await
+        .unwrap();
+    expect_error(answer, 400, "no_channels").await;
+    assert_eq!(hub.local_subscriber_count("m/0"), 0);
+}
+
 each_adapter!(
+    one_publish_reaches_many_channels_each_with_its_own_offset_or_error,
     publish_answers_201_with_a_cursor_and_marks_json_and_text,
     publishing_is_refused_unless_authorized,
     publish_rejects_bad_requests_with_reasons,

@@ -76,6 +76,7 @@ pub use policy::{
 };
 pub use publish::{
     AuthorizeControl, AuthorizePublish, AuthorizePublishAsync, PublishRoute, StaticKeys,
+    MAX_BROADCAST_CHANNELS,
 };
 pub use request::{MAX_HEADER_BYTES, MAX_QUERY_LEN};
 pub use route::{SubscribeRoute, DEFAULT_BYTE_BUDGET, DEFAULT_HEARTBEAT};

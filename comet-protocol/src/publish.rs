@@ -5,6 +5,7 @@ use super::{
     Cors, ErrorCode, ProtocolError, ResponseFuture,
 };
 use crate::{ChannelName, ControlError, Hub, IdempotencyKey, Payload, PublishError, QueryError};
+use bytes::Bytes;
 use comet_core::engine::Control;
 use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
 use std::{fmt, future::Future, sync::Arc};
@@ -314,11 +315,18 @@ impl PublishRoute {
         request: &Parts,
         channel: &ChannelName,
     ) -> Result<Authorization<()>, ProtocolError> {
-        let authorize = self
-            .authorize
+        Ok(self.authorized_by()?.authorize(request, channel))
+    }
+
+    /// The publish authorizer; refused when the route has none.
+    fn authorized_by(&self) -> Result<&Arc<dyn AuthorizePublish>, ProtocolError> {
+        self.authorize
             .as_ref()
-            .ok_or_else(|| ProtocolError::forbidden("publishing is not enabled on this route"))?;
-        Ok(authorize.authorize(request, channel))
+            .ok_or_else(|| ProtocolError::forbidden("publishing is not enabled on this route"))
+    }
+
+    fn clone_authorizer(&self) -> Arc<dyn AuthorizePublish> {
+        self.authorize.clone().expect("checked by authorized_by")
     }
 
     /// The order a request gives, if it is one (`DELETE`, or `POST` to
@@ -394,11 +402,27 @@ impl PublishRoute {
         request: &Parts,
     ) -> Result<PublishRequest, ProtocolError> {
         request::check(request, METHODS, ALLOW)?;
-        let channel = channel(mount, request)?;
-        let authorization = self.authorized(request, &channel)?;
+        let target = match targets(mount, request)? {
+            Some(channels) => {
+                let authorizations = channels
+                    .iter()
+                    .map(|channel| self.authorized(request, channel))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Target::Channels(channels.into_iter().zip(authorizations).collect())
+            }
+            None => {
+                // Channels come in the body: the route must publish at all.
+                self.authorized_by()?;
+                Target::Batch(self.clone_authorizer())
+            }
+        };
 
         let max = hub.max_payload_bytes();
-        request::check_declared_length(request, max)?;
+        let body_max = match target {
+            Target::Channels(_) => max,
+            Target::Batch(_) => max + MAX_BATCH_OVERHEAD,
+        };
+        request::check_declared_length(request, body_max)?;
         let json = request
             .headers
             .get(header::CONTENT_TYPE)
@@ -435,13 +459,20 @@ impl PublishRoute {
                     })?,
             ),
         };
+        if matches!(target, Target::Batch(_)) && !json {
+            return Err(ErrorCode::NoChannels.error(
+                "name the channel in the path or with channel=, or send a JSON batch \
+                 ({\"channels\":[..],\"data\":..})",
+            ));
+        }
         Ok(PublishRequest {
-            authorization,
-            channel,
+            target,
+            request: request.clone(),
             json,
             event,
             idempotency_key,
-            max,
+            max: body_max,
+            payload_max: max,
         })
     }
 }
@@ -449,13 +480,42 @@ impl PublishRoute {
 /// A publish request that passed every check of its parts; its body is
 /// what is left.
 struct PublishRequest {
-    /// Awaited before the body is read.
-    authorization: Authorization<()>,
-    channel: ChannelName,
+    target: Target,
+    /// The request's parts, for authorizing a batch's channels.
+    request: Parts,
     json: bool,
     event: Option<String>,
     idempotency_key: Option<IdempotencyKey>,
+    /// The most the body may hold.
     max: usize,
+    /// The most a payload may hold.
+    payload_max: usize,
+}
+
+/// Where a publish goes.
+enum Target {
+    /// Channels the request names (path, or `channel=` once or more), each
+    /// with its authorization, awaited before the body is read.
+    Channels(Vec<(ChannelName, Authorization<()>)>),
+    /// A JSON batch (`{"channels":[..],"data":..}`): the channels are in
+    /// the body, authorized once it is read.
+    Batch(Arc<dyn AuthorizePublish>),
+}
+
+/// The most channels one request publishes to.
+pub const MAX_BROADCAST_CHANNELS: usize = 1000;
+
+/// What a batch body may hold beyond the payload: its channel list.
+const MAX_BATCH_OVERHEAD: usize = 64 * 1024;
+
+/// A batch: one payload to many channels.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch<'a> {
+    channels: Vec<String>,
+    #[serde(borrow)]
+    data: &'a serde_json::value::RawValue,
+    event: Option<String>,
 }
 
 impl PublishRequest {
@@ -465,51 +525,147 @@ impl PublishRequest {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        self.authorization.await?;
-        let bytes = request::read_body(body, self.max).await?;
-        let mut payload = if self.json {
-            Payload::json_bytes(bytes).map_err(|e| {
-                ErrorCode::BadPayload.error(format!("body is not valid JSON (RFC 8259): {e}"))
-            })?
-        } else {
-            Payload::text_bytes(bytes).map_err(|e| {
-                ErrorCode::BadPayload.error(format!("a text body must be UTF-8: {e}"))
-            })?
-        };
-        if let Some(event) = self.event {
-            payload = payload.event(event);
-        }
-        let published = match &self.idempotency_key {
-            Some(key) => {
-                hub.publish_idempotent(self.channel.as_str(), payload, key)
-                    .await
+        let (channels, payload) = match self.target {
+            Target::Channels(mut channels) if channels.len() == 1 => {
+                let (channel, authorization) = channels.pop().expect("one");
+                authorization.await?;
+                let bytes = request::read_body(body, self.max).await?;
+                let payload = payload(bytes, self.json, self.event)?;
+                let cursor = publish(hub, &channel, payload, self.idempotency_key.as_ref()).await?;
+                return Ok(json_response(
+                    StatusCode::CREATED,
+                    serde_json::json!({ "cursor": cursor }),
+                ));
             }
-            None => hub.publish(self.channel.as_str(), payload).await,
+            Target::Channels(channels) => {
+                let mut allowed = Vec::with_capacity(channels.len());
+                for (channel, authorization) in channels {
+                    allowed.push((channel, authorization.await));
+                }
+                refused_everywhere(&allowed)?;
+                let bytes = request::read_body(body, self.max).await?;
+                (allowed, payload(bytes, self.json, self.event)?)
+            }
+            Target::Batch(authorize) => {
+                let bytes = request::read_body(body, self.max).await?;
+                let batch: Batch<'_> = serde_json::from_slice(&bytes).map_err(|e| {
+                    ErrorCode::BadPayload.error(format!(
+                        "a batch is {{\"channels\":[..],\"data\":..,\"event\":..}}: {e}"
+                    ))
+                })?;
+                let names = broadcast_channels(batch.channels)?;
+                let mut allowed = Vec::with_capacity(names.len());
+                for channel in names {
+                    let authorized = authorize.authorize(&self.request, &channel).await;
+                    allowed.push((channel, authorized));
+                }
+                refused_everywhere(&allowed)?;
+                let data = bytes.slice_ref(batch.data.get().as_bytes());
+                if data.len() > self.payload_max {
+                    return Err(request::body_too_large(self.payload_max));
+                }
+                let event = batch.event.or(self.event);
+                (allowed, payload(data, true, event)?)
+            }
         };
-        let cursor = published.map_err(|e| match e {
-            PublishError::PayloadTooLarge { max, .. } => request::body_too_large(max),
-            e @ PublishError::ChannelLimit { .. } => ErrorCode::ChannelLimit.error(e.to_string()),
-            PublishError::InvalidEvent(reason) => ErrorCode::BadEvent.error(reason),
-            PublishError::InvalidChannel(e) => ErrorCode::BadChannel.error(e.to_string()),
-            // The engine's failure (or one the table does not know yet):
-            // the server's, and worth a retry.
-            e => ProtocolError::unavailable(
-                format!("could not publish: {e}"),
-                UNAVAILABLE_RETRY_AFTER_SECS,
-            ),
-        })?;
-        let mut response = Response::new(CometBody::full(
-            serde_json::json!({ "cursor": cursor }).to_string(),
-        ));
-        *response.status_mut() = StatusCode::CREATED;
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        Ok(response)
+        // Each channel its own offset, or its own error.
+        let mut results = Vec::with_capacity(channels.len());
+        for (channel, authorized) in channels {
+            let published = match authorized {
+                Ok(()) => {
+                    publish(
+                        hub,
+                        &channel,
+                        payload.clone(),
+                        self.idempotency_key.as_ref(),
+                    )
+                    .await
+                }
+                Err(error) => Err(error),
+            };
+            results.push(match published {
+                Ok(cursor) => serde_json::json!({ "channel": channel.as_str(), "cursor": cursor }),
+                Err(error) => serde_json::json!({
+                    "channel": channel.as_str(),
+                    "status": error.status().as_u16(),
+                    "error": error.code(),
+                    "message": error.message(),
+                }),
+            });
+        }
+        Ok(json_response(
+            StatusCode::OK,
+            serde_json::json!({ "channels": results }),
+        ))
     }
+}
+
+/// The body as a payload: JSON as the content type says, else text.
+fn payload(bytes: Bytes, json: bool, event: Option<String>) -> Result<Payload, ProtocolError> {
+    let payload = if json {
+        Payload::json_bytes(bytes).map_err(|e| {
+            ErrorCode::BadPayload.error(format!("body is not valid JSON (RFC 8259): {e}"))
+        })?
+    } else {
+        Payload::text_bytes(bytes)
+            .map_err(|e| ErrorCode::BadPayload.error(format!("a text body must be UTF-8: {e}")))?
+    };
+    Ok(match event {
+        Some(event) => payload.event(event),
+        None => payload,
+    })
+}
+
+/// Publishes to one channel; the hub's refusals as the error table says.
+async fn publish(
+    hub: &Hub,
+    channel: &ChannelName,
+    payload: Payload,
+    idempotency_key: Option<&IdempotencyKey>,
+) -> Result<comet_core::Cursor, ProtocolError> {
+    let published = match idempotency_key {
+        Some(key) => hub.publish_idempotent(channel.as_str(), payload, key).await,
+        None => hub.publish(channel.as_str(), payload).await,
+    };
+    published.map_err(|e| match e {
+        PublishError::PayloadTooLarge { max, .. } => request::body_too_large(max),
+        e @ PublishError::ChannelLimit { .. } => ErrorCode::ChannelLimit.error(e.to_string()),
+        PublishError::InvalidEvent(reason) => ErrorCode::BadEvent.error(reason),
+        PublishError::InvalidChannel(e) => ErrorCode::BadChannel.error(e.to_string()),
+        // The engine's failure (or one the table does not know yet): the
+        // server's, and worth a retry.
+        e => ProtocolError::unavailable(
+            format!("could not publish: {e}"),
+            UNAVAILABLE_RETRY_AFTER_SECS,
+        ),
+    })
+}
+
+/// A broadcast every channel of which was refused is refused as a whole
+/// (a publisher without credentials gets its 401, not a list of them).
+fn refused_everywhere(
+    channels: &[(ChannelName, Result<(), ProtocolError>)],
+) -> Result<(), ProtocolError> {
+    match channels.iter().find(|(_, allowed)| allowed.is_ok()) {
+        Some(_) => Ok(()),
+        None => Err(channels
+            .first()
+            .and_then(|(_, refused)| refused.clone().err())
+            .unwrap_or_else(|| ErrorCode::NoChannels.error("no channels"))),
+    }
+}
+
+/// A JSON answer with `status`, never cached.
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response<CometBody> {
+    let mut response = Response::new(CometBody::full(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// The methods a publish route takes.
@@ -567,6 +723,52 @@ async fn channel_info(
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// The channels a publish names: the path after `mount`, else every
+/// `channel` parameter; `None` when it names none (a JSON batch names them
+/// in its body).
+fn targets(mount: &str, request: &Parts) -> Result<Option<Vec<ChannelName>>, ProtocolError> {
+    if has_path_channel(mount, request) {
+        return channel(mount, request).map(|c| Some(vec![c]));
+    }
+    let names: Vec<String> = form_urlencoded::parse(request.uri.query().unwrap_or("").as_bytes())
+        .filter(|(k, _)| k == "channel")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    broadcast_channels(names).map(Some)
+}
+
+fn has_path_channel(mount: &str, request: &Parts) -> bool {
+    request
+        .uri
+        .path()
+        .strip_prefix(mount.trim_end_matches('/'))
+        .is_some_and(|rest| !rest.trim_start_matches('/').is_empty())
+}
+
+/// The channels of a broadcast: valid, each once, 1 to MAX_BROADCAST_CHANNELS.
+fn broadcast_channels(names: Vec<String>) -> Result<Vec<ChannelName>, ProtocolError> {
+    if names.is_empty() {
+        return Err(ErrorCode::NoChannels.error("a batch names its channels"));
+    }
+    if names.len() > MAX_BROADCAST_CHANNELS {
+        return Err(ErrorCode::BadParameter.error(format!(
+            "at most {MAX_BROADCAST_CHANNELS} channels a publish"
+        )));
+    }
+    let mut channels: Vec<ChannelName> = Vec::with_capacity(names.len());
+    for name in names {
+        let channel = ChannelName::new(&name)
+            .map_err(|e| ErrorCode::BadChannel.error(format!("{e}: {name:?}")))?;
+        if !channels.contains(&channel) {
+            channels.push(channel);
+        }
+    }
+    Ok(channels)
 }
 
 /// The channel: the path after `mount`, else the `channel` parameter.
