@@ -29,6 +29,13 @@
 //! `COMET_PUBLISH_TOKEN=<token>` is set. `examples/warp_chat.rs` is the same
 //! app on warp.
 //!
+//! With `--jwt-secret SECRET` (or `COMET_JWT_SECRET`, 32 bytes or more) the
+//! subscribe routes take HS256 tokens alone (401 without one), and the
+//! identity is the token's `sub`; `GET /token?user=NAME&channel=room/..`
+//! mints a token for the page, valid 60 s (`COMET_TOKEN_TTL_SECS`), which
+//! comet.js renews as it expires. That route believes the name it is given,
+//! as `user=` does: a real app mints for the user its session names.
+//!
 //! With `--redis URL` (or `COMET_REDIS_URL`) the rooms live in Redis, so
 //! several demo nodes behind any load balancer share them; a
 //! `redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE` URL finds the primary
@@ -44,6 +51,7 @@
 //! cargo run --example chat -- --redis redis+sentinel://127.0.0.1:26379/mymaster
 //! cargo run --example chat -- --tls-self-signed   # https://localhost:3000, HTTP/2
 //! cargo run --example chat -- --http2             # h2c beside HTTP/1.1, for load tools
+//! cargo run --example chat -- --jwt-secret "$(head -c 32 /dev/urandom | base64)"
 //! ```
 
 mod common;
@@ -55,7 +63,7 @@ mod http2;
 mod runtime;
 
 use axum::{
-    extract::{ConnectInfo, Path, State},
+    extract::{ConnectInfo, Path, RawQuery, State},
     http::StatusCode,
     response::{Html, IntoResponse, Response},
     routing::{get, post},
@@ -79,7 +87,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let hub = options.hub()?;
     let metrics = PrometheusBuilder::new().install_recorder()?;
     comet_push::telemetry::describe();
-    let app = app(hub.clone(), common::publish_token(), metrics);
+    let app = app(
+        hub.clone(),
+        common::publish_token(),
+        options.tokens.clone(),
+        metrics,
+    );
     // Like `axum::serve(listener, app.into_make_service_with_connect_info())`
     // with graceful shutdown, but HTTP/1.1 only: a held connection then
     // costs about 11 KB rather than 19 KB (see http1.rs).
@@ -116,16 +129,27 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
 /// The whole app: the page, the chat API, the reference comet routes, and
 /// comet's metrics for Prometheus at `/metrics`.
-fn app(hub: Hub, publish_token: Option<String>, metrics: PrometheusHandle) -> Router {
+fn app(
+    hub: Hub,
+    publish_token: Option<String>,
+    tokens: Option<common::DemoTokens>,
+    metrics: PrometheusHandle,
+) -> Router {
     let comet = CometLayer::from_mount(
         hub.clone(),
-        common::mount(publish_token, |request| {
+        common::mount(publish_token, tokens.as_ref(), |request| {
             let peer = request.extensions.get::<ConnectInfo<SocketAddr>>();
             peer.map(|c| c.0)
         }),
     );
+    let page = common::page(tokens.is_some());
+    let token_route = match tokens {
+        Some(tokens) => get(move |query: RawQuery| async move { mint(&tokens, query) }),
+        None => get(|| async { StatusCode::NOT_FOUND }),
+    };
     Router::new()
-        .route("/", get(|| async { Html(common::PAGE) }))
+        .route("/", get(move || async move { Html(page) }))
+        .route("/token", token_route)
         .route("/rooms/{room}/messages", post(say))
         .route("/rooms/{room}/join", post(join))
         .route("/stats", get(stats))
@@ -139,6 +163,23 @@ fn app(hub: Hub, publish_token: Option<String>, metrics: PrometheusHandle) -> Ro
         .with_state(hub)
         .layer(comet)
         .layer(axum::middleware::from_fn(publish_deadline))
+}
+
+/// `GET /token?user=NAME&channel=room/..`: a short-lived token for the
+/// page (`--jwt-secret`); 400 for a name or channel the chat refuses.
+fn mint(tokens: &common::DemoTokens, RawQuery(query): RawQuery) -> Response {
+    let (mut user, mut channels) = (String::new(), Vec::new());
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match &*key {
+            "user" => user = value.into_owned(),
+            "channel" => channels.push(value.into_owned()),
+            _ => {}
+        }
+    }
+    match tokens.mint(&user, &channels) {
+        Some(token) => token.into_response(),
+        None => (StatusCode::BAD_REQUEST, "a chat name, and room/ channels").into_response(),
+    }
 }
 
 /// How long a publish may take, reading its body included. hyper times out

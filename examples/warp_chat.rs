@@ -32,9 +32,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     common::init_logging();
     let options = common::Options::from_args()?;
-    if options.tls.is_some() || options.h2c {
+    if options.tls.is_some() || options.h2c || options.tokens.is_some() {
         return Err(
-            "the warp demo serves as warp::serve does; `--example chat` serves TLS and h2c".into(),
+            "the warp demo serves as warp::serve does; `--example chat` serves TLS, h2c \
+             and tokens"
+                .into(),
         );
     }
     let listener = options.listen().await?;
@@ -67,7 +69,7 @@ fn routes(
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     let page = warp::path::end()
         .and(warp::get())
-        .map(|| warp::reply::html(common::PAGE).into_response());
+        .map(|| warp::reply::html(common::page(false)).into_response());
     let with_hub = {
         let hub = hub.clone();
         warp::any().map(move || hub.clone())
@@ -89,7 +91,7 @@ fn routes(
 
     let comet = comet_warp::mount(
         hub,
-        common::mount(publish_token, |request| {
+        common::mount(publish_token, None, |request| {
             request.extensions.get::<RemoteAddr>().map(|a| a.0)
         }),
     );

@@ -65,6 +65,10 @@ fn main() {
             a_page_frozen_or_offline_while_its_connection_died_resumes_at_once_when_back,
             [Chromium]
         ),
+        comet_test_support::tool_test!(
+            the_chat_demo_on_tokens_keeps_its_page_subscribed_across_expiries,
+            [Chromium]
+        ),
     ]);
 }
 
@@ -1015,5 +1019,39 @@ async fn a_page_frozen_or_offline_while_its_connection_died_resumes_at_once_when
         .await;
     assert_eq!(received(&tab).await, [2, 3]);
     assert_eq!(tab.eval("T.gaps.length").await, 0);
+    tab.close().await;
+}
+
+/// The chat demo with `--jwt-secret` (2-s tokens): the page gets its tokens
+/// from `/token`, is present under its name (the token's `sub`), and keeps
+/// every message across several expiries.
+async fn the_chat_demo_on_tokens_keeps_its_page_subscribed_across_expiries() {
+    let _slot = browser_slot().await;
+    let Some(browser) = Browser::launch("chat on tokens").await else {
+        return;
+    };
+    let chat = Chat::start(&[
+        ("COMET_JWT_SECRET", "the demo's secret of 32 bytes, or more"),
+        ("COMET_TOKEN_TTL_SECS", "2"),
+    ]);
+    let tab = browser.tab(&chat.running.url("/?room=tokens")).await;
+    tab.eval(OPEN).await;
+    let name = tab.eval("document.getElementById('name').value").await;
+    let name = name.as_str().unwrap().to_owned();
+    let info = chat.info("room/tokens").await;
+    assert_eq!(info["presence"][0]["user"], name.as_str(), "{info}");
+    for n in 1..=12 {
+        say(&chat, "tokens", "bot", &format!("message {n}")).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    tab.eval(&shows("message 12")).await;
+    let shown = tab
+        .eval("[...document.querySelectorAll('#log li')].filter((li) => li.textContent.includes('message ')).length")
+        .await;
+    assert_eq!(shown, 12, "every message once, across the tokens' expiries");
+    assert!(
+        tab.requests_to("/token?").len() > 2,
+        "a new token as each expired"
+    );
     tab.close().await;
 }

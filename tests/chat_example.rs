@@ -16,6 +16,107 @@ async fn the_warp_chat_demo_serves_its_page_relays_messages_and_stops_cleanly() 
     chat_demo("warp_chat").await;
 }
 
+/// `--jwt-secret` (here `COMET_JWT_SECRET`): subscribing takes a token
+/// alone, whose `sub` is the identity; `/token` mints one for the page,
+/// which expires (`COMET_TOKEN_TTL_SECS`) with an end that says so.
+#[tokio::test]
+async fn the_chat_demo_with_a_jwt_secret_takes_tokens_alone() {
+    let env = [
+        ("COMET_JWT_SECRET", "the demo's secret of 32 bytes, or more"),
+        ("COMET_TOKEN_TTL_SECS", "2"),
+    ];
+    let (mut chat, lines) = Running::start_with_env("chat", &["--addr", "127.0.0.1:0"], &env, 1);
+    chat.base = lines[0]
+        .strip_prefix("chat listening on ")
+        .unwrap()
+        .to_owned();
+    let get = |path: &str| client().get(chat.url(path)).send();
+    let html = get("/").await.unwrap().text().await.unwrap();
+    assert!(html.contains(r#"<meta name="comet-tokens" content="on">"#));
+    // No token, or one from elsewhere: 401, on every subscribe route.
+    for path in [
+        "/comet?channel=room/a",
+        "/comet/sse?channel=room/a",
+        "/comet/poll?channel=room/a",
+    ] {
+        expect_error(get(path).await.unwrap(), 401, "unauthorized").await;
+    }
+    let forged = comet_push::protocol::token::TokenSigner::hs256(&[7; 32])
+        .unwrap()
+        .kid("demo")
+        .sign(&comet_push::protocol::token::Claims::new(
+            ["room/a"],
+            std::time::Duration::from_secs(60),
+        ))
+        .unwrap();
+    let path = format!("/comet/sse?channel=room/a&token={forged}");
+    expect_error(get(&path).await.unwrap(), 401, "unauthorized").await;
+    // Minted for a chat name and rooms only.
+    assert_eq!(
+        get("/token?user=ann&channel=secret")
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(get("/token?channel=room/a").await.unwrap().status(), 400);
+    let token = get("/token?user=ann&channel=room/a").await.unwrap();
+    assert_eq!(token.status(), 200);
+    let token = token.text().await.unwrap();
+    // It grants what it names, and nothing else.
+    let path = format!("/comet/sse?channel=room/b&token={token}");
+    expect_error(get(&path).await.unwrap(), 403, "forbidden").await;
+    let path = format!("/comet/sse?channel=room/a&presence=1&token={token}");
+    let mut events = SseReader::new(get(&path).await.unwrap());
+    events.opened().await;
+    // The token's subject is who is present.
+    let info: serde_json::Value = get("/comet/publish/room/a")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        info["presence"],
+        serde_json::json!([{ "user": "ann", "info": { "name": "ann" }, "connections": 1 }]),
+        "{info}"
+    );
+    // Two seconds on, the stream ends for the token's expiry.
+    let end = loop {
+        let event = events.next_event().await;
+        if event.event.as_deref() == Some("comet-end") {
+            break event;
+        }
+    };
+    let end: serde_json::Value = serde_json::from_str(&end.data).unwrap();
+    assert_eq!(end["reason"], "expired", "{end}");
+}
+
+/// Without `--jwt-secret`, no token route: the page names itself.
+#[tokio::test]
+async fn the_chat_demo_without_a_jwt_secret_mints_no_tokens() {
+    let (mut chat, lines) = Running::start("chat", &["--addr", "127.0.0.1:0"], 1);
+    chat.base = lines[0]
+        .strip_prefix("chat listening on ")
+        .unwrap()
+        .to_owned();
+    let html = client()
+        .get(chat.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains(r#"<meta name="comet-tokens" content="off">"#));
+    let token = client()
+        .get(chat.url("/token?user=ann&channel=room/a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status(), 404);
+}
+
 /// One scenario for both demos: they serve the same page and routes.
 async fn chat_demo(example: &str) {
     let (mut chat, lines) = Running::start(example, &["--addr", "127.0.0.1:0"], 1);

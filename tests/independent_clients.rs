@@ -37,6 +37,10 @@ fn main() {
             httpx_sse_yields_presence_joins_and_leaves_and_keeps_its_last_event_id,
             [HttpxSse]
         ),
+        comet_test_support::tool_test!(
+            npm_eventsource_with_its_token_in_the_query_resumes_after_expiry_losing_nothing,
+            [NodeEventSource]
+        ),
     ]);
 }
 
@@ -370,4 +374,88 @@ async fn httpx_sse_yields_presence_joins_and_leaves_and_keeps_its_last_event_id(
     assert_eq!(watcher.next().await["kind"], "opened");
     presence_scenario(&server, &mut watcher, "event", NoId::LastId).await;
     watcher.finish().await;
+}
+
+/// A client on another origin cannot send cookies or headers through an
+/// `EventSource`: its token rides in the query (PROTOCOL.md, "Access").
+/// The npm `eventsource` package with a 2-s token: refused without one,
+/// then messages until the expiry's `comet-end`, and with a fresh token and
+/// the end's cursor, what came meanwhile, nothing twice.
+async fn npm_eventsource_with_its_token_in_the_query_resumes_after_expiry_losing_nothing() {
+    use comet_push::protocol::{
+        token::{Claims, TokenSigner, Tokens, VerifyingKey},
+        Cors,
+    };
+    const SECRET: &[u8] = b"an independent client's 32 bytes";
+    let hub = Hub::new();
+    let tokens = Tokens::new().key("k1", VerifyingKey::hs256(SECRET).unwrap());
+    let route = SubscribeRoute::sse()
+        .authorizer(tokens)
+        .cors(Cors::any_origin());
+    let server = TestServer::start(Adapter::Axum, &hub, vec![Mount::Subscribe("/t", route)]).await;
+    let token = |seconds| {
+        let claims = Claims::new(["news/*"], Duration::from_secs(seconds)).subject("reader");
+        TokenSigner::hs256(SECRET)
+            .unwrap()
+            .kid("k1")
+            .sign(&claims)
+            .unwrap()
+    };
+    let types = ["news/a", "comet-end"];
+
+    let url = server.url("/t?channel=news/a");
+    let Some(mut refused) = node_eventsource("npm eventsource token", &url, &types) else {
+        return;
+    };
+    let error = refused.next().await;
+    assert_eq!(error["kind"], "error", "{error}");
+    assert!(
+        error["message"].as_str().unwrap_or("").contains("401"),
+        "{error}"
+    );
+    refused.finish().await;
+
+    let url = server.url(&format!("/t?channel=news/a&token={}", token(2)));
+    let mut reader = node_eventsource("npm eventsource token", &url, &types).unwrap();
+    assert_eq!(reader.next().await["kind"], "open");
+    for n in 1..=2 {
+        hub.publish("news/a", Payload::json(&json!({ "n": n })).unwrap())
+            .await
+            .unwrap();
+    }
+    let seen = reader.until(|line| line["type"] == "comet-end").await;
+    let data: Vec<&str> = seen
+        .iter()
+        .filter(|l| l["type"] == "news/a")
+        .map(|l| l["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(data, [r#"{"n":1}"#, r#"{"n":2}"#]);
+    let end = seen.last().unwrap();
+    let envelope: Value = serde_json::from_str(end["data"].as_str().unwrap()).unwrap();
+    assert_eq!(envelope["reason"], "expired", "{end}");
+    let cursor = end["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        envelope["cursor"],
+        cursor.as_str(),
+        "the id is the cursor to resume from"
+    );
+    reader.finish().await;
+
+    // Published while the client gets its new token.
+    hub.publish("news/a", Payload::json(&json!({ "n": 3 })).unwrap())
+        .await
+        .unwrap();
+    let url = server.url(&format!(
+        "/t?channel=news/a&token={}&cursor={cursor}",
+        token(60)
+    ));
+    let mut resumed = node_eventsource("npm eventsource token", &url, &types).unwrap();
+    assert_eq!(resumed.next().await["kind"], "open");
+    let next = resumed.next().await;
+    assert_eq!(
+        (&next["type"], &next["data"]),
+        (&json!("news/a"), &json!(r#"{"n":3}"#)),
+        "{next}"
+    );
+    resumed.finish().await;
 }

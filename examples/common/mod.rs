@@ -3,13 +3,82 @@
 //! and the shutdown signal.
 
 use comet_push::{
-    protocol::{Cors, Mount, ProtocolError, SubscribeRoute},
+    protocol::{
+        token::{Claims, TokenSigner, Tokens, VerifyingKey},
+        Cors, Mount, ProtocolError, SubscribeRoute,
+    },
     Hub, Identity, Payload, PublishError, PublishRoute,
 };
-use std::{net::SocketAddr, time::SystemTime};
+use std::{
+    net::SocketAddr,
+    time::{Duration, SystemTime},
+};
 
 /// The chat page (no build step); it speaks to any of the demos.
 pub const PAGE: &str = include_str!("../assets/chat.html");
+
+/// The page, telling it whether the server takes tokens (`--jwt-secret`):
+/// then it gets them from `/token`, else it names itself with `user=`.
+pub fn page(tokens: bool) -> String {
+    let flag = if tokens { "on" } else { "off" };
+    PAGE.replace(
+        r#"<meta name="comet-tokens" content="off">"#,
+        &format!(r#"<meta name="comet-tokens" content="{flag}">"#),
+    )
+}
+
+/// `--jwt-secret SECRET` (or `COMET_JWT_SECRET`): the subscribe routes take
+/// HS256 tokens alone, the identity from their `sub`; `/token` mints one.
+#[derive(Clone)]
+// Minted by the axum demo; the warp one refuses tokens.
+#[allow(dead_code)]
+pub struct DemoTokens {
+    verify: Tokens,
+    signer: std::sync::Arc<TokenSigner>,
+    /// How long a minted token lasts (`COMET_TOKEN_TTL_SECS`, default 60).
+    lifetime: Duration,
+}
+
+/// The key id the demo signs and verifies with.
+const DEMO_KID: &str = "demo";
+
+impl DemoTokens {
+    fn new(secret: &str) -> Result<Self, String> {
+        if secret.len() < 32 {
+            return Err("--jwt-secret needs 32 bytes or more".into());
+        }
+        let verifying = VerifyingKey::hs256(secret.as_bytes()).map_err(|e| e.to_string())?;
+        let signer = TokenSigner::hs256(secret.as_bytes())
+            .map_err(|e| e.to_string())?
+            .kid(DEMO_KID);
+        let lifetime = std::env::var("COMET_TOKEN_TTL_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .filter(|&s| s > 0)
+            .map_or(Duration::from_secs(60), Duration::from_secs);
+        Ok(Self {
+            verify: Tokens::new().key(DEMO_KID, verifying),
+            signer: std::sync::Arc::new(signer),
+            lifetime,
+        })
+    }
+
+    /// A token for `user` (with `{"name": user}` as info) to read the chat
+    /// rooms among `channels`; `None` for a name the chat would refuse or a
+    /// channel that is no room. For the demo alone, as `user=` is: a real
+    /// app mints for the user its session names, never for whoever asks.
+    #[allow(dead_code)]
+    pub fn mint(&self, user: &str, channels: &[String]) -> Option<String> {
+        check("user", user, MAX_NAME).ok()?;
+        if channels.is_empty() || channels.iter().any(|c| !c.starts_with("room/")) {
+            return None;
+        }
+        let claims = Claims::new(channels.iter().cloned(), self.lifetime)
+            .subject(user)
+            .info(serde_json::json!({ "name": user }));
+        self.signer.sign(&claims).ok()
+    }
+}
 
 const MAX_NAME: usize = 32;
 const MAX_TEXT: usize = 2000;
@@ -84,7 +153,7 @@ pub fn identify_from_query(
 /// Pages of the origins in `COMET_CORS_ORIGINS` (comma-separated) may use
 /// it too, with credentials; `COMET_HEARTBEAT_SECS` sets how often idle
 /// streams carry a heartbeat (15 by default).
-pub fn client_route() -> SubscribeRoute {
+pub fn client_route(tokens: Option<&DemoTokens>) -> SubscribeRoute {
     let heartbeat = std::env::var("COMET_HEARTBEAT_SECS")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
@@ -99,9 +168,7 @@ pub fn client_route() -> SubscribeRoute {
         .map(|o| o.trim().to_owned())
         .filter(|o| !o.is_empty())
         .collect();
-    let route = SubscribeRoute::all()
-        .heartbeat(heartbeat)
-        .identify(identify_from_query);
+    let route = who(SubscribeRoute::all().heartbeat(heartbeat), tokens);
     if origins.is_empty() {
         return route;
     }
@@ -114,10 +181,12 @@ pub fn client_route() -> SubscribeRoute {
 /// for [`may_publish`] (who may publish may also `GET` a channel's info
 /// there: its cursor, subscribers and who is present; the same authorizer
 /// decides both). Every subscribe route takes its identity from `user=`
-/// ([`identify_from_query`]). `peer` finds the client's address in a
-/// request (each adapter keeps it in an extension of its own).
+/// ([`identify_from_query`]), or with `tokens` from a token alone. `peer`
+/// finds the client's address in a request (each adapter keeps it in an
+/// extension of its own).
 pub fn mount(
     publish_token: Option<String>,
+    tokens: Option<&DemoTokens>,
     peer: fn(&http::request::Parts) -> Option<SocketAddr>,
 ) -> Mount {
     let identified = [
@@ -130,9 +199,9 @@ pub fn mount(
     identified
         .into_iter()
         .fold(Mount::new(), |mount, (path, route)| {
-            mount.route(path, route.identify(identify_from_query))
+            mount.route(path, who(route, tokens))
         })
-        .route("/comet", client_route())
+        .route("/comet", client_route(tokens))
         .publish(
             "/comet/publish",
             // A publish (POST) and a channel-info request (GET) alike.
@@ -140,6 +209,16 @@ pub fn mount(
                 may_publish(peer(request), &request.headers, publish_token.as_deref())
             }),
         )
+}
+
+/// Who may subscribe, and who they are: with `tokens`, a valid token for
+/// the channels (else 401 or 403), its `sub` the identity; without, anyone,
+/// named by `user=`.
+fn who(route: SubscribeRoute, tokens: Option<&DemoTokens>) -> SubscribeRoute {
+    match tokens {
+        Some(tokens) => route.authorizer(tokens.verify.clone()),
+        None => route.identify(identify_from_query),
+    }
 }
 
 /// Publishing over HTTP is allowed from loopback clients, and from anyone
@@ -179,8 +258,9 @@ fn bearer_is(headers: &http::HeaderMap, token: &str) -> bool {
 }
 
 /// The demos' command line: `[--addr HOST:PORT] [--redis URL]
-/// [--tls-self-signed | --tls-cert FILE --tls-key FILE] [--http2]`, with `COMET_ADDR`
-/// and `COMET_REDIS_URL` as defaults.
+/// [--tls-self-signed | --tls-cert FILE --tls-key FILE] [--http2]
+/// [--jwt-secret SECRET]`, with `COMET_ADDR`, `COMET_REDIS_URL` and
+/// `COMET_JWT_SECRET` as defaults.
 pub struct Options {
     /// Where to listen (default 127.0.0.1:3000).
     pub addr: SocketAddr,
@@ -194,6 +274,8 @@ pub struct Options {
     /// HTTP/1.1 (`--http2`; for load generators: browsers speak HTTP/2 only
     /// over TLS).
     pub h2c: bool,
+    /// Subscribing takes tokens signed with this secret (`--jwt-secret`).
+    pub tokens: Option<DemoTokens>,
 }
 
 /// Where the demo's TLS certificate comes from.
@@ -212,13 +294,17 @@ impl Options {
         const USAGE: &str = "usage: [--addr HOST:PORT] \
                              [--redis redis://HOST:PORT | \
                              --redis redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE] \
-                             [--tls-self-signed | --tls-cert FILE --tls-key FILE] [--http2]";
+                             [--tls-self-signed | --tls-cert FILE --tls-key FILE] [--http2] \
+                             [--jwt-secret SECRET]";
         let mut args = std::env::args().skip(1);
         let mut addr = std::env::var("COMET_ADDR").ok();
         let (mut self_signed, mut cert, mut key, mut h2c) = (false, None, None, false);
         let mut redis = std::env::var("COMET_REDIS_URL")
             .ok()
             .filter(|u| !u.is_empty());
+        let mut jwt_secret = std::env::var("COMET_JWT_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty());
         while let Some(arg) = args.next() {
             let (name, inline) = match arg.split_once('=') {
                 Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
@@ -237,6 +323,7 @@ impl Options {
                 "--http2" if inline.is_none() => h2c = true,
                 "--tls-cert" => cert = Some(value()?),
                 "--tls-key" => key = Some(value()?),
+                "--jwt-secret" => jwt_secret = Some(value()?),
                 other => return Err(format!("unknown argument {other:?}; {USAGE}")),
             }
         }
@@ -254,11 +341,13 @@ impl Options {
         let addr = addr
             .parse()
             .map_err(|e| format!("bad address {addr:?}: {e}"))?;
+        let tokens = jwt_secret.as_deref().map(DemoTokens::new).transpose()?;
         Ok(Self {
             addr,
             redis,
             tls,
             h2c,
+            tokens,
         })
     }
 
