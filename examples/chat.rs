@@ -177,7 +177,7 @@ fn mint(tokens: &common::DemoTokens, RawQuery(query): RawQuery) -> Response {
         }
     }
     match tokens.mint(&user, &channels) {
-        Some(token) => token.into_response(),
+        Some(token) => ([(http::header::CACHE_CONTROL, "no-store")], token).into_response(),
         None => (StatusCode::BAD_REQUEST, "a chat name, and room/ channels").into_response(),
     }
 }

@@ -107,6 +107,10 @@ async fn stalled_subscribers_cost_a_bounded_amount_and_lose_nothing_in_silence()
             "1000",
             "--payload-bytes",
             "16384",
+            // All 2,000, however long a loaded machine takes: fewer would
+            // fit in the socket buffers, and history would not move past.
+            "--messages",
+            "2000",
             "--duration",
             "2",
             "--drain",

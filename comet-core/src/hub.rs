@@ -557,8 +557,10 @@ impl Hub {
     }
 
     /// Begins shutdown: every subscription's stream ends (after the item it
-    /// may be handing out), held long polls answer at once with their cursor,
-    /// and new subscriptions are refused. History stays readable, so a client
+    /// may be handing out) with an [`Item::Ended`](crate::Item::Ended) for
+    /// [`EndReason::Shutdown`](crate::EndReason::Shutdown), held long polls
+    /// answer at once with it and their cursor, and new subscriptions are
+    /// refused. History stays readable, so a client
     /// that resumes elsewhere with its cursor loses nothing retained there.
     /// Publishing still works, for the last messages of a draining server.
     pub fn shutdown(&self) {

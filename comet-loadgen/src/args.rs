@@ -142,7 +142,8 @@ usage: comet-loadgen <idle|fanout|throughput|follow|stall|churn|slowloris|storm|
   --transport T        sse (default), stream, poll (follow defaults to poll)
   --dialect D          comet (default) or raw (long polls echo ETag/Last-Modified)
   --subscribers N      subscribers to open (default 100)
-  --messages M         messages to publish (fanout: 1, follow: 50)
+  --messages M         messages to publish (fanout: 1, follow: 50; stall: this many
+                       instead of for --duration)
   --rate R             publishes per second (default: 1 for fanout, else as fast as possible)
   --publishers P       concurrent publish connections (default 4)
   --duration SECS      throughput: how long to publish (default 5)

@@ -48,7 +48,8 @@ export interface CometOptions {
    * their sockets without a word. When the page is back, the client
    * reconnects from its cursor at once (nothing lost), rather than wait for
    * `heartbeatTimeout`, or for ever over SSE. Whatever the time away, a
-   * retry waiting out its back-off tries at once when the page is back,
+   * retry waiting out its back-off (not one spreading a server's shutdown)
+   * tries at once when the page is back,
    * and an open connection reconnects when the network comes back
    * (`online`) or the page leaves the back-forward cache. Default 20000,
    * above the server's default 15 s heartbeat.

@@ -237,6 +237,7 @@ class Comet {
       }),
       lead: () => this.#lead(),
       changed: (since) => this.#update(since),
+      left: () => this.#repause(),
       status: () => ({ state: this.#state, transport: this.#transport }),
       lists: (channels) => channels.map((c) => this.#presence.get(c)).filter(Boolean).map(presenceList).filter(Boolean),
       control: (m) => this.#act(m),
@@ -276,12 +277,24 @@ class Comet {
     for (const channel of this.#presence.keys()) {
       if (!presence.has(channel) && !this.#wantsPresence.has(channel)) this.#presence.delete(channel);
     }
-    // pauseWhenHidden: no tab shows the connection's messages.
-    const pause = this.#options.pauseWhenHidden && this.#hidden()
-      && (this.#tabs?.peers() ?? []).every((peer) => peer.hidden);
+    const pause = this.#shouldPause();
     if (pause) this.#connection.pause();
     this.#connection.update(channels, names, since, presence.size > 0);
     if (!pause && this.#connection.paused) this.#connection.wake();
+  }
+
+  /** pauseWhenHidden: no tab shows the connection's messages. */
+  #shouldPause() {
+    return this.#options.pauseWhenHidden && this.#hidden()
+      && (this.#tabs?.peers() ?? []).every((peer) => peer.hidden);
+  }
+
+  /** (Leader) a tab came or went: pause or resume as they now show. */
+  #repause() {
+    if (!this.#connection) return;
+    const pause = this.#shouldPause();
+    if (pause) this.#connection.pause();
+    else if (this.#connection.paused) this.#connection.wake();
   }
 
   // ---- the page hidden, frozen, offline, and back (lifecycle.js)
@@ -306,7 +319,8 @@ class Comet {
     if (this.#closed) return;
     if (this.#connection) {
       this.#update(this.#options.since);
-      this.#connection.wake({ away, force });
+      // Still paused: hidden, and no tab shows it (resumed in the background).
+      if (!this.#connection.paused) this.#connection.wake({ away, force });
       return;
     }
     this.#tabs?.hello();
@@ -336,7 +350,12 @@ class Comet {
     }
     if (m.op === "drop") this.#connection.drop();
     if (m.op === "resume") this.#connection.resume(m.cursor);
-    if (m.op === "wake") this.#connection.wake({ away: Number(m.away) || 0, force: Boolean(m.force) });
+    if (m.op === "wake" && !this.#connection.paused) {
+      // A follower was away: so was this connection, at most as long as
+      // this tab was (a tab here all along has seen its connection work).
+      const away = Math.min(Number(m.away) || 0, this.#lifecycle?.away ?? Infinity);
+      this.#connection.wake({ away, force: Boolean(m.force) });
+    }
     if (m.op === "transports") {
       this.#options.transports = checkTransports(m.transports);
       this.#connection.setTransports(this.#options.transports);

@@ -32,6 +32,13 @@ import { bootstrap } from "./transport-fetch.js";
  */
 const MAX_REFUSALS = 3;
 
+/**
+ * A wake this soon after one that reconnected is the same return (every
+ * tab hears `online`; a follower's wake may cross the leader's own): the
+ * connection just made is not torn down again.
+ */
+const WAKE_QUIET_MS = 1000;
+
 /** Transports that cannot tell a refusal (a 401) from a network failure. */
 const BLIND = new Set(["sse", "jsonp", "iframe"]);
 
@@ -63,6 +70,7 @@ export class Connection {
   #refusals = 0; // 401s (and forbidden) in a row, with a token function
   #paused = false; // closed by pause() until wake()
   #waiting = null; // why the pending retry waits: see #retry
+  #wokeAt = -Infinity; // when a wake last reconnected
   /** The resume position, shared with the transports. */
   cursor = null;
 
@@ -143,12 +151,15 @@ export class Connection {
       this.#retry(0, "wake");
       return true;
     }
+    if (this.#waiting === "shutdown" || this.#waiting === "wake") return false;
+    if (Date.now() - this.#wokeAt < WAKE_QUIET_MS) return false;
     if (this.#waiting !== null) {
-      if (this.#waiting === "shutdown") return false;
+      this.#wokeAt = Date.now();
       this.#retry(0, "wake");
       return true;
     }
     if (!force && away < this.#options.staleAfter) return false;
+    this.#wokeAt = Date.now();
     // This transport's late reports are ignored; the cursor resumes it.
     this.#generation++;
     this.#current?.close();

@@ -27,6 +27,11 @@ export class Lifecycle {
     this.#doc = env.document;
   }
 
+  /** How long the page has been away (hidden, frozen, offline), in ms; 0 while it is here. */
+  get away() {
+    return this.#awaySince === null ? 0 : Date.now() - this.#awaySince;
+  }
+
   /** True while the document is hidden (a background tab, a locked phone). */
   get hidden() {
     return this.#doc?.visibilityState === "hidden";

@@ -71,6 +71,7 @@ function fingerprint(text) {
  *                        of; hidden: its page is)
  *   lead()               this tab got the lock: open the connection
  *   changed(since)       (leader) a follower's wants changed
+ *   left()               (leader) a follower left
  *   status() -> { state, transport }        (leader)
  *   lists(channels) -> items                (leader) presence lists it holds
  *   control(message)     (leader) a follower's control message
@@ -203,7 +204,10 @@ export class Tabs {
           this.#post({ t: "state", ...this.#host.status() });
           break;
         }
-        case "bye": this.#peers.delete(m.from); break;
+        case "bye":
+          this.#peers.delete(m.from);
+          this.#host.left?.();
+          break;
         case "control": this.#host.control(m); break;
         // The last words of the leader before: it posted them and then let
         // the lock go, and the lock came first. An end that stopped it must

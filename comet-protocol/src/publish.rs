@@ -235,8 +235,11 @@ impl PublishRoute {
     }
 
     /// Answers a publish request. `mount` is the route's own path: the rest of
-    /// the request's path names the channel. The body is read only after the
-    /// request is authorized, and never past the hub's payload limit.
+    /// the request's path names the channel (else `channel=`, once or more).
+    /// The body is read only after the request is authorized, and never past
+    /// the hub's payload limit; a JSON batch, which names its channels in
+    /// its body, is read first (within the payload limit and its channel
+    /// list's), and each of its channels is then authorized.
     pub fn serve<B>(&self, hub: &Hub, mount: &str, request: &Parts, body: B) -> ResponseFuture
     where
         B: http_body::Body + Send + 'static,
@@ -413,14 +416,14 @@ impl PublishRoute {
             None => {
                 // Channels come in the body: the route must publish at all.
                 self.authorized_by()?;
-                Target::Batch(self.clone_authorizer())
+                Target::Batch(self.clone_authorizer(), Box::new(request.clone()))
             }
         };
 
         let max = hub.max_payload_bytes();
         let body_max = match target {
             Target::Channels(_) => max,
-            Target::Batch(_) => max + MAX_BATCH_OVERHEAD,
+            Target::Batch(..) => max + MAX_BATCH_OVERHEAD,
         };
         request::check_declared_length(request, body_max)?;
         let json = request
@@ -459,7 +462,7 @@ impl PublishRoute {
                     })?,
             ),
         };
-        if matches!(target, Target::Batch(_)) && !json {
+        if matches!(target, Target::Batch(..)) && !json {
             return Err(ErrorCode::NoChannels.error(
                 "name the channel in the path or with channel=, or send a JSON batch \
                  ({\"channels\":[..],\"data\":..})",
@@ -467,7 +470,6 @@ impl PublishRoute {
         }
         Ok(PublishRequest {
             target,
-            request: request.clone(),
             json,
             event,
             idempotency_key,
@@ -481,8 +483,6 @@ impl PublishRoute {
 /// what is left.
 struct PublishRequest {
     target: Target,
-    /// The request's parts, for authorizing a batch's channels.
-    request: Parts,
     json: bool,
     event: Option<String>,
     idempotency_key: Option<IdempotencyKey>,
@@ -498,15 +498,18 @@ enum Target {
     /// with its authorization, awaited before the body is read.
     Channels(Vec<(ChannelName, Authorization<()>)>),
     /// A JSON batch (`{"channels":[..],"data":..}`): the channels are in
-    /// the body, authorized once it is read.
-    Batch(Arc<dyn AuthorizePublish>),
+    /// the body, authorized once it is read (bounded), with the request's
+    /// head.
+    Batch(Arc<dyn AuthorizePublish>, Box<Parts>),
 }
 
 /// The most channels one request publishes to.
 pub const MAX_BROADCAST_CHANNELS: usize = 1000;
 
-/// What a batch body may hold beyond the payload: its channel list.
-const MAX_BATCH_OVERHEAD: usize = 64 * 1024;
+/// What a batch body may hold beyond the payload: its channel list (every
+/// name at its longest, quoted, with a comma) and the rest of the object.
+const MAX_BATCH_OVERHEAD: usize =
+    MAX_BROADCAST_CHANNELS * (comet_core::MAX_CHANNEL_NAME_LEN + 3) + 4096;
 
 /// A batch: one payload to many channels.
 #[derive(serde::Deserialize)]
@@ -546,7 +549,7 @@ impl PublishRequest {
                 let bytes = request::read_body(body, self.max).await?;
                 (allowed, payload(bytes, self.json, self.event)?)
             }
-            Target::Batch(authorize) => {
+            Target::Batch(authorize, request) => {
                 let bytes = request::read_body(body, self.max).await?;
                 let batch: Batch<'_> = serde_json::from_slice(&bytes).map_err(|e| {
                     ErrorCode::BadPayload.error(format!(
@@ -556,7 +559,7 @@ impl PublishRequest {
                 let names = broadcast_channels(batch.channels)?;
                 let mut allowed = Vec::with_capacity(names.len());
                 for channel in names {
-                    let authorized = authorize.authorize(&self.request, &channel).await;
+                    let authorized = authorize.authorize(&request, &channel).await;
                     allowed.push((channel, authorized));
                 }
                 refused_everywhere(&allowed)?;
@@ -570,6 +573,8 @@ impl PublishRequest {
         };
         // Each channel its own offset, or its own error.
         let mut results = Vec::with_capacity(channels.len());
+        let mut stored = false;
+        let mut unavailable = None;
         for (channel, authorized) in channels {
             let published = match authorized {
                 Ok(()) => {
@@ -584,14 +589,27 @@ impl PublishRequest {
                 Err(error) => Err(error),
             };
             results.push(match published {
-                Ok(cursor) => serde_json::json!({ "channel": channel.as_str(), "cursor": cursor }),
-                Err(error) => serde_json::json!({
+                Ok(cursor) => {
+                    stored = true;
+                    serde_json::json!({ "channel": channel.as_str(), "cursor": cursor })
+                }
+                Err(error) => {
+                    if error.status() == StatusCode::SERVICE_UNAVAILABLE {
+                        unavailable.get_or_insert_with(|| error.clone());
+                    }
+                    serde_json::json!({
                     "channel": channel.as_str(),
                     "status": error.status().as_u16(),
                     "error": error.code(),
                     "message": error.message(),
-                }),
+                    })
+                }
             });
+        }
+        // Stored nowhere, for the server's own failure: a 503 the publisher
+        // retries (with its Idempotency-Key), not a 200 it would not.
+        if let (false, Some(error)) = (stored, unavailable) {
+            return Err(error);
         }
         Ok(json_response(
             StatusCode::OK,

@@ -239,6 +239,23 @@ async fn a_publish_past_maxmemory_fails_and_leaves_history_and_epoch_untouched()
             response.status()
         )
     });
+    // One publish to several channels, stored on none: a 503 to retry, not
+    // a 200 listing the failures.
+    let response = bounded(
+        "broadcast",
+        reqwest::Client::new()
+            .post(format!("http://{http}/publish?channel=oom&channel=oom2"))
+            .body("during-broadcast")
+            .send(),
+    )
+    .await
+    .unwrap();
+    found.check(response.status() == 503, || {
+        format!(
+            "a broadcast stored nowhere must answer 503 out of memory; got {}",
+            response.status()
+        )
+    });
     let delivered = drain(&mut sub, Duration::from_millis(500)).await;
     found.check(delivered.is_empty(), || {
         format!("a subscriber must get nothing from a failed publish; got {delivered:?}")

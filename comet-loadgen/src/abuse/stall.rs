@@ -2,8 +2,8 @@
 
 use super::{
     common::{
-        peak, publish_as_told, raw_connect_with, raw_request, resumers, rss, sub, tally, Following,
-        Sampler,
+        peak, publish_as_told, publish_range, publish_url, raw_connect_with, raw_request, resumers,
+        rss, sub, tally, Following, Sampler,
     },
     Result,
 };
@@ -123,7 +123,8 @@ async fn reread(mut stalled: Stalled, last: u64, idle: Duration, into: &Mutex<Re
 
 /// `--stalled` SSE subscribers stop reading while `--subscribers` resuming
 /// SSE subscribers read on, under `--rate` publishes of `--payload-bytes`
-/// for `--duration`; the server's memory is sampled throughout. Then the
+/// for `--duration` (or `--messages` of them, however long that takes);
+/// the server's memory is sampled throughout. Then the
 /// stalled ones read again: each must get every message, or a gap that
 /// counts exactly what it skipped, or be disconnected (it would resume
 /// with its cursor).
@@ -173,7 +174,23 @@ pub(super) async fn stall(options: &Options) -> Result<Value> {
         r.received.steady_from = warm;
     }
     let following = Following::start(normal, Duration::from_secs(3600), clock);
-    let published = publish_as_told(options, clock).await?;
+    // `--messages`: that many, however long they take (history must move
+    // past the stalled, whatever the machine's speed); else for `--duration`.
+    let published = if options.messages > 0 {
+        let template = publish_url(options)?;
+        let forever = Duration::from_secs(24 * 3600);
+        publish_range(
+            options,
+            &template,
+            clock,
+            options.rate,
+            forever,
+            0..options.messages,
+        )
+        .await?
+    } else {
+        publish_as_told(options, clock).await?
+    };
     let owed = published.owed(options.subscribers, 1);
     let (normal, failures) = following.settle(&progress, owed, options.drain).await?;
     let rows = sampler.finish().await;

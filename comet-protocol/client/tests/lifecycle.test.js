@@ -99,6 +99,11 @@ test("online: a retry waiting out its back-off tries at once, and an open stream
   page.offline();
   page.online();
   await browser.clock.tick(0);
+  assert.equal(browser.sources.length, 2, "a second return within a second is the same one");
+  await browser.clock.tick(2000);
+  page.offline();
+  page.online();
+  await browser.clock.tick(0);
   assert.equal(browser.sources.length, 3);
   assert.ok(browser.sources[1].closed);
 });
@@ -175,9 +180,9 @@ test("shared: the leader pauses only when every tab is hidden; a follower's retu
   assert.equal(browser.sources.length, 2, "the follower is back: the leader reconnects");
 });
 
-test("a follower back after long away asks the leader to check its connection", async (t) => {
+test("a follower back after long away has the leader check its connection, if the leader was away too", async (t) => {
   const browser = fakeBrowser(t, { share: true });
-  fakePage(t);
+  const leaderPage = fakePage(t);
   client({ share: true, staleAfter: 20000 });
   await settle();
   const followerPage = fakePage(t);
@@ -185,12 +190,58 @@ test("a follower back after long away asks the leader to check its connection", 
   await settle();
   const source = await openSse(browser);
   await settle();
+  // A tab switch: the leader was here all along, its connection worked.
+  followerPage.hide();
+  await browser.clock.tick(30000);
+  followerPage.show();
+  await browser.clock.tick(0);
+  assert.ok(!source.closed);
+  // The phone slept: every tab away; the follower is looked at first.
+  leaderPage.hide();
   followerPage.hide();
   await browser.clock.tick(30000);
   followerPage.show();
   await browser.clock.tick(0);
   assert.ok(source.closed);
   assert.equal(browser.sources.length, 2);
+});
+
+test("pauseWhenHidden: a page resumed or back online while still hidden stays paused", async (t) => {
+  const browser = fakeBrowser(t);
+  const page = fakePage(t);
+  const { comet } = client({ pauseWhenHidden: true });
+  const source = await openSse(browser);
+  page.hide();
+  await browser.clock.tick(0);
+  assert.ok(source.closed);
+  page.freeze();
+  await browser.clock.tick(30000);
+  page.resume();
+  page.offline();
+  page.online();
+  page.pageshow(true);
+  await browser.clock.tick(0);
+  assert.equal(comet.state, "paused");
+  assert.equal(browser.sources.length, 1);
+});
+
+test("shared, pauseWhenHidden: when the last tab that showed it leaves, the hidden leader pauses", async (t) => {
+  const browser = fakeBrowser(t, { share: true });
+  const leaderPage = fakePage(t);
+  const leader = client({ pauseWhenHidden: true, share: true });
+  await settle();
+  fakePage(t);
+  const follower = client({ pauseWhenHidden: true, share: true });
+  await settle();
+  const source = await openSse(browser);
+  await settle();
+  leaderPage.hide();
+  await settle();
+  assert.ok(!source.closed);
+  follower.comet.close();
+  await settle();
+  assert.ok(source.closed, "no tab shows it now");
+  assert.equal(leader.comet.state, "paused");
 });
 
 test("a shutdown spreads the reconnect over the server's window, and a wake does not cut it short", async (t) => {
