@@ -237,7 +237,39 @@ each_adapter!(
     a_reset_stream_frees_its_subscription,
     a_stalled_stream_does_not_hold_up_the_others,
     graceful_shutdown_sends_goaway_and_clients_resume_without_loss,
+    what_is_ready_goes_in_one_data_frame,
 );
+
+/// Over HTTP/2 each DATA frame passes the connection's shared state and
+/// flow control: a stream hands over what is ready at once in one frame
+/// (here 50 messages of history, about 3 KB), not a frame each.
+async fn what_is_ready_goes_in_one_data_frame(adapter: Adapter) {
+    let hub = Hub::new();
+    let server = Server::start(adapter, &hub, None).await;
+    let client = Client::connect(server.addr, None, 1024 * 1024).await;
+    let start = hub.current_cursor(["f"]).await.unwrap().encode();
+    for n in 0..50 {
+        hub.publish("f", format!("message {n}")).await.unwrap();
+    }
+    let response = client.get(&format!("/sse?channel=f&cursor={start}")).await;
+    let mut body = response.into_body();
+    let (mut frames, mut text) = (0, String::new());
+    while text.matches("data: ").count() < 50 {
+        let frame = bounded("data frame", body.frame())
+            .await
+            .expect("stream ended")
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            frames += 1;
+            text.push_str(std::str::from_utf8(&data).unwrap());
+        }
+    }
+    assert!(text.contains("data: message 49\n"), "{text}");
+    assert!(
+        frames <= 3,
+        "50 messages ready at once came in {frames} DATA frames"
+    );
+}
 
 async fn streams_and_polls_share_one_connection_in_the_clear(adapter: Adapter) {
     one_connection(adapter, None).await;

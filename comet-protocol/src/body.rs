@@ -2,7 +2,7 @@
 
 use super::{Chunks, StreamFormat};
 use crate::{telemetry::SubscriberGauge, Subscription};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use std::{
     convert::Infallible,
@@ -53,6 +53,10 @@ struct StreamState {
     /// Set once the stream is ending: only `queued` (the close frame) is left.
     ending: bool,
 }
+
+/// The most bytes one coalesced frame gathers (see `poll_frame`): HTTP/2's
+/// default largest DATA frame.
+const COALESCED_FRAME: usize = 16 * 1024;
 
 impl CometBody {
     /// A complete body.
@@ -141,7 +145,67 @@ impl Body for CometBody {
 }
 
 impl StreamState {
+    /// The next frame: the next chunk, and whatever else is ready at once
+    /// (the rest of an item, items published meanwhile) joined to it, up to
+    /// [`COALESCED_FRAME`] bytes. Each frame costs the server: over HTTP/2 a
+    /// DATA frame through the connection's shared state and flow control,
+    /// over HTTP/1.1 a chunk's framing. Measured with `comet-loadgen
+    /// throughput` (100 SSE streams, 8 publishers): HTTP/2 0.59M to 0.70M
+    /// deliveries a second, HTTP/1.1 0.90M to 1.0M. The price is a copy of
+    /// what is joined; a lone chunk, or one as big as a frame, is handed
+    /// over as it is, shared.
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let first = match self.poll_chunk(cx) {
+            Poll::Ready(Some(first)) => first,
+            other => return other,
+        };
+        if first.len() >= COALESCED_FRAME {
+            return Poll::Ready(Some(first));
+        }
+        let mut frame: Option<BytesMut> = None;
+        while let Some(next) = self.ready_chunk(cx) {
+            // Sized to what is joined, not to a whole frame: ten thousand
+            // streams may each be joining two small messages at once.
+            let frame = frame.get_or_insert_with(|| {
+                let mut frame = BytesMut::with_capacity(first.len() + next.len());
+                frame.extend_from_slice(&first);
+                frame
+            });
+            frame.extend_from_slice(&next);
+            if frame.len() >= COALESCED_FRAME {
+                break;
+            }
+        }
+        Poll::Ready(Some(frame.map_or(first, BytesMut::freeze)))
+    }
+
+    /// A chunk that is ready now, without waiting: one queued, or one of an
+    /// item the subscription has ready. `None` at the byte budget or the end
+    /// (the next `poll_chunk` deals with them).
+    fn ready_chunk(&mut self, cx: &mut Context<'_>) -> Option<Bytes> {
+        loop {
+            if let Some(bytes) = self.queued.pop() {
+                self.sent += bytes.len();
+                return Some(bytes);
+            }
+            if self.ending || self.budget.is_some_and(|budget| self.sent >= budget) {
+                return None;
+            }
+            match Pin::new(&mut self.subscription).poll_next(cx) {
+                Poll::Ready(Some(item)) => {
+                    self.format.item(&item, &mut self.queued);
+                    self.idle.as_mut().reset(Instant::now() + self.heartbeat);
+                }
+                Poll::Ready(None) => {
+                    tracing::debug!("hub shutting down; ending the stream");
+                    self.end();
+                }
+                Poll::Pending => return None,
+            }
+        }
+    }
+
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         loop {
             if let Some(bytes) = self.queued.pop() {
                 self.sent += bytes.len();
