@@ -58,6 +58,10 @@ struct StreamState {
 /// default largest DATA frame.
 const COALESCED_FRAME: usize = 16 * 1024;
 
+/// The biggest chunk copied into a joined frame: bigger ones are shared
+/// messages, sent as they are.
+const JOINED_CHUNK: usize = 1024;
+
 impl CometBody {
     /// A complete body.
     pub fn full(bytes: impl Into<Bytes>) -> Self {
@@ -145,48 +149,56 @@ impl Body for CometBody {
 }
 
 impl StreamState {
-    /// The next frame: the next chunk, and whatever else is ready at once
-    /// (the rest of an item, items published meanwhile) joined to it, up to
-    /// [`COALESCED_FRAME`] bytes. Each frame costs the server: over HTTP/2 a
-    /// DATA frame through the connection's shared state and flow control,
-    /// over HTTP/1.1 a chunk's framing. Measured with `comet-loadgen
-    /// throughput` (100 SSE streams, 8 publishers): HTTP/2 0.59M to 0.70M
-    /// deliveries a second, HTTP/1.1 0.90M to 1.0M. The price is a copy of
-    /// what is joined; a lone chunk, or one as big as a frame, is handed
-    /// over as it is, shared.
+    /// The next frame: the next chunk, and the small ones ready at once
+    /// after it (the rest of an item, items published meanwhile), joined up
+    /// to [`COALESCED_FRAME`] bytes. Each frame costs the server: over
+    /// HTTP/2 a DATA frame through the connection's shared state and flow
+    /// control, over HTTP/1.1 a chunk's framing. Measured with
+    /// `bench/h2_throughput.sh` (100 SSE streams, 8 publishers): HTTP/2 0.59M
+    /// to 0.70M deliveries a second, HTTP/1.1 0.90M to 0.96M. Only chunks of
+    /// [`JOINED_CHUNK`] bytes or fewer are copied into a frame: a bigger one,
+    /// a message shared by every subscriber, goes out as it is, in a frame of
+    /// its own.
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let first = match self.poll_chunk(cx) {
             Poll::Ready(Some(first)) => first,
             other => return other,
         };
-        if first.len() >= COALESCED_FRAME {
+        if first.len() > JOINED_CHUNK {
             return Poll::Ready(Some(first));
         }
-        let mut frame: Option<BytesMut> = None;
-        while let Some(next) = self.ready_chunk(cx) {
-            // Sized to what is joined, not to a whole frame: ten thousand
-            // streams may each be joining two small messages at once.
-            let frame = frame.get_or_insert_with(|| {
-                let mut frame = BytesMut::with_capacity(first.len() + next.len());
-                frame.extend_from_slice(&first);
-                frame
-            });
-            frame.extend_from_slice(&next);
-            if frame.len() >= COALESCED_FRAME {
-                break;
-            }
+        let mut len = first.len();
+        let mut joined = Vec::new();
+        while let Some(next) = self.ready_chunk(cx, COALESCED_FRAME - len) {
+            len += next.len();
+            joined.push(next);
         }
-        Poll::Ready(Some(frame.map_or(first, BytesMut::freeze)))
+        if joined.is_empty() {
+            return Poll::Ready(Some(first));
+        }
+        // One allocation of the frame's exact size: ten thousand streams
+        // may each be joining a few small messages at once.
+        let mut frame = BytesMut::with_capacity(len);
+        frame.extend_from_slice(&first);
+        for chunk in &joined {
+            frame.extend_from_slice(chunk);
+        }
+        Poll::Ready(Some(frame.freeze()))
     }
 
-    /// A chunk that is ready now, without waiting: one queued, or one of an
-    /// item the subscription has ready. `None` at the byte budget or the end
-    /// (the next `poll_chunk` deals with them).
-    fn ready_chunk(&mut self, cx: &mut Context<'_>) -> Option<Bytes> {
+    /// A chunk to join, if one is ready now (queued, or of an item the
+    /// subscription has ready), of [`JOINED_CHUNK`] bytes or fewer and at
+    /// most `room`; else `None`, and a chunk too big stays queued for the
+    /// next frame. `None` at the byte budget or the end too (`poll_chunk`
+    /// deals with them).
+    fn ready_chunk(&mut self, cx: &mut Context<'_>, room: usize) -> Option<Bytes> {
         loop {
-            if let Some(bytes) = self.queued.pop() {
-                self.sent += bytes.len();
-                return Some(bytes);
+            if let Some(len) = self.queued.front_len() {
+                if len > JOINED_CHUNK.min(room) {
+                    return None;
+                }
+                self.sent += len;
+                return self.queued.pop();
             }
             if self.ending || self.budget.is_some_and(|budget| self.sent >= budget) {
                 return None;

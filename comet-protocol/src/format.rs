@@ -48,6 +48,14 @@ impl Chunks {
         self.first.take().or_else(|| self.rest.pop_front())
     }
 
+    /// The length of the chunk `pop` would give.
+    pub(crate) fn front_len(&self) -> Option<usize> {
+        self.first
+            .as_ref()
+            .or_else(|| self.rest.front())
+            .map(Bytes::len)
+    }
+
     /// True when no chunk is waiting.
     pub fn is_empty(&self) -> bool {
         self.first.is_none() && self.rest.is_empty()

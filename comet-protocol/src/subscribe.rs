@@ -376,4 +376,46 @@ mod tests {
         assert_eq!(lines[1..], ["two"]);
         assert_ne!(lines[0], cursor, "the cursor moved on");
     }
+
+    /// A stream joins what is ready into one frame, but a big message goes
+    /// out as it is: every subscriber's frame is the one shared encoding, not
+    /// a copy each (a stream of two channels writes its id apart, first).
+    #[tokio::test]
+    async fn a_big_message_is_sent_shared_not_copied_into_a_joined_frame() {
+        use http_body_util::BodyExt;
+        let hub = Hub::new();
+        let route = SubscribeRoute::sse();
+        let mut bodies = Vec::new();
+        for _ in 0..2 {
+            let response = get(&hub, &route, "/sse?channel=a&channel=b", None).await;
+            bodies.push(response.into_body());
+        }
+        let big = "x".repeat(4096);
+        hub.publish("a", big.as_str()).await.unwrap();
+        let mut frames = Vec::new();
+        for body in &mut bodies {
+            let frame = loop {
+                let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+                    .await
+                    .expect("a frame in time")
+                    .unwrap()
+                    .unwrap()
+                    .into_data()
+                    .unwrap();
+                if frame.len() >= 4096 {
+                    break frame;
+                }
+            };
+            frames.push(frame);
+        }
+        assert!(
+            std::str::from_utf8(&frames[0]).unwrap().contains(&big),
+            "the message's frame"
+        );
+        assert_eq!(
+            frames[0].as_ptr(),
+            frames[1].as_ptr(),
+            "one encoding, shared"
+        );
+    }
 }

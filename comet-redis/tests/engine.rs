@@ -384,6 +384,46 @@ async fn keys_outlive_every_publish_by_their_ttl_though_refreshes_are_amortized(
         // one to need another.
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
+    let lives = |connection: &mut redis::aio::MultiplexedConnection| {
+        let mut connection = connection.clone();
+        let check = check.clone();
+        async move {
+            let lives: Vec<i64> = check
+                .key("comet:{kept}:meta")
+                .key("comet:{kept}:log")
+                .invoke_async(&mut connection)
+                .await
+                .unwrap();
+            lives
+        }
+    };
+    // Cleared (a new epoch, the log dropped) just after a refresh: the next
+    // publish makes the log again, with its TTL, however recent that was.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    hub.publish("kept", "refreshes").await.unwrap();
+    hub.close_and_clear("kept").await.unwrap();
+    hub.publish("kept", "after clearing").await.unwrap();
+    let after = lives(&mut connection).await;
+    assert!(
+        after.iter().all(|&life| life >= 399),
+        "after clearing: {after:?}"
+    );
+    // A node with a longer TTL (a restart with another configuration):
+    // its publish gives the keys the longer one at once.
+    let (longer, _) = node_with(
+        builder(&redis.url())
+            .idle_ttl(Duration::from_millis(2000))
+            .history(HistoryPolicy {
+                max_messages: 100,
+                max_age: Some(Duration::from_millis(200)),
+            }),
+    );
+    longer.publish("kept", "with a longer TTL").await.unwrap();
+    let longer_lives = lives(&mut connection).await;
+    assert!(
+        longer_lives.iter().all(|&life| life >= 2199),
+        "after a longer TTL: {longer_lives:?}"
+    );
 }
 
 async fn a_flushed_script_cache_is_reloaded() {

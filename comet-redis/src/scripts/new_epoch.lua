@@ -17,8 +17,10 @@
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if epoch and (epoch == ARGV[1] or ARGV[1] == '') then
   redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
-  -- Not the channel's first: readers of the void get a gap.
-  redis.call('HDEL', KEYS[1], 'born')
+  -- Not the channel's first: readers of the void get a gap. The log goes:
+  -- the next publish makes it again, and must set its TTL (`x`: when the
+  -- publish script last did).
+  redis.call('HDEL', KEYS[1], 'born', 'x')
   redis.call('DEL', KEYS[2])
   redis.call('PUBLISH', ARGV[3], 'n1\n' .. ARGV[2])
   return ARGV[2]

@@ -100,23 +100,30 @@ if type(added) == 'table' and added.err then
     'k', ARGV[2], 'e', ARGV[3], 'd', ARGV[4], 't', now, 'i', ARGV[9])
 end
 -- Amortized, as neither need run at every publish: the keys' TTL is
--- refreshed when a quarter of it has gone by since the last refresh (to
--- 5/4 of it, so that they still outlive their last publish by the whole
--- TTL; and always at an epoch's first publish, which `shortest_life`
--- counts from), and expired entries are dropped when an eighth of the
--- maximum age has gone by since the last time (readers never see them
--- anyway, every mirror drops them by age, and the count bounds them).
+-- refreshed when less than the TTL is left of it (to 5/4 of it, so that
+-- they still outlive their last publish by the whole TTL; and always at an
+-- epoch's first publish, which `shortest_life` counts from, and after
+-- new_epoch.lua dropped the log), and expired entries are dropped when an
+-- eighth of the maximum age has gone by since the last time (readers never
+-- see them anyway, every mirror drops them by age, and the count bounds
+-- them).
 -- Measured on the chat demo (`bench/publish_cost.sh`): 26 to 30 µs of
 -- Redis CPU a publish with the TTL refreshed at every publish and the age
 -- trim at every 32nd, 16 µs so.
+-- `x` is when the keys expire as last refreshed: a TTL that grew since (a
+-- node restarted with a longer one) refreshes at once, not a quarter of
+-- the old one later. Neither field is trusted to be a number.
 local ttl = tonumber(ARGV[7])
-local refresh = not refreshed or now - tonumber(refreshed) >= ttl / 4
+local expires = tonumber(refreshed)
+local refresh = ttl == 0 or not expires or expires - now < ttl
 local max_age = tonumber(ARGV[6])
-local age_trim = max_age > 0 and (not aged or now - tonumber(aged) >= max_age / 8)
+local trimmed = tonumber(aged)
+local age_trim = max_age > 0 and (not trimmed or now - trimmed >= max_age / 8)
+local expiry = ttl + math.floor(ttl / 4)
 if refresh and age_trim then
-  redis.call('HSET', KEYS[1], 'last', offset, 'x', now, 'a', now)
+  redis.call('HSET', KEYS[1], 'last', offset, 'x', now + expiry, 'a', now)
 elseif refresh then
-  redis.call('HSET', KEYS[1], 'last', offset, 'x', now)
+  redis.call('HSET', KEYS[1], 'last', offset, 'x', now + expiry)
 elseif age_trim then
   redis.call('HSET', KEYS[1], 'last', offset, 'a', now)
 else
@@ -142,8 +149,8 @@ if age_trim then
 end
 if refresh then
   if ttl > 0 then
-    redis.call('PEXPIRE', KEYS[1], ttl + math.floor(ttl / 4))
-    redis.call('PEXPIRE', KEYS[2], ttl + math.floor(ttl / 4))
+    redis.call('PEXPIRE', KEYS[1], expiry)
+    redis.call('PEXPIRE', KEYS[2], expiry)
   else
     redis.call('PERSIST', KEYS[1])
   end
