@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { fakeBrowser, install, settle } from "./fakes.js";
+import { fakeBrowser, install, openSse, settle } from "./fakes.js";
 import { Comet, CometMessage } from "../comet.js";
 
 const URL_ = "http://push.test/comet";
@@ -18,15 +18,6 @@ function client(options, names = []) {
   }
   const got = () => seen.message.map((m) => m.data);
   return { comet, seen, got };
-}
-
-/** The client's first connection: a bootstrap poll, then the EventSource. */
-async function openSse({ net, clock, sources }, cursor = "c0") {
-  (await net.next()).json({ cursor, messages: [] });
-  await clock.tick(0);
-  const source = sources.at(-1);
-  source.open();
-  return source;
 }
 
 test("messages reach the listeners of their event name, else their channel, and 'message'", async (t) => {

@@ -375,3 +375,15 @@ export function fakePage(t) {
     pageshow(persisted) { fire(globalThis, "pageshow", { persisted }); },
   };
 }
+
+/**
+ * A client's first connection in `browser` (fakeBrowser's): the bootstrap
+ * poll answered with `cursor`, then its EventSource, opened.
+ */
+export async function openSse({ net, clock, sources }, cursor = "c0") {
+  (await net.next()).json({ cursor, messages: [] });
+  await clock.tick(0);
+  const source = sources.at(-1);
+  source.open();
+  return source;
+}

@@ -3,7 +3,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { fakeBrowser, fakePage, settle } from "./fakes.js";
+import { fakeBrowser, fakePage, openSse, settle } from "./fakes.js";
 import { Comet } from "../comet.js";
 
 const URL_ = "http://push.test/comet";
@@ -16,15 +16,6 @@ function client(options = {}) {
   const seen = { message: [], state: [], reconnect: [], end: [] };
   for (const name of Object.keys(seen)) comet.on(name, (value) => seen[name].push(value));
   return { comet, seen };
-}
-
-/** The client's first connection: a bootstrap poll, then the EventSource, open. */
-async function openSse({ net, clock, sources }, cursor = "c0") {
-  (await net.next()).json({ cursor, messages: [] });
-  await clock.tick(0);
-  const source = sources.at(-1);
-  source.open();
-  return source;
 }
 
 const sent = (source, n) => source.emit("room", `m${n}`, `c${n}`);
