@@ -277,10 +277,9 @@ class Comet {
     for (const channel of this.#presence.keys()) {
       if (!presence.has(channel) && !this.#wantsPresence.has(channel)) this.#presence.delete(channel);
     }
-    const pause = this.#shouldPause();
-    if (pause) this.#connection.pause();
+    // Paused first: a connection no tab shows is not opened by the update.
+    this.#repause();
     this.#connection.update(channels, names, since, presence.size > 0);
-    if (!pause && this.#connection.paused) this.#connection.wake();
   }
 
   /** pauseWhenHidden: no tab shows the connection's messages. */
@@ -289,7 +288,7 @@ class Comet {
       && (this.#tabs?.peers() ?? []).every((peer) => peer.hidden);
   }
 
-  /** (Leader) a tab came or went: pause or resume as they now show. */
+  /** (Leader) pause, or resume, as the tabs now show the connection. */
   #repause() {
     if (!this.#connection) return;
     const pause = this.#shouldPause();

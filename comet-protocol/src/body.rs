@@ -200,21 +200,33 @@ impl StreamState {
                 self.sent += len;
                 return self.queued.pop();
             }
-            if self.ending || self.budget.is_some_and(|budget| self.sent >= budget) {
+            if self.ending || self.over_budget() || !self.read_ready(cx) {
                 return None;
             }
-            match Pin::new(&mut self.subscription).poll_next(cx) {
-                Poll::Ready(Some(item)) => {
-                    self.format.item(&item, &mut self.queued);
-                    self.idle.as_mut().reset(Instant::now() + self.heartbeat);
-                }
-                Poll::Ready(None) => {
-                    tracing::debug!("hub shutting down; ending the stream");
-                    self.end();
-                }
-                Poll::Pending => return None,
-            }
         }
+    }
+
+    /// Queues what the subscription has ready now, encoded: its next item,
+    /// or (the hub shutting down) the stream's close. False when it has
+    /// nothing yet (this task is then woken when it has).
+    fn read_ready(&mut self, cx: &mut Context<'_>) -> bool {
+        match Pin::new(&mut self.subscription).poll_next(cx) {
+            Poll::Ready(Some(item)) => {
+                self.format.item(&item, &mut self.queued);
+                self.idle.as_mut().reset(Instant::now() + self.heartbeat);
+                true
+            }
+            Poll::Ready(None) => {
+                tracing::debug!("hub shutting down; ending the stream");
+                self.end();
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
+
+    fn over_budget(&self) -> bool {
+        self.budget.is_some_and(|budget| self.sent >= budget)
     }
 
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
@@ -226,23 +238,13 @@ impl StreamState {
             if self.ending {
                 return Poll::Ready(None);
             }
-            if self.budget.is_some_and(|budget| self.sent >= budget) {
+            if self.over_budget() {
                 tracing::debug!(sent = self.sent, "byte budget reached; ending the stream");
                 self.end();
                 continue;
             }
-            match Pin::new(&mut self.subscription).poll_next(cx) {
-                Poll::Ready(Some(item)) => {
-                    self.format.item(&item, &mut self.queued);
-                    self.idle.as_mut().reset(Instant::now() + self.heartbeat);
-                    continue;
-                }
-                Poll::Ready(None) => {
-                    tracing::debug!("hub shutting down; ending the stream");
-                    self.end();
-                    continue;
-                }
-                Poll::Pending => {}
+            if self.read_ready(cx) {
+                continue;
             }
             return match self.idle.as_mut().poll(cx) {
                 Poll::Ready(()) => {

@@ -67,6 +67,15 @@ impl Chunks {
     }
 }
 
+/// The JSON a format's envelopes need (see [`StreamFormat::script_safe`]).
+fn json<F: StreamFormat + ?Sized>(format: &F) -> super::envelope::Json {
+    if format.script_safe() {
+        super::envelope::Json::ScriptSafe
+    } else {
+        super::envelope::Json::Plain
+    }
+}
+
 /// A wire format for streaming subscriptions: one response, many items.
 ///
 /// Only [`message`](Self::message) is required. The defaults send nothing
@@ -89,29 +98,42 @@ pub trait StreamFormat: Send + Sync + 'static {
     /// Encodes one message; `cursor` is the subscription's position after it.
     fn message(&self, message: &Message, cursor: &Cursor, out: &mut Chunks);
 
-    /// Encodes a gap: messages of `channel` that history no longer holds
-    /// (`missed` is `None` when unknown). Default: the JSON gap envelope and a
-    /// line feed.
-    fn gap(&self, channel: &ChannelName, missed: Option<u64>, cursor: &Cursor, out: &mut Chunks) {
-        out.push(super::envelope::gap(channel, missed, cursor));
+    /// Puts an envelope other than a message (a gap, presence, an end, a
+    /// channel added) on the wire: every default below goes through here.
+    /// Default: the envelope and a line feed. A format read as HTML or
+    /// script wraps it here, and says so with
+    /// [`script_safe`](Self::script_safe), so that no kind of item can
+    /// reach its page bare.
+    fn envelope(&self, envelope: Bytes, out: &mut Chunks) {
+        out.push(envelope);
         out.push(Bytes::from_static(b"\n"));
+    }
+
+    /// True when envelopes must be inert in HTML and script: `</script>`,
+    /// `<!--`, U+2028 and U+2029 escaped in what users choose (presence's
+    /// user ids and info). Default: false.
+    fn script_safe(&self) -> bool {
+        false
+    }
+
+    /// Encodes a gap: messages of `channel` that history no longer holds
+    /// (`missed` is `None` when unknown). Default: the JSON gap envelope, through
+    /// [`envelope`](Self::envelope).
+    fn gap(&self, channel: &ChannelName, missed: Option<u64>, cursor: &Cursor, out: &mut Chunks) {
+        self.envelope(super::envelope::gap(channel, missed, cursor), out);
     }
 
     /// Encodes a join or leave (only subscribers that asked for them get
     /// any; `cursor` is their position, which the event does not move).
-    /// Default: the JSON presence envelope and a line feed.
+    /// Default: the JSON presence envelope, through [`envelope`](Self::envelope).
     fn presence(&self, event: &PresenceEvent, cursor: &Cursor, out: &mut Chunks) {
         let _ = cursor;
-        out.push(super::envelope::presence(
-            event,
-            super::envelope::Json::Plain,
-        ));
-        out.push(Bytes::from_static(b"\n"));
+        self.envelope(super::envelope::presence(event, json(self)), out);
     }
 
     /// Encodes who is on `channel` as the subscription starts (only for
     /// subscribers that asked for presence events). Default: the JSON
-    /// presence envelope and a line feed.
+    /// presence envelope, through [`envelope`](Self::envelope).
     fn members(
         &self,
         channel: &ChannelName,
@@ -120,17 +142,13 @@ pub trait StreamFormat: Send + Sync + 'static {
         out: &mut Chunks,
     ) {
         let _ = cursor;
-        out.push(super::envelope::members(
-            channel,
-            presence,
-            super::envelope::Json::Plain,
-        ));
-        out.push(Bytes::from_static(b"\n"));
+        self.envelope(super::envelope::members(channel, presence, json(self)), out);
     }
 
     /// Encodes an end: the server stopped the subscription's reading of
     /// `channel`, or of everything (`None`; the stream's last item, before
-    /// [`close`](Self::close)). Default: the JSON end envelope and a line feed.
+    /// [`close`](Self::close)). Default: the JSON end envelope, through
+    /// [`envelope`](Self::envelope).
     fn ended(
         &self,
         channel: Option<&ChannelName>,
@@ -138,15 +156,13 @@ pub trait StreamFormat: Send + Sync + 'static {
         cursor: &Cursor,
         out: &mut Chunks,
     ) {
-        out.push(super::envelope::ended(channel, reason, cursor));
-        out.push(Bytes::from_static(b"\n"));
+        self.envelope(super::envelope::ended(channel, reason, cursor), out);
     }
 
     /// Encodes a channel the server added to the subscription. Default: the
-    /// JSON `subscribed` envelope and a line feed.
+    /// JSON `subscribed` envelope, through [`envelope`](Self::envelope).
     fn added(&self, channel: &ChannelName, cursor: &Cursor, out: &mut Chunks) {
-        out.push(super::envelope::added(channel, cursor));
-        out.push(Bytes::from_static(b"\n"));
+        self.envelope(super::envelope::added(channel, cursor), out);
     }
 
     /// The first bytes of the response. Default: none.

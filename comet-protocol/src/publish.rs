@@ -537,7 +537,7 @@ impl PublishRequest {
                 let cursor = publish(hub, &channel, payload, self.idempotency_key.as_ref()).await?;
                 return Ok(json_response(
                     StatusCode::CREATED,
-                    serde_json::json!({ "cursor": cursor }),
+                    serde_json::json!({ "cursor": cursor }).to_string(),
                 ));
             }
             Target::Channels(channels) => {
@@ -613,7 +613,7 @@ impl PublishRequest {
         }
         Ok(json_response(
             StatusCode::OK,
-            serde_json::json!({ "channels": results }),
+            serde_json::json!({ "channels": results }).to_string(),
         ))
     }
 }
@@ -674,8 +674,8 @@ fn refused_everywhere(
 }
 
 /// A JSON answer with `status`, never cached.
-fn json_response(status: StatusCode, body: serde_json::Value) -> Response<CometBody> {
-    let mut response = Response::new(CometBody::full(body.to_string()));
+fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<CometBody> {
+    let mut response = Response::new(CometBody::full(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
@@ -732,15 +732,10 @@ async fn channel_info(
                 UNAVAILABLE_RETRY_AFTER_SECS,
             ),
         })?;
-    let body = crate::envelope::channel_info(&info);
-    let mut response = Response::new(CometBody::full(body));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(json_response(
+        StatusCode::OK,
+        crate::envelope::channel_info(&info),
+    ))
 }
 
 /// The channels a publish names: the path after `mount`, else every

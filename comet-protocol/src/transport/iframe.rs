@@ -7,7 +7,7 @@ use crate::{
     callback,
     envelope::{self, Json},
     transport::{Format, Transport},
-    ChannelName, Chunks, Cursor, EndReason, Message, Presence, PresenceEvent, StreamFormat,
+    Chunks, Cursor, Message, StreamFormat,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, HeaderName, HeaderValue};
@@ -71,40 +71,14 @@ impl StreamFormat for Iframe {
         out.push(envelope::cursor_tail(cursor, b");</script>\n"));
     }
 
-    fn gap(&self, channel: &ChannelName, missed: Option<u64>, cursor: &Cursor, out: &mut Chunks) {
-        out.push(self.call.clone());
-        out.push(envelope::gap(channel, missed, cursor));
-        out.push(Bytes::from_static(b");</script>\n"));
-    }
-
     // Every item is a call, never bare text: the page is HTML, and a user
     // id or `info` (presence) is anyone's to choose, so script-safe JSON.
-    fn presence(&self, event: &PresenceEvent, _cursor: &Cursor, out: &mut Chunks) {
-        out.push(self.call(&envelope::presence(event, Json::ScriptSafe)));
+    fn envelope(&self, envelope: Bytes, out: &mut Chunks) {
+        out.push(self.call(&envelope));
     }
 
-    fn members(
-        &self,
-        channel: &ChannelName,
-        presence: &Presence,
-        _cursor: &Cursor,
-        out: &mut Chunks,
-    ) {
-        out.push(self.call(&envelope::members(channel, presence, Json::ScriptSafe)));
-    }
-
-    fn ended(
-        &self,
-        channel: Option<&ChannelName>,
-        reason: EndReason,
-        cursor: &Cursor,
-        out: &mut Chunks,
-    ) {
-        out.push(self.call(&envelope::ended(channel, reason, cursor)));
-    }
-
-    fn added(&self, channel: &ChannelName, cursor: &Cursor, out: &mut Chunks) {
-        out.push(self.call(&envelope::added(channel, cursor)));
+    fn script_safe(&self) -> bool {
+        true
     }
 
     fn preamble(&self) -> Option<Bytes> {
