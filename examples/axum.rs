@@ -1,7 +1,7 @@
 //! comet in an axum app: a route that publishes, and the routes browsers
 //! subscribe through, in front of the app's own.
 //!
-//!     cargo run --example axum
+//!     cargo run --example axum --features serve
 //!     curl -N 'http://127.0.0.1:3000/events?channel=news'   # one terminal
 //!     curl -d 'hello' 'http://127.0.0.1:3000/say/news'      # another
 
@@ -32,9 +32,9 @@ async fn main() -> std::io::Result<()> {
                 .sse("/events") //        GET /events?channel=news (EventSource)
                 .long_poll("/poll"), //   GET /poll?channel=news&cursor=...
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    let listener = comet_push::serve::bind("127.0.0.1:3000").await?;
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
+    comet_push::serve(listener, app)
         // Ctrl-C ends every stream and held poll, so the server can stop.
         .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;

@@ -29,6 +29,8 @@
 //!
 //! - `tower` (default): [`CometLayer`] and [`RouteService`], for axum and
 //!   any tower-based server.
+//! - `serve`: [`serve()`], an HTTP/1.1 server whose held connections cost
+//!   a few KB (`axum::serve`'s cost about 20), in `comet_push::serve`.
 //! - `warp`: the same routes as warp filters, in `comet_push::warp`.
 //! - `redis`: the Redis engine, in `comet_push::redis`, for several
 //!   nodes that serve one set of channels (needs Rust 1.88).
@@ -63,6 +65,16 @@ pub use comet_tower::{CometLayer, RouteService};
 pub use comet_tower as tower;
 
 /// warp filters (feature `warp`).
+/// An HTTP/1.1 server made for push (feature `serve`): [`serve()`] and its
+/// limits; held connections cost a few KB.
+#[cfg(feature = "serve")]
+pub mod serve {
+    pub use comet_serve::*;
+}
+
+#[cfg(feature = "serve")]
+pub use comet_serve::serve;
+
 #[cfg(feature = "warp")]
 pub use comet_warp as warp;
 

@@ -1,0 +1,497 @@
+//! One HTTP/1.1 connection, start to end, in one task: read a head (and a
+//! body), call the app, write its answer, and again while the client keeps
+//! the connection. Requests on a connection are answered in order.
+//!
+//! What a held answer costs is what this file keeps between two frames: the
+//! socket, the app's body and a few words. No read buffer (it is dropped
+//! once a request is read, and made again for the next), no write buffer (a
+//! frame goes out with its framing in one vectored write, straight from the
+//! bytes comet encoded once for every subscriber).
+
+use crate::{
+    head::{self, BodyLength, Framing, Head},
+    Body, Config,
+};
+use bytes::{Buf, Bytes, BytesMut};
+use comet_protocol::{ErrorCode, ProtocolError};
+use http::{header, Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use std::{
+    future::{poll_fn, Future},
+    io::{self, IoSlice},
+    pin::pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt, ReadBuf},
+    net::TcpStream,
+    sync::watch,
+    time::{timeout, timeout_at, Instant},
+};
+use tower_service::Service;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a read of a head starts with: enough for a browser's usual request
+/// (a few hundred bytes of headers and cookies); more is added as needed.
+const READ_SIZE: usize = 2048;
+
+/// How long a refused client gets to stop sending before the connection
+/// closes, and how much of what it sends is read and dropped meanwhile:
+/// closing with unread bytes makes the kernel answer with a reset, which
+/// can cost the client the error answer it was just sent.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Serves `stream` until the client closes it, a request asks to close, the
+/// server shuts down (between requests), or something fails.
+pub(crate) async fn serve<S, B>(
+    mut stream: TcpStream,
+    mut service: S,
+    config: Arc<Config>,
+    mut shutdown: watch::Receiver<()>,
+) where
+    S: Service<Request<Body>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let mut buf = BytesMut::new();
+    loop {
+        let head = match read_head(&mut stream, &mut buf, &config, &mut shutdown).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(error) => return refuse(stream, error).await,
+        };
+        let Head {
+            request,
+            body,
+            mut keep_alive,
+            expects_continue,
+        } = head;
+        let read = timeout(
+            config.body_timeout,
+            read_body(&mut stream, &mut buf, body, expects_continue, &config),
+        );
+        let bytes = match read.await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(Some(error))) => return refuse(stream, error).await,
+            Ok(Err(None)) | Err(_) => return,
+        };
+        if buf.is_empty() {
+            // The answer may be held for hours: it holds no read buffer.
+            buf = BytesMut::new();
+        }
+        let request = request.map(|()| Body::new(bytes));
+        let head_request = request.method() == Method::HEAD;
+        let http10 = request.version() == Version::HTTP_10;
+        let Some(response) = call(&mut service, request, &stream).await else {
+            return;
+        };
+        keep_alive &= !closes(&response) && !matches!(shutdown.has_changed(), Ok(true) | Err(_));
+        match write(&mut stream, response, head_request, http10, keep_alive).await {
+            Ok(true) if keep_alive => {}
+            Ok(_) => return close(stream).await,
+            Err(_) => return,
+        }
+    }
+}
+
+/// Reads until a whole head is in `buf`, and parses it. `Ok(None)`: the
+/// client closed, stayed idle past the idle timeout, took longer than the
+/// header timeout from its head's first byte, or the server is shutting
+/// down while the connection is idle.
+async fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    config: &Config,
+    shutdown: &mut watch::Receiver<()>,
+) -> Result<Option<Head>, ProtocolError> {
+    let mut deadline = None;
+    loop {
+        if !buf.is_empty() {
+            if let Some(head) = head::parse(buf, config.max_head_size)? {
+                return Ok(Some(head));
+            }
+        }
+        let idle = buf.is_empty();
+        let until = if idle {
+            Instant::now() + config.idle_timeout
+        } else {
+            *deadline.get_or_insert_with(|| Instant::now() + config.header_timeout)
+        };
+        buf.reserve(READ_SIZE);
+        let read = tokio::select! {
+            read = timeout_at(until, stream.read_buf(buf)) => read,
+            _ = shutdown.changed(), if idle => return Ok(None),
+        };
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ok(None),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Reads a request's body whole (at most the configured size, else 413).
+/// `Err(None)`: the connection failed or closed mid-body.
+async fn read_body(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    length: BodyLength,
+    expects_continue: bool,
+    config: &Config,
+) -> Result<Bytes, Option<ProtocolError>> {
+    let too_large = || {
+        Some(ErrorCode::PayloadTooLarge.error(format!(
+            "the request's body is larger than the server takes ({} bytes)",
+            config.max_body_size
+        )))
+    };
+    if length == BodyLength::Empty {
+        return Ok(Bytes::new());
+    }
+    if let BodyLength::Length(n) = length {
+        if n > config.max_body_size as u64 {
+            return Err(too_large());
+        }
+    }
+    if expects_continue && buf.is_empty() {
+        write_parts(stream, &[b"HTTP/1.1 100 Continue\r\n\r\n"])
+            .await
+            .map_err(|_| None)?;
+    }
+    match length {
+        BodyLength::Empty => Ok(Bytes::new()),
+        BodyLength::Length(n) => {
+            let n = n as usize;
+            fill(stream, buf, n).await?;
+            Ok(buf.split_to(n).freeze())
+        }
+        BodyLength::Chunked => {
+            let mut body = BytesMut::new();
+            loop {
+                let (used, size) = match httparse::parse_chunk_size(buf) {
+                    Ok(httparse::Status::Complete(found)) => found,
+                    Ok(httparse::Status::Partial) if buf.len() < 1024 => {
+                        fill(stream, buf, buf.len() + 1).await?;
+                        continue;
+                    }
+                    Ok(httparse::Status::Partial) | Err(_) => {
+                        return Err(Some(
+                            ErrorCode::BadParameter.error("malformed chunked body"),
+                        ))
+                    }
+                };
+                if size == 0 {
+                    buf.advance(used);
+                    skip_trailers(stream, buf, config.max_head_size).await?;
+                    return Ok(body.freeze());
+                }
+                if size > (config.max_body_size - body.len()) as u64 {
+                    return Err(too_large());
+                }
+                let end = used + size as usize;
+                fill(stream, buf, end + 2).await?;
+                if &buf[end..end + 2] != b"\r\n" {
+                    return Err(Some(
+                        ErrorCode::BadParameter.error("malformed chunked body"),
+                    ));
+                }
+                body.extend_from_slice(&buf[used..end]);
+                buf.advance(end + 2);
+            }
+        }
+    }
+}
+
+/// Reads and drops a chunked body's trailer fields, up to its blank line.
+async fn skip_trailers(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<(), Option<ProtocolError>> {
+    let mut skipped = 0;
+    loop {
+        match buf.windows(2).position(|pair| pair == b"\r\n") {
+            Some(0) => {
+                buf.advance(2);
+                return Ok(());
+            }
+            Some(at) => {
+                skipped += at + 2;
+                buf.advance(at + 2);
+            }
+            None => fill(stream, buf, buf.len() + 1).await?,
+        }
+        if skipped + buf.len() > max {
+            return Err(Some(
+                ErrorCode::HeadersTooLarge.error("the body's trailers are too large"),
+            ));
+        }
+    }
+}
+
+/// Reads until `buf` holds at least `n` bytes.
+async fn fill(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    n: usize,
+) -> Result<(), Option<ProtocolError>> {
+    while buf.len() < n {
+        buf.reserve((n - buf.len()).max(READ_SIZE));
+        match stream.read_buf(buf).await {
+            Ok(0) | Err(_) => return Err(None),
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Calls the app, and drops its future if the client goes away before it
+/// answers (a long poll's waiter, a subscriber count, a presence).
+async fn call<S, B>(
+    service: &mut S,
+    request: Request<Body>,
+    stream: &TcpStream,
+) -> Option<Response<B>>
+where
+    S: Service<Request<Body>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+{
+    if let Err(error) = poll_fn(|cx| service.poll_ready(cx)).await {
+        tracing::debug!(error = %error.into(), "the app's service failed");
+        return None;
+    }
+    let mut future = pin!(service.call(request));
+    let mut watching = true;
+    let answered = poll_fn(|cx| {
+        if watching && gone(stream, cx, &mut watching) {
+            return Poll::Ready(None);
+        }
+        future.as_mut().poll(cx).map(Some)
+    });
+    match answered.await? {
+        Ok(response) => Some(response),
+        Err(error) => {
+            tracing::debug!(error = %error.into(), "the app's service failed");
+            None
+        }
+    }
+}
+
+/// Whether the client has closed its side (or reset): what a held answer
+/// watches, without reading (so without a buffer). Bytes that arrive
+/// instead (a pipelined request) stop the watch until the answer is done.
+fn gone(stream: &TcpStream, cx: &mut Context<'_>, watching: &mut bool) -> bool {
+    let mut probe = [0; 1];
+    match stream.poll_peek(cx, &mut ReadBuf::new(&mut probe)) {
+        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => true,
+        Poll::Ready(Ok(_)) => {
+            *watching = false;
+            false
+        }
+        Poll::Pending => false,
+    }
+}
+
+/// Whether the app asked to close the connection after its answer.
+fn closes<B>(response: &Response<B>) -> bool {
+    response
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|value| {
+            value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+        })
+}
+
+/// Writes an answer: its head, then its body's frames as they come, each
+/// in one write with its framing (the head goes out with the first frame
+/// when that is ready at once, as a full body's is). `Ok(true)` when the
+/// answer went out whole and the connection can take another request.
+async fn write<B>(
+    stream: &mut TcpStream,
+    response: Response<B>,
+    head_request: bool,
+    http10: bool,
+    keep_alive: bool,
+) -> io::Result<bool>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = response.into_parts();
+    let status = parts.status;
+    let mut body = pin!(body);
+    let bodiless = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if bodiless {
+        Framing::None
+    } else if let Some(length) = body.size_hint().exact() {
+        Framing::Length(length)
+    } else if http10 {
+        Framing::Close
+    } else {
+        Framing::Chunked
+    };
+    let keep_alive = keep_alive && framing != Framing::Close;
+    let mut head = Vec::with_capacity(256);
+    head::write_response(&mut head, &parts, framing, keep_alive, http10);
+    drop(parts);
+    if framing == Framing::None {
+        write_parts(stream, &[&head]).await?;
+        return Ok(true);
+    }
+    let mut head = Some(head);
+    let mut written = 0;
+    let mut watching = true;
+    loop {
+        let next = if head.is_some() {
+            // The first frame: with the head if it is ready now.
+            let polled = poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx).map(Next::from)));
+            match polled.await {
+                Poll::Ready(next) => next,
+                Poll::Pending => {
+                    write_parts(stream, &[&head.take().unwrap_or_default()]).await?;
+                    continue;
+                }
+            }
+        } else {
+            let next = poll_fn(|cx| {
+                if watching && gone(stream, cx, &mut watching) {
+                    return Poll::Ready(Next::Gone);
+                }
+                body.as_mut().poll_frame(cx).map(Next::from)
+            });
+            next.await
+        };
+        let head_bytes = head.take().unwrap_or_default();
+        let data = match next {
+            Next::Data(data) => data,
+            Next::End => {
+                let end: &[u8] = match framing {
+                    Framing::Chunked => b"0\r\n\r\n",
+                    _ => b"",
+                };
+                write_parts(stream, &[&head_bytes, end]).await?;
+                return Ok(match framing {
+                    Framing::Length(length) => written == length,
+                    _ => true,
+                });
+            }
+            Next::Failed | Next::Gone => return Ok(false),
+        };
+        if data.is_empty() {
+            // An empty chunk would end a chunked body.
+            write_parts(stream, &[&head_bytes]).await?;
+            continue;
+        }
+        match framing {
+            Framing::Chunked => {
+                let mut line = [0; 18];
+                let line = head::chunk_size_line(data.len(), &mut line);
+                write_parts(stream, &[&head_bytes, line, &data, b"\r\n"]).await?;
+            }
+            Framing::Length(length) => {
+                let room = usize::try_from(length - written).unwrap_or(usize::MAX);
+                let take = room.min(data.len());
+                write_parts(stream, &[&head_bytes, &data[..take]]).await?;
+                written += take as u64;
+                if take < data.len() {
+                    tracing::debug!("the answer's body is longer than its length");
+                    return Ok(false);
+                }
+            }
+            Framing::Close | Framing::None => write_parts(stream, &[&head_bytes, &data]).await?,
+        }
+    }
+}
+
+/// What an answer's body gave: its error is logged where it is polled, so
+/// it need not be `Send`.
+enum Next {
+    Data(Bytes),
+    End,
+    Failed,
+    /// The client went away.
+    Gone,
+}
+
+impl<E: Into<BoxError>> From<Option<Result<http_body::Frame<Bytes>, E>>> for Next {
+    fn from(polled: Option<Result<http_body::Frame<Bytes>, E>>) -> Self {
+        match polled {
+            None => Next::End,
+            // Trailers: HTTP/1.1 clients rarely want them; dropped.
+            Some(Ok(frame)) => Next::Data(frame.into_data().unwrap_or_default()),
+            Some(Err(error)) => {
+                tracing::debug!(error = %error.into(), "the answer's body failed");
+                Next::Failed
+            }
+        }
+    }
+}
+
+/// Writes `parts` whole, in one vectored write when the socket takes it
+/// (the usual case), else what is left part by part.
+async fn write_parts(stream: &mut TcpStream, parts: &[&[u8]]) -> io::Result<()> {
+    let total: usize = parts.iter().map(|part| part.len()).sum();
+    if total == 0 {
+        return Ok(());
+    }
+    let mut slices = [IoSlice::new(&[]); 4];
+    for (slice, part) in slices.iter_mut().zip(parts) {
+        *slice = IoSlice::new(part);
+    }
+    let mut done = stream.write_vectored(&slices[..parts.len().min(4)]).await?;
+    if done == 0 {
+        return Err(io::ErrorKind::WriteZero.into());
+    }
+    for part in parts {
+        if done >= part.len() {
+            done -= part.len();
+            continue;
+        }
+        stream.write_all(&part[done..]).await?;
+        done = 0;
+    }
+    Ok(())
+}
+
+/// Answers a request this server refuses (malformed, too large), from the
+/// protocol's one error table, then closes.
+async fn refuse(mut stream: TcpStream, error: ProtocolError) {
+    tracing::debug!(%error, "refused a request");
+    if write(&mut stream, error.into_response(), false, false, false)
+        .await
+        .is_ok()
+    {
+        close(stream).await;
+    }
+}
+
+/// Closes the connection after its last answer: a FIN first, then what
+/// the client still sends is read and dropped for a moment, so that the
+/// kernel does not reset the connection under the answer.
+async fn close(mut stream: TcpStream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut scratch = vec![0; 4096];
+    let mut left = LINGER_BYTES;
+    let _ = timeout(LINGER, async {
+        while let Ok(n @ 1..) = stream.read(&mut scratch).await {
+            left = left.saturating_sub(n);
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}

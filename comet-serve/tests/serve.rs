@@ -1,0 +1,355 @@
+//! `comet_push::serve` over real sockets: comet's transports read by an
+//! independent client (reqwest, on hyper), and hostile or unusual HTTP/1.1
+//! written byte by byte.
+
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+    routing::{get, post},
+    Router,
+};
+use comet_push::{CometLayer, Hub, HubEvent, Payload};
+use futures_util::StreamExt;
+use std::{net::SocketAddr, time::Duration};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::{mpsc, oneshot},
+    time::timeout,
+};
+
+/// Every wait in these tests is bounded by this.
+const BOUND: Duration = Duration::from_secs(10);
+
+async fn say(State(hub): State<Hub>, Path(channel): Path<String>, text: String) -> StatusCode {
+    match hub.publish(&channel, Payload::text(text)).await {
+        Ok(_) => StatusCode::CREATED,
+        Err(_) => StatusCode::BAD_REQUEST,
+    }
+}
+
+struct Server {
+    address: SocketAddr,
+    hub: Hub,
+    /// One `()` each time a subscription ends.
+    ended: mpsc::UnboundedReceiver<()>,
+    stop: Option<oneshot::Sender<()>>,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// The quickstart's app on `comet_push::serve`, with `limits` applied.
+async fn start(
+    limits: impl FnOnce(comet_push::serve::Serve<Router>) -> comet_push::serve::Serve<Router>,
+) -> Server {
+    let (ended_tx, ended) = mpsc::unbounded_channel();
+    let hub = Hub::builder()
+        .on_event(move |event| {
+            if let HubEvent::Unsubscribed(_) = event {
+                let _ = ended_tx.send(());
+            }
+        })
+        .build();
+    let app = Router::new()
+        .route("/say/{channel}", post(say))
+        .route("/hello", get(|| async { "hello" }))
+        .route(
+            "/close",
+            get(|| async { ([("connection", "close")], "bye") }),
+        )
+        .with_state(hub.clone())
+        .layer(
+            CometLayer::new(hub.clone())
+                .sse("/events")
+                .long_poll("/poll"),
+        );
+    let listener = comet_push::serve::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown_hub = hub.clone();
+    let served = tokio::spawn(
+        limits(comet_push::serve(listener, app))
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+                shutdown_hub.shutdown();
+            })
+            .into_future(),
+    );
+    Server {
+        address,
+        hub,
+        ended,
+        stop: Some(stop),
+        served,
+    }
+}
+
+use std::future::IntoFuture;
+
+/// Writes `request` on a fresh connection and reads until the server
+/// closes it.
+async fn exchange(address: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    read_to_close(&mut stream).await
+}
+
+async fn read_to_close(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    timeout(BOUND, stream.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    String::from_utf8(answer).unwrap()
+}
+
+/// Reads until `text` has arrived on `stream`.
+async fn read_until(stream: &mut TcpStream, text: &str) -> String {
+    let mut answer = Vec::new();
+    let mut buf = [0; 4096];
+    while !String::from_utf8_lossy(&answer).contains(text) {
+        let n = timeout(BOUND, stream.read(&mut buf))
+            .await
+            .expect("in time")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before {text:?}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8(answer).unwrap()
+}
+
+#[tokio::test]
+async fn sse_arrives_whole_at_an_independent_client_and_a_client_that_leaves_is_unsubscribed() {
+    let mut server = start(|serve| serve).await;
+    let url = format!("http://{}/events?channel=news", server.address);
+    let response = reqwest::get(&url).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert!(response.headers().contains_key("date"));
+    let mut body = response.bytes_stream();
+    let mut seen = String::new();
+    for i in 0..3 {
+        server
+            .hub
+            .publish("news", Payload::text(format!("m{i}")))
+            .await
+            .unwrap();
+        while !seen.contains(&format!("data: m{i}\n\n")) {
+            let chunk = timeout(BOUND, body.next())
+                .await
+                .expect("in time")
+                .unwrap()
+                .unwrap();
+            seen.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+    drop(body);
+    timeout(BOUND, server.ended.recv())
+        .await
+        .expect("the subscription ends when its client goes away");
+    assert_eq!(server.hub.subscriber_count("news").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_held_long_poll_is_dropped_when_its_client_goes_away() {
+    let mut server = start(|serve| serve).await;
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    stream
+        .write_all(b"GET /poll?channel=quiet HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Held: the subscription exists, and nothing was answered.
+    timeout(BOUND, async {
+        while server.hub.subscriber_count("quiet").await.unwrap() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the poll subscribes");
+    drop(stream);
+    timeout(BOUND, server.ended.recv())
+        .await
+        .expect("the poll's subscription ends when its client goes away");
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let server = start(|serve| serve).await;
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    stream
+        .write_all(
+            b"POST /say/p HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\none\
+              GET /hello HTTP/1.1\r\nhost: x\r\n\r\n\
+              GET /hello HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut stream).await;
+    let statuses: Vec<&str> = answer
+        .match_indices("HTTP/1.1 ")
+        .map(|(at, _)| &answer[at + 9..at + 12])
+        .collect();
+    assert_eq!(statuses, ["201", "200", "200"], "{answer}");
+    assert!(
+        answer.ends_with("connection: close\r\n\r\nhello"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn chunked_bodies_and_bodies_after_100_continue_are_read_whole() {
+    let server = start(|serve| serve).await;
+    let mut watcher = TcpStream::connect(server.address).await.unwrap();
+    watcher
+        .write_all(b"GET /events?channel=c HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut watcher, ": comet").await;
+
+    let answer = exchange(
+        server.address,
+        b"POST /say/c HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+          5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\ntrailer: t\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 201 Created\r\n"), "{answer}");
+    read_until(&mut watcher, "data: hello world\n\n").await;
+
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    stream
+        .write_all(b"POST /say/c HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 5\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let go_ahead = read_until(&mut stream, "\r\n\r\n").await;
+    assert_eq!(go_ahead, "HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(b"again").await.unwrap();
+    let answer = read_to_close(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 201 Created\r\n"), "{answer}");
+    read_until(&mut watcher, "data: again\n\n").await;
+}
+
+#[tokio::test]
+async fn hostile_requests_get_the_protocols_json_errors_and_a_closed_connection() {
+    let server = start(|serve| serve.max_body_size(16).max_head_size(4096)).await;
+    let huge_field = format!("GET /hello HTTP/1.1\r\nx: {}\r\n\r\n", "a".repeat(5000));
+    let cases: [(&[u8], &str, &str); 6] = [
+        (huge_field.as_bytes(), "431", "headers_too_large"),
+        (b"GET /hello HTTP/1.1\r\nbad header\r\n\r\n", "400", "bad_parameter"),
+        (b"GARBAGE\x01 / HTTP/1.1\r\n\r\n", "400", "bad_parameter"),
+        (
+            b"POST /say/x HTTP/1.1\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+            "400",
+            "bad_parameter",
+        ),
+        (b"POST /say/x HTTP/1.1\r\ncontent-length: 17\r\n\r\n", "413", "payload_too_large"),
+        (
+            b"POST /say/x HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n11\r\n",
+            "413",
+            "payload_too_large",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let answer = exchange(server.address, request).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{answer}"
+        );
+        assert!(
+            answer.contains("content-type: application/json\r\n"),
+            "{answer}"
+        );
+        assert!(answer.contains("connection: close\r\n"), "{answer}");
+        let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"], code, "{answer}");
+    }
+    // The server is still well.
+    let answer = exchange(
+        server.address,
+        b"GET /hello HTTP/1.1\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.ends_with("\r\n\r\nhello"), "{answer}");
+}
+
+#[tokio::test]
+async fn http10_streams_end_with_the_connection_and_head_answers_have_no_body() {
+    let server = start(|serve| serve).await;
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    stream
+        .write_all(b"GET /events?channel=old HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_until(&mut stream, ": comet").await;
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert!(head.contains("connection: close\r\n"), "{head}");
+    server
+        .hub
+        .publish("old", Payload::text("plain"))
+        .await
+        .unwrap();
+    read_until(&mut stream, "data: plain\n\n").await;
+
+    let answer = exchange(
+        server.address,
+        b"HEAD /hello HTTP/1.1\r\nhost: x\r\n\r\nGET /close HTTP/1.1\r\n\r\n",
+    )
+    .await;
+    assert_eq!(answer.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{answer}");
+    assert!(
+        answer.ends_with("\r\n\r\nbye"),
+        "the app's `connection: close` closes: {answer}"
+    );
+    assert!(
+        !answer.contains("hello"),
+        "a HEAD answer has no body: {answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_head_sent_a_byte_at_a_time_is_cut_at_the_header_timeout() {
+    let server = start(|serve| serve.header_timeout(Duration::from_millis(300))).await;
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    stream.write_all(b"GET /hello HTTP/1.1\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let answer = read_to_close(&mut stream).await;
+    assert_eq!(answer, "");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn graceful_shutdown_closes_idle_connections_ends_streams_and_returns() {
+    let mut server = start(|serve| serve).await;
+    let mut idle = TcpStream::connect(server.address).await.unwrap();
+    idle.write_all(b"GET /hello HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut idle, "hello").await;
+    let mut streaming = TcpStream::connect(server.address).await.unwrap();
+    streaming
+        .write_all(b"GET /events?channel=s HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut streaming, ": comet").await;
+
+    server.stop.take().unwrap().send(()).unwrap();
+    assert_eq!(read_to_close(&mut idle).await, "");
+    let rest = read_to_close(&mut streaming).await;
+    assert!(
+        rest.contains("shutdown"),
+        "the stream ends with its reason: {rest}"
+    );
+    assert!(
+        rest.ends_with("0\r\n\r\n"),
+        "and a whole chunked body: {rest}"
+    );
+    timeout(BOUND, server.served)
+        .await
+        .expect("serve returns once its connections are gone")
+        .unwrap()
+        .unwrap();
+    assert!(TcpStream::connect(server.address).await.is_err());
+}
