@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Runs each load scenario against comet (the chat example's reference routes on
-# axum, and the same routes on hyper alone: bench/hyper_reference.rs), the
-# hand-written axum + broadcast recipe, and nginx + nchan when installed
+# Runs each load scenario against comet as a user builds it (the README's
+# quickstart, examples/axum.rs, in bench/axum-user: default features and
+# `serve`, `#[tokio::main]`, the system allocator), the chat demo built for
+# benchmarks (`--features bench-runtime`: jemalloc and bench/runtime.rs's
+# tokio settings, on hyper: examples/common/http1.rs), the hand-written axum
+# + broadcast recipe, and nginx + nchan when installed
 # (apt-get install nginx libnginx-mod-nchan), all on loopback, in one run, and
 # prints one table of medians over interleaved rounds (figures on a shared
 # 2-core machine vary by tens of percent from run to run).
@@ -14,31 +17,33 @@ cd "$(dirname "$0")/.."
 . bench/common.sh
 
 parse_options "usage: $0 [--quick] [--rounds N] [--pin]" "$@"
-prepare chat broadcast_recipe hyper_reference
+prepare chat broadcast_recipe
+(cd bench/axum-user && CARGO_TARGET_DIR=../../target/axum-user cargo build -q --release)
 
 # (Re)starts every server, so each memory measurement starts from a fresh
 # process: one that held and freed connections before would reuse that memory.
-COMET_PID=""; HYPER_PID=""; RECIPE_PID=""; NCHAN_PID=""; NGINX_MASTER=""
+COMET_PID=""; QUICK_PID=""; RECIPE_PID=""; NCHAN_PID=""; NGINX_MASTER=""
 restart() {
-    for pid in $COMET_PID $HYPER_PID $RECIPE_PID $NGINX_MASTER; do kill "$pid" 2>/dev/null || true; done
-    for pid in $COMET_PID $HYPER_PID $RECIPE_PID $NGINX_MASTER; do wait "$pid" 2>/dev/null || true; done
+    for pid in $COMET_PID $QUICK_PID $RECIPE_PID $NGINX_MASTER; do kill "$pid" 2>/dev/null || true; done
+    for pid in $COMET_PID $QUICK_PID $RECIPE_PID $NGINX_MASTER; do wait "$pid" 2>/dev/null || true; done
     local pin=(${SERVER_CPU[@]+"${SERVER_CPU[@]}"})
     RUST_LOG=warn COMET_ADDR=127.0.0.1:3100 ${pin[@]+"${pin[@]}"} target/release/examples/chat >/dev/null 2>&1 &
     COMET_PID=$!
-    COMET_ADDR=127.0.0.1:3300 ${pin[@]+"${pin[@]}"} target/release/examples/hyper_reference >/dev/null 2>&1 &
-    HYPER_PID=$!
+    # The quickstart listens on 127.0.0.1:3000, as the README has it.
+    ${pin[@]+"${pin[@]}"} target/axum-user/release/quickstart >/dev/null 2>&1 &
+    QUICK_PID=$!
     COMET_ADDR=127.0.0.1:3200 ${pin[@]+"${pin[@]}"} target/release/examples/broadcast_recipe >/dev/null 2>&1 &
     RECIPE_PID=$!
     if [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] && command -v nginx >/dev/null; then
         ${pin[@]+"${pin[@]}"} nginx -p "$WORK/" -c "$PWD/bench/nchan.conf" >/dev/null 2>&1 &
         NGINX_MASTER=$!
     fi
-    for url in http://127.0.0.1:3100/ http://127.0.0.1:3300/ http://127.0.0.1:3200/hold ${NGINX_MASTER:+http://127.0.0.1:8090/}; do
+    for url in http://127.0.0.1:3100/ http://127.0.0.1:3000/ http://127.0.0.1:3200/hold ${NGINX_MASTER:+http://127.0.0.1:8090/}; do
         for _ in $(seq 100); do curl -s -m 0.2 -o /dev/null "$url" && break; sleep 0.1; done
     done
     # nchan's memory is its worker's: the one process that holds the connections.
     [ -n "$NGINX_MASTER" ] && NCHAN_PID=$(pgrep -P "$NGINX_MASTER" | head -1)
-    PIDS[comet]=$COMET_PID; PIDS[hyper]=$HYPER_PID; PIDS[recipe]=$RECIPE_PID; PIDS[hold]=$RECIPE_PID; PIDS[nchan]=$NCHAN_PID
+    PIDS[comet]=$COMET_PID; PIDS[quick]=$QUICK_PID; PIDS[recipe]=$RECIPE_PID; PIDS[hold]=$RECIPE_PID; PIDS[nchan]=$NCHAN_PID
 }
 declare -A PIDS
 restart
@@ -48,8 +53,8 @@ restart
 declare -A SUB POLL PUB DIALECT
 SUB[comet]="http://127.0.0.1:3100/comet/sse?channel={c}";   POLL[comet]="http://127.0.0.1:3100/comet/poll?channel={c}"
 PUB[comet]="http://127.0.0.1:3100/comet/publish/{c}";       DIALECT[comet]=comet
-SUB[hyper]="http://127.0.0.1:3300/comet/sse?channel={c}";   POLL[hyper]="http://127.0.0.1:3300/comet/poll?channel={c}"
-PUB[hyper]="http://127.0.0.1:3300/comet/publish/{c}";       DIALECT[hyper]=comet
+SUB[quick]="http://127.0.0.1:3000/events?channel={c}";      POLL[quick]="http://127.0.0.1:3000/poll?channel={c}"
+PUB[quick]="http://127.0.0.1:3000/say/{c}";                 DIALECT[quick]=comet
 SUB[recipe]="http://127.0.0.1:3200/sse?channel={c}";        POLL[recipe]=""
 PUB[recipe]="http://127.0.0.1:3200/publish/{c}";            DIALECT[recipe]=raw
 SUB[hold]="http://127.0.0.1:3200/hold"
@@ -69,7 +74,7 @@ run() {
     esac 2>/dev/null || true
 }
 
-SERVERS="comet hyper recipe"; [ -n "$NCHAN_PID" ] && SERVERS="comet hyper recipe nchan"
+SERVERS="quick comet recipe"; [ -n "$NCHAN_PID" ] && SERVERS="quick comet recipe nchan"
 declare -A RESULT
 # measure KEY SCENARIO ARGS...: runs the scenario on every server, ROUNDS
 # times, the servers taking turns so that drift hits them alike.
@@ -82,7 +87,7 @@ measure() {
 # show LABEL KEY METRIC: one table row, with each comet column over nchan.
 show() {
     local label=$1 key=$2 metric=$3 values=()
-    for server in comet hyper recipe nchan; do
+    for server in quick comet recipe nchan; do
         values+=("$(median "$key" "$server" "$metric")")
     done
     printf '%-36s %12s %12s %12s %12s %8s %8s\n' "$label" "${values[0]:--}" "${values[1]:--}" \
@@ -104,7 +109,7 @@ measure through  throughput --subscribers 100 --duration 5 --publishers 8
 measure follow   follow --subscribers 1000 --messages 50 --rate 20
 
 printf '\nmedians of %s rounds (memory: each round on fresh processes)\n' "$ROUNDS"
-printf '%-36s %12s %12s %12s %12s %8s %8s\n' "scenario" "comet-axum" "comet-hyper" "recipe" "nchan" "axum/n" "hyper/n"
+printf '%-36s %12s %12s %12s %12s %8s %8s\n' "scenario" "quickstart" "demo-tuned" "recipe" "nchan" "quick/n" "tuned/n"
 show "idle SSE 1000: bytes/conn"          idle1k  rss_per_conn
 show "idle SSE $BIG: bytes/conn"          idlebig rss_per_conn
 echo "  (a bare held axum SSE connection, $BIG: ${HOLD:-?} bytes/conn)"
@@ -114,6 +119,7 @@ show "fanout $BIG SSE: lost"              fanbig  lost
 show "100 SSE, 5 s: deliveries/s"         through deliveries_per_s
 show "100 SSE, 5 s: lost"                 through lost
 show "100 SSE, 5 s: duplicated"           through duplicated
+show "1000 long-poll x 50: median ms"     follow  median_all_ms
 show "1000 long-poll x 50: last ms"       follow  last_ms
 show "1000 long-poll x 50: lost"          follow  lost
 show "1000 long-poll x 50: duplicated"    follow  duplicated

@@ -19,7 +19,7 @@ fn the_readme_quickstart_is_examples_axum_rs() {
     );
     let first_code = readme.find("```").unwrap();
     let cargo_add = readme
-        .find("```sh\ncargo add comet-push axum tokio --features tokio/full\n```")
+        .find("```sh\ncargo add comet-push axum tokio --features comet-push/serve,tokio/full\n```")
         .unwrap();
     assert_eq!(
         first_code, cargo_add,

@@ -148,10 +148,10 @@ where
     }
 }
 
-/// Calls `found(seq, t)` for every `{"seq":N,"t":T}` stamp in `text`.
+/// Calls `found(seq, t)` for every `{"seq":N,"t":T}` stamp in `text`, also
+/// where it arrives escaped inside a JSON string (`{\"seq\":N,\"t\":T}`:
+/// a long poll's answer of a message an app published as text).
 pub fn stamps(text: &[u8], mut found: impl FnMut(u64, u64)) {
-    const SEQ: &[u8] = b"\"seq\":";
-    const T: &[u8] = b",\"t\":";
     let number = |bytes: &[u8]| -> (u64, usize) {
         let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
         let value = bytes[..digits]
@@ -159,14 +159,34 @@ pub fn stamps(text: &[u8], mut found: impl FnMut(u64, u64)) {
             .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
         (value, digits)
     };
+    let member = |rest: &[u8], name: &[u8]| -> Option<usize> {
+        // `name":` or `name\":`, after the opening quote.
+        let after = rest.strip_prefix(name)?;
+        let after = after.strip_prefix(b"\\").unwrap_or(after);
+        after.strip_prefix(b"\":")?;
+        Some(rest.len() - after.len() + 2)
+    };
     let mut rest = text;
-    while let Some(i) = rest.windows(SEQ.len()).position(|w| w == SEQ) {
-        rest = &rest[i + SEQ.len()..];
+    while let Some(i) = rest.windows(4).position(|w| w == b"\"seq") {
+        rest = &rest[i + 1..];
+        let Some(skip) = member(rest, b"seq") else {
+            continue;
+        };
+        rest = &rest[skip..];
         let (seq, len) = number(rest);
         rest = &rest[len..];
-        if len > 0 && rest.starts_with(T) {
-            let (t, len) = number(&rest[T.len()..]);
-            if len > 0 {
+        let Some(t_at) = rest.strip_prefix(b",").and_then(|r| {
+            let r = r.strip_prefix(b"\\").unwrap_or(r);
+            r.strip_prefix(b"\"")
+        }) else {
+            continue;
+        };
+        if len == 0 {
+            continue;
+        }
+        if let Some(skip) = member(t_at, b"t") {
+            let (t, t_len) = number(&t_at[skip..]);
+            if t_len > 0 {
                 found(seq, t);
             }
         }
@@ -381,8 +401,9 @@ mod tests {
         let text = br#"data: {"seq":1,"t":20}
 {"type":"message","channel":"b","data":{"seq":2,"t":30},"cursor":"x"}
 {"cursor":"c","messages":[{"data":{"seq":3,"t":40}},{"data":{"seq":4,"t":5}}]}
-"seq":9 "seq":x,"t":1 {"seq":7,"t":"#;
+"seq":9 "seq":x,"t":1 {"seq":7,"t":
+{"data":"{\"seq\":5,\"t\":6}"}"#;
         super::stamps(text, |s, t| found.push((s, t)));
-        assert_eq!(found, [(1, 20), (2, 30), (3, 40), (4, 5)]);
+        assert_eq!(found, [(1, 20), (2, 30), (3, 40), (4, 5), (5, 6)]);
     }
 }

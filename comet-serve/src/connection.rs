@@ -19,6 +19,7 @@ use http_body::Body as _;
 use std::{
     future::{poll_fn, Future},
     io::{self, IoSlice},
+    net::SocketAddr,
     pin::pin,
     sync::Arc,
     task::{Context, Poll},
@@ -49,6 +50,7 @@ const LINGER_BYTES: usize = 256 * 1024;
 /// server shuts down (between requests), or something fails.
 pub(crate) async fn serve<S, B>(
     mut stream: TcpStream,
+    peer: SocketAddr,
     mut service: S,
     config: Arc<Config>,
     mut shutdown: watch::Receiver<()>,
@@ -84,7 +86,10 @@ pub(crate) async fn serve<S, B>(
             // The answer may be held for hours: it holds no read buffer.
             buf = BytesMut::new();
         }
-        let request = request.map(|()| Body::new(bytes));
+        let mut request = request.map(|()| Body::new(bytes));
+        if let Some(info) = &config.connect_info {
+            info(peer, request.extensions_mut());
+        }
         let head_request = request.method() == Method::HEAD;
         let http10 = request.version() == Version::HTTP_10;
         let Some(response) = call(&mut service, request, &stream).await else {

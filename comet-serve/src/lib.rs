@@ -119,8 +119,11 @@ pub fn serve<S>(listener: TcpListener, service: S) -> Serve<S> {
     }
 }
 
+/// What [`Serve::connect_info`] puts in each request's extensions.
+type ConnectInfo = Arc<dyn Fn(SocketAddr, &mut http::Extensions) + Send + Sync>;
+
 /// The limits every connection is served with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Config {
     header_timeout: Duration,
     idle_timeout: Duration,
@@ -128,6 +131,21 @@ pub(crate) struct Config {
     drain_timeout: Duration,
     max_head_size: usize,
     max_body_size: usize,
+    connect_info: Option<ConnectInfo>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("header_timeout", &self.header_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("body_timeout", &self.body_timeout)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("max_head_size", &self.max_head_size)
+            .field("max_body_size", &self.max_body_size)
+            .field("connect_info", &self.connect_info.is_some())
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -139,6 +157,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(10),
             max_head_size: 32 * 1024,
             max_body_size: 1024 * 1024,
+            connect_info: None,
         }
     }
 }
@@ -221,6 +240,21 @@ impl<S> Serve<S> {
         self
     }
 
+    /// Puts `info(peer)` in every request's extensions, `peer` being the
+    /// client's address: with axum, `.connect_info(axum::extract::ConnectInfo)`
+    /// makes the `ConnectInfo<SocketAddr>` extractor work, as
+    /// `into_make_service_with_connect_info` does under `axum::serve`.
+    pub fn connect_info<T, F>(mut self, info: F) -> Self
+    where
+        F: Fn(SocketAddr) -> T + Send + Sync + 'static,
+        T: Clone + Send + Sync + 'static,
+    {
+        self.config.connect_info = Some(Arc::new(move |peer, extensions| {
+            extensions.insert(info(peer));
+        }));
+        self
+    }
+
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
@@ -293,9 +327,9 @@ where
     let (draining, watched) = watch::channel(());
     let mut signal = std::pin::pin!(signal);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 // Out of file descriptors, or a peer that gave up before the
                 // accept: a hiccup, not a reason to stop serving.
                 Err(error) => {
@@ -309,6 +343,7 @@ where
         let _ = stream.set_nodelay(true);
         tokio::spawn(connection::serve(
             stream,
+            peer,
             service.clone(),
             config.clone(),
             watched.clone(),

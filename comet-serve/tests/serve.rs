@@ -3,7 +3,7 @@
 //! written byte by byte.
 
 use axum::{
-    extract::{Path, State},
+    extract::{ConnectInfo, Path, State},
     http::StatusCode,
     routing::{get, post},
     Router,
@@ -53,6 +53,10 @@ async fn start(
         .route("/say/{channel}", post(say))
         .route("/hello", get(|| async { "hello" }))
         .route(
+            "/peer",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+        )
+        .route(
             "/close",
             get(|| async { ([("connection", "close")], "bye") }),
         )
@@ -67,7 +71,7 @@ async fn start(
     let (stop, stopped) = oneshot::channel::<()>();
     let shutdown_hub = hub.clone();
     let served = tokio::spawn(
-        limits(comet_push::serve(listener, app))
+        limits(comet_push::serve(listener, app).connect_info(ConnectInfo))
             .with_graceful_shutdown(async move {
                 let _ = stopped.await;
                 shutdown_hub.shutdown();
@@ -307,6 +311,19 @@ async fn http10_streams_end_with_the_connection_and_head_answers_have_no_body() 
         !answer.contains("hello"),
         "a HEAD answer has no body: {answer}"
     );
+}
+
+#[tokio::test]
+async fn the_apps_connect_info_is_the_clients_address() {
+    let server = start(|serve| serve).await;
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    let me = stream.local_addr().unwrap();
+    stream
+        .write_all(b"GET /peer HTTP/1.1\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut stream).await;
+    assert!(answer.ends_with(&format!("\r\n\r\n{me}")), "{answer}");
 }
 
 #[tokio::test]
