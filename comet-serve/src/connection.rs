@@ -10,6 +10,7 @@
 
 use crate::{
     head::{self, BodyLength, Framing, Head},
+    owed::{Held, Owed},
     Body, Config,
 };
 use bytes::{Buf, Bytes, BytesMut};
@@ -35,9 +36,11 @@ use tower_service::Service;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// What a read of a head starts with: enough for a browser's usual request
-/// (a few hundred bytes of headers and cookies); more is added as needed.
-const READ_SIZE: usize = 2048;
+/// What a read of a head starts with: enough for most requests (a few
+/// hundred bytes of headers and cookies), and small enough for the
+/// allocators' per-thread caches (glibc's takes up to 1,032 bytes); more is
+/// added as needed.
+const READ_SIZE: usize = 1024;
 
 /// How long a refused client gets to stop sending before the connection
 /// closes, and how much of what it sends is read and dropped meanwhile:
@@ -62,6 +65,7 @@ pub(crate) async fn serve<S, B>(
 {
     let mut buf = BytesMut::new();
     loop {
+        config.owed.settled().await;
         let head = match read_head(&mut stream, &mut buf, &config, &mut shutdown).await {
             Ok(Some(head)) => head,
             Ok(None) => return,
@@ -92,7 +96,9 @@ pub(crate) async fn serve<S, B>(
         }
         let head_request = request.method() == Method::HEAD;
         let http10 = request.version() == Version::HTTP_10;
-        let Some(response) = call(&mut service, request, &stream).await else {
+        // Answers owed to woken held requests go out before this one is served.
+        config.owed.settled().await;
+        let Some(response) = call(&mut service, request, &stream, &config.owed).await else {
             return;
         };
         keep_alive &= !closes(&response) && !matches!(shutdown.has_changed(), Ok(true) | Err(_));
@@ -255,11 +261,13 @@ async fn fill(
 }
 
 /// Calls the app, and drops its future if the client goes away before it
-/// answers (a long poll's waiter, a subscriber count, a presence).
+/// answers (a long poll's waiter, a subscriber count, a presence). While
+/// it is held, its wake-ups count as answers owed (owed.rs).
 async fn call<S, B>(
     service: &mut S,
     request: Request<Body>,
     stream: &TcpStream,
+    owed: &Arc<Owed>,
 ) -> Option<Response<B>>
 where
     S: Service<Request<Body>, Response = Response<B>>,
@@ -271,11 +279,17 @@ where
     }
     let mut future = pin!(service.call(request));
     let mut watching = true;
+    let mut held: Option<Held> = None;
     let answered = poll_fn(|cx| {
         if watching && gone(stream, cx, &mut watching) {
             return Poll::Ready(None);
         }
-        future.as_mut().poll(cx).map(Some)
+        let held = match &mut held {
+            Some(held) if held.wakes(cx.waker()) => held,
+            held => held.insert(Held::new(owed.clone(), cx.waker())),
+        };
+        let mut cx = Context::from_waker(held.polling());
+        future.as_mut().poll(&mut cx).map(Some)
     });
     match answered.await? {
         Ok(response) => Some(response),

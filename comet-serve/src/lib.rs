@@ -54,6 +54,7 @@
 mod body;
 mod connection;
 mod head;
+mod owed;
 
 pub use body::Body;
 
@@ -132,6 +133,7 @@ pub(crate) struct Config {
     max_head_size: usize,
     max_body_size: usize,
     connect_info: Option<ConnectInfo>,
+    owed: Arc<owed::Owed>,
 }
 
 impl fmt::Debug for Config {
@@ -158,6 +160,7 @@ impl Default for Config {
             max_head_size: 32 * 1024,
             max_body_size: 1024 * 1024,
             connect_info: None,
+            owed: Arc::default(),
         }
     }
 }
