@@ -104,8 +104,11 @@ pub(crate) async fn serve<S, B>(
         keep_alive &= !closes(&response) && !matches!(shutdown.has_changed(), Ok(true) | Err(_));
         match write(&mut stream, response, head_request, http10, keep_alive).await {
             Ok(true) if keep_alive => {}
-            Ok(_) => return close(stream).await,
-            Err(_) => return,
+            // Answered whole, and the exchange asked to close.
+            Ok(true) => return close(stream).await,
+            // The client went away, or the answer broke off: nothing to
+            // say to it, so no orderly close either.
+            Ok(false) | Err(_) => return,
         }
     }
 }
