@@ -29,7 +29,7 @@
 //!
 //! - `tower` (default): [`CometLayer`] and [`RouteService`], for axum and
 //!   any tower-based server.
-//! - `serve`: [`serve()`], an HTTP/1.1 server whose held connections cost
+//! - `serve`: `comet_push::serve()`, an HTTP/1.1 server whose held connections cost
 //!   a few KB (`axum::serve`'s cost about 20), in `comet_push::serve`.
 //! - `warp`: the same routes as warp filters, in `comet_push::warp`.
 //! - `redis`: the Redis engine, in `comet_push::redis`, for several
