@@ -64,7 +64,6 @@ pub use comet_tower::{CometLayer, RouteService};
 #[cfg(feature = "tower")]
 pub use comet_tower as tower;
 
-/// warp filters (feature `warp`).
 /// An HTTP/1.1 server made for push (feature `serve`): [`serve()`] and its
 /// limits; held connections cost a few KB.
 #[cfg(feature = "serve")]
@@ -75,6 +74,7 @@ pub mod serve {
 #[cfg(feature = "serve")]
 pub use comet_serve::serve;
 
+/// warp filters (feature `warp`).
 #[cfg(feature = "warp")]
 pub use comet_warp as warp;
 

@@ -223,8 +223,10 @@ impl StreamState {
         match Pin::new(&mut self.subscription).poll_next(cx) {
             Poll::Ready(Some(item)) => {
                 self.format.item(&item, &mut self.queued);
+                // A message from history was published long ago: never
+                // earlier than what went out before it.
                 self.last_item = match &item {
-                    Item::Message { message, .. } => message.published_at(),
+                    Item::Message { message, .. } => self.last_item.max(message.published_at()),
                     _ => Instant::now(),
                 };
                 true

@@ -4,9 +4,11 @@
 //!
 //! What a held answer costs is what this file keeps between two frames: the
 //! socket, the app's body and a few words. No read buffer (it is dropped
-//! once a request is read, and made again for the next), no write buffer (a
-//! frame goes out with its framing in one vectored write, straight from the
-//! bytes comet encoded once for every subscriber).
+//! once a request is read, and made again for the next; the request's URI
+//! and header values share its bytes, so an app that keeps them keeps
+//! those), no write buffer (a frame goes out with its framing in one
+//! vectored write, straight from the bytes comet encoded once for every
+//! subscriber).
 
 use crate::{
     head::{self, BodyLength, Framing, Head},
@@ -65,7 +67,6 @@ pub(crate) async fn serve<S, B>(
 {
     let mut buf = BytesMut::new();
     loop {
-        config.owed.settled().await;
         let head = match read_head(&mut stream, &mut buf, &config, &mut shutdown).await {
             Ok(Some(head)) => head,
             Ok(None) => return,
@@ -101,7 +102,11 @@ pub(crate) async fn serve<S, B>(
         let Some(response) = call(&mut service, request, &stream, &config.owed).await else {
             return;
         };
-        keep_alive &= !closes(&response) && !matches!(shutdown.has_changed(), Ok(true) | Err(_));
+        // A 1xx is no final answer: the client would wait for one, so the
+        // connection ends after it.
+        keep_alive &= !closes(&response)
+            && !response.status().is_informational()
+            && !matches!(shutdown.has_changed(), Ok(true) | Err(_));
         match write(&mut stream, response, head_request, http10, keep_alive).await {
             Ok(true) if keep_alive => {}
             // Answered whole, and the exchange asked to close.
@@ -186,21 +191,29 @@ async fn read_body(
         BodyLength::Chunked => {
             let mut body = BytesMut::new();
             loop {
-                let (used, size) = match httparse::parse_chunk_size(buf) {
-                    Ok(httparse::Status::Complete(found)) => found,
-                    Ok(httparse::Status::Partial) if buf.len() < 1024 => {
+                let (used, size) = match head::chunk_size(buf).map_err(Some)? {
+                    Some(found) => found,
+                    None if buf.len() < 1024 => {
                         fill(stream, buf, buf.len() + 1).await?;
                         continue;
                     }
-                    Ok(httparse::Status::Partial) | Err(_) => {
+                    None => {
                         return Err(Some(
-                            ErrorCode::BadParameter.error("malformed chunked body"),
+                            ErrorCode::BadParameter.error("a chunk size line is too long"),
                         ))
                     }
                 };
                 if size == 0 {
-                    buf.advance(used);
-                    skip_trailers(stream, buf, config.max_head_size).await?;
+                    // No trailers: a request's are rare, and skipping them
+                    // loosely is how a request gets smuggled past a proxy.
+                    fill(stream, buf, used + 2).await?;
+                    if &buf[used..used + 2] != b"\r\n" {
+                        return Err(Some(
+                            ErrorCode::BadParameter
+                                .error("a chunked body's trailer fields are not taken"),
+                        ));
+                    }
+                    buf.advance(used + 2);
                     return Ok(body.freeze());
                 }
                 if size > (config.max_body_size - body.len()) as u64 {
@@ -220,33 +233,6 @@ async fn read_body(
     }
 }
 
-/// Reads and drops a chunked body's trailer fields, up to its blank line.
-async fn skip_trailers(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    max: usize,
-) -> Result<(), Option<ProtocolError>> {
-    let mut skipped = 0;
-    loop {
-        match buf.windows(2).position(|pair| pair == b"\r\n") {
-            Some(0) => {
-                buf.advance(2);
-                return Ok(());
-            }
-            Some(at) => {
-                skipped += at + 2;
-                buf.advance(at + 2);
-            }
-            None => fill(stream, buf, buf.len() + 1).await?,
-        }
-        if skipped + buf.len() > max {
-            return Err(Some(
-                ErrorCode::HeadersTooLarge.error("the body's trailers are too large"),
-            ));
-        }
-    }
-}
-
 /// Reads until `buf` holds at least `n` bytes.
 async fn fill(
     stream: &mut TcpStream,
@@ -254,7 +240,9 @@ async fn fill(
     n: usize,
 ) -> Result<(), Option<ProtocolError>> {
     while buf.len() < n {
-        buf.reserve((n - buf.len()).max(READ_SIZE));
+        // In steps: a head that claims a large body reserves no more than
+        // this before the body's bytes come.
+        buf.reserve((n - buf.len()).clamp(READ_SIZE, 64 * 1024));
         match stream.read_buf(buf).await {
             Ok(0) | Err(_) => return Err(None),
             Ok(_) => {}

@@ -72,6 +72,14 @@ pub(crate) fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>,
             .map_err(|_| ErrorCode::BadParameter.error(format!("malformed value of {name}")))?;
         map.append(name, value);
     }
+    let hosts = map.get_all(header::HOST).iter().count();
+    if hosts > 1 || (hosts == 0 && version == Version::HTTP_11) {
+        // RFC 9112 section 3.2: a front proxy and this server must not
+        // disagree on which host a request is for.
+        return Err(
+            ErrorCode::BadParameter.error("an HTTP/1.1 request carries exactly one Host field")
+        );
+    }
     let body = body_length(&map, version)?;
     let keep_alive = keeps_alive(&map, version);
     let expects_continue = version == Version::HTTP_11
@@ -200,8 +208,11 @@ pub(crate) fn write_response(
     out.extend_from_slice(b"\r\n");
     let mut has_date = false;
     for (name, value) in &parts.headers {
+        // A `HEAD`'s or a 304's `Content-Length` tells of the body not sent;
+        // a 1xx or a 204 has none to tell of (RFC 9110 section 8.6).
+        let no_length = status.is_informational() || status == http::StatusCode::NO_CONTENT;
         let framing_field = name == header::TRANSFER_ENCODING
-            || (name == header::CONTENT_LENGTH && framing != Framing::None);
+            || (name == header::CONTENT_LENGTH && (framing != Framing::None || no_length));
         if framing_field || name == header::CONNECTION {
             continue;
         }
@@ -246,6 +257,48 @@ fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     }
 }
 
+/// Reads a chunk's size line at the start of `buf`: `Ok(None)` while it is
+/// incomplete, else its length and the chunk's size. Strict, where
+/// `httparse::parse_chunk_size` is lenient (it takes a line without digits
+/// as size 0, and a bare LF inside an extension): 1 to 16 hex digits, then
+/// extensions (`;` after optional spaces, visible ASCII, spaces and tabs)
+/// if any, then CRLF. A proxy in front that reads the body's end elsewhere
+/// could smuggle a request past it.
+pub(crate) fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, ProtocolError> {
+    let malformed = || ErrorCode::BadParameter.error("malformed chunk size line");
+    let digits = buf.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits > 16 {
+        return Err(malformed());
+    }
+    let Some(cr) = buf[digits..].iter().position(|&b| b == b'\r') else {
+        if buf[digits..]
+            .iter()
+            .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+        {
+            return Ok(None);
+        }
+        return Err(malformed());
+    };
+    let extensions = &buf[digits..digits + cr];
+    let visible = extensions
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
+    let starts_right = extensions.is_empty() || extensions.trim_ascii_start().starts_with(b";");
+    if digits == 0 || !visible || !starts_right {
+        return Err(malformed());
+    }
+    match buf.get(digits + cr + 1) {
+        None => Ok(None),
+        Some(b'\n') => {
+            let size = buf[..digits].iter().fold(0u64, |size, &digit| {
+                size << 4 | u64::from((digit as char).to_digit(16).unwrap_or(0))
+            });
+            Ok(Some((digits + cr + 2, size)))
+        }
+        Some(_) => Err(malformed()),
+    }
+}
+
 /// A chunk's size line (`1a2b\r\n`), written at the start of `buf`.
 pub(crate) fn chunk_size_line(len: usize, buf: &mut [u8; 18]) -> &[u8] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -286,7 +339,19 @@ impl CachedDate {
 mod tests {
     use super::*;
 
+    /// Parses `text`, with a `Host` field added after its request line if
+    /// it has none (most tests are about something else).
     fn head(text: &str) -> Result<Option<Head>, ProtocolError> {
+        let text = match text.split_once("\r\n") {
+            Some((line, rest)) if !text.to_ascii_lowercase().contains("\r\nhost:") => {
+                format!("{line}\r\nHost: t\r\n{rest}")
+            }
+            _ => text.to_owned(),
+        };
+        raw(&text)
+    }
+
+    fn raw(text: &str) -> Result<Option<Head>, ProtocolError> {
         parse(&mut BytesMut::from(text), 8 * 1024)
     }
 
@@ -389,6 +454,50 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("content-length: 99\r\n"), "{text}");
         assert!(text.ends_with("connection: close\r\n\r\n"), "{text}");
+    }
+
+    #[test]
+    fn chunk_size_lines_are_read_strictly() {
+        assert_eq!(chunk_size(b"1a\r\nxx").unwrap(), Some((4, 26)));
+        assert_eq!(chunk_size(b"5;name=v; x=\"y\"\r\n").unwrap(), Some((17, 5)));
+        assert_eq!(chunk_size(b"5 ;ext\r\n").unwrap(), Some((8, 5)));
+        assert_eq!(chunk_size(b"0\r\n").unwrap(), Some((3, 0)));
+        for partial in [&b""[..], b"1", b"1a", b"1a\r", b"5;ext"] {
+            assert_eq!(chunk_size(partial).unwrap(), None, "{partial:?}");
+        }
+        for bad in [
+            &b"\r\n"[..],
+            b" \r\n",
+            b";x\r\n",
+            b"2;\nxx\r\n",
+            b"2\n",
+            b"2\rx",
+            b"2 \r\n",
+            b"2x\r\n",
+            b"2;\x01\r\n",
+            b"11111111111111111\r\n",
+            b"-1\r\n",
+        ] {
+            assert!(chunk_size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_http11_request_has_exactly_one_host() {
+        for text in [
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+        ] {
+            let error = raw(text).err().unwrap_or_else(|| panic!("took {text:?}"));
+            assert_eq!(
+                error.error_code(),
+                Some(ErrorCode::BadParameter),
+                "{text:?}"
+            );
+        }
+        assert!(raw("GET / HTTP/1.0\r\n\r\n").unwrap().is_some());
+        assert!(raw("GET / HTTP/1.1\r\nhost: a\r\n\r\n").unwrap().is_some());
     }
 
     #[test]

@@ -43,7 +43,10 @@
 //! against clients that send their head a byte at a time, an idle timeout,
 //! caps on heads and bodies answered with the protocol's JSON errors
 //! (400 `bad_parameter`, 413 `payload_too_large`, 431
-//! `headers_too_large`), ambiguous framing refused (no request smuggling),
+//! `headers_too_large`), whatever a proxy in front could read another way
+//! refused (both `Transfer-Encoding` and `Content-Length`, lengths that
+//! disagree, codings other than `chunked`, loose chunk size lines, trailer
+//! fields, an HTTP/1.1 request without exactly one `Host`),
 //! an app's future dropped when its client goes away before the answer,
 //! and `TCP_NODELAY` (a push is a small write nobody answers, which Nagle's
 //! algorithm would hold for a delayed ACK).
@@ -186,7 +189,8 @@ impl<S> fmt::Debug for Serve<S> {
 impl<S> Serve<S> {
     /// Stops accepting when `signal` resolves, closes idle connections at
     /// once and each other one after the answer it is writing, and waits
-    /// for them for up to [`drain_timeout`](Self::drain_timeout). Comet's
+    /// for them for up to [`drain_timeout`](Self::drain_timeout); then it
+    /// returns, and connections still open end with the runtime. Comet's
     /// streams and polls end at `hub.shutdown()`, so call it in `signal`.
     pub fn with_graceful_shutdown<F>(self, signal: F) -> WithGracefulShutdown<S, F>
     where

@@ -10,7 +10,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicU8, AtomicUsize, Ordering},
         Arc,
     },
     task::{Wake, Waker},
@@ -68,9 +68,16 @@ pub(crate) struct Held {
     waker: Waker,
 }
 
+/// A held request's state: `IDLE` (polled since its last wake), `WOKEN`
+/// (owed), `RETIRED` (its future is gone; copies of the waker that the app
+/// left registered somewhere may still wake it, and owe nothing).
+const IDLE: u8 = 0;
+const WOKEN: u8 = 1;
+const RETIRED: u8 = 2;
+
 struct HeldWaker {
     task: Waker,
-    woken: AtomicBool,
+    state: AtomicU8,
     owed: Arc<Owed>,
 }
 
@@ -80,8 +87,15 @@ impl Wake for HeldWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if !self.woken.swap(true, Ordering::AcqRel) {
-            self.owed.owe();
+        // Owed before it is marked, so that a poll paying it meanwhile
+        // never takes the count below what is owed.
+        self.owed.owe();
+        let marked = self
+            .state
+            .compare_exchange(IDLE, WOKEN, Ordering::AcqRel, Ordering::Acquire);
+        if marked.is_err() {
+            // Owed already, or retired: nothing more is owed.
+            self.owed.pay();
         }
         self.task.wake_by_ref();
     }
@@ -92,7 +106,7 @@ impl Held {
     pub(crate) fn new(owed: Arc<Owed>, task: &Waker) -> Self {
         let state = Arc::new(HeldWaker {
             task: task.clone(),
-            woken: AtomicBool::new(false),
+            state: AtomicU8::new(IDLE),
             owed,
         });
         let waker = Waker::from(state.clone());
@@ -107,7 +121,11 @@ impl Held {
     /// About to poll the future: a wake before now is paid; returns the
     /// waker to poll it with.
     pub(crate) fn polling(&self) -> &Waker {
-        if self.state.woken.swap(false, Ordering::AcqRel) {
+        let paid =
+            self.state
+                .state
+                .compare_exchange(WOKEN, IDLE, Ordering::AcqRel, Ordering::Acquire);
+        if paid.is_ok() {
             self.state.owed.pay();
         }
         &self.waker
@@ -116,8 +134,9 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        // Dropped woken but unpolled (its client went away): paid all the same.
-        if self.state.woken.swap(false, Ordering::AcqRel) {
+        // Dropped woken but unpolled (its client went away): paid all the
+        // same; later wakes of copies left behind owe nothing.
+        if self.state.state.swap(RETIRED, Ordering::AcqRel) == WOKEN {
             self.state.owed.pay();
         }
     }
@@ -150,9 +169,16 @@ mod tests {
             .await
             .expect("paid: the waiter goes on at once")
             .unwrap();
-        held.polling().wake_by_ref();
+        let left_behind = held.polling().clone();
+        left_behind.wake_by_ref();
         drop(held);
         assert_eq!(owed.count.load(Ordering::Acquire), 0, "dropped: paid");
+        left_behind.wake_by_ref();
+        assert_eq!(
+            owed.count.load(Ordering::Acquire),
+            0,
+            "a copy of the waker left behind owes nothing once its future is gone"
+        );
     }
 
     #[tokio::test(start_paused = true)]
