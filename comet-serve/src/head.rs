@@ -500,6 +500,30 @@ mod tests {
         assert!(raw("GET / HTTP/1.1\r\nhost: a\r\n\r\n").unwrap().is_some());
     }
 
+    proptest::proptest! {
+        /// Hostile bytes are refused or taken, never a panic; a head taken
+        /// is taken off the buffer.
+        #[test]
+        fn any_bytes_parse_without_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            if let Ok(Some(_)) = parse(&mut buf, 256) {
+                proptest::prop_assert!(buf.len() < bytes.len());
+            }
+            let _ = chunk_size(&bytes);
+        }
+
+        /// What this server writes as a size line, it reads back.
+        #[test]
+        fn size_lines_round_trip(len in 0usize..(1 << 40), extension in "(;[a-z]{1,5}(=[a-z0-9]{1,5})?){0,3}") {
+            let mut line = [0; 18];
+            let mut written = chunk_size_line(len, &mut line).to_vec();
+            written.truncate(written.len() - 2);
+            written.extend_from_slice(extension.as_bytes());
+            written.extend_from_slice(b"\r\n");
+            proptest::prop_assert_eq!(chunk_size(&written).unwrap(), Some((written.len(), len as u64)));
+        }
+    }
+
     #[test]
     fn chunk_size_lines_are_hex() {
         let mut buf = [0; 18];
