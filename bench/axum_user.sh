@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# What an axum user gets: the quickstart (examples/axum.rs) built as a user
-# builds it (bench/axum-user: comet's default features, outside comet's
-# workspace), and with the old defaults (warp on too). Prints the feature
-# tree's size, then the server's memory per held SSE connection
-# (`comet-loadgen idle`), each build twice, and the chat demo's for contrast.
+# What an axum user gets: the quickstart (examples/axum.rs, served by
+# comet_push::serve) built as a user builds it (bench/axum-user: comet's
+# default features and `serve`, outside comet's workspace), and with the old
+# defaults (warp on too). Prints the feature tree's size, then the server's
+# memory per held SSE connection (`comet-loadgen idle`), each build twice,
+# and the chat demo's (hyper's HTTP/1.1, examples/common/http1.rs) for
+# contrast.
 #   bench/axum_user.sh [SUBSCRIBERS]   (default 5000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +32,7 @@ idle() { # name command... ; the server must listen on 127.0.0.1:3000
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 for round in 1 2; do
-  idle "axum::serve, defaults" "http://127.0.0.1:3000/events?channel=news" /tmp/quickstart-defaults
-  idle "axum::serve, old defaults" "http://127.0.0.1:3000/events?channel=news" /tmp/quickstart-old-defaults
-  idle "chat demo (http1.rs)" "http://127.0.0.1:3000/comet/sse?channel=news" target/release/examples/chat
+  idle "quickstart, defaults" "http://127.0.0.1:3000/events?channel=news" /tmp/quickstart-defaults
+  idle "quickstart, old defaults" "http://127.0.0.1:3000/events?channel=news" /tmp/quickstart-old-defaults
+  idle "chat demo (hyper, http1.rs)" "http://127.0.0.1:3000/comet/sse?channel=news" target/release/examples/chat
 done
