@@ -107,7 +107,15 @@ pub(crate) async fn serve<S, B>(
         keep_alive &= !closes(&response)
             && !response.status().is_informational()
             && !matches!(shutdown.has_changed(), Ok(true) | Err(_));
-        match write(&mut stream, response, head_request, http10, keep_alive).await {
+        let written = write(
+            &mut stream,
+            response,
+            head_request,
+            http10,
+            keep_alive,
+            config.write_timeout,
+        );
+        match written.await {
             Ok(true) if keep_alive => {}
             // Answered whole, and the exchange asked to close.
             Ok(true) => return close(stream).await,
@@ -177,9 +185,13 @@ async fn read_body(
         }
     }
     if expects_continue && buf.is_empty() {
-        write_parts(stream, &[b"HTTP/1.1 100 Continue\r\n\r\n"])
-            .await
-            .map_err(|_| None)?;
+        write_parts(
+            stream,
+            &[b"HTTP/1.1 100 Continue\r\n\r\n"],
+            config.write_timeout,
+        )
+        .await
+        .map_err(|_| None)?;
     }
     match length {
         BodyLength::Empty => Ok(Bytes::new()),
@@ -330,6 +342,7 @@ async fn write<B>(
     head_request: bool,
     http10: bool,
     keep_alive: bool,
+    timeout: Duration,
 ) -> io::Result<bool>
 where
     B: http_body::Body<Data = Bytes>,
@@ -356,7 +369,7 @@ where
     head::write_response(&mut head, &parts, framing, keep_alive, http10);
     drop(parts);
     if framing == Framing::None {
-        write_parts(stream, &[&head]).await?;
+        write_parts(stream, &[&head], timeout).await?;
         return Ok(true);
     }
     let mut head = Some(head);
@@ -369,7 +382,7 @@ where
             match polled.await {
                 Poll::Ready(next) => next,
                 Poll::Pending => {
-                    write_parts(stream, &[&head.take().unwrap_or_default()]).await?;
+                    write_parts(stream, &[&head.take().unwrap_or_default()], timeout).await?;
                     continue;
                 }
             }
@@ -390,7 +403,7 @@ where
                     Framing::Chunked => b"0\r\n\r\n",
                     _ => b"",
                 };
-                write_parts(stream, &[&head_bytes, end]).await?;
+                write_parts(stream, &[&head_bytes, end], timeout).await?;
                 return Ok(match framing {
                     Framing::Length(length) => written == length,
                     _ => true,
@@ -400,26 +413,28 @@ where
         };
         if data.is_empty() {
             // An empty chunk would end a chunked body.
-            write_parts(stream, &[&head_bytes]).await?;
+            write_parts(stream, &[&head_bytes], timeout).await?;
             continue;
         }
         match framing {
             Framing::Chunked => {
                 let mut line = [0; 18];
                 let line = head::chunk_size_line(data.len(), &mut line);
-                write_parts(stream, &[&head_bytes, line, &data, b"\r\n"]).await?;
+                write_parts(stream, &[&head_bytes, line, &data, b"\r\n"], timeout).await?;
             }
             Framing::Length(length) => {
                 let room = usize::try_from(length - written).unwrap_or(usize::MAX);
                 let take = room.min(data.len());
-                write_parts(stream, &[&head_bytes, &data[..take]]).await?;
+                write_parts(stream, &[&head_bytes, &data[..take]], timeout).await?;
                 written += take as u64;
                 if take < data.len() {
                     tracing::debug!("the answer's body is longer than its length");
                     return Ok(false);
                 }
             }
-            Framing::Close | Framing::None => write_parts(stream, &[&head_bytes, &data]).await?,
+            Framing::Close | Framing::None => {
+                write_parts(stream, &[&head_bytes, &data], timeout).await?
+            }
         }
     }
 }
@@ -449,8 +464,10 @@ impl<E: Into<BoxError>> From<Option<Result<http_body::Frame<Bytes>, E>>> for Nex
 }
 
 /// Writes `parts` whole, in one vectored write when the socket takes it
-/// (the usual case), else what is left part by part.
-async fn write_parts(stream: &mut TcpStream, parts: &[&[u8]]) -> io::Result<()> {
+/// (the usual case: no timer, no wait), else what is left part by part,
+/// for at most `timeout`: a client that stops reading holds its
+/// connection, task and subscription that long, not for ever.
+async fn write_parts(stream: &mut TcpStream, parts: &[&[u8]], timeout: Duration) -> io::Result<()> {
     let total: usize = parts.iter().map(|part| part.len()).sum();
     if total == 0 {
         return Ok(());
@@ -459,28 +476,44 @@ async fn write_parts(stream: &mut TcpStream, parts: &[&[u8]]) -> io::Result<()> 
     for (slice, part) in slices.iter_mut().zip(parts) {
         *slice = IoSlice::new(part);
     }
-    let mut done = stream.write_vectored(&slices[..parts.len().min(4)]).await?;
-    if done == 0 {
-        return Err(io::ErrorKind::WriteZero.into());
+    let mut done = match stream.try_write_vectored(&slices[..parts.len().min(4)]) {
+        Ok(done) => done,
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(error) => return Err(error),
+    };
+    if done == total {
+        return Ok(());
     }
-    for part in parts {
-        if done >= part.len() {
-            done -= part.len();
-            continue;
+    let rest = async {
+        for part in parts {
+            if done >= part.len() {
+                done -= part.len();
+                continue;
+            }
+            stream.write_all(&part[done..]).await?;
+            done = 0;
         }
-        stream.write_all(&part[done..]).await?;
-        done = 0;
-    }
-    Ok(())
+        Ok(())
+    };
+    tokio::time::timeout(timeout, rest)
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
 }
 
 /// Answers a request this server refuses (malformed, too large), from the
 /// protocol's one error table, then closes.
 async fn refuse(mut stream: TcpStream, error: ProtocolError) {
     tracing::debug!(%error, "refused a request");
-    if write(&mut stream, error.into_response(), false, false, false)
-        .await
-        .is_ok()
+    if write(
+        &mut stream,
+        error.into_response(),
+        false,
+        false,
+        false,
+        LINGER,
+    )
+    .await
+    .is_ok()
     {
         close(stream).await;
     }

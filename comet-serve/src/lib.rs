@@ -132,6 +132,7 @@ pub(crate) struct Config {
     header_timeout: Duration,
     idle_timeout: Duration,
     body_timeout: Duration,
+    write_timeout: Duration,
     drain_timeout: Duration,
     max_head_size: usize,
     max_body_size: usize,
@@ -145,6 +146,7 @@ impl fmt::Debug for Config {
             .field("header_timeout", &self.header_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("body_timeout", &self.body_timeout)
+            .field("write_timeout", &self.write_timeout)
             .field("drain_timeout", &self.drain_timeout)
             .field("max_head_size", &self.max_head_size)
             .field("max_body_size", &self.max_body_size)
@@ -159,6 +161,7 @@ impl Default for Config {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
             body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(10),
             max_head_size: 32 * 1024,
             max_body_size: 1024 * 1024,
@@ -222,6 +225,15 @@ impl<S> Serve<S> {
     /// read (30 s). Past it, the connection closes.
     pub fn body_timeout(mut self, timeout: Duration) -> Self {
         self.config.body_timeout = timeout;
+        self
+    }
+
+    /// How long a client may leave a frame unread (60 s): past it, the
+    /// connection closes, and its subscription with it. A frame that the
+    /// socket takes at once, the usual case, sets no timer. A client that
+    /// comes back resumes from its cursor.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.config.write_timeout = timeout;
         self
     }
 

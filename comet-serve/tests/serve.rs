@@ -324,6 +324,38 @@ async fn http10_streams_end_with_the_connection_and_head_answers_have_no_body() 
 }
 
 #[tokio::test]
+async fn a_client_that_stops_reading_is_let_go_after_the_write_timeout() {
+    let mut server = start(|serve| serve.write_timeout(Duration::from_millis(300))).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(server.address).await.unwrap();
+    stream
+        .write_all(b"GET /events?channel=flood HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut stream, ": comet").await;
+    // From here on the client reads nothing: the sockets' buffers fill,
+    // and the frame the server could not write waits its 300 ms.
+    let big = "x".repeat(32 * 1024);
+    timeout(BOUND, async {
+        loop {
+            server
+                .hub
+                .publish("flood", Payload::text(big.clone()))
+                .await
+                .unwrap();
+            tokio::task::yield_now().await;
+            if server.ended.try_recv().is_ok() {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the stalled subscriber's connection closes, and its subscription ends");
+    drop(stream);
+}
+
+#[tokio::test]
 async fn the_apps_connect_info_is_the_clients_address() {
     let server = start(|serve| serve).await;
     let mut stream = TcpStream::connect(server.address).await.unwrap();
