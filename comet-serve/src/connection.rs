@@ -17,7 +17,7 @@ use crate::{
 };
 use bytes::{Buf, Bytes, BytesMut};
 use comet_protocol::{ErrorCode, ProtocolError};
-use http::{header, Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use std::{
     future::{poll_fn, Future},
@@ -320,16 +320,7 @@ fn gone(stream: &TcpStream, cx: &mut Context<'_>, watching: &mut bool) -> bool {
 
 /// Whether the app asked to close the connection after its answer.
 fn closes<B>(response: &Response<B>) -> bool {
-    response
-        .headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|value| {
-            value
-                .as_bytes()
-                .split(|&b| b == b',')
-                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
-        })
+    head::connection_has(response.headers(), b"close")
 }
 
 /// Writes an answer: its head, then its body's frames as they come, each

@@ -161,19 +161,21 @@ fn body_length(headers: &HeaderMap, version: Version) -> Result<BodyLength, Prot
 /// Whether the connection stays open after this exchange: HTTP/1.1 unless
 /// `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
 fn keeps_alive(headers: &HeaderMap, version: Version) -> bool {
-    let has = |token: &[u8]| {
-        headers.get_all(header::CONNECTION).iter().any(|value| {
-            value
-                .as_bytes()
-                .split(|&b| b == b',')
-                .any(|part| part.trim_ascii().eq_ignore_ascii_case(token))
-        })
-    };
     if version == Version::HTTP_10 {
-        has(b"keep-alive")
+        connection_has(headers, b"keep-alive")
     } else {
-        !has(b"close")
+        !connection_has(headers, b"close")
     }
+}
+
+/// Whether the `Connection` fields of a request or a response name `token`.
+pub(crate) fn connection_has(headers: &HeaderMap, token: &[u8]) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|part| part.trim_ascii().eq_ignore_ascii_case(token))
+    })
 }
 
 /// How a response's body is delimited on the wire.
