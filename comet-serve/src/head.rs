@@ -269,7 +269,7 @@ fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 pub(crate) fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, ProtocolError> {
     let malformed = || ErrorCode::BadParameter.error("malformed chunk size line");
     let digits = buf.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits > 16 {
+    if digits > 16 || (digits == 0 && !buf.is_empty()) {
         return Err(malformed());
     }
     let Some(cr) = buf[digits..].iter().position(|&b| b == b'\r') else {
@@ -479,6 +479,7 @@ mod tests {
             b"2;\x01\r\n",
             b"11111111111111111\r\n",
             b"-1\r\n",
+            b"G",
         ] {
             assert!(chunk_size(bad).is_err(), "{bad:?}");
         }

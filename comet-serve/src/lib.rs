@@ -228,10 +228,13 @@ impl<S> Serve<S> {
         self
     }
 
-    /// How long a client may leave a frame unread (60 s): past it, the
-    /// connection closes, and its subscription with it. A frame that the
-    /// socket takes at once, the usual case, sets no timer. A client that
-    /// comes back resumes from its cursor.
+    /// How long the rest of one frame may take to go out once the socket
+    /// stops taking it at once (60 s; a frame is at most comet's 16 KiB of
+    /// joined messages, or one large message): past it, the connection
+    /// closes, and its subscription with it, so a client that stopped
+    /// reading holds nothing for ever. A frame the socket takes at once,
+    /// the usual case, sets no timer. A client that comes back resumes
+    /// from its cursor.
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.config.write_timeout = timeout;
         self
