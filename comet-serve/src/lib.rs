@@ -310,7 +310,8 @@ where
     type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(run(self, std::future::pending()))
+        self.with_graceful_shutdown(std::future::pending())
+            .into_future()
     }
 }
 

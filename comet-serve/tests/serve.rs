@@ -89,12 +89,17 @@ async fn start(
 
 use std::future::IntoFuture;
 
+/// Writes `request` on a fresh connection.
+async fn send(address: SocketAddr, request: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    stream
+}
+
 /// Writes `request` on a fresh connection and reads until the server
 /// closes it.
 async fn exchange(address: SocketAddr, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(address).await.unwrap();
-    stream.write_all(request).await.unwrap();
-    read_to_close(&mut stream).await
+    read_to_close(&mut send(address, request).await).await
 }
 
 async fn read_to_close(stream: &mut TcpStream) -> String {
@@ -160,11 +165,11 @@ async fn sse_arrives_whole_at_an_independent_client_and_a_client_that_leaves_is_
 #[tokio::test]
 async fn a_held_long_poll_is_dropped_when_its_client_goes_away() {
     let mut server = start(|serve| serve).await;
-    let mut stream = TcpStream::connect(server.address).await.unwrap();
-    stream
-        .write_all(b"GET /poll?channel=quiet HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let stream = send(
+        server.address,
+        b"GET /poll?channel=quiet HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .await;
     // Held: the subscription exists, and nothing was answered.
     timeout(BOUND, async {
         while server.hub.subscriber_count("quiet").await.unwrap() == 0 {
@@ -182,16 +187,13 @@ async fn a_held_long_poll_is_dropped_when_its_client_goes_away() {
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     let server = start(|serve| serve).await;
-    let mut stream = TcpStream::connect(server.address).await.unwrap();
-    stream
-        .write_all(
-            b"POST /say/p HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\none\
-              GET /hello HTTP/1.1\r\nhost: x\r\n\r\n\
-              GET /hello HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let answer = read_to_close(&mut stream).await;
+    let answer = exchange(
+        server.address,
+        b"POST /say/p HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\none\
+          GET /hello HTTP/1.1\r\nhost: x\r\n\r\n\
+          GET /hello HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
     let statuses: Vec<&str> = answer
         .match_indices("HTTP/1.1 ")
         .map(|(at, _)| &answer[at + 9..at + 12])
@@ -206,11 +208,11 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
 #[tokio::test]
 async fn chunked_bodies_and_bodies_after_100_continue_are_read_whole() {
     let server = start(|serve| serve).await;
-    let mut watcher = TcpStream::connect(server.address).await.unwrap();
-    watcher
-        .write_all(b"GET /events?channel=c HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let mut watcher = send(
+        server.address,
+        b"GET /events?channel=c HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .await;
     read_until(&mut watcher, ": comet").await;
 
     let answer = exchange(
@@ -222,11 +224,7 @@ async fn chunked_bodies_and_bodies_after_100_continue_are_read_whole() {
     assert!(answer.starts_with("HTTP/1.1 201 Created\r\n"), "{answer}");
     read_until(&mut watcher, "data: hello world\n\n").await;
 
-    let mut stream = TcpStream::connect(server.address).await.unwrap();
-    stream
-        .write_all(b"POST /say/c HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 5\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    let mut stream = send(server.address, b"POST /say/c HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 5\r\nconnection: close\r\n\r\n").await;
     let go_ahead = read_until(&mut stream, "\r\n\r\n").await;
     assert_eq!(go_ahead, "HTTP/1.1 100 Continue\r\n\r\n");
     stream.write_all(b"again").await.unwrap();
@@ -292,11 +290,7 @@ async fn hostile_requests_get_the_protocols_json_errors_and_a_closed_connection(
 #[tokio::test]
 async fn http10_streams_end_with_the_connection_and_head_answers_have_no_body() {
     let server = start(|serve| serve).await;
-    let mut stream = TcpStream::connect(server.address).await.unwrap();
-    stream
-        .write_all(b"GET /events?channel=old HTTP/1.0\r\n\r\n")
-        .await
-        .unwrap();
+    let mut stream = send(server.address, b"GET /events?channel=old HTTP/1.0\r\n\r\n").await;
     let head = read_until(&mut stream, ": comet").await;
     assert!(!head.contains("transfer-encoding"), "{head}");
     assert!(head.contains("connection: close\r\n"), "{head}");
@@ -371,8 +365,7 @@ async fn the_apps_connect_info_is_the_clients_address() {
 #[tokio::test]
 async fn a_head_sent_a_byte_at_a_time_is_cut_at_the_header_timeout() {
     let server = start(|serve| serve.header_timeout(Duration::from_millis(300))).await;
-    let mut stream = TcpStream::connect(server.address).await.unwrap();
-    stream.write_all(b"GET /hello HTTP/1.1\r\n").await.unwrap();
+    let mut stream = send(server.address, b"GET /hello HTTP/1.1\r\n").await;
     let started = std::time::Instant::now();
     let answer = read_to_close(&mut stream).await;
     assert_eq!(answer, "");
@@ -382,16 +375,13 @@ async fn a_head_sent_a_byte_at_a_time_is_cut_at_the_header_timeout() {
 #[tokio::test]
 async fn graceful_shutdown_closes_idle_connections_ends_streams_and_returns() {
     let mut server = start(|serve| serve).await;
-    let mut idle = TcpStream::connect(server.address).await.unwrap();
-    idle.write_all(b"GET /hello HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let mut idle = send(server.address, b"GET /hello HTTP/1.1\r\nhost: x\r\n\r\n").await;
     read_until(&mut idle, "hello").await;
-    let mut streaming = TcpStream::connect(server.address).await.unwrap();
-    streaming
-        .write_all(b"GET /events?channel=s HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let mut streaming = send(
+        server.address,
+        b"GET /events?channel=s HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .await;
     read_until(&mut streaming, ": comet").await;
 
     server.stop.take().unwrap().send(()).unwrap();
