@@ -39,7 +39,8 @@
 //! With `--redis URL` (or `COMET_REDIS_URL`) the rooms live in Redis, so
 //! several demo nodes behind any load balancer share them; a
 //! `redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE` URL finds the primary
-//! through Redis Sentinel and follows its failovers. With
+//! through Redis Sentinel and follows its failovers; `--redis` given several
+//! times spreads the rooms over that many Redis shards. With
 //! `--tls-self-signed` (or `--tls-cert FILE --tls-key FILE`) it serves
 //! HTTPS, and browsers speak HTTP/2 to it.
 //!
@@ -49,6 +50,7 @@
 //! COMET_ADDR=127.0.0.1:4000 cargo run --example chat
 //! cargo run --example chat -- --addr 127.0.0.1:3001 --redis redis://127.0.0.1:6379
 //! cargo run --example chat -- --redis redis+sentinel://127.0.0.1:26379/mymaster
+//! cargo run --example chat -- --redis redis://127.0.0.1:6379 --redis redis://127.0.0.1:6380
 //! cargo run --example chat -- --tls-self-signed   # https://localhost:3000, HTTP/2
 //! cargo run --example chat -- --http2             # h2c beside HTTP/1.1, for load tools
 //! cargo run --example chat -- --jwt-secret "$(head -c 32 /dev/urandom | base64)"

@@ -32,6 +32,11 @@ fn main() {
             &[comet_test_support::tool::Tool::RedisServer],
             || Box::pin(a_node_killed()),
         ),
+        comet_test_support::tool::ToolTest::new(
+            "the_demo_spreads_its_rooms_over_every_redis_given_and_they_cross_nodes",
+            &[comet_test_support::tool::Tool::RedisServer],
+            || Box::pin(sharded()),
+        ),
     ]);
 }
 
@@ -42,17 +47,87 @@ fn node(redis: &RedisServer) -> (Running, String) {
 
 /// A demo node on `redis` with `env`; its base URL.
 fn node_with(redis: &RedisServer, env: &[(&str, &str)]) -> (Running, String) {
-    let (node, lines) = Running::start_with_env(
-        "chat",
-        &["--addr", "127.0.0.1:0", "--redis", &redis.url()],
-        env,
-        1,
-    );
+    node_on(&[redis], env)
+}
+
+/// A demo node on `shards` (`--redis` once each) with `env`; its base URL.
+fn node_on(shards: &[&RedisServer], env: &[(&str, &str)]) -> (Running, String) {
+    let urls: Vec<String> = shards.iter().map(|redis| redis.url()).collect();
+    let mut args = vec!["--addr", "127.0.0.1:0"];
+    for url in &urls {
+        args.extend(["--redis", url.as_str()]);
+    }
+    let (node, lines) = Running::start_with_env("chat", &args, env, 1);
     let base = lines[0]
         .strip_prefix("chat listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {:?}", lines[0]))
         .to_owned();
     (node, base)
+}
+
+/// The JSON a GET of `url` answers.
+async fn get_json(url: String) -> Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Two demo nodes, each given the same two Redis servers: each room lives
+/// on one of them, and a message published on one node reaches a long poll
+/// on the other whichever it is.
+async fn sharded() {
+    let (first, second) = (RedisServer::start(), RedisServer::start());
+    let (_a, a) = node_on(&[&first, &second], &[]);
+    let (_b, b) = node_on(&[&first, &second], &[]);
+    let poll = |base: &str, room: &str, cursor: &str, timeout: u32| {
+        client().get(format!(
+            "{base}/comet/poll?channel={room}&cursor={cursor}&timeout={timeout}"
+        ))
+    };
+    for i in 0..8 {
+        let room = format!("room/shard-{i}");
+        let head = get_json(format!("{b}/comet/poll?channel={room}&timeout=0")).await;
+        let cursor = head["cursor"].as_str().unwrap().to_owned();
+        let waiting = tokio::spawn(poll(&b, &room, &cursor, 10).send());
+        let response = client()
+            .post(format!("{a}/comet/publish/{room}"))
+            .body(format!("m{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "publish to {room}");
+        let answer: Value = tokio::time::timeout(SCENARIO, waiting)
+            .await
+            .expect("the poll is answered")
+            .unwrap()
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        for envelope in answer["messages"].as_array().unwrap() {
+            record(envelope, &mut got);
+        }
+        assert_eq!(got, [format!("m{i}")], "{room}");
+    }
+    // Both servers hold rooms.
+    for redis in [&first, &second] {
+        let mut connection = redis.connection().await;
+        let rooms: Vec<String> =
+            redis::AsyncCommands::keys(&mut connection, "comet:{room/shard-*}:meta")
+                .await
+                .unwrap();
+        assert!(
+            !rooms.is_empty(),
+            "redis on port {} holds no room",
+            redis.port
+        );
+    }
 }
 
 async fn across_nodes() {
@@ -173,14 +248,7 @@ async fn a_node_killed() {
         took <= bound + Duration::from_millis(500),
         "ann left {took:?} after the kill, past {bound:?}"
     );
-    let info: Value = client()
-        .get(format!("{b}/comet/publish/{channel}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = get_json(format!("{b}/comet/publish/{channel}")).await;
     let users: Vec<&str> = info["presence"]
         .as_array()
         .unwrap()

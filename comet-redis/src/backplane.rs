@@ -531,8 +531,6 @@ impl Backplane {
         payload: Payload,
         idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<Position, EngineError> {
-        // The hub tags the cursor of this publish with the shared key.
-        self.ensure_cursor_key().await?;
         let keys = ChannelKeys::new(&self.config.prefix, channel);
         let remembered = idempotency_key.map(|key| keys.idempotency(key));
         let history = self.config.history;
@@ -579,7 +577,6 @@ impl Backplane {
 
     /// Where `channel` is in Redis now: its epoch and newest offset.
     pub(crate) async fn head(&self, channel: &ChannelName) -> Result<Position, EngineError> {
-        self.ensure_cursor_key().await?;
         let keys = ChannelKeys::new(&self.config.prefix, channel);
         let state = self
             .read(&keys, None, 0)
@@ -754,8 +751,9 @@ impl Backplane {
     }
 
     /// Loads the cursor key if this node does not know it yet (before its
-    /// task first connected), so that no cursor goes out untagged.
-    async fn ensure_cursor_key(&self) -> Result<(), EngineError> {
+    /// task first connected), so that no cursor goes out untagged. On the
+    /// first shard's backplane: it alone holds the key.
+    pub(crate) async fn ensure_cursor_key(&self) -> Result<(), EngineError> {
         if self.cursor_key.get().is_none() {
             self.load_cursor_key()
                 .await

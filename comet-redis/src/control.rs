@@ -44,7 +44,7 @@ impl ControlBus for Bus {
             let order = wire::control_message(&control).ok_or_else(|| {
                 unavailable("this version of the redis engine cannot carry that order")
             })?;
-            bounded(&shared, shared.backplane.send_order(&order)).await
+            bounded(&shared, shared.first().backplane.send_order(&order)).await
         })
     }
 
@@ -60,7 +60,11 @@ impl ControlBus for Bus {
 /// Clears `channel`'s history (see the module's doc).
 pub(crate) async fn clear(shared: Arc<Shared>, channel: ChannelName) -> Result<(), EngineError> {
     let keys = ChannelKeys::new(&shared.config.prefix, &channel);
-    bounded(&shared, shared.backplane.new_epoch(&keys, None)).await
+    bounded(
+        &shared,
+        shared.shard(&channel).backplane.new_epoch(&keys, None),
+    )
+    .await
 }
 
 /// `call`, within the engine's timeout in all (a retry included).

@@ -48,6 +48,11 @@
 //! failover costs a reconnect and no restart ([`RedisStats::failovers`]
 //! counts them).
 //!
+//! Past one Redis, [`RedisEngine::sharded`] spreads the channels over
+//! several independent primaries (each in either form above): each channel
+//! lives on one of them, a publish costs that one alone, and one that is
+//! down fails its own channels alone.
+//!
 //! Presence and occupancy ([`Hub::presence`](comet_core::Hub::presence),
 //! [`Hub::subscriber_count`](comet_core::Hub::subscriber_count), join and
 //! leave events, and the hooks of
@@ -82,15 +87,15 @@
 //! Inside (for contributors), modules depend one way: `lib.rs`, this API,
 //! on `presence`, the presence store (every node's share of each channel,
 //! refreshed by a task of its own), and on `control`, the control bus
-//! (orders published to every node, heard by each node's task, and clearing
-//! a channel); they on `node`, the node's task (connect, serve, loads,
-//! retries, sweep, join and leave handed to mirrors, and orders handed to
-//! the hubs that listen); it on `mirror` (a `ChannelLog` per channel in
-//! use, and what a read does to it) and `primary` (one address, or the one
-//! Sentinel names); they on `backplane` (commands and scripts on the command
-//! connection); and that on `wire` (Redis's replies, announcements and
-//! orders), `keys`, `scripts` and `cursor_key`. No module imports one that
-//! imports it.
+//! (orders published to every node, heard by the first shard's task, and
+//! clearing a channel); they on `node`, a task per shard (connect, serve,
+//! loads, retries, sweep, join and leave handed to mirrors, and orders
+//! handed to the hubs that listen); it on `mirror` (a `ChannelLog` per
+//! channel in use, and what a read does to it), `primary` (one address, or
+//! the one Sentinel names) and `shard` (which shard holds a channel); they
+//! on `backplane` (commands and scripts on one shard's command connection);
+//! and that on `wire` (Redis's replies, announcements and orders), `keys`,
+//! `scripts` and `cursor_key`. No module imports one that imports it.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -104,6 +109,7 @@ mod node;
 mod presence;
 mod primary;
 mod scripts;
+mod shard;
 mod wire;
 
 use backplane::Config;
@@ -150,14 +156,22 @@ pub struct RedisEngine {
 #[must_use]
 #[derive(Clone)]
 pub struct RedisEngineBuilder {
-    url: String,
+    /// One per shard, in the shard map's order.
+    urls: Vec<String>,
     config: Config,
 }
 
 impl fmt::Debug for RedisEngineBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisEngineBuilder")
-            .field("url", &redacted(&self.url))
+            .field(
+                "urls",
+                &self
+                    .urls
+                    .iter()
+                    .map(|url| redacted(url))
+                    .collect::<Vec<_>>(),
+            )
             .field("config", &self.config)
             .finish()
     }
@@ -179,8 +193,8 @@ fn redacted(url: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct RedisStats {
-    /// Whether the node's pub/sub connection is up (its mirrors are being
-    /// loaded, or are current).
+    /// Whether the node's pub/sub connections are up, one per shard (its
+    /// mirrors are being loaded, or are current).
     pub connected: bool,
     /// Channels this node mirrors.
     pub mirrors: usize,
@@ -208,21 +222,17 @@ pub struct RedisStats {
 
 struct Handle {
     shared: Arc<Shared>,
-    task: tokio::task::JoinHandle<()>,
-    /// Listens for Sentinel's announcements of a new primary (behind
-    /// Sentinel only).
-    watch: Option<tokio::task::JoinHandle<()>>,
-    /// Refreshes this node's presence shares.
-    presence: tokio::task::JoinHandle<()>,
+    /// Each shard's task, and (behind Sentinel) the one listening for
+    /// Sentinel's announcements of a new primary; then the one refreshing
+    /// this node's presence shares.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
         self.shared.dropped.store(true, Ordering::SeqCst);
-        self.task.abort();
-        self.presence.abort();
-        if let Some(watch) = &self.watch {
-            watch.abort();
+        for task in &self.tasks {
+            task.abort();
         }
     }
 }
@@ -240,6 +250,8 @@ enum BuildErrorKind {
     Sentinel(String),
     /// The key prefix holds a brace.
     Prefix(String),
+    /// A sharded engine was given no URL.
+    NoShards,
 }
 
 impl fmt::Display for BuildError {
@@ -256,6 +268,7 @@ impl fmt::Display for BuildError {
                 "bad key prefix {prefix:?}: it may not hold `{{` or `}}`, which would move \
                  the hash tag that keeps a channel's keys in one Cluster slot"
             ),
+            BuildErrorKind::NoShards => write!(f, "a sharded engine needs at least one Redis URL"),
         }
     }
 }
@@ -273,7 +286,9 @@ impl std::error::Error for BuildError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.0 {
             BuildErrorKind::Url(error) => Some(error),
-            BuildErrorKind::Sentinel(_) | BuildErrorKind::Prefix(_) => None,
+            BuildErrorKind::Sentinel(_) | BuildErrorKind::Prefix(_) | BuildErrorKind::NoShards => {
+                None
+            }
         }
     }
 }
@@ -297,8 +312,45 @@ impl RedisEngine {
     ///
     /// [`build`](RedisEngineBuilder::build) checks the URL.
     pub fn builder(url: impl Into<String>) -> RedisEngineBuilder {
+        Self::sharded([url])
+    }
+
+    /// Configures an engine whose channels are spread over several
+    /// independent Redis primaries (shards), one URL each in any form
+    /// [`builder`](Self::builder) takes (a shard may be behind Sentinel).
+    ///
+    /// Each channel lives on one shard, picked from its name by jump
+    /// consistent hashing over its Redis Cluster hash slot, so every node
+    /// that lists the same URLs in the same order agrees where each channel
+    /// is, with no coordination. A publish costs its own shard alone, and a
+    /// node holds one pub/sub connection per shard. The first shard also
+    /// holds the cursor key and carries the orders to live subscriptions
+    /// (`Hub::disconnect` and the like).
+    ///
+    /// A shard that is down fails its own channels alone (503), while the
+    /// others go on. Adding a shard at the end of the list moves about one
+    /// channel in `n + 1` to it: each moved channel starts over there, and
+    /// its subscribers get one gap. Every node must list the same shards,
+    /// in the same order.
+    ///
+    /// ```
+    /// use comet_push::redis::RedisEngine;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = RedisEngine::sharded([
+    ///     "redis://10.0.0.1:6379",
+    ///     "redis://10.0.0.2:6379",
+    ///     "redis://10.0.0.3:6379",
+    /// ])
+    /// .build()?;
+    /// # drop(engine); Ok(()) }
+    /// ```
+    ///
+    /// [`build`](RedisEngineBuilder::build) checks every URL, and refuses
+    /// an empty list.
+    pub fn sharded<U: Into<String>>(urls: impl IntoIterator<Item = U>) -> RedisEngineBuilder {
         RedisEngineBuilder {
-            url: url.into(),
+            urls: urls.into_iter().map(Into::into).collect(),
             config: Config {
                 prefix: DEFAULT_PREFIX.to_owned(),
                 history: HistoryPolicy::default(),
@@ -316,7 +368,7 @@ impl RedisEngine {
     pub fn stats(&self) -> RedisStats {
         let stats = &self.shared.stats;
         RedisStats {
-            connected: self.shared.connected.load(Ordering::SeqCst),
+            connected: self.shared.connected(),
             mirrors: self.shared.mirrors.read().len(),
             malformed: stats.malformed.load(Ordering::Relaxed),
             refreshes: stats.refreshes.load(Ordering::Relaxed),
@@ -398,13 +450,14 @@ impl RedisEngineBuilder {
         self
     }
 
-    /// Builds the engine and starts its task; it connects in the background,
-    /// so this succeeds whether or not Redis (or Sentinel) is up yet.
+    /// Builds the engine and starts its tasks; it connects in the
+    /// background, so this succeeds whether or not Redis (or Sentinel) is
+    /// up yet.
     ///
     /// # Errors
     ///
     /// A malformed URL (for a `redis+sentinel://` one the error says what
-    /// is wrong with it), or a key prefix holding `{` or `}`.
+    /// is wrong with it), a key prefix holding `{` or `}`, or no URL.
     ///
     /// # Panics
     ///
@@ -413,21 +466,38 @@ impl RedisEngineBuilder {
         if self.config.prefix.contains(['{', '}']) {
             return Err(BuildError(BuildErrorKind::Prefix(self.config.prefix)));
         }
-        let primary = Primary::open(&self.url).map_err(|bad| BuildError(bad.into()))?;
-        let (shared, requests) = Shared::new(redacted(&self.url), self.config, primary)
+        if self.urls.is_empty() {
+            return Err(BuildError(BuildErrorKind::NoShards));
+        }
+        let primaries = self
+            .urls
+            .iter()
+            .map(|url| Primary::open(url).map_err(|bad| BuildError(bad.into())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let url = self
+            .urls
+            .iter()
+            .map(|url| redacted(url))
+            .collect::<Vec<_>>();
+        let (shared, requests) = Shared::new(url.join(" "), self.config, primaries)
             .map_err(|error| BuildError(BuildErrorKind::Url(error)))?;
-        let task = tokio::spawn(node::run(shared.clone(), requests));
-        let watch = matches!(shared.primary, Primary::Sentinel(_)).then(|| {
-            let shared = shared.clone();
-            tokio::spawn(async move { primary::watch(&shared.primary, &shared.backplane).await })
-        });
+        let mut tasks = Vec::new();
+        for (index, requests) in requests.into_iter().enumerate() {
+            tasks.push(tokio::spawn(node::run(shared.clone(), index, requests)));
+            if matches!(shared.shards[index].primary, Primary::Sentinel(_)) {
+                let shared = shared.clone();
+                tasks.push(tokio::spawn(async move {
+                    let shard = &shared.shards[index];
+                    primary::watch(&shard.primary, &shard.backplane).await;
+                }));
+            }
+        }
         let presence = presence::Store::new(shared.clone());
+        tasks.push(tokio::spawn(presence.clone().run()));
         Ok(RedisEngine {
             _handle: Arc::new(Handle {
                 shared: shared.clone(),
-                task,
-                watch,
-                presence: tokio::spawn(presence.clone().run()),
+                tasks,
             }),
             shared,
             presence,
@@ -446,7 +516,9 @@ impl Engine for RedisEngine {
         let channel = channel.clone();
         let idempotency_key = idempotency_key.cloned();
         Box::pin(async move {
-            let backplane = &shared.backplane;
+            // The hub tags the cursor of this publish with the shared key.
+            shared.first().backplane.ensure_cursor_key().await?;
+            let backplane = &shared.shard(&channel).backplane;
             backplane
                 .publish(&channel, payload, idempotency_key.as_ref())
                 .await
@@ -468,17 +540,20 @@ impl Engine for RedisEngine {
     }
 
     fn cursor_key(&self) -> Option<CursorKey> {
-        self.shared.backplane.cursor_key.get()
+        self.shared.first().backplane.cursor_key.get()
     }
 
     fn previous_cursor_key(&self) -> Option<CursorKey> {
-        self.shared.backplane.previous_cursor_key.get()
+        self.shared.first().backplane.previous_cursor_key.get()
     }
 
     fn head(&self, channel: &ChannelName) -> EngineFuture<Position> {
         let shared = self.shared.clone();
         let channel = channel.clone();
-        Box::pin(async move { shared.backplane.head(&channel).await })
+        Box::pin(async move {
+            shared.first().backplane.ensure_cursor_key().await?;
+            shared.shard(&channel).backplane.head(&channel).await
+        })
     }
 
     fn existing(&self, channel: &ChannelName) -> Option<Arc<ChannelLog>> {

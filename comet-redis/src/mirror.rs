@@ -13,6 +13,7 @@
 use crate::{
     backplane::{unavailable, Config, Counters, Failure},
     keys::ChannelKeys,
+    shard::ShardMap,
     wire::State,
 };
 use comet_core::engine::{Attachment, ChannelLog, EngineError, Resume, VOID_EPOCH};
@@ -30,6 +31,8 @@ use tokio::sync::{mpsc, oneshot};
 pub(crate) struct Mirror {
     pub(crate) log: Arc<ChannelLog>,
     pub(crate) keys: ChannelKeys,
+    /// The shard that holds its channel, whose task alone writes to it.
+    pub(crate) shard: usize,
     /// Loaded from Redis and kept current since (false until the first load,
     /// again while the pub/sub connection is down, and after a failed read).
     pub(crate) current: AtomicBool,
@@ -46,24 +49,29 @@ pub(crate) struct Refresh {
     pub(crate) reply: oneshot::Sender<Result<(), String>>,
 }
 
-/// The mirrors of one node, and the queue of its requests to the task.
+/// The mirrors of one node, and the queues of its requests to the tasks,
+/// one per shard.
 pub(crate) struct Mirrors {
     config: Arc<Config>,
     stats: Arc<Counters>,
     mirrors: RwLock<HashMap<ChannelName, Arc<Mirror>>>,
-    requests: mpsc::Sender<Refresh>,
+    map: ShardMap,
+    requests: Vec<mpsc::Sender<Refresh>>,
 }
 
 impl Mirrors {
+    /// `requests` go to each shard's task, in the map's order.
     pub(crate) fn new(
         config: Arc<Config>,
         stats: Arc<Counters>,
-        requests: mpsc::Sender<Refresh>,
+        map: ShardMap,
+        requests: Vec<mpsc::Sender<Refresh>>,
     ) -> Self {
         Self {
             config,
             stats,
             mirrors: RwLock::default(),
+            map,
             requests,
         }
     }
@@ -91,6 +99,7 @@ impl Mirrors {
                     0,
                 )),
                 keys: ChannelKeys::new(&self.config.prefix, channel),
+                shard: self.map.shard_of(channel),
                 current: AtomicBool::new(false),
                 subscribed: AtomicBool::new(false),
             })
@@ -106,7 +115,7 @@ impl Mirrors {
         resume: Option<Resume>,
     ) -> Result<(), EngineError> {
         let (reply, answer) = oneshot::channel();
-        self.requests
+        self.requests[self.map.shard_of(channel)]
             .try_send(Refresh {
                 channel: channel.clone(),
                 resume,

@@ -1,11 +1,13 @@
-//! The node's task: it keeps the node's view of the channels its
-//! subscribers use, a mirror (a `ChannelLog`, see `mirror.rs`) per
-//! channel, fed from Redis.
+//! The node's tasks, one per shard (see `shard.rs`): each keeps the node's
+//! view of the channels its shard holds that the node's subscribers use, a
+//! mirror (a `ChannelLog`, see `mirror.rs`) per channel, fed from that
+//! shard's Redis.
 //!
-//! The task owns the node's one pub/sub connection: one `SUBSCRIBE` per
-//! mirrored channel, however many local subscribers it has. It alone writes
-//! to mirrors, in the order Redis announced the messages, so a mirror never
-//! needs a lock of its own beyond the log's:
+//! A shard's task owns the node's one pub/sub connection to that shard:
+//! one `SUBSCRIBE` per mirrored channel, however many local subscribers it
+//! has. It alone writes to its channels' mirrors, in the order Redis
+//! announced the messages, so a mirror never needs a lock of its own beyond
+//! the log's. A shard that is down stops its own channels alone. Each task:
 //!
 //! - an announcement that follows the mirror's head is appended; one it
 //!   already has is dropped; one after a hole, or of another epoch, makes the
@@ -42,7 +44,8 @@
 //! - mirrors nobody has used for a while are dropped and unsubscribed;
 //! - orders to live subscriptions (`Hub::disconnect` and the like, see
 //!   `control.rs`) come on one more pub/sub channel, subscribed at every
-//!   connect, and go to every hub listening on this engine. An order sent
+//!   connect of the first shard's task, and go to every hub listening on
+//!   this engine. An order sent
 //!   while the connection is down is lost for this node.
 
 use crate::{
@@ -50,6 +53,7 @@ use crate::{
     keys::{self, ChannelKeys},
     mirror::{contradicts, holds, Mirror, Mirrors, Refresh},
     primary::Primary,
+    shard::ShardMap,
     wire::{self, State},
 };
 use comet_core::engine::{ControlHandler, Extended};
@@ -67,76 +71,117 @@ use std::{
 };
 use tokio::{sync::mpsc, time::Instant};
 
-/// What the engine handles and its task share.
+/// What the engine handles and its tasks share.
 pub(crate) struct Shared {
     pub(crate) config: Arc<Config>,
-    /// The URL it was built from, without a password (for `Debug`).
+    /// The URLs it was built from, without passwords (for `Debug`).
     pub(crate) url: String,
-    /// Where the primary is: the node's task asks at each connect.
-    pub(crate) primary: Primary,
-    /// Commands and scripts, on the command connection.
-    pub(crate) backplane: Backplane,
-    /// The channels this node mirrors.
+    /// The primaries that hold the channels, each with a task of its own.
+    pub(crate) shards: Vec<Shard>,
+    /// Which of them holds each channel.
+    pub(crate) map: ShardMap,
+    /// The channels this node mirrors, whichever shard holds them.
     pub(crate) mirrors: Mirrors,
-    /// The pub/sub connection is up and every mirror is current.
-    pub(crate) connected: AtomicBool,
     pub(crate) dropped: AtomicBool,
     /// Who applies the orders heard on the control channel: one per hub
     /// built on this engine.
     pub(crate) listeners: RwLock<Vec<ControlHandler>>,
-    /// A round of key TTL refreshes is under way (one at a time).
-    touching: AtomicBool,
     /// A read of the cursor key is under way (one at a time).
     keying: AtomicBool,
     pub(crate) stats: Arc<Counters>,
 }
 
+/// One primary and this node's connections to it. The first shard also
+/// holds what is the deployment's rather than a channel's: the cursor key
+/// and the control channel.
+pub(crate) struct Shard {
+    /// Where the primary is: the shard's task asks at each connect.
+    pub(crate) primary: Primary,
+    /// Commands and scripts, on the command connection.
+    pub(crate) backplane: Backplane,
+    /// The pub/sub connection is up and every mirror of this shard is
+    /// current.
+    pub(crate) connected: AtomicBool,
+    /// A round of key TTL refreshes is under way (one at a time).
+    touching: AtomicBool,
+}
+
 impl Shared {
-    /// What a node on `primary` shares, and the receiving end of its
-    /// requests, for [`run`]. Connects lazily.
+    /// What a node on `primaries` (one per shard, in the map's order)
+    /// shares, and the receiving end of each shard's requests, for [`run`].
+    /// Connects lazily.
     pub(crate) fn new(
         url: String,
         config: Config,
-        primary: Primary,
-    ) -> Result<(Arc<Self>, mpsc::Receiver<Refresh>), redis::RedisError> {
+        primaries: Vec<Primary>,
+    ) -> Result<(Arc<Self>, Vec<mpsc::Receiver<Refresh>>), redis::RedisError> {
         let config = Arc::new(config);
         let stats = Arc::new(Counters::default());
-        let direct = match &primary {
-            Primary::Direct(client) => Some(client),
-            Primary::Sentinel(_) => None,
-        };
-        let backplane = Backplane::new(config.clone(), stats.clone(), direct)?;
-        let (requests, receiver) = mpsc::channel(config.queue);
+        let map = ShardMap::fixed(primaries.len());
+        let mut shards = Vec::with_capacity(primaries.len());
+        let (mut senders, mut receivers) = (Vec::new(), Vec::new());
+        for primary in primaries {
+            let direct = match &primary {
+                Primary::Direct(client) => Some(client),
+                Primary::Sentinel(_) => None,
+            };
+            let backplane = Backplane::new(config.clone(), stats.clone(), direct)?;
+            let (requests, receiver) = mpsc::channel(config.queue);
+            senders.push(requests);
+            receivers.push(receiver);
+            shards.push(Shard {
+                primary,
+                backplane,
+                connected: AtomicBool::new(false),
+                touching: AtomicBool::new(false),
+            });
+        }
         let shared = Arc::new(Self {
-            mirrors: Mirrors::new(config.clone(), stats.clone(), requests),
+            mirrors: Mirrors::new(config.clone(), stats.clone(), map.clone(), senders),
             config,
             url,
-            primary,
-            backplane,
-            connected: AtomicBool::new(false),
+            shards,
+            map,
             dropped: AtomicBool::new(false),
             listeners: RwLock::default(),
-            touching: AtomicBool::new(false),
             keying: AtomicBool::new(false),
             stats,
         });
-        Ok((shared, receiver))
+        Ok((shared, receivers))
+    }
+
+    /// The shard that holds `channel`.
+    pub(crate) fn shard(&self, channel: &ChannelName) -> &Shard {
+        &self.shards[self.map.shard_of(channel)]
+    }
+
+    /// The shard that holds the cursor key and carries orders.
+    pub(crate) fn first(&self) -> &Shard {
+        &self.shards[0]
+    }
+
+    /// Whether every shard's pub/sub connection is up.
+    pub(crate) fn connected(&self) -> bool {
+        self.shards
+            .iter()
+            .all(|shard| shard.connected.load(Ordering::SeqCst))
     }
 }
 
-/// The task: runs until the engine is dropped.
-pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Refresh>) {
+/// The task of shard `index`: runs until the engine is dropped.
+pub(crate) async fn run(shared: Arc<Shared>, index: usize, mut requests: mpsc::Receiver<Refresh>) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(50);
     let mut backoff = FIRST_BACKOFF;
+    let shard = &shared.shards[index];
     // Requests that came while the node was disconnected: answered by the
     // next attempt to connect, not by the failure of the one before it
     // (Redis may be back by then).
     let mut waiting: Vec<Refresh> = Vec::new();
     loop {
-        let (mut node, stream) = match connect(&shared).await {
+        let (mut node, stream) = match connect(&shared, index).await {
             Ok(connected) => connected,
             Err(failure) => {
-                tracing::debug!(%failure, "redis unreachable");
+                tracing::debug!(%failure, shard = index, "redis unreachable");
                 for request in waiting.drain(..) {
                     let _ = request
                         .reply
@@ -151,21 +196,23 @@ pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Refres
             }
         };
         let connected_at = Instant::now();
-        shared.connected.store(true, Ordering::SeqCst);
-        tracing::debug!("redis pub/sub connected; mirrors current");
+        shard.connected.store(true, Ordering::SeqCst);
+        tracing::debug!(shard = index, "redis pub/sub connected; mirrors current");
         let stop = match node.sync(std::mem::take(&mut waiting)).await {
             Ok(()) => node.serve(stream, &mut requests).await,
             Err(failure) => Stop::Failed(failure, node.abandon()),
         };
-        shared.connected.store(false, Ordering::SeqCst);
+        shard.connected.store(false, Ordering::SeqCst);
         for mirror in shared.mirrors.read().values() {
-            mirror.current.store(false, Ordering::SeqCst);
-            mirror.subscribed.store(false, Ordering::SeqCst);
+            if mirror.shard == index {
+                mirror.current.store(false, Ordering::SeqCst);
+                mirror.subscribed.store(false, Ordering::SeqCst);
+            }
         }
         match stop {
             Stop::EngineDropped => return,
             Stop::Failed(error, left) => {
-                tracing::warn!(%error, "redis pub/sub lost; reconnecting");
+                tracing::warn!(%error, shard = index, "redis pub/sub lost; reconnecting");
                 waiting.extend(left);
             }
         }
@@ -193,25 +240,31 @@ fn moved(mirror: &Mirror, epoch: u64) -> bool {
     moved
 }
 
-/// Finds the primary (behind Sentinel: asks the sentinels, and moves the
-/// command connection there if it was elsewhere), learns what the server is
-/// (a primary; whether it knows script flags; whether it may evict keys)
-/// and the cursor key, opens the
-/// pub/sub connection on it, subscribes to every mirrored channel and
-/// reloads every mirror.
-async fn connect(shared: &Arc<Shared>) -> Result<(Node, redis::aio::PubSubStream), Failure> {
+/// Finds shard `index`'s primary (behind Sentinel: asks the sentinels,
+/// and moves the command connection there if it was elsewhere), learns
+/// what the server is (a primary; whether it knows script flags; whether it
+/// may evict keys) and, on the first shard, the cursor key, opens the
+/// pub/sub connection on it, subscribes to every channel of the shard that
+/// is mirrored and reloads their mirrors.
+async fn connect(
+    shared: &Arc<Shared>,
+    index: usize,
+) -> Result<(Node, redis::aio::PubSubStream), Failure> {
+    let shard = &shared.shards[index];
     // Reconnects asked for before this one began are done by it.
-    let asked = shared.backplane.reconnects_asked.load(Ordering::SeqCst);
-    let primary = shared.primary.resolve(shared.config.timeout).await?;
-    shared.backplane.follow(&primary);
-    shared.backplane.learn_server().await?;
-    shared.backplane.load_cursor_key().await?;
+    let asked = shard.backplane.reconnects_asked.load(Ordering::SeqCst);
+    let primary = shard.primary.resolve(shared.config.timeout).await?;
+    shard.backplane.follow(&primary);
+    shard.backplane.learn_server().await?;
+    if index == 0 {
+        shard.backplane.load_cursor_key().await?;
+    }
     let pubsub = tokio::time::timeout(shared.config.timeout, primary.get_async_pubsub())
         .await
         .map_err(|_| Failure::Backplane("connecting timed out".to_owned()))?
         .map_err(|error| Failure::Backplane(error.to_string()))?;
     let (sink, stream) = pubsub.split();
-    let mut node = Node::new(shared.clone(), sink, asked);
+    let mut node = Node::new(shared.clone(), index, sink, asked);
     node.resubscribe_all().await?;
     Ok((node, stream))
 }
@@ -316,6 +369,8 @@ struct Retry {
 
 struct Node {
     shared: Arc<Shared>,
+    /// The shard whose task this is.
+    index: usize,
     sink: PubSubSink,
     /// The pub/sub channel of orders.
     control: String,
@@ -337,9 +392,10 @@ struct Node {
 }
 
 impl Node {
-    fn new(shared: Arc<Shared>, sink: PubSubSink, asked: u64) -> Self {
+    fn new(shared: Arc<Shared>, index: usize, sink: PubSubSink, asked: u64) -> Self {
         Self {
             asked,
+            index,
             control: keys::control(&shared.config.prefix),
             shared,
             sink,
@@ -350,6 +406,11 @@ impl Node {
             running: FuturesUnordered::new(),
             retry: HashMap::new(),
         }
+    }
+
+    /// The shard whose task this is.
+    fn shard(&self) -> &Shard {
+        &self.shared.shards[self.index]
     }
 
     async fn serve(
@@ -394,8 +455,8 @@ impl Node {
                     Ok(())
                 }
                 _ = sweep.tick() => self.sweep().await,
-                () = self.shared.backplane.reconnect.notified() => {
-                    if self.shared.backplane.reconnects_asked.load(Ordering::SeqCst) > self.asked {
+                () = self.shared.shards[self.index].backplane.reconnect.notified() => {
+                    if self.shard().backplane.reconnects_asked.load(Ordering::SeqCst) > self.asked {
                         Err(Failure::Backplane(
                             "redis is elsewhere now (it answered that it is no longer the \
                              primary, or Sentinel named another)"
@@ -642,15 +703,17 @@ impl Node {
     /// Runs `job` for `channel` off this task.
     fn run_job(&mut self, channel: ChannelName, mirror: Arc<Mirror>, job: Job) {
         let shared = self.shared.clone();
+        let index = self.index;
         self.running.push(Box::pin(async move {
             let max = mirror.log.policy().max_messages;
+            let backplane = &shared.shards[index].backplane;
             let result = match job {
-                Job::Read { known } => shared.backplane.read(&mirror.keys, known, max).await,
+                Job::Read { known } => backplane.read(&mirror.keys, known, max).await,
                 Job::Renew { epoch } => {
-                    match shared.backplane.new_epoch(&mirror.keys, Some(epoch)).await {
+                    match backplane.new_epoch(&mirror.keys, Some(epoch)).await {
                         Ok(()) => {
                             shared.stats.epochs_renewed.fetch_add(1, Ordering::Relaxed);
-                            shared.backplane.read(&mirror.keys, None, max).await
+                            backplane.read(&mirror.keys, None, max).await
                         }
                         Err(failure) => Err(failure),
                     }
@@ -705,7 +768,7 @@ impl Node {
             return;
         }
         let applied = result.and_then(|state| match job {
-            Job::Read { .. } => mirror.apply(state, self.shared.backplane.shortest_life()),
+            Job::Read { .. } => mirror.apply(state, self.shard().backplane.shortest_life()),
             Job::Renew { .. } => mirror.apply_renewed(state).map(|()| None),
         });
         // An issued cursor ahead of what Redis has in its epoch, or naming
@@ -824,12 +887,14 @@ impl Node {
         }
     }
 
-    /// After (re)connecting: subscribe to the orders and every mirrored
-    /// channel, then load every mirror (off this task: a connect succeeds
-    /// once SUBSCRIBE does).
+    /// After (re)connecting: subscribe to the orders (on the first shard)
+    /// and every mirrored channel of this shard, then load their mirrors
+    /// (off this task: a connect succeeds once SUBSCRIBE does).
     async fn resubscribe_all(&mut self) -> Result<(), Failure> {
-        self.subscribe(vec![self.control.clone()]).await?;
-        let mirrors: Vec<Arc<Mirror>> = self.shared.mirrors.read().values().cloned().collect();
+        if self.index == 0 {
+            self.subscribe(vec![self.control.clone()]).await?;
+        }
+        let mirrors = self.mirrors();
         for chunk in mirrors.chunks(1000) {
             for mirror in chunk {
                 mirror.subscribed.store(true, Ordering::SeqCst);
@@ -841,6 +906,13 @@ impl Node {
             self.load(mirror, None);
         }
         Ok(())
+    }
+
+    /// The mirrors of this shard's channels.
+    fn mirrors(&self) -> Vec<Arc<Mirror>> {
+        let mirrors = self.shared.mirrors.read();
+        let mine = mirrors.values().filter(|m| m.shard == self.index);
+        mine.cloned().collect()
     }
 
     /// Drops mirrors unused for the configured while, and keeps the keys of
@@ -859,7 +931,7 @@ impl Node {
         {
             let mut mirrors = self.shared.mirrors.write();
             mirrors.retain(|name, mirror| {
-                if mirror.log.subscriber_count() > 0 {
+                if mirror.shard != self.index || mirror.log.subscriber_count() > 0 {
                     self.unused.remove(name);
                     return true;
                 }
@@ -886,35 +958,30 @@ impl Node {
         }
         // Keys expire idle_ttl after their last use at the earliest: touching
         // them every quarter of it is enough.
-        let touching = &self.shared.touching;
         if now.duration_since(self.touched) >= self.shared.config.idle_ttl / 4
-            && !touching.swap(true, Ordering::SeqCst)
+            && !self.shard().touching.swap(true, Ordering::SeqCst)
         {
             self.touched = now;
-            let used: Vec<Arc<Mirror>> = self
-                .shared
-                .mirrors
-                .read()
-                .values()
-                .filter(|m| m.log.subscriber_count() > 0)
-                .cloned()
-                .collect();
+            let mut used = self.mirrors();
+            used.retain(|m| m.log.subscriber_count() > 0);
             // On a task of its own: thousands of calls must not hold up
             // the announcements this task delivers.
             let shared = self.shared.clone();
+            let index = self.index;
             tokio::spawn(async move {
+                let shard = &shared.shards[index];
                 let keys: Vec<&ChannelKeys> = used.iter().map(|mirror| &mirror.keys).collect();
-                shared.backplane.touch(&keys).await;
-                shared.touching.store(false, Ordering::SeqCst);
+                shard.backplane.touch(&keys).await;
+                shard.touching.store(false, Ordering::SeqCst);
             });
         }
         // The cursor key again, now and then: a node that put a fresh one
         // into a Redis that lost the old one, and nodes that still tag with
         // the old one, converge on one key and honour the other.
-        if !self.shared.keying.swap(true, Ordering::SeqCst) {
+        if self.index == 0 && !self.shared.keying.swap(true, Ordering::SeqCst) {
             let shared = self.shared.clone();
             tokio::spawn(async move {
-                if let Err(failure) = shared.backplane.load_cursor_key().await {
+                if let Err(failure) = shared.first().backplane.load_cursor_key().await {
                     tracing::debug!(%failure, "could not read the cursor key again");
                 }
                 shared.keying.store(false, Ordering::SeqCst);

@@ -190,6 +190,7 @@ impl Inner {
                     .collect(),
             };
             self.shared
+                .shard(channel)
                 .backplane
                 .presence_write(&self.keys(channel), &write)
                 .await
@@ -243,25 +244,33 @@ impl Inner {
     }
 
     /// Writes every channel this node mirrors or has a share in: whole
-    /// (`full`, a refresh), or the counts that changed. A round stops at
-    /// the first chunk Redis did not answer (the next one tries again).
+    /// (`full`, a refresh), or the counts that changed. Each shard's round
+    /// stops at the first chunk its Redis did not answer (the next one
+    /// tries again), and the shards are written side by side, so that one
+    /// that is down holds up no other.
     async fn write_all(&self, full: bool) {
         let mut names: HashSet<ChannelName> = self.shared.mirrors.read().keys().cloned().collect();
         names.extend(lock(&self.channels).keys().cloned());
         names.extend(lock(&self.counts).keys().cloned());
-        let names: Vec<ChannelName> = names.into_iter().collect();
-        for chunk in names.chunks(CHUNK) {
-            let writes = chunk.iter().map(|name| self.write_channel(name, full));
-            let failed = futures_util::future::join_all(writes)
-                .await
-                .into_iter()
-                .filter_map(Result::err)
-                .find(|failure| matches!(failure, Failure::Backplane(_)));
-            if let Some(failure) = failed {
-                tracing::debug!(%failure, "could not refresh presence");
-                break;
-            }
+        let mut sharded: Vec<Vec<ChannelName>> = vec![Vec::new(); self.shared.shards.len()];
+        for name in names {
+            sharded[self.shared.map.shard_of(&name)].push(name);
         }
+        let rounds = sharded.iter().map(|names| async move {
+            for chunk in names.chunks(CHUNK) {
+                let writes = chunk.iter().map(|name| self.write_channel(name, full));
+                let failed = futures_util::future::join_all(writes)
+                    .await
+                    .into_iter()
+                    .filter_map(Result::err)
+                    .find(|failure| matches!(failure, Failure::Backplane(_)));
+                if let Some(failure) = failed {
+                    tracing::debug!(%failure, "could not refresh presence");
+                    break;
+                }
+            }
+        });
+        futures_util::future::join_all(rounds).await;
         // Shares with nothing left, that no write holds.
         lock(&self.channels)
             .retain(|_, entry| Arc::strong_count(entry) > 1 || !lock(&entry.share).is_empty());
@@ -279,9 +288,11 @@ impl Store {
     ) -> EngineFuture<T> {
         let inner = self.0.clone();
         let keys = inner.keys(channel);
+        let shard = inner.shared.map.shard_of(channel);
         Box::pin(async move {
             let timeout = inner.shared.config.timeout;
-            let read = inner.shared.backplane.presence_read(&keys, max);
+            let backplane = &inner.shared.shards[shard].backplane;
+            let read = backplane.presence_read(&keys, max);
             let shares = tokio::time::timeout(timeout, read)
                 .await
                 .unwrap_or_else(|_| Err(late(timeout)))

@@ -257,7 +257,7 @@ fn bearer_is(headers: &http::HeaderMap, token: &str) -> bool {
             == 0
 }
 
-/// The demos' command line: `[--addr HOST:PORT] [--redis URL]
+/// The demos' command line: `[--addr HOST:PORT] [--redis URL]...
 /// [--tls-self-signed | --tls-cert FILE --tls-key FILE] [--http2]
 /// [--jwt-secret SECRET]`, with `COMET_ADDR`, `COMET_REDIS_URL` and
 /// `COMET_JWT_SECRET` as defaults.
@@ -266,8 +266,11 @@ pub struct Options {
     pub addr: SocketAddr,
     /// The Redis that several nodes share, if any (else the in-memory
     /// engine): `redis://...`, or `redis+sentinel://...` for the primary
-    /// that Redis Sentinel names (see `RedisEngine::builder`).
-    pub redis: Option<String>,
+    /// that Redis Sentinel names (see `RedisEngine::builder`). Several
+    /// (`--redis` again, or spaces between them in `COMET_REDIS_URL`) are
+    /// shards, each holding its share of the channels (see
+    /// `RedisEngine::sharded`).
+    pub redis: Vec<String>,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN), and with what.
     pub tls: Option<Tls>,
     /// In the clear, serve HTTP/2 with prior knowledge (h2c) beside
@@ -293,15 +296,18 @@ impl Options {
     pub fn from_args() -> Result<Self, String> {
         const USAGE: &str = "usage: [--addr HOST:PORT] \
                              [--redis redis://HOST:PORT | \
-                             --redis redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE] \
+                             --redis redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE]... \
                              [--tls-self-signed | --tls-cert FILE --tls-key FILE] [--http2] \
                              [--jwt-secret SECRET]";
         let mut args = std::env::args().skip(1);
         let mut addr = std::env::var("COMET_ADDR").ok();
         let (mut self_signed, mut cert, mut key, mut h2c) = (false, None, None, false);
-        let mut redis = std::env::var("COMET_REDIS_URL")
-            .ok()
-            .filter(|u| !u.is_empty());
+        let mut redis: Vec<String> = std::env::var("COMET_REDIS_URL")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        let mut from_args = false;
         let mut jwt_secret = std::env::var("COMET_JWT_SECRET")
             .ok()
             .filter(|s| !s.is_empty());
@@ -318,7 +324,13 @@ impl Options {
             };
             match name.as_str() {
                 "--addr" => addr = Some(value()?),
-                "--redis" => redis = Some(value()?),
+                "--redis" => {
+                    // The command line's shards replace the environment's.
+                    if !std::mem::replace(&mut from_args, true) {
+                        redis.clear();
+                    }
+                    redis.push(value()?);
+                }
                 "--tls-self-signed" if inline.is_none() => self_signed = true,
                 "--http2" if inline.is_none() => h2c = true,
                 "--tls-cert" => cert = Some(value()?),
@@ -352,7 +364,8 @@ impl Options {
     }
 
     /// The hub: on the Redis engine with `--redis` (several nodes then share
-    /// every room), else in memory. Every channel has presence: the page
+    /// every room; with several, the rooms are spread over them), else in
+    /// memory. Every channel has presence: the page
     /// lists who is in its room.
     ///
     /// Limits for load tests, from the environment: `COMET_MAX_CHANNELS`
@@ -377,10 +390,10 @@ impl Options {
                 ..comet_push::HistoryPolicy::default()
             });
         }
-        let Some(url) = &self.redis else {
+        if self.redis.is_empty() {
             return Ok(builder.build());
-        };
-        let mut engine = comet_redis::RedisEngine::builder(url.as_str());
+        }
+        let mut engine = comet_redis::RedisEngine::sharded(&self.redis);
         if let Some(ms) = number("COMET_PRESENCE_TTL_MS") {
             engine = engine.presence_ttl(std::time::Duration::from_millis(ms));
         }
