@@ -4,15 +4,20 @@
 # fast as it takes them for 5 s with 2 SSE subscribers, then Redis's
 # `INFO commandstats` for EVALSHA (the publish script: the node's other
 # scripts run a few times a second). Prints each round and the median.
-# Usage: bench/publish_cost.sh [--rounds N]
+# With --pin, Redis runs on CPU 1 alone and the demo and load generator on
+# CPU 0: `usec_per_call` is wall time inside the call, which a server
+# preempted mid-script by the demo or the generator would inflate.
+# Usage: bench/publish_cost.sh [--rounds N] [--pin]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=3
+REDIS_CPU=() APP_CPU=()
 while [ $# -gt 0 ]; do
     case $1 in
         --rounds) ROUNDS=$2; shift ;;
-        *) echo "usage: $0 [--rounds N]" >&2; exit 2 ;;
+        --pin) REDIS_CPU=(taskset -c 1) APP_CPU=(taskset -c 0) ;;
+        *) echo "usage: $0 [--rounds N] [--pin]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -21,16 +26,16 @@ cargo build -q --release --example chat
 cargo build -q --release -p comet-loadgen
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null' EXIT
 PORT=6480 HTTP=127.0.0.1:3480
-redis-server --port "$PORT" --save "" --appendonly no >/dev/null 2>&1 &
+"${REDIS_CPU[@]}" redis-server --port "$PORT" --save "" --appendonly no >/dev/null 2>&1 &
 for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-RUST_LOG=warn target/release/examples/chat --addr "$HTTP" --redis "redis://127.0.0.1:$PORT" >/dev/null 2>&1 &
+RUST_LOG=warn "${APP_CPU[@]}" target/release/examples/chat --addr "$HTTP" --redis "redis://127.0.0.1:$PORT" >/dev/null 2>&1 &
 for _ in $(seq 100); do curl -s -m 0.2 -o /dev/null "http://$HTTP/" && break; sleep 0.1; done
 
 costs=()
 for round in $(seq "$ROUNDS"); do
     channel="cost-$round-$RANDOM"
     redis-cli -p "$PORT" config resetstat >/dev/null
-    published=$(target/release/comet-loadgen throughput \
+    published=$("${APP_CPU[@]}" target/release/comet-loadgen throughput \
         --sub-url "http://$HTTP/comet/sse?channel=$channel" \
         --pub-url "http://$HTTP/comet/publish/$channel" \
         --subscribers 2 --duration 5 --publishers 16 --json 2>/dev/null |

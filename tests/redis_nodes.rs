@@ -119,7 +119,7 @@ async fn sharded() {
     for redis in [&first, &second] {
         let mut connection = redis.connection().await;
         let rooms: Vec<String> =
-            redis::AsyncCommands::keys(&mut connection, "comet:{room/shard-*}:meta")
+            redis::AsyncCommands::keys(&mut connection, "comet:{room/shard-*}:meta2")
                 .await
                 .unwrap();
         assert!(

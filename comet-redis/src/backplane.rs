@@ -120,6 +120,13 @@ pub(crate) fn late(timeout: Duration) -> Failure {
 }
 
 /// Milliseconds, saturating (Redis takes at most `i64::MAX`).
+/// This node's clock, Unix ms: a message's publish time.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, millis)
+}
+
 pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis())
         .unwrap_or(u64::MAX)
@@ -557,7 +564,12 @@ impl Backplane {
                     .arg(&keys.pubsub)
                     .arg(&identity)
                     .arg(millis(self.config.idempotency_window).max(1))
-                    .arg(if retry { "1" } else { "0" });
+                    .arg(if retry { "1" } else { "0" })
+                    .arg(now_ms())
+                    // Redis 7 numbers stream entries itself, as it knows
+                    // script flags.
+                    .arg(if flags { "1" } else { "0" })
+                    .arg("PUBLISH");
                 invocation
             })
             .await

@@ -1,14 +1,20 @@
 //! Where a channel lives in Redis: two keys and a pub/sub channel, all
 //! hash-tagged with the channel's name so that they share one Cluster slot.
 //!
-//! - `<prefix>:{<name>}:meta`, a hash: `epoch` (decimal `u64`), `last`
-//!   (the newest offset of that epoch) and, for the channel's first epoch
-//!   since it had no keys, `born` (Redis's clock when it began, ms). Made by
-//!   the first publish, never by a read: a channel without it is in the void
-//!   (epoch 0);
-//! - `<prefix>:{<name>}:log`, a stream whose entry IDs are `<offset>-0`,
-//!   with fields `k` (kind: `j` JSON, `t` text), `e` (event, empty for
-//!   none), `d` (payload) and `t` (publish time, Unix milliseconds);
+//! - `<prefix>:{<name>}:meta2`, a hash: `epoch` (decimal `u64`), and, for
+//!   the channel's first epoch since it had no keys, `born` (Redis's clock
+//!   when it began, ms). Made by the first publish, never by a read: a
+//!   channel without it is in the void (epoch 0). Where the log is gone on
+//!   purpose (a new epoch), `last` says after which offset the log starts
+//!   again; on Redis 6, which cannot number stream entries, `last` is
+//!   always the newest offset. `x` and `a` say when the publish script last
+//!   refreshed the keys' TTL and trimmed by age;
+//! - `<prefix>:{<name>}:log2`, a stream whose entry IDs are `0-<offset>`
+//!   (so that Redis 7 numbers each entry itself, `XADD 0-*`, and its last
+//!   ID is the newest offset), with fields `k` (kind: `j` JSON, `t` text),
+//!   `e` (event, empty for none), `d` (payload), `t` (publish time, Unix
+//!   milliseconds, the publishing node's clock) and `i` (the identity each
+//!   publish draws);
 //! - `<prefix>:{<name>}`, the pub/sub channel every publish announces on;
 //! - `<prefix>:{<name>}:idem:<key>`, a string `<epoch> <offset> <time ms> <identity>`
 //!   for each idempotency key a publish carried, while it is remembered.
@@ -37,6 +43,12 @@
 //! epoch and deletes its log (see `scripts/new_epoch.lua`).
 //!
 //! Channel names cannot hold `{` or `}`, so the tag is always the name.
+//!
+//! The `2` is the layout: the first one (`:meta` with `last` on every
+//! publish, `:log` with IDs `<offset>-0`) is neither read nor written, so
+//! that nodes of both layouts never number one channel's messages
+//! together; its keys expire. A channel resumes in the new layout with one
+//! gap, as a new epoch.
 
 use comet_core::ChannelName;
 
@@ -54,8 +66,8 @@ impl ChannelKeys {
         let pubsub = format!("{prefix}:{{{}}}", channel.as_str());
         Self {
             channel: channel.clone(),
-            meta: format!("{pubsub}:meta"),
-            log: format!("{pubsub}:log"),
+            meta: format!("{pubsub}:meta2"),
+            log: format!("{pubsub}:log2"),
             pubsub,
         }
     }
@@ -123,8 +135,8 @@ mod tests {
     fn keys_share_the_channel_hash_tag_and_round_trip() {
         let name = ChannelName::new("room/a:b").unwrap();
         let keys = ChannelKeys::new("comet", &name);
-        assert_eq!(keys.meta, "comet:{room/a:b}:meta");
-        assert_eq!(keys.log, "comet:{room/a:b}:log");
+        assert_eq!(keys.meta, "comet:{room/a:b}:meta2");
+        assert_eq!(keys.log, "comet:{room/a:b}:log2");
         assert_eq!(keys.pubsub, "comet:{room/a:b}");
         assert_eq!(channel_of("comet", &keys.pubsub), Some(name.clone()));
         assert_eq!(channel_of("comet", "other:{x}"), None);

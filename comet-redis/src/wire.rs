@@ -366,8 +366,8 @@ pub(crate) fn entry(epoch: u64, value: &Value) -> Result<Numbered, &'static str>
         return Err("entry is not [id, fields]");
     };
     let id = bulk(id).ok_or("entry ID is not a string")?;
-    let offset = id.strip_suffix(b"-0").ok_or("entry ID is not <offset>-0")?;
-    let offset = number(offset, "entry ID is not <offset>-0")?;
+    let offset = id.strip_prefix(b"0-").ok_or("entry ID is not 0-<offset>")?;
+    let offset = number(offset, "entry ID is not 0-<offset>")?;
     let (mut kind, mut event, mut data, mut time_ms) = (None, None, None, None);
     let mut identity = 0;
     for pair in fields.chunks(2) {
@@ -674,7 +674,7 @@ mod tests {
     fn entries_parse() {
         let s = |v: &str| Value::BulkString(v.as_bytes().to_vec());
         let value = Value::Array(vec![
-            s("12-0"),
+            s("0-12"),
             Value::Array(vec![
                 s("k"),
                 s("j"),

@@ -33,6 +33,7 @@ fn main() {
         redis_going_back_in_history_moves_the_channel_to_a_new_epoch,
         lost_writes_that_redis_has_since_overtaken_are_a_new_epoch,
         a_cursor_ahead_of_the_head_is_a_gap,
+        redis_6s_numbering_and_redis_7s_continue_one_another_and_a_log_lost_alone_is_a_new_epoch,
     ]);
 }
 
@@ -194,7 +195,7 @@ async fn history_is_bounded_by_count_and_age_in_redis() {
         hub.publish("c", n.to_string()).await.unwrap();
     }
     let mut connection = redis.connection().await;
-    let len: usize = connection.xlen("comet:{c}:log").await.unwrap();
+    let len: usize = connection.xlen("comet:{c}:log2").await.unwrap();
     assert_eq!(len, 5, "the stream holds the bound");
     let (other, _) = node(&redis.url());
     let mut sub = other.subscribe(["c"], Start::oldest()).await.unwrap();
@@ -217,7 +218,7 @@ async fn history_is_bounded_by_count_and_age_in_redis() {
     for n in 1..=400 {
         big.publish("big", n.to_string()).await.unwrap();
     }
-    let len: usize = connection.xlen("comet:{big}:log").await.unwrap();
+    let len: usize = connection.xlen("comet:{big}:log2").await.unwrap();
     assert!((150..=250).contains(&len), "{len} entries");
     let (reader, _) = node_with(builder(&redis.url()).history(HistoryPolicy {
         max_messages: 150,
@@ -244,19 +245,19 @@ async fn history_is_bounded_by_count_and_age_in_redis() {
     assert_eq!(take(&mut sub, 2).await, ["gap:Some(1)", "2:new"]);
     // Redis drops it too: the publish after it came an eighth of the
     // maximum age after the last trim (the first publish's), so it trimmed.
-    let len: usize = connection.xlen("comet:{a}:log").await.unwrap();
+    let len: usize = connection.xlen("comet:{a}:log2").await.unwrap();
     assert_eq!(len, 1, "the expired entry is trimmed");
     // Publishes within an eighth of the maximum age of a trim trim nothing
     // (amortized): the age trim ran at the last one, and ages are recorded.
     let meta: Vec<Option<String>> = redis::cmd("HMGET")
-        .arg("comet:{a}:meta")
+        .arg("comet:{a}:meta2")
         .arg("x")
         .arg("a")
         .query_async(&mut connection)
         .await
         .unwrap();
     assert!(meta.iter().all(Option::is_some), "{meta:?}");
-    let ttl: i64 = connection.pttl("comet:{a}:meta").await.unwrap();
+    let ttl: i64 = connection.pttl("comet:{a}:meta2").await.unwrap();
     assert!(ttl > 0, "keys of a channel with a maximum age expire");
 }
 
@@ -325,7 +326,7 @@ async fn keys_expire_when_unused_and_live_on_while_subscribed() {
     let mut connection = redis.connection().await;
     let deadline = Instant::now() + BOUND;
     while connection
-        .exists::<_, bool>("comet:{gone}:meta")
+        .exists::<_, bool>("comet:{gone}:meta2")
         .await
         .unwrap()
     {
@@ -336,7 +337,7 @@ async fn keys_expire_when_unused_and_live_on_while_subscribed() {
     // the next message follows on, with no gap.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(connection
-        .exists::<_, bool>("comet:{kept}:meta")
+        .exists::<_, bool>("comet:{kept}:meta2")
         .await
         .unwrap());
     hub.publish("kept", "2").await.unwrap();
@@ -372,8 +373,8 @@ async fn keys_outlive_every_publish_by_their_ttl_though_refreshes_are_amortized(
         let check = check.clone();
         async move {
             let lives: Vec<i64> = check
-                .key("comet:{kept}:meta")
-                .key("comet:{kept}:log")
+                .key("comet:{kept}:meta2")
+                .key("comet:{kept}:log2")
                 .invoke_async(&mut connection)
                 .await
                 .unwrap();
@@ -714,14 +715,14 @@ async fn foreign_messages_on_comet_channels_are_ignored_and_counted() {
     // A log that cannot be continued (written by something else: another
     // type, or entries ahead of the offsets) starts over in a new epoch.
     let _: () = connection
-        .set("comet:{other}:log", "a string")
+        .set("comet:{other}:log2", "a string")
         .await
         .unwrap();
     let mut other = hub.subscribe(["other"], Start::head()).await.unwrap();
     hub.publish("other", "1").await.unwrap();
     assert_eq!(next(&mut other).await, "1:1");
     let _: String = connection
-        .xadd("comet:{other}:log", "99-0", &[("junk", "x")])
+        .xadd("comet:{other}:log2", "99-0", &[("junk", "x")])
         .await
         .unwrap();
     hub.publish("other", "2").await.unwrap();
@@ -731,7 +732,7 @@ async fn foreign_messages_on_comet_channels_are_ignored_and_counted() {
     // channel is in the void, and the next publish starts it over (as a log
     // of another type does), in that channel alone.
     let _: () = connection
-        .set("comet:{taken}:meta", "not a hash")
+        .set("comet:{taken}:meta2", "not a hash")
         .await
         .unwrap();
     let mut taken = hub.subscribe(["taken"], Start::head()).await.unwrap();
@@ -742,10 +743,9 @@ async fn foreign_messages_on_comet_channels_are_ignored_and_counted() {
     assert_eq!(next(&mut sub).await, "2:still");
     // A foreign entry in a channel's stream is left out: an exact gap.
     let _: String = connection
-        .xadd("comet:{f}:log", "3-0", &[("junk", "x")])
+        .xadd("comet:{f}:log2", "0-3", &[("junk", "x")])
         .await
         .unwrap();
-    let _: () = connection.hset("comet:{f}:meta", "last", 3).await.unwrap();
     hub.publish("f", "after").await.unwrap();
     assert_eq!(take(&mut sub, 2).await, ["gap:Some(1)", "4:after"]);
     assert_eq!(engine.stats().malformed, 5);
@@ -836,4 +836,67 @@ async fn a_cursor_ahead_of_the_head_is_a_gap() {
     assert_eq!(next(&mut sub).await, "gap:None");
     hub.publish("h", "2").await.unwrap();
     assert_eq!(next(&mut sub).await, "2:2");
+}
+
+/// Publishes `text` on `channel` as a node on Redis 6 does (the script
+/// numbers entries from the meta hash's `last`, not with `XADD 0-*`).
+async fn publish_as_redis_6(
+    connection: &mut redis::aio::MultiplexedConnection,
+    channel: &str,
+    text: &str,
+) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string();
+    let _: redis::Value = redis::Script::new(include_str!("../src/scripts/publish.lua"))
+        .key(format!("comet:{{{channel}}}:meta2"))
+        .key(format!("comet:{{{channel}}}:log2"))
+        .arg(comet_core::engine::random_epoch().to_string())
+        .arg("t")
+        .arg("")
+        .arg(text)
+        .arg(100)
+        .arg(0)
+        .arg(0)
+        .arg(format!("comet:{{{channel}}}"))
+        .arg(comet_core::engine::random_epoch().max(1).to_string())
+        .arg(300_000)
+        .arg("0")
+        .arg(now)
+        .arg("0")
+        .arg("PUBLISH")
+        .invoke_async(connection)
+        .await
+        .unwrap();
+}
+
+async fn redis_6s_numbering_and_redis_7s_continue_one_another_and_a_log_lost_alone_is_a_new_epoch()
+{
+    let redis = RedisServer::start();
+    let (hub, _) = node(&redis.url());
+    let mut sub = hub.subscribe(["six"], Start::head()).await.unwrap();
+    let mut connection = redis.connection().await;
+    for text in ["a", "b", "c"] {
+        publish_as_redis_6(&mut connection, "six", text).await;
+    }
+    assert_eq!(take(&mut sub, 3).await, ["1:a", "2:b", "3:c"]);
+    // Redis upgraded to 7: its numbering goes on from Redis 6's.
+    hub.publish("six", "d").await.unwrap();
+    hub.publish("six", "e").await.unwrap();
+    assert_eq!(take(&mut sub, 2).await, ["4:d", "5:e"]);
+    let last: Option<String> = connection.hget("comet:{six}:meta2", "last").await.unwrap();
+    assert_eq!(last, None, "Redis 7 numbers entries itself");
+    // And back (a replica of Redis 6 promoted, say): on from the log.
+    publish_as_redis_6(&mut connection, "six", "f").await;
+    assert_eq!(next(&mut sub).await, "6:f");
+    hub.publish("six", "g").await.unwrap();
+    assert_eq!(next(&mut sub).await, "7:g");
+    // On Redis 7, a log lost alone (evicted) cannot say where its offsets
+    // were: a new epoch, never an offset given twice.
+    let _: () = connection.del("comet:{six}:log2").await.unwrap();
+    hub.publish("six", "h").await.unwrap();
+    assert_eq!(take(&mut sub, 2).await, ["gap:None", "1:h"]);
+    quiet(&mut sub).await;
 }

@@ -116,14 +116,14 @@ async fn keys(connection: &mut MultiplexedConnection) -> Vec<String> {
 
 async fn meta_epoch(connection: &mut MultiplexedConnection, channel: &str) -> Option<u64> {
     connection
-        .hget(format!("comet:{{{channel}}}:meta"), "epoch")
+        .hget(format!("comet:{{{channel}}}:meta2"), "epoch")
         .await
         .unwrap()
 }
 
 async fn xlen(connection: &mut MultiplexedConnection, channel: &str) -> usize {
     connection
-        .xlen(format!("comet:{{{channel}}}:log"))
+        .xlen(format!("comet:{{{channel}}}:log2"))
         .await
         .unwrap()
 }
@@ -510,16 +510,16 @@ async fn fill(connection: &mut MultiplexedConnection, channel: &str, count: u64,
 local big = string.rep('x', tonumber(ARGV[2]))
 local now = redis.call('TIME')[1] .. '000'
 for i = 1, tonumber(ARGV[1]) do
-  redis.call('XADD', KEYS[2], i .. '-0', 'k', 't', 'e', '', 'd', big, 't', now)
+  redis.call('XADD', KEYS[2], '0-' .. i, 'k', 't', 'e', '', 'd', big, 't', now)
 end
-redis.call('HSET', KEYS[1], 'epoch', ARGV[3], 'last', ARGV[1])
+redis.call('HSET', KEYS[1], 'epoch', ARGV[3])
 return 0
 "#;
     let () = redis::cmd("EVAL")
         .arg(FILL)
         .arg(2)
-        .arg(format!("comet:{{{channel}}}:meta"))
-        .arg(format!("comet:{{{channel}}}:log"))
+        .arg(format!("comet:{{{channel}}}:meta2"))
+        .arg(format!("comet:{{{channel}}}:log2"))
         .arg(count)
         .arg(size)
         .arg(comet_core::engine::random_epoch().to_string())
@@ -622,9 +622,9 @@ async fn a_channel_whose_read_failed_is_read_again_while_it_has_subscribers() {
     a.publish("mend", "1").await.unwrap();
     assert_eq!(next(&mut sub).await, "1:1");
     let mut connection = redis.connection().await;
-    let _: () = connection.del("comet:{mend}:log").await.unwrap();
+    let _: () = connection.del("comet:{mend}:log2").await.unwrap();
     let _: () = connection
-        .set("comet:{mend}:log", "not a stream")
+        .set("comet:{mend}:log2", "not a stream")
         .await
         .unwrap();
     // An announcement after a hole: the node must read the channel, and
@@ -635,14 +635,14 @@ async fn a_channel_whose_read_failed_is_read_again_while_it_has_subscribers() {
         .unwrap();
     eventually("the read failed", || engine.stats().failed_reads >= 1).await;
     // Mended without a word on pub/sub: another epoch, three messages.
-    let _: () = connection.del("comet:{mend}:meta").await.unwrap();
-    let _: () = connection.del("comet:{mend}:log").await.unwrap();
+    let _: () = connection.del("comet:{mend}:meta2").await.unwrap();
+    let _: () = connection.del("comet:{mend}:log2").await.unwrap();
     fill(&mut connection, "mend", 3, 1).await;
     assert_eq!(take(&mut sub, 4).await, ["gap:None", "1:x", "2:x", "3:x"]);
     assert!(engine.stats().connected);
 
     let _: () = connection
-        .set("comet:{mend}:meta", "not a hash")
+        .set("comet:{mend}:meta2", "not a hash")
         .await
         .unwrap();
     a.publish("mend", "over").await.unwrap();
@@ -901,7 +901,7 @@ async fn a_cursor_from_before_the_first_publish_resumes_without_a_gap_unless_a_h
     let void = b.current_cursor(["w"]).await.unwrap();
     a.publish("w", "gone").await.unwrap();
     let _: () = connection
-        .del(&["comet:{w}:meta", "comet:{w}:log"])
+        .del(&["comet:{w}:meta2", "comet:{w}:log2"])
         .await
         .unwrap();
     // Not for synchronisation: Redis's clock must move past the trusted
@@ -1195,7 +1195,7 @@ async fn a_publish_whose_reply_was_lost_is_stored_once() {
     );
     assert_eq!(position(&cursor, "once").offset, 2);
     let mut connection = redis.connection().await;
-    let length: usize = connection.xlen("comet:{once}:log").await.unwrap();
+    let length: usize = connection.xlen("comet:{once}:log2").await.unwrap();
     assert_eq!(length, 2, "the retried publish was stored twice");
 }
 

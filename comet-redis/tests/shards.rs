@@ -39,7 +39,7 @@ async fn holder(servers: &[&RedisServer], channel: &str) -> usize {
     for (index, server) in servers.iter().enumerate() {
         let mut connection = server.connection().await;
         let exists: bool = connection
-            .exists(format!("comet:{{{channel}}}:meta"))
+            .exists(format!("comet:{{{channel}}}:meta2"))
             .await
             .unwrap();
         if exists {

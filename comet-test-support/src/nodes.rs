@@ -87,20 +87,24 @@ pub async fn take(sub: &mut Subscription, n: usize) -> Vec<String> {
 }
 
 /// Leaves `channel` in Redis as a snapshot taken at offset `to` would: the
-/// same epoch, history and offsets up to `to` only.
+/// same epoch, history and offsets up to `to` only (entries after it
+/// deleted, and the log's last ID set back to `0-<to>`).
 pub async fn roll_back(connection: &mut MultiplexedConnection, channel: &str, to: u64) {
-    let log = format!("comet:{{{channel}}}:log");
-    let kept: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+    let log = format!("comet:{{{channel}}}:log2");
+    let after: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
         .arg(&log)
-        .arg("-")
-        .arg(format!("{to}-0"))
+        .arg(format!("(0-{to}"))
+        .arg("+")
         .query_async(connection)
         .await
         .unwrap();
-    let _: i64 = connection.del(&log).await.unwrap();
-    for (id, fields) in kept {
-        let _: String = connection.xadd(&log, id, &fields).await.unwrap();
+    for (id, _) in after {
+        let _: i64 = connection.xdel(&log, &[id]).await.unwrap();
     }
-    let meta = format!("comet:{{{channel}}}:meta");
-    let _: () = connection.hset(meta, "last", to).await.unwrap();
+    let () = redis::cmd("XSETID")
+        .arg(&log)
+        .arg(format!("0-{to}"))
+        .query_async(connection)
+        .await
+        .unwrap();
 }

@@ -16,7 +16,19 @@
 
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if epoch and (epoch == ARGV[1] or ARGV[1] == '') then
-  redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
+  -- Where the offsets go on from: the log's last ID (`0-<offset>`), or
+  -- `last` if the log is gone already.
+  local last = redis.call('HGET', KEYS[1], 'last') or '0'
+  local info = redis.pcall('XINFO', 'STREAM', KEYS[2])
+  if not info.err then
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then
+        last = string.match(info[i + 1], '^0%-(%d+)$') or last
+        break
+      end
+    end
+  end
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'last', last)
   -- Not the channel's first: readers of the void get a gap. The log goes:
   -- the next publish makes it again, and must set its TTL (`x`: when the
   -- publish script last did).

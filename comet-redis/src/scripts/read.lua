@@ -37,8 +37,25 @@ for _, key in ipairs(KEYS) do
   local left = redis.call('PTTL', key)
   if left >= 0 and left < want then redis.call('PEXPIRE', key, want) end
 end
-local born = tonumber(redis.call('HGET', KEYS[1], 'born') or '0')
-local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
+local kept = redis.call('HMGET', KEYS[1], 'born', 'last')
+local born = tonumber(kept[1] or '0')
+-- The newest offset: the log's last ID (`0-<offset>`; it outlives trimmed
+-- entries), or where the log will start again (`last`) when it is gone.
+local last = tonumber(kept[2] or '0')
+local info = redis.pcall('XINFO', 'STREAM', KEYS[2])
+if info.err then
+  -- A log of another type fails the read, as an XRANGE of it would.
+  if not string.find(info.err, 'no such key', 1, true) then
+    return redis.error_reply(info.err)
+  end
+else
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then
+      last = tonumber(string.match(info[i + 1], '^0%-(%d+)$') or '0')
+      break
+    end
+  end
+end
 local max = tonumber(ARGV[3])
 local after = tonumber(ARGV[2])
 local start = last + 1
@@ -53,7 +70,7 @@ local entries = {}
 if max > 0 and start <= last then
   local bytes = 0
   local limit = tonumber(ARGV[5])
-  for _, entry in ipairs(redis.call('XRANGE', KEYS[2], string.format('%d-0', start), '+',
+  for _, entry in ipairs(redis.call('XRANGE', KEYS[2], string.format('0-%d', start), '+',
       'COUNT', tonumber(ARGV[4]))) do
     entries[#entries + 1] = entry
     for i = 1, #entry[2], 2 do
@@ -64,12 +81,12 @@ if max > 0 and start <= last then
 end
 local at = {}
 if epoch == ARGV[1] and after > 0 and after <= last then
-  local id = string.format('%d-0', after)
+  local id = string.format('0-%d', after)
   at = redis.call('XRANGE', KEYS[2], id, id)
 end
 local identity = '0'
 if max == 0 and last > 0 then
-  local id = string.format('%d-0', last)
+  local id = string.format('0-%d', last)
   local newest = redis.call('XRANGE', KEYS[2], id, id)
   if #newest > 0 then
     for i = 1, #newest[1][2], 2 do
