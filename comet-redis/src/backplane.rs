@@ -66,6 +66,7 @@ impl Config {
 /// The engine's counters (see `RedisStats`), shared by its parts.
 #[derive(Default)]
 pub(crate) struct Counters {
+    pub(crate) redirects: AtomicU64,
     pub(crate) malformed: AtomicU64,
     pub(crate) refreshes: AtomicU64,
     pub(crate) epochs_renewed: AtomicU64,
@@ -87,12 +88,18 @@ pub(crate) enum Failure {
     /// something else, a script failed on them): that channel alone fails,
     /// and is read again at its next use.
     Channel(String),
+    /// A Redis Cluster serves the channel's slot elsewhere now, or is
+    /// moving it (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`): nothing was
+    /// carried out; the node learns where the slot is, and tries there.
+    Moved(String),
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Backplane(reason) | Self::Channel(reason) => f.write_str(reason),
+            Self::Backplane(reason) | Self::Channel(reason) | Self::Moved(reason) => {
+                f.write_str(reason)
+            }
         }
     }
 }
@@ -159,6 +166,10 @@ enum Verdict {
     /// The server refused this command alone (`OOM`, a script error about
     /// one channel's keys): the connection is fine.
     Refused,
+    /// A cluster node serves the command's slot elsewhere, or is moving
+    /// it, or the cluster is down: not carried out, and the connection is
+    /// fine.
+    Elsewhere,
 }
 
 fn verdict(error: &redis::RedisError) -> Verdict {
@@ -173,6 +184,7 @@ fn verdict(error: &redis::RedisError) -> Verdict {
         })
     };
     match error.code() {
+        Some("MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN") => Verdict::Elsewhere,
         Some(code) if not_primary.contains(&code) => Verdict::NotPrimary,
         Some(_) if error.detail().is_some_and(quoted) => Verdict::NotPrimary,
         Some(_) => Verdict::Refused,
@@ -223,6 +235,9 @@ pub(crate) struct Backplane {
     scripts: Scripts,
     /// The server knows script flags (Redis 7 and later), as found at connect.
     script_flags: AtomicBool,
+    /// On a Redis Cluster: announce with `SPUBLISH`, and name the cursor
+    /// key's two keys with one hash tag.
+    sharded: bool,
     /// The server may evict keys before they expire (a `maxmemory-policy`
     /// other than `noeviction`), as found at connect: a history may then end
     /// before its keys' TTL.
@@ -250,6 +265,7 @@ impl Backplane {
         config: Arc<Config>,
         stats: Arc<Counters>,
         direct: Option<&redis::Client>,
+        sharded: bool,
     ) -> Result<Self, redis::RedisError> {
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
@@ -278,6 +294,7 @@ impl Backplane {
             commands_config: manager,
             scripts: Scripts::new(),
             script_flags: AtomicBool::new(false),
+            sharded,
             evicting: AtomicBool::new(false),
             cursor_key: SharedKey::default(),
             previous_cursor_key: SharedKey::default(),
@@ -394,6 +411,14 @@ impl Backplane {
             };
             match verdict(&error) {
                 Verdict::Refused => return Err(Failure::Channel(format!("redis: {error}"))),
+                // Nothing was carried out: the caller learns where the slot
+                // went and tries there.
+                Verdict::Elsewhere if !retry => {
+                    return Err(Failure::Moved(format!("redis: {error}")))
+                }
+                // The first attempt, on a connection that died, may have
+                // been: not sent again anywhere.
+                Verdict::Elsewhere => return Err(Failure::Backplane(format!("redis: {error}"))),
                 Verdict::Dead => self.reconnect_commands(generation),
                 Verdict::NotPrimary => {
                     self.reconnect_commands(generation);
@@ -537,7 +562,7 @@ impl Backplane {
         channel: &ChannelName,
         payload: Payload,
         idempotency_key: Option<&IdempotencyKey>,
-    ) -> Result<Position, EngineError> {
+    ) -> Result<Position, Failure> {
         let keys = ChannelKeys::new(&self.config.prefix, channel);
         let remembered = idempotency_key.map(|key| keys.idempotency(key));
         let history = self.config.history;
@@ -569,17 +594,17 @@ impl Backplane {
                     // Redis 7 numbers stream entries itself, as it knows
                     // script flags.
                     .arg(if flags { "1" } else { "0" })
-                    .arg("PUBLISH");
+                    .arg(if self.sharded { "SPUBLISH" } else { "PUBLISH" });
                 invocation
             })
-            .await
-            .map_err(|failure| unavailable(failure.to_string()))?;
+            .await?;
+        let unexpected = || Failure::Channel("unexpected reply to the publish script".to_owned());
         let redis::Value::Array(parts) = &reply else {
-            return Err(unavailable("unexpected reply to the publish script"));
+            return Err(unexpected());
         };
         let numbers: Vec<u64> = parts.iter().filter_map(wire::integer).collect();
         let [epoch, offset, _time_ms, _repeated, identity] = numbers[..] else {
-            return Err(unavailable("unexpected reply to the publish script"));
+            return Err(unexpected());
         };
         // Local subscribers get the message from the announcement, like
         // everyone else's: one writer per mirror keeps offsets in order,
@@ -588,12 +613,9 @@ impl Backplane {
     }
 
     /// Where `channel` is in Redis now: its epoch and newest offset.
-    pub(crate) async fn head(&self, channel: &ChannelName) -> Result<Position, EngineError> {
+    pub(crate) async fn head(&self, channel: &ChannelName) -> Result<Position, Failure> {
         let keys = ChannelKeys::new(&self.config.prefix, channel);
-        let state = self
-            .read(&keys, None, 0)
-            .await
-            .map_err(|failure| unavailable(failure.to_string()))?;
+        let state = self.read(&keys, None, 0).await?;
         // A channel Redis has nothing of is in the void, as seen now.
         let identity = if state.epoch == VOID_EPOCH {
             state.now
@@ -718,7 +740,7 @@ impl Backplane {
         let ours = self.cursor_key.get();
         let ours_hex = ours.map(cursor_key::hex).unwrap_or_default();
         let fresh_hex = cursor_key::hex(CursorKey::random());
-        let name = format!("{}:cursor-key", self.config.prefix);
+        let name = keys::cursor_key(&self.config.prefix, self.sharded);
         let previous_name = format!("{name}:previous");
         let value = self
             .invoke(|_| {

@@ -44,7 +44,10 @@ impl ControlBus for Bus {
             let order = wire::control_message(&control).ok_or_else(|| {
                 unavailable("this version of the redis engine cannot carry that order")
             })?;
-            bounded(&shared, shared.first().backplane.send_order(&order)).await
+            bounded(&shared, async {
+                shared.first()?.backplane.send_order(&order).await
+            })
+            .await
         })
     }
 
@@ -60,11 +63,11 @@ impl ControlBus for Bus {
 /// Clears `channel`'s history (see the module's doc).
 pub(crate) async fn clear(shared: Arc<Shared>, channel: ChannelName) -> Result<(), EngineError> {
     let keys = ChannelKeys::new(&shared.config.prefix, &channel);
-    bounded(
-        &shared,
-        shared.shard(&channel).backplane.new_epoch(&keys, None),
-    )
-    .await
+    let clearing = shared.on_shard(&channel, |shard| {
+        let keys = &keys;
+        async move { shard.backplane.new_epoch(keys, None).await }
+    });
+    bounded(&shared, clearing).await
 }
 
 /// `call`, within the engine's timeout in all (a retry included).

@@ -35,7 +35,8 @@
 //! They expire (twice the share TTL after the last write) once no node
 //! writes them.
 //!
-//! Beside them, `<prefix>:cursor-key` holds the key that tags cursors, and
+//! Beside them, `<prefix>:cursor-key` (on a Redis Cluster
+//! `<prefix>:{cursor-key}`) holds the key that tags cursors, and
 //! `<prefix>:control` is the pub/sub channel (no key) on which orders to
 //! live subscriptions go to every node (`Hub::disconnect` and the like; see
 //! `control.rs`, and `wire.rs` for their form). A clear of a channel's
@@ -110,6 +111,17 @@ impl PresenceKeys {
     /// The four keys, in the order the presence scripts take them.
     pub(crate) fn all(&self) -> [&str; 4] {
         [&self.nodes, &self.users, &self.shares, &self.info]
+    }
+}
+
+/// The key that holds the cursor key (beside it, the previous one, under
+/// `<this>:previous`): on a Redis Cluster hash-tagged, so that the two are
+/// in one slot, as the script that reads them needs.
+pub(crate) fn cursor_key(prefix: &str, cluster: bool) -> String {
+    if cluster {
+        format!("{prefix}:{{cursor-key}}")
+    } else {
+        format!("{prefix}:cursor-key")
     }
 }
 

@@ -101,6 +101,7 @@
 #![forbid(unsafe_code)]
 
 mod backplane;
+mod cluster;
 mod control;
 mod cursor_key;
 mod keys;
@@ -108,6 +109,7 @@ mod mirror;
 mod node;
 mod presence;
 mod primary;
+mod pubsub;
 mod scripts;
 mod shard;
 mod wire;
@@ -120,6 +122,7 @@ use comet_core::engine::{
 use comet_core::{ChannelName, HistoryPolicy, IdempotencyKey, Payload, Position};
 use node::Shared;
 use primary::{BadUrl, Primary};
+use shard::ShardMap;
 use std::{
     fmt,
     sync::{atomic::Ordering, Arc},
@@ -216,22 +219,25 @@ pub struct RedisStats {
     /// while it has subscribers).
     pub failed_reads: u64,
     /// Times the node moved its connections to a new primary that Redis
-    /// Sentinel named (a `redis+sentinel://` URL; a failover).
+    /// Sentinel named (a `redis+sentinel://` URL; a failover), or that a
+    /// Redis Cluster named for one of its shards.
     pub failovers: u64,
+    /// Times a Redis Cluster answered that a channel's slot is served
+    /// elsewhere, or is moving (`MOVED`, `ASK`, `TRYAGAIN`), or not served
+    /// (`CLUSTERDOWN`): the node learned where it went and tried there.
+    pub redirects: u64,
 }
 
+/// Stops the engine's tasks when the last handle goes.
 struct Handle {
     shared: Arc<Shared>,
-    /// Each shard's task, and (behind Sentinel) the one listening for
-    /// Sentinel's announcements of a new primary; then the one refreshing
-    /// this node's presence shares.
-    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
         self.shared.dropped.store(true, Ordering::SeqCst);
-        for task in &self.tasks {
+        let tasks = self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        for task in tasks.iter() {
             task.abort();
         }
     }
@@ -252,6 +258,9 @@ enum BuildErrorKind {
     Prefix(String),
     /// A sharded engine was given no URL.
     NoShards,
+    /// A `redis+cluster://` URL is malformed (why, never with the
+    /// password), or is not alone.
+    Cluster(String),
 }
 
 impl fmt::Display for BuildError {
@@ -269,6 +278,11 @@ impl fmt::Display for BuildError {
                  the hash tag that keeps a channel's keys in one Cluster slot"
             ),
             BuildErrorKind::NoShards => write!(f, "a sharded engine needs at least one Redis URL"),
+            BuildErrorKind::Cluster(reason) => write!(
+                f,
+                "bad Redis Cluster URL: {reason}; expected \
+                 redis+cluster://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]"
+            ),
         }
     }
 }
@@ -286,9 +300,10 @@ impl std::error::Error for BuildError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.0 {
             BuildErrorKind::Url(error) => Some(error),
-            BuildErrorKind::Sentinel(_) | BuildErrorKind::Prefix(_) | BuildErrorKind::NoShards => {
-                None
-            }
+            BuildErrorKind::Sentinel(_)
+            | BuildErrorKind::Prefix(_)
+            | BuildErrorKind::NoShards
+            | BuildErrorKind::Cluster(_) => None,
         }
     }
 }
@@ -377,6 +392,7 @@ impl RedisEngine {
             refused: stats.refused.load(Ordering::Relaxed),
             failed_reads: stats.failed_reads.load(Ordering::Relaxed),
             failovers: stats.failovers.load(Ordering::Relaxed),
+            redirects: stats.redirects.load(Ordering::Relaxed),
         }
     }
 }
@@ -469,6 +485,9 @@ impl RedisEngineBuilder {
         if self.urls.is_empty() {
             return Err(BuildError(BuildErrorKind::NoShards));
         }
+        if self.urls.iter().any(|url| cluster::is_cluster_url(url)) {
+            return self.build_cluster();
+        }
         let primaries = self
             .urls
             .iter()
@@ -479,25 +498,51 @@ impl RedisEngineBuilder {
             .iter()
             .map(|url| redacted(url))
             .collect::<Vec<_>>();
-        let (shared, requests) = Shared::new(url.join(" "), self.config, primaries)
-            .map_err(|error| BuildError(BuildErrorKind::Url(error)))?;
-        let mut tasks = Vec::new();
-        for (index, requests) in requests.into_iter().enumerate() {
-            tasks.push(tokio::spawn(node::run(shared.clone(), index, requests)));
-            if matches!(shared.shards[index].primary, Primary::Sentinel(_)) {
-                let shared = shared.clone();
-                tasks.push(tokio::spawn(async move {
-                    let shard = &shared.shards[index];
-                    primary::watch(&shard.primary, &shard.backplane).await;
-                }));
-            }
+        let shared = Shared::new(url.join(" "), self.config, ShardMap::fixed(primaries.len()));
+        for primary in primaries {
+            shared
+                .add_shard(primary)
+                .map_err(|error| BuildError(BuildErrorKind::Url(error)))?;
         }
         let presence = presence::Store::new(shared.clone());
-        tasks.push(tokio::spawn(presence.clone().run()));
+        shared
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tokio::spawn(presence.clone().run()));
         Ok(RedisEngine {
             _handle: Arc::new(Handle {
                 shared: shared.clone(),
-                tasks,
+            }),
+            shared,
+            presence,
+        })
+    }
+}
+
+impl RedisEngineBuilder {
+    /// Builds the engine on the Redis Cluster its one URL names.
+    fn build_cluster(self) -> Result<RedisEngine, BuildError> {
+        let [url] = &self.urls[..] else {
+            return Err(BuildError(BuildErrorKind::Cluster(
+                "a cluster URL stands alone: the cluster says where its shards are".to_owned(),
+            )));
+        };
+        let cluster =
+            cluster::Cluster::open(url).map_err(|why| BuildError(BuildErrorKind::Cluster(why)))?;
+        let shared = Shared::new(redacted(url), self.config, ShardMap::slots());
+        let presence = presence::Store::new(shared.clone());
+        {
+            let mut tasks = shared.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            tasks.push(tokio::spawn(cluster::run(
+                shared.clone(),
+                Arc::new(cluster),
+            )));
+            tasks.push(tokio::spawn(presence.clone().run()));
+        }
+        Ok(RedisEngine {
+            _handle: Arc::new(Handle {
+                shared: shared.clone(),
             }),
             shared,
             presence,
@@ -516,43 +561,66 @@ impl Engine for RedisEngine {
         let channel = channel.clone();
         let idempotency_key = idempotency_key.cloned();
         Box::pin(async move {
+            let failed = |failure: backplane::Failure| backplane::unavailable(failure.to_string());
             // The hub tags the cursor of this publish with the shared key.
-            shared.first().backplane.ensure_cursor_key().await?;
-            let backplane = &shared.shard(&channel).backplane;
-            backplane
-                .publish(&channel, payload, idempotency_key.as_ref())
+            shared
+                .home()
+                .map_err(failed)?
+                .backplane
+                .ensure_cursor_key()
+                .await?;
+            shared
+                .on_shard(&channel, |shard| {
+                    let payload = payload.clone();
+                    let channel = &channel;
+                    let key = idempotency_key.as_ref();
+                    async move { shard.backplane.publish(channel, payload, key).await }
+                })
                 .await
+                .map_err(failed)
         })
     }
 
     fn attach(&self, channel: &ChannelName, from: Option<Resume>) -> EngineFuture<Attachment> {
-        let (mirror, attachment) = self.shared.mirrors.attach(channel);
+        let shard = self.shared.map.shard_of(channel).unwrap_or(usize::MAX);
+        let (mirror, attachment) = self.shared.mirrors.attach(channel, shard);
         if mirror.answers(from) {
             return Box::pin(std::future::ready(Ok(attachment)));
         }
         let shared = self.shared.clone();
-        let channel = channel.clone();
         let resume = from.filter(|r| r.issued);
         Box::pin(async move {
-            shared.mirrors.refresh(&channel, resume).await?;
+            shared.refresh(&mirror, resume).await?;
             Ok(attachment)
         })
     }
 
     fn cursor_key(&self) -> Option<CursorKey> {
-        self.shared.first().backplane.cursor_key.get()
+        self.shared.home().ok()?.backplane.cursor_key.get()
     }
 
     fn previous_cursor_key(&self) -> Option<CursorKey> {
-        self.shared.first().backplane.previous_cursor_key.get()
+        self.shared.home().ok()?.backplane.previous_cursor_key.get()
     }
 
     fn head(&self, channel: &ChannelName) -> EngineFuture<Position> {
         let shared = self.shared.clone();
         let channel = channel.clone();
         Box::pin(async move {
-            shared.first().backplane.ensure_cursor_key().await?;
-            shared.shard(&channel).backplane.head(&channel).await
+            let failed = |failure: backplane::Failure| backplane::unavailable(failure.to_string());
+            shared
+                .home()
+                .map_err(failed)?
+                .backplane
+                .ensure_cursor_key()
+                .await?;
+            shared
+                .on_shard(&channel, |shard| {
+                    let channel = &channel;
+                    async move { shard.backplane.head(channel).await }
+                })
+                .await
+                .map_err(failed)
         })
     }
 

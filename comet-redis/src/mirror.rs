@@ -11,28 +11,28 @@
 //! [answers]: Mirror::answers
 
 use crate::{
-    backplane::{unavailable, Config, Counters, Failure},
+    backplane::{Config, Failure},
     keys::ChannelKeys,
-    shard::ShardMap,
     wire::State,
 };
-use comet_core::engine::{Attachment, ChannelLog, EngineError, Resume, VOID_EPOCH};
+use comet_core::engine::{Attachment, ChannelLog, Resume, VOID_EPOCH};
 use comet_core::{ChannelName, Message};
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, RwLock, RwLockReadGuard, RwLockWriteGuard,
     },
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// A channel this node mirrors.
 pub(crate) struct Mirror {
     pub(crate) log: Arc<ChannelLog>,
     pub(crate) keys: ChannelKeys,
-    /// The shard that holds its channel, whose task alone writes to it.
-    pub(crate) shard: usize,
+    /// The shard that holds its channel, whose task alone writes to it
+    /// (it changes where a Redis Cluster moves the channel's slot).
+    pub(crate) shard: AtomicUsize,
     /// Loaded from Redis and kept current since (false until the first load,
     /// again while the pub/sub connection is down, and after a failed read).
     pub(crate) current: AtomicBool,
@@ -49,30 +49,17 @@ pub(crate) struct Refresh {
     pub(crate) reply: oneshot::Sender<Result<(), String>>,
 }
 
-/// The mirrors of one node, and the queues of its requests to the tasks,
-/// one per shard.
+/// The mirrors of one node.
 pub(crate) struct Mirrors {
     config: Arc<Config>,
-    stats: Arc<Counters>,
     mirrors: RwLock<HashMap<ChannelName, Arc<Mirror>>>,
-    map: ShardMap,
-    requests: Vec<mpsc::Sender<Refresh>>,
 }
 
 impl Mirrors {
-    /// `requests` go to each shard's task, in the map's order.
-    pub(crate) fn new(
-        config: Arc<Config>,
-        stats: Arc<Counters>,
-        map: ShardMap,
-        requests: Vec<mpsc::Sender<Refresh>>,
-    ) -> Self {
+    pub(crate) fn new(config: Arc<Config>) -> Self {
         Self {
             config,
-            stats,
             mirrors: RwLock::default(),
-            map,
-            requests,
         }
     }
 
@@ -86,7 +73,9 @@ impl Mirrors {
 
     /// The mirror of `channel`, created if needed, with one more subscriber
     /// counted (under the map's lock, so that no sweep drops it meanwhile).
-    pub(crate) fn attach(&self, channel: &ChannelName) -> (Arc<Mirror>, Attachment) {
+    /// A new mirror is tagged with `shard` (`usize::MAX` where none is
+    /// known yet).
+    pub(crate) fn attach(&self, channel: &ChannelName, shard: usize) -> (Arc<Mirror>, Attachment) {
         if let Some(mirror) = self.read().get(channel) {
             return (mirror.clone(), mirror.log.attach());
         }
@@ -99,43 +88,12 @@ impl Mirrors {
                     0,
                 )),
                 keys: ChannelKeys::new(&self.config.prefix, channel),
-                shard: self.map.shard_of(channel),
+                shard: AtomicUsize::new(shard),
                 current: AtomicBool::new(false),
                 subscribed: AtomicBool::new(false),
             })
         });
         (mirror.clone(), mirror.log.attach())
-    }
-
-    /// Asks the task to bring `channel`'s mirror up to date (and, with an
-    /// issued cursor ahead of it, to move the channel to a new epoch).
-    pub(crate) async fn refresh(
-        &self,
-        channel: &ChannelName,
-        resume: Option<Resume>,
-    ) -> Result<(), EngineError> {
-        let (reply, answer) = oneshot::channel();
-        self.requests[self.map.shard_of(channel)]
-            .try_send(Refresh {
-                channel: channel.clone(),
-                resume,
-                reply,
-            })
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => {
-                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                    unavailable("the node has too many channel loads waiting; retry later")
-                }
-                mpsc::error::TrySendError::Closed(_) => unavailable("the redis engine has stopped"),
-            })?;
-        match tokio::time::timeout(self.config.timeout, answer).await {
-            Ok(Ok(result)) => result.map_err(unavailable),
-            Ok(Err(_)) => Err(unavailable("the redis engine has stopped")),
-            Err(_) => Err(unavailable(format!(
-                "redis did not answer within {:?}",
-                self.config.timeout
-            ))),
-        }
     }
 }
 

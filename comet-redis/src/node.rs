@@ -49,18 +49,20 @@
 //!   while the connection is down is lost for this node.
 
 use crate::{
-    backplane::{jittered, Backplane, Config, Counters, Failure},
+    backplane::{jittered, unavailable, Backplane, Config, Counters, Failure},
     keys::{self, ChannelKeys},
     mirror::{contradicts, holds, Mirror, Mirrors, Refresh},
-    primary::Primary,
-    shard::ShardMap,
+    primary::{self, Primary},
+    pubsub,
+    shard::{self, ShardMap},
     wire::{self, State},
 };
 use comet_core::engine::{ControlHandler, Extended};
+use comet_core::engine::{EngineError, Resume};
 use comet_core::{ChannelName, Message, PresenceEvent};
 use futures_util::StreamExt;
 use futures_util::{future::BoxFuture, stream::FuturesUnordered};
-use redis::{aio::PubSubSink, Value};
+use std::sync::Mutex;
 use std::{
     collections::{HashMap, VecDeque},
     sync::{
@@ -69,15 +71,24 @@ use std::{
     },
     time::Duration,
 };
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{
+    sync::{mpsc, oneshot, Notify},
+    task::JoinHandle,
+    time::Instant,
+};
+
+/// How long a call a cluster sent elsewhere waits before it tries again.
+const MOVED_RETRY: Duration = Duration::from_millis(25);
 
 /// What the engine handles and its tasks share.
 pub(crate) struct Shared {
     pub(crate) config: Arc<Config>,
     /// The URLs it was built from, without passwords (for `Debug`).
     pub(crate) url: String,
-    /// The primaries that hold the channels, each with a task of its own.
-    pub(crate) shards: Vec<Shard>,
+    /// The primaries that hold the channels, each with a task of its own:
+    /// a fixed list, or (a Redis Cluster) each shard found so far. A shard
+    /// is never removed, so its index stays its own.
+    shards: RwLock<Vec<Arc<Shard>>>,
     /// Which of them holds each channel.
     pub(crate) map: ShardMap,
     /// The channels this node mirrors, whichever shard holds them.
@@ -89,12 +100,21 @@ pub(crate) struct Shared {
     /// A read of the cursor key is under way (one at a time).
     keying: AtomicBool,
     pub(crate) stats: Arc<Counters>,
+    /// Every task of the engine's, stopped when it is dropped.
+    pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Asks the cluster task (on a Redis Cluster) to learn the shards and
+    /// slots again: a slot moved, or a shard's primary did.
+    pub(crate) rethink: Notify,
 }
 
 /// One primary and this node's connections to it. The first shard also
 /// holds what is the deployment's rather than a channel's: the cursor key
 /// and the control channel.
 pub(crate) struct Shard {
+    /// Its place in the engine's shards.
+    pub(crate) index: usize,
+    /// A shard of a Redis Cluster: sharded pub/sub (`SSUBSCRIBE`).
+    pub(crate) sharded: bool,
     /// Where the primary is: the shard's task asks at each connect.
     pub(crate) primary: Primary,
     /// Commands and scripts, on the command connection.
@@ -104,67 +124,210 @@ pub(crate) struct Shard {
     pub(crate) connected: AtomicBool,
     /// A round of key TTL refreshes is under way (one at a time).
     touching: AtomicBool,
+    /// Requests to the shard's task.
+    requests: mpsc::Sender<Refresh>,
 }
 
 impl Shared {
-    /// What a node on `primaries` (one per shard, in the map's order)
-    /// shares, and the receiving end of each shard's requests, for [`run`].
-    /// Connects lazily.
-    pub(crate) fn new(
-        url: String,
-        config: Config,
-        primaries: Vec<Primary>,
-    ) -> Result<(Arc<Self>, Vec<mpsc::Receiver<Refresh>>), redis::RedisError> {
+    /// What the tasks of a node on `map`'s shards share, with no shard yet
+    /// (see [`Shared::add_shard`]).
+    pub(crate) fn new(url: String, config: Config, map: ShardMap) -> Arc<Self> {
         let config = Arc::new(config);
         let stats = Arc::new(Counters::default());
-        let map = ShardMap::fixed(primaries.len());
-        let mut shards = Vec::with_capacity(primaries.len());
-        let (mut senders, mut receivers) = (Vec::new(), Vec::new());
-        for primary in primaries {
-            let direct = match &primary {
-                Primary::Direct(client) => Some(client),
-                Primary::Sentinel(_) => None,
-            };
-            let backplane = Backplane::new(config.clone(), stats.clone(), direct)?;
-            let (requests, receiver) = mpsc::channel(config.queue);
-            senders.push(requests);
-            receivers.push(receiver);
-            shards.push(Shard {
-                primary,
-                backplane,
-                connected: AtomicBool::new(false),
-                touching: AtomicBool::new(false),
-            });
-        }
-        let shared = Arc::new(Self {
-            mirrors: Mirrors::new(config.clone(), stats.clone(), map.clone(), senders),
+        Arc::new(Self {
+            mirrors: Mirrors::new(config.clone()),
             config,
             url,
-            shards,
+            shards: RwLock::default(),
             map,
             dropped: AtomicBool::new(false),
             listeners: RwLock::default(),
             keying: AtomicBool::new(false),
             stats,
-        });
-        Ok((shared, receivers))
+            tasks: Mutex::default(),
+            rethink: Notify::new(),
+        })
     }
 
-    /// The shard that holds `channel`.
-    pub(crate) fn shard(&self, channel: &ChannelName) -> &Shard {
-        &self.shards[self.map.shard_of(channel)]
+    /// Adds a shard on `primary` and starts its task (and, behind Sentinel,
+    /// the one that listens for a new primary); its index. Connects lazily.
+    pub(crate) fn add_shard(
+        self: &Arc<Self>,
+        primary: Primary,
+    ) -> Result<usize, redis::RedisError> {
+        let direct = match &primary {
+            Primary::Direct(client) => Some(client),
+            Primary::Sentinel(_) | Primary::Cluster(_) => None,
+        };
+        let sharded = matches!(primary, Primary::Cluster(_));
+        let backplane = Backplane::new(self.config.clone(), self.stats.clone(), direct, sharded)?;
+        let (requests, receiver) = mpsc::channel(self.config.queue);
+        let sentinel = matches!(primary, Primary::Sentinel(_));
+        let index = {
+            let mut shards = self.shards.write().unwrap_or_else(|e| e.into_inner());
+            let index = shards.len();
+            shards.push(Arc::new(Shard {
+                index,
+                sharded,
+                primary,
+                backplane,
+                connected: AtomicBool::new(false),
+                touching: AtomicBool::new(false),
+                requests,
+            }));
+            index
+        };
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.push(tokio::spawn(run(self.clone(), index, receiver)));
+        if sentinel {
+            let shard = self.shard_at(index);
+            tasks.push(tokio::spawn(async move {
+                primary::watch(&shard.primary, &shard.backplane).await;
+            }));
+        }
+        Ok(index)
     }
 
-    /// The shard that holds the cursor key and carries orders.
-    pub(crate) fn first(&self) -> &Shard {
-        &self.shards[0]
+    /// Shard `index`.
+    pub(crate) fn shard_at(&self, index: usize) -> Arc<Shard> {
+        self.shards.read().unwrap_or_else(|e| e.into_inner())[index].clone()
+    }
+
+    /// Runs `call` on the shard that holds `channel`. Where a cluster
+    /// answers that the slot is elsewhere (or moving), learns where and
+    /// tries again there, until the engine's timeout.
+    pub(crate) async fn on_shard<T, F, Fut>(
+        &self,
+        channel: &ChannelName,
+        call: F,
+    ) -> Result<T, Failure>
+    where
+        F: Fn(Arc<Shard>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
+        let deadline = Instant::now() + self.config.timeout;
+        loop {
+            let result = match self.shard(channel) {
+                Ok(shard) => call(shard).await,
+                Err(failure) => Err(failure),
+            };
+            match result {
+                Err(Failure::Moved(why)) => {
+                    self.stats.redirects.fetch_add(1, Ordering::Relaxed);
+                    self.rethink.notify_one();
+                    if Instant::now() >= deadline {
+                        return Err(Failure::Backplane(why));
+                    }
+                    // The cluster task's next look (it waits for pokes to
+                    // settle), or the migration's end.
+                    tokio::time::sleep(MOVED_RETRY).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Shard `index`, if there is one yet.
+    pub(crate) fn try_shard_at(&self, index: usize) -> Option<Arc<Shard>> {
+        let shards = self.shards.read().unwrap_or_else(|e| e.into_inner());
+        shards.get(index).cloned()
+    }
+
+    /// The shard that holds `channel`, if one is known to.
+    pub(crate) fn shard(&self, channel: &ChannelName) -> Result<Arc<Shard>, Failure> {
+        let index = self.map.shard_of(channel).ok_or_else(|| {
+            Failure::Moved(format!("no known primary serves {channel}'s slot yet"))
+        })?;
+        let shards = self.shards.read().unwrap_or_else(|e| e.into_inner());
+        shards
+            .get(index)
+            .cloned()
+            .ok_or_else(|| Failure::Backplane("no primary is known yet".to_owned()))
+    }
+
+    /// The shard that carries orders (on a cluster, any would: a plain
+    /// `PUBLISH` reaches every node).
+    pub(crate) fn first(&self) -> Result<Arc<Shard>, Failure> {
+        self.try_shard_at(0)
+            .ok_or_else(|| Failure::Backplane("no primary is known yet".to_owned()))
+    }
+
+    /// The shard that holds the cursor key: the first, or on a cluster the
+    /// one that serves its slot.
+    pub(crate) fn home(&self) -> Result<Arc<Shard>, Failure> {
+        let index = match &self.map {
+            ShardMap::Fixed(_) => Some(0),
+            ShardMap::Slots(_) => self.map.shard_of_slot(shard::key_slot(&keys::cursor_key(
+                &self.config.prefix,
+                true,
+            ))),
+        };
+        index
+            .and_then(|index| self.try_shard_at(index))
+            .ok_or_else(|| {
+                Failure::Backplane("no known primary holds the cursor key yet".to_owned())
+            })
+    }
+
+    /// Whether shard `index` holds the cursor key.
+    fn is_home(&self, index: usize) -> bool {
+        self.home().is_ok_and(|home| home.index == index)
     }
 
     /// Whether every shard's pub/sub connection is up.
     pub(crate) fn connected(&self) -> bool {
-        self.shards
-            .iter()
-            .all(|shard| shard.connected.load(Ordering::SeqCst))
+        let shards = self.shards.read().unwrap_or_else(|e| e.into_inner());
+        !shards.is_empty()
+            && shards
+                .iter()
+                .all(|shard| shard.connected.load(Ordering::SeqCst))
+    }
+
+    /// Asks the task of the shard that holds `channel` to bring its mirror
+    /// up to date (and, with an issued cursor ahead of it, to move the
+    /// channel to a new epoch).
+    pub(crate) async fn refresh(
+        &self,
+        mirror: &Mirror,
+        resume: Option<Resume>,
+    ) -> Result<(), EngineError> {
+        let channel = mirror.log.name();
+        // A cluster this node has not learned yet: it soon has.
+        let deadline = Instant::now() + self.config.timeout;
+        let shard = loop {
+            match self.shard(channel) {
+                Ok(shard) => break shard,
+                Err(Failure::Moved(_)) if Instant::now() < deadline => {
+                    self.rethink.notify_one();
+                    tokio::time::sleep(MOVED_RETRY).await;
+                }
+                Err(failure) => return Err(unavailable(failure.to_string())),
+            }
+        };
+        mirror.shard.store(shard.index, Ordering::SeqCst);
+        let (reply, answer) = oneshot::channel();
+        shard
+            .requests
+            .try_send(Refresh {
+                channel: channel.clone(),
+                resume,
+                reply,
+            })
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    unavailable("the node has too many channel loads waiting; retry later")
+                }
+                mpsc::error::TrySendError::Closed(_) => unavailable("the redis engine has stopped"),
+            })?;
+        match tokio::time::timeout(self.config.timeout, answer).await {
+            Ok(Ok(result)) => result.map_err(unavailable),
+            Ok(Err(_)) => Err(unavailable("the redis engine has stopped")),
+            Err(_) => Err(unavailable(format!(
+                "redis did not answer within {:?}",
+                self.config.timeout
+            ))),
+        }
     }
 }
 
@@ -172,7 +335,7 @@ impl Shared {
 pub(crate) async fn run(shared: Arc<Shared>, index: usize, mut requests: mpsc::Receiver<Refresh>) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(50);
     let mut backoff = FIRST_BACKOFF;
-    let shard = &shared.shards[index];
+    let shard = shared.shard_at(index);
     // Requests that came while the node was disconnected: answered by the
     // next attempt to connect, not by the failure of the one before it
     // (Redis may be back by then).
@@ -182,6 +345,11 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize, mut requests: mpsc::R
             Ok(connected) => connected,
             Err(failure) => {
                 tracing::debug!(%failure, shard = index, "redis unreachable");
+                if shard.sharded {
+                    // A cluster's primary that is gone: its replica may
+                    // have taken over.
+                    shared.rethink.notify_one();
+                }
                 for request in waiting.drain(..) {
                     let _ = request
                         .reply
@@ -204,7 +372,7 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize, mut requests: mpsc::R
         };
         shard.connected.store(false, Ordering::SeqCst);
         for mirror in shared.mirrors.read().values() {
-            if mirror.shard == index {
+            if mirror.shard.load(Ordering::SeqCst) == index {
                 mirror.current.store(false, Ordering::SeqCst);
                 mirror.subscribed.store(false, Ordering::SeqCst);
             }
@@ -246,24 +414,17 @@ fn moved(mirror: &Mirror, epoch: u64) -> bool {
 /// may evict keys) and, on the first shard, the cursor key, opens the
 /// pub/sub connection on it, subscribes to every channel of the shard that
 /// is mirrored and reloads their mirrors.
-async fn connect(
-    shared: &Arc<Shared>,
-    index: usize,
-) -> Result<(Node, redis::aio::PubSubStream), Failure> {
-    let shard = &shared.shards[index];
+async fn connect(shared: &Arc<Shared>, index: usize) -> Result<(Node, pubsub::Stream), Failure> {
+    let shard = shared.shard_at(index);
     // Reconnects asked for before this one began are done by it.
     let asked = shard.backplane.reconnects_asked.load(Ordering::SeqCst);
     let primary = shard.primary.resolve(shared.config.timeout).await?;
     shard.backplane.follow(&primary);
     shard.backplane.learn_server().await?;
-    if index == 0 {
+    if shared.is_home(index) {
         shard.backplane.load_cursor_key().await?;
     }
-    let pubsub = tokio::time::timeout(shared.config.timeout, primary.get_async_pubsub())
-        .await
-        .map_err(|_| Failure::Backplane("connecting timed out".to_owned()))?
-        .map_err(|error| Failure::Backplane(error.to_string()))?;
-    let (sink, stream) = pubsub.split();
+    let (sink, stream) = pubsub::open(&primary, shard.sharded, shared.config.timeout).await?;
     let mut node = Node::new(shared.clone(), index, sink, asked);
     node.resubscribe_all().await?;
     Ok((node, stream))
@@ -371,7 +532,8 @@ struct Node {
     shared: Arc<Shared>,
     /// The shard whose task this is.
     index: usize,
-    sink: PubSubSink,
+    shard: Arc<Shard>,
+    sink: pubsub::Sink,
     /// The pub/sub channel of orders.
     control: String,
     /// Mirrors without subscribers, and since when.
@@ -392,10 +554,11 @@ struct Node {
 }
 
 impl Node {
-    fn new(shared: Arc<Shared>, index: usize, sink: PubSubSink, asked: u64) -> Self {
+    fn new(shared: Arc<Shared>, index: usize, sink: pubsub::Sink, asked: u64) -> Self {
         Self {
             asked,
             index,
+            shard: shared.shard_at(index),
             control: keys::control(&shared.config.prefix),
             shared,
             sink,
@@ -408,14 +571,9 @@ impl Node {
         }
     }
 
-    /// The shard whose task this is.
-    fn shard(&self) -> &Shard {
-        &self.shared.shards[self.index]
-    }
-
     async fn serve(
         &mut self,
-        mut stream: redis::aio::PubSubStream,
+        mut stream: pubsub::Stream,
         requests: &mut mpsc::Receiver<Refresh>,
     ) -> Stop {
         let mut sweep = tokio::time::interval(self.shared.config.sweep_every());
@@ -429,9 +587,13 @@ impl Node {
                 }
             };
             let result = tokio::select! {
-                message = stream.next() => match message {
-                    Some(message) => {
-                        self.announced(&message);
+                heard = stream.next() => match heard {
+                    Some(pubsub::Heard::Message { channel, payload }) => {
+                        self.announced(&channel, &payload);
+                        Ok(())
+                    }
+                    Some(pubsub::Heard::Unsubscribed(name)) => {
+                        self.unsubscribed(&name);
                         Ok(())
                     }
                     None => Err(Failure::Backplane("the pub/sub connection closed".to_owned())),
@@ -455,8 +617,8 @@ impl Node {
                     Ok(())
                 }
                 _ = sweep.tick() => self.sweep().await,
-                () = self.shared.shards[self.index].backplane.reconnect.notified() => {
-                    if self.shard().backplane.reconnects_asked.load(Ordering::SeqCst) > self.asked {
+                () = self.shard.backplane.reconnect.notified() => {
+                    if self.shard.backplane.reconnects_asked.load(Ordering::SeqCst) > self.asked {
                         Err(Failure::Backplane(
                             "redis is elsewhere now (it answered that it is no longer the \
                              primary, or Sentinel named another)"
@@ -485,16 +647,16 @@ impl Node {
     }
 
     /// An announcement from Redis.
-    fn announced(&mut self, message: &redis::Msg) {
-        if message.get_channel_name() == self.control {
-            self.ordered(message.get_payload_bytes());
+    fn announced(&mut self, name: &str, payload: &[u8]) {
+        if name == self.control {
+            self.ordered(payload);
             return;
         }
         let prefix = &self.shared.config.prefix;
-        let Some(channel) = keys::channel_of(prefix, message.get_channel_name()) else {
+        let Some(channel) = keys::channel_of(prefix, name) else {
             return; // not a channel of ours
         };
-        let heard = match wire::announcement(message.get_payload_bytes()) {
+        let heard = match wire::announcement(payload) {
             Ok(wire::Announcement::Message(numbered)) => {
                 Heard::Message(numbered.into_message(channel.clone()))
             }
@@ -543,6 +705,23 @@ impl Node {
         if !self.hear(&mirror, heard) {
             self.load(mirror, None);
         }
+    }
+
+    /// Redis unsubscribed a channel unprompted (a cluster moved its slot
+    /// away from this shard): the mirror stops vouching for itself, and the
+    /// cluster task learns where the slot went (and moves the mirror
+    /// there).
+    fn unsubscribed(&mut self, name: &str) {
+        let prefix = &self.shared.config.prefix;
+        if let Some(channel) = keys::channel_of(prefix, name) {
+            if let Some(mirror) = self.shared.mirrors.read().get(&channel) {
+                if mirror.shard.load(Ordering::SeqCst) == self.index {
+                    mirror.subscribed.store(false, Ordering::SeqCst);
+                    mirror.current.store(false, Ordering::SeqCst);
+                }
+            }
+        }
+        self.shared.rethink.notify_one();
     }
 
     /// Applies what was announced to a current mirror; false when the
@@ -602,11 +781,23 @@ impl Node {
             wanted.push((mirror, request));
         }
         if !fresh.is_empty() {
-            if let Err(failure) = self.subscribe(fresh).await {
-                for (_, request) in wanted {
-                    let _ = request.reply.send(Err(failure.to_string()));
+            match self.subscribe(fresh).await {
+                Ok(()) => {}
+                // A cluster moved some of these channels' slots: they wait
+                // for the cluster task to move them; the connection is fine.
+                Err(Failure::Moved(why)) => {
+                    for (mirror, request) in wanted {
+                        mirror.subscribed.store(false, Ordering::SeqCst);
+                        let _ = request.reply.send(Err(why.clone()));
+                    }
+                    return Ok(());
                 }
-                return Err(failure);
+                Err(failure) => {
+                    for (_, request) in wanted {
+                        let _ = request.reply.send(Err(failure.to_string()));
+                    }
+                    return Err(failure);
+                }
             }
         }
         for (mirror, request) in wanted {
@@ -703,10 +894,10 @@ impl Node {
     /// Runs `job` for `channel` off this task.
     fn run_job(&mut self, channel: ChannelName, mirror: Arc<Mirror>, job: Job) {
         let shared = self.shared.clone();
-        let index = self.index;
+        let shard = self.shard.clone();
         self.running.push(Box::pin(async move {
             let max = mirror.log.policy().max_messages;
-            let backplane = &shared.shards[index].backplane;
+            let backplane = &shard.backplane;
             let result = match job {
                 Job::Read { known } => backplane.read(&mirror.keys, known, max).await,
                 Job::Renew { epoch } => {
@@ -768,7 +959,7 @@ impl Node {
             return;
         }
         let applied = result.and_then(|state| match job {
-            Job::Read { .. } => mirror.apply(state, self.shard().backplane.shortest_life()),
+            Job::Read { .. } => mirror.apply(state, self.shard.backplane.shortest_life()),
             Job::Renew { .. } => mirror.apply_renewed(state).map(|()| None),
         });
         // An issued cursor ahead of what Redis has in its epoch, or naming
@@ -882,6 +1073,10 @@ impl Node {
         let timeout = self.shared.config.timeout;
         match tokio::time::timeout(timeout, self.sink.subscribe(channels)).await {
             Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) if pubsub::moved(&error) => {
+                self.shared.rethink.notify_one();
+                Err(Failure::Moved(error))
+            }
             Ok(Err(error)) => Err(Failure::Backplane(format!("SUBSCRIBE failed: {error}"))),
             Err(_) => Err(Failure::Backplane("SUBSCRIBE timed out".to_owned())),
         }
@@ -892,15 +1087,34 @@ impl Node {
     /// (off this task: a connect succeeds once SUBSCRIBE does).
     async fn resubscribe_all(&mut self) -> Result<(), Failure> {
         if self.index == 0 {
-            self.subscribe(vec![self.control.clone()]).await?;
+            let timeout = self.shared.config.timeout;
+            let control = vec![self.control.clone()];
+            match tokio::time::timeout(timeout, self.sink.subscribe_everywhere(control)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    return Err(Failure::Backplane(format!("SUBSCRIBE failed: {error}")))
+                }
+                Err(_) => return Err(Failure::Backplane("SUBSCRIBE timed out".to_owned())),
+            }
         }
         let mirrors = self.mirrors();
         for chunk in mirrors.chunks(1000) {
             for mirror in chunk {
                 mirror.subscribed.store(true, Ordering::SeqCst);
             }
-            self.subscribe(chunk.iter().map(|m| m.keys.pubsub.clone()).collect())
-                .await?;
+            match self
+                .subscribe(chunk.iter().map(|m| m.keys.pubsub.clone()).collect())
+                .await
+            {
+                Ok(()) => {}
+                // Slots that moved: the cluster task moves their mirrors.
+                Err(Failure::Moved(_)) => {
+                    for mirror in chunk {
+                        mirror.subscribed.store(false, Ordering::SeqCst);
+                    }
+                }
+                Err(failure) => return Err(failure),
+            }
         }
         for mirror in mirrors {
             self.load(mirror, None);
@@ -911,7 +1125,9 @@ impl Node {
     /// The mirrors of this shard's channels.
     fn mirrors(&self) -> Vec<Arc<Mirror>> {
         let mirrors = self.shared.mirrors.read();
-        let mine = mirrors.values().filter(|m| m.shard == self.index);
+        let mine = mirrors
+            .values()
+            .filter(|m| m.shard.load(Ordering::SeqCst) == self.index);
         mine.cloned().collect()
     }
 
@@ -920,7 +1136,7 @@ impl Node {
     async fn sweep(&mut self) -> Result<(), Failure> {
         // A connection that a firewall or NAT dropped in silence delivers
         // nothing and reports nothing: ask for an answer now and then.
-        match tokio::time::timeout(self.shared.config.timeout, self.sink.ping::<Value>()).await {
+        match tokio::time::timeout(self.shared.config.timeout, self.sink.ping()).await {
             Ok(Ok(_)) => {}
             Ok(Err(error)) => return Err(Failure::Backplane(format!("PING failed: {error}"))),
             Err(_) => return Err(Failure::Backplane("PING timed out".to_owned())),
@@ -931,7 +1147,9 @@ impl Node {
         {
             let mut mirrors = self.shared.mirrors.write();
             mirrors.retain(|name, mirror| {
-                if mirror.shard != self.index || mirror.log.subscriber_count() > 0 {
+                if mirror.shard.load(Ordering::SeqCst) != self.index
+                    || mirror.log.subscriber_count() > 0
+                {
                     self.unused.remove(name);
                     return true;
                 }
@@ -959,17 +1177,15 @@ impl Node {
         // Keys expire idle_ttl after their last use at the earliest: touching
         // them every quarter of it is enough.
         if now.duration_since(self.touched) >= self.shared.config.idle_ttl / 4
-            && !self.shard().touching.swap(true, Ordering::SeqCst)
+            && !self.shard.touching.swap(true, Ordering::SeqCst)
         {
             self.touched = now;
             let mut used = self.mirrors();
             used.retain(|m| m.log.subscriber_count() > 0);
             // On a task of its own: thousands of calls must not hold up
             // the announcements this task delivers.
-            let shared = self.shared.clone();
-            let index = self.index;
+            let shard = self.shard.clone();
             tokio::spawn(async move {
-                let shard = &shared.shards[index];
                 let keys: Vec<&ChannelKeys> = used.iter().map(|mirror| &mirror.keys).collect();
                 shard.backplane.touch(&keys).await;
                 shard.touching.store(false, Ordering::SeqCst);
@@ -978,10 +1194,11 @@ impl Node {
         // The cursor key again, now and then: a node that put a fresh one
         // into a Redis that lost the old one, and nodes that still tag with
         // the old one, converge on one key and honour the other.
-        if self.index == 0 && !self.shared.keying.swap(true, Ordering::SeqCst) {
+        if self.shared.is_home(self.index) && !self.shared.keying.swap(true, Ordering::SeqCst) {
+            let shard = self.shard.clone();
             let shared = self.shared.clone();
             tokio::spawn(async move {
-                if let Err(failure) = shared.first().backplane.load_cursor_key().await {
+                if let Err(failure) = shard.backplane.load_cursor_key().await {
                     tracing::debug!(%failure, "could not read the cursor key again");
                 }
                 shared.keying.store(false, Ordering::SeqCst);

@@ -189,10 +189,13 @@ impl Inner {
                     })
                     .collect(),
             };
+            let keys = self.keys(channel);
+            let write = &write;
             self.shared
-                .shard(channel)
-                .backplane
-                .presence_write(&self.keys(channel), &write)
+                .on_shard(channel, |shard| {
+                    let keys = &keys;
+                    async move { shard.backplane.presence_write(keys, write).await }
+                })
                 .await
         };
         tokio::time::timeout(timeout, written)
@@ -252,11 +255,12 @@ impl Inner {
         let mut names: HashSet<ChannelName> = self.shared.mirrors.read().keys().cloned().collect();
         names.extend(lock(&self.channels).keys().cloned());
         names.extend(lock(&self.counts).keys().cloned());
-        let mut sharded: Vec<Vec<ChannelName>> = vec![Vec::new(); self.shared.shards.len()];
+        let mut sharded: HashMap<usize, Vec<ChannelName>> = HashMap::new();
         for name in names {
-            sharded[self.shared.map.shard_of(&name)].push(name);
+            let shard = self.shared.map.shard_of(&name).unwrap_or(usize::MAX);
+            sharded.entry(shard).or_default().push(name);
         }
-        let rounds = sharded.iter().map(|names| async move {
+        let rounds = sharded.values().map(|names| async move {
             for chunk in names.chunks(CHUNK) {
                 let writes = chunk.iter().map(|name| self.write_channel(name, full));
                 let failed = futures_util::future::join_all(writes)
@@ -288,11 +292,13 @@ impl Store {
     ) -> EngineFuture<T> {
         let inner = self.0.clone();
         let keys = inner.keys(channel);
-        let shard = inner.shared.map.shard_of(channel);
+        let channel = channel.clone();
         Box::pin(async move {
             let timeout = inner.shared.config.timeout;
-            let backplane = &inner.shared.shards[shard].backplane;
-            let read = backplane.presence_read(&keys, max);
+            let read = inner.shared.on_shard(&channel, |shard| {
+                let keys = &keys;
+                async move { shard.backplane.presence_read(keys, max).await }
+            });
             let shares = tokio::time::timeout(timeout, read)
                 .await
                 .unwrap_or_else(|_| Err(late(timeout)))

@@ -16,7 +16,7 @@ use redis::{
     sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
     ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo,
 };
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 /// The scheme of a Sentinel URL.
 const SCHEME: &str = "redis+sentinel://";
@@ -31,6 +31,35 @@ pub(crate) enum Primary {
     Direct(redis::Client),
     /// Wherever the sentinels say (`redis+sentinel://`).
     Sentinel(Sentinel),
+    /// One shard of a Redis Cluster (`redis+cluster://`): wherever the
+    /// cluster last said (see `cluster.rs`, which fills it in).
+    Cluster(Arc<ClusterPrimary>),
+}
+
+/// The primary of one shard of a Redis Cluster, as last learned.
+#[derive(Default)]
+pub(crate) struct ClusterPrimary {
+    client: std::sync::Mutex<Option<redis::Client>>,
+}
+
+impl ClusterPrimary {
+    /// The primary the cluster names now.
+    pub(crate) fn get(&self) -> Option<redis::Client> {
+        self.client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Names the primary; whether it moved.
+    pub(crate) fn set(&self, client: redis::Client) -> bool {
+        let mut held = self.client.lock().unwrap_or_else(|e| e.into_inner());
+        let moved = held.as_ref().is_none_or(|old| {
+            old.get_connection_info().addr() != client.get_connection_info().addr()
+        });
+        *held = Some(client);
+        moved
+    }
 }
 
 /// Why a URL names no primary.
@@ -95,6 +124,11 @@ impl Primary {
     pub(crate) async fn resolve(&self, timeout: Duration) -> Result<redis::Client, Failure> {
         let sentinel = match self {
             Self::Direct(client) => return Ok(client.clone()),
+            Self::Cluster(shard) => {
+                return shard.get().ok_or_else(|| {
+                    Failure::Backplane("the cluster names no primary for this shard yet".to_owned())
+                })
+            }
             Self::Sentinel(sentinel) => sentinel,
         };
         let asked = async { sentinel.client.lock().await.async_get_client().await };
@@ -169,7 +203,10 @@ fn parse_sentinel_url(url: &str) -> Result<SentinelUrl, String> {
     if hosts.is_empty() {
         return Err("it names no sentinel".to_owned());
     }
-    let sentinels = hosts.split(',').map(host_port).collect::<Result<_, _>>()?;
+    let sentinels = hosts
+        .split(',')
+        .map(|address| host_port(address, SENTINEL_PORT))
+        .collect::<Result<_, _>>()?;
     let mut db = 0;
     for parameter in query.split('&').filter(|p| !p.is_empty()) {
         match parameter.split_once('=') {
@@ -192,9 +229,9 @@ fn parse_sentinel_url(url: &str) -> Result<SentinelUrl, String> {
     })
 }
 
-/// `HOST[:PORT]` or `[IPV6][:PORT]`.
-fn host_port(address: &str) -> Result<(String, u16), String> {
-    let bad = || format!("bad sentinel address {address:?}: HOST:PORT, or [IPV6]:PORT");
+/// `HOST[:PORT]` or `[IPV6][:PORT]`, `port` where none is given.
+pub(crate) fn host_port(address: &str, default: u16) -> Result<(String, u16), String> {
+    let bad = || format!("bad address {address:?}: HOST:PORT, or [IPV6]:PORT");
     let (host, port) = match address.strip_prefix('[') {
         Some(bracketed) => {
             let (host, after) = bracketed.split_once(']').ok_or_else(bad)?;
@@ -209,7 +246,7 @@ fn host_port(address: &str) -> Result<(String, u16), String> {
         },
     };
     let port = match port {
-        None => SENTINEL_PORT,
+        None => default,
         Some(port) => port
             .parse::<u16>()
             .ok()
@@ -223,7 +260,7 @@ fn host_port(address: &str) -> Result<(String, u16), String> {
 }
 
 /// `text` with its `%XX` escapes decoded.
-fn percent_decoded(text: &str) -> Result<String, String> {
+pub(crate) fn percent_decoded(text: &str) -> Result<String, String> {
     let bad = || "a bad %-escape before `@`".to_owned();
     let bytes = text.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
@@ -387,12 +424,12 @@ mod tests {
             ("redis+sentinel://h:1/a/b", "bad service name"),
             ("redis+sentinel:///s", "names no sentinel"),
             ("redis+sentinel://:pw@/s", "names no sentinel"),
-            ("redis+sentinel://h:x/s", "bad sentinel address \"h:x\""),
-            ("redis+sentinel://h:0/s", "bad sentinel address"),
-            ("redis+sentinel://h:70000/s", "bad sentinel address"),
-            ("redis+sentinel://a:1,,b:2/s", "bad sentinel address \"\""),
-            ("redis+sentinel://::1:5000/s", "bad sentinel address"),
-            ("redis+sentinel://[::1/s", "bad sentinel address"),
+            ("redis+sentinel://h:x/s", "bad address \"h:x\""),
+            ("redis+sentinel://h:0/s", "bad address"),
+            ("redis+sentinel://h:70000/s", "bad address"),
+            ("redis+sentinel://a:1,,b:2/s", "bad address \"\""),
+            ("redis+sentinel://::1:5000/s", "bad address"),
+            ("redis+sentinel://[::1/s", "bad address"),
             ("redis+sentinel://pw@h:1/s", "[USER]:PASSWORD"),
             ("redis+sentinel://:p%zz@h:1/s", "%-escape"),
             ("redis+sentinel://h:1/s?db=x", "bad database number"),

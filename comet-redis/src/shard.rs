@@ -12,30 +12,72 @@
 //! engine's shards, whatever filled the map.
 
 use comet_core::ChannelName;
+use std::sync::RwLock;
 
 /// The number of hash slots, as Redis Cluster has them.
 pub(crate) const SLOTS: u16 = 16_384;
 
 /// Maps each channel to the index of the shard that holds it.
-#[derive(Debug, Clone)]
-pub(crate) struct ShardMap {
-    shards: usize,
+#[derive(Debug)]
+pub(crate) enum ShardMap {
+    /// A static list of this many standalone primaries.
+    Fixed(usize),
+    /// A Redis Cluster: each slot's shard, as last learned (`UNKNOWN` for a
+    /// slot no primary serves yet), changed as slots move.
+    Slots(RwLock<Vec<u16>>),
 }
+
+/// A slot no known shard serves.
+pub(crate) const UNKNOWN: u16 = u16::MAX;
 
 impl ShardMap {
     /// A map over `shards` standalone primaries (at least one).
     pub(crate) fn fixed(shards: usize) -> Self {
-        Self {
-            shards: shards.max(1),
+        Self::Fixed(shards.max(1))
+    }
+
+    /// A map of a Redis Cluster's slots, none known yet.
+    pub(crate) fn slots() -> Self {
+        Self::Slots(RwLock::new(vec![UNKNOWN; usize::from(SLOTS)]))
+    }
+
+    /// The shard that holds `channel` (`None` in a cluster whose slot no
+    /// known primary serves).
+    pub(crate) fn shard_of(&self, channel: &ChannelName) -> Option<usize> {
+        self.shard_of_slot(slot(channel.as_str()))
+    }
+
+    /// The shard that serves `slot`.
+    pub(crate) fn shard_of_slot(&self, slot: u16) -> Option<usize> {
+        match self {
+            Self::Fixed(1) => Some(0),
+            Self::Fixed(shards) => Some(jump(mix(u64::from(slot)), *shards)),
+            Self::Slots(slots) => {
+                let slots = slots.read().unwrap_or_else(|e| e.into_inner());
+                let shard = slots[usize::from(slot % SLOTS)];
+                (shard != UNKNOWN).then_some(usize::from(shard))
+            }
         }
     }
 
-    /// The shard that holds `channel`.
-    pub(crate) fn shard_of(&self, channel: &ChannelName) -> usize {
-        if self.shards == 1 {
-            return 0;
+    /// Sets the shard of every slot in `ranges` (a cluster's, as learned);
+    /// the slots whose shard changed.
+    pub(crate) fn assign(&self, ranges: &[(u16, u16, usize)]) -> Vec<u16> {
+        let Self::Slots(slots) = self else {
+            return Vec::new();
+        };
+        let mut slots = slots.write().unwrap_or_else(|e| e.into_inner());
+        let mut fresh = vec![UNKNOWN; usize::from(SLOTS)];
+        for &(first, last, shard) in ranges {
+            for slot in first..=last.min(SLOTS - 1) {
+                fresh[usize::from(slot)] = u16::try_from(shard).unwrap_or(UNKNOWN);
+            }
         }
-        jump(mix(u64::from(slot(channel.as_str()))), self.shards)
+        let changed = (0..SLOTS)
+            .filter(|&slot| slots[usize::from(slot)] != fresh[usize::from(slot)])
+            .collect();
+        *slots = fresh;
+        changed
     }
 }
 
@@ -54,6 +96,18 @@ pub(crate) fn slot(name: &str) -> u16 {
         }
     }
     crc % SLOTS
+}
+
+/// The hash slot of any key: of its hash tag (the part between the first
+/// `{` and the next `}`, if not empty), else of the whole key.
+pub(crate) fn key_slot(key: &str) -> u16 {
+    let tagged = key.find('{').and_then(|open| {
+        let rest = &key[open + 1..];
+        rest.find('}')
+            .filter(|&close| close > 0)
+            .map(|close| &rest[..close])
+    });
+    slot(tagged.unwrap_or(key))
 }
 
 /// Spreads a small key (a slot) over 64 bits before jump hashing, which
@@ -88,12 +142,15 @@ mod tests {
         assert_eq!(slot("foo"), 12_182);
         assert_eq!(slot("bar"), 5_061);
         assert_eq!(slot(""), 0);
+        assert_eq!(key_slot("comet:{foo}:meta2"), slot("foo"));
+        assert_eq!(key_slot("comet:{}:x"), slot("comet:{}:x"));
+        assert_eq!(key_slot("plain"), slot("plain"));
     }
 
     #[test]
     fn one_shard_holds_everything() {
         let map = ShardMap::fixed(1);
-        assert_eq!(map.shard_of(&ChannelName::new("a").unwrap()), 0);
+        assert_eq!(map.shard_of(&ChannelName::new("a").unwrap()), Some(0));
     }
 
     #[test]
@@ -121,5 +178,23 @@ mod tests {
             let share = f64::from(SLOTS) / (shards + 1) as f64;
             assert!((f64::from(moved) - share).abs() < share * 0.1, "{moved}");
         }
+    }
+}
+
+#[cfg(test)]
+mod slot_map_tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_map_knows_what_it_was_told_and_says_what_moved() {
+        let map = ShardMap::slots();
+        assert_eq!(map.shard_of_slot(5), None);
+        let moved = map.assign(&[(0, 8_191, 0), (8_192, 16_383, 1)]);
+        assert_eq!(moved.len(), usize::from(SLOTS));
+        assert_eq!(map.shard_of_slot(5), Some(0));
+        assert_eq!(map.shard_of_slot(9_000), Some(1));
+        let moved = map.assign(&[(0, 8_190, 0), (8_191, 16_383, 1)]);
+        assert_eq!(moved, [8_191]);
+        assert_eq!(map.shard_of_slot(8_191), Some(1));
     }
 }

@@ -9,6 +9,7 @@
 pub mod browser;
 pub mod clients;
 pub mod nodes;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod sentinel;
 pub mod tcp_proxy;

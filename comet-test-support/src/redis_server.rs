@@ -46,6 +46,11 @@ impl RedisServer {
     /// Starts one on `port` (after a restart, or for a node that was
     /// configured before Redis came up); `None` if it did not come up.
     pub fn start_on(port: u16) -> Option<Self> {
+        Self::start_with(port, &[])
+    }
+
+    /// Starts one on `port` with `extra` arguments (a cluster node's).
+    pub fn start_with(port: u16, extra: &[String]) -> Option<Self> {
         let binary = binary("redis-server").expect("redis-server on PATH");
         let child = Command::new(binary)
             .args([
@@ -68,6 +73,7 @@ impl RedisServer {
                 "--dbfilename",
                 &format!("comet-test-{port}.rdb"),
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

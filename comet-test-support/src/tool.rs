@@ -13,6 +13,8 @@ pub enum Tool {
     Chromium,
     RedisServer,
     RedisSentinel,
+    /// `redis-cli` (Debian's `redis-tools`), which makes a Redis Cluster.
+    RedisCli,
     /// Node alone (comet.js's unit tests under `node --test`).
     Node,
     /// Node with the npm `eventsource` package in `tests/clients`.
@@ -29,6 +31,7 @@ impl Tool {
             Tool::Chromium => crate::browser::find_chromium().is_some(),
             Tool::RedisServer => binary("redis-server").is_some(),
             Tool::RedisSentinel => binary("redis-sentinel").is_some(),
+            Tool::RedisCli => binary("redis-cli").is_some(),
             Tool::Node => binary("node").is_some(),
             Tool::NodeEventSource => crate::clients::node_with_eventsource().is_some(),
             Tool::HttpxSse => crate::clients::python_with_httpx_sse().is_some(),
@@ -40,7 +43,7 @@ impl Tool {
     pub fn required_by(self) -> &'static str {
         match self {
             Tool::Chromium => "COMET_BROWSER_TESTS",
-            Tool::RedisServer | Tool::RedisSentinel => "COMET_REDIS_TESTS",
+            Tool::RedisServer | Tool::RedisSentinel | Tool::RedisCli => "COMET_REDIS_TESTS",
             Tool::Node | Tool::NodeEventSource | Tool::HttpxSse | Tool::PyJwt => {
                 "COMET_CLIENT_TESTS"
             }
@@ -57,6 +60,7 @@ impl Tool {
             Tool::Chromium => "apt-get install chromium, or set COMET_CHROMIUM",
             Tool::RedisServer => "apt-get install redis-server",
             Tool::RedisSentinel => "apt-get install redis-sentinel",
+            Tool::RedisCli => "apt-get install redis-tools",
             Tool::Node => "apt-get install nodejs",
             Tool::NodeEventSource => "Node, and npm ci in tests/clients",
             Tool::HttpxSse | Tool::PyJwt => {
