@@ -497,6 +497,13 @@ impl Backplane {
         });
     }
 
+    /// Whether announcements go by sharded pub/sub: on a Redis Cluster
+    /// whose servers have it (Redis 7; on Redis 6, plain `PUBLISH`, which
+    /// a cluster copies to every node).
+    pub(crate) fn sharded_pubsub(&self) -> bool {
+        self.sharded && self.script_flags.load(Ordering::Relaxed)
+    }
+
     /// Learns what the server is, with `INFO`: a primary (a replica is
     /// refused, and the command connection replaced), whether it knows
     /// script flags, and whether it may evict keys.
@@ -594,7 +601,7 @@ impl Backplane {
                     // Redis 7 numbers stream entries itself, as it knows
                     // script flags.
                     .arg(if flags { "1" } else { "0" })
-                    .arg(if self.sharded { "SPUBLISH" } else { "PUBLISH" });
+                    .arg(if self.sharded_pubsub() { "SPUBLISH" } else { "PUBLISH" });
                 invocation
             })
             .await?;

@@ -424,7 +424,8 @@ async fn connect(shared: &Arc<Shared>, index: usize) -> Result<(Node, pubsub::St
     if shared.is_home(index) {
         shard.backplane.load_cursor_key().await?;
     }
-    let (sink, stream) = pubsub::open(&primary, shard.sharded, shared.config.timeout).await?;
+    let sharded = shard.backplane.sharded_pubsub();
+    let (sink, stream) = pubsub::open(&primary, sharded, shared.config.timeout).await?;
     let mut node = Node::new(shared.clone(), index, sink, asked);
     node.resubscribe_all().await?;
     Ok((node, stream))
