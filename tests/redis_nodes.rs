@@ -8,6 +8,7 @@
 //! `redis-server`, and fail with `COMET_REDIS_TESTS=1` (CI).
 #![cfg(unix)]
 
+use comet_test_support::redis_cluster::RedisCluster;
 use comet_test_support::redis_server::RedisServer;
 use comet_test_support::tcp_proxy::TcpProxy;
 use comet_test_support::{client, Running};
@@ -37,6 +38,14 @@ fn main() {
             &[comet_test_support::tool::Tool::RedisServer],
             || Box::pin(sharded()),
         ),
+        comet_test_support::tool::ToolTest::new(
+            "the_demo_runs_on_a_redis_cluster",
+            &[
+                comet_test_support::tool::Tool::RedisServer,
+                comet_test_support::tool::Tool::RedisCli,
+            ],
+            || Box::pin(on_a_cluster()),
+        ),
     ]);
 }
 
@@ -53,8 +62,13 @@ fn node_with(redis: &RedisServer, env: &[(&str, &str)]) -> (Running, String) {
 /// A demo node on `shards` (`--redis` once each) with `env`; its base URL.
 fn node_on(shards: &[&RedisServer], env: &[(&str, &str)]) -> (Running, String) {
     let urls: Vec<String> = shards.iter().map(|redis| redis.url()).collect();
+    node_at(&urls, env)
+}
+
+/// A demo node given `urls` (`--redis` once each) with `env`; its base URL.
+fn node_at(urls: &[String], env: &[(&str, &str)]) -> (Running, String) {
     let mut args = vec!["--addr", "127.0.0.1:0"];
-    for url in &urls {
+    for url in urls {
         args.extend(["--redis", url.as_str()]);
     }
     let (node, lines) = Running::start_with_env("chat", &args, env, 1);
@@ -84,6 +98,43 @@ async fn sharded() {
     let (first, second) = (RedisServer::start(), RedisServer::start());
     let (_a, a) = node_on(&[&first, &second], &[]);
     let (_b, b) = node_on(&[&first, &second], &[]);
+    rooms_cross(&a, &b).await;
+    // Both servers hold rooms.
+    for redis in [&first, &second] {
+        let mut connection = redis.connection().await;
+        let rooms: Vec<String> =
+            redis::AsyncCommands::keys(&mut connection, "comet:{room/shard-*}:meta2")
+                .await
+                .unwrap();
+        assert!(
+            !rooms.is_empty(),
+            "redis on port {} holds no room",
+            redis.port
+        );
+    }
+}
+
+/// Two demo nodes on a Redis Cluster (`--redis redis+cluster://...`).
+async fn on_a_cluster() {
+    let cluster = RedisCluster::start().await;
+    let (_a, a) = node_at(&[cluster.url()], &[]);
+    let (_b, b) = node_at(&[cluster.url()], &[]);
+    rooms_cross(&a, &b).await;
+    let mut holders = 0;
+    for redis in &cluster.nodes[..3] {
+        let mut connection = redis.connection().await;
+        let rooms: Vec<String> =
+            redis::AsyncCommands::keys(&mut connection, "comet:{room/shard-*}:meta2")
+                .await
+                .unwrap();
+        holders += usize::from(!rooms.is_empty());
+    }
+    assert!(holders >= 2, "the rooms are on {holders} primary");
+}
+
+/// A message on each of eight rooms, published on node `a`, reaches a long
+/// poll on node `b`.
+async fn rooms_cross(a: &str, b: &str) {
     let poll = |base: &str, room: &str, cursor: &str, timeout: u32| {
         client().get(format!(
             "{base}/comet/poll?channel={room}&cursor={cursor}&timeout={timeout}"
@@ -93,7 +144,7 @@ async fn sharded() {
         let room = format!("room/shard-{i}");
         let head = get_json(format!("{b}/comet/poll?channel={room}&timeout=0")).await;
         let cursor = head["cursor"].as_str().unwrap().to_owned();
-        let waiting = tokio::spawn(poll(&b, &room, &cursor, 10).send());
+        let waiting = tokio::spawn(poll(b, &room, &cursor, 10).send());
         let response = client()
             .post(format!("{a}/comet/publish/{room}"))
             .body(format!("m{i}"))
@@ -114,19 +165,6 @@ async fn sharded() {
             record(envelope, &mut got);
         }
         assert_eq!(got, [format!("m{i}")], "{room}");
-    }
-    // Both servers hold rooms.
-    for redis in [&first, &second] {
-        let mut connection = redis.connection().await;
-        let rooms: Vec<String> =
-            redis::AsyncCommands::keys(&mut connection, "comet:{room/shard-*}:meta2")
-                .await
-                .unwrap();
-        assert!(
-            !rooms.is_empty(),
-            "redis on port {} holds no room",
-            redis.port
-        );
     }
 }
 

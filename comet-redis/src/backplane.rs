@@ -601,7 +601,11 @@ impl Backplane {
                     // Redis 7 numbers stream entries itself, as it knows
                     // script flags.
                     .arg(if flags { "1" } else { "0" })
-                    .arg(if self.sharded_pubsub() { "SPUBLISH" } else { "PUBLISH" });
+                    .arg(if self.sharded_pubsub() {
+                        "SPUBLISH"
+                    } else {
+                        "PUBLISH"
+                    });
                 invocation
             })
             .await?;
