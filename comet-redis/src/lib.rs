@@ -49,9 +49,11 @@
 //! counts them).
 //!
 //! Past one Redis, [`RedisEngine::sharded`] spreads the channels over
-//! several independent primaries (each in either form above): each channel
-//! lives on one of them, a publish costs that one alone, and one that is
-//! down fails its own channels alone.
+//! several independent primaries (each in either form above), and a
+//! `redis+cluster://` URL puts them on a Redis Cluster: each channel lives
+//! on one shard, a publish costs that one alone (its announcement stays
+//! there too, by sharded pub/sub on a cluster), and one that is down fails
+//! its own channels alone.
 //!
 //! Presence and occupancy ([`Hub::presence`](comet_core::Hub::presence),
 //! [`Hub::subscriber_count`](comet_core::Hub::subscriber_count), join and
@@ -85,7 +87,8 @@
 //! resume from before get one gap and then only what is published after.
 //!
 //! Inside (for contributors), modules depend one way: `lib.rs`, this API,
-//! on `presence`, the presence store (every node's share of each channel,
+//! on `cluster` (learning a Redis Cluster's shards and slots, and moving
+//! channels whose slot moved), on `presence`, the presence store (every node's share of each channel,
 //! refreshed by a task of its own), and on `control`, the control bus
 //! (orders published to every node, heard by the first shard's task, and
 //! clearing a channel); they on `node`, a task per shard (connect, serve,
@@ -93,7 +96,8 @@
 //! handed to the hubs that listen); it on `mirror` (a `ChannelLog` per
 //! channel in use, and what a read does to it), `primary` (one address, or
 //! the one Sentinel names) and `shard` (which shard holds a channel); they
-//! on `backplane` (commands and scripts on one shard's command connection);
+//! on `pubsub` (a shard's pub/sub connection, comet's own on a cluster) and
+//! `backplane` (commands and scripts on one shard's command connection);
 //! and that on `wire` (Redis's replies, announcements and orders), `keys`,
 //! `scripts` and `cursor_key`. No module imports one that imports it.
 
@@ -323,7 +327,16 @@ impl RedisEngine {
     ///   connects, and when they announce a new one (`+switch-master`, after
     ///   a failover) the node moves its connections there at once. The user,
     ///   password (percent-encoded) and database are the primary's; the
-    ///   sentinels are asked without a password.
+    ///   sentinels are asked without a password;
+    /// - `redis+cluster://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]`:
+    ///   a Redis Cluster, whose shards the node learns from the nodes listed
+    ///   (port 6379 where none is given) with `CLUSTER SHARDS`, at start and
+    ///   whenever a slot or a primary moves. Each channel lives on the
+    ///   primary that serves its hash slot; announcements go by sharded
+    ///   pub/sub (`SPUBLISH`, `SSUBSCRIBE`; plain pub/sub on Redis 6); a
+    ///   slot that moves takes its channels' subscriptions with it, and a
+    ///   failover moves the shard's connections to the promoted replica.
+    ///   The user and password are every node's; TLS is not supported.
     ///
     /// [`build`](RedisEngineBuilder::build) checks the URL.
     pub fn builder(url: impl Into<String>) -> RedisEngineBuilder {
