@@ -578,6 +578,8 @@ impl Backplane {
         // the script can tell whether the first attempt landed.
         let identity = comet_core::engine::random_epoch().max(1).to_string();
         let flags = self.script_flags.load(Ordering::Relaxed);
+        let now = now_ms();
+        let header = wire::header(now, &identity, payload.kind(), payload.event_name());
         let reply = self
             .invoke(|retry| {
                 let mut invocation = self.scripts.publish.for_server(flags).key(&keys.meta);
@@ -587,8 +589,7 @@ impl Backplane {
                 }
                 invocation
                     .arg(&epoch)
-                    .arg(wire::kind_code(payload.kind()))
-                    .arg(payload.event_name().unwrap_or(""))
+                    .arg(&header)
                     .arg(payload.data().as_ref())
                     .arg(history.max_messages)
                     .arg(history.max_age.map_or(0, |age| millis(age).max(1)))
@@ -597,7 +598,7 @@ impl Backplane {
                     .arg(&identity)
                     .arg(millis(self.config.idempotency_window).max(1))
                     .arg(if retry { "1" } else { "0" })
-                    .arg(now_ms())
+                    .arg(now)
                     // Redis 7 numbers stream entries itself, as it knows
                     // script flags.
                     .arg(if flags { "1" } else { "0" })

@@ -11,10 +11,10 @@
 //!   refreshed the keys' TTL and trimmed by age;
 //! - `<prefix>:{<name>}:log2`, a stream whose entry IDs are `0-<offset>`
 //!   (so that Redis 7 numbers each entry itself, `XADD 0-*`, and its last
-//!   ID is the newest offset), with fields `k` (kind: `j` JSON, `t` text),
-//!   `e` (event, empty for none), `d` (payload), `t` (publish time, Unix
-//!   milliseconds, the publishing node's clock) and `i` (the identity each
-//!   publish draws);
+//!   ID is the newest offset), with fields `h`, the header
+//!   `<time>\n<identity>\n<kind>\n<event>` (publish time in Unix ms by the
+//!   publishing node's clock, the identity each publish draws, `j` JSON or
+//!   `t` text, the event or nothing), and `d` (payload);
 //! - `<prefix>:{<name>}`, the pub/sub channel every publish announces on;
 //! - `<prefix>:{<name>}:idem:<key>`, a string `<epoch> <offset> <time ms> <identity>`
 //!   for each idempotency key a publish carried, while it is remembered.

@@ -368,32 +368,49 @@ pub(crate) fn entry(epoch: u64, value: &Value) -> Result<Numbered, &'static str>
     let id = bulk(id).ok_or("entry ID is not a string")?;
     let offset = id.strip_prefix(b"0-").ok_or("entry ID is not 0-<offset>")?;
     let offset = number(offset, "entry ID is not 0-<offset>")?;
-    let (mut kind, mut event, mut data, mut time_ms) = (None, None, None, None);
-    let mut identity = 0;
+    let (mut header, mut data) = (None, None);
     for pair in fields.chunks(2) {
         let [name, value] = pair else {
             return Err("odd field list");
         };
         let value = bulk(value).ok_or("field is not a string")?;
         match bulk(name).ok_or("field name is not a string")? {
-            b"k" => kind = Some(kind_of(value)?),
-            b"e" => event = Some(event_of(value)?),
+            b"h" => header = Some(value),
             b"d" => data = Some(value),
-            b"t" => time_ms = Some(number(value, "bad time")?),
-            b"i" => identity = number(value, "bad identity")?,
             _ => {}
         }
     }
-    let kind = kind.ok_or("no kind")?;
+    let mut lines = header.ok_or("no header")?.splitn(4, |b| *b == b'\n');
+    let mut next = |what| lines.next().ok_or(what);
+    let time_ms = number(next("no time")?, "bad time")?;
+    let identity = number(next("no identity")?, "bad identity")?;
+    let kind = kind_of(next("no kind")?)?;
+    let event = event_of(next("no event")?)?;
     Ok(Numbered {
         epoch,
         offset,
-        time_ms: time_ms.ok_or("no time")?,
+        time_ms,
         identity,
         kind,
-        event: event.ok_or("no event")?,
+        event,
         data: data_of(kind, data.ok_or("no data")?)?,
     })
+}
+
+/// A message's header, as its stream entry (field `h`) and announcement
+/// hold it: `<time ms>\n<identity>\n<kind>\n<event>` (an event name holds
+/// no line break).
+pub(crate) fn header(
+    time_ms: u64,
+    identity: &str,
+    kind: PayloadKind,
+    event: Option<&str>,
+) -> String {
+    format!(
+        "{time_ms}\n{identity}\n{}\n{}",
+        kind_code(kind),
+        event.unwrap_or("")
+    )
 }
 
 /// The bytes of a string reply.
@@ -676,19 +693,30 @@ mod tests {
         let value = Value::Array(vec![
             s("0-12"),
             Value::Array(vec![
-                s("k"),
-                s("j"),
-                s("e"),
-                s(""),
+                s("h"),
+                s(&header(5, "77", PayloadKind::Json, Some("tick"))),
                 s("d"),
                 s("[1]"),
-                s("t"),
-                s("5"),
             ]),
         ]);
         let entry = entry(3, &value).unwrap();
         assert_eq!((entry.epoch, entry.offset, entry.time_ms), (3, 12, 5));
+        assert_eq!(entry.identity, 77);
+        assert_eq!(entry.event.as_deref(), Some("tick"));
         assert_eq!(&entry.data[..], b"[1]");
+        // The header and the announcement agree: c2 is the header's lines
+        // after the epoch and offset.
+        let announced = format!(
+            "c2\n3\n12\n{}\n[1]",
+            header(5, "77", PayloadKind::Json, Some("tick"))
+        );
+        let Ok(Announcement::Message(heard)) = announcement(announced.as_bytes()) else {
+            panic!("not a message");
+        };
+        assert_eq!((heard.offset, heard.time_ms, heard.identity), (12, 5, 77));
+        assert_eq!(heard.event.as_deref(), Some("tick"));
+        let headless = Value::Array(vec![s("0-1"), Value::Array(vec![s("d"), s("[1]")])]);
+        assert!(super::entry(3, &headless).is_err());
         let bad = Value::Array(vec![s("12-1"), Value::Array(vec![])]);
         assert!(super::entry(3, &bad).is_err());
         assert!(super::entry(3, &s("x")).is_err());

@@ -365,7 +365,9 @@ async fn keys_outlive_every_publish_by_their_ttl_though_refreshes_are_amortized(
           local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
           local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1][2]
           local published
-          for i = 1, #newest, 2 do if newest[i] == 't' then published = tonumber(newest[i + 1]) end end
+          for i = 1, #newest, 2 do
+            if newest[i] == 'h' then published = tonumber(string.match(newest[i + 1], '^(%d+)\n')) end
+          end
           return {now + redis.call('PTTL', KEYS[1]) - published, now + redis.call('PTTL', KEYS[2]) - published}",
     );
     let lives = |connection: &mut redis::aio::MultiplexedConnection| {
@@ -850,21 +852,21 @@ async fn publish_as_redis_6(
         .unwrap()
         .as_millis()
         .to_string();
+    let identity = comet_core::engine::random_epoch().max(1).to_string();
     let _: redis::Value = redis::Script::new(include_str!("../src/scripts/publish.lua"))
         .key(format!("comet:{{{channel}}}:meta2"))
         .key(format!("comet:{{{channel}}}:log2"))
         .arg(comet_core::engine::random_epoch().to_string())
-        .arg("t")
-        .arg("")
+        .arg(format!("{now}\n{identity}\nt\n"))
         .arg(text)
         .arg(100)
         .arg(0)
         .arg(0)
         .arg(format!("comet:{{{channel}}}"))
-        .arg(comet_core::engine::random_epoch().max(1).to_string())
+        .arg(&identity)
         .arg(300_000)
         .arg("0")
-        .arg(now)
+        .arg(&now)
         .arg("0")
         .arg("PUBLISH")
         .invoke_async(connection)

@@ -510,7 +510,7 @@ async fn fill(connection: &mut MultiplexedConnection, channel: &str, count: u64,
 local big = string.rep('x', tonumber(ARGV[2]))
 local now = redis.call('TIME')[1] .. '000'
 for i = 1, tonumber(ARGV[1]) do
-  redis.call('XADD', KEYS[2], '0-' .. i, 'k', 't', 'e', '', 'd', big, 't', now)
+  redis.call('XADD', KEYS[2], '0-' .. i, 'h', now .. '\n0\nt\n', 'd', big)
 end
 redis.call('HSET', KEYS[1], 'epoch', ARGV[3])
 return 0

@@ -2,14 +2,21 @@
 -- one place and history, epoch and announcement never disagree.
 --
 -- KEYS: meta, log, and the idempotency key's own key when the publish has
--- one. ARGV: 1 a new epoch (used if the channel has none), 2 kind, 3 event,
--- 4 data, 5 max messages, 6 max age in ms (0: none), 7 key TTL in ms (0:
--- keep), 8 pub/sub channel, 9 the message's identity (random, per publish),
--- 10 how long the idempotency key is remembered in ms, 11 '1' when this is
--- the node's own retry of a publish whose first attempt may have landed, 12
--- the publishing node's clock (Unix ms), 13 '1' when the server numbers
--- stream entries itself (`XADD <ms>-*`, Redis 7), 14 the command that
--- announces (`PUBLISH`, or `SPUBLISH` on a Redis Cluster).
+-- one. ARGV: 1 a new epoch (used if the channel has none), 2 the message's
+-- header, `<time ms>\n<identity>\n<kind>\n<event>` (made by the node: its
+-- clock, the identity it drew for this publish, `j` or `t`, the event or
+-- nothing), 3 data, 4 max messages, 5 max age in ms (0: none), 6 key TTL in
+-- ms (0: keep), 7 pub/sub channel, 8 the identity alone, 9 how long the
+-- idempotency key is remembered in ms, 10 '1' when this is the node's own
+-- retry of a publish whose first attempt may have landed, 11 the time
+-- alone, 12 '1' when the server numbers stream entries itself (`XADD
+-- <ms>-*`, Redis 7), 13 the command that announces (`PUBLISH`, or
+-- `SPUBLISH` on a Redis Cluster).
+--
+-- An entry holds the header (`h`) and the data (`d`): two fields, as few
+-- arguments as a message needs, which Redis's Lua bridge copies one by
+-- one. The announcement is `c2\n<epoch>\n<offset>\n` then the header and
+-- the data on lines of their own (see wire.rs).
 --
 -- Returns {epoch, offset, time_ms, repeated, identity}: repeated is 1 when
 -- nothing was stored because the publish had already landed, and identity is
@@ -38,8 +45,8 @@ local meta = redis.pcall('HMGET', KEYS[1], 'epoch', 'last', 'x', 'a')
 local epoch, last, refreshed, aged = false, nil, nil, nil
 if meta.err then epoch = meta
 else epoch, last, refreshed, aged = meta[1], meta[2], meta[3], meta[4] end
-local now = ARGV[12]
-local max = tonumber(ARGV[5])
+local now = ARGV[11]
+local max = tonumber(ARGV[4])
 -- Exact trimming rewrites the stream's first node on every publish; above
 -- a node's worth of entries, trim whole nodes (`~`) instead: Redis keeps up
 -- to one node more, and readers still get exactly the bound (the read
@@ -48,14 +55,14 @@ local trim = '='
 if max > 100 then trim = '~' end
 -- The offset, as text.
 local offset = nil
-if type(epoch) == 'string' and not last and ARGV[13] == '1' and not KEYS[3]
-    and ARGV[11] ~= '1' then
+if type(epoch) == 'string' and not last and ARGV[12] == '1' and not KEYS[3]
+    and ARGV[10] ~= '1' then
   -- The usual publish, first and with nothing else made (each closure
   -- below costs every call that makes it): Redis numbers the entry. No
   -- log, or a refusal, wrote nothing, and the general path below decides.
-  -- (ARGV[5], not `max`: a number would be formatted again for Redis.)
-  local id = redis.pcall('XADD', KEYS[2], 'NOMKSTREAM', 'MAXLEN', trim, ARGV[5], '0-*',
-    'k', ARGV[2], 'e', ARGV[3], 'd', ARGV[4], 't', now, 'i', ARGV[9])
+  -- (ARGV[4], not `max`: a number would be formatted again for Redis.)
+  local id = redis.pcall('XADD', KEYS[2], 'NOMKSTREAM', 'MAXLEN', trim, ARGV[4], '0-*',
+    'h', ARGV[2], 'd', ARGV[3])
   if type(id) == 'string' then offset = string.sub(id, 3) end
 end
 if not offset then
@@ -83,27 +90,28 @@ if not offset then
       if e == epoch then return {epoch, tonumber(o), tonumber(t), 1, i} end
     end
   end
-  if epoch and ARGV[11] == '1' then
+  if epoch and ARGV[10] == '1' then
     -- The node lost the answer to its first attempt: if it landed, it is
     -- among the newest entries, under this identity.
     local newest = redis.pcall('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 64)
     if not newest.err then
       for _, entry in ipairs(newest) do
-        if field(entry[2], 'i') == ARGV[9] then
+        local time, identity = string.match(field(entry[2], 'h') or '', '^(%d+)\n(%d+)\n')
+        if identity == ARGV[8] then
           local found = tonumber(string.match(entry[1], '^0%-(%d+)$'))
-          return {epoch, found, tonumber(field(entry[2], 't') or '0'), 1, ARGV[9]}
+          return {epoch, found, tonumber(time), 1, ARGV[8]}
         end
       end
     end
   end
-  local auto = ARGV[13] == '1'
+  local auto = ARGV[12] == '1'
   local function append(id, nomk)
     if nomk then
-      return redis.pcall('XADD', KEYS[2], 'NOMKSTREAM', 'MAXLEN', trim, ARGV[5], id,
-        'k', ARGV[2], 'e', ARGV[3], 'd', ARGV[4], 't', now, 'i', ARGV[9])
+      return redis.pcall('XADD', KEYS[2], 'NOMKSTREAM', 'MAXLEN', trim, ARGV[4], id,
+        'h', ARGV[2], 'd', ARGV[3])
     end
-    return redis.pcall('XADD', KEYS[2], 'MAXLEN', trim, ARGV[5], id,
-      'k', ARGV[2], 'e', ARGV[3], 'd', ARGV[4], 't', now, 'i', ARGV[9])
+    return redis.pcall('XADD', KEYS[2], 'MAXLEN', trim, ARGV[4], id,
+      'h', ARGV[2], 'd', ARGV[3])
   end
   -- After an entry appended under an ID of ours: where the next publish
   -- goes on from. Redis 7 numbers the next one itself; Redis 6 reads
@@ -200,10 +208,10 @@ end
 -- node restarted with a longer one) refreshes at once, not a quarter of
 -- the old one later. Neither field is trusted to be a number.
 local clock = tonumber(now)
-local ttl = tonumber(ARGV[7])
+local ttl = tonumber(ARGV[6])
 local expires = tonumber(refreshed)
 local refresh = ttl == 0 or not expires or expires - clock < ttl
-local max_age = tonumber(ARGV[6])
+local max_age = tonumber(ARGV[5])
 local trimmed = tonumber(aged)
 local age_trim = max_age > 0 and (not trimmed or clock - trimmed >= max_age / 8)
 if refresh or age_trim then
@@ -225,7 +233,7 @@ if refresh or age_trim then
       local fields = entry[2]
       local published = nil
       for i = 1, #fields, 2 do
-        if fields[i] == 't' then published = tonumber(fields[i + 1]) end
+        if fields[i] == 'h' then published = tonumber(string.match(fields[i + 1], '^(%d+)\n')) end
       end
       if (published or 0) > cutoff then
         keep = entry[1]
@@ -251,9 +259,8 @@ if refresh or age_trim then
   end
 end
 if KEYS[3] then
-  redis.call('SET', KEYS[3], epoch .. ' ' .. offset .. ' ' .. now .. ' ' .. ARGV[9],
-    'PX', ARGV[10])
+  redis.call('SET', KEYS[3], epoch .. ' ' .. offset .. ' ' .. now .. ' ' .. ARGV[8],
+    'PX', ARGV[9])
 end
-redis.call(ARGV[14], ARGV[8], 'c2\n' .. epoch .. '\n' .. offset .. '\n' .. now .. '\n' ..
-  ARGV[9] .. '\n' .. ARGV[2] .. '\n' .. ARGV[3] .. '\n' .. ARGV[4])
-return {epoch, tonumber(offset), clock, 0, ARGV[9]}
+redis.call(ARGV[13], ARGV[7], 'c2\n' .. epoch .. '\n' .. offset .. '\n' .. ARGV[2] .. '\n' .. ARGV[3])
+return {epoch, tonumber(offset), clock, 0, ARGV[8]}

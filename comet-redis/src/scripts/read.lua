@@ -90,7 +90,9 @@ if max == 0 and last > 0 then
   local newest = redis.call('XRANGE', KEYS[2], id, id)
   if #newest > 0 then
     for i = 1, #newest[1][2], 2 do
-      if newest[1][2][i] == 'i' then identity = newest[1][2][i + 1] end
+      if newest[1][2][i] == 'h' then
+        identity = string.match(newest[1][2][i + 1], '^%d+\n(%d+)\n') or '0'
+      end
     end
   end
 end
