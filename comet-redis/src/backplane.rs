@@ -504,6 +504,16 @@ impl Backplane {
         self.sharded && self.script_flags.load(Ordering::Relaxed)
     }
 
+    /// The command the scripts announce with on a channel's pub/sub
+    /// channel.
+    fn announce(&self) -> &'static str {
+        if self.sharded_pubsub() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
     /// Learns what the server is, with `INFO`: a primary (a replica is
     /// refused, and the command connection replaced), whether it knows
     /// script flags, and whether it may evict keys.
@@ -602,11 +612,7 @@ impl Backplane {
                     // Redis 7 numbers stream entries itself, as it knows
                     // script flags.
                     .arg(if flags { "1" } else { "0" })
-                    .arg(if self.sharded_pubsub() {
-                        "SPUBLISH"
-                    } else {
-                        "PUBLISH"
-                    });
+                    .arg(self.announce());
                 invocation
             })
             .await?;
@@ -725,7 +731,8 @@ impl Backplane {
                 .key(&keys.log)
                 .arg(&old)
                 .arg(&new)
-                .arg(&keys.pubsub);
+                .arg(&keys.pubsub)
+                .arg(self.announce());
             invocation
         })
         .await
@@ -855,7 +862,8 @@ impl Backplane {
                         None => "",
                     })
                     .arg(write.count.map_or(String::new(), |n| n.to_string()))
-                    .arg(if write.refresh { "1" } else { "0" });
+                    .arg(if write.refresh { "1" } else { "0" })
+                    .arg(self.announce());
                 for user in &write.users {
                     invocation
                         .arg(if user.present { "p" } else { "g" })

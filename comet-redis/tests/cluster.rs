@@ -6,7 +6,7 @@
 //! nothing in silence. Nodes are hubs on engines of their own, as in
 //! separate processes.
 
-use comet_core::{HistoryPolicy, Hub, Start, Subscription};
+use comet_core::{HistoryPolicy, Hub, Identity, Start, Subscriber, Subscription};
 use comet_redis::RedisEngine;
 use comet_test_support::nodes::*;
 use comet_test_support::redis_cluster::RedisCluster;
@@ -19,21 +19,34 @@ fn main() {
         a_slot_migrated_while_published_to_loses_and_repeats_nothing,
         a_manual_failover_loses_nothing,
         a_killed_primary_fails_its_channels_alone_until_its_replica_takes_over,
+        presence_orders_and_clears_cross_nodes_on_a_cluster,
         a_bad_cluster_url_says_why,
     ]);
 }
 
 /// A node on `cluster`.
 fn cluster_node(cluster: &RedisCluster) -> (Hub, RedisEngine) {
-    node_with(
-        RedisEngine::builder(cluster.url())
-            .timeout(Duration::from_secs(3))
-            .mirror_idle(Duration::from_secs(30))
-            .history(HistoryPolicy {
-                max_messages: 1000,
-                max_age: None,
-            }),
-    )
+    node_with(engine(cluster))
+}
+
+fn engine(cluster: &RedisCluster) -> comet_redis::RedisEngineBuilder {
+    RedisEngine::builder(cluster.url())
+        .timeout(Duration::from_secs(3))
+        .mirror_idle(Duration::from_secs(30))
+        .history(HistoryPolicy {
+            max_messages: 1000,
+            max_age: None,
+        })
+}
+
+/// A node on `cluster` with presence on every channel.
+fn presence_node(cluster: &RedisCluster) -> (Hub, RedisEngine) {
+    let engine = engine(cluster).build().unwrap();
+    let hub = Hub::builder()
+        .presence(true)
+        .engine(std::sync::Arc::new(engine.clone()))
+        .build();
+    (hub, engine)
 }
 
 /// The slot of `channel`'s keys, as Redis computes it.
@@ -309,6 +322,46 @@ async fn a_killed_primary_fails_its_channels_alone_until_its_replica_takes_over(
         got
     };
     assert!(got.ends_with(":after"), "{got}");
+}
+
+/// What is announced besides messages goes by sharded pub/sub too: join
+/// and leave (the presence script), a cleared history (the new-epoch
+/// script); orders to live subscriptions go by plain pub/sub, which the
+/// cluster carries to every node.
+async fn presence_orders_and_clears_cross_nodes_on_a_cluster() {
+    let cluster = RedisCluster::start().await;
+    let ((a, engine_a), (b, _)) = (presence_node(&cluster), presence_node(&cluster));
+    let watcher = Subscriber::anonymous().presence_events(true);
+    let mut watching = bounded("watch", b.subscribe_as(watcher, ["lobby"], Start::head()))
+        .await
+        .unwrap();
+    assert!(next(&mut watching).await.starts_with("presence:"));
+    let ann = Subscriber::from(Identity::new("ann").unwrap()).grace(Duration::from_millis(200));
+    let mut ann = bounded("ann", a.subscribe_as(ann, ["lobby"], Start::head()))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut watching).await, "join:ann");
+    publish(&a, "lobby", "one").await;
+    assert_eq!(next(&mut watching).await, "1:one");
+    assert_eq!(next(&mut ann).await, "1:one");
+    // An order from node b ends ann's subscription on node a.
+    bounded("disconnect", b.disconnect("ann")).await.unwrap();
+    assert_eq!(next(&mut ann).await, "end:disconnected");
+    drop(ann);
+    assert_eq!(next(&mut watching).await, "leave:ann");
+    // A clear of the history on node a (the engine's, without closing the
+    // channel): node b's live subscriber gets the gap at once, with no
+    // publish to reveal it.
+    let lobby = comet_core::ChannelName::new("lobby").unwrap();
+    bounded(
+        "clear",
+        comet_core::engine::Engine::clear(&engine_a, &lobby),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next(&mut watching).await, "gap:None");
+    publish(&a, "lobby", "two").await;
+    assert!(next(&mut watching).await.ends_with(":two"));
 }
 
 async fn a_bad_cluster_url_says_why() {

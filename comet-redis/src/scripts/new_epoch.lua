@@ -12,7 +12,8 @@
 -- with no keys (the void) has no history to clear: nothing happens.
 --
 -- KEYS: meta, log. ARGV: 1 the old epoch ('' for any), 2 the new one, 3 the
--- pub/sub channel. Returns the epoch the channel has now (nil in the void).
+-- pub/sub channel, 4 the command that announces (`PUBLISH`, or `SPUBLISH`
+-- on a Redis Cluster). Returns the epoch the channel has now (nil in the void).
 
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if epoch and (epoch == ARGV[1] or ARGV[1] == '') then
@@ -34,7 +35,7 @@ if epoch and (epoch == ARGV[1] or ARGV[1] == '') then
   -- publish script last did).
   redis.call('HDEL', KEYS[1], 'born', 'x')
   redis.call('DEL', KEYS[2])
-  redis.call('PUBLISH', ARGV[3], 'n1\n' .. ARGV[2])
+  redis.call(ARGV[4], ARGV[3], 'n1\n' .. ARGV[2])
   return ARGV[2]
 end
 return epoch

@@ -12,8 +12,9 @@
 -- user -> info JSON). ARGV: 1 node id, 2 TTL of a share in ms, 3 pub/sub
 -- channel, 4 occupied on this node ('1', '0', or '' unchanged), 5 this
 -- node's subscriber count ('' unchanged), 6 '1' for a periodic refresh (a
--- user's info is then written only where there is none), then per user 4
--- arguments: 'p' (present) or 'g' (gone), user, connections on this node,
+-- user's info is then written only where there is none), 7 the command
+-- that announces (`PUBLISH`, or `SPUBLISH` on a Redis Cluster), then per
+-- user 4 arguments: 'p' (present) or 'g' (gone), user, connections on this node,
 -- info JSON ('' for none).
 --
 -- Join and leave are announced on the channel's pub/sub channel, in one
@@ -125,7 +126,7 @@ else
   redis.call('HDEL', KEYS[1], node)
 end
 
-for i = 7, #ARGV, 4 do
+for i = 8, #ARGV, 4 do
   local op, user, connections, info = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   local score = redis.call('ZSCORE', KEYS[2], user)
   if score and tonumber(score) <= now then
@@ -164,5 +165,5 @@ for _, key in ipairs(KEYS) do
     redis.call('PEXPIRE', key, 2 * ttl)
   end
 end
-if #events > 0 then redis.call('PUBLISH', ARGV[3], 'p1' .. table.concat(events)) end
+if #events > 0 then redis.call(ARGV[7], ARGV[3], 'p1' .. table.concat(events)) end
 return out
