@@ -235,6 +235,9 @@ pub(crate) struct Backplane {
     scripts: Scripts,
     /// The server knows script flags (Redis 7 and later), as found at connect.
     script_flags: AtomicBool,
+    /// `INFO` has answered since the command connection was made: the
+    /// flags above are the server's, not a guess.
+    learned: AtomicBool,
     /// On a Redis Cluster: announce with `SPUBLISH`, and name the cursor
     /// key's two keys with one hash tag.
     sharded: bool,
@@ -294,6 +297,7 @@ impl Backplane {
             commands_config: manager,
             scripts: Scripts::new(),
             script_flags: AtomicBool::new(false),
+            learned: AtomicBool::new(false),
             sharded,
             evicting: AtomicBool::new(false),
             cursor_key: SharedKey::default(),
@@ -487,6 +491,8 @@ impl Backplane {
                     }
                     commands.connection = Some((fresh, primary.clone()));
                     commands.generation += 1;
+                    // Another server, maybe another version.
+                    self.learned.store(false, Ordering::SeqCst);
                     true
                 }
                 Err(error) => {
@@ -512,6 +518,16 @@ impl Backplane {
         } else {
             "PUBLISH"
         }
+    }
+
+    /// Learns what the server is first if it is not known yet (a call
+    /// before the shard's task connected): a script must not pick Redis 6's
+    /// numbering or plain `PUBLISH` for a server that has neither.
+    async fn know_server(&self) -> Result<(), Failure> {
+        if self.learned.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.learn_server().await
     }
 
     /// Learns what the server is, with `INFO`: a primary (a replica is
@@ -563,6 +579,7 @@ impl Backplane {
             .and_then(|major| major.trim().parse::<u32>().ok())
             .unwrap_or(0);
         self.script_flags.store(major >= 7, Ordering::Relaxed);
+        self.learned.store(true, Ordering::SeqCst);
         let policy = info
             .lines()
             .find_map(|line| line.strip_prefix("maxmemory_policy:"))
@@ -580,6 +597,7 @@ impl Backplane {
         payload: Payload,
         idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<Position, Failure> {
+        self.know_server().await?;
         let keys = ChannelKeys::new(&self.config.prefix, channel);
         let remembered = idempotency_key.map(|key| keys.idempotency(key));
         let history = self.config.history;
@@ -723,6 +741,7 @@ impl Backplane {
         keys: &ChannelKeys,
         old: Option<u64>,
     ) -> Result<(), Failure> {
+        self.know_server().await?;
         let new = comet_core::engine::random_epoch().to_string();
         let old = old.map_or(String::new(), |old| old.to_string());
         self.invoke(|_| {
@@ -844,6 +863,7 @@ impl Backplane {
         keys: &PresenceKeys,
         write: &ShareWrite<'_>,
     ) -> Result<Vec<Found>, Failure> {
+        self.know_server().await?;
         let flags = self.script_flags.load(Ordering::Relaxed);
         let ttl = millis(self.config.presence_ttl).max(1);
         let value = self

@@ -60,7 +60,10 @@ pub(crate) struct Cluster {
 }
 
 struct Group {
+    /// Its nodes as last described.
     ids: HashSet<String>,
+    /// Its primary's ID as last described.
+    primary_id: Option<String>,
     primary: Arc<ClusterPrimary>,
 }
 
@@ -213,23 +216,25 @@ fn apply(shared: &Arc<Shared>, cluster: &Arc<Cluster>, shards: Vec<Described>) {
     let mut added = Vec::new();
     {
         let mut groups = cluster.groups.lock().unwrap_or_else(|e| e.into_inner());
+        // Each group is matched once a look.
+        let mut claimed = HashSet::new();
         // A shard that serves no slot (a failed primary listed apart, say,
         // or one added and not yet given slots) holds no channel.
         for described in shards.into_iter().filter(|shard| !shard.slots.is_empty()) {
             let ids: HashSet<String> = described.nodes.iter().map(|node| node.id.clone()).collect();
-            let index = match groups.iter().position(|group| !group.ids.is_disjoint(&ids)) {
+            let index = match which_group(&groups, &claimed, &ids) {
                 Some(index) => index,
                 None => {
                     groups.push(Group {
                         ids: HashSet::new(),
+                        primary_id: None,
                         primary: Arc::default(),
                     });
                     added.push(groups.len() - 1);
                     groups.len() - 1
                 }
             };
-            let group = &mut groups[index];
-            group.ids.extend(ids);
+            claimed.insert(index);
             // The healthy primary, else the one there is (a failed one is
             // still named until a replica takes over).
             let primary = described
@@ -237,6 +242,9 @@ fn apply(shared: &Arc<Shared>, cluster: &Arc<Cluster>, shards: Vec<Described>) {
                 .iter()
                 .filter(|node| node.primary)
                 .max_by_key(|node| node.healthy);
+            let group = &mut groups[index];
+            group.ids = ids;
+            group.primary_id = primary.map(|node| node.id.clone());
             if let Some(node) = primary {
                 match cluster.client(&node.host, node.port) {
                     Ok(client) => {
@@ -258,9 +266,13 @@ fn apply(shared: &Arc<Shared>, cluster: &Arc<Cluster>, shards: Vec<Described>) {
         }
         for &index in &added {
             let primary = Primary::Cluster(groups[index].primary.clone());
+            // A cluster shard's backplane connects nowhere until its task
+            // names the primary: adding one cannot fail, so the group's
+            // index is the shard's.
             match shared.add_shard(primary) {
-                Ok(at) => debug_assert_eq!(at, index),
-                Err(error) => tracing::warn!(%error, "could not add a cluster shard"),
+                Ok(at) if at == index => {}
+                Ok(at) => tracing::error!(at, index, "a cluster shard's index is not its group's"),
+                Err(error) => tracing::error!(%error, "could not add a cluster shard"),
             }
         }
     }
@@ -294,6 +306,28 @@ fn apply(shared: &Arc<Shared>, cluster: &Arc<Cluster>, shards: Vec<Described>) {
             let _ = shared.refresh(&mirror, None).await;
         });
     }
+}
+
+/// The group a shard described with nodes `ids` is, among those not
+/// `claimed` yet this look: the one whose primary it holds (its primary
+/// now, or the one that failed), else the one sharing the most nodes with
+/// it (a replica may have moved between shards); `None` for a new one.
+fn which_group(groups: &[Group], claimed: &HashSet<usize>, ids: &HashSet<String>) -> Option<usize> {
+    let free = || (0..groups.len()).filter(|index| !claimed.contains(index));
+    free()
+        .find(|&index| {
+            groups[index]
+                .primary_id
+                .as_ref()
+                .is_some_and(|id| ids.contains(id))
+        })
+        .or_else(|| {
+            free()
+                .map(|index| (groups[index].ids.intersection(ids).count(), index))
+                .filter(|&(shared, _)| shared > 0)
+                .max()
+                .map(|(_, index)| index)
+        })
 }
 
 /// Reads a `CLUSTER SHARDS` reply (RESP2: flat name-value lists; RESP3:
@@ -427,6 +461,36 @@ mod tests {
             let error = Cluster::open(url).err().unwrap();
             assert!(error.contains(why), "{url}: {error}");
         }
+    }
+
+    #[test]
+    fn a_shard_keeps_its_group_through_failovers_and_moved_replicas() {
+        let set = |ids: &[&str]| {
+            ids.iter()
+                .map(|id| (*id).to_owned())
+                .collect::<HashSet<_>>()
+        };
+        let group = |ids: &[&str], primary: &str| Group {
+            ids: set(ids),
+            primary_id: Some(primary.to_owned()),
+            primary: Arc::default(),
+        };
+        let groups = vec![group(&["a", "a2"], "a"), group(&["b", "b2"], "b")];
+        let none = HashSet::new();
+        // A failover: a2 is primary now, a still listed (failed).
+        assert_eq!(which_group(&groups, &none, &set(&["a2", "a"])), Some(0));
+        // ... or a not listed at all: the most nodes in common.
+        assert_eq!(which_group(&groups, &none, &set(&["a2"])), Some(0));
+        // A replica of a moved to b's shard: b's shard is still b's group.
+        assert_eq!(
+            which_group(&groups, &none, &set(&["b", "b2", "a2"])),
+            Some(1)
+        );
+        assert_eq!(which_group(&groups, &none, &set(&["a"])), Some(0));
+        // A group is one shard's a look; a new shard is new.
+        let claimed: HashSet<usize> = [0].into_iter().collect();
+        assert_eq!(which_group(&groups, &claimed, &set(&["a", "a2"])), None);
+        assert_eq!(which_group(&groups, &none, &set(&["c"])), None);
     }
 
     #[test]

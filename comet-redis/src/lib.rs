@@ -356,10 +356,16 @@ impl RedisEngine {
     /// (`Hub::disconnect` and the like).
     ///
     /// A shard that is down fails its own channels alone (503), while the
-    /// others go on. Adding a shard at the end of the list moves about one
-    /// channel in `n + 1` to it: each moved channel starts over there, and
-    /// its subscribers get one gap. Every node must list the same shards,
-    /// in the same order.
+    /// others go on; but a node that starts while the first shard is down
+    /// publishes nowhere until it is back, as the first shard holds the key
+    /// that tags cursors, which a node reads once. Adding a shard at the
+    /// end of the list moves about one channel in `n + 1` to it: each moved
+    /// channel starts over there, and its subscribers get one gap. Every
+    /// node must list the same shards, in the same order. Removing a shard
+    /// moves its channels back where they were: delete what they left there
+    /// first (or wait out its keys' TTL), or a client away the whole time
+    /// may resume from the old keys and miss, with no gap, what the removed
+    /// shard held.
     ///
     /// ```
     /// use comet_push::redis::RedisEngine;
@@ -577,7 +583,8 @@ impl Engine for RedisEngine {
             let failed = |failure: backplane::Failure| backplane::unavailable(failure.to_string());
             // The hub tags the cursor of this publish with the shared key.
             shared
-                .home()
+                .home_soon()
+                .await
                 .map_err(failed)?
                 .backplane
                 .ensure_cursor_key()
@@ -622,7 +629,8 @@ impl Engine for RedisEngine {
         Box::pin(async move {
             let failed = |failure: backplane::Failure| backplane::unavailable(failure.to_string());
             shared
-                .home()
+                .home_soon()
+                .await
                 .map_err(failed)?
                 .backplane
                 .ensure_cursor_key()

@@ -4,7 +4,8 @@
 //! shard's Redis.
 //!
 //! A shard's task owns the node's one pub/sub connection to that shard:
-//! one `SUBSCRIBE` per mirrored channel, however many local subscribers it
+//! one subscription per mirrored channel (`SUBSCRIBE`; on a Redis Cluster
+//! `SSUBSCRIBE`, sent once per slot), however many local subscribers it
 //! has. It alone writes to its channels' mirrors, in the order Redis
 //! announced the messages, so a mirror never needs a lock of its own beyond
 //! the log's. A shard that is down stops its own channels alone. Each task:
@@ -178,13 +179,19 @@ impl Shared {
             index
         };
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        tasks.push(tokio::spawn(run(self.clone(), index, receiver)));
+        let mut started = vec![tokio::spawn(run(self.clone(), index, receiver))];
         if sentinel {
             let shard = self.shard_at(index);
-            tasks.push(tokio::spawn(async move {
+            started.push(tokio::spawn(async move {
                 primary::watch(&shard.primary, &shard.backplane).await;
             }));
         }
+        // The engine may have been dropped meanwhile (a cluster's shard
+        // found as the last handle went): its tasks stop at once.
+        if self.dropped.load(Ordering::SeqCst) {
+            started.iter().for_each(JoinHandle::abort);
+        }
+        tasks.extend(started);
         Ok(index)
     }
 
@@ -245,8 +252,9 @@ impl Shared {
             .ok_or_else(|| Failure::Backplane("no primary is known yet".to_owned()))
     }
 
-    /// The shard that carries orders (on a cluster, any would: a plain
-    /// `PUBLISH` reaches every node).
+    /// The shard that carries orders: every node subscribes to them on its
+    /// first shard's pub/sub connection (on a cluster, with plain
+    /// `SUBSCRIBE`, which hears a `PUBLISH` sent to any node).
     pub(crate) fn first(&self) -> Result<Arc<Shard>, Failure> {
         self.try_shard_at(0)
             .ok_or_else(|| Failure::Backplane("no primary is known yet".to_owned()))
@@ -267,6 +275,23 @@ impl Shared {
             .ok_or_else(|| {
                 Failure::Backplane("no known primary holds the cursor key yet".to_owned())
             })
+    }
+
+    /// The shard that holds the cursor key, once known: on a cluster this
+    /// node has not learned yet, it waits (within the timeout) until it
+    /// has.
+    pub(crate) async fn home_soon(&self) -> Result<Arc<Shard>, Failure> {
+        let deadline = Instant::now() + self.config.timeout;
+        loop {
+            match self.home() {
+                Ok(home) => return Ok(home),
+                Err(failure) if Instant::now() >= deadline => return Err(failure),
+                Err(_) => {
+                    self.rethink.notify_one();
+                    tokio::time::sleep(MOVED_RETRY).await;
+                }
+            }
+        }
     }
 
     /// Whether shard `index` holds the cursor key.
@@ -304,7 +329,18 @@ impl Shared {
                 Err(failure) => return Err(unavailable(failure.to_string())),
             }
         };
-        mirror.shard.store(shard.index, Ordering::SeqCst);
+        // A mirror made before the map knew its slot takes its shard now;
+        // one that has a shard keeps it: only the cluster task moves a
+        // mirror (with its flags), and asks its new shard to read it.
+        let _ = mirror.shard.compare_exchange(
+            usize::MAX,
+            shard.index,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        let Some(shard) = self.try_shard_at(mirror.shard.load(Ordering::SeqCst)) else {
+            return Err(unavailable("the channel's shard is not known yet"));
+        };
         let (reply, answer) = oneshot::channel();
         shard
             .requests
@@ -682,6 +718,10 @@ impl Node {
         let Some(mirror) = self.shared.mirrors.read().get(&channel).cloned() else {
             return; // unsubscribed meanwhile
         };
+        if !self.ours(&mirror) {
+            // Its slot moved to another shard, whose task reads it there.
+            return;
+        }
         if let Heard::NewEpoch(epoch) = &heard {
             moved(&mirror, *epoch);
         }
@@ -705,6 +745,35 @@ impl Node {
         }
         if !self.hear(&mirror, heard) {
             self.load(mirror, None);
+        }
+    }
+
+    /// Whether `mirror`'s channel is this shard's (a cluster may have moved
+    /// its slot to another).
+    fn ours(&self, mirror: &Mirror) -> bool {
+        mirror.shard.load(Ordering::SeqCst) == self.index
+    }
+
+    /// Passes `request` to the task of the shard `mirror` moved to.
+    fn hand_over(&self, mirror: &Mirror, request: Refresh) {
+        let to = mirror.shard.load(Ordering::SeqCst);
+        match self.shared.try_shard_at(to) {
+            Some(shard) => {
+                if let Err(error) = shard.requests.try_send(request) {
+                    let request = match error {
+                        mpsc::error::TrySendError::Full(request)
+                        | mpsc::error::TrySendError::Closed(request) => request,
+                    };
+                    let _ = request
+                        .reply
+                        .send(Err("the channel moved to a shard that is busy".to_owned()));
+                }
+            }
+            None => {
+                let _ = request
+                    .reply
+                    .send(Err("the channel moved to no known shard".to_owned()));
+            }
         }
     }
 
@@ -776,6 +845,10 @@ impl Node {
                 let _ = request.reply.send(Ok(()));
                 continue;
             };
+            if !self.ours(&mirror) {
+                self.hand_over(&mirror, request);
+                continue;
+            }
             if !mirror.subscribed.swap(true, Ordering::SeqCst) {
                 fresh.push(mirror.keys.pubsub.clone());
             }
@@ -932,6 +1005,17 @@ impl Node {
         let Some(mut load) = self.loads.remove(&channel) else {
             return;
         };
+        if !self.ours(&mirror) {
+            // Its slot moved while this shard read it: the new shard's task
+            // reads it there (a read from here may be stale); whoever waited
+            // waits for that one.
+            for request in load.waiters.into_iter().chain(load.again) {
+                self.hand_over(&mirror, request);
+            }
+            self.retry.remove(&channel);
+            self.start_queued();
+            return;
+        }
         let kept = self
             .shared
             .mirrors
@@ -1056,7 +1140,8 @@ impl Node {
             let mirror = self.shared.mirrors.read().get(&channel).cloned();
             match mirror {
                 Some(mirror)
-                    if mirror.log.subscriber_count() > 0
+                    if self.ours(&mirror)
+                        && mirror.log.subscriber_count() > 0
                         && mirror.subscribed.load(Ordering::SeqCst)
                         && !mirror.current.load(Ordering::SeqCst) =>
                 {
@@ -1132,6 +1217,31 @@ impl Node {
         mine.cloned().collect()
     }
 
+    /// Subscribes to, and reads, the channels of this shard that have
+    /// subscribers but no subscription here: a cluster moved them here
+    /// while this task's queue was full, or back before the map noticed.
+    async fn adopt(&mut self) -> Result<(), Failure> {
+        let mut strays = self.mirrors();
+        strays.retain(|m| !m.subscribed.load(Ordering::SeqCst) && m.log.subscriber_count() > 0);
+        for chunk in strays.chunks(1000) {
+            match self
+                .subscribe(chunk.iter().map(|m| m.keys.pubsub.clone()).collect())
+                .await
+            {
+                Ok(()) => {
+                    for mirror in chunk {
+                        mirror.subscribed.store(true, Ordering::SeqCst);
+                        self.load(mirror.clone(), None);
+                    }
+                }
+                // Moved on again: the cluster task hands them on.
+                Err(Failure::Moved(_)) => {}
+                Err(failure) => return Err(failure),
+            }
+        }
+        Ok(())
+    }
+
     /// Drops mirrors unused for the configured while, and keeps the keys of
     /// the others from expiring.
     async fn sweep(&mut self) -> Result<(), Failure> {
@@ -1142,6 +1252,7 @@ impl Node {
             Ok(Err(error)) => return Err(Failure::Backplane(format!("PING failed: {error}"))),
             Err(_) => return Err(Failure::Backplane("PING timed out".to_owned())),
         }
+        self.adopt().await?;
         let now = Instant::now();
         let keep = self.shared.config.mirror_idle;
         let mut dropped = Vec::new();

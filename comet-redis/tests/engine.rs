@@ -900,5 +900,9 @@ async fn redis_6s_numbering_and_redis_7s_continue_one_another_and_a_log_lost_alo
     let _: () = connection.del("comet:{six}:log2").await.unwrap();
     hub.publish("six", "h").await.unwrap();
     assert_eq!(take(&mut sub, 2).await, ["gap:None", "1:h"]);
+    // So on Redis 6, which has no `last` to go on from either.
+    let _: () = connection.del("comet:{six}:log2").await.unwrap();
+    publish_as_redis_6(&mut connection, "six", "i").await;
+    assert_eq!(take(&mut sub, 2).await, ["gap:None", "1:i"]);
     quiet(&mut sub).await;
 }

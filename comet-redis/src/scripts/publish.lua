@@ -174,9 +174,14 @@ if not offset then
     -- Where the log starts again after `last` (a new epoch's first
     -- publish), or on Redis 6 always; there, after Redis 7 (which keeps no
     -- `last`), on from the log's last ID.
+    local lost = false
     if not last and not auto then
       local info = redis.pcall('XINFO', 'STREAM', KEYS[2])
-      if not info.err then
+      if info.err then
+        -- No log and no `last` to go on from (a log Redis 7 kept, lost
+        -- since): where its offsets were is unknown.
+        lost = true
+      else
         for i = 1, #info, 2 do
           if info[i] == 'last-generated-id' then
             last = string.match(info[i + 1], '^0%-(%d+)$')
@@ -186,12 +191,16 @@ if not offset then
       end
     end
     local number = tonumber(last or '0') + 1
+    if lost then
+      offset = renew()
+    else
     local id = append(string.format('0-%d', number), false)
     if refused(id) then
       if not unusable(id) then return id end
       offset = renew()
     else
       offset = numbered(number)
+    end
     end
   end
   if refused(offset) then return offset end
@@ -255,6 +264,7 @@ if refresh or age_trim then
       redis.call('PEXPIRE', KEYS[2], expiry)
     else
       redis.call('PERSIST', KEYS[1])
+      redis.call('PERSIST', KEYS[2])
     end
   end
 end
