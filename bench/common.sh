@@ -61,3 +61,32 @@ ratio() {
     [[ "$1" =~ ^[0-9.]+$ && "$2" =~ ^[0-9.]+$ ]] &&
         awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b }'
 }
+
+# free_port FROM: sets PORT to the first port from FROM (below Linux's
+# ephemeral range) that nothing listens on and no server of this run took.
+TAKEN=" "
+free_port() {
+    for PORT in $(seq "$1" $(($1 + 500))); do
+        [[ $TAKEN == *" $PORT "* ]] && continue
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+            TAKEN+="$PORT "; return
+        fi
+    done
+    echo "no free port from $1" >&2; exit 1
+}
+
+# wait_for CMD...: retries CMD for up to 10 s.
+wait_for() {
+    for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return; sleep 0.1; done
+    echo "gave up waiting for: $*" >&2; exit 1
+}
+
+# cpu_ticks PID...: the CPU time (user + system, in clock ticks) they used.
+cpu_ticks() {
+    local pid ticks=0 stat
+    for pid in "$@"; do
+        stat=$(cat "/proc/$pid/stat") && stat=${stat##*) } && read -r -a stat <<<"$stat"
+        ticks=$((ticks + stat[11] + stat[12]))
+    done
+    echo "$ticks"
+}

@@ -29,20 +29,6 @@ done
     { echo "nchan is needed: apt-get install nginx libnginx-mod-nchan" >&2; exit 2; }
 prepare chat
 
-TAKEN=" "
-free_port() {
-    for PORT in $(seq "$1" $(($1 + 500))); do
-        [[ $TAKEN == *" $PORT "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-            TAKEN+="$PORT "; return
-        fi
-    done
-    echo "no free port from $1" >&2; exit 1
-}
-wait_for() {
-    for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return; sleep 0.1; done
-    echo "gave up waiting for: $*" >&2; exit 1
-}
 # start_redis FROM [ARGS...]: a redis-server without persistence on a free
 # port from FROM; sets PORT and REDIS_PID.
 start_redis() {
@@ -124,14 +110,6 @@ done
 keys=0; for port in "${CLUSTER[@]}"; do keys=$((keys + $(redis-cli -p "$port" dbsize))); done
 [ "$keys" -gt 0 ] || { echo "the cluster holds no keys: nchan does not use it" >&2; exit 1; }
 
-cpu_ticks() { # PID...
-    local pid ticks=0 stat
-    for pid in "$@"; do
-        stat=$(cat "/proc/$pid/stat") && stat=${stat##*) } && read -r -a stat <<<"$stat"
-        ticks=$((ticks + stat[11] + stat[12]))
-    done
-    echo "$ticks"
-}
 bus_received() { # the cluster's publish messages received over its bus
     local port sum=0 n
     for port in "${CLUSTER[@]}"; do

@@ -24,7 +24,7 @@
 
 use crate::backplane::Failure;
 use crate::node::Shared;
-use crate::primary::{host_port, percent_decoded, ClusterPrimary, Primary};
+use crate::primary::{servers, ClusterPrimary, Primary, Servers};
 use crate::shard;
 use redis::Value;
 use std::{
@@ -97,30 +97,11 @@ impl Cluster {
         if rest.contains(['/', '?', '#']) {
             return Err("it names nodes alone, with no path or query".to_owned());
         }
-        let (userinfo, hosts) = match rest.rsplit_once('@') {
-            Some((userinfo, hosts)) => (Some(userinfo), hosts),
-            None => (None, rest),
-        };
-        let (username, password) = match userinfo {
-            None => (None, None),
-            Some(userinfo) => {
-                let (user, password) = userinfo
-                    .split_once(':')
-                    .ok_or("the part before `@` must be [USER]:PASSWORD")?;
-                let user = percent_decoded(user)?;
-                (
-                    (!user.is_empty()).then_some(user),
-                    Some(percent_decoded(password)?),
-                )
-            }
-        };
-        if hosts.is_empty() {
-            return Err("it names no node".to_owned());
-        }
-        let seeds = hosts
-            .split(',')
-            .map(|address| host_port(address, PORT))
-            .collect::<Result<_, _>>()?;
+        let Servers {
+            addresses: seeds,
+            username,
+            password,
+        } = servers(rest, PORT).map_err(|why| why.replace("{what}", "node"))?;
         Ok(Self {
             seeds,
             username,

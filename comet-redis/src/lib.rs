@@ -582,13 +582,7 @@ impl Engine for RedisEngine {
         Box::pin(async move {
             let failed = |failure: backplane::Failure| backplane::unavailable(failure.to_string());
             // The hub tags the cursor of this publish with the shared key.
-            shared
-                .home_soon()
-                .await
-                .map_err(failed)?
-                .backplane
-                .ensure_cursor_key()
-                .await?;
+            shared.cursor_key_known().await?;
             shared
                 .on_shard(&channel, |shard| {
                     let payload = payload.clone();
@@ -628,13 +622,7 @@ impl Engine for RedisEngine {
         let channel = channel.clone();
         Box::pin(async move {
             let failed = |failure: backplane::Failure| backplane::unavailable(failure.to_string());
-            shared
-                .home_soon()
-                .await
-                .map_err(failed)?
-                .backplane
-                .ensure_cursor_key()
-                .await?;
+            shared.cursor_key_known().await?;
             shared
                 .on_shard(&channel, |shard| {
                     let channel = &channel;

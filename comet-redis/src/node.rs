@@ -277,10 +277,21 @@ impl Shared {
             })
     }
 
+    /// Loads the cursor key if this node does not know it yet (before the
+    /// task of its shard first connected), so that no cursor goes out
+    /// untagged.
+    pub(crate) async fn cursor_key_known(&self) -> Result<(), EngineError> {
+        let home = self
+            .home_soon()
+            .await
+            .map_err(|failure| unavailable(failure.to_string()))?;
+        home.backplane.ensure_cursor_key().await
+    }
+
     /// The shard that holds the cursor key, once known: on a cluster this
     /// node has not learned yet, it waits (within the timeout) until it
     /// has.
-    pub(crate) async fn home_soon(&self) -> Result<Arc<Shard>, Failure> {
+    async fn home_soon(&self) -> Result<Arc<Shard>, Failure> {
         let deadline = Instant::now() + self.config.timeout;
         loop {
             match self.home() {

@@ -183,30 +183,11 @@ fn parse_sentinel_url(url: &str) -> Result<SentinelUrl, String> {
             "bad service name {service:?}: one name, as in the sentinels' `sentinel monitor`"
         ));
     }
-    let (userinfo, hosts) = match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => (Some(userinfo), hosts),
-        None => (None, authority),
-    };
-    let (username, password) = match userinfo {
-        None => (None, None),
-        Some(userinfo) => {
-            let (user, password) = userinfo
-                .split_once(':')
-                .ok_or("the part before `@` must be [USER]:PASSWORD")?;
-            let user = percent_decoded(user)?;
-            (
-                (!user.is_empty()).then_some(user),
-                Some(percent_decoded(password)?),
-            )
-        }
-    };
-    if hosts.is_empty() {
-        return Err("it names no sentinel".to_owned());
-    }
-    let sentinels = hosts
-        .split(',')
-        .map(|address| host_port(address, SENTINEL_PORT))
-        .collect::<Result<_, _>>()?;
+    let Servers {
+        addresses: sentinels,
+        username,
+        password,
+    } = servers(authority, SENTINEL_PORT).map_err(|why| why.replace("{what}", "sentinel"))?;
     let mut db = 0;
     for parameter in query.split('&').filter(|p| !p.is_empty()) {
         match parameter.split_once('=') {
@@ -229,8 +210,50 @@ fn parse_sentinel_url(url: &str) -> Result<SentinelUrl, String> {
     })
 }
 
+/// What a URL's authority with several servers says.
+pub(crate) struct Servers {
+    pub(crate) addresses: Vec<(String, u16)>,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+}
+
+/// Reads `[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]` (user and
+/// password percent-encoded, `port` where none is given). An error naming
+/// no server says `it names no {what}`, for the caller to name them.
+pub(crate) fn servers(authority: &str, port: u16) -> Result<Servers, String> {
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => (Some(userinfo), hosts),
+        None => (None, authority),
+    };
+    let (username, password) = match userinfo {
+        None => (None, None),
+        Some(userinfo) => {
+            let (user, password) = userinfo
+                .split_once(':')
+                .ok_or("the part before `@` must be [USER]:PASSWORD")?;
+            let user = percent_decoded(user)?;
+            (
+                (!user.is_empty()).then_some(user),
+                Some(percent_decoded(password)?),
+            )
+        }
+    };
+    if hosts.is_empty() {
+        return Err("it names no {what}".to_owned());
+    }
+    let addresses = hosts
+        .split(',')
+        .map(|address| host_port(address, port))
+        .collect::<Result<_, _>>()?;
+    Ok(Servers {
+        addresses,
+        username,
+        password,
+    })
+}
+
 /// `HOST[:PORT]` or `[IPV6][:PORT]`, `port` where none is given.
-pub(crate) fn host_port(address: &str, default: u16) -> Result<(String, u16), String> {
+fn host_port(address: &str, default: u16) -> Result<(String, u16), String> {
     let bad = || format!("bad address {address:?}: HOST:PORT, or [IPV6]:PORT");
     let (host, port) = match address.strip_prefix('[') {
         Some(bracketed) => {
@@ -260,7 +283,7 @@ pub(crate) fn host_port(address: &str, default: u16) -> Result<(String, u16), St
 }
 
 /// `text` with its `%XX` escapes decoded.
-pub(crate) fn percent_decoded(text: &str) -> Result<String, String> {
+fn percent_decoded(text: &str) -> Result<String, String> {
     let bad = || "a bad %-escape before `@`".to_owned();
     let bytes = text.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
