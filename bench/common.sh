@@ -90,3 +90,23 @@ cpu_ticks() {
     done
     echo "$ticks"
 }
+
+# need_redis_and_nchan: exits unless redis-server, redis-cli, nginx with
+# nchan and curl are here.
+need_redis_and_nchan() {
+    for tool in redis-server redis-cli nginx curl; do
+        command -v "$tool" >/dev/null || { echo "$tool is needed" >&2; exit 2; }
+    done
+    [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] ||
+        { echo "nchan is needed: apt-get install nginx libnginx-mod-nchan" >&2; exit 2; }
+}
+
+# start_redis FROM [ARGS...]: a redis-server without persistence (pinned
+# with --pin) on a free port from FROM, with ARGS; sets PORT and REDIS_PID.
+start_redis() {
+    free_port "$1"; shift
+    ${PIN[@]+"${PIN[@]}"} redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no \
+        --dir "$WORK" --logfile "$WORK/redis-$PORT.log" "$@" >/dev/null 2>&1 &
+    REDIS_PID=$!
+    wait_for redis-cli -p "$PORT" ping
+}

@@ -18,21 +18,9 @@ cd "$(dirname "$0")/.."
 . bench/common.sh
 
 parse_options "usage: $0 [--quick] [--rounds N] [--pin]" "$@"
-for tool in redis-server redis-cli nginx curl; do
-    command -v "$tool" >/dev/null || { echo "$tool is needed" >&2; exit 2; }
-done
-[ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] ||
-    { echo "nchan is needed: apt-get install nginx libnginx-mod-nchan" >&2; exit 2; }
+need_redis_and_nchan
 prepare chat
 
-# One redis-server per system, without persistence; PORT is where it listens.
-start_redis() {
-    free_port "$1"
-    ${PIN[@]+"${PIN[@]}"} redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no \
-        --dir "$WORK" --logfile "$WORK/redis-$PORT.log" >/dev/null 2>&1 &
-    REDIS_PID=$!
-    wait_for redis-cli -p "$PORT" ping
-}
 # The processes whose CPU time each system's figures count.
 declare -A NODE_PIDS REDIS_PIDS
 start_redis 6400; COMET_REDIS=$PORT; REDIS_PIDS[comet]=$REDIS_PID

@@ -22,22 +22,9 @@ cd "$(dirname "$0")/.."
 . bench/common.sh
 
 parse_options "usage: $0 [--rounds N]" "$@"
-for tool in redis-server redis-cli nginx curl; do
-    command -v "$tool" >/dev/null || { echo "$tool is needed" >&2; exit 2; }
-done
-[ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] ||
-    { echo "nchan is needed: apt-get install nginx libnginx-mod-nchan" >&2; exit 2; }
+need_redis_and_nchan
 prepare chat
 
-# start_redis FROM [ARGS...]: a redis-server without persistence on a free
-# port from FROM; sets PORT and REDIS_PID.
-start_redis() {
-    free_port "$1"; shift
-    redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no \
-        --dir "$WORK" --logfile "$WORK/redis-$PORT.log" "$@" >/dev/null 2>&1 &
-    REDIS_PID=$!
-    wait_for redis-cli -p "$PORT" ping
-}
 
 declare -A REDIS_PIDS NODE_PIDS NODE
 # one: a redis-server of its own.
@@ -47,11 +34,11 @@ SHARDS=()
 for _ in 1 2 3; do
     start_redis 6610; SHARDS+=("$PORT"); REDIS_PIDS[shards]+="$REDIS_PID "
 done
-# cluster: three primaries, no replicas (the cluster bus on ports below
-# Linux's ephemeral range too).
+# cluster: three primaries, no replicas (each one's cluster bus on its
+# port + 10000, below Linux's ephemeral range too).
 CLUSTER=()
-for _ in 1 2 3; do
-    start_redis 6620 --cluster-enabled yes --cluster-config-file "$WORK/nodes-$PORT.conf"
+for n in 1 2 3; do
+    start_redis 6620 --cluster-enabled yes --cluster-config-file "$WORK/cluster-node-$n.conf"
     CLUSTER+=("$PORT"); REDIS_PIDS[cluster]+="$REDIS_PID "
 done
 REDIS_PIDS[nchan]=${REDIS_PIDS[cluster]}

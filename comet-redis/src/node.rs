@@ -114,8 +114,6 @@ pub(crate) struct Shared {
 pub(crate) struct Shard {
     /// Its place in the engine's shards.
     pub(crate) index: usize,
-    /// A shard of a Redis Cluster: sharded pub/sub (`SSUBSCRIBE`).
-    pub(crate) sharded: bool,
     /// Where the primary is: the shard's task asks at each connect.
     pub(crate) primary: Primary,
     /// Commands and scripts, on the command connection.
@@ -169,7 +167,6 @@ impl Shared {
             let index = shards.len();
             shards.push(Arc::new(Shard {
                 index,
-                sharded,
                 primary,
                 backplane,
                 connected: AtomicBool::new(false),
@@ -392,7 +389,7 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize, mut requests: mpsc::R
             Ok(connected) => connected,
             Err(failure) => {
                 tracing::debug!(%failure, shard = index, "redis unreachable");
-                if shard.sharded {
+                if matches!(shard.primary, Primary::Cluster(_)) {
                     // A cluster's primary that is gone: its replica may
                     // have taken over.
                     shared.rethink.notify_one();
@@ -636,11 +633,11 @@ impl Node {
             };
             let result = tokio::select! {
                 heard = stream.next() => match heard {
-                    Some(pubsub::Heard::Message { channel, payload }) => {
+                    Some(pubsub::Event::Message { channel, payload }) => {
                         self.announced(&channel, &payload);
                         Ok(())
                     }
-                    Some(pubsub::Heard::Unsubscribed(name)) => {
+                    Some(pubsub::Event::Unsubscribed(name)) => {
                         self.unsubscribed(&name);
                         Ok(())
                     }

@@ -31,7 +31,7 @@ use tokio::{
 };
 
 /// What Redis announced.
-pub(crate) enum Heard {
+pub(crate) enum Event {
     /// A message on `channel`.
     Message { channel: String, payload: Vec<u8> },
     /// Redis unsubscribed `channel` unprompted: its slot moved.
@@ -45,7 +45,7 @@ pub(crate) enum Sink {
 }
 
 /// What Redis announces, as a stream that ends when the connection does.
-pub(crate) type Stream = BoxStream<'static, Heard>;
+pub(crate) type Stream = BoxStream<'static, Event>;
 
 /// Opens the pub/sub connection on `client`: comet's own, sharded, on a
 /// cluster.
@@ -65,7 +65,7 @@ pub(crate) async fn open(
                 .map_err(|error| Failure::Backplane(error.to_string()))?;
             let (sink, stream) = pubsub.split();
             let stream = stream
-                .map(|message| Heard::Message {
+                .map(|message| Event::Message {
                     channel: message.get_channel_name().to_owned(),
                     payload: message.get_payload_bytes().to_vec(),
                 })
@@ -284,7 +284,7 @@ impl Sharded {
 async fn read_loop(
     mut read: tokio::net::tcp::OwnedReadHalf,
     waiting: Arc<(Mutex<Waiting>, Notify)>,
-    events: mpsc::UnboundedSender<Heard>,
+    events: mpsc::UnboundedSender<Event>,
 ) {
     let mut frames = Frames::default();
     loop {
@@ -310,7 +310,7 @@ async fn read_loop(
                             Some(Value::BulkString(bytes)) => bytes.clone(),
                             _ => Vec::new(),
                         };
-                        let _ = events.send(Heard::Message {
+                        let _ = events.send(Event::Message {
                             channel: text(1),
                             payload,
                         });
@@ -321,7 +321,7 @@ async fn read_loop(
                         if lock(&waiting.0).leaving.remove(&channel) {
                             true
                         } else {
-                            let _ = events.send(Heard::Unsubscribed(channel));
+                            let _ = events.send(Event::Unsubscribed(channel));
                             false
                         }
                     }

@@ -52,22 +52,18 @@ fn presence_node(cluster: &RedisCluster) -> (Hub, RedisEngine) {
 /// The slot of `channel`'s keys, as Redis computes it.
 async fn slot(cluster: &RedisCluster, channel: &str) -> u16 {
     let node = cluster.running().next().unwrap();
-    let mut connection = node.connection().await;
-    redis::cmd("CLUSTER")
+    let mut keyslot = redis::cmd("CLUSTER");
+    keyslot
         .arg("KEYSLOT")
-        .arg(format!("comet:{{{channel}}}:meta2"))
-        .query_async(&mut connection)
-        .await
-        .unwrap()
+        .arg(format!("comet:{{{channel}}}:meta2"));
+    node.ask(&keyslot).await.unwrap()
 }
 
 /// `CLUSTER INFO` of the node on `port`, as a map.
 async fn cluster_info(cluster: &RedisCluster, port: u16) -> HashMap<String, u64> {
-    let node = cluster.nodes.iter().find(|n| n.port == port).unwrap();
-    let mut connection = node.connection().await;
-    let text: String = redis::cmd("CLUSTER")
-        .arg("INFO")
-        .query_async(&mut connection)
+    let text: String = cluster
+        .server(port)
+        .ask(redis::cmd("CLUSTER").arg("INFO"))
         .await
         .unwrap();
     text.lines()
@@ -213,11 +209,9 @@ async fn a_manual_failover_loses_nothing() {
     let slot = slot(&cluster, channel).await;
     let primary = cluster.primary_of(slot).await;
     let replica = cluster.replica_of(primary).await;
-    let node = cluster.nodes.iter().find(|n| n.port == replica).unwrap();
-    let mut connection = node.connection().await;
-    let () = redis::cmd("CLUSTER")
-        .arg("FAILOVER")
-        .query_async(&mut connection)
+    let () = cluster
+        .server(replica)
+        .ask(redis::cmd("CLUSTER").arg("FAILOVER"))
         .await
         .unwrap();
     cluster.settle().await;

@@ -83,12 +83,7 @@ impl RedisCluster {
         loop {
             let mut ok = true;
             for node in self.running() {
-                let mut connection = node.connection().await;
-                let info: String = redis::cmd("CLUSTER")
-                    .arg("INFO")
-                    .query_async(&mut connection)
-                    .await
-                    .unwrap_or_default();
+                let info: String = node.ask(&cluster(&["INFO"])).await.unwrap_or_default();
                 ok &= info.contains("cluster_state:ok");
             }
             if ok {
@@ -106,11 +101,21 @@ impl RedisCluster {
             .filter(|node| crate::redis_server::answers_ping(node.port))
     }
 
-    /// The node with `port`.
+    /// The node on `port`, to stop it.
     pub fn node(&mut self, port: u16) -> &mut RedisServer {
+        let at = self.at(port);
+        &mut self.nodes[at]
+    }
+
+    /// The node on `port`.
+    pub fn server(&self, port: u16) -> &RedisServer {
+        &self.nodes[self.at(port)]
+    }
+
+    fn at(&self, port: u16) -> usize {
         self.nodes
-            .iter_mut()
-            .find(|node| node.port == port)
+            .iter()
+            .position(|node| node.port == port)
             .expect("a node of the cluster")
     }
 
@@ -118,12 +123,7 @@ impl RedisCluster {
     /// says.
     pub async fn primary_of(&self, slot: u16) -> u16 {
         let node = self.running().next().expect("a running node");
-        let mut connection = node.connection().await;
-        let slots: Value = redis::cmd("CLUSTER")
-            .arg("SLOTS")
-            .query_async(&mut connection)
-            .await
-            .unwrap();
+        let slots: Value = node.ask(&cluster(&["SLOTS"])).await.unwrap();
         let Value::Array(ranges) = slots else {
             panic!("CLUSTER SLOTS: {slots:?}");
         };
@@ -145,106 +145,85 @@ impl RedisCluster {
 
     /// The cluster ID of the node on `port`.
     pub async fn id_of(&self, port: u16) -> String {
-        let node = self.nodes.iter().find(|n| n.port == port).unwrap();
-        let mut connection = node.connection().await;
-        redis::cmd("CLUSTER")
-            .arg("MYID")
-            .query_async(&mut connection)
+        self.server(port).ask(&cluster(&["MYID"])).await.unwrap()
+    }
+
+    /// `INFO replication` of `node`.
+    async fn replication(node: &RedisServer) -> String {
+        node.ask(redis::cmd("INFO").arg("replication"))
             .await
             .unwrap()
     }
 
     /// The port of a replica of the primary on `port`.
     pub async fn replica_of(&self, port: u16) -> u16 {
-        let id = self.id_of(port).await;
         for node in self.running() {
-            let mut connection = node.connection().await;
-            let info: String = redis::cmd("INFO")
-                .arg("replication")
-                .query_async(&mut connection)
-                .await
-                .unwrap();
+            let info = Self::replication(node).await;
             if info.contains("role:slave") && info.contains(&format!("master_port:{port}")) {
                 return node.port;
             }
         }
-        panic!("no replica of {port} ({id})");
+        panic!("no replica of {port}");
     }
 
     /// Moves `slot` from the primary on `from` to the one on `to`, keys
     /// and all, as `redis-cli --cluster reshard` does: `SETSLOT IMPORTING`
-    /// and `MIGRATING`, `MIGRATE` of its keys in batches, then `SETSLOT
-    /// NODE` on the target, the source, then the other primaries. Keys move
-    /// one at a time, so that publishes run while the slot moves.
+    /// and `MIGRATING`, `MIGRATE` of its keys, then `SETSLOT NODE` on the
+    /// target, the source, then the other primaries. Keys move one at a
+    /// time, so that publishes run while the slot moves.
     pub async fn migrate(&self, slot: u16, from: u16, to: u16) {
-        let source = self.nodes.iter().find(|n| n.port == from).unwrap();
-        let target = self.nodes.iter().find(|n| n.port == to).unwrap();
-        let (mut s, mut t) = (source.connection().await, target.connection().await);
+        let (source, target) = (self.server(from), self.server(to));
         let (source_id, target_id) = (self.id_of(from).await, self.id_of(to).await);
-        let () = redis::cmd("CLUSTER")
-            .arg("SETSLOT")
-            .arg(slot)
-            .arg("IMPORTING")
-            .arg(&source_id)
-            .query_async(&mut t)
+        let slot = slot.to_string();
+        let () = target
+            .ask(&cluster(&["SETSLOT", &slot, "IMPORTING", &source_id]))
             .await
             .unwrap();
-        let () = redis::cmd("CLUSTER")
-            .arg("SETSLOT")
-            .arg(slot)
-            .arg("MIGRATING")
-            .arg(&target_id)
-            .query_async(&mut s)
+        let () = source
+            .ask(&cluster(&["SETSLOT", &slot, "MIGRATING", &target_id]))
             .await
             .unwrap();
         loop {
-            let keys: Vec<String> = redis::cmd("CLUSTER")
-                .arg("GETKEYSINSLOT")
-                .arg(slot)
-                .arg(1)
-                .query_async(&mut s)
+            let keys: Vec<String> = source
+                .ask(&cluster(&["GETKEYSINSLOT", &slot, "1"]))
                 .await
                 .unwrap();
             if keys.is_empty() {
                 break;
             }
             // One key at a time: publishes run between them.
-            let () = redis::cmd("MIGRATE")
+            let mut migrate = redis::cmd("MIGRATE");
+            migrate
                 .arg("127.0.0.1")
                 .arg(to)
                 .arg("")
                 .arg(0)
                 .arg(5000)
                 .arg("KEYS")
-                .arg(&keys)
-                .query_async(&mut s)
-                .await
-                .unwrap();
+                .arg(&keys);
+            let () = source.ask(&migrate).await.unwrap();
             tokio::task::yield_now().await;
         }
         let mut order = vec![to, from];
         for node in self.running() {
-            let mut connection = node.connection().await;
-            let role: String = redis::cmd("INFO")
-                .arg("replication")
-                .query_async(&mut connection)
-                .await
-                .unwrap();
-            if role.contains("role:master") && !order.contains(&node.port) {
+            if Self::replication(node).await.contains("role:master") && !order.contains(&node.port)
+            {
                 order.push(node.port);
             }
         }
         for port in order {
-            let node = self.nodes.iter().find(|n| n.port == port).unwrap();
-            let mut connection = node.connection().await;
-            let _: Value = redis::cmd("CLUSTER")
-                .arg("SETSLOT")
-                .arg(slot)
-                .arg("NODE")
-                .arg(&target_id)
-                .query_async(&mut connection)
+            let _: Value = self
+                .server(port)
+                .ask(&cluster(&["SETSLOT", &slot, "NODE", &target_id]))
                 .await
                 .unwrap();
         }
     }
+}
+
+/// `CLUSTER` with `args`.
+fn cluster(args: &[&str]) -> redis::Cmd {
+    let mut command = redis::cmd("CLUSTER");
+    command.arg(args);
+    command
 }

@@ -111,6 +111,14 @@ impl RedisServer {
         }
     }
 
+    /// `command`'s answer, on a connection of its own.
+    pub async fn ask<T: redis::FromRedisValue>(
+        &self,
+        command: &redis::Cmd,
+    ) -> redis::RedisResult<T> {
+        command.query_async(&mut self.connection().await).await
+    }
+
     /// A connection for the test's own commands.
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url())
