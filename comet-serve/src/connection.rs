@@ -378,11 +378,17 @@ where
                 }
             }
         } else {
+            // The body first: a frame ready now goes out without a look at
+            // the socket (a gone client fails the write instead), so the
+            // watch is registered once a message, when the body waits.
             let next = poll_fn(|cx| {
+                if let Poll::Ready(polled) = body.as_mut().poll_frame(cx) {
+                    return Poll::Ready(Next::from(polled));
+                }
                 if watching && gone(stream, cx, &mut watching) {
                     return Poll::Ready(Next::Gone);
                 }
-                body.as_mut().poll_frame(cx).map(Next::from)
+                Poll::Pending
             });
             next.await
         };
@@ -454,7 +460,7 @@ impl<E: Into<BoxError>> From<Option<Result<http_body::Frame<Bytes>, E>>> for Nex
     }
 }
 
-/// Writes `parts` whole, in one vectored write when the socket takes it
+/// Writes `parts` whole, in one `sendmsg` when the socket takes it
 /// (the usual case: no timer, no wait), else what is left part by part,
 /// for at most `timeout`: a client that stops reading holds its
 /// connection, task and subscription that long, not for ever.
@@ -467,7 +473,16 @@ async fn write_parts(stream: &mut TcpStream, parts: &[&[u8]], timeout: Duration)
     for (slice, part) in slices.iter_mut().zip(parts) {
         *slice = IoSlice::new(part);
     }
-    let mut done = match stream.try_write_vectored(&slices[..parts.len().min(4)]) {
+    let slices = &slices[..parts.len().min(4)];
+    // `sendmsg`, not `writev`: a socket's `writev` goes through the file
+    // layer first (position lock, permission and fsnotify hooks), and with
+    // 10,000 subscribers each write finds those structures cold. A message
+    // to 10,000 SSE subscribers cost the server 65 ms of CPU instead of 73
+    // (pinned; the closing note of #27).
+    let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+        socket2::SockRef::from(&*stream).send_vectored(slices)
+    });
+    let mut done = match sent {
         Ok(done) => done,
         Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
         Err(error) => return Err(error),
