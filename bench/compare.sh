@@ -38,8 +38,13 @@ restart() {
         ${pin[@]+"${pin[@]}"} nginx -p "$WORK/" -c "$PWD/bench/nchan.conf" >/dev/null 2>&1 &
         NGINX_MASTER=$!
     fi
+    # Up once it answers anything (a 404 too; /hold holds its answer open,
+    # so curl times out there with the status line already read).
     for url in http://127.0.0.1:3100/ http://127.0.0.1:3000/ http://127.0.0.1:3200/hold ${NGINX_MASTER:+http://127.0.0.1:8090/}; do
-        for _ in $(seq 100); do curl -s -m 0.2 -o /dev/null "$url" && break; sleep 0.1; done
+        for _ in $(seq 100); do
+            [ "$(curl -s -m 0.2 -o /dev/null -w '%{http_code}' "$url")" != 000 ] && break
+            sleep 0.1
+        done
     done
     # nchan's memory is its worker's: the one process that holds the connections.
     [ -n "$NGINX_MASTER" ] && NCHAN_PID=$(pgrep -P "$NGINX_MASTER" | head -1)
@@ -69,8 +74,8 @@ run() {
     pub=${pub//\{c\}/$channel}; poll=${poll//\{c\}/$channel}
     case $scenario in
         idle*) "${LOADGEN[@]}" idle --sub-url "$sub" --pid "${PIDS[$server]}" --json "$@" ;;
-        follow) [ -n "$poll" ] && "${LOADGEN[@]}" follow --sub-url "$poll" --pub-url "$pub" --dialect "${DIALECT[$server]}" --json "$@" ;;
-        *) "${LOADGEN[@]}" "${scenario%%-*}" --sub-url "$sub" --pub-url "$pub" --json "$@" ;;
+        follow) [ -n "$poll" ] && "${LOADGEN[@]}" follow --sub-url "$poll" --pub-url "$pub" --dialect "${DIALECT[$server]}" --pid "${PIDS[$server]}" --json "$@" ;;
+        *) "${LOADGEN[@]}" "${scenario%%-*}" --sub-url "$sub" --pub-url "$pub" --pid "${PIDS[$server]}" --json "$@" ;;
     esac 2>/dev/null || true
 }
 
@@ -115,11 +120,14 @@ show "idle SSE $BIG: bytes/conn"          idlebig rss_per_conn
 echo "  (a bare held axum SSE connection, $BIG: ${HOLD:-?} bytes/conn)"
 show "fanout 1000 SSE: last ms"           fan1k   last_ms
 show "fanout $BIG SSE: last ms"           fanbig  last_ms
+show "fanout $BIG SSE: server CPU ms/msg"  fanbig  server_cpu_ms_per_msg
 show "fanout $BIG SSE: lost"              fanbig  lost
 show "100 SSE, 5 s: deliveries/s"         through deliveries_per_s
+show "100 SSE, 5 s: server CPU ms/publish" through server_cpu_ms_per_msg
 show "100 SSE, 5 s: lost"                 through lost
 show "100 SSE, 5 s: duplicated"           through duplicated
 show "1000 long-poll x 50: median ms"     follow  median_all_ms
 show "1000 long-poll x 50: last ms"       follow  last_ms
+show "1000 long-poll x 50: CPU ms/msg"    follow  server_cpu_ms_per_msg
 show "1000 long-poll x 50: lost"          follow  lost
 show "1000 long-poll x 50: duplicated"    follow  duplicated

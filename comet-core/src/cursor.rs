@@ -201,6 +201,28 @@ impl Cursor {
         self
     }
 
+    /// The cursor of a one-channel subscription at `position`, which is
+    /// that of `message`, just read: every such subscriber has this very
+    /// cursor, so its tag is computed once per message, not per delivery.
+    pub(crate) fn after_message(
+        position: Position,
+        key: Option<CursorKey>,
+        message: &crate::Message,
+    ) -> Self {
+        let cursor = Self::from_positions([position]);
+        let Some(key) = key else {
+            return cursor.signed(None);
+        };
+        let mut cursor = Self {
+            identities: true,
+            ..cursor
+        };
+        let tag = message.cursor_tag(key, || cursor.with_entries(|e| key.tag(TAGGED, e)));
+        debug_assert_eq!(Some(tag), cursor.clone().signed(Some(key)).tag);
+        cursor.tag = Some(tag);
+        cursor
+    }
+
     /// Whether a node holding `key` issued it.
     pub(crate) fn provenance(&self, key: Option<CursorKey>) -> Provenance {
         match (self.tag, key) {

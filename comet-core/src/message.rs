@@ -1,6 +1,6 @@
 //! A published message: stored once, shared by every subscriber through `Arc`.
 
-use crate::{ChannelName, PayloadKind};
+use crate::{cursor::CursorKey, ChannelName, PayloadKind};
 use bytes::Bytes;
 use std::{
     fmt,
@@ -28,6 +28,10 @@ pub struct Message {
     /// messages apart that claim one position (0: none).
     identity: u64,
     encodings: Encodings,
+    /// The tag of the cursor every one-channel subscriber has after this
+    /// message, with the key it is under: computed by the first such
+    /// subscriber, not by each (a keyed hash per delivery otherwise).
+    cursor_tag: OnceLock<(CursorKey, u64)>,
 }
 
 /// The encodings of one thing every subscriber shares (a message, a
@@ -140,7 +144,21 @@ impl Message {
             published_at: Instant::now(),
             identity: 0,
             encodings: Encodings::default(),
+            cursor_tag: OnceLock::new(),
         }
+    }
+
+    /// The tag under `key` of the one-channel cursor just after this
+    /// message: `tag()` computes it the first time (and again under a
+    /// new key), later calls read it.
+    pub(crate) fn cursor_tag(&self, key: CursorKey, tag: impl FnOnce() -> u64) -> u64 {
+        if let Some((kept, value)) = self.cursor_tag.get() {
+            return if *kept == key { *value } else { tag() };
+        }
+        let value = tag();
+        // Another subscriber may have kept it meanwhile: the same value.
+        let _ = self.cursor_tag.set((key, value));
+        value
     }
 
     /// Sets when it was published, for a message that was published before

@@ -578,7 +578,15 @@ impl Subscription {
             };
             self.next = (index + 1) % n;
             self.delivered += 1;
-            let cursor = self.cursor();
+            let cursor = match &item {
+                // One channel, just read: vouched for, the message's cursor.
+                ItemKind::Message(message) if n == 1 => Cursor::after_message(
+                    self.channels[index].position,
+                    self.state.engine.cursor_key(),
+                    message,
+                ),
+                _ => self.cursor(),
+            };
             return Some(match item {
                 ItemKind::Message(message) => Item::Message { message, cursor },
                 ItemKind::Gap(missed) => Item::Gap {

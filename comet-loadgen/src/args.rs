@@ -115,7 +115,8 @@ pub struct Options {
     pub duration: Duration,
     /// How long to wait for the last deliveries after the last publish.
     pub drain: Duration,
-    /// Server process whose memory to report (idle scenario).
+    /// Server process to measure: its memory per connection (idle), else
+    /// its CPU time per message published.
     pub pid: Option<u32>,
     /// Allow targets other than loopback.
     pub allow_remote: bool,
@@ -148,7 +149,8 @@ usage: comet-loadgen <idle|fanout|throughput|follow|stall|churn|slowloris|storm|
   --publishers P       concurrent publish connections (default 4)
   --duration SECS      throughput: how long to publish (default 5)
   --drain SECS         wait this long for the last deliveries (default 10)
-  --pid PID            idle: report this process's memory per connection
+  --pid PID            idle: report this process's memory per connection; else its
+                       CPU time per message published
   --http2              speak HTTP/2 (h2c, prior knowledge): subscribers are streams
                        spread round-robin over --connections, publishers get one each
   --connections N      with --http2: subscriber connections (default: one per 100

@@ -205,6 +205,7 @@ async fn run(options: &Options) -> Result<Report, String> {
         if pub_targets.is_empty() {
             return Err("--pub-url is required".into());
         }
+        let cpu_before = options.pid.map(cpu_ns).transpose()?;
         let publishing = Instant::now();
         let (first, last, published) = publish(options, &pub_targets, clock).await?;
         // Until the last publish was answered.
@@ -215,6 +216,10 @@ async fn run(options: &Options) -> Result<Report, String> {
         let deadline = Instant::now() + options.drain;
         while progress.load(Ordering::Relaxed) < report.expected && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if let (Some(pid), Some(before)) = (options.pid, cpu_before) {
+            let spent = cpu_ns(pid)?.saturating_sub(before);
+            report.server_cpu_ms_per_message = Some(spent as f64 / 1e6 / published.max(1) as f64);
         }
         let _ = stop.send(true);
         let mut latency: Option<hdrhistogram::Histogram<u64>> = None;
@@ -365,6 +370,28 @@ fn spawn_progress(
             );
         }
     })
+}
+
+/// The CPU time a process's threads have had, in nanoseconds: the first
+/// field of each thread's `/proc/PID/task/TID/schedstat` (the process's own
+/// `schedstat` counts its first thread alone).
+fn cpu_ns(pid: u32) -> Result<u64, String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(|e| format!("process {pid}: {e}"))?;
+    let mut total = 0;
+    for task in tasks {
+        let path = task.map_err(|e| e.to_string())?.path().join("schedstat");
+        // A thread that ended meanwhile is no longer counted.
+        let Ok(stat) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse::<u64>().ok())
+            .ok_or_else(|| format!("{}: no CPU time", path.display()))?;
+    }
+    Ok(total)
 }
 
 /// The resident memory of a process, from /proc.

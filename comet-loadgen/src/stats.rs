@@ -112,6 +112,11 @@ pub struct Report {
     /// Seconds from the first publish until the last was answered.
     pub publish_secs: f64,
     pub rss_per_connection: Option<f64>,
+    /// With `--pid`, outside `idle`: the server's CPU time (every thread,
+    /// user and system) from just before the first publish until the
+    /// drain ended, per message published. Steadier than a latency on a
+    /// shared machine, and what a fan-out costs the server's core.
+    pub server_cpu_ms_per_message: Option<f64>,
     pub connect_secs: f64,
 }
 
@@ -189,6 +194,9 @@ impl Report {
                     "median over messages of the time until every subscriber had it: {ms:.1} ms\n"
                 );
             }
+            if let Some(ms) = self.server_cpu_ms_per_message {
+                out += &format!("server CPU per message: {ms:.2} ms\n");
+            }
         }
         out
     }
@@ -217,6 +225,7 @@ impl Report {
             "median_all_ms": self.median_all_ms,
             "publishes_per_s": self.publishes_per_second(),
             "rss_per_conn": self.rss_per_connection,
+            "server_cpu_ms_per_msg": self.server_cpu_ms_per_message,
         })
         .to_string()
     }
