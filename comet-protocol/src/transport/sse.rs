@@ -87,18 +87,17 @@ impl StreamFormat for Sse {
     /// every subscriber of the message).
     fn message(&self, message: &Message, cursor: &Cursor, out: &mut Chunks) {
         self.retry_once(out);
-        let body = message.encoded(&SSE_EVENT, encode_event);
         if cursor.len() == 1 {
             // Every one-channel subscriber has this very cursor after this
             // message: the whole frame is shared, nothing is per subscriber.
-            out.push(message.encoded(&SSE_ONE_CHANNEL_FRAME, |_| {
+            out.push(message.encoded(&SSE_ONE_CHANNEL_FRAME, |message| {
                 let mut frame = id_line(cursor);
-                frame.extend_from_slice(&body);
+                frame.extend_from_slice(&message.encoded(&SSE_EVENT, encode_event));
                 frame.into()
             }));
         } else {
             out.push(id_line(cursor));
-            out.push(body);
+            out.push(message.encoded(&SSE_EVENT, encode_event));
         }
     }
 
