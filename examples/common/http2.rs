@@ -145,15 +145,22 @@ where
     B::Error: Into<Box<dyn Error + Send + Sync>>,
 {
     let task = ConnectionTask::default();
-    let mut builder = auto::Builder::new(task.clone());
-    builder
-        .http2()
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        // Long-held streams: a few hundred per connection is normal.
-        .max_concurrent_streams(1000);
-    let connection = builder.serve_connection(TokioIo::new(io), service);
-    if let Err(error) = task.run(watcher.watch(connection.into_owned())).await {
+    // The builder (its executor is this connection's) is dropped before
+    // the connection runs, and the connection is pinned here, once: a held
+    // connection keeps neither a builder nor a second copy of itself.
+    let connection = pin!(watcher.watch({
+        let mut builder = auto::Builder::new(task.clone());
+        builder
+            .http2()
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            // Long-held streams: a few hundred per connection is normal.
+            .max_concurrent_streams(1000);
+        builder
+            .serve_connection(TokioIo::new(io), service)
+            .into_owned()
+    }));
+    if let Err(error) = task.run(connection).await {
         tracing::debug!(%error, "connection ended with an error");
     }
 }
@@ -193,8 +200,7 @@ where
 impl ConnectionTask {
     /// Runs `connection` and what it spawns until the connection ends
     /// (hyper ends it once its streams are done or gone).
-    pub async fn run<C: Future>(&self, connection: C) -> C::Output {
-        let mut connection = pin!(connection);
+    pub async fn run<C: Future>(&self, mut connection: Pin<&mut C>) -> C::Output {
         let mut streams = FuturesUnordered::new();
         std::future::poll_fn(|cx| {
             self.0.task.register(cx.waker());
