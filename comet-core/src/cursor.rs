@@ -217,7 +217,9 @@ impl Cursor {
             identities: true,
             ..cursor
         };
-        let tag = message.cursor_tag(key, || cursor.with_entries(|e| key.tag(TAGGED, e)));
+        let tag = message.cursor_tag(key, position.key, || {
+            cursor.with_entries(|e| key.tag(TAGGED, e))
+        });
         debug_assert_eq!(Some(tag), cursor.clone().signed(Some(key)).tag);
         cursor.tag = Some(tag);
         cursor

@@ -29,9 +29,10 @@ pub struct Message {
     identity: u64,
     encodings: Encodings,
     /// The tag of the cursor every one-channel subscriber has after this
-    /// message, with the key it is under: computed by the first such
-    /// subscriber, not by each (a keyed hash per delivery otherwise).
-    cursor_tag: OnceLock<(CursorKey, u64)>,
+    /// message, with the key it is under and the channel key it names:
+    /// computed by the first such subscriber, not by each (a keyed hash per
+    /// delivery otherwise). 32 bytes a stored message.
+    cursor_tag: OnceLock<(CursorKey, u64, u64)>,
 }
 
 /// The encodings of one thing every subscriber shares (a message, a
@@ -149,15 +150,25 @@ impl Message {
     }
 
     /// The tag under `key` of the one-channel cursor just after this
-    /// message: `tag()` computes it the first time (and again under a
-    /// new key), later calls read it.
-    pub(crate) fn cursor_tag(&self, key: CursorKey, tag: impl FnOnce() -> u64) -> u64 {
-        if let Some((kept, value)) = self.cursor_tag.get() {
-            return if *kept == key { *value } else { tag() };
+    /// message, for the channel whose key is `channel`: `tag()` computes
+    /// it the first time (and again under another key or channel), later
+    /// calls read it.
+    pub(crate) fn cursor_tag(
+        &self,
+        key: CursorKey,
+        channel: u64,
+        tag: impl FnOnce() -> u64,
+    ) -> u64 {
+        if let Some((kept, kept_channel, value)) = self.cursor_tag.get() {
+            return if *kept == key && *kept_channel == channel {
+                *value
+            } else {
+                tag()
+            };
         }
         let value = tag();
         // Another subscriber may have kept it meanwhile: the same value.
-        let _ = self.cursor_tag.set((key, value));
+        let _ = self.cursor_tag.set((key, channel, value));
         value
     }
 

@@ -25,6 +25,7 @@ mod stats;
 use args::{Dialect, Options, Scenario, Transport};
 use client::{Publisher, Target};
 use stats::{Received, Report};
+use std::collections::BTreeMap;
 use std::{
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -205,7 +206,7 @@ async fn run(options: &Options) -> Result<Report, String> {
         if pub_targets.is_empty() {
             return Err("--pub-url is required".into());
         }
-        let cpu_before = options.pid.map(cpu_ns).transpose()?;
+        let cpu_before = options.pid.map(thread_cpu_ns).transpose()?;
         let publishing = Instant::now();
         let (first, last, published) = publish(options, &pub_targets, clock).await?;
         // Until the last publish was answered.
@@ -217,9 +218,19 @@ async fn run(options: &Options) -> Result<Report, String> {
         while progress.load(Ordering::Relaxed) < report.expected && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        // Only when every message reached every subscriber: otherwise the
+        // drain's idle wait and the lost work are in it too.
         if let (Some(pid), Some(before)) = (options.pid, cpu_before) {
-            let spent = cpu_ns(pid)?.saturating_sub(before);
-            report.server_cpu_ms_per_message = Some(spent as f64 / 1e6 / published.max(1) as f64);
+            let after = thread_cpu_ns(pid)?;
+            let delivered = progress.load(Ordering::Relaxed) >= report.expected;
+            match cpu_spent_ns(&before, &after) {
+                Some(spent) if delivered => {
+                    report.server_cpu_ms_per_message =
+                        Some(spent as f64 / 1e6 / published.max(1) as f64)
+                }
+                Some(_) => {}
+                None => eprintln!("a server thread ended during the run: no CPU figure"),
+            }
         }
         let _ = stop.send(true);
         let mut latency: Option<hdrhistogram::Histogram<u64>> = None;
@@ -372,26 +383,45 @@ fn spawn_progress(
     })
 }
 
-/// The CPU time a process's threads have had, in nanoseconds: the first
-/// field of each thread's `/proc/PID/task/TID/schedstat` (the process's own
-/// `schedstat` counts its first thread alone).
-fn cpu_ns(pid: u32) -> Result<u64, String> {
+/// The CPU time each of a process's threads has had, in nanoseconds, by
+/// thread id: the first field of `/proc/PID/task/TID/schedstat` (the
+/// process's own `schedstat` counts its first thread alone).
+fn thread_cpu_ns(pid: u32) -> Result<BTreeMap<u64, u64>, String> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
         .map_err(|e| format!("process {pid}: {e}"))?;
-    let mut total = 0;
+    let mut threads = BTreeMap::new();
     for task in tasks {
-        let path = task.map_err(|e| e.to_string())?.path().join("schedstat");
-        // A thread that ended meanwhile is no longer counted.
-        let Ok(stat) = std::fs::read_to_string(&path) else {
+        let task = task.map_err(|e| e.to_string())?;
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
             continue;
         };
-        total += stat
+        // A thread that ended meanwhile is left out (see `cpu_spent_ns`).
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        let ns = stat
             .split_whitespace()
             .next()
             .and_then(|ns| ns.parse::<u64>().ok())
-            .ok_or_else(|| format!("{}: no CPU time", path.display()))?;
+            .ok_or_else(|| format!("thread {tid} of process {pid}: no CPU time"))?;
+        threads.insert(tid, ns);
     }
-    Ok(total)
+    Ok(threads)
+}
+
+/// The CPU time a process's threads spent between two readings; `None` when
+/// a thread of the first is gone from the second, as its time since then
+/// went with it (what is reported would be too low).
+fn cpu_spent_ns(before: &BTreeMap<u64, u64>, after: &BTreeMap<u64, u64>) -> Option<u64> {
+    if before.keys().any(|tid| !after.contains_key(tid)) {
+        return None;
+    }
+    Some(
+        after
+            .iter()
+            .map(|(tid, ns)| ns.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+            .sum(),
+    )
 }
 
 /// The resident memory of a process, from /proc.
@@ -404,4 +434,21 @@ fn rss_bytes(pid: u32) -> Result<u64, String> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
         .ok_or_else(|| format!("no VmRSS for process {pid}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_spent_ns;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn cpu_spent_counts_new_threads_and_gives_up_on_gone_ones() {
+        let before = BTreeMap::from([(1, 100), (2, 50)]);
+        // Thread 3 started meanwhile: all of its time is in the window.
+        let after = BTreeMap::from([(1, 130), (2, 50), (3, 20)]);
+        assert_eq!(cpu_spent_ns(&before, &after), Some(50));
+        // Thread 2 ended: its time went with it, so no figure.
+        let after = BTreeMap::from([(1, 130)]);
+        assert_eq!(cpu_spent_ns(&before, &after), None);
+    }
 }

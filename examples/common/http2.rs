@@ -16,12 +16,13 @@
 //! connection's task through h2's shared state and wakes that too. Here the
 //! executor is the connection's own task ([`ConnectionTask`]): its streams
 //! are polled there, and what they send goes out in the connection's next
-//! write. 100 SSE streams on one connection took 1.35 million deliveries a
-//! second rather than 1.13 million, against 1.64 million on 100 HTTP/1.1
-//! connections (`bench/h2_throughput.sh --pin`, bench/README.md).
+//! write. 100 SSE streams on one connection took 1.36 to 1.37 million
+//! deliveries a second rather than 1.13 million: 0.83 to 0.85 of what 100
+//! HTTP/1.1 connections took on one core (`bench/h2_throughput.sh --pin`,
+//! bench/README.md).
 
 use bytes::Bytes;
-use futures_util::{stream::FuturesUnordered, task::AtomicWaker, StreamExt};
+use futures_util::{stream::FuturesUnordered, task::AtomicWaker, FutureExt, StreamExt};
 use hyper::{body::Incoming, service::Service};
 use hyper_util::{
     rt::TokioIo,
@@ -31,6 +32,7 @@ use std::{
     error::Error,
     future::Future,
     net::SocketAddr,
+    panic::AssertUnwindSafe,
     pin::{pin, Pin},
     sync::{Arc, Mutex},
     task::Poll,
@@ -176,8 +178,8 @@ pub struct ConnectionTask(Arc<Spawned>);
 #[derive(Default)]
 struct Spawned {
     /// Futures spawned since the task last took them. Only the connection's
-    /// own task spawns (hyper does it while polling the connection), so the
-    /// lock is never contended.
+    /// own task spawns (hyper does it while polling the connection or a
+    /// stream), so the lock is never contended.
     queue: Mutex<Vec<Pin<Box<dyn Future<Output = ()> + Send>>>>,
     /// The connection's task, woken when something is spawned.
     task: AtomicWaker,
@@ -188,6 +190,13 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, future: F) {
+        // A stream that panics ends alone, as a task of its own would, not
+        // with every other stream of its connection.
+        let future = async move {
+            if AssertUnwindSafe(future).catch_unwind().await.is_err() {
+                tracing::error!("an HTTP/2 stream's future panicked; its stream ends");
+            }
+        };
         self.0
             .queue
             .lock()
@@ -201,6 +210,11 @@ impl ConnectionTask {
     /// Runs `connection` and what it spawns until the connection ends
     /// (hyper ends it once its streams are done or gone).
     pub async fn run<C: Future>(&self, mut connection: Pin<&mut C>) -> C::Output {
+        // Whatever is still queued when this ends (the connection ended in
+        // the poll that spawned it, or this future was dropped) is dropped
+        // with it: a stream's future holds this executor, so one left in
+        // the queue would keep itself and the queue alive for ever.
+        let _drain = Drain(self);
         let mut streams = FuturesUnordered::new();
         std::future::poll_fn(|cx| {
             self.0.task.register(cx.waker());
@@ -208,7 +222,8 @@ impl ConnectionTask {
                 streams.extend(self.take());
                 // The streams first: what they send goes out in the
                 // connection's next write, together. (`FuturesUnordered`
-                // yields after a few dozen, so the connection is not starved.)
+                // polls each ready stream once, then yields, so the
+                // connection is not starved.)
                 while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
                 if let Poll::Ready(output) = connection.as_mut().poll(cx) {
                     return Poll::Ready(output);
@@ -226,5 +241,14 @@ impl ConnectionTask {
 
     fn take(&self) -> Vec<Pin<Box<dyn Future<Output = ()> + Send>>> {
         std::mem::take(&mut *self.0.queue.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Empties a connection's queue of spawned futures when dropped.
+struct Drain<'a>(&'a ConnectionTask);
+
+impl Drop for Drain<'_> {
+    fn drop(&mut self) {
+        drop(self.0.take());
     }
 }
