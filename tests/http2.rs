@@ -426,3 +426,48 @@ async fn http_1_1_still_works_on_the_same_listener() {
     assert_eq!(response.version(), reqwest::Version::HTTP_11);
     assert_eq!(response.status(), 200);
 }
+
+/// A request whose handler panics ends alone: its stream is reset, and the
+/// other streams of its connection go on (each connection's streams run in
+/// its own task: `http2::ConnectionTask`).
+#[tokio::test]
+async fn a_stream_that_panics_ends_alone() {
+    let hub = Hub::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = comet_test_support::axum_app(&hub, mounts()).route(
+        "/panic",
+        axum::routing::get(|| async {
+            if std::hint::black_box(true) {
+                panic!("a handler that panics, on purpose");
+            }
+            "never"
+        }),
+    );
+    let server = tokio::spawn(http2::serve(
+        listener,
+        None,
+        move |_| TowerToHyperService::new(app.clone()),
+        std::future::pending(),
+    ));
+    let client = Client::connect(addr, None, 64 * 1024).await;
+    let mut events = Events::open(&client, "/sse?channel=p").await;
+    hub.publish("p", "before").await.unwrap();
+    assert_eq!(events.next().await.1, "before");
+    let request = Request::get(format!("{}/panic", client.base))
+        .body(Empty::new())
+        .unwrap();
+    let answer = bounded(
+        "the panicking request",
+        client.sender.clone().send_request(request),
+    )
+    .await;
+    assert!(answer.is_err(), "the panicking stream is reset");
+    hub.publish("p", "after").await.unwrap();
+    assert_eq!(events.next().await.1, "after");
+    assert!(
+        !client.connection.is_finished(),
+        "the connection is still up"
+    );
+    server.abort();
+}
