@@ -61,7 +61,17 @@ struct StreamState {
     sent: usize,
     /// Set once the stream is ending: only `queued` (the close frame) is left.
     ending: bool,
+    /// The last two messages were published within [`GATHER_GAP`] of each
+    /// other: more are likely on their way.
+    busy: bool,
+    /// This frame already let the scheduler go round once (see `poll_frame`).
+    gathered: bool,
 }
+
+/// Messages published closer together than this make a stream busy: a
+/// frame with something ready waits for one turn of the scheduler first,
+/// so that what the publishers add meanwhile goes out in the same write.
+const GATHER_GAP: Duration = Duration::from_millis(1);
 
 /// The most bytes one coalesced frame gathers (see `poll_frame`): HTTP/2's
 /// default largest DATA frame.
@@ -122,6 +132,8 @@ impl CometBody {
                     budget,
                     sent: 0,
                     ending: false,
+                    busy: false,
+                    gathered: false,
                 },
             })),
         }
@@ -170,6 +182,25 @@ impl StreamState {
     /// a message shared by every subscriber, goes out as it is, in a frame of
     /// its own.
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        // A busy stream with something ready lets the scheduler go round
+        // once (this task goes to the back of the queue): what publishers add
+        // meanwhile joins this frame, one write instead of several. 100
+        // subscribers under 8 publishers took 2.1 million deliveries a second
+        // rather than 1.6 million, for 46 µs of server CPU per publish
+        // rather than 61 (bench/README.md). A message after a pause (a
+        // fan-out, a chat) goes out at once.
+        if self.busy && !self.gathered && !self.ending {
+            if self.queued.is_empty() {
+                // Reading it tells whether it too came close on the last.
+                self.read_ready(cx);
+            }
+            if self.busy && !self.queued.is_empty() {
+                self.gathered = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+        self.gathered = false;
         let first = match self.poll_chunk(cx) {
             Poll::Ready(Some(first)) => first,
             other => return other,
@@ -226,7 +257,11 @@ impl StreamState {
                 // A message from history was published long ago: never
                 // earlier than what went out before it.
                 self.last_item = match &item {
-                    Item::Message { message, .. } => self.last_item.max(message.published_at()),
+                    Item::Message { message, .. } => {
+                        let at = message.published_at();
+                        self.busy = at.saturating_duration_since(self.last_item) < GATHER_GAP;
+                        self.last_item.max(at)
+                    }
                     _ => Instant::now(),
                 };
                 true
@@ -359,5 +394,47 @@ mod tests {
         assert_eq!(ready_frame(&mut body).await, None);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(ready_frame(&mut body).await.as_deref(), Some(": \n"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_stream_waits_a_turn_and_sends_what_came_meanwhile_with_it() {
+        let hub = Hub::new();
+        let subscription = hub.subscribe(["busy"], Start::head()).await.unwrap();
+        let mut body = CometBody::stream(
+            subscription,
+            Box::new(Sse::new(Duration::from_secs(2))),
+            Duration::from_secs(10),
+            None,
+            tracing::Span::none(),
+            SubscriberGauge::new("sse"),
+        );
+        while ready_frame(&mut body).await.is_some() {}
+        // After a pause, a message goes out at once, and so does the next:
+        // one message close on another's heels does not make a burst yet.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for data in ["one", "two"] {
+            hub.publish("busy", data).await.unwrap();
+            let frame = ready_frame(&mut body).await.expect("a frame at once");
+            assert!(frame.contains(&format!("data: {data}\n")), "{frame}");
+        }
+        // Now busy: the next waits one turn of the scheduler...
+        hub.publish("busy", "three").await.unwrap();
+        assert_eq!(
+            ready_frame(&mut body).await,
+            None,
+            "a busy stream waits a turn"
+        );
+        // ...and what was published meanwhile goes out in the same frame.
+        hub.publish("busy", "four").await.unwrap();
+        let frame = ready_frame(&mut body).await.expect("the gathered frame");
+        assert!(
+            frame.contains("data: three\n") && frame.contains("data: four\n"),
+            "{frame}"
+        );
+        // After a pause, at once again.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        hub.publish("busy", "five").await.unwrap();
+        let frame = ready_frame(&mut body).await.expect("a frame at once");
+        assert!(frame.contains("data: five\n"), "{frame}");
     }
 }
