@@ -189,7 +189,7 @@ impl StreamState {
         // rather than 1.6 million, for 46 µs of server CPU per publish
         // rather than 61 (bench/README.md). A message after a pause (a
         // fan-out, a chat) goes out at once.
-        if self.busy && !self.gathered && !self.ending {
+        if self.busy && !self.gathered && !self.ending && !self.over_budget() {
             if self.queued.is_empty() {
                 // Reading it tells whether it too came close on the last.
                 self.read_ready(cx);
