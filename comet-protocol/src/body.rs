@@ -366,10 +366,10 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_heartbeat_comes_after_a_whole_interval_of_silence() {
-        let hub = Hub::new();
-        let subscription = hub.subscribe(["quiet"], Start::head()).await.unwrap();
+    /// An SSE stream of `channel` from its head (heartbeat every 10 s),
+    /// with what it sends first already read.
+    async fn sse_body(hub: &Hub, channel: &str) -> CometBody {
+        let subscription = hub.subscribe([channel], Start::head()).await.unwrap();
         let mut body = CometBody::stream(
             subscription,
             Box::new(Sse::new(Duration::from_secs(2))),
@@ -379,6 +379,13 @@ mod tests {
             SubscriberGauge::new("sse"),
         );
         while ready_frame(&mut body).await.is_some() {}
+        body
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_comes_after_a_whole_interval_of_silence() {
+        let hub = Hub::new();
+        let mut body = sse_body(&hub, "quiet").await;
         tokio::time::sleep(Duration::from_secs(6)).await;
         hub.publish("quiet", "news").await.unwrap();
         let frame = ready_frame(&mut body).await.expect("the message");
@@ -399,16 +406,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_busy_stream_waits_a_turn_and_sends_what_came_meanwhile_with_it() {
         let hub = Hub::new();
-        let subscription = hub.subscribe(["busy"], Start::head()).await.unwrap();
-        let mut body = CometBody::stream(
-            subscription,
-            Box::new(Sse::new(Duration::from_secs(2))),
-            Duration::from_secs(10),
-            None,
-            tracing::Span::none(),
-            SubscriberGauge::new("sse"),
-        );
-        while ready_frame(&mut body).await.is_some() {}
+        let mut body = sse_body(&hub, "busy").await;
         // After a pause, a message goes out at once, and so does the next:
         // one message close on another's heels does not make a burst yet.
         tokio::time::sleep(Duration::from_secs(1)).await;
