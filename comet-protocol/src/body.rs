@@ -194,7 +194,15 @@ impl StreamState {
                 // Reading it tells whether it too came close on the last.
                 self.read_ready(cx);
             }
-            if self.busy && !self.queued.is_empty() {
+            // Only a chunk small enough to be joined waits: a big one goes
+            // out in a frame of its own anyway, and a waiting chunk is held
+            // for as long as the server does not poll again (a stalled
+            // client's, for ever).
+            let joinable = self
+                .queued
+                .front_len()
+                .is_some_and(|len| len <= JOINED_CHUNK);
+            if self.busy && joinable {
                 self.gathered = true;
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
