@@ -412,6 +412,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_busy_stream_sends_a_message_too_big_to_join_at_once() {
+        let hub = Hub::new();
+        let mut body = sse_body(&hub, "big").await;
+        let big = "x".repeat(2 * JOINED_CHUNK);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for data in ["one", "two"] {
+            hub.publish("big", data).await.unwrap();
+            assert!(ready_frame(&mut body).await.is_some(), "a frame at once");
+        }
+        // Busy now, but a chunk too big to join does not wait: a waiting
+        // chunk is held for as long as the server does not poll again.
+        hub.publish("big", big.as_str()).await.unwrap();
+        let frame = ready_frame(&mut body)
+            .await
+            .expect("the big message at once");
+        assert!(frame.contains(&big), "{}", frame.len());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_busy_stream_waits_a_turn_and_sends_what_came_meanwhile_with_it() {
         let hub = Hub::new();
         let mut body = sse_body(&hub, "busy").await;
