@@ -300,13 +300,52 @@ impl Hub {
             .await
     }
 
-    /// Subscribes to names [`channel_names`](Self::channel_names) already checked.
-    pub(crate) async fn subscribe_names(
+    /// Subscribes as [`subscribe_as`](Self::subscribe_as) does, to channels
+    /// already named: what [`channel_names`](Self::channel_names) gave. A
+    /// server that checks a request's channels before it answers (to refuse
+    /// a bad name at once, or to authorize the names) subscribes with them,
+    /// without checking and copying each name again.
+    ///
+    /// The names must hold what `channel_names` makes sure of: at least one,
+    /// none twice (by [`ChannelName::key`]), and at most
+    /// [`max_channels_per_subscription`](Self::max_channels_per_subscription).
+    /// Otherwise this fails as `subscribe_as` would.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use comet_push::{Hub, Start, Subscriber};
+    ///
+    /// let hub = Hub::new();
+    /// let names = hub.channel_names(["news", "sport"]).unwrap();
+    /// let subscription = hub
+    ///     .subscribe_names(Subscriber::anonymous(), &names, Start::head())
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(subscription.channels().count(), 2);
+    /// # });
+    /// ```
+    pub async fn subscribe_names(
         &self,
         subscriber: Subscriber,
         names: &[ChannelName],
         start: Start,
     ) -> Result<Subscription, SubscribeError> {
+        // What `channel_names` makes sure of, checked again without a copy:
+        // each check is a few comparisons for the usual one or two names.
+        if names.is_empty() {
+            return Err(SubscribeError::NoChannels);
+        }
+        if names.len() > self.shared.max_channels {
+            return Err(SubscribeError::TooManyChannels {
+                max: self.shared.max_channels,
+            });
+        }
+        let twice = |(i, name): &(usize, &ChannelName)| {
+            names[..*i].iter().any(|other| other.key() == name.key())
+        };
+        if let Some((_, name)) = names.iter().enumerate().find(twice) {
+            return Err(SubscribeError::DuplicateChannel(name.clone()));
+        }
         if self.is_shutting_down() {
             return Err(SubscribeError::ShuttingDown);
         }
@@ -349,16 +388,16 @@ impl Hub {
         // Every channel at once: an engine with a backplane answers a
         // subscription of many channels in the time of its slowest.
         let from = |name: &ChannelName| start.cursor.as_ref().and_then(|c| c.position(name));
-        let results = join_all(
-            names
-                .iter()
-                .map(|name| {
-                    let resume = from(name).map(|position| Resume { position, issued });
-                    self.shared.engine.attach(name, resume)
-                })
-                .collect(),
-        )
-        .await;
+        let attach = |name: &ChannelName| {
+            let resume = from(name).map(|position| Resume { position, issued });
+            self.shared.engine.attach(name, resume)
+        };
+        // One channel, the usual case, is awaited alone: `join_all` would
+        // allocate twice more for it.
+        let results = match names {
+            [name] => vec![attach(name).await],
+            names => join_all(names.iter().map(attach).collect()).await,
+        };
         let mut refusal = None;
         for (name, result) in names.iter().zip(results) {
             match result {

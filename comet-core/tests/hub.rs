@@ -2,8 +2,8 @@
 //! through the public API.
 
 use comet_core::{
-    Cursor, EndReason, HistoryPolicy, Hub, Item, Payload, PublishError, Since, Start,
-    SubscribeError, Subscription, DEFAULT_RECONNECT_WINDOW,
+    ChannelName, Cursor, EndReason, HistoryPolicy, Hub, Item, Payload, PublishError, Since, Start,
+    SubscribeError, Subscriber, Subscription, DEFAULT_RECONNECT_WINDOW,
 };
 use std::{future::Future, time::Duration};
 use tokio::time::timeout;
@@ -289,6 +289,52 @@ async fn subscriber_counts_follow_drops() {
     drop(b);
     assert_eq!(hub.local_subscribers(), 0);
     assert_eq!(hub.local_subscriber_count("nope"), 0);
+}
+
+/// Names checked already are taken as they are, but what `channel_names`
+/// makes sure of is checked again: none twice, some, not too many.
+#[tokio::test]
+async fn names_given_checked_are_held_to_what_channel_names_makes_sure_of() {
+    let hub = Hub::builder().max_channels_per_subscription(2).build();
+    let name = |n: &str| ChannelName::new(n).unwrap();
+    let mut both = hub
+        .subscribe_names(
+            Subscriber::anonymous(),
+            &[name("a"), name("b")],
+            Start::head(),
+        )
+        .await
+        .unwrap();
+    hub.publish("b", "to b").await.unwrap();
+    let item = timeout(Duration::from_secs(5), both.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(item.message().unwrap().text(), "to b");
+    assert_eq!(
+        hub.subscribe_names(
+            Subscriber::anonymous(),
+            &[name("a"), name("a")],
+            Start::head()
+        )
+        .await
+        .unwrap_err(),
+        SubscribeError::DuplicateChannel(name("a"))
+    );
+    assert_eq!(
+        hub.subscribe_names(Subscriber::anonymous(), &[], Start::head())
+            .await
+            .unwrap_err(),
+        SubscribeError::NoChannels
+    );
+    let three = [name("a"), name("b"), name("c")];
+    assert_eq!(
+        hub.subscribe_names(Subscriber::anonymous(), &three, Start::head())
+            .await
+            .unwrap_err(),
+        SubscribeError::TooManyChannels { max: 2 }
+    );
+    assert_eq!(hub.local_subscribers(), 1, "only the good one counted");
 }
 
 #[tokio::test]

@@ -235,7 +235,7 @@ impl From<crate::SubscribeError> for ProtocolError {
     fn from(error: crate::SubscribeError) -> Self {
         use crate::SubscribeError::*;
         let code = match &error {
-            InvalidChannel(_) => ErrorCode::BadChannel,
+            InvalidChannel(_) | DuplicateChannel(_) => ErrorCode::BadChannel,
             NoChannels => ErrorCode::NoChannels,
             TooManyChannels { .. } => ErrorCode::TooManyChannels,
             TooManySubscribers { .. } => ErrorCode::TooManySubscribers,

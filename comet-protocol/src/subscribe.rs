@@ -59,39 +59,47 @@ impl SubscribeRoute {
         );
         let hub = hub.clone();
         let holding = Holding::of(route);
-        let answer = async move {
-            let SubscribeRequest {
-                format,
-                transport,
-                names,
-                start,
-                timeout,
-                subscriber,
-                authorization,
-            } = subscribe;
-            let access = match authorization.await {
-                Ok(access) => access,
-                Err(error) => {
-                    tracing::debug!(%error, "refused a subscribe request");
-                    return error.into_response();
-                }
-            };
-            let identity = access.identity.or(subscriber.identity_ref().cloned());
-            let subscriber = subscriber.identity(identity).expires_at(access.expires);
-            match hub.subscribe_as(subscriber, &names, start).await {
-                Ok(subscription) => {
-                    tracing::debug!("subscribed");
-                    let gauge = SubscriberGauge::new(transport.name());
-                    answer(subscription, format, timeout, holding, gauge).await
-                }
-                Err(error) => {
-                    let error = ProtocolError::from(error);
-                    tracing::debug!(%error, "refused a subscribe request");
-                    error.into_response()
-                }
+        Box::pin(subscribe.answer(hub, holding, cors).instrument(span))
+    }
+}
+
+impl SubscribeRequest {
+    /// Authorizes, subscribes and answers: the part of a request that
+    /// waits. One future, boxed per request: nothing is passed on by value
+    /// to a future of its own, as each would hold a copy of what it was
+    /// given beside the caller's (1,976 bytes, not 1,480).
+    async fn answer(self, hub: Hub, holding: Holding, cors: PendingCors) -> Response<CometBody> {
+        let SubscribeRequest {
+            format,
+            transport,
+            names,
+            start,
+            timeout,
+            subscriber,
+            authorization,
+        } = self;
+        let access = match authorization.await {
+            Ok(access) => access,
+            Err(error) => {
+                tracing::debug!(%error, "refused a subscribe request");
+                return cors.apply(error.into_response());
             }
         };
-        Box::pin(async move { cors.apply(answer.await) }.instrument(span))
+        let identity = access.identity.or(subscriber.identity_ref().cloned());
+        let subscriber = subscriber.identity(identity).expires_at(access.expires);
+        let response = match hub.subscribe_names(subscriber, &names, start).await {
+            Ok(subscription) => {
+                tracing::debug!("subscribed");
+                let gauge = SubscriberGauge::new(transport.name());
+                answer(subscription, format, timeout, holding, gauge).await
+            }
+            Err(error) => {
+                let error = ProtocolError::from(error);
+                tracing::debug!(%error, "refused a subscribe request");
+                error.into_response()
+            }
+        };
+        cors.apply(response)
     }
 }
 

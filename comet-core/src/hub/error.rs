@@ -60,6 +60,10 @@ pub enum SubscribeError {
     InvalidChannel(InvalidChannelName),
     /// No channel was named.
     NoChannels,
+    /// A channel was named twice in names given already checked
+    /// ([`Hub::subscribe_names`](super::Hub::subscribe_names));
+    /// [`Hub::channel_names`](super::Hub::channel_names) drops duplicates.
+    DuplicateChannel(ChannelName),
     /// More distinct channels than the hub allows in one subscription.
     TooManyChannels {
         /// The limit.
@@ -96,6 +100,7 @@ impl fmt::Display for SubscribeError {
         match self {
             Self::InvalidChannel(e) => e.fmt(f),
             Self::NoChannels => f.write_str("no channel named"),
+            Self::DuplicateChannel(channel) => write!(f, "channel {channel} is named twice"),
             Self::TooManyChannels { max } => {
                 write!(f, "too many channels: at most {max} per subscription")
             }
