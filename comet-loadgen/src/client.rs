@@ -48,6 +48,11 @@ impl Target {
         })
     }
 
+    /// The `Host` of requests to it.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     pub fn path(&self) -> &str {
         self.uri.path_and_query().map_or("/", |p| p.as_str())
     }
@@ -195,7 +200,8 @@ pub fn stamps(text: &[u8], mut found: impl FnMut(u64, u64)) {
 
 /// One subscriber: connects over HTTP/1.1 (or, given `via`, opens a stream
 /// on that HTTP/2 connection), tells `connected`, then records every stamp it receives
-/// until `stop` is set or the server ends the response.
+/// until `stop` is set or the server ends the response. Long polls over
+/// HTTP/1.1 are poll.rs's.
 pub async fn subscribe(
     target: Arc<Target>,
     via: Option<Http2Sender>,
@@ -205,6 +211,9 @@ pub async fn subscribe(
     connected: Arc<tokio::sync::Semaphore>,
     received: &mut Received,
 ) -> Result<(), String> {
+    if transport == Transport::Poll && via.is_none() {
+        return crate::poll::follow(target, dialect, clock, connected, received).await;
+    }
     let mut sender = match via {
         Some(shared) => Sender::Http2(shared),
         None => Sender::connect(&target, false).await?,

@@ -19,6 +19,7 @@
 mod abuse;
 mod args;
 mod client;
+mod poll;
 mod resume;
 mod stats;
 
