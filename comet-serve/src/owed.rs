@@ -3,10 +3,11 @@
 //! new requests served as they arrive, the last of 1,000 answers would wait
 //! behind most of the new polls; an event loop such as nginx's answers the
 //! whole wake-up first. Here, a held request whose app future was woken
-//! counts as owed until its task polls it, and a connection about to serve
-//! a new request waits (briefly, bounded) until nothing is owed. This holds
-//! whatever the runtime's settings (tokio's `event_interval` decides how
-//! often it reads new I/O, and it is not the app's to tune here).
+//! counts as owed until its task polls it, and a connection about to read
+//! or serve a new request waits (briefly, bounded) until nothing is owed.
+//! This holds whatever the runtime's settings (tokio's `event_interval`
+//! decides how often it reads new I/O, and it is not the app's to tune
+//! here).
 
 use std::{
     sync::{
