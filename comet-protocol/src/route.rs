@@ -66,6 +66,7 @@ impl SubscribeRoute {
         // among the slots every message keeps without a lock.
         crate::envelope::reserve_slots();
         crate::transport::sse::reserve_slots();
+        crate::transport::long_poll::reserve_slots();
         let mut offered: Vec<Transport> = Vec::new();
         for t in transports {
             match offered.iter_mut().find(|o| **o == t) {

@@ -10,7 +10,6 @@ use super::{
     SubscribeRoute, Transport,
 };
 use crate::{telemetry::SubscriberGauge, ChannelName, Hub, Start, Subscriber, Subscription};
-use bytes::Bytes;
 use http::{header, request::Parts, HeaderMap, HeaderName, HeaderValue, Method, Response};
 use std::{future::Future, pin::Pin, time::Duration};
 use tracing::Instrument;
@@ -156,14 +155,7 @@ async fn answer(
             tracing::debug!(items = items.len(), "answered a long poll");
             let mut response = Response::new(CometBody::full(format.answer(&items, &cursor)));
             *response.headers_mut() = poll_headers(&*format, route.cors_headers);
-            // A cursor is URL-safe ASCII, always a valid header value. Built
-            // at its exact size, the `Vec` becomes the value's `Bytes`
-            // without a copy.
-            let mut etag = Vec::with_capacity(cursor.encoded_len() + 2);
-            etag.push(b'"');
-            cursor.encode_into(&mut etag);
-            etag.push(b'"');
-            if let Ok(etag) = HeaderValue::from_maybe_shared(Bytes::from(etag)) {
+            if let Some(etag) = long_poll::etag(&items, &cursor) {
                 response.headers_mut().insert(header::ETAG, etag);
             }
             response
@@ -305,6 +297,7 @@ fn headers_only(format: &Format, cors: usize) -> Response<CometBody> {
 mod tests {
     use super::*;
     use crate::{Cursor, Item};
+    use bytes::Bytes;
 
     /// A long-poll format of an app's own: the cursor, then one text a line.
     struct Lines;
@@ -383,6 +376,49 @@ mod tests {
         let lines: Vec<&str> = body.lines().collect();
         assert_eq!(lines[1..], ["two"]);
         assert_ne!(lines[0], cursor, "the cursor moved on");
+    }
+
+    /// Every one-channel poll answered with one message gets the same
+    /// answer, encoded once and shared; a poll of two channels, whose
+    /// cursor is its own, gets one of its own.
+    #[tokio::test]
+    async fn a_one_channel_answer_is_encoded_once_and_shared() {
+        let hub = Hub::new();
+        let route = SubscribeRoute::long_poll();
+        let held = |uri: &'static str| {
+            let (hub, route) = (hub.clone(), route.clone());
+            tokio::spawn(async move { get(&hub, &route, uri, None).await })
+        };
+        let (one, other, both) = (
+            held("/p?channel=a"),
+            held("/p?channel=a"),
+            held("/p?channel=a&channel=b"),
+        );
+        while hub.local_subscriber_count("a") < 3 {
+            tokio::task::yield_now().await;
+        }
+        hub.publish("a", "hello").await.unwrap();
+        let mut answers = Vec::new();
+        for poll in [one, other, both] {
+            let response = poll.await.unwrap();
+            let etag = response.headers()["etag"].clone();
+            let body = response.into_body().try_into_bytes().ok().unwrap();
+            answers.push((etag, body));
+        }
+        let (one, other, both) = (&answers[0], &answers[1], &answers[2]);
+        assert_eq!(one.1.as_ptr(), other.1.as_ptr(), "one encoding, shared");
+        assert_eq!(one.0.as_bytes().as_ptr(), other.0.as_bytes().as_ptr());
+        assert_ne!(one.1.as_ptr(), both.1.as_ptr());
+        for (etag, body) in &answers {
+            let json: serde_json::Value = serde_json::from_slice(body).unwrap();
+            assert_eq!(json["messages"][0]["data"], "hello");
+            assert_eq!(
+                etag.to_str().unwrap(),
+                format!("\"{}\"", json["cursor"].as_str().unwrap())
+            );
+            assert_eq!(json["cursor"], json["messages"][0]["cursor"]);
+        }
+        assert_ne!(one.0, both.0, "two channels: a cursor of its own");
     }
 
     /// A stream joins what is ready into one frame, but a big message goes

@@ -23,7 +23,7 @@ use std::{
     future::{poll_fn, Future},
     io::{self, IoSlice},
     net::SocketAddr,
-    pin::pin,
+    pin::{pin, Pin},
     sync::Arc,
     task::{Context, Poll},
     time::Duration,
@@ -108,9 +108,26 @@ pub(crate) async fn serve<S, B>(
         let http10 = request.version() == Version::HTTP_10;
         // Answers owed to woken held requests go out before this one is served.
         config.owed.settled().await;
-        let Some(response) = call(&mut service, request, &stream, &config.owed).await else {
+        if let Err(error) = poll_fn(|cx| service.poll_ready(cx)).await {
+            tracing::debug!(error = %error.into(), "the app's service failed");
+            return;
+        }
+        let mut future = pin!(Some(service.call(request)));
+        let mut held = None;
+        let Some(app) = future.as_mut().as_pin_mut() else {
             return;
         };
+        let Some(response) = call(app, &mut held, &stream, &config.owed).await else {
+            return;
+        };
+        // The app's future and the waker it is polled with live until a
+        // whole answer is written: what they free goes after the write,
+        // not before it (a thousand answers to one publish wait on every
+        // one). A stream's go now: they would be held for its whole life.
+        if response.body().size_hint().exact().is_none() {
+            future.set(None);
+            drop(held.take());
+        }
         // A 1xx is no final answer: the client would wait for one, so the
         // connection ends after it.
         keep_alive &= !closes(&response)
@@ -272,36 +289,39 @@ async fn fill(
     Ok(())
 }
 
-/// Calls the app, and drops its future if the client goes away before it
-/// answers (a long poll's waiter, a subscriber count, a presence). While
-/// it is held, its wake-ups count as answers owed (owed.rs).
-async fn call<S, B>(
-    service: &mut S,
-    request: Request<Body>,
+/// Awaits the app's answer, or `None` if the client goes away before it
+/// answers (a long poll's waiter, a subscriber count, a presence): the
+/// caller then drops the future. While it is held, its wake-ups count as
+/// answers owed (owed.rs), through `held`, the waker it is polled with.
+async fn call<F, B, E>(
+    mut future: Pin<&mut F>,
+    held: &mut Option<Held>,
     stream: &TcpStream,
     owed: &Arc<Owed>,
 ) -> Option<Response<B>>
 where
-    S: Service<Request<Body>, Response = Response<B>>,
-    S::Error: Into<BoxError>,
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
 {
-    if let Err(error) = poll_fn(|cx| service.poll_ready(cx)).await {
-        tracing::debug!(error = %error.into(), "the app's service failed");
-        return None;
-    }
-    let mut future = pin!(service.call(request));
     let mut watching = true;
-    let mut held: Option<Held> = None;
     let answered = poll_fn(|cx| {
-        if watching && gone(stream, cx, &mut watching) {
-            return Poll::Ready(None);
-        }
-        let held = match &mut held {
+        let held = match &mut *held {
             Some(held) if held.wakes(cx.waker()) => held,
             held => held.insert(Held::new(owed.clone(), cx.waker())),
         };
-        let mut cx = Context::from_waker(held.polling());
-        future.as_mut().poll(&mut cx).map(Some)
+        if let Poll::Ready(answer) = future
+            .as_mut()
+            .poll(&mut Context::from_waker(held.polling()))
+        {
+            return Poll::Ready(Some(answer));
+        }
+        // Watched while the answer waits, and only then: an answer ready
+        // goes out without a look at the socket (a cold line per poll,
+        // and the poll that answers a woken long poll is on the clock).
+        if watching && gone(stream, cx, &mut watching) {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
     });
     match answered.await? {
         Ok(response) => Some(response),

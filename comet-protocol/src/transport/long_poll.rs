@@ -6,12 +6,55 @@
 use crate::{
     envelope::{self, Json},
     transport::{Format, Transport},
-    Cursor, Item, LongPollFormat, Subscription,
+    Cursor, Item, LongPollFormat, Message, Subscription,
 };
 use bytes::{BufMut, Bytes, BytesMut};
+use comet_core::EncodingSlot;
 use http::HeaderValue;
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 use tokio_stream::StreamExt;
+
+/// Makes the long poll's encoding slots now (see [`crate::SubscribeRoute::new`]).
+pub(crate) fn reserve_slots() {
+    LazyLock::force(&ONE_CHANNEL_ANSWER);
+    LazyLock::force(&ONE_CHANNEL_ETAG);
+}
+
+/// The whole JSON answer of a one-channel poll answered with one message:
+/// the cursor after a message is the same for every one-channel subscriber,
+/// so every such answer is these bytes, shared.
+static ONE_CHANNEL_ANSWER: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::new);
+/// The `ETag` of such an answer: its cursor, quoted.
+static ONE_CHANNEL_ETAG: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::new);
+
+/// The one message of `items`, when `cursor` is the one-channel cursor
+/// after it: an answer every one-channel poll it answers alone shares.
+fn shared<'a>(items: &'a [Item], cursor: &Cursor) -> Option<&'a Message> {
+    match items {
+        [Item::Message {
+            message,
+            cursor: after,
+        }] if after.len() == 1 && after == cursor => Some(message),
+        _ => None,
+    }
+}
+
+/// The `ETag` of a long poll's answer: its cursor, quoted. A cursor is
+/// URL-safe ASCII, always a valid header value.
+pub(crate) fn etag(items: &[Item], cursor: &Cursor) -> Option<HeaderValue> {
+    let quoted = |cursor: &Cursor| {
+        let mut etag = Vec::with_capacity(cursor.encoded_len() + 2);
+        etag.push(b'"');
+        cursor.encode_into(&mut etag);
+        etag.push(b'"');
+        Bytes::from(etag)
+    };
+    let etag = match shared(items, cursor) {
+        Some(message) => message.encoded(&ONE_CHANNEL_ETAG, |_| quoted(cursor)),
+        None => quoted(cursor),
+    };
+    HeaderValue::from_maybe_shared(etag).ok()
+}
 
 /// Default longest hold of a long poll; see
 /// [`SubscribeRoute::max_hold`](crate::SubscribeRoute::max_hold).
@@ -34,7 +77,12 @@ pub(crate) struct JsonLongPoll;
 
 impl LongPollFormat for JsonLongPoll {
     fn answer(&self, items: &[Item], cursor: &Cursor) -> Bytes {
-        batch(items, cursor, Json::Plain).freeze()
+        match shared(items, cursor) {
+            Some(message) => message.encoded(&ONE_CHANNEL_ANSWER, |_| {
+                batch(items, cursor, Json::Plain).freeze()
+            }),
+            None => batch(items, cursor, Json::Plain).freeze(),
+        }
     }
 
     fn content_type(&self) -> HeaderValue {
