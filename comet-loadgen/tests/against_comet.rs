@@ -326,3 +326,94 @@ async fn refuses_non_loopback_targets_and_bad_options() {
     let (ok, _, err) = loadgen(&["sideways"]).await;
     assert!(!ok && err.contains("unknown scenario"), "{err}");
 }
+
+/// A raw long-poll server as nginx + nchan is one: each answer carries one
+/// message with `Etag` and `Last-Modified`, which the next poll must echo
+/// (`If-None-Match`, `If-Modified-Since`) to get the message after it.
+/// Answers alternate between a length and a chunked body.
+async fn raw_server() -> String {
+    use axum::{body::Body, extract::State, http::HeaderMap, routing::get};
+    #[derive(Default)]
+    struct Channel {
+        messages: Mutex<Vec<bytes::Bytes>>,
+        published: tokio::sync::Notify,
+    }
+    async fn subscribe(
+        State(channel): State<Arc<Channel>>,
+        headers: HeaderMap,
+    ) -> axum::response::Response {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let after = match (header("if-none-match"), header("if-modified-since")) {
+            (Some(etag), Some(modified)) if modified == "Tue, 08 Dec 2026 00:00:00 GMT" => {
+                etag.parse::<usize>().expect("the ETag echoed")
+            }
+            (None, None) => channel.messages.lock().unwrap().len(),
+            other => panic!("validators not echoed as sent: {other:?}"),
+        };
+        let message = loop {
+            let published = channel.published.notified();
+            if let Some(message) = channel.messages.lock().unwrap().get(after) {
+                break message.clone();
+            }
+            published.await;
+        };
+        let body = if after % 2 == 0 {
+            Body::from(message)
+        } else {
+            Body::from_stream(futures_util::stream::iter([Ok::<_, std::io::Error>(
+                message,
+            )]))
+        };
+        axum::response::Response::builder()
+            .header("etag", (after + 1).to_string())
+            .header("last-modified", "Tue, 08 Dec 2026 00:00:00 GMT")
+            .body(body)
+            .unwrap()
+    }
+    async fn publish(State(channel): State<Arc<Channel>>, body: bytes::Bytes) -> http::StatusCode {
+        channel.messages.lock().unwrap().push(body);
+        channel.published.notify_waiters();
+        http::StatusCode::CREATED
+    }
+    let app = axum::Router::new()
+        .route("/sub", get(subscribe))
+        .route("/pub", axum::routing::post(publish))
+        .with_state(Arc::new(Channel::default()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_in_the_raw_dialect_echoes_the_validators_and_reads_both_framings() {
+    let base = raw_server().await;
+    let (ok, out, err) = loadgen(&[
+        "follow",
+        "--dialect",
+        "raw",
+        "--sub-url",
+        &format!("{base}/sub"),
+        "--pub-url",
+        &format!("{base}/pub"),
+        "--subscribers",
+        "10",
+        "--messages",
+        "6",
+        "--rate",
+        "20",
+        "--json",
+    ])
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(field(&out, "delivered"), "60", "{out}");
+    assert_eq!(
+        (field(&out, "lost"), field(&out, "duplicated")),
+        ("0".into(), "0".into())
+    );
+}
