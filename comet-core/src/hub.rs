@@ -306,10 +306,16 @@ impl Hub {
     /// a bad name at once, or to authorize the names) subscribes with them,
     /// without checking and copying each name again.
     ///
-    /// The names must hold what `channel_names` makes sure of: at least one,
-    /// none twice (by [`ChannelName::key`]), and at most
+    /// The names must hold what `channel_names` makes sure of, else this
+    /// fails: [`SubscribeError::NoChannels`] with none,
+    /// [`SubscribeError::DuplicateChannel`] with one named twice (two names
+    /// a cursor cannot tell apart are one channel), and
+    /// [`SubscribeError::TooManyChannels`] with more than
     /// [`max_channels_per_subscription`](Self::max_channels_per_subscription).
-    /// Otherwise this fails as `subscribe_as` would.
+    /// Beyond that it fails as `subscribe_as` does. It takes a [`Subscriber`]
+    /// and a [`Start`] as they are, without `Into`: a server subscribes
+    /// with this per request, and converting them in the future would hold
+    /// each twice in it.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {

@@ -76,7 +76,7 @@ impl Encodings {
 /// Slots kept inline in every message, as many as the built-in wire formats
 /// take (every stored message pays for each): other formats' encodings are
 /// kept behind a lock.
-const INLINE_SLOTS: usize = 6;
+const INLINE_SLOTS: usize = 7;
 
 /// A place in every [`Message`] for one wire format's encoding of it.
 ///
@@ -103,7 +103,7 @@ pub struct EncodingSlot(usize);
 impl EncodingSlot {
     /// A slot no other has. Make one per format, once, in a `static`:
     /// slots are never given back, and a message keeps the encodings of the
-    /// first six slots a process makes (the built-in formats', made with the
+    /// first seven slots a process makes (the built-in formats', made with the
     /// first route) without a lock, later ones behind one.
     #[allow(clippy::new_without_default)] // each call makes another slot
     pub fn new() -> Self {

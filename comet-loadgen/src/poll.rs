@@ -62,6 +62,9 @@ pub async fn follow(
     let mut first = true;
     let mut counted = false;
     loop {
+        // A kept-alive connection the server closed is opened again; a
+        // new one closed before it answers is the server refusing.
+        let fresh = stream.is_none();
         let connection = match &mut stream {
             Some(connection) => connection,
             None => {
@@ -95,11 +98,14 @@ pub async fn follow(
             connected.add_permits(1);
             counted = true;
         }
-        if connection.write_all(&request).await.is_err() {
-            stream = None; // closed while kept alive: open another
-            continue;
-        }
-        let Some(head) = read_head(connection, &mut buf).await? else {
+        let head = match connection.write_all(&request).await {
+            Ok(()) => read_head(connection, &mut buf).await?,
+            Err(_) => None,
+        };
+        let Some(head) = head else {
+            if fresh {
+                return Err("the server closed a new connection without an answer".into());
+            }
             stream = None;
             continue;
         };
@@ -187,11 +193,16 @@ fn parse_head(bytes: &[u8]) -> Result<Option<(usize, Head)>, String> {
                     .map_err(|_| format!("a bad content-length: {text:?}"))?,
             );
         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            if value.eq_ignore_ascii_case(b"chunked") {
+            // The last coding is chunked, or the body ends with the connection.
+            let last = value.rsplit(|b| *b == b',').next().unwrap_or_default();
+            if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
                 head.framing = Framing::Chunked;
             }
         } else if header.name.eq_ignore_ascii_case("connection") {
-            head.close = value.eq_ignore_ascii_case(b"close");
+            let mut options = value.split(|b| *b == b',').map(<[u8]>::trim_ascii);
+            if options.any(|option| option.eq_ignore_ascii_case(b"close")) {
+                head.close = true;
+            }
         }
     }
     if status == 204 || status == 304 || (100..200).contains(&status) {
@@ -228,8 +239,12 @@ async fn read_body(
                 Err(_) => return Err("a malformed chunk size".into()),
             };
             let size = usize::try_from(size).map_err(|_| "a chunk too large")?;
-            // The chunk, then its CRLF (after the last chunk: no trailers).
+            // The chunk, then its CRLF (after the last chunk: no trailers,
+            // which servers of long polls do not send).
             fill(stream, buf, used + size + 2).await?;
+            if &buf[used + size..used + size + 2] != b"\r\n" {
+                return Err("a chunk not ended by CRLF (or trailers, not taken)".into());
+            }
             body.extend_from_slice(&buf[used..used + size]);
             buf.advance(used + size + 2);
             if size == 0 {
@@ -272,7 +287,8 @@ mod tests {
         );
         assert_eq!(head.framing, Framing::Length(15));
         assert!(!head.close);
-        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+        let chunked =
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\nconnection: keep-alive, Close\r\n\r\n";
         let head = parse_head(chunked).unwrap().unwrap().1;
         assert_eq!(head.framing, Framing::Chunked);
         assert!(head.close);

@@ -7,8 +7,8 @@
 //! once a request is read, and made again for the next; the request's URI
 //! and header values share its bytes, so an app that keeps them keeps
 //! those), no write buffer (a frame goes out with its framing in one
-//! vectored write, straight from the bytes comet encoded once for every
-//! subscriber).
+//! write: a small one joined on the stack, a big one as a vector of parts,
+//! straight from the bytes comet encoded once for every subscriber).
 
 use crate::{
     head::{self, BodyLength, Framing, Head},
@@ -23,7 +23,7 @@ use std::{
     future::{poll_fn, Future},
     io::{self, IoSlice},
     net::SocketAddr,
-    pin::{pin, Pin},
+    pin::pin,
     sync::Arc,
     task::{Context, Poll},
     time::Duration,
@@ -67,6 +67,8 @@ pub(crate) async fn serve<S, B>(
 {
     let mut buf = BytesMut::new();
     loop {
+        // One bound for every wait of a request on answers owed.
+        let mut waiting = None;
         if buf.is_empty() {
             // Nothing read yet: while answers are owed, the next request is
             // not read, nor even looked for. Each client answered by a
@@ -74,7 +76,7 @@ pub(crate) async fn serve<S, B>(
             // take turns with the answers still owed (a third more time to
             // the last of 1,000); and a read right after an answer, before
             // the client sent again, would be a system call for nothing.
-            config.owed.settled().await;
+            config.owed.settled(&mut waiting).await;
         }
         let head = match read_head(&mut stream, &mut buf, &config, &mut shutdown).await {
             Ok(Some(head)) => head,
@@ -107,27 +109,10 @@ pub(crate) async fn serve<S, B>(
         let head_request = request.method() == Method::HEAD;
         let http10 = request.version() == Version::HTTP_10;
         // Answers owed to woken held requests go out before this one is served.
-        config.owed.settled().await;
-        if let Err(error) = poll_fn(|cx| service.poll_ready(cx)).await {
-            tracing::debug!(error = %error.into(), "the app's service failed");
-            return;
-        }
-        let mut future = pin!(Some(service.call(request)));
-        let mut held = None;
-        let Some(app) = future.as_mut().as_pin_mut() else {
+        config.owed.settled(&mut waiting).await;
+        let Some(response) = call(&mut service, request, &stream, &config.owed).await else {
             return;
         };
-        let Some(response) = call(app, &mut held, &stream, &config.owed).await else {
-            return;
-        };
-        // The app's future and the waker it is polled with live until a
-        // whole answer is written: what they free goes after the write,
-        // not before it (a thousand answers to one publish wait on every
-        // one). A stream's go now: they would be held for its whole life.
-        if response.body().size_hint().exact().is_none() {
-            future.set(None);
-            drop(held.take());
-        }
         // A 1xx is no final answer: the client would wait for one, so the
         // connection ends after it.
         keep_alive &= !closes(&response)
@@ -289,23 +274,28 @@ async fn fill(
     Ok(())
 }
 
-/// Awaits the app's answer, or `None` if the client goes away before it
-/// answers (a long poll's waiter, a subscriber count, a presence): the
-/// caller then drops the future. While it is held, its wake-ups count as
-/// answers owed (owed.rs), through `held`, the waker it is polled with.
-async fn call<F, B, E>(
-    mut future: Pin<&mut F>,
-    held: &mut Option<Held>,
+/// Calls the app, and drops its future if the client goes away before it
+/// answers (a long poll's waiter, a subscriber count, a presence). While
+/// it is held, its wake-ups count as answers owed (owed.rs).
+async fn call<S, B>(
+    service: &mut S,
+    request: Request<Body>,
     stream: &TcpStream,
     owed: &Arc<Owed>,
 ) -> Option<Response<B>>
 where
-    F: Future<Output = Result<Response<B>, E>>,
-    E: Into<BoxError>,
+    S: Service<Request<Body>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
 {
+    if let Err(error) = poll_fn(|cx| service.poll_ready(cx)).await {
+        tracing::debug!(error = %error.into(), "the app's service failed");
+        return None;
+    }
+    let mut future = pin!(service.call(request));
     let mut watching = true;
+    let mut held: Option<Held> = None;
     let answered = poll_fn(|cx| {
-        let held = match &mut *held {
+        let held = match &mut held {
             Some(held) if held.wakes(cx.waker()) => held,
             held => held.insert(Held::new(owed.clone(), cx.waker())),
         };
@@ -489,7 +479,7 @@ impl<E: Into<BoxError>> From<Option<Result<http_body::Frame<Bytes>, E>>> for Nex
     }
 }
 
-/// Writes `parts` whole, in one `sendmsg` when the socket takes it
+/// Writes `parts` whole, in one `send` when the socket takes it
 /// (the usual case: no timer, no wait), else what is left part by part,
 /// for at most `timeout`: a client that stops reading holds its
 /// connection, task and subscription that long, not for ever.

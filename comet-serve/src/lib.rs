@@ -26,8 +26,8 @@
 //! on the system allocator, twice what nginx + nchan holds. Here a held
 //! answer keeps the socket, the app's body and a few words: no read buffer
 //! (it is given back once a request is read), no write buffer (each frame
-//! goes out in one vectored write, straight from the bytes comet encoded
-//! once for every subscriber). The README's performance section has the
+//! goes out in one write, joined on the stack when small, straight from the
+//! bytes comet encoded once for every subscriber). The README's performance section has the
 //! figures.
 //!
 //! **What it is not.** HTTP/1.1 (and 1.0) alone, in the clear: browsers

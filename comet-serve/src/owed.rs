@@ -17,7 +17,7 @@ use std::{
     task::{Wake, Waker},
     time::Duration,
 };
-use tokio::sync::Notify;
+use tokio::{sync::Notify, time::Instant};
 
 /// The longest a new request waits for answers owed: a bound, so that a
 /// server under a steady rain of wake-ups still reads new requests.
@@ -31,12 +31,16 @@ pub(crate) struct Owed {
 }
 
 impl Owed {
-    /// Returns once nothing is owed, or after [`MAX_WAIT`].
-    pub(crate) async fn settled(&self) {
+    /// Returns once nothing is owed, or at `deadline`: the first wait of a
+    /// request sets it [`MAX_WAIT`] from then, so that a request waits that
+    /// long at most however many times it waits (before it is read, and
+    /// again before it is served).
+    pub(crate) async fn settled(&self, deadline: &mut Option<Instant>) {
         if self.count.load(Ordering::Acquire) == 0 {
             return;
         }
-        let _ = tokio::time::timeout(MAX_WAIT, async {
+        let deadline = *deadline.get_or_insert_with(|| Instant::now() + MAX_WAIT);
+        let _ = tokio::time::timeout_at(deadline, async {
             loop {
                 let paid = self.paid.notified();
                 let mut paid = std::pin::pin!(paid);
@@ -160,7 +164,7 @@ mod tests {
         );
         let settled = tokio::spawn({
             let owed = owed.clone();
-            async move { owed.settled().await }
+            async move { owed.settled(&mut None).await }
         });
         tokio::task::yield_now().await;
         assert!(!settled.is_finished());
@@ -188,7 +192,11 @@ mod tests {
         let held = Held::new(owed.clone(), futures_noop());
         held.polling().wake_by_ref();
         let started = tokio::time::Instant::now();
-        owed.settled().await;
+        let mut deadline = None;
+        owed.settled(&mut deadline).await;
+        assert_eq!(started.elapsed(), MAX_WAIT);
+        // A request waits once in all: its second wait ends at once.
+        owed.settled(&mut deadline).await;
         assert_eq!(started.elapsed(), MAX_WAIT);
         drop(held);
     }

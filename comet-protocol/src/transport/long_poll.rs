@@ -14,18 +14,15 @@ use http::HeaderValue;
 use std::{sync::LazyLock, time::Duration};
 use tokio_stream::StreamExt;
 
-/// Makes the long poll's encoding slots now (see [`crate::SubscribeRoute::new`]).
+/// Makes the long poll's encoding slot now (see [`crate::SubscribeRoute::new`]).
 pub(crate) fn reserve_slots() {
     LazyLock::force(&ONE_CHANNEL_ANSWER);
-    LazyLock::force(&ONE_CHANNEL_ETAG);
 }
 
 /// The whole JSON answer of a one-channel poll answered with one message:
 /// the cursor after a message is the same for every one-channel subscriber,
 /// so every such answer is these bytes, shared.
 static ONE_CHANNEL_ANSWER: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::new);
-/// The `ETag` of such an answer: its cursor, quoted.
-static ONE_CHANNEL_ETAG: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::new);
 
 /// The one message of `items`, when `cursor` is the one-channel cursor
 /// after it: an answer every one-channel poll it answers alone shares.
@@ -39,22 +36,23 @@ fn shared<'a>(items: &'a [Item], cursor: &Cursor) -> Option<&'a Message> {
     }
 }
 
-/// The `ETag` of a long poll's answer: its cursor, quoted. A cursor is
-/// URL-safe ASCII, always a valid header value.
-pub(crate) fn etag(items: &[Item], cursor: &Cursor) -> Option<HeaderValue> {
-    let quoted = |cursor: &Cursor| {
-        let mut etag = Vec::with_capacity(cursor.encoded_len() + 2);
-        etag.push(b'"');
-        cursor.encode_into(&mut etag);
-        etag.push(b'"');
-        Bytes::from(etag)
-    };
-    let etag = match shared(items, cursor) {
-        Some(message) => message.encoded(&ONE_CHANNEL_ETAG, |_| quoted(cursor)),
-        None => quoted(cursor),
-    };
-    HeaderValue::from_maybe_shared(etag).ok()
+/// Whether `answer` (a [`batch`]) carries `cursor` as it is encoded now.
+/// A shared answer was encoded with the cursor key of its first poll: were
+/// the key to change while the message is in history, the answer would
+/// carry the old key's tag, and is then encoded anew instead.
+fn carries(answer: &[u8], cursor: &Cursor) -> bool {
+    let mut encoded = [0; 64];
+    let len = cursor.encoded_len();
+    if len > encoded.len() {
+        return false;
+    }
+    cursor.encode_into(&mut &mut encoded[..]);
+    let at = ANSWER_PREFIX.len();
+    answer.get(at..at + len) == Some(&encoded[..len]) && answer.get(at + len) == Some(&b'"')
 }
+
+/// What a [`batch`] starts with, before its cursor.
+const ANSWER_PREFIX: &[u8] = b"{\"cursor\":\"";
 
 /// Default longest hold of a long poll; see
 /// [`SubscribeRoute::max_hold`](crate::SubscribeRoute::max_hold).
@@ -77,12 +75,15 @@ pub(crate) struct JsonLongPoll;
 
 impl LongPollFormat for JsonLongPoll {
     fn answer(&self, items: &[Item], cursor: &Cursor) -> Bytes {
-        match shared(items, cursor) {
-            Some(message) => message.encoded(&ONE_CHANNEL_ANSWER, |_| {
+        if let Some(message) = shared(items, cursor) {
+            let answer = message.encoded(&ONE_CHANNEL_ANSWER, |_| {
                 batch(items, cursor, Json::Plain).freeze()
-            }),
-            None => batch(items, cursor, Json::Plain).freeze(),
+            });
+            if carries(&answer, cursor) {
+                return answer;
+            }
         }
+        batch(items, cursor, Json::Plain).freeze()
     }
 
     fn content_type(&self) -> HeaderValue {
@@ -93,7 +94,7 @@ impl LongPollFormat for JsonLongPoll {
 /// The JSON body of a long-poll answer.
 pub(crate) fn batch(items: &[Item], cursor: &Cursor, json: Json) -> BytesMut {
     let mut body = BytesMut::with_capacity(64 + items.len() * 128);
-    body.put_slice(b"{\"cursor\":\"");
+    body.put_slice(ANSWER_PREFIX);
     cursor.encode_into(&mut body);
     body.put_slice(b"\",\"messages\":[");
     for (i, item) in items.iter().enumerate() {
