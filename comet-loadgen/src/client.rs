@@ -200,8 +200,8 @@ pub fn stamps(text: &[u8], mut found: impl FnMut(u64, u64)) {
 
 /// One subscriber: connects over HTTP/1.1 (or, given `via`, opens a stream
 /// on that HTTP/2 connection), tells `connected`, then records every stamp it receives
-/// until `stop` is set or the server ends the response. Long polls over
-/// HTTP/1.1 are poll.rs's.
+/// until `stop` is set or the server ends the response. Over HTTP/1.1,
+/// http1.rs does it.
 pub async fn subscribe(
     target: Arc<Target>,
     via: Option<Http2Sender>,
@@ -211,8 +211,19 @@ pub async fn subscribe(
     connected: Arc<tokio::sync::Semaphore>,
     received: &mut Received,
 ) -> Result<(), String> {
-    if transport == Transport::Poll && via.is_none() {
-        return crate::poll::follow(target, dialect, clock, connected, received).await;
+    if via.is_none() {
+        return match transport {
+            Transport::Poll => {
+                crate::http1::follow(target, dialect, clock, connected, received).await
+            }
+            Transport::Sse => {
+                crate::http1::stream(target, "text/event-stream", clock, connected, received).await
+            }
+            Transport::Stream => {
+                let accept = "application/x-ndjson";
+                crate::http1::stream(target, accept, clock, connected, received).await
+            }
+        };
     }
     let mut sender = match via {
         Some(shared) => Sender::Http2(shared),

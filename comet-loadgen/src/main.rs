@@ -19,7 +19,7 @@
 mod abuse;
 mod args;
 mod client;
-mod poll;
+mod http1;
 mod resume;
 mod stats;
 
