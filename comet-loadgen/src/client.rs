@@ -1,7 +1,7 @@
-//! hyper's connection-level client over tokio. HTTP/1.1: one connection per
-//! subscriber, a few keep-alive connections for publishing. HTTP/2 (h2c,
-//! prior knowledge): subscribers are streams on a few shared connections,
-//! each publisher has its own connection.
+//! hyper's connection-level client over tokio, for publishers (a few
+//! keep-alive connections over HTTP/1.1, one each over HTTP/2) and HTTP/2
+//! subscribers (h2c, prior knowledge: streams on a few shared connections).
+//! HTTP/1.1 subscribers, one connection each, are http1.rs's.
 
 use crate::{
     args::{Dialect, Transport},
@@ -211,7 +211,7 @@ pub async fn subscribe(
     connected: Arc<tokio::sync::Semaphore>,
     received: &mut Received,
 ) -> Result<(), String> {
-    if via.is_none() {
+    let Some(shared) = via else {
         return match transport {
             Transport::Poll => {
                 crate::http1::follow(target, dialect, clock, connected, received).await
@@ -224,11 +224,8 @@ pub async fn subscribe(
                 crate::http1::stream(target, accept, clock, connected, received).await
             }
         };
-    }
-    let mut sender = match via {
-        Some(shared) => Sender::Http2(shared),
-        None => Sender::connect(&target, false).await?,
     };
+    let mut sender = Sender::Http2(shared);
     match transport {
         Transport::Sse | Transport::Stream => {
             let accept = if transport == Transport::Sse {
