@@ -225,6 +225,15 @@ impl Cursor {
         cursor
     }
 
+    /// A one-channel cursor's channel key and tag: what tells it from
+    /// another one-channel cursor after the same message.
+    pub(crate) fn one_channel(&self) -> Option<(u64, Option<u64>)> {
+        match &self.positions {
+            Positions::One(position) => Some((position.key, self.tag)),
+            _ => None,
+        }
+    }
+
     /// Whether a node holding `key` issued it.
     pub(crate) fn provenance(&self, key: Option<CursorKey>) -> Provenance {
         match (self.tag, key) {

@@ -1,6 +1,9 @@
 //! A published message: stored once, shared by every subscriber through `Arc`.
 
-use crate::{cursor::CursorKey, ChannelName, PayloadKind};
+use crate::{
+    cursor::{Cursor, CursorKey},
+    ChannelName, PayloadKind,
+};
 use bytes::Bytes;
 use std::{
     fmt,
@@ -33,6 +36,10 @@ pub struct Message {
     /// computed by the first such subscriber, not by each (a keyed hash per
     /// delivery otherwise). 32 bytes a stored message.
     cursor_tag: OnceLock<(CursorKey, u64, u64)>,
+    /// Which one-channel cursor the encodings made by
+    /// [`encoded_after`](Self::encoded_after) carry (its channel key and
+    /// tag): the first one's. 32 bytes a stored message.
+    encoded_cursor: OnceLock<(u64, Option<u64>)>,
 }
 
 /// The encodings of one thing every subscriber shares (a message, a
@@ -146,6 +153,7 @@ impl Message {
             identity: 0,
             encodings: Encodings::default(),
             cursor_tag: OnceLock::new(),
+            encoded_cursor: OnceLock::new(),
         }
     }
 
@@ -242,6 +250,29 @@ impl Message {
     pub fn encoded(&self, slot: &EncodingSlot, encode: impl FnOnce(&Message) -> Bytes) -> Bytes {
         self.encodings.get(slot, || encode(self))
     }
+
+    /// The message's encoding in `slot` that holds `cursor`, a one-channel
+    /// subscriber's cursor after it (an SSE frame with its `id:`, an
+    /// envelope with its `cursor`): shared as [`encoded`](Self::encoded)
+    /// shares, since every one-channel subscriber has the same cursor after
+    /// a message. But only with the cursor the first such encoding held: a
+    /// cursor is tagged under the engine's key, which can change while the
+    /// message is in history (or be missing for a while, on a backplane),
+    /// and an encoding holding another tag is made per caller instead. So
+    /// is one for a cursor of several channels.
+    pub fn encoded_after(
+        &self,
+        slot: &EncodingSlot,
+        cursor: &Cursor,
+        encode: impl FnOnce(&Message) -> Bytes,
+    ) -> Bytes {
+        match cursor.one_channel() {
+            Some(held) if *self.encoded_cursor.get_or_init(|| held) == held => {
+                self.encodings.get(slot, || encode(self))
+            }
+            _ => encode(self),
+        }
+    }
 }
 
 impl fmt::Debug for Message {
@@ -259,6 +290,7 @@ impl fmt::Debug for Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Position;
 
     fn message(data: &'static [u8]) -> Message {
         let channel = ChannelName::new("c").unwrap();
@@ -287,6 +319,40 @@ mod tests {
             }
             assert_eq!(calls, 1, "slot {i}");
         }
+    }
+
+    /// An encoding holding the cursor after the message is shared with
+    /// that cursor alone: under another key (or none), or of two
+    /// channels, it is made per caller, and the shared one stays.
+    #[test]
+    fn an_encoding_with_a_cursor_is_shared_only_with_that_cursor() {
+        let m = message(b"x");
+        let slot = EncodingSlot::new();
+        let position = Position {
+            key: 7,
+            epoch: 1,
+            offset: 1,
+            identity: 0,
+        };
+        let after = |key| Cursor::after_message(position, key, &m);
+        let (first, other) = (
+            after(Some(CursorKey::from_bytes([1; 16]))),
+            after(Some(CursorKey::from_bytes([2; 16]))),
+        );
+        let encode = |cursor: &Cursor| m.encoded_after(&slot, cursor, |_| cursor.encode().into());
+        let shared = encode(&first);
+        assert_eq!(shared, first.encode().as_bytes());
+        assert_eq!(encode(&first).as_ptr(), shared.as_ptr(), "shared");
+        for cursor in [
+            other,
+            after(None),
+            Cursor::from_positions([position, Position { key: 8, ..position }]),
+        ] {
+            let own = encode(&cursor);
+            assert_eq!(own, cursor.encode().as_bytes(), "its own cursor");
+            assert_ne!(own.as_ptr(), shared.as_ptr());
+        }
+        assert_eq!(encode(&first).as_ptr(), shared.as_ptr(), "still shared");
     }
 
     #[test]

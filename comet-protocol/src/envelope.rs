@@ -144,7 +144,7 @@ fn one_line_is_plain(message: &Message) -> bool {
 /// one-channel subscription (`cursor` is its position after the message):
 /// the same for every such subscriber, so encoded once per message and shared.
 pub(crate) fn one_channel_line(message: &Message, cursor: &Cursor) -> Bytes {
-    message.encoded(&ONE_CHANNEL_ENVELOPE_LINE, |message| {
+    message.encoded_after(&ONE_CHANNEL_ENVELOPE_LINE, cursor, |message| {
         let prefix = one_line_prefix(message);
         [prefix.as_ref(), &cursor_tail(cursor, b"\n")]
             .concat()

@@ -36,24 +36,6 @@ fn shared<'a>(items: &'a [Item], cursor: &Cursor) -> Option<&'a Message> {
     }
 }
 
-/// Whether `answer` (a [`batch`]) carries `cursor` as it is encoded now.
-/// A shared answer was encoded with the cursor key of its first poll: were
-/// the key to change while the message is in history, the answer would
-/// carry the old key's tag, and is then encoded anew instead.
-fn carries(answer: &[u8], cursor: &Cursor) -> bool {
-    let mut encoded = [0; 64];
-    let len = cursor.encoded_len();
-    if len > encoded.len() {
-        return false;
-    }
-    cursor.encode_into(&mut &mut encoded[..]);
-    let at = ANSWER_PREFIX.len();
-    answer.get(at..at + len) == Some(&encoded[..len]) && answer.get(at + len) == Some(&b'"')
-}
-
-/// What a [`batch`] starts with, before its cursor.
-const ANSWER_PREFIX: &[u8] = b"{\"cursor\":\"";
-
 /// Default longest hold of a long poll; see
 /// [`SubscribeRoute::max_hold`](crate::SubscribeRoute::max_hold).
 pub const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(30);
@@ -75,15 +57,12 @@ pub(crate) struct JsonLongPoll;
 
 impl LongPollFormat for JsonLongPoll {
     fn answer(&self, items: &[Item], cursor: &Cursor) -> Bytes {
-        if let Some(message) = shared(items, cursor) {
-            let answer = message.encoded(&ONE_CHANNEL_ANSWER, |_| {
+        match shared(items, cursor) {
+            Some(message) => message.encoded_after(&ONE_CHANNEL_ANSWER, cursor, |_| {
                 batch(items, cursor, Json::Plain).freeze()
-            });
-            if carries(&answer, cursor) {
-                return answer;
-            }
+            }),
+            None => batch(items, cursor, Json::Plain).freeze(),
         }
-        batch(items, cursor, Json::Plain).freeze()
     }
 
     fn content_type(&self) -> HeaderValue {
@@ -94,7 +73,7 @@ impl LongPollFormat for JsonLongPoll {
 /// The JSON body of a long-poll answer.
 pub(crate) fn batch(items: &[Item], cursor: &Cursor, json: Json) -> BytesMut {
     let mut body = BytesMut::with_capacity(64 + items.len() * 128);
-    body.put_slice(ANSWER_PREFIX);
+    body.put_slice(b"{\"cursor\":\"");
     cursor.encode_into(&mut body);
     body.put_slice(b"\",\"messages\":[");
     for (i, item) in items.iter().enumerate() {

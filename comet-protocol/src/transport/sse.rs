@@ -90,11 +90,13 @@ impl StreamFormat for Sse {
         if cursor.len() == 1 {
             // Every one-channel subscriber has this very cursor after this
             // message: the whole frame is shared, nothing is per subscriber.
-            out.push(message.encoded(&SSE_ONE_CHANNEL_FRAME, |message| {
-                let mut frame = id_line(cursor);
-                frame.extend_from_slice(&message.encoded(&SSE_EVENT, encode_event));
-                frame.into()
-            }));
+            out.push(
+                message.encoded_after(&SSE_ONE_CHANNEL_FRAME, cursor, |message| {
+                    let mut frame = id_line(cursor);
+                    frame.extend_from_slice(&message.encoded(&SSE_EVENT, encode_event));
+                    frame.into()
+                }),
+            );
         } else {
             out.push(id_line(cursor));
             out.push(message.encoded(&SSE_EVENT, encode_event));
