@@ -87,7 +87,11 @@ impl SubscribeRequest {
         };
         let identity = access.identity.or(subscriber.identity_ref().cloned());
         let subscriber = subscriber.identity(identity).expires_at(access.expires);
-        let response = match hub.subscribe_names(subscriber, &names, start).await {
+        let subscribed = hub.subscribe_names(subscriber, &names, start).await;
+        // Freed now, not after an answer that may be held for minutes (and
+        // whose time, when a publish answers a thousand, counts).
+        drop(names);
+        let response = match subscribed {
             Ok(subscription) => {
                 tracing::debug!("subscribed");
                 let gauge = SubscriberGauge::new(transport.name());
@@ -153,8 +157,9 @@ async fn answer(
             let hold = long_poll::hold_time(timeout, route.max_hold);
             let (items, cursor) = long_poll::hold(subscription, hold, route.max_batch).await;
             drop(gauge);
+            let items = items.as_slice();
             tracing::debug!(items = items.len(), "answered a long poll");
-            let mut response = Response::new(CometBody::full(format.answer(&items, &cursor)));
+            let mut response = Response::new(CometBody::full(format.answer(items, &cursor)));
             *response.headers_mut() = poll_headers(&*format, route.cors_headers);
             // A cursor is URL-safe ASCII, always a valid header value. Built
             // at its exact size, the `Vec` becomes the value's `Bytes`

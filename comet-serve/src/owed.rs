@@ -11,13 +11,13 @@
 
 use std::{
     sync::{
-        atomic::{AtomicU8, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering},
         Arc,
     },
     task::{Wake, Waker},
     time::Duration,
 };
-use tokio::{sync::Notify, time::Instant};
+use tokio::sync::Notify;
 
 /// The longest a new request waits for answers owed: a bound, so that a
 /// server under a steady rain of wake-ups still reads new requests.
@@ -28,30 +28,59 @@ const MAX_WAIT: Duration = Duration::from_millis(20);
 pub(crate) struct Owed {
     count: AtomicUsize,
     paid: Notify,
+    /// Whether a watchdog is counting [`MAX_WAIT`] down for the waits now
+    /// registered. One timer for every wait, not one each: when a publish
+    /// answers a thousand polls, each answered connection starts to wait
+    /// while the others are still being answered, and a timer of its own
+    /// (a clock read, a lock, an insert into tokio's wheel) would be paid in
+    /// that time.
+    watching: AtomicBool,
+    /// How many times a watchdog let every wait go.
+    released: AtomicU64,
+}
+
+/// Where a request is in its waits on answers owed: it waits at most
+/// [`MAX_WAIT`] each time (before it is read, and again before it is
+/// served), and once a wait ran out, not again.
+#[derive(Debug, Default)]
+pub(crate) struct Waiting {
+    ran_out: bool,
 }
 
 impl Owed {
-    /// Returns once nothing is owed, or at `deadline`: the first wait of a
-    /// request sets it [`MAX_WAIT`] from then, so that a request waits that
-    /// long at most however many times it waits (before it is read, and
-    /// again before it is served).
-    pub(crate) async fn settled(&self, deadline: &mut Option<Instant>) {
-        if self.count.load(Ordering::Acquire) == 0 {
+    /// Returns once nothing is owed, or when the watchdog armed by the
+    /// first of the current waits fires: within [`MAX_WAIT`].
+    pub(crate) async fn settled(self: &Arc<Self>, waiting: &mut Waiting) {
+        if waiting.ran_out || self.count.load(Ordering::Acquire) == 0 {
             return;
         }
-        let deadline = *deadline.get_or_insert_with(|| Instant::now() + MAX_WAIT);
-        let _ = tokio::time::timeout_at(deadline, async {
-            loop {
-                let paid = self.paid.notified();
-                let mut paid = std::pin::pin!(paid);
-                paid.as_mut().enable();
-                if self.count.load(Ordering::Acquire) == 0 {
-                    return;
-                }
-                paid.await;
+        loop {
+            let paid = self.paid.notified();
+            let mut paid = std::pin::pin!(paid);
+            paid.as_mut().enable();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
             }
-        })
-        .await;
+            // Registered before the watchdog is looked at: one that fires
+            // after this look lets this wait go too.
+            let released = self.released.load(Ordering::Acquire);
+            if !self.watching.swap(true, Ordering::AcqRel) {
+                tokio::spawn(Arc::clone(self).watch());
+            }
+            paid.await;
+            if self.released.load(Ordering::Acquire) != released {
+                waiting.ran_out = true;
+                return;
+            }
+        }
+    }
+
+    /// Lets every wait registered go after [`MAX_WAIT`].
+    async fn watch(self: Arc<Self>) {
+        tokio::time::sleep(MAX_WAIT).await;
+        self.released.fetch_add(1, Ordering::AcqRel);
+        self.watching.store(false, Ordering::Release);
+        self.paid.notify_waiters();
     }
 
     fn owe(&self) {
@@ -164,7 +193,7 @@ mod tests {
         );
         let settled = tokio::spawn({
             let owed = owed.clone();
-            async move { owed.settled(&mut None).await }
+            async move { owed.settled(&mut Waiting::default()).await }
         });
         tokio::task::yield_now().await;
         assert!(!settled.is_finished());
@@ -192,12 +221,40 @@ mod tests {
         let held = Held::new(owed.clone(), futures_noop());
         held.polling().wake_by_ref();
         let started = tokio::time::Instant::now();
-        let mut deadline = None;
-        owed.settled(&mut deadline).await;
+        let mut waiting = Waiting::default();
+        owed.settled(&mut waiting).await;
         assert_eq!(started.elapsed(), MAX_WAIT);
-        // A request waits once in all: its second wait ends at once.
-        owed.settled(&mut deadline).await;
+        // A request whose wait ran out does not wait again.
+        owed.settled(&mut waiting).await;
         assert_eq!(started.elapsed(), MAX_WAIT);
+        // Another does, and a new watchdog bounds it.
+        owed.settled(&mut Waiting::default()).await;
+        assert_eq!(started.elapsed(), 2 * MAX_WAIT);
+        drop(held);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_watchdog_bounds_every_wait_registered_under_it() {
+        let owed = Arc::new(Owed::default());
+        let held = Held::new(owed.clone(), futures_noop());
+        held.polling().wake_by_ref();
+        let started = tokio::time::Instant::now();
+        let first = tokio::spawn({
+            let owed = owed.clone();
+            async move { owed.settled(&mut Waiting::default()).await }
+        });
+        tokio::time::sleep(MAX_WAIT / 2).await;
+        let second = tokio::spawn({
+            let owed = owed.clone();
+            async move { owed.settled(&mut Waiting::default()).await }
+        });
+        first.await.unwrap();
+        second.await.unwrap();
+        assert_eq!(
+            started.elapsed(),
+            MAX_WAIT,
+            "the later wait goes when the watchdog armed by the first fires"
+        );
         drop(held);
     }
 

@@ -103,17 +103,32 @@ pub(crate) async fn hold(
     mut subscription: Subscription,
     hold: Duration,
     max_batch: usize,
-) -> (Vec<Item>, Cursor) {
+) -> (Batch, Cursor) {
     let mut items = Vec::new();
     let mut first = subscription.try_next();
     while let Some(item @ Item::Members { .. }) = first {
         items.push(item);
         first = subscription.try_next();
     }
-    if let Some(item) = first {
-        items.push(item);
-    } else if !hold.is_zero() {
+    if first.is_none() && !hold.is_zero() {
         if let Ok(Some(item)) = tokio::time::timeout(hold, subscription.next()).await {
+            first = Some(item);
+        }
+    }
+    if let Some(item) = first {
+        if items.is_empty() {
+            // The usual answer, one item and nothing behind it: no `Vec`.
+            let second = if max_batch > 1 {
+                subscription.try_next()
+            } else {
+                None
+            };
+            let Some(second) = second else {
+                let cursor = item.cursor().clone();
+                return (Batch::One(item), cursor);
+            };
+            items.extend([item, second]);
+        } else {
             items.push(item);
         }
     }
@@ -126,7 +141,23 @@ pub(crate) async fn hold(
     let cursor = items
         .last()
         .map_or_else(|| subscription.cursor(), |item| item.cursor().clone());
-    (items, cursor)
+    (Batch::Many(items), cursor)
+}
+
+/// The items of one answer: most carry one, which needs no `Vec`.
+pub(crate) enum Batch {
+    One(Item),
+    Many(Vec<Item>),
+}
+
+impl Batch {
+    /// Its items, in order.
+    pub(crate) fn as_slice(&self) -> &[Item] {
+        match self {
+            Batch::One(item) => std::slice::from_ref(item),
+            Batch::Many(items) => items,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -142,6 +173,49 @@ mod tests {
             Duration::from_secs(5)
         );
         assert_eq!(hold_time(Some(Duration::from_secs(90)), max), max);
+    }
+
+    #[tokio::test]
+    async fn a_hold_takes_what_is_there_up_to_the_batch_and_resumes_after_it() {
+        let hub = crate::Hub::new();
+        for text in ["one", "two", "three"] {
+            hub.publish("c", comet_core::Payload::text(text))
+                .await
+                .unwrap();
+        }
+        let texts = |batch: &Batch| -> Vec<String> {
+            batch
+                .as_slice()
+                .iter()
+                .map(|item| match item {
+                    Item::Message { message, .. } => message.text().to_owned(),
+                    other => panic!("not a message: {other:?}"),
+                })
+                .collect()
+        };
+        let subscribe = |start: crate::Start| {
+            let hub = hub.clone();
+            async move { hub.subscribe(["c"], start).await.unwrap() }
+        };
+        let hold_time = Duration::from_millis(10);
+        // One at most: the second stays for the next poll.
+        let (batch, cursor) = hold(subscribe(crate::Start::oldest()).await, hold_time, 1).await;
+        assert_eq!(texts(&batch), ["one"]);
+        let (batch, cursor) = hold(subscribe(cursor.into()).await, hold_time, 1).await;
+        assert_eq!(texts(&batch), ["two"]);
+        // Two at most, one there: the one alone, and its cursor.
+        let (batch, cursor) = hold(subscribe(cursor.into()).await, hold_time, 2).await;
+        assert_eq!(texts(&batch), ["three"]);
+        // Two at most, three there: two.
+        let (batch, _) = hold(subscribe(crate::Start::oldest()).await, hold_time, 2).await;
+        assert_eq!(texts(&batch), ["one", "two"]);
+        // More allowed than there are: all of them.
+        let (batch, _) = hold(subscribe(crate::Start::oldest()).await, hold_time, 5).await;
+        assert_eq!(texts(&batch), ["one", "two", "three"]);
+        // Nothing after the cursor: none, and the same cursor, once held.
+        let (batch, after) = hold(subscribe(cursor.clone().into()).await, hold_time, 5).await;
+        assert!(batch.as_slice().is_empty());
+        assert_eq!(after, cursor);
     }
 
     #[test]
