@@ -4,7 +4,8 @@
 //! behind most of the new polls; an event loop such as nginx's answers the
 //! whole wake-up first. Here, a held request whose app future was woken
 //! counts as owed until its task polls it, and a connection about to read
-//! or serve a new request waits (briefly, bounded) until nothing is owed.
+//! or serve a new request waits until nothing is owed, 20 ms at most in
+//! all, counted by one watchdog timer for every wait (not a timer each).
 //! This holds whatever the runtime's settings (tokio's `event_interval`
 //! decides how often it reads new I/O, and it is not the app's to tune
 //! here).
@@ -39,19 +40,22 @@ pub(crate) struct Owed {
     released: AtomicU64,
 }
 
-/// Where a request is in its waits on answers owed: it waits at most
-/// [`MAX_WAIT`] each time (before it is read, and again before it is
-/// served), and once a wait ran out, not again.
+/// Where a request is in its waits on answers owed (before it is read, and
+/// again before it is served): [`MAX_WAIT`] at most in all.
 #[derive(Debug, Default)]
 pub(crate) struct Waiting {
-    ran_out: bool,
+    /// How many watchdogs had fired when the request first waited. The
+    /// watchdog it waited under fires within [`MAX_WAIT`] of then: once one
+    /// more has fired, the request has waited its time.
+    since: Option<u64>,
 }
 
 impl Owed {
     /// Returns once nothing is owed, or when the watchdog armed by the
-    /// first of the current waits fires: within [`MAX_WAIT`].
+    /// first of the current waits fires; at once if this request's time to
+    /// wait has passed.
     pub(crate) async fn settled(self: &Arc<Self>, waiting: &mut Waiting) {
-        if waiting.ran_out || self.count.load(Ordering::Acquire) == 0 {
+        if self.count.load(Ordering::Acquire) == 0 {
             return;
         }
         loop {
@@ -64,14 +68,13 @@ impl Owed {
             // Registered before the watchdog is looked at: one that fires
             // after this look lets this wait go too.
             let released = self.released.load(Ordering::Acquire);
+            if *waiting.since.get_or_insert(released) != released {
+                return;
+            }
             if !self.watching.swap(true, Ordering::AcqRel) {
                 tokio::spawn(Arc::clone(self).watch());
             }
             paid.await;
-            if self.released.load(Ordering::Acquire) != released {
-                waiting.ran_out = true;
-                return;
-            }
         }
     }
 
@@ -193,7 +196,7 @@ mod tests {
         );
         let settled = tokio::spawn({
             let owed = owed.clone();
-            async move { owed.settled(&mut Waiting::default()).await }
+            async move { settle(&owed, &mut Waiting::default()).await }
         });
         tokio::task::yield_now().await;
         assert!(!settled.is_finished());
@@ -222,15 +225,41 @@ mod tests {
         held.polling().wake_by_ref();
         let started = tokio::time::Instant::now();
         let mut waiting = Waiting::default();
-        owed.settled(&mut waiting).await;
+        settle(&owed, &mut waiting).await;
         assert_eq!(started.elapsed(), MAX_WAIT);
-        // A request whose wait ran out does not wait again.
-        owed.settled(&mut waiting).await;
+        // A request that waited its time does not wait again.
+        settle(&owed, &mut waiting).await;
         assert_eq!(started.elapsed(), MAX_WAIT);
         // Another does, and a new watchdog bounds it.
-        owed.settled(&mut Waiting::default()).await;
+        settle(&owed, &mut Waiting::default()).await;
         assert_eq!(started.elapsed(), 2 * MAX_WAIT);
         drop(held);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waits_its_time_once_over_both_its_waits() {
+        let owed = Arc::new(Owed::default());
+        let first = Held::new(owed.clone(), futures_noop());
+        first.polling().wake_by_ref();
+        let started = tokio::time::Instant::now();
+        let paying = tokio::spawn(async move {
+            tokio::time::sleep(MAX_WAIT / 2).await;
+            let _ = first.polling();
+            first
+        });
+        let mut waiting = Waiting::default();
+        settle(&owed, &mut waiting).await;
+        assert_eq!(started.elapsed(), MAX_WAIT / 2, "paid: goes on at once");
+        let first = paying.await.unwrap();
+        let second = Held::new(owed.clone(), futures_noop());
+        second.polling().wake_by_ref();
+        settle(&owed, &mut waiting).await;
+        assert_eq!(
+            started.elapsed(),
+            MAX_WAIT,
+            "the second wait ends when the first's time is up, not a whole wait later"
+        );
+        drop((first, second));
     }
 
     #[tokio::test(start_paused = true)]
@@ -241,12 +270,12 @@ mod tests {
         let started = tokio::time::Instant::now();
         let first = tokio::spawn({
             let owed = owed.clone();
-            async move { owed.settled(&mut Waiting::default()).await }
+            async move { settle(&owed, &mut Waiting::default()).await }
         });
         tokio::time::sleep(MAX_WAIT / 2).await;
         let second = tokio::spawn({
             let owed = owed.clone();
-            async move { owed.settled(&mut Waiting::default()).await }
+            async move { settle(&owed, &mut Waiting::default()).await }
         });
         first.await.unwrap();
         second.await.unwrap();
@@ -256,6 +285,13 @@ mod tests {
             "the later wait goes when the watchdog armed by the first fires"
         );
         drop(held);
+    }
+
+    /// A wait on `owed`, failing the test rather than hanging it.
+    async fn settle(owed: &Arc<Owed>, waiting: &mut Waiting) {
+        tokio::time::timeout(10 * MAX_WAIT, owed.settled(waiting))
+            .await
+            .expect("a wait on answers owed is bounded");
     }
 
     fn futures_noop() -> &'static Waker {
