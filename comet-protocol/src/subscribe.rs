@@ -58,9 +58,9 @@ impl SubscribeRoute {
             channels = ?subscribe.names.iter().map(ChannelName::as_str).collect::<Vec<_>>(),
         );
         let hub = hub.clone();
-        let holding = Holding::of(route);
+        let limits = RouteLimits::of(route);
         Box::pin(Answering::Subscribing(Box::pin(
-            subscribe.answer(hub, holding, cors).instrument(span),
+            subscribe.answer(hub, limits, cors).instrument(span),
         )))
     }
 }
@@ -91,15 +91,16 @@ impl Future for Answering {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        if let Answering::Subscribing(subscribing) = &mut *self {
-            match std::task::ready!(subscribing.as_mut().poll(cx)) {
-                Subscribed::Answer(response) => return std::task::Poll::Ready(response),
-                Subscribed::Hold(holding) => *self = Answering::Holding(holding),
+        loop {
+            match &mut *self {
+                Answering::Subscribing(subscribing) => {
+                    match std::task::ready!(subscribing.as_mut().poll(cx)) {
+                        Subscribed::Answer(response) => return std::task::Poll::Ready(response),
+                        Subscribed::Hold(holding) => *self = Answering::Holding(holding),
+                    }
+                }
+                Answering::Holding(holding) => return holding.as_mut().poll(cx),
             }
-        }
-        match &mut *self {
-            Answering::Holding(holding) => holding.as_mut().poll(cx),
-            Answering::Subscribing(_) => unreachable!("subscribed above"),
         }
     }
 }
@@ -109,7 +110,7 @@ impl SubscribeRequest {
     /// it is answered or held. Nothing is passed on by value to a future of
     /// its own before it is boxed, as each would hold a copy of what it was
     /// given beside the caller's (1,976 bytes, not 1,480).
-    async fn answer(self, hub: Hub, holding: Holding, cors: PendingCors) -> Subscribed {
+    async fn answer(self, hub: Hub, limits: RouteLimits, cors: PendingCors) -> Subscribed {
         let SubscribeRequest {
             format,
             transport,
@@ -129,8 +130,6 @@ impl SubscribeRequest {
         let identity = access.identity.or(subscriber.identity_ref().cloned());
         let subscriber = subscriber.identity(identity).expires_at(access.expires);
         let subscribed = hub.subscribe_names(subscriber, &names, start).await;
-        // Freed now, not after an answer that may be held for minutes (and
-        // whose time, when a publish answers a thousand, counts).
         drop(names);
         let subscription = match subscribed {
             Ok(subscription) => subscription,
@@ -147,12 +146,12 @@ impl SubscribeRequest {
                 format,
                 byte_budget,
             } => {
-                let headers = stream_headers(&*format, holding.cors_headers);
+                let headers = stream_headers(&*format, limits.cors_headers);
                 let span = tracing::Span::current();
                 let body = CometBody::stream(
                     subscription,
                     format,
-                    holding.heartbeat,
+                    limits.heartbeat,
                     byte_budget,
                     span,
                     gauge,
@@ -162,7 +161,7 @@ impl SubscribeRequest {
                 Subscribed::Answer(cors.apply(response))
             }
             Format::LongPoll(format) => {
-                let held = hold(subscription, format, timeout, holding, gauge, cors);
+                let held = hold(subscription, format, timeout, limits, gauge, cors);
                 Subscribed::Hold(Box::pin(held.instrument(tracing::Span::current())))
             }
         }
@@ -170,14 +169,14 @@ impl SubscribeRequest {
 }
 
 /// What answering a subscribed request needs of its route.
-struct Holding {
+struct RouteLimits {
     heartbeat: Duration,
     max_hold: Duration,
     max_batch: usize,
     cors_headers: usize,
 }
 
-impl Holding {
+impl RouteLimits {
     fn of(route: &SubscribeRoute) -> Self {
         Self {
             heartbeat: route.heartbeat,
@@ -193,7 +192,7 @@ async fn hold(
     subscription: Subscription,
     format: Box<dyn LongPollFormat>,
     timeout: Option<Duration>,
-    route: Holding,
+    route: RouteLimits,
     gauge: SubscriberGauge,
     cors: PendingCors,
 ) -> Response<CometBody> {

@@ -67,8 +67,8 @@ pub(crate) async fn serve<S, B>(
 {
     let mut buf = BytesMut::new();
     loop {
-        // A request waits on answers owed at most twice, and not again once
-        // a wait ran out (owed.rs).
+        // A request may wait on answers owed twice, 20 ms at most in all
+        // (owed.rs).
         let mut waiting = Waiting::default();
         if buf.is_empty() {
             // Nothing read yet: while answers are owed, the next request is
@@ -508,7 +508,14 @@ async fn write_parts(stream: &mut TcpStream, parts: &[&[u8]], timeout: Duration)
     let sent = send(socket2::SockRef::from(&*stream), parts, total);
     let mut done = match sent {
         Ok(done) => done,
-        Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(error)
+            if matches!(
+                error.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            0
+        }
         Err(error) => return Err(error),
     };
     if done == total {
@@ -540,11 +547,37 @@ async fn write_parts(stream: &mut TcpStream, parts: &[&[u8]], timeout: Duration)
 /// of parts (`sendmsg`), a per-write cost a fan-out pays per subscriber.
 const JOINED_WRITE: usize = 1024;
 
+/// The flags of every `send`: a peer that reset the connection fails the
+/// write (`EPIPE`) without a `SIGPIPE`, whatever the process does with that
+/// signal, as the standard library's and mio's writes do.
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly",
+    target_os = "illumos",
+    target_os = "solaris"
+))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly",
+    target_os = "illumos",
+    target_os = "solaris"
+)))]
+const SEND_FLAGS: libc::c_int = 0;
+
 /// Sends what it can of `parts` (`total` bytes in all) in one system call.
 fn send(socket: socket2::SockRef<'_>, parts: &[&[u8]], total: usize) -> io::Result<usize> {
     let mut filled = parts.iter().filter(|part| !part.is_empty());
     match (filled.next(), filled.next()) {
-        (Some(only), None) => return socket.send(only),
+        (Some(only), None) => return socket.send_with_flags(only, SEND_FLAGS),
         (Some(_), Some(_)) if total <= JOINED_WRITE => {
             let mut joined = [0; JOINED_WRITE];
             let mut at = 0;
@@ -552,7 +585,7 @@ fn send(socket: socket2::SockRef<'_>, parts: &[&[u8]], total: usize) -> io::Resu
                 joined[at..at + part.len()].copy_from_slice(part);
                 at += part.len();
             }
-            return socket.send(&joined[..at]);
+            return socket.send_with_flags(&joined[..at], SEND_FLAGS);
         }
         _ => {}
     }
@@ -560,7 +593,7 @@ fn send(socket: socket2::SockRef<'_>, parts: &[&[u8]], total: usize) -> io::Resu
     for (slice, part) in slices.iter_mut().zip(parts) {
         *slice = IoSlice::new(part);
     }
-    socket.send_vectored(&slices[..parts.len().min(4)])
+    socket.send_vectored_with_flags(&slices[..parts.len().min(4)], SEND_FLAGS)
 }
 
 /// Answers a request this server refuses (malformed, too large), from the

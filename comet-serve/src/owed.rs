@@ -5,14 +5,15 @@
 //! whole wake-up first. Here, a held request whose app future was woken
 //! counts as owed until its task polls it, and a connection about to read
 //! or serve a new request waits until nothing is owed, 20 ms at most in
-//! all, counted by one watchdog timer for every wait (not a timer each).
+//! all from its first wait, counted by one watchdog timer for every wait
+//! (not a timer each).
 //! This holds whatever the runtime's settings (tokio's `event_interval`
 //! decides how often it reads new I/O, and it is not the app's to tune
 //! here).
 
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
         Arc,
     },
     task::{Wake, Waker},
@@ -36,18 +37,20 @@ pub(crate) struct Owed {
     /// (a clock read, a lock, an insert into tokio's wheel) would be paid in
     /// that time.
     watching: AtomicBool,
-    /// How many times a watchdog let every wait go.
-    released: AtomicU64,
+    /// How many times a watchdog let every wait go (only ever compared).
+    released: AtomicUsize,
 }
 
 /// Where a request is in its waits on answers owed (before it is read, and
-/// again before it is served): [`MAX_WAIT`] at most in all.
+/// again before it is served): [`MAX_WAIT`] at most in all, counted from
+/// its first wait (on a busy runtime, the watchdog's own turn to run comes
+/// on top).
 #[derive(Debug, Default)]
 pub(crate) struct Waiting {
     /// How many watchdogs had fired when the request first waited. The
-    /// watchdog it waited under fires within [`MAX_WAIT`] of then: once one
-    /// more has fired, the request has waited its time.
-    since: Option<u64>,
+    /// watchdog it waited under was armed by then, for [`MAX_WAIT`] from
+    /// its arming: once one more has fired, the request has waited its time.
+    since: Option<usize>,
 }
 
 impl Owed {
@@ -72,18 +75,17 @@ impl Owed {
                 return;
             }
             if !self.watching.swap(true, Ordering::AcqRel) {
-                tokio::spawn(Arc::clone(self).watch());
+                // The deadline is set now, not when the watchdog's task
+                // first runs (on a busy runtime, behind every task queued).
+                let deadline = tokio::time::Instant::now() + MAX_WAIT;
+                let release = Release(Arc::clone(self));
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(deadline).await;
+                    drop(release);
+                });
             }
             paid.await;
         }
-    }
-
-    /// Lets every wait registered go after [`MAX_WAIT`].
-    async fn watch(self: Arc<Self>) {
-        tokio::time::sleep(MAX_WAIT).await;
-        self.released.fetch_add(1, Ordering::AcqRel);
-        self.watching.store(false, Ordering::Release);
-        self.paid.notify_waiters();
     }
 
     fn owe(&self) {
@@ -94,6 +96,20 @@ impl Owed {
         if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.paid.notify_waiters();
         }
+    }
+}
+
+/// A watchdog's work, done when it is dropped: when its time is up, or if
+/// its task never gets to run it (the runtime shutting down), so that the
+/// next wait arms a new one rather than waiting, unbounded, on this one.
+struct Release(Arc<Owed>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let owed = &self.0;
+        owed.released.fetch_add(1, Ordering::AcqRel);
+        owed.watching.store(false, Ordering::Release);
+        owed.paid.notify_waiters();
     }
 }
 

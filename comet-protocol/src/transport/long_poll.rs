@@ -218,6 +218,36 @@ mod tests {
         assert_eq!(after, cursor);
     }
 
+    #[tokio::test]
+    async fn a_message_published_during_the_hold_is_the_answer() {
+        let hub = crate::Hub::new();
+        let subscription = hub.subscribe(["c"], crate::Start::head()).await.unwrap();
+        let held = tokio::spawn(hold(subscription, Duration::from_secs(10), 5));
+        // Published once the hold waits: it ends the hold, alone.
+        let published = hub.subscribe(["c"], crate::Start::head()).await.unwrap();
+        let mut published = std::pin::pin!(published);
+        tokio::task::yield_now().await;
+        hub.publish("c", comet_core::Payload::text("late"))
+            .await
+            .unwrap();
+        let (batch, cursor) = tokio::time::timeout(Duration::from_secs(5), held)
+            .await
+            .expect("answered when the message came")
+            .unwrap();
+        match batch.as_slice() {
+            [Item::Message {
+                message,
+                cursor: after,
+            }] => {
+                assert_eq!(message.text(), "late");
+                assert_eq!(after, &cursor);
+            }
+            other => panic!("not the one message: {other:?}"),
+        }
+        let next = futures_util::StreamExt::next(&mut published).await.unwrap();
+        assert_eq!(next.cursor(), &cursor, "the next poll resumes after it");
+    }
+
     #[test]
     fn an_empty_answer_is_the_cursor_and_no_messages() {
         let body = JsonLongPoll.answer(&[], &Cursor::default());
