@@ -129,9 +129,7 @@ impl SubscribeRequest {
         };
         let identity = access.identity.or(subscriber.identity_ref().cloned());
         let subscriber = subscriber.identity(identity).expires_at(access.expires);
-        let subscribed = hub.subscribe_names(subscriber, &names, start).await;
-        drop(names);
-        let subscription = match subscribed {
+        let subscription = match hub.subscribe_names(subscriber, &names, start).await {
             Ok(subscription) => subscription,
             Err(error) => {
                 let error = ProtocolError::from(error);
@@ -161,7 +159,7 @@ impl SubscribeRequest {
                 Subscribed::Answer(cors.apply(response))
             }
             Format::LongPoll(format) => {
-                let held = hold(subscription, format, timeout, limits, gauge, cors);
+                let held = answer_long_poll(subscription, format, timeout, limits, gauge, cors);
                 Subscribed::Hold(Box::pin(held.instrument(tracing::Span::current())))
             }
         }
@@ -188,21 +186,21 @@ impl RouteLimits {
 }
 
 /// Holds a long poll and answers it.
-async fn hold(
+async fn answer_long_poll(
     subscription: Subscription,
     format: Box<dyn LongPollFormat>,
     timeout: Option<Duration>,
-    route: RouteLimits,
+    limits: RouteLimits,
     gauge: SubscriberGauge,
     cors: PendingCors,
 ) -> Response<CometBody> {
-    let hold = long_poll::hold_time(timeout, route.max_hold);
-    let (items, cursor) = long_poll::hold(subscription, hold, route.max_batch).await;
+    let hold = long_poll::hold_time(timeout, limits.max_hold);
+    let (items, cursor) = long_poll::hold(subscription, hold, limits.max_batch).await;
     drop(gauge);
     let items = items.as_slice();
     tracing::debug!(items = items.len(), "answered a long poll");
     let mut response = Response::new(CometBody::full(format.answer(items, &cursor)));
-    *response.headers_mut() = poll_headers(&*format, route.cors_headers);
+    *response.headers_mut() = poll_headers(&*format, limits.cors_headers);
     // A cursor is URL-safe ASCII, always a valid header value. Built
     // at its exact size, the `Vec` becomes the value's `Bytes`
     // without a copy.
