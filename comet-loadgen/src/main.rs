@@ -25,7 +25,7 @@ mod stats;
 
 use args::{Dialect, Options, Scenario, Transport};
 use client::{Publisher, Target};
-use stats::{Received, Report};
+use stats::{Latencies, Received, Report};
 use std::collections::BTreeMap;
 use std::{
     sync::{
@@ -143,6 +143,7 @@ async fn run(options: &Options) -> Result<Report, String> {
         Vec::new()
     };
     let mut subscribers = Vec::with_capacity(options.subscribers);
+    let latencies = Latencies::default();
     for i in 0..options.subscribers {
         while i - connected.available_permits().min(i) - failed.load(Ordering::Relaxed).min(i)
             >= CONNECTING_AT_ONCE
@@ -157,10 +158,11 @@ async fn run(options: &Options) -> Result<Report, String> {
             None => (sub_targets[i % sub_targets.len()].clone(), None),
         };
         let (connected, failed, progress) = (connected.clone(), failed.clone(), progress.clone());
+        let latencies = latencies.clone();
         let mut stopped = stopped.clone();
         let (transport, dialect) = (options.transport, options.dialect);
         subscribers.push(tokio::spawn(async move {
-            let mut received = Received::new(expected_each, progress);
+            let mut received = Received::new(expected_each, latencies, progress);
             let outcome = tokio::select! {
                 outcome = client::subscribe(target, via, transport, dialect, clock, connected, &mut received) => outcome,
                 _ = stopped.wait_for(|stop| *stop) => Ok(()),
@@ -234,7 +236,6 @@ async fn run(options: &Options) -> Result<Report, String> {
             }
         }
         let _ = stop.send(true);
-        let mut latency: Option<hdrhistogram::Histogram<u64>> = None;
         let mut last_delivery = 0;
         // Per message: (published at, the last subscriber had it at).
         let mut completed: Vec<(u64, u64)> = Vec::new();
@@ -249,12 +250,8 @@ async fn run(options: &Options) -> Result<Report, String> {
             for (all, one) in completed.iter_mut().zip(&received.arrivals) {
                 *all = (one.0.max(all.0), one.1.max(all.1));
             }
-            match &mut latency {
-                Some(total) => total.add(&received.latency).map_err(|e| e.to_string())?,
-                None => latency = Some(received.latency),
-            }
         }
-        report.latency = latency;
+        report.latency = Some(latencies.all());
         report.delivery_span = last_delivery.saturating_sub(first) as f64 / 1e9;
         if report.lost() == 0 && report.delivered > 0 {
             report.last_ms = Some(last_delivery.saturating_sub(last) as f64 / 1e6);

@@ -7,7 +7,7 @@ use crate::{
     args::Options,
     client::{Publisher, Sender, Target},
     resume::{Resumer, Wire},
-    stats::Received,
+    stats::{Latencies, Received},
     Clock,
 };
 use bytes::Bytes;
@@ -391,13 +391,14 @@ pub(super) async fn resumers(
     let wires = wires(options)?;
     let mut started = Vec::with_capacity(count);
     let mut pending = Vec::new();
+    let latencies = Latencies::default();
     for i in 0..count {
         let c = i % options.extra.channels;
         let mut resumer = Resumer::new(
             template.target.clone(),
             template.channel(c)?,
             wires[i % wires.len()],
-            Received::new(0, progress.clone()),
+            Received::new(0, latencies.clone(), progress.clone()),
         );
         pending.push(tokio::spawn(async move {
             resumer.start(&clock).await.map(|()| resumer)
@@ -502,6 +503,7 @@ pub(super) fn tally(
     let names: Vec<String> = (0..channels)
         .map(|c| template.channel(c).unwrap_or_default())
         .collect();
+    let mut recorded: Vec<&Latencies> = Vec::new();
     for r in resumers {
         let c = r.channel_index(&names);
         let want = published.stored_on(c as u64, channels as u64);
@@ -515,8 +517,13 @@ pub(super) fn tally(
         gap_missed += r.gap_missed;
         unknown_gaps += r.unknown_gaps;
         sessions += r.sessions;
-        let _ = latency.add(&r.received.latency);
-        let _ = steady.add(&r.received.steady);
+        // Resumers share their record: each record is added once.
+        let latencies = r.received.latencies();
+        if !recorded.iter().any(|seen| seen.same(latencies)) {
+            recorded.push(latencies);
+            let _ = latency.add(latencies.all());
+            let _ = steady.add(latencies.steady());
+        }
     }
     json!({
         "expected": expected, "delivered": delivered, "lost_silently": lost,

@@ -165,13 +165,13 @@ pub(super) async fn stall(options: &Options) -> Result<Value> {
     }
     let rss_stalled = rss(options.pid);
     let progress = Arc::new(AtomicU64::new(0));
-    let mut normal = resumers(options, options.subscribers, clock, progress.clone()).await?;
+    let normal = resumers(options, options.subscribers, clock, progress.clone()).await?;
     let connect_secs = connecting.elapsed().as_secs_f64();
     // Latency after the first sixth of the run (10 s of 60), once the
     // stalled subscribers' buffers have filled.
     let warm = clock.now_ns() + (options.duration / 6).as_nanos() as u64;
-    for r in &mut normal {
-        r.received.steady_from = warm;
+    for r in &normal {
+        r.received.latencies().steady_from(warm);
     }
     let following = Following::start(normal, Duration::from_secs(3600), clock);
     // `--messages`: that many, however long they take (history must move
