@@ -15,6 +15,9 @@ cd "$(dirname "$0")/.."
 parse_options "usage: $0 [--quick] [--rounds N] [--pin]" "$@"
 [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] && command -v nginx >/dev/null ||
     { echo "nchan is needed: apt-get install nginx libnginx-mod-nchan" >&2; exit 2; }
+# 10,000 subscribers need as many descriptors in the server and the generator.
+ulimit -n "$(ulimit -Hn)"
+[ "$(ulimit -n)" -gt $((BIG + 1000)) ] || { echo "ulimit -n must exceed $BIG + 1000" >&2; exit 2; }
 RUN=$RANDOM
 WORK=$(mktemp -d)
 # Every server is stopped after its measurement: no job may be left to kill.
@@ -36,33 +39,46 @@ POLL[direct]="" # its long polls are the tasks' own
 SUB[nchan]="http://127.0.0.1:8090/sub/{c}"; POLL[nchan]="http://127.0.0.1:8090/sub/{c}"
 PUB[nchan]="http://127.0.0.1:8090/pub/{c}"; DIALECT[nchan]=raw; URL[nchan]=http://127.0.0.1:8090/
 
-# start SERVER: a fresh process; sets PID (the one whose CPU is counted).
+# start SERVER: a fresh process, on a port nothing else holds (a server
+# left by an earlier, interrupted run would answer in its place); sets
+# SERVER (the job to stop) and PID (the process whose CPU is counted).
 start() {
+    if curl -s -m 1 -o /dev/null "${URL[$1]}"; then
+        fail "something already answers at ${URL[$1]}: stop it first"
+    fi
     case $1 in
-        quick) ${PIN[@]+"${PIN[@]}"} target/axum-user/release/quickstart >/dev/null 2>&1 & PID=$! ;;
-        tasks | direct) ${PIN[@]+"${PIN[@]}"} target/floor/release/floor "$1" >/dev/null 2>&1 & PID=$! ;;
-        nchan)
-            ${PIN[@]+"${PIN[@]}"} nginx -p "$WORK/" -c "$PWD/bench/nchan.conf" >/dev/null 2>&1 &
-            MASTER=$! ;;
+        quick) ${PIN[@]+"${PIN[@]}"} target/axum-user/release/quickstart >/dev/null 2>&1 & SERVER=$! ;;
+        tasks | direct) ${PIN[@]+"${PIN[@]}"} target/floor/release/floor "$1" >/dev/null 2>&1 & SERVER=$! ;;
+        nchan) ${PIN[@]+"${PIN[@]}"} nginx -p "$WORK/" -c "$PWD/bench/nchan.conf" >/dev/null 2>&1 & SERVER=$! ;;
     esac
+    PID=$SERVER
     wait_for curl -s -o /dev/null "${URL[$1]}"
     # nchan's CPU is its worker's.
-    [ "$1" = nchan ] && PID=$(pgrep -P "$MASTER" | head -1)
-    SERVER=$!
+    if [ "$1" = nchan ]; then PID=$(pgrep -P "$SERVER" | head -1); fi
+    kill -0 "$PID" || fail "$1 did not start"
 }
 
-# run SERVER SCENARIO ARGS...: the JSON report line (or nothing).
+# fail MESSAGE: ends the whole run (`run` is in a subshell, whose own exit
+# would only leave that measurement empty).
+fail() {
+    echo "$*" >&2
+    kill -TERM $$
+    exit 1
+}
+
+# run SERVER SCENARIO ARGS...: the JSON report line (or nothing). Runs in a
+# subshell (`$(run ...)`), so it stops its own server however it ends.
 run() {
     local server=$1 scenario=$2; shift 2
     local channel="f$RUN$server$RANDOM" sub=${SUB[$server]} pub=${PUB[$server]} poll=${POLL[$server]}
     sub=${sub//\{c\}/$channel}; pub=${pub//\{c\}/$channel}; poll=${poll//\{c\}/$channel}
     [ "$scenario" = follow ] && [ -z "$poll" ] && return
     start "$server"
+    trap 'kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true' EXIT INT TERM
     case $scenario in
         follow) "${LOADGEN[@]}" follow --sub-url "$poll" --pub-url "$pub" --dialect "${DIALECT[$server]}" --pid "$PID" --json "$@" ;;
         *) "${LOADGEN[@]}" "$scenario" --sub-url "$sub" --pub-url "$pub" --pid "$PID" --json "$@" ;;
     esac 2>/dev/null || true
-    kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true
 }
 
 SERVERS="quick tasks direct nchan"

@@ -11,7 +11,7 @@
 //! - `GET /poll...`: a long poll in nchan's dialect (the answer's `Etag` is
 //!   the message's number; a poll with `If-None-Match: N` gets message N + 1,
 //!   at once or when it is published; `direct` answers polls as `tasks` does);
-//! - `POST /pub...`: publishes the body (201);
+//! - `POST` (any path): publishes the body (201);
 //! - any other `GET`: 200, empty (for a readiness check).
 //!
 //! `ADDR` defaults to 127.0.0.1:3300. Requests are taken to be well formed:
@@ -55,7 +55,15 @@ async fn main() -> std::io::Result<()> {
     let listener = TcpListener::bind(&addr).await?;
     let channel = Arc::new(Channel::default());
     loop {
-        let (stream, _) = listener.accept().await?;
+        // Out of descriptors, say: the clients that connected are served.
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                eprintln!("accept: {error}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
         stream.set_nodelay(true)?;
         let channel = channel.clone();
         tokio::spawn(async move {

@@ -381,6 +381,7 @@ impl Published {
 
 /// Resuming subscribers: subscriber `i` on channel `i % channels` over
 /// `wires[i % wires.len()]`, each started (head cursor) before this returns.
+/// They record their latencies into one record, shared.
 pub(super) async fn resumers(
     options: &Options,
     count: usize,
@@ -490,7 +491,9 @@ pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// Over resumers: what they should have had (`stored_on` their channel),
-/// what they had, and the gaps that owned up to the rest.
+/// what they had, and the gaps that owned up to the rest. The latencies
+/// are those of every resumer that shares a record with one of these
+/// (`resumers` makes one record per call): pass them all.
 pub(super) fn tally(
     resumers: &[Resumer],
     published: &Published,
