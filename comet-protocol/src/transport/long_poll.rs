@@ -223,9 +223,13 @@ mod tests {
         let hub = crate::Hub::new();
         let subscription = hub.subscribe(["c"], crate::Start::head()).await.unwrap();
         let held = tokio::spawn(hold(subscription, Duration::from_secs(10), 5));
-        // Published once the hold waits: it ends the hold, alone.
-        let published = hub.subscribe(["c"], crate::Start::head()).await.unwrap();
-        let mut published = std::pin::pin!(published);
+        // A second subscriber from the same place, to show where the next
+        // poll resumes.
+        let next_poll = hub.subscribe(["c"], crate::Start::head()).await.unwrap();
+        let mut next_poll = std::pin::pin!(next_poll);
+        // On this single-threaded runtime, the held task runs to its wait
+        // before this one goes on: the message is published during the hold,
+        // and it ends the hold, alone.
         tokio::task::yield_now().await;
         hub.publish("c", comet_core::Payload::text("late"))
             .await
@@ -244,7 +248,7 @@ mod tests {
             }
             other => panic!("not the one message: {other:?}"),
         }
-        let next = futures_util::StreamExt::next(&mut published).await.unwrap();
+        let next = futures_util::StreamExt::next(&mut next_poll).await.unwrap();
         assert_eq!(next.cursor(), &cursor, "the next poll resumes after it");
     }
 
